@@ -1,0 +1,65 @@
+"""Record accounting: every record read is in a final bar, a dead letter, or counted as a duplicate.
+
+The figures come from Beam metrics, which every runner reports, so the same check runs
+locally and on a cluster.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from apache_beam.metrics.metric import MetricsFilter
+
+
+@dataclass
+class Accounting:
+    records_in: int = 0
+    trades_parsed: int = 0
+    unique_trades: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    trades_in_final_bars: int = 0
+    duplicates_in_final_bars: int = 0
+    bar_rows_written: int = 0
+    filled_bars_written: int = 0
+    bar_files_written: int = 0
+    dead_letter_rows_written: int = 0
+
+    @classmethod
+    def from_counters(cls, counters: dict[str, int]) -> "Accounting":
+        accounting = cls()
+        for name, value in counters.items():
+            if name.startswith("dead_letters."):
+                accounting.dead_letters_by_reason[name.split(".", 1)[1]] = value
+            elif hasattr(accounting, name) and name != "dead_letters_by_reason":
+                setattr(accounting, name, value)
+        return accounting
+
+    @property
+    def accounted(self) -> int:
+        return self.trades_in_final_bars + self.dead_letter_rows_written + self.duplicates
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.records_in != self.accounted:
+            found.append(f"records read ({self.records_in}) != trades in final bars ({self.trades_in_final_bars})"
+                         f" + dead letters written ({self.dead_letter_rows_written}) + duplicates ({self.duplicates})")
+        if self.dead_letters != self.dead_letter_rows_written:
+            found.append(f"dead letters counted ({self.dead_letters}) != dead letters written ({self.dead_letter_rows_written})")
+        if self.unique_trades != self.trades_in_final_bars:
+            found.append(f"unique trades ({self.unique_trades}) != trades in final bars ({self.trades_in_final_bars})")
+        if self.duplicates != self.duplicates_in_final_bars:
+            found.append(f"duplicates counted ({self.duplicates}) != duplicates in final bars ({self.duplicates_in_final_bars})")
+        return found
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def counters_of(result, namespace: str = "cryptobeam") -> dict[str, int]:
+    """Sum each counter over all steps (committed values where the runner has them)."""
+    totals: dict[str, int] = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
+    return totals

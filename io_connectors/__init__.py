@@ -1,0 +1,1 @@
+"""Sources, sinks and collectors: everything that knows about files, formats and storage."""

@@ -1,0 +1,71 @@
+"""Finding and opening input files: plain, gzip, or zip archives as exchanges distribute them.
+
+Paths go through Beam's FileSystems, so the same code reads local disks, gs:// and s3://.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from apache_beam.io.filesystems import FileSystems
+
+
+class InputError(ValueError):
+    """The inputs named by the user cannot be used (nothing matched, unreadable)."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    size: int
+
+
+def match_inputs(patterns: list[str]) -> list[InputFile]:
+    """Expand globs; every pattern must match at least one file."""
+    found: dict[str, InputFile] = {}
+    for pattern in patterns:
+        try:
+            results = FileSystems.match([pattern])[0].metadata_list
+        except Exception as error:  # FileSystems raises several types for bad schemes/paths
+            raise InputError(f"cannot list {pattern!r}: {error}") from None
+        files = [m for m in results if not m.path.endswith("/")]
+        if not files:
+            raise InputError(f"no input files matched {pattern!r}")
+        for m in files:
+            found[m.path] = InputFile(m.path, m.size_in_bytes)
+    return sorted(found.values(), key=lambda f: f.path)
+
+
+def base_name(path: str) -> str:
+    return PurePosixPath(path.replace("\\", "/")).name
+
+
+def open_members(path: str):
+    """Yield (source name, bytes) for each data member: the file itself, its gunzipped body,
+    or each file inside a zip archive."""
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        data = handle.read()
+    lower = path.lower()
+    if lower.endswith(".zip"):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for info in archive.infolist():
+                if info.is_dir() or base_name(info.filename).startswith("."):
+                    continue
+                yield f"{path}!{info.filename}", archive.read(info)
+    elif lower.endswith(".gz"):
+        yield path, gzip.decompress(data)
+    else:
+        yield path, data
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """Physical lines without their line breaks (LF or CRLF); a final empty line is not a record."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if b"\r" not in data:
+        return lines
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]

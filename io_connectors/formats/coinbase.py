@@ -1,0 +1,70 @@
+"""Coinbase Exchange trades as JSON lines, as the REST trades endpoint returns them.
+
+``side`` there is the maker's side ("buy" means a resting buy order was hit), so the taker
+side is the opposite. ``time`` is ISO-8601; ``product_id``, when present, is the symbol.
+"""
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+
+from io_connectors.formats.symbols import split_by_separator
+from io_connectors.raw_batch import RawBatch
+from transforms.dead_letter import dead_letter
+from transforms.trade_batch import make_trade_batch
+
+TAKER_SIDE_OF_MAKER = {"buy": "sell", "sell": "buy"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def iso_to_micros(text: str) -> int:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("time has no timezone")
+    delta = moment - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{name} is not a number")
+    number = float(value)
+    if isinstance(value, str) and not math.isfinite(number) and value.strip().lower() not in ("nan", "inf", "-inf", "infinity"):
+        raise ValueError(f"{name} is not a number")
+    return number
+
+
+def parse_coinbase_trades(raw: RawBatch, exchange: str = "coinbase", symbol: str | None = None):
+    rows, dead = {k: [] for k in ("trade_id", "price", "amount", "side", "event_time", "symbol", "line", "payload")}, []
+    for line, number in zip(raw.lines, raw.line_numbers.tolist()):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            missing = [k for k in ("trade_id", "side", "size", "price", "time") if record.get(k) in (None, "")]
+            if missing:
+                raise ValueError(f"missing field(s): {', '.join(missing)}")
+            maker_side = str(record["side"]).lower()
+            row_symbol = record.get("product_id") or symbol or raw.symbol_hint
+            if not row_symbol:
+                raise ValueError("no symbol: no product_id, not in the file name, and --symbol not given")
+            values = (str(record["trade_id"]), _number(record["price"], "price"), _number(record["size"], "size"),
+                      TAKER_SIDE_OF_MAKER.get(maker_side, maker_side), iso_to_micros(str(record["time"])))
+        except (ValueError, TypeError, OverflowError) as error:  # json.JSONDecodeError is a ValueError
+            dead.append(dead_letter("malformed", str(error), "parse", line, raw.source, number))
+            continue
+        for key, value in zip(("trade_id", "price", "amount", "side", "event_time"), values):
+            rows[key].append(value)
+        rows["symbol"].append(row_symbol)
+        rows["line"].append(number)
+        rows["payload"].append(line)
+    pairs = {s: split_by_separator(s) for s in set(rows["symbol"])}
+    trades = make_trade_batch(
+        exchange=exchange, symbol=rows["symbol"], base=[pairs[s][0] for s in rows["symbol"]],
+        quote=[pairs[s][1] for s in rows["symbol"]], trade_id=rows["trade_id"], price=rows["price"],
+        amount=rows["amount"], side=rows["side"], event_time=rows["event_time"], source=raw.source,
+        source_offset=rows["line"], payload=rows["payload"])
+    return trades, dead

@@ -1,0 +1,33 @@
+"""A raw batch: records exactly as read, before any parsing, with where they came from."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass
+class RawBatch:
+    source: str
+    """File path, with ``!member`` for a file inside an archive."""
+    symbol_hint: str | None = None
+    """The symbol the file name suggests, used when the records do not say."""
+    lines: list[bytes] | None = None
+    """Text formats: one entry per physical line, without the line break."""
+    line_numbers: np.ndarray | None = None
+    """1-based line numbers of ``lines``."""
+    table: pa.Table | None = None
+    """Columnar formats: the rows as read."""
+    first_row: int = 1
+    """Columnar formats: 1-based row number of the table's first row in the file."""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def starts_file(self) -> bool:
+        if self.lines is not None:
+            return bool(len(self.line_numbers)) and int(self.line_numbers[0]) == 1
+        return self.first_row == 1
+
+    def __len__(self) -> int:
+        return len(self.lines) if self.lines is not None else (self.table.num_rows if self.table is not None else 0)

@@ -1,0 +1,119 @@
+"""Bounded sources: which files, in which format, read into raw batches for ``TradesToBars``."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import apache_beam as beam
+import fastavro
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from io_connectors.files import InputFile, base_name, open_members, split_lines
+from io_connectors.formats import binance, coinbase, kraken, normalized, tardis
+from io_connectors.formats.symbols import binance_symbol_from_name, leading_symbol_from_name
+from io_connectors.progress import report_progress
+from io_connectors.raw_batch import RawBatch
+
+DEFAULT_BATCH_ROWS = 250_000
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    name: str
+    description: str
+    parser: Callable
+    layout: str  # "text", "parquet" or "avro"
+    default_exchange: str | None
+    symbol_from_name: Callable[[str], str | None] | None = None
+
+
+SOURCES = {s.name: s for s in [
+    SourceFormat("binance-aggtrades", "Binance public data aggTrades CSV (.zip or .csv)", binance.parse_aggtrades,
+                 "text", "binance", binance_symbol_from_name),
+    SourceFormat("binance-trades", "Binance public data trades CSV (.zip or .csv)", binance.parse_trades,
+                 "text", "binance", binance_symbol_from_name),
+    SourceFormat("tardis-trades", "Tardis.dev normalized trades CSV (.csv or .csv.gz)", tardis.parse_tardis_trades,
+                 "text", None, None),
+    SourceFormat("coinbase-trades", "Coinbase Exchange trades, JSON lines", coinbase.parse_coinbase_trades,
+                 "text", "coinbase", leading_symbol_from_name),
+    SourceFormat("kraken-trades", "Kraken trade history CSV (timestamp,price,volume)", kraken.parse_kraken_trades,
+                 "text", "kraken", leading_symbol_from_name),
+    SourceFormat("parquet", "Parquet files in the normalized trade schema", normalized.parse_normalized,
+                 "parquet", None, None),
+    SourceFormat("avro", "Avro files in the normalized trade schema", normalized.parse_normalized,
+                 "avro", None, None),
+]}
+
+
+def parser_for(source: SourceFormat, exchange: str | None = None, symbol: str | None = None):
+    """The source's parser with the user's overrides bound in."""
+    options = {"symbol": symbol}
+    if exchange or source.default_exchange:
+        options["exchange"] = exchange or source.default_exchange
+    return functools.partial(source.parser, **options)
+
+
+def read_raw_batches(source: SourceFormat, path: str, batch_rows: int = DEFAULT_BATCH_ROWS):
+    """Yield the raw batches of one input file."""
+    if source.layout == "text":
+        for member, data in open_members(path):
+            lines = split_lines(data)
+            hint = source.symbol_from_name(base_name(member.split("!")[-1])) if source.symbol_from_name else None
+            for start in range(0, max(len(lines), 1), batch_rows):
+                chunk = lines[start:start + batch_rows]
+                if chunk:
+                    yield RawBatch(source=member, symbol_hint=hint, lines=chunk,
+                                   line_numbers=np.arange(start + 1, start + 1 + len(chunk), dtype=np.int64))
+    elif source.layout == "parquet":
+        row = 1
+        for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+            yield RawBatch(source=path, table=pa.Table.from_batches([record_batch]), first_row=row)
+            row += record_batch.num_rows
+    else:
+        for start, table in _avro_tables(path, batch_rows):
+            yield RawBatch(source=path, table=table, first_row=start)
+
+
+def _avro_tables(path: str, batch_rows: int):
+    from apache_beam.io.filesystems import FileSystems
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        records, row = [], 1
+        for record in fastavro.reader(handle):
+            records.append(record)
+            if len(records) == batch_rows:
+                yield row, _records_table(records)
+                row, records = row + len(records), []
+        if records:
+            yield row, _records_table(records)
+
+
+def _records_table(records: list[dict]) -> pa.Table:
+    names = list(records[0])
+    return pa.table({name: [r.get(name) for r in records] for name in names})
+
+
+class _ReadFile(beam.DoFn):
+    def __init__(self, source: SourceFormat, batch_rows: int):
+        self._source, self._batch_rows = source, batch_rows
+
+    def process(self, input_file: InputFile):
+        for raw in read_raw_batches(self._source, input_file.path, self._batch_rows):
+            yield raw
+        report_progress(files=1, bytes=input_file.size)
+
+
+class ReadTradeFiles(beam.PTransform):
+    """File list -> raw batches, one file per DoFn call so runners can read files in parallel."""
+
+    def __init__(self, source: SourceFormat, files: list[InputFile], batch_rows: int = DEFAULT_BATCH_ROWS):
+        super().__init__()
+        self._source, self._files, self._batch_rows = source, files, batch_rows
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ListFiles" >> beam.Create(self._files)
+                | "ReadFiles" >> beam.ParDo(_ReadFile(self._source, self._batch_rows)))
+

@@ -1,0 +1,1 @@
+"""Runner profiles: turning a runner name and its flags into Beam pipeline options."""

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up a fresh clone and run the main job on the bundled data set.
+#   bash scripts/setup.sh
+# Creates .venv in the repo root, installs cryptobeam with its test tools, then runs
+# a backfill of data/XRPETH-aggTrades-*.zip into out/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[test]"
+if [ "${CRYPTOBEAM_SKIP_DEMO:-0}" != "1" ]; then
+  .venv/bin/cryptobeam backfill --source binance-aggtrades --input 'data/XRPETH-aggTrades-*.zip' \
+    --interval 1m --fill-gaps --out out/
+fi

@@ -1,0 +1,99 @@
+"""Shared test helpers: build trades, run TradesToBars, and an independent duckdb reference."""
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from io_connectors.formats.normalized import parse_normalized
+from io_connectors.raw_batch import RawBatch
+from transforms.trade_batch import TRADE_FIELDS, make_trade_batch
+
+T0 = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z in microseconds
+MINUTE = 60_000_000
+
+
+def trades_table(rows: list[dict]) -> pa.Table:
+    """rows: dicts with symbol, trade_id, price, amount, side, event_time (us); exchange defaults to binance."""
+    table = make_trade_batch(
+        exchange=[r.get("exchange", "binance") for r in rows], symbol=[r["symbol"] for r in rows],
+        trade_id=[str(r["trade_id"]) for r in rows], price=[r["price"] for r in rows],
+        amount=[r["amount"] for r in rows], side=[r.get("side", "buy") for r in rows],
+        event_time=[r["event_time"] for r in rows], source="test")
+    return table.select(TRADE_FIELDS)
+
+
+def raw_batch(rows: list[dict], first_row: int = 1, source: str = "test") -> RawBatch:
+    return RawBatch(source=source, table=trades_table(rows), first_row=first_row)
+
+
+def parse(raw):
+    return parse_normalized(raw)
+
+
+def reference_bars(rows: list[dict], interval_us: int = MINUTE) -> list[dict]:
+    """Bars computed by duckdb SQL, deduplicated on (exchange, symbol, trade_id): the independent oracle."""
+    if not rows:
+        return []
+    table = trades_table(rows)
+    con = duckdb.connect()
+    con.register("trades", table)
+    cursor = con.execute(f"""
+        WITH unique_trades AS (
+            SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY exchange, symbol, trade_id ORDER BY event_time) AS n
+                           FROM trades) WHERE n = 1),
+        t AS (SELECT *, epoch_us(event_time) AS us FROM unique_trades)
+        SELECT exchange, symbol, (us // {interval_us}) * {interval_us} AS window_start,
+               arg_min(price, (us, length(trade_id), trade_id)) AS open, max(price) AS high, min(price) AS low,
+               arg_max(price, (us, length(trade_id), trade_id)) AS close,
+               sum(amount) AS volume, sum(price * amount) AS quote_volume, count(*) AS trade_count,
+               coalesce(sum(amount) FILTER (WHERE side = 'buy'), 0) AS buy_volume,
+               coalesce(sum(amount) FILTER (WHERE side = 'sell'), 0) AS sell_volume,
+               arg_min(trade_id, (us, length(trade_id), trade_id)) AS first_trade_id,
+               arg_max(trade_id, (us, length(trade_id), trade_id)) AS last_trade_id
+        FROM t GROUP BY ALL ORDER BY exchange, symbol, window_start""")
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def bar_key(bar: dict):
+    return bar["exchange"], bar["symbol"], bar["window_start"]
+
+
+# Outputs collected in-process (the in-process runner and the direct runner run DoFns here).
+COLLECTED: dict[str, list] = {}
+
+
+def collect_into(name: str):
+    COLLECTED[name] = []
+
+    def collect(item, name=name):
+        COLLECTED[name].append(item)
+    return collect
+
+
+class Collect:
+    """A picklable sink that appends to COLLECTED[name] in this process."""
+
+    def __init__(self, name: str):
+        self.name = name
+        COLLECTED[name] = []
+
+    def __call__(self, item):
+        COLLECTED.setdefault(self.name, []).append(item)
+
+
+def run_trades_to_bars(raw_batches, spec, parser=parse):
+    """Run TradesToBars on the in-process runner; return (bars, dead letters, counters)."""
+    import apache_beam as beam
+
+    from beam_pipelines.accounting import counters_of
+    from runners.profiles import in_process_runner
+    from transforms import TradesToBars
+
+    pipeline = beam.Pipeline(runner=in_process_runner())
+    results = pipeline | beam.Create(raw_batches, reshuffle=False) | TradesToBars(spec, parser)
+    results["bars"] | "CollectBars" >> beam.Map(Collect("bars"))
+    results["dead_letters"] | "CollectDead" >> beam.Map(Collect("dead"))
+    result = pipeline.run()
+    result.wait_until_finish()
+    return list(COLLECTED["bars"]), list(COLLECTED["dead"]), counters_of(result)

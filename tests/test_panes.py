@@ -1,0 +1,97 @@
+"""Triggers and lateness under streaming semantics, driven by TestStream.
+
+The TestStream feeds raw batches with chosen event times, processing-time advances and
+watermark advances; the assertions are on the bar panes and dead letters that come out.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.utils.timestamp import Timestamp
+
+from tests.helpers import COLLECTED, MINUTE, T0, Collect, parse, raw_batch
+from transforms import BarSpec, TradesToBars
+
+
+def trade(i, second, price=100.0, amount=1.0, symbol="BTCUSDT"):
+    return {"symbol": symbol, "trade_id": i, "price": price, "amount": amount, "side": "buy",
+            "event_time": T0 + second * 1_000_000}
+
+
+def at(us: int) -> Timestamp:
+    return Timestamp(micros=us)
+
+
+def run_stream(stream: TestStream, spec: BarSpec):
+    options = PipelineOptions([], streaming=True)
+    with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as pipeline:
+        results = pipeline | stream | TradesToBars(spec, parse)
+        results["bars"] | "CollectBars" >> beam.Map(Collect("bars"))
+        results["dead_letters"] | "CollectDead" >> beam.Map(Collect("dead"))
+    return sorted(COLLECTED["bars"], key=lambda b: (b["window_start"], b["pane_index"])), COLLECTED["dead"]
+
+
+def batch_at(rows, event_us):
+    return beam.window.TimestampedValue(raw_batch(rows), at(event_us))
+
+
+def test_early_on_time_and_late_panes_accumulating():
+    spec = BarSpec.of("1m", early_firing_seconds=10, allowed_lateness_seconds=300, accumulation="accumulating")
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([batch_at([trade(1, 5, price=100, amount=1)], T0 + 5_000_000)])
+              .advance_processing_time(11)
+              .add_elements([batch_at([trade(2, 20, price=105, amount=2)], T0 + 20_000_000)])
+              .advance_processing_time(11)
+              .advance_watermark_to(at(T0 + MINUTE + 1_000_000))  # window [0, 1m) closes on time
+              .add_elements([batch_at([trade(3, 2, price=90, amount=4)], T0 + 2_000_000)])  # late, allowed, earliest
+              .advance_watermark_to_infinity())
+    bars, dead = run_stream(stream, spec)
+    assert dead == []
+    timings = [b["pane_timing"] for b in bars]
+    assert timings[0] == "EARLY" and "ON_TIME" in timings and timings[-1] == "LATE"
+    assert [b["pane_index"] for b in bars] == list(range(len(bars)))
+    on_time = next(b for b in bars if b["pane_timing"] == "ON_TIME")
+    assert (on_time["trade_count"], on_time["open"], on_time["close"], on_time["volume"]) == (2, 100, 105, 3)
+    late = bars[-1]  # accumulating: the late pane is the whole bar so far; open is by event time
+    assert (late["trade_count"], late["open"], late["low"], late["close"], late["volume"]) == (3, 90, 90, 105, 7)
+    assert not on_time["is_final"]  # allowed lateness > 0: a later pane may still come
+
+
+def test_discarding_panes_carry_only_new_trades():
+    spec = BarSpec.of("1m", allowed_lateness_seconds=300, accumulation="discarding")
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([batch_at([trade(1, 5, amount=1), trade(2, 6, amount=2)], T0 + 5_000_000)])
+              .advance_watermark_to(at(T0 + MINUTE + 1_000_000))
+              .add_elements([batch_at([trade(3, 30, amount=4), trade(1, 5, amount=1)], T0 + 30_000_000)])
+              .advance_watermark_to_infinity())
+    bars, dead = run_stream(stream, spec)
+    assert [(b["pane_timing"], b["trade_count"], b["volume"]) for b in bars] == [("ON_TIME", 2, 3.0), ("LATE", 1, 4.0)]
+    assert bars[1]["duplicate_count"] == 1  # the re-delivered trade 1 was absorbed, not counted again
+
+
+def test_too_late_goes_to_dead_letters_not_silence():
+    spec = BarSpec.of("1m", allowed_lateness_seconds=60)
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([batch_at([trade(1, 5, amount=1)], T0 + 5_000_000)])
+              .advance_watermark_to(at(T0 + 10 * MINUTE))  # window [0, 1m) expired at 2m
+              .advance_processing_time(1)
+              .add_elements([batch_at([trade(2, 6, amount=2)], T0 + 6_000_000)])
+              .add_elements([batch_at([trade(3, 10 * 60 + 5, amount=3)], T0 + 10 * MINUTE + 5_000_000)])
+              .advance_watermark_to_infinity())
+    bars, dead = run_stream(stream, spec)
+    assert [(d["reason"], d["stage"]) for d in dead] == [("too_late", "lateness")]
+    assert '"trade_id": "2"' in dead[0]["payload_string"] and dead[0]["source"] == "test"
+    assert sorted((b["window_start"] - T0) // MINUTE for b in bars) == [0, 10]
+    assert sum(b["trade_count"] for b in bars if b["is_final"] or b["pane_timing"] == "ON_TIME") == 2
+
+
+def test_batch_defaults_give_one_final_on_time_pane_per_bar():
+    from tests.helpers import run_trades_to_bars
+    rows = [trade(i, i * 7) for i in range(1, 40)]
+    bars, _, _ = run_trades_to_bars([raw_batch(rows[:20]), raw_batch(rows[20:])], BarSpec.of("1m"))
+    assert len({b["window_start"] for b in bars}) == len(bars) == 5
+    assert all(b["pane_timing"] == "ON_TIME" and b["pane_index"] == 0 and b["is_final"] for b in bars)

@@ -1,0 +1,214 @@
+"""Each input format, written here from the exchange's documented layout, parses to normalized trades;
+malformed lines become dead letters with their original bytes and line numbers."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zipfile
+from datetime import datetime, timedelta, timezone
+
+import fastavro
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from io_connectors.sources import SOURCES, parser_for, read_raw_batches
+from schemas import parsed_avro_schema
+
+MS_2019 = 1570752000565  # 2019-10-11T00:00:00.565Z in ms
+US_2025 = 1735689600123456  # 2025-01-01T00:00:00.123456Z in us
+
+
+def parse_file(source_name: str, path, **options):
+    source = SOURCES[source_name]
+    parser = parser_for(source, **options)
+    trades, dead = [], []
+    for raw in read_raw_batches(source, str(path), batch_rows=3):  # tiny batches: exercise batch boundaries
+        table, letters = parser(raw)
+        trades.extend(table.to_pylist())
+        dead.extend(letters)
+    return trades, dead
+
+
+def write_zip(path, member: str, text: str):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(member, text)
+    return path
+
+
+def micros(dt) -> int:
+    return (dt - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+
+
+# ---------------------------------------------------------------------- Binance aggTrades
+AGG_HEADER = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker,is_best_match"
+
+
+def test_binance_aggtrades_zip_without_header_ms(tmp_path):
+    text = (f"26129,0.01633102,4.70443515,27781,27781,{MS_2019},True,True\n"
+            f"26130,0.01633103,0.5,27782,27783,{MS_2019 + 1},False,True\n")
+    path = write_zip(tmp_path / "XRPETH-aggTrades-2019-10-11.zip", "XRPETH-aggTrades-2019-10-11.csv", text)
+    trades, dead = parse_file("binance-aggtrades", path)
+    assert dead == []
+    first, second = trades
+    assert (first["exchange"], first["symbol"], first["base"], first["quote"]) == ("binance", "XRPETH", "XRP", "ETH")
+    assert first["trade_id"] == "26129" and first["price"] == 0.01633102 and first["amount"] == 4.70443515
+    assert first["side"] == "sell"  # buyer was maker -> the taker sold
+    assert second["side"] == "buy"
+    assert micros(first["event_time"]) == MS_2019 * 1000
+    assert first["source"].endswith("XRPETH-aggTrades-2019-10-11.zip!XRPETH-aggTrades-2019-10-11.csv")
+    assert (first["source_offset"], second["source_offset"]) == (1, 2)
+
+
+def test_binance_aggtrades_header_and_microseconds_csv(tmp_path):
+    path = tmp_path / "BTCUSDT-aggTrades-2025-01-01.csv"
+    path.write_text(f"{AGG_HEADER}\n1,93000.1,0.01,1,1,{US_2025},false,true\n2,93000.2,0.02,2,3,{US_2025 + 5},true,true\n")
+    trades, dead = parse_file("binance-aggtrades", path)
+    assert dead == []
+    assert [micros(t["event_time"]) for t in trades] == [US_2025, US_2025 + 5]  # detected as microseconds
+    assert [t["source_offset"] for t in trades] == [2, 3]  # line numbers count the header
+
+
+def test_binance_mixed_units_are_each_detected(tmp_path):
+    path = tmp_path / "BTCUSDT-aggTrades-2025-01-01.csv"
+    path.write_text(f"1,1,1,1,1,{US_2025 // 1000},false,true\n2,1,1,2,2,{US_2025},false,true\n")
+    trades, _ = parse_file("binance-aggtrades", path)
+    assert [micros(t["event_time"]) for t in trades] == [US_2025 // 1000 * 1000, US_2025]
+
+
+def test_binance_futures_aggtrades_have_seven_columns(tmp_path):
+    path = tmp_path / "BTCUSDT-aggTrades-2024-03-01.csv"
+    path.write_text(f"{AGG_HEADER.rsplit(',', 1)[0]}\n5,62000.5,0.003,9,9,{MS_2019},true\n")
+    trades, dead = parse_file("binance-aggtrades", path, exchange="binance-usdm")
+    assert dead == [] and trades[0]["exchange"] == "binance-usdm" and trades[0]["side"] == "sell"
+
+
+def test_binance_trades_spot_layout_and_symbol_override(tmp_path):
+    path = tmp_path / "trades.csv"
+    path.write_text(f"id,price,qty,quote_qty,time,is_buyer_maker,is_best_match\n"
+                    f"100,0.5,10,5,{MS_2019},False,True\n")
+    trades, dead = parse_file("binance-trades", path, symbol="DOGEUSDT")
+    assert dead == []
+    assert (trades[0]["symbol"], trades[0]["base"], trades[0]["quote"]) == ("DOGEUSDT", "DOGE", "USDT")
+    assert trades[0]["trade_id"] == "100" and trades[0]["side"] == "buy"
+
+
+def test_binance_malformed_lines_are_dead_letters_with_payload_and_line(tmp_path):
+    lines = [
+        f"1,0.5,1,1,1,{MS_2019},True,True",
+        "2,0.5,1,1,1",  # truncated
+        f"3,abc,1,1,1,{MS_2019},True,True",  # price not a number
+        f"4,0.5,1,1,1,{MS_2019},maybe,True",  # bad boolean
+        "",  # blank line: not a record
+        f"x5,0.5,1,1,1,{MS_2019},True,True",  # bad id
+        f"6,0.5,1,1,1,1.5e12,True,True",  # time not an integer
+        f"7,0.5,1,1,1,{MS_2019},True,True",
+    ]
+    path = tmp_path / "ETHBTC-aggTrades-2019-10-11.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode() + b"8,0.5,1,1,1,\xff\xfe,True,True\n")
+    trades, dead = parse_file("binance-aggtrades", path)
+    assert [t["trade_id"] for t in trades] == ["1", "7"]
+    by_line = {d["source_offset"]: d for d in dead}
+    assert sorted(by_line) == [2, 3, 4, 6, 7, 9]
+    assert by_line[2]["reason"] == "malformed" and by_line[2]["payload_string"] == "2,0.5,1,1,1"
+    assert "price" in by_line[3]["error_message"]
+    assert by_line[9]["reason"] == "bad_encoding" and by_line[9]["payload_bytes"].endswith(b"\xff\xfe,True,True")
+    assert all(d["stage"] == "parse" and d["source"] == str(path) for d in dead)
+
+
+def test_binance_wrong_header_is_reported(tmp_path):
+    path = tmp_path / "BTCUSDT-trades-2024-01-01.csv"
+    path.write_text(f"id,price,qty,quote_qty,time,is_buyer_maker,is_best_match\n1,1,1,1,{MS_2019},true,true\n")
+    _, dead = parse_file("binance-aggtrades", path)
+    assert dead[0]["reason"] == "unexpected_header"
+
+
+def test_binance_without_symbol_anywhere_dead_letters(tmp_path):
+    path = tmp_path / "trades.csv"
+    path.write_text(f"1,0.5,1,1,1,{MS_2019},True,True\n")
+    trades, dead = parse_file("binance-aggtrades", path)
+    assert trades == [] and "symbol" in dead[0]["error_message"]
+
+
+# ---------------------------------------------------------------------- Tardis
+def test_tardis_trades_csv_gz(tmp_path):
+    text = ("exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
+            f"binance,BTCUSDT,{US_2025},{US_2025 + 900},8000001,sell,93001.5,0.01\n"
+            f"coinbase,BTC-USD,{US_2025 + 1},{US_2025 + 50},,buy,93002,0.2\n"
+            f"coinbase,BTC-USD,not-a-time,{US_2025},1,buy,93002,0.2\n")
+    path = tmp_path / "trades_2025-01-01.csv.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    trades, dead = parse_file("tardis-trades", path)
+    binance, coinbase = trades
+    assert (binance["exchange"], binance["symbol"], binance["side"]) == ("binance", "BTCUSDT", "sell")
+    assert micros(binance["receive_time"]) == US_2025 + 900
+    assert (coinbase["base"], coinbase["quote"]) == ("BTC", "USD")
+    assert coinbase["trade_id"] == "trades_2025-01-01.csv.gz:3"  # no exchange id: derived from file and line
+    assert [d["source_offset"] for d in dead] == [4]
+
+
+# ---------------------------------------------------------------------- Coinbase
+def test_coinbase_jsonl_maker_side_becomes_taker_side(tmp_path):
+    lines = [
+        {"time": "2024-03-01T12:00:00.123456Z", "trade_id": 74, "price": "61000.01", "size": "0.5", "side": "buy"},
+        {"time": "2024-03-01T12:00:01Z", "trade_id": 75, "price": "61000.02", "size": "0.1", "side": "sell",
+         "product_id": "ETH-USD"},
+    ]
+    path = tmp_path / "BTC-USD_2024-03-01.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n{not json\n" + json.dumps({"trade_id": 1}) + "\n")
+    trades, dead = parse_file("coinbase-trades", path)
+    first, second = trades
+    assert (first["symbol"], first["side"], first["amount"]) == ("BTC-USD", "sell", 0.5)  # maker bought -> taker sold
+    assert (second["symbol"], second["side"]) == ("ETH-USD", "buy")
+    assert micros(first["event_time"]) == 1709294400123456
+    assert [d["source_offset"] for d in dead] == [3, 4] and "missing" in dead[1]["error_message"]
+
+
+# ---------------------------------------------------------------------- Kraken
+def test_kraken_csv_seconds_derived_ids_unknown_side(tmp_path):
+    path = tmp_path / "XBTUSD.csv"
+    path.write_text("1381095255,122.00000,0.10000000\n1381179030.5,123.61000,0.10000000\n1381179030,x,1\n")
+    trades, dead = parse_file("kraken-trades", path)
+    assert [(t["symbol"], t["base"], t["quote"], t["side"]) for t in trades] == [("XBTUSD", "XBT", "USD", "unknown")] * 2
+    assert [t["trade_id"] for t in trades] == ["XBTUSD.csv:1", "XBTUSD.csv:2"]
+    assert micros(trades[1]["event_time"]) == 1381179030_500000
+    assert dead[0]["source_offset"] == 3
+
+
+# ---------------------------------------------------------------------- normalized Parquet / Avro
+def normalized_rows():
+    return [{"exchange": "binance", "symbol": "BTCUSDT", "base": "BTC", "quote": "USDT", "trade_id": "1",
+             "price": 1.5, "amount": 2.0, "side": "buy", "event_time": US_2025, "receive_time": None},
+            {"exchange": "binance", "symbol": "BTCUSDT", "base": None, "quote": None, "trade_id": None,
+             "price": 1.5, "amount": 2.0, "side": "sell", "event_time": US_2025, "receive_time": None}]
+
+
+def test_normalized_parquet(tmp_path):
+    path = tmp_path / "trades.parquet"
+    table = pa.Table.from_pylist(normalized_rows())
+    table = table.set_column(8, "event_time", table.column("event_time").cast(pa.timestamp("us", tz="UTC")))
+    pq.write_table(table, path)
+    trades, dead = parse_file("parquet", path)
+    assert [t["trade_id"] for t in trades] == ["1"] and micros(trades[0]["event_time"]) == US_2025
+    assert dead[0]["reason"] == "missing_field" and dead[0]["source_offset"] == 2
+
+
+def test_normalized_avro_uses_the_published_schema(tmp_path):
+    path = tmp_path / "trades.avro"
+    with open(path, "wb") as handle:
+        fastavro.writer(handle, parsed_avro_schema("trade"), [normalized_rows()[0]])
+    trades, dead = parse_file("avro", path)
+    assert dead == [] and trades[0]["symbol"] == "BTCUSDT" and micros(trades[0]["event_time"]) == US_2025
+
+
+def test_parquet_missing_column_dead_letters_every_row(tmp_path):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"price": [1.0, 2.0]}), path)
+    trades, dead = parse_file("parquet", path)
+    assert trades == [] and len(dead) == 2 and "missing column" in dead[0]["error_message"]
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_every_source_is_documented(name):
+    assert SOURCES[name].description

@@ -1,0 +1,45 @@
+"""Semantic validation: every rejection reason, and the valid rows untouched."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.helpers import T0, raw_batch, run_trades_to_bars
+from transforms import BarSpec
+from transforms.validate import invalid_reasons
+from transforms.trade_batch import make_trade_batch
+
+
+def batch(**overrides):
+    row = dict(exchange="binance", symbol="BTCUSDT", trade_id="1", price=1.0, amount=1.0, side="buy", event_time=T0)
+    row.update(overrides)
+    return make_trade_batch(**{k: [v] for k, v in row.items()}, source="test")
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ({}, ""),
+    ({"price": 0.0}, "bad_price"),
+    ({"price": -1.0}, "bad_price"),
+    ({"price": math.nan}, "non_finite_price"),
+    ({"amount": math.inf}, "non_finite_amount"),
+    ({"amount": 0.0}, "bad_amount"),
+    ({"side": "long"}, "unknown_side"),
+    ({"event_time": 0}, "timestamp_out_of_range"),  # 1970
+    ({"event_time": 7_258_118_400_000_000}, "timestamp_out_of_range"),  # 2200
+    ({"symbol": ""}, "missing_symbol"),
+    ({"trade_id": ""}, "missing_trade_id"),
+])
+def test_reasons(overrides, reason):
+    assert invalid_reasons(batch(**overrides), 0 + 1_230_940_800_000_000, T0 + 10**12).tolist() == [reason]
+
+
+def test_invalid_rows_are_dead_letters_and_counted():
+    rows = [{"symbol": "BTCUSDT", "trade_id": i, "price": p, "amount": 1.0, "event_time": T0 + i}
+            for i, p in enumerate([1.0, -2.0, math.nan, 3.0])]
+    bars, dead, counters = run_trades_to_bars([raw_batch(rows)], BarSpec.of("1m"))
+    assert sorted(d["reason"] for d in dead) == ["bad_price", "non_finite_price"]
+    assert all(d["stage"] == "validate" and d["source"] == "test" for d in dead)
+    assert {d["source_offset"] for d in dead} == {2, 3}
+    assert bars[0]["trade_count"] == 2
+    assert counters["records_in"] == 4 == bars[0]["trade_count"] + counters["dead_letters"]

@@ -1,0 +1,74 @@
+"""What bars to build and how their panes fire: one value object shared by backfill and stream."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.transforms import trigger as triggers
+from apache_beam.transforms import window as windows
+from apache_beam.utils.timestamp import Duration
+
+from transforms.interval import Interval, parse_interval
+
+ACCUMULATION_MODES = {
+    "accumulating": triggers.AccumulationMode.ACCUMULATING,
+    "discarding": triggers.AccumulationMode.DISCARDING,
+}
+
+
+@dataclass(frozen=True)
+class BarSpec:
+    """Interval, trigger and lateness settings.
+
+    The defaults are the batch defaults: no early firings and no allowed lateness, which gives
+    exactly one final (ON_TIME) pane per bar.
+    """
+
+    interval: Interval
+    early_firing_seconds: float | None = None
+    allowed_lateness_seconds: int = 0
+    accumulation: str = "accumulating"
+    fill_gaps: bool = False
+
+    @classmethod
+    def of(cls, interval: str, **kwargs) -> "BarSpec":
+        return cls(interval=parse_interval(interval), **kwargs)
+
+    def __post_init__(self):
+        if self.accumulation not in ACCUMULATION_MODES:
+            raise ValueError(f"accumulation must be one of {', '.join(ACCUMULATION_MODES)}, got {self.accumulation!r}")
+        if self.allowed_lateness_seconds < 0:
+            raise ValueError("allowed lateness must not be negative")
+        if self.early_firing_seconds is not None and self.early_firing_seconds <= 0:
+            raise ValueError("the early firing period must be positive")
+
+    @property
+    def allowed_lateness_micros(self) -> int:
+        return int(self.allowed_lateness_seconds) * 1_000_000
+
+    @property
+    def runner_slack_micros(self) -> int:
+        """Extra lateness granted to the runner's own GroupByKey beyond ours.
+
+        ``RouteTooLate`` decides lateness from the watermark it has seen; the runner's
+        GroupByKey, a stage later, may see a slightly newer watermark. Giving the runner
+        this margin means it never drops what we admitted, so nothing is dropped silently.
+        """
+        return max(self.interval.micros, 60_000_000)
+
+    def expiry_micros(self, window_start_us: int) -> int:
+        """When a window stops taking data: its end plus the allowed lateness."""
+        return window_start_us + self.interval.micros + self.allowed_lateness_micros
+
+    def window_into(self) -> beam.WindowInto:
+        early = (triggers.AfterProcessingTime(self.early_firing_seconds)
+                 if self.early_firing_seconds else None)
+        # A late trigger is always present: a finished trigger would make the runner drop
+        # stragglers in the slack margin silently.
+        trigger = triggers.AfterWatermark(early=early, late=triggers.AfterCount(1))
+        return beam.WindowInto(
+            windows.FixedWindows(self.interval.seconds, offset=self.interval.offset_seconds),
+            trigger=trigger,
+            accumulation_mode=ACCUMULATION_MODES[self.accumulation],
+            allowed_lateness=Duration(micros=self.allowed_lateness_micros + self.runner_slack_micros),
+        )

@@ -1,0 +1,100 @@
+"""A partial bar: the mergeable summary of some trades of one window.
+
+Chunks become partial bars, and partials merge in any order and any grouping into the same
+result. That is what lets a runner combine before shuffling, and what makes the backfill and
+the stream agree to the last bit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.exact_sum import ExactSum
+from transforms.trade_batch import event_time_micros
+
+# A trade's place in time: event time first, then trade id (shorter first, so numeric ids
+# order as numbers), never arrival order.
+TradeRank = tuple  # (event_time_us, len(trade_id), trade_id, price)
+
+
+@dataclass(frozen=True)
+class PartialBar:
+    trade_count: int = 0
+    duplicate_count: int = 0
+    volume: ExactSum = ExactSum()
+    quote_volume: ExactSum = ExactSum()
+    buy_volume: ExactSum = ExactSum()
+    sell_volume: ExactSum = ExactSum()
+    high: float = float("-inf")
+    low: float = float("inf")
+    first: TradeRank | None = None
+    last: TradeRank | None = None
+
+    def merge(self, other: "PartialBar") -> "PartialBar":
+        return PartialBar(
+            trade_count=self.trade_count + other.trade_count,
+            duplicate_count=self.duplicate_count + other.duplicate_count,
+            volume=self.volume + other.volume,
+            quote_volume=self.quote_volume + other.quote_volume,
+            buy_volume=self.buy_volume + other.buy_volume,
+            sell_volume=self.sell_volume + other.sell_volume,
+            high=max(self.high, other.high),
+            low=min(self.low, other.low),
+            first=_pick(min, self.first, other.first),
+            last=_pick(max, self.last, other.last),
+        )
+
+    def ohlcv(self) -> dict:
+        """The bar's value fields, rounded once from the exact sums."""
+        volume, quote_volume = float(self.volume), float(self.quote_volume)
+        return {
+            "open": self.first[3], "high": self.high, "low": self.low, "close": self.last[3],
+            "volume": volume, "quote_volume": quote_volume,
+            "vwap": quote_volume / volume if volume > 0 else None,
+            "trade_count": self.trade_count,
+            "buy_volume": float(self.buy_volume), "sell_volume": float(self.sell_volume),
+            "first_trade_id": self.first[2], "last_trade_id": self.last[2],
+            "duplicate_count": self.duplicate_count,
+        }
+
+
+def _pick(choose, a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return choose(a, b)
+
+
+def _rank(choose, times, ids, prices, rows) -> TradeRank:
+    """The earliest (choose=min) or latest (choose=max) trade among rows sharing one event time."""
+    trade_ids = [ids[i].as_py() for i in rows]
+    best = choose(range(len(rows)), key=lambda k: (len(trade_ids[k]), trade_ids[k]))
+    return int(times[rows[best]]), len(trade_ids[best]), trade_ids[best], float(prices[rows[best]])
+
+
+def partial_bar(chunk: pa.Table, duplicate_count: int = 0) -> PartialBar:
+    """Summarize one chunk of unique trades of a single (exchange, symbol, window)."""
+    if not chunk.num_rows:
+        return PartialBar(duplicate_count=duplicate_count)
+    times = event_time_micros(chunk)
+    prices = chunk.column("price").to_numpy()
+    amounts = chunk.column("amount").to_numpy()
+    buys = pc.equal(chunk.column("side"), "buy").to_numpy(zero_copy_only=False)
+    sells = pc.equal(chunk.column("side"), "sell").to_numpy(zero_copy_only=False)
+    ids = chunk.column("trade_id")
+    return PartialBar(
+        trade_count=chunk.num_rows,
+        duplicate_count=duplicate_count,
+        volume=ExactSum.of(amounts),
+        quote_volume=ExactSum.of(prices * amounts),
+        buy_volume=ExactSum.of(amounts[buys]),
+        sell_volume=ExactSum.of(amounts[sells]),
+        high=float(prices.max()),
+        low=float(prices.min()),
+        first=_rank(min, times, ids, prices, np.flatnonzero(times == times.min())),
+        last=_rank(max, times, ids, prices, np.flatnonzero(times == times.max())),
+    )

@@ -1,0 +1,100 @@
+"""Trades travel as Arrow tables: the trade schema plus where each row came from.
+
+Batches, not single trades, are what make a local backfill fast; every transform in the chain
+takes and gives these tables, whether they were read from a file or polled from a stream.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas import arrow_schema
+
+PROVENANCE_FIELDS = [
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("source_offset", pa.int64(), nullable=True),
+    # The original record, kept only until validation so dead letters can carry it.
+    pa.field("payload", pa.binary(), nullable=True),
+]
+TRADE_BATCH_SCHEMA = pa.schema(list(arrow_schema("trade")) + PROVENANCE_FIELDS)
+TRADE_FIELDS = arrow_schema("trade").names
+SIDES = ("buy", "sell", "unknown")
+
+
+def make_trade_batch(*, exchange, symbol, trade_id, price, amount, side, event_time,
+                     source, source_offset=None, payload=None, base=None, quote=None,
+                     receive_time=None) -> pa.Table:
+    """Build a batch from columns; scalars are broadcast. Times are integer microseconds."""
+    n = len(trade_id)
+
+    def column(value, dtype):
+        if value is None:
+            return pa.nulls(n, dtype)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return pa.array([value] * n, dtype) if n else pa.array([], dtype)
+        if isinstance(value, pa.ChunkedArray):
+            value = value.combine_chunks()
+        if isinstance(value, pa.Array):
+            return value if value.type == dtype else value.cast(dtype)
+        return pa.array(value, dtype)
+
+    ts = pa.timestamp("us", tz="UTC")
+    columns = {
+        "exchange": column(exchange, pa.string()),
+        "symbol": column(symbol, pa.string()),
+        "base": column(base, pa.string()),
+        "quote": column(quote, pa.string()),
+        "trade_id": column(trade_id, pa.string()),
+        "price": column(price, pa.float64()),
+        "amount": column(amount, pa.float64()),
+        "side": column(side, pa.string()),
+        "event_time": column(event_time, pa.int64()).cast(ts),
+        "receive_time": column(receive_time, pa.int64()).cast(ts),
+        "source": column(source, pa.string()),
+        "source_offset": column(source_offset, pa.int64()),
+        "payload": column(payload, pa.binary()),
+    }
+    return pa.Table.from_arrays([columns[f.name] for f in TRADE_BATCH_SCHEMA], schema=TRADE_BATCH_SCHEMA)
+
+
+def empty_trade_batch() -> pa.Table:
+    return TRADE_BATCH_SCHEMA.empty_table()
+
+
+def event_time_micros(batch: pa.Table) -> np.ndarray:
+    return batch.column("event_time").cast(pa.int64()).to_numpy()
+
+
+def without_payload(batch: pa.Table) -> pa.Table:
+    """Drop the raw payload once it is no longer needed, so it is never shuffled."""
+    return batch.set_column(batch.schema.get_field_index("payload"), "payload",
+                            pa.nulls(batch.num_rows, pa.binary()))
+
+
+def row_payload(batch: pa.Table, i: int):
+    """A row's original payload, or the normalized trade as JSON when the original is gone."""
+    payload = batch.column("payload")[i].as_py()
+    if payload is not None:
+        return payload
+    row = {name: batch.column(name)[i].as_py() for name in TRADE_FIELDS}
+    for key in ("event_time", "receive_time"):
+        if row[key] is not None:
+            row[key] = row[key].isoformat()
+    return json.dumps(row, sort_keys=True)
+
+
+def take_rows(batch: pa.Table, mask_or_indices) -> pa.Table:
+    index = np.asarray(mask_or_indices)
+    if index.dtype == bool:
+        index = np.flatnonzero(index)
+    return batch.take(pa.array(index, pa.int64()))
+
+
+def keys_of(batch: pa.Table) -> np.ndarray:
+    """Integer codes for the (exchange, symbol) of each row, and the distinct pairs they stand for."""
+    joined = pc.binary_join_element_wise(batch.column("exchange"), batch.column("symbol"), "\x1f")
+    encoded = pc.dictionary_encode(joined).combine_chunks()
+    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()

@@ -1,0 +1,85 @@
+"""Validate: a parsed trade must have a finite positive price and amount, a sane time and a known side."""
+from __future__ import annotations
+
+import time
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
+from transforms.trade_batch import SIDES, row_payload, take_rows, without_payload
+
+# Bitcoin's genesis block: no crypto trade happened before it.
+EARLIEST_TRADE_MICROS = 1_230_940_800_000_000  # 2009-01-03T00:00:00Z
+FUTURE_TOLERANCE_MICROS = 86_400 * 1_000_000
+
+
+def default_time_bounds() -> tuple[int, int]:
+    """Trades before 2009-01-03 or more than a day after pipeline construction are impossible."""
+    return EARLIEST_TRADE_MICROS, int(time.time() * 1_000_000) + FUTURE_TOLERANCE_MICROS
+
+
+def invalid_reasons(batch: pa.Table, min_time_us: int, max_time_us: int) -> np.ndarray:
+    """One reason per row (empty string when valid), checked in order of precedence."""
+    n = batch.num_rows
+    reasons = np.full(n, "", dtype=object)
+
+    def flag(mask, reason):
+        mask = np.asarray(mask, dtype=bool) & (reasons == "")
+        reasons[mask] = reason
+
+    for column in ("exchange", "symbol", "trade_id"):
+        values = batch.column(column)
+        empty = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_length(values), 0))
+        flag(pc.fill_null(empty, True).to_numpy(zero_copy_only=False), f"missing_{column}")
+    for column, reason in (("price", "bad_price"), ("amount", "bad_amount")):
+        values = batch.column(column).to_numpy(zero_copy_only=False).astype(float)
+        with np.errstate(invalid="ignore"):
+            flag(~np.isfinite(values), f"non_finite_{column}")
+            flag(~(values > 0), reason)
+    times = batch.column("event_time").cast(pa.int64())
+    missing_time = pc.is_null(times).to_numpy(zero_copy_only=False)
+    flag(missing_time, "missing_event_time")
+    t = pc.fill_null(times, 0).to_numpy(zero_copy_only=False)
+    flag((t < min_time_us) | (t > max_time_us), "timestamp_out_of_range")
+    known_side = pc.fill_null(pc.is_in(batch.column("side"), pa.array(SIDES)), False)
+    flag(~known_side.to_numpy(zero_copy_only=False), "unknown_side")
+    return reasons
+
+
+class _ValidateBatch(beam.DoFn):
+    def __init__(self, min_time_us: int, max_time_us: int):
+        self._min, self._max = min_time_us, max_time_us
+
+    def process(self, batch: pa.Table):
+        reasons = invalid_reasons(batch, self._min, self._max)
+        bad = np.flatnonzero(reasons != "")
+        times = pc.fill_null(batch.column("event_time").cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+        for i in bad:
+            i = int(i)
+            reason = reasons[i]
+            count_dead_letter("cryptobeam", reason)
+            values = {c: batch.column(c)[i].as_py() for c in ("price", "amount", "side", "event_time")}
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                reason, f"{reason}: {values}", "validate", row_payload(batch, i),
+                batch.column("source")[i].as_py(), batch.column("source_offset")[i].as_py(),
+                batch.column("exchange")[i].as_py(), batch.column("symbol")[i].as_py(),
+                None if values["event_time"] is None else int(times[i])))
+        good = batch if not len(bad) else take_rows(batch, reasons == "")
+        if good.num_rows:
+            yield without_payload(good)
+
+
+class ValidateTrades(beam.PTransform):
+    """Trade batches -> valid trade batches (payload dropped) and dead letters."""
+
+    def __init__(self, min_time_us: int | None = None, max_time_us: int | None = None, label=None):
+        super().__init__(label)
+        default_min, default_max = default_time_bounds()
+        self._min = default_min if min_time_us is None else min_time_us
+        self._max = default_max if max_time_us is None else max_time_us
+
+    def expand(self, trades):
+        return trades | beam.ParDo(_ValidateBatch(self._min, self._max)).with_outputs(DEAD_LETTER_TAG, main="valid")
