@@ -23,7 +23,9 @@ class BackfillConfig:
 
 
 def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
-    raw = pipeline | "ReadTradeFiles" >> ReadTradeFiles(config.source, config.files, config.batch_rows)
-    results = raw | "TradesToBars" >> TradesToBars(config.spec, parser_for(config.source, config.exchange, config.symbol))
+    read = pipeline | "ReadTradeFiles" >> ReadTradeFiles(config.source, config.files, config.batch_rows)
+    results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parser_for(config.source, config.exchange, config.symbol))
     results["bars"] | "WriteBars" >> WriteBarsParquet(config.out)
-    results["dead_letters"] | "WriteDeadLetters" >> WriteDeadLettersParquet(config.out)
+    ((read.dead_letter, results["dead_letters"])
+     | "AllDeadLetters" >> beam.Flatten()
+     | "WriteDeadLetters" >> WriteDeadLettersParquet(config.out))

@@ -1,14 +1,17 @@
 """The ``cryptobeam`` command line.
 
-User errors print one line and exit 2; a run whose records do not reconcile exits 1.
+User errors print one line and exit 2; a run whose records do not reconcile exits 1; a
+pipeline that fails while running prints one line, keeps its traceback in ``_ERROR.log`` and exits 3.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
+import traceback
 import uuid
 
 from rich.console import Console
@@ -17,10 +20,15 @@ from rich.table import Table
 
 EXIT_USER_ERROR = 2
 EXIT_UNRECONCILED = 1
+EXIT_PIPELINE_FAILED = 3
 
 
 class UserError(Exception):
     """A problem with what the user asked for; shown as one line, never a traceback."""
+
+
+class PipelineFailed(Exception):
+    """The pipeline itself failed while running; shown as one line, with the traceback in a log file."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,13 +66,31 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--runner", default="direct", help="runner profile (default: direct, in-process)")
     backfill.add_argument("--batch-rows", type=int, default=250_000, help="records per raw batch")
     backfill.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    backfill.add_argument("--overwrite", action="store_true",
+                          help="replace the bars, dead letters and summary of an earlier run in --out")
     commands.add_parser("sources", help="list the input formats")
     return parser
 
 
-def _check_writable(out: str) -> None:
+RUN_OUTPUTS = ("bars", "dead_letter", "_SUMMARY.json", "_ERROR.log")
+
+
+def _prepare_output(out: str, overwrite: bool) -> None:
+    """An output directory holds one run: refuse to mix runs, or clear the old one on request."""
     if "://" in out:
         return  # remote file systems are checked by the runner when it writes
+    existing = [name for name in RUN_OUTPUTS if os.path.exists(os.path.join(out, name))]
+    if existing and not overwrite:
+        raise UserError(f"output directory {out!r} already holds a run ({', '.join(existing)}); "
+                        "pass --overwrite to replace it")
+    for name in existing:
+        path = os.path.join(out, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def _check_writable(out: str) -> None:
+    if "://" in out:
+        return
     try:
         os.makedirs(out, exist_ok=True)
         probe = os.path.join(out, f".write-probe-{uuid.uuid4().hex}")
@@ -97,7 +123,11 @@ def _backfill_config(args):
         files = match_inputs(args.input)
     except InputError as error:
         raise UserError(str(error)) from None
+    if spec.early_firing_seconds is not None:
+        raise UserError("--early needs a streaming run; a backfill on the 'direct' runner gives exactly one "
+                        "final pane per bar")
     _check_writable(args.out)
+    _prepare_output(args.out, args.overwrite)
     return BackfillConfig(source=SOURCES[args.source], files=files, spec=spec, out=args.out.rstrip("/") or "/",
                           exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows)
 
@@ -137,6 +167,12 @@ def run_backfill(args, console: Console) -> int:
             build_backfill(pipeline, config)
             result = pipeline.run()
             result.wait_until_finish()
+        except Exception as error:  # a pipeline failure: one line here, the whole story in a log
+            log = f"{config.out}/_ERROR.log"
+            with open(log, "w") as handle:
+                traceback.print_exc(file=handle)
+            raise PipelineFailed(f"the pipeline failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                                 f" (full traceback in {log})") from None
         finally:
             set_progress_listener(None)
     elapsed = time.monotonic() - started
@@ -196,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"cryptobeam: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except PipelineFailed as error:
+        print(f"cryptobeam: error: {error}", file=sys.stderr)
+        return EXIT_PIPELINE_FAILED
     except KeyboardInterrupt:
         print("cryptobeam: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -31,12 +32,16 @@ def match_inputs(patterns: list[str]) -> list[InputFile]:
             results = FileSystems.match([pattern])[0].metadata_list
         except Exception as error:  # FileSystems raises several types for bad schemes/paths
             raise InputError(f"cannot list {pattern!r}: {error}") from None
-        files = [m for m in results if not m.path.endswith("/")]
+        files = [m for m in results if not m.path.endswith("/") and not _is_local_directory(m.path)]
         if not files:
             raise InputError(f"no input files matched {pattern!r}")
         for m in files:
             found[m.path] = InputFile(m.path, m.size_in_bytes)
     return sorted(found.values(), key=lambda f: f.path)
+
+
+def _is_local_directory(path: str) -> bool:
+    return "://" not in path and os.path.isdir(path)
 
 
 def base_name(path: str) -> str:

@@ -39,6 +39,21 @@ def bar_partition(bar: dict) -> tuple[str, str, str]:
     return bar["exchange"], bar["symbol"], day
 
 
+def newest_pane_final(bars: list[dict]) -> list[dict]:
+    """Sort a partition's bars and mark the newest pane of each bar final.
+
+    This writer groups in the global window with the default trigger, so it runs once per
+    partition, after a bounded input is exhausted: no later pane of any bar can follow.
+    """
+    bars = sorted(bars, key=lambda b: (b["window_start"], b["is_filled"], b["pane_index"]))
+    for i, bar in enumerate(bars):
+        following = bars[i + 1] if i + 1 < len(bars) else None
+        newest = following is None or (following["window_start"], following["is_filled"]) != (bar["window_start"], bar["is_filled"])
+        if newest and not bar["is_final"]:
+            bars[i] = {**bar, "is_final": True}
+    return bars
+
+
 class _WriteBarPartition(beam.DoFn):
     def __init__(self, root: str):
         self._root = root.rstrip("/")
@@ -50,7 +65,7 @@ class _WriteBarPartition(beam.DoFn):
 
     def process(self, element):
         (exchange, symbol, day), bars = element
-        bars = sorted(bars, key=lambda b: (b["window_start"], b["is_filled"], b["pane_index"]))
+        bars = newest_pane_final(bars)
         path = "/".join([self._root, "bars", partition_segment("exchange", exchange),
                          partition_segment("symbol", symbol), partition_segment("date", day), "part-00000.parquet"])
         table = pa.Table.from_pylist(bars, schema=arrow_schema("bar")).drop_columns(list(BAR_PARTITION_COLUMNS))
@@ -81,30 +96,25 @@ class _WriteDeadLetterPartition(beam.DoFn):
         yield path
 
 
-class WriteBarsParquet(beam.PTransform):
-    """Bars -> ``bars/exchange=…/symbol=…/date=…/part-00000.parquet`` (one file per partition)."""
+class _WritePartitions(beam.PTransform):
+    """Group records by partition and write each group with one writer DoFn call."""
 
-    def __init__(self, root: str, label=None):
+    def __init__(self, partition_of, writer: beam.DoFn, label=None):
         super().__init__(label)
-        self._root = root
+        self._partition_of, self._writer = partition_of, writer
 
-    def expand(self, bars):
-        return (bars
-                | "KeyByPartition" >> beam.Map(lambda bar: (bar_partition(bar), bar))
+    def expand(self, records):
+        return (records
+                | "KeyByPartition" >> beam.Map(lambda record, key=self._partition_of: (key(record), record))
                 | "GroupPartitions" >> beam.GroupByKey()
-                | "WriteFiles" >> beam.ParDo(_WriteBarPartition(self._root)))
+                | "WriteFiles" >> beam.ParDo(self._writer))
 
 
-class WriteDeadLettersParquet(beam.PTransform):
+def WriteBarsParquet(root: str) -> beam.PTransform:
+    """Bars -> ``bars/exchange=…/symbol=…/date=…/part-00000.parquet`` (one file per partition)."""
+    return _WritePartitions(bar_partition, _WriteBarPartition(root))
+
+
+def WriteDeadLettersParquet(root: str) -> beam.PTransform:
     """Dead letters -> ``dead_letter/reason=…/part-00000.parquet``."""
-
-    def __init__(self, root: str, label=None):
-        super().__init__(label)
-        self._root = root
-
-    def expand(self, dead_letters):
-        return (dead_letters
-                | "KeyByReason" >> beam.Map(lambda record: (record["reason"], record))
-                | "GroupReasons" >> beam.GroupByKey()
-                | "WriteFiles" >> beam.ParDo(_WriteDeadLetterPartition(self._root)))
-
+    return _WritePartitions(lambda record: record["reason"], _WriteDeadLetterPartition(root))

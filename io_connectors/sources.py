@@ -16,6 +16,7 @@ from io_connectors.formats import binance, coinbase, kraken, normalized, tardis
 from io_connectors.formats.symbols import binance_symbol_from_name, leading_symbol_from_name
 from io_connectors.progress import report_progress
 from io_connectors.raw_batch import RawBatch
+from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
 
 DEFAULT_BATCH_ROWS = 250_000
 
@@ -100,8 +101,15 @@ class _ReadFile(beam.DoFn):
         self._source, self._batch_rows = source, batch_rows
 
     def process(self, input_file: InputFile):
-        for raw in read_raw_batches(self._source, input_file.path, self._batch_rows):
-            yield raw
+        try:
+            for raw in read_raw_batches(self._source, input_file.path, self._batch_rows):
+                yield raw
+        except Exception as error:  # a corrupt archive, a CSV given as Parquet, an I/O error...
+            # The file's records cannot be counted, so the file itself is one record: one dead letter.
+            beam.metrics.Metrics.counter("cryptobeam", "records_in").inc()
+            count_dead_letter("cryptobeam", "unreadable_file")
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                "unreadable_file", f"{type(error).__name__}: {error}", "read", None, input_file.path))
         report_progress(files=1, bytes=input_file.size)
 
 
@@ -113,7 +121,9 @@ class ReadTradeFiles(beam.PTransform):
         self._source, self._files, self._batch_rows = source, files, batch_rows
 
     def expand(self, pbegin):
+        """Returns raw batches (main output) and ``dead_letter`` for files that cannot be read."""
         return (pbegin
                 | "ListFiles" >> beam.Create(self._files)
-                | "ReadFiles" >> beam.ParDo(_ReadFile(self._source, self._batch_rows)))
+                | "ReadFiles" >> beam.ParDo(_ReadFile(self._source, self._batch_rows)).with_outputs(
+                    DEAD_LETTER_TAG, main="raw"))
 

@@ -14,5 +14,5 @@ fi
 .venv/bin/python -m pip install --quiet -e ".[test]"
 if [ "${CRYPTOBEAM_SKIP_DEMO:-0}" != "1" ]; then
   .venv/bin/cryptobeam backfill --source binance-aggtrades --input 'data/XRPETH-aggTrades-*.zip' \
-    --interval 1m --fill-gaps --out out/
+    --interval 1m --fill-gaps --out out/ --overwrite
 fi

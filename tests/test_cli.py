@@ -106,3 +106,52 @@ def test_unwritable_output_is_a_user_error(tmp_path):
 def test_sources_lists_formats():
     result = cryptobeam("sources")
     assert result.returncode == 0 and "binance-aggtrades" in result.stdout and "kraken-trades" in result.stdout
+
+
+def test_early_firings_are_rejected_for_a_backfill(tmp_path):
+    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", "data/*.zip", "--early", "5s",
+                        "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "--early" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_allowed_lateness_in_a_backfill_still_reconciles(tmp_path):
+    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", "data/*.zip",
+                        "--allowed-lateness", "10m", "--out", str(tmp_path / "out"), "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    bars = pq.read_table(tmp_path / "out" / "bars").to_pylist()
+    assert all(b["is_final"] and b["pane_timing"] == "ON_TIME" for b in bars)
+
+
+def test_unreadable_files_are_dead_letters_and_directories_are_not_inputs(tmp_path):
+    data = tmp_path / "in"
+    (data / "a-directory.zip").mkdir(parents=True)
+    (data / "ETHBTC-aggTrades-2019-10-11.zip").write_bytes(b"this is not a zip archive")
+    (data / "ETHBTC-aggTrades-2019-10-12.csv").write_text("1,0.5,1,1,1,1570838400565,True,True\n")
+    out = tmp_path / "out"
+    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", str(data / "*"), "--out", str(out),
+                        "--no-progress")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "_SUMMARY.json").read_text())
+    assert (summary["records_in"], summary["trades_in_final_bars"], summary["dead_letters_by_reason"]) == (
+        2, 1, {"unreadable_file": 1})
+
+
+def test_a_run_is_not_mixed_into_an_earlier_one(tmp_path):
+    out = tmp_path / "out"
+    args = ("backfill", "--source", "binance-aggtrades", "--input", "data/*.zip", "--out", str(out), "--no-progress")
+    assert cryptobeam(*args).returncode == 0
+    again = cryptobeam(*args)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert cryptobeam(*args, "--overwrite").returncode == 0
+
+
+def test_a_failing_pipeline_prints_one_line_and_keeps_the_traceback(tmp_path, monkeypatch):
+    from beam_pipelines import cli
+    def explode(pipeline, config):
+        pipeline | __import__("apache_beam").Create([1]) | __import__("apache_beam").Map(lambda x: 1 / 0)
+    monkeypatch.setattr("beam_pipelines.backfill.build_backfill", explode)
+    out = tmp_path / "out"
+    code = cli.main(["backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
+                     "--out", str(out), "--no-progress"])
+    assert code == 3
+    assert "ZeroDivisionError" in (out / "_ERROR.log").read_text()

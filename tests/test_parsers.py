@@ -144,7 +144,7 @@ def test_tardis_trades_csv_gz(tmp_path):
     assert (binance["exchange"], binance["symbol"], binance["side"]) == ("binance", "BTCUSDT", "sell")
     assert micros(binance["receive_time"]) == US_2025 + 900
     assert (coinbase["base"], coinbase["quote"]) == ("BTC", "USD")
-    assert coinbase["trade_id"] == "trades_2025-01-01.csv.gz:3"  # no exchange id: derived from file and line
+    assert coinbase["trade_id"].startswith("trades_2025-01-01.csv.gz@") and coinbase["trade_id"].endswith(":3")
     assert [d["source_offset"] for d in dead] == [4]
 
 
@@ -171,7 +171,8 @@ def test_kraken_csv_seconds_derived_ids_unknown_side(tmp_path):
     path.write_text("1381095255,122.00000,0.10000000\n1381179030.5,123.61000,0.10000000\n1381179030,x,1\n")
     trades, dead = parse_file("kraken-trades", path)
     assert [(t["symbol"], t["base"], t["quote"], t["side"]) for t in trades] == [("XBTUSD", "XBT", "USD", "unknown")] * 2
-    assert [t["trade_id"] for t in trades] == ["XBTUSD.csv:1", "XBTUSD.csv:2"]
+    ids = [t["trade_id"] for t in trades]
+    assert ids[0].startswith("XBTUSD.csv@") and [i.rsplit(":", 1)[1] for i in ids] == ["1", "2"]
     assert micros(trades[1]["event_time"]) == 1381179030_500000
     assert dead[0]["source_offset"] == 3
 
@@ -212,3 +213,45 @@ def test_parquet_missing_column_dead_letters_every_row(tmp_path):
 @pytest.mark.parametrize("name", sorted(SOURCES))
 def test_every_source_is_documented(name):
     assert SOURCES[name].description
+
+
+def test_normalized_bad_cells_cost_one_row_each_and_never_crash(tmp_path):
+    path = tmp_path / "mixed.parquet"
+    pq.write_table(pa.table({
+        "exchange": ["binance"] * 4, "symbol": ["BTCUSDT", None, "BTCUSDT", "BTCUSDT"],
+        "trade_id": ["1", "2", "3", "4"], "price": ["1.5", "2.5", "abc", "3.5"], "amount": [1.0, 1.0, 1.0, 1.0],
+        "side": ["buy"] * 4,
+        "event_time": pa.array([US_2025 * 1000 + 7] * 4, pa.timestamp("ns", tz="UTC")),  # sub-microsecond digits
+        "receive_time": ["x", None, None, None],
+    }), path)
+    trades, dead = parse_file("parquet", path, symbol="FILLED")
+    assert [t["trade_id"] for t in trades] == ["2", "4"]
+    assert trades[0]["symbol"] == "FILLED"  # --symbol fills a missing value, never overwrites
+    assert micros(trades[0]["event_time"]) == US_2025
+    assert {d["source_offset"]: d["error_message"] for d in dead} == {1: "receive_time is not a timestamp",
+                                                                     3: "price is not a number"}
+
+
+@pytest.mark.parametrize("line", ["+5,1.0,2.0,1,1,1570000000000,true,true", "5,1.0,2.0,1,1,-18445044073709551,true,true"])
+def test_binance_signed_numbers_never_crash_or_wrap(tmp_path, line):
+    path = tmp_path / "BTCUSDT-aggTrades-2019-10-11.csv"
+    path.write_text(line + "\n")
+    trades, dead = parse_file("binance-aggtrades", path)
+    assert len(trades) + len(dead) == 1
+    if trades:  # a leading + is a valid integer; a negative time stays negative (rejected later)
+        assert micros(trades[0]["event_time"]) in (1570000000000000, -18445044073709551)
+
+
+def test_coinbase_non_string_product_id_is_a_dead_letter(tmp_path):
+    path = tmp_path / "BTC-USD.jsonl"
+    path.write_text(json.dumps({"time": "2024-03-01T12:00:00Z", "trade_id": 1, "price": "1", "size": "1",
+                                "side": "buy", "product_id": 123}) + "\n")
+    trades, dead = parse_file("coinbase-trades", path)
+    assert trades == [] and dead[0]["reason"] == "malformed"
+
+
+def test_utf8_bom_is_not_part_of_the_header(tmp_path):
+    path = tmp_path / "BTCUSDT-aggTrades-2025-01-01.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + f"{AGG_HEADER}\n1,1,1,1,1,{US_2025},false,true\n".encode())
+    trades, dead = parse_file("binance-aggtrades", path)
+    assert dead == [] and len(trades) == 1

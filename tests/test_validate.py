@@ -29,6 +29,7 @@ def batch(**overrides):
     ({"event_time": 7_258_118_400_000_000}, "timestamp_out_of_range"),  # 2200
     ({"symbol": ""}, "missing_symbol"),
     ({"trade_id": ""}, "missing_trade_id"),
+    ({"price": 1e300, "amount": 1e10}, "notional_overflow"),
 ])
 def test_reasons(overrides, reason):
     assert invalid_reasons(batch(**overrides), 0 + 1_230_940_800_000_000, T0 + 10**12).tolist() == [reason]
@@ -43,3 +44,9 @@ def test_invalid_rows_are_dead_letters_and_counted():
     assert {d["source_offset"] for d in dead} == {2, 3}
     assert bars[0]["trade_count"] == 2
     assert counters["records_in"] == 4 == bars[0]["trade_count"] + counters["dead_letters"]
+
+
+def test_sums_past_the_float_range_do_not_crash():
+    rows = [{"symbol": "BTCUSDT", "trade_id": i, "price": 1.0, "amount": 1.7e308, "event_time": T0 + i} for i in range(2)]
+    bars, dead, _ = run_trades_to_bars([raw_batch(rows)], BarSpec.of("1m"))
+    assert dead == [] and bars[0]["volume"] == math.inf and bars[0]["trade_count"] == 2

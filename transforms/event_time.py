@@ -6,30 +6,12 @@ watermarks, triggers and lateness then act on chunks exactly as they would on si
 from __future__ import annotations
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.interval import Interval
 from transforms.keys import ByWindow
-from transforms.trade_batch import event_time_micros, keys_of
-
-
-def window_chunks(batch: pa.Table, interval: Interval):
-    """Yield ((exchange, symbol, window_start_us), chunk, earliest_event_us) for a batch."""
-    times = event_time_micros(batch)
-    starts = interval.window_start_micros(times)
-    codes, pairs = keys_of(batch)
-    order = np.lexsort((starts, codes))
-    sorted_codes, sorted_starts = codes[order], starts[order]
-    boundaries = np.flatnonzero((np.diff(sorted_codes) != 0) | (np.diff(sorted_starts) != 0)) + 1
-    for segment in np.split(order, boundaries):
-        if not len(segment):
-            continue
-        first = segment[0]
-        exchange, symbol = pairs[codes[first]].split("\x1f", 1)
-        chunk = batch.take(pa.array(segment, pa.int64()))
-        yield (exchange, symbol, int(starts[first])), chunk, int(times[segment].min())
+from transforms.trade_chunk import chunks_of
 
 
 class _StampChunks(beam.DoFn):
@@ -37,12 +19,14 @@ class _StampChunks(beam.DoFn):
         self._interval = interval
 
     def process(self, batch: pa.Table):
-        for key, chunk, earliest in window_chunks(batch, self._interval):
-            yield beam.window.TimestampedValue((key, chunk), Timestamp(micros=earliest))
+        starts = self._interval.window_start_micros(batch.column("event_time").cast(pa.int64()).to_numpy())
+        for chunk in chunks_of(batch, starts):
+            key = (chunk.exchange, chunk.symbol, chunk.window_start)
+            yield beam.window.TimestampedValue((key, chunk), Timestamp(micros=int(chunk.event_time.min())))
 
 
 class StampEventTime(beam.PTransform):
-    """Trade batches -> timestamped ((exchange, symbol, window_start_us), chunk) pairs."""
+    """Trade batches -> timestamped ((exchange, symbol, window_start_us), TradeChunk) pairs."""
 
     def __init__(self, interval: Interval, label=None):
         super().__init__(label)

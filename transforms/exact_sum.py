@@ -13,6 +13,7 @@ import numpy as np
 
 _MANTISSA_BITS = 53
 _LOW_BITS = 26
+_BUCKET_BITS = 8
 
 
 @dataclass(frozen=True)
@@ -22,24 +23,36 @@ class ExactSum:
 
     @classmethod
     def of(cls, values: np.ndarray) -> "ExactSum":
-        values = np.asarray(values, dtype=np.float64)
-        values = values[values != 0]
+        return cls.of_many([values])[0]
+
+    @classmethod
+    def of_many(cls, arrays: list[np.ndarray]) -> list["ExactSum"]:
+        """Exact sums of several arrays in one vectorized pass."""
+        values = np.concatenate([np.asarray(a, dtype=np.float64) for a in arrays])
+        group = np.repeat(np.arange(len(arrays)), [len(a) for a in arrays])
+        nonzero = values != 0
+        values, group = values[nonzero], group[nonzero]
+        sums = [cls()] * len(arrays)
         if not len(values):
-            return cls()
+            return sums
         fractions, exponents = np.frexp(values)
         mantissas = (fractions * (1 << _MANTISSA_BITS)).astype(np.int64)
         exponents = exponents.astype(np.int64) - _MANTISSA_BITS
-        order = np.argsort(exponents, kind="stable")
-        exponents, mantissas = exponents[order], mantissas[order]
-        starts = np.flatnonzero(np.r_[True, np.diff(exponents) != 0])
-        # Split each 53-bit mantissa so that int64 sums of up to 2**36 values cannot overflow.
-        high = np.add.reduceat(mantissas >> _LOW_BITS, starts)
-        low = np.add.reduceat(mantissas & ((1 << _LOW_BITS) - 1), starts)
-        base = int(exponents[0])
-        numerator = 0
-        for e, h, lo in zip(exponents[starts].tolist(), high.tolist(), low.tolist()):
-            numerator += ((h << _LOW_BITS) + lo) << (e - base)
-        return cls(numerator, base)
+        # Values whose exponents share a bucket of _BUCKET_BITS are aligned inside int64: each
+        # 53-bit mantissa is split in a 27-bit high and 26-bit low half, shifted by < 8 bits,
+        # so sums of up to 2**28 values per bucket cannot overflow.
+        base = exponents.min()
+        bucket = (exponents - base) // _BUCKET_BITS
+        shift = (exponents - base) % _BUCKET_BITS
+        order = np.lexsort((bucket, group))
+        bucket, group, shift, mantissas = bucket[order], group[order], shift[order], mantissas[order]
+        starts = np.flatnonzero(np.r_[True, (np.diff(bucket) != 0) | (np.diff(group) != 0)])
+        high = np.add.reduceat((mantissas >> _LOW_BITS) << shift, starts)
+        low = np.add.reduceat((mantissas & ((1 << _LOW_BITS) - 1)) << shift, starts)
+        base = int(base)
+        for g, b, h, lo in zip(group[starts].tolist(), bucket[starts].tolist(), high.tolist(), low.tolist()):
+            sums[g] = sums[g] + cls((h << _LOW_BITS) + lo, base + b * _BUCKET_BITS)
+        return sums
 
     def __add__(self, other: "ExactSum") -> "ExactSum":
         if not other.numerator:
@@ -53,7 +66,10 @@ class ExactSum:
         if not self.numerator:
             return 0.0
         if self.exponent >= 0:
-            return float(self.numerator << self.exponent)
+            try:
+                return float(self.numerator << self.exponent)
+            except OverflowError:
+                return math.copysign(math.inf, self.numerator)
         # Shift away excess precision first (keeping a sticky bit) so the single rounding is correct.
         sign = -1.0 if self.numerator < 0 else 1.0
         numerator, exponent = abs(self.numerator), self.exponent
@@ -62,4 +78,7 @@ class ExactSum:
             sticky = 1 if numerator & ((1 << excess) - 1) else 0
             numerator = (numerator >> excess) | sticky
             exponent += excess
-        return sign * math.ldexp(float(numerator), exponent)
+        try:
+            return sign * math.ldexp(float(numerator), exponent)
+        except OverflowError:
+            return sign * math.inf

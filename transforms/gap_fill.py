@@ -9,7 +9,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.bar_spec import BarSpec
@@ -39,31 +39,41 @@ def gaps_between(previous: tuple[int, float] | None, closes: dict[int, float], s
 
 
 class _FillGapsFn(beam.DoFn):
-    PENDING = ReadModifyWriteStateSpec("pending_closes", PickleCoder())
+    """Settled closes are appended to a bag (O(1) per bar); the timer reads them once, at the
+    watermark, fills the gaps in order and keeps only what is not settled yet."""
+
+    CLOSES = BagStateSpec("closes", PickleCoder())
     LAST = ReadModifyWriteStateSpec("last_settled", PickleCoder())
+    NEWEST = ReadModifyWriteStateSpec("newest_window", PickleCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, spec: BarSpec):
         self._spec = spec
         self._filled = beam.metrics.Metrics.counter("cryptobeam", "filled_bars")
 
-    def process(self, element, pending_state=beam.DoFn.StateParam(PENDING), flush=beam.DoFn.TimerParam(FLUSH)):
+    def process(self, element, closes=beam.DoFn.StateParam(CLOSES), newest_state=beam.DoFn.StateParam(NEWEST),
+                flush=beam.DoFn.TimerParam(FLUSH)):
         _, bar = element
         if bar["pane_timing"] == "EARLY":
             return  # early panes are provisional; the gap decision waits for the on-time pane
-        pending = pending_state.read() or {}
-        known = pending.get(bar["window_start"])
-        if known is None or bar["pane_index"] >= known[0]:
-            pending[bar["window_start"]] = (bar["pane_index"], bar["close"])
-        pending_state.write(pending)
-        flush.set(Timestamp(micros=max(pending) + self._spec.interval.micros))
+        closes.add((bar["window_start"], bar["pane_index"], bar["close"]))
+        newest = newest_state.read()
+        if newest is None or bar["window_start"] > newest:
+            newest_state.write(bar["window_start"])
+            flush.set(Timestamp(micros=bar["window_start"] + self._spec.interval.micros))
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
-                 pending_state=beam.DoFn.StateParam(PENDING), last_state=beam.DoFn.StateParam(LAST)):
+                 closes=beam.DoFn.StateParam(CLOSES), last_state=beam.DoFn.StateParam(LAST)):
         step = self._spec.interval.micros
-        pending = pending_state.read() or {}
-        settled = {w: close for w, (_, close) in pending.items() if w + step <= fired_at.micros}
+        latest_pane: dict[int, tuple[int, float]] = {}
+        waiting = []
+        for window_start, pane_index, close in closes.read():
+            if window_start + step > fired_at.micros:
+                waiting.append((window_start, pane_index, close))
+            elif window_start not in latest_pane or pane_index >= latest_pane[window_start][0]:
+                latest_pane[window_start] = (pane_index, close)
+        settled = {w: close for w, (_, close) in latest_pane.items()}
         previous = last_state.read()
         exchange, symbol = key
         for window_start, close in gaps_between(previous, settled, step):
@@ -73,7 +83,9 @@ class _FillGapsFn(beam.DoFn):
             newest = max(settled)
             if previous is None or newest > previous[0]:
                 last_state.write((newest, settled[newest]))
-        pending_state.write({w: v for w, v in pending.items() if w not in settled})
+        closes.clear()
+        for item in waiting:
+            closes.add(item)
 
 
 class FillGaps(beam.PTransform):

@@ -9,11 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from transforms.exact_sum import ExactSum
-from transforms.trade_batch import event_time_micros
+from transforms.trade_chunk import TradeChunk
 
 # A trade's place in time: event time first, then trade id (shorter first, so numeric ids
 # order as numbers), never arrival order.
@@ -69,32 +67,30 @@ def _pick(choose, a, b):
     return choose(a, b)
 
 
-def _rank(choose, times, ids, prices, rows) -> TradeRank:
+def _rank(choose, chunk: TradeChunk, rows: np.ndarray) -> TradeRank:
     """The earliest (choose=min) or latest (choose=max) trade among rows sharing one event time."""
-    trade_ids = [ids[i].as_py() for i in rows]
+    trade_ids = [chunk.trade_id(i) for i in rows.tolist()]
     best = choose(range(len(rows)), key=lambda k: (len(trade_ids[k]), trade_ids[k]))
-    return int(times[rows[best]]), len(trade_ids[best]), trade_ids[best], float(prices[rows[best]])
+    row = rows[best]
+    return int(chunk.event_time[row]), len(trade_ids[best]), trade_ids[best], float(chunk.price[row])
 
 
-def partial_bar(chunk: pa.Table, duplicate_count: int = 0) -> PartialBar:
+def partial_bar(chunk: TradeChunk, duplicate_count: int = 0) -> PartialBar:
     """Summarize one chunk of unique trades of a single (exchange, symbol, window)."""
-    if not chunk.num_rows:
+    if not len(chunk):
         return PartialBar(duplicate_count=duplicate_count)
-    times = event_time_micros(chunk)
-    prices = chunk.column("price").to_numpy()
-    amounts = chunk.column("amount").to_numpy()
-    buys = pc.equal(chunk.column("side"), "buy").to_numpy(zero_copy_only=False)
-    sells = pc.equal(chunk.column("side"), "sell").to_numpy(zero_copy_only=False)
-    ids = chunk.column("trade_id")
+    times, prices, amounts = chunk.event_time, chunk.price, chunk.amount
+    volume, quote_volume, buy_volume, sell_volume = ExactSum.of_many(
+        [amounts, prices * amounts, amounts[chunk.side == 0], amounts[chunk.side == 1]])
     return PartialBar(
-        trade_count=chunk.num_rows,
+        trade_count=len(chunk),
         duplicate_count=duplicate_count,
-        volume=ExactSum.of(amounts),
-        quote_volume=ExactSum.of(prices * amounts),
-        buy_volume=ExactSum.of(amounts[buys]),
-        sell_volume=ExactSum.of(amounts[sells]),
+        volume=volume,
+        quote_volume=quote_volume,
+        buy_volume=buy_volume,
+        sell_volume=sell_volume,
         high=float(prices.max()),
         low=float(prices.min()),
-        first=_rank(min, times, ids, prices, np.flatnonzero(times == times.min())),
-        last=_rank(max, times, ids, prices, np.flatnonzero(times == times.max())),
+        first=_rank(min, chunk, np.flatnonzero(times == times.min())),
+        last=_rank(max, chunk, np.flatnonzero(times == times.max())),
     )

@@ -64,10 +64,6 @@ def empty_trade_batch() -> pa.Table:
     return TRADE_BATCH_SCHEMA.empty_table()
 
 
-def event_time_micros(batch: pa.Table) -> np.ndarray:
-    return batch.column("event_time").cast(pa.int64()).to_numpy()
-
-
 def without_payload(batch: pa.Table) -> pa.Table:
     """Drop the raw payload once it is no longer needed, so it is never shuffled."""
     return batch.set_column(batch.schema.get_field_index("payload"), "payload",
@@ -91,10 +87,3 @@ def take_rows(batch: pa.Table, mask_or_indices) -> pa.Table:
     if index.dtype == bool:
         index = np.flatnonzero(index)
     return batch.take(pa.array(index, pa.int64()))
-
-
-def keys_of(batch: pa.Table) -> np.ndarray:
-    """Integer codes for the (exchange, symbol) of each row, and the distinct pairs they stand for."""
-    joined = pc.binary_join_element_wise(batch.column("exchange"), batch.column("symbol"), "\x1f")
-    encoded = pc.dictionary_encode(joined).combine_chunks()
-    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()

@@ -39,6 +39,10 @@ def invalid_reasons(batch: pa.Table, min_time_us: int, max_time_us: int) -> np.n
         with np.errstate(invalid="ignore"):
             flag(~np.isfinite(values), f"non_finite_{column}")
             flag(~(values > 0), reason)
+    prices = batch.column("price").to_numpy(zero_copy_only=False).astype(float)
+    amounts = batch.column("amount").to_numpy(zero_copy_only=False).astype(float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        flag(~np.isfinite(prices * amounts), "notional_overflow")
     times = batch.column("event_time").cast(pa.int64())
     missing_time = pc.is_null(times).to_numpy(zero_copy_only=False)
     flag(missing_time, "missing_event_time")

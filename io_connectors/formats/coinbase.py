@@ -49,7 +49,7 @@ def parse_coinbase_trades(raw: RawBatch, exchange: str = "coinbase", symbol: str
                 raise ValueError(f"missing field(s): {', '.join(missing)}")
             maker_side = str(record["side"]).lower()
             row_symbol = record.get("product_id") or symbol or raw.symbol_hint
-            if not row_symbol:
+            if not isinstance(row_symbol, str) or not row_symbol:
                 raise ValueError("no symbol: no product_id, not in the file name, and --symbol not given")
             values = (str(record["trade_id"]), _number(record["price"], "price"), _number(record["size"], "size"),
                       TAKER_SIDE_OF_MAKER.get(maker_side, maker_side), iso_to_micros(str(record["time"])))

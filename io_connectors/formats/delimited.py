@@ -72,6 +72,8 @@ def split_fields(raw: RawBatch, field_counts: set[int], header_names: list[list[
     is recognized and skipped, and lines with an unexpected field count are dead-lettered."""
     dead: list[dict] = []
     texts, numbers, payloads = _decode(raw, dead)
+    if raw.starts_file and texts and texts[0].startswith("\ufeff"):
+        texts[0] = texts[0][1:]  # a UTF-8 byte-order mark is not part of the first field
     strings = pc.utf8_trim_whitespace(pa.array(texts, pa.string()))
     non_blank = pc.greater(pc.utf8_length(strings), 0).to_numpy(zero_copy_only=False)
     if raw.starts_file and header_names is not None and non_blank.any():
@@ -125,7 +127,11 @@ def parse_int(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     values = np.zeros(len(strings), dtype=np.int64)
     index = np.flatnonzero(ok)
     if len(index):
-        values[index] = pc.cast(strings.take(pa.array(index, pa.int64())), pa.int64()).to_numpy()
+        subset = pc.replace_substring_regex(strings.take(pa.array(index, pa.int64())), r"^\+", "")
+        try:
+            values[index] = pc.cast(subset, pa.int64()).to_numpy()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values[index] = [int(v) for v in subset.to_pylist()]
     return values, ok
 
 
@@ -143,4 +149,4 @@ def epoch_to_micros(values: np.ndarray) -> np.ndarray:
     1973 are at or above it. So the unit of every plausible timestamp is never in doubt; values
     outside those years come out out of range and are rejected by validation.
     """
-    return np.where(values < 100_000_000_000_000, values * 1000, values)
+    return np.where((values >= 0) & (values < 100_000_000_000_000), values * 1000, values)

@@ -1,7 +1,13 @@
-"""Parquet or Avro files already in the normalized trade schema (``schemas/trade.avsc``)."""
+"""Parquet or Avro files already in the normalized trade schema (``schemas/trade.avsc``).
+
+Columns are converted whole where they can be, and value by value where they cannot, so one
+bad cell costs one dead letter, never the batch. Timestamps may be Arrow timestamps of any
+unit (finer than microseconds is truncated to microseconds) or integer microseconds.
+"""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pyarrow as pa
@@ -14,51 +20,111 @@ from transforms.trade_batch import make_trade_batch
 REQUIRED = ["exchange", "symbol", "trade_id", "price", "amount", "side", "event_time"]
 
 
-def _micros(column: pa.ChunkedArray) -> pa.Array:
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_timestamp(column.type):
-        return column.cast(pa.timestamp("us", tz=column.type.tz)).cast(pa.int64())
-    return column.cast(pa.int64())
+def _column(table: pa.Table, name: str) -> pa.Array:
+    return table.column(name).combine_chunks()
+
+
+def _converted(values: pa.Array, convert, fallback) -> tuple[pa.Array | None, np.ndarray]:
+    """Convert a column at once, or value by value when that fails; returns (values, ok)."""
+    try:
+        converted = convert(values)
+        return converted, ~pc.is_null(converted).to_numpy(zero_copy_only=False) | pc.is_null(values).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError):
+        results, ok = [], []
+        for value in values:
+            if not value.is_valid:
+                results.append(None)
+                ok.append(True)
+                continue
+            try:
+                results.append(fallback(value))
+                ok.append(True)
+            except (ValueError, TypeError, OverflowError, pa.ArrowInvalid):
+                results.append(None)
+                ok.append(False)
+        return pa.array(results), np.array(ok, dtype=bool)
+
+
+def _to_float(values: pa.Array):
+    return _converted(values, lambda v: v.cast(pa.float64()), lambda s: float(s.as_py()))
+
+
+def _to_micros(values: pa.Array):
+    if pa.types.is_timestamp(values.type):
+        options = pc.CastOptions(pa.timestamp("us", tz=values.type.tz), allow_time_truncate=True)
+        return _converted(values, lambda v: pc.cast(v, options=options).cast(pa.int64()),
+                          lambda s: int(pc.cast(pa.array([s.value], values.type), options=options).cast(pa.int64())[0].as_py()))
+    return _converted(values, lambda v: v.cast(pa.int64()), lambda s: int(s.as_py()))
 
 
 def _row_json(table: pa.Table, i: int) -> str:
-    return json.dumps({name: table.column(name)[i].as_py() for name in table.column_names}, default=str, sort_keys=True)
+    """The original row as JSON; timestamps as integers in their own unit, so no conversion can fail."""
+    row = {}
+    for name in table.column_names:
+        column = table.column(name)
+        value = column[i].value if pa.types.is_timestamp(column.type) and column[i].is_valid else column[i].as_py()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)
+        row[name] = value
+    return json.dumps(row, default=str, sort_keys=True)
+
+
+def _present(table: pa.Table, name: str) -> bool:
+    return name in table.column_names
 
 
 def parse_normalized(raw: RawBatch, exchange: str | None = None, symbol: str | None = None):
+    """``exchange``/``symbol`` fill in rows (or files) that lack them; they never overwrite."""
     table = raw.table
-    dead: list[dict] = []
-    missing_columns = [name for name in REQUIRED if name not in table.column_names]
-    bad = np.zeros(table.num_rows, dtype=bool)
-    messages = np.full(table.num_rows, "", dtype=object)
-    if missing_columns:
-        bad[:] = True
-        messages[:] = f"missing column(s): {', '.join(missing_columns)}"
-    else:
+    n = table.num_rows
+    messages = np.full(n, "", dtype=object)
+
+    def reject(mask, message):
+        mask = np.asarray(mask, dtype=bool) & (messages == "")
+        messages[mask] = message
+
+    fills = {"exchange": exchange, "symbol": symbol}
+    columns = {}
+    for name in REQUIRED:
+        if _present(table, name):
+            column = _column(table, name)
+            if fills.get(name):
+                column = pc.fill_null(column.cast(pa.string()), fills[name])
+            columns[name] = column
+        elif fills.get(name):
+            columns[name] = pa.array([fills[name]] * n, pa.string())
+        else:
+            reject(np.ones(n, dtype=bool), f"missing column: {name}")
+    if not (messages != "").all():
         for name in REQUIRED:
-            nulls = table.column(name).is_null().to_numpy(zero_copy_only=False)
-            messages[nulls & ~bad] = f"missing field: {name}"
-            bad |= nulls
-        try:
-            price = table.column("price").cast(pa.float64())
-            amount = table.column("amount").cast(pa.float64())
-            times = _micros(table.column("event_time"))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-            bad[:] = True
-            messages[:] = f"column types do not fit the trade schema: {error}"
-    for i in np.flatnonzero(bad).tolist():
-        reason = "missing_field" if messages[i].startswith("missing") else "malformed"
-        dead.append(dead_letter(reason, messages[i], "parse", _row_json(table, i), raw.source, raw.first_row + i))
-    good = ~bad
+            reject(pc.is_null(columns[name]).to_numpy(zero_copy_only=False), f"missing field: {name}")
+        price, ok = _to_float(columns["price"])
+        reject(~ok, "price is not a number")
+        amount, ok = _to_float(columns["amount"])
+        reject(~ok, "amount is not a number")
+        times, ok = _to_micros(columns["event_time"])
+        reject(~ok, "event_time is not a timestamp")
+        receive = None
+        if _present(table, "receive_time"):
+            receive, ok = _to_micros(_column(table, "receive_time"))
+            reject(~ok, "receive_time is not a timestamp")
+        text = {}
+        for name in ("exchange", "symbol", "trade_id", "side"):
+            text[name], ok = _converted(columns[name], lambda v: v.cast(pa.string()), lambda s: str(s.as_py()))
+            reject(~ok, f"{name} is not text")
+    dead = [dead_letter("missing_field" if messages[i].startswith("missing") else "malformed", messages[i], "parse",
+                        _row_json(table, i), raw.source, raw.first_row + i)
+            for i in np.flatnonzero(messages != "").tolist()]
+    good = messages == ""
     if not good.any():
         return make_trade_batch(exchange=[], symbol=[], trade_id=[], price=[], amount=[], side=[], event_time=[],
                                 source=raw.source), dead
     index = pa.array(np.flatnonzero(good), pa.int64())
-    pick = lambda name: table.column(name).take(index) if name in table.column_names else None
+    optional = lambda name: _column(table, name).cast(pa.string()).take(index) if _present(table, name) else None
     trades = make_trade_batch(
-        exchange=exchange or pick("exchange"), symbol=symbol or pick("symbol"), base=pick("base"), quote=pick("quote"),
-        trade_id=pick("trade_id").cast(pa.string()), price=price.take(index), amount=amount.take(index),
-        side=pc.utf8_lower(pick("side").cast(pa.string())), event_time=times.take(index),
-        receive_time=_micros(pick("receive_time")) if "receive_time" in table.column_names else None,
+        exchange=text["exchange"].take(index), symbol=text["symbol"].take(index), base=optional("base"),
+        quote=optional("quote"), trade_id=text["trade_id"].take(index), price=price.take(index),
+        amount=amount.take(index), side=pc.utf8_lower(text["side"].take(index)), event_time=times.take(index),
+        receive_time=None if receive is None else receive.take(index),
         source=raw.source, source_offset=np.flatnonzero(good) + raw.first_row)
     return trades, dead

@@ -5,6 +5,8 @@ trade id; those rows get one derived from file and line, so re-reading a file de
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,8 +21,10 @@ NAMES = ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "pr
 
 
 def derived_trade_ids(source: str, line_numbers: np.ndarray) -> pa.Array:
-    """A stable id for exchanges that publish none: the file's name and the line number."""
-    return pa.array([f"{base_name(source)}:{n}" for n in line_numbers.tolist()], pa.string())
+    """A stable id for exchanges that publish none: file name, a short hash of its full
+    path (so same-named files in different folders or archives never collide), and line."""
+    prefix = f"{base_name(source)}@{hashlib.blake2b(source.encode(), digest_size=4).hexdigest()}"
+    return pa.array([f"{prefix}:{n}" for n in line_numbers.tolist()], pa.string())
 
 
 def _base_quote(symbols: list[str]):

@@ -1,0 +1,148 @@
+"""A trade chunk: the trades of one (exchange, symbol, window) as plain numpy columns.
+
+Chunks are what Beam shuffles between the keyed stages, so they are built to be cheap to
+pickle: a handful of contiguous arrays, trade ids packed into one bytes buffer, and the
+dedupe identity hashes computed once per batch rather than once per chunk.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SIDE_NAMES = ("buy", "sell", "unknown")
+_HASH_SEED = 0x5EED
+
+
+def trade_hashes(batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: a hash of the trade id, and a hash of what the trade says (time, price, amount, side).
+
+    Two copies of one trade share both; a conflicting copy shares only the first.
+    """
+    frame = pl.from_arrow(batch.select(["trade_id", "event_time", "price", "amount", "side"]))
+    ids = frame.get_column("trade_id").hash(seed=_HASH_SEED).to_numpy()
+    content = frame.select(["event_time", "price", "amount", "side"]).hash_rows(seed=_HASH_SEED).to_numpy()
+    return ids, content
+
+
+def side_codes(sides: pa.Array) -> np.ndarray:
+    codes = np.full(len(sides), 2, dtype=np.int8)
+    codes[pc.equal(sides, "buy").to_numpy(zero_copy_only=False)] = 0
+    codes[pc.equal(sides, "sell").to_numpy(zero_copy_only=False)] = 1
+    return codes
+
+
+def _string_buffers(strings: pa.Array) -> tuple[bytes, np.ndarray]:
+    """Pack a string array into (bytes, offsets) without touching each string in Python."""
+    strings = strings.cast(pa.string())
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset: strings.offset + len(strings) + 1]
+    data = strings.buffers()[2]
+    packed = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes() if data is not None else b""
+    return packed, (offsets - offsets[0]).astype(np.int32)
+
+
+@dataclass
+class TradeChunk:
+    exchange: str
+    symbol: str
+    base: str | None
+    quote: str | None
+    window_start: int
+    event_time: np.ndarray  # int64 microseconds
+    price: np.ndarray
+    amount: np.ndarray
+    side: np.ndarray  # int8 codes into SIDE_NAMES
+    id_hash: np.ndarray
+    content_hash: np.ndarray
+    trade_id_bytes: bytes
+    trade_id_offsets: np.ndarray
+    sources: tuple
+    source_index: np.ndarray
+    source_offset: np.ndarray  # -1 where unknown
+    receive_time: np.ndarray | None = None  # int64, -1 where unknown
+
+    def __len__(self) -> int:
+        return len(self.event_time)
+
+    def trade_id(self, i: int) -> str:
+        return self.trade_id_bytes[self.trade_id_offsets[i]: self.trade_id_offsets[i + 1]].decode("utf-8")
+
+    def source(self, i: int) -> str:
+        return self.sources[self.source_index[i]]
+
+    def offset(self, i: int) -> int | None:
+        value = int(self.source_offset[i])
+        return None if value < 0 else value
+
+    def take(self, rows) -> "TradeChunk":
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        ids = [self.trade_id_bytes[self.trade_id_offsets[i]: self.trade_id_offsets[i + 1]] for i in rows.tolist()]
+        offsets = np.zeros(len(ids) + 1, dtype=np.int32)
+        np.cumsum([len(x) for x in ids], out=offsets[1:])
+        return TradeChunk(
+            self.exchange, self.symbol, self.base, self.quote, self.window_start, self.event_time[rows],
+            self.price[rows], self.amount[rows], self.side[rows], self.id_hash[rows], self.content_hash[rows],
+            b"".join(ids), offsets, self.sources, self.source_index[rows], self.source_offset[rows],
+            None if self.receive_time is None else self.receive_time[rows])
+
+    def trade_record(self, i: int) -> str:
+        """The normalized trade as JSON: the payload of a dead letter raised after parsing."""
+        def iso(us):
+            return datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc).isoformat()
+        record = {
+            "exchange": self.exchange, "symbol": self.symbol, "base": self.base, "quote": self.quote,
+            "trade_id": self.trade_id(i), "price": float(self.price[i]), "amount": float(self.amount[i]),
+            "side": SIDE_NAMES[self.side[i]], "event_time": iso(int(self.event_time[i])),
+            "receive_time": None if self.receive_time is None or self.receive_time[i] < 0 else iso(int(self.receive_time[i])),
+        }
+        return json.dumps(record, sort_keys=True)
+
+
+def chunks_of(batch: pa.Table, window_starts: np.ndarray):
+    """Split a trade batch into one TradeChunk per (exchange, symbol, window start).
+
+    Every column is converted and every hash computed once for the whole batch; each chunk is
+    then a set of array slices.
+    """
+    times = batch.column("event_time").cast(pa.int64()).to_numpy()
+    joined = pc.binary_join_element_wise(batch.column("exchange"), batch.column("symbol"), "\x1f")
+    encoded = pc.dictionary_encode(joined).combine_chunks()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    pairs = encoded.dictionary.to_pylist()
+    order = np.lexsort((times, window_starts, codes))
+    boundaries = np.flatnonzero((np.diff(codes[order]) != 0) | (np.diff(window_starts[order]) != 0)) + 1
+    take = pa.array(order, pa.int64())
+    ids, contents = trade_hashes(batch)
+    columns = {
+        "event_time": times[order], "price": batch.column("price").to_numpy()[order],
+        "amount": batch.column("amount").to_numpy()[order], "id_hash": ids[order], "content_hash": contents[order],
+        "side": side_codes(batch.column("side").combine_chunks())[order],
+    }
+    sources_encoded = pc.dictionary_encode(batch.column("source")).combine_chunks()
+    sources = tuple(sources_encoded.dictionary.to_pylist())
+    source_index = sources_encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)[order]
+    source_offset = pc.fill_null(batch.column("source_offset"), -1).to_numpy()[order]
+    receive = batch.column("receive_time")
+    receive_time = None if receive.null_count == len(receive) else pc.fill_null(receive.cast(pa.int64()), -1).to_numpy()[order]
+    trade_ids = batch.column("trade_id").take(take).combine_chunks()
+    bases = batch.column("base").take(take).combine_chunks()
+    quotes = batch.column("quote").take(take).combine_chunks()
+    starts = np.r_[0, boundaries]
+    ends = np.r_[boundaries, len(order)]
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        exchange, symbol = pairs[codes[order[start]]].split("\x1f", 1)
+        packed, offsets = _string_buffers(trade_ids.slice(start, end - start))
+        yield TradeChunk(
+            exchange, symbol, bases[start].as_py(), quotes[start].as_py(), int(window_starts[order[start]]),
+            columns["event_time"][start:end].copy(), columns["price"][start:end].copy(),
+            columns["amount"][start:end].copy(), columns["side"][start:end].copy(),
+            columns["id_hash"][start:end].copy(), columns["content_hash"][start:end].copy(),
+            packed, offsets, sources, source_index[start:end].copy(), source_offset[start:end].copy(),
+            None if receive_time is None else receive_time[start:end].copy())
