@@ -55,7 +55,7 @@ def cryptobeam_bars(path: str, out: str) -> pl.DataFrame:
     code = main(["backfill", "--source", "parquet", "--input", path, "--interval", "1m", "--out", out, "--no-progress"])
     if code != 0:
         raise SystemExit(f"cryptobeam exited {code}")
-    return pl.read_parquet(f"{out}/bars/**/*.parquet", hive_partitioning=False)
+    return pl.read_parquet(f"{out}/bars/**/*.parquet", hive_partitioning=True)
 
 
 def timed(fn, *args):
