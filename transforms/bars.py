@@ -1,4 +1,4 @@
-"""Bars: window the unique trades, combine partial bars per (exchange, symbol, window), stamp panes.
+"""Bars: combine the partial bars of each (exchange, symbol, window) as panes fire, and stamp panes.
 
 Keys include the window start. One key per window keeps the runner's per-key trigger
 bookkeeping constant-size, so batch cost grows linearly with the number of windows.
@@ -9,7 +9,7 @@ import apache_beam as beam
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from transforms.bar_spec import BarSpec
-from transforms.partial_bar import PartialBar, partial_bar
+from transforms.partial_bar import PartialBar
 
 PANE_TIMING_NAMES = {
     PaneInfoTiming.EARLY: "EARLY",
@@ -65,15 +65,13 @@ class _FormatBar(beam.DoFn):
 
 
 class ComputeBars(beam.PTransform):
-    """(window key, (unique trades, duplicates)) -> bar records, one per fired pane."""
+    """Windowed (window key, PartialBar) -> bar records, one per fired pane."""
 
     def __init__(self, spec: BarSpec, label=None):
         super().__init__(label)
         self._spec = spec
 
-    def expand(self, unique_chunks):
-        return (unique_chunks
-                | "Window" >> self._spec.window_into()
-                | "ToPartialBars" >> beam.MapTuple(lambda key, value: (key, partial_bar(*value)))
+    def expand(self, partial_bars):
+        return (partial_bars
                 | "MergePartials" >> beam.CombinePerKey(MergePartialBars())
                 | "FormatBars" >> beam.ParDo(_FormatBar(self._spec)))

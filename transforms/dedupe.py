@@ -9,13 +9,10 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 from apache_beam.coders import PickleCoder
-from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.util import ReshufflePerKey
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from transforms.bar_spec import BarSpec
 from transforms.keys import ByWindow
+from transforms.partial_bar import partial_bar
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
 
 def classify(ids, content, seen_ids, seen_content):
@@ -45,15 +42,16 @@ def classify(ids, content, seen_ids, seen_content):
 
 
 class _DedupeFn(beam.DoFn):
-    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
-    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+    """Keyed by (exchange, symbol, window) and run inside the window, so its state lives exactly
+    as long as the window does: the runner clears it when the window expires."""
 
-    def __init__(self, spec: BarSpec):
-        self._spec = spec
+    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
+
+    def __init__(self):
         self._duplicates = beam.metrics.Metrics.counter("cryptobeam", "duplicates")
         self._unique = beam.metrics.Metrics.counter("cryptobeam", "unique_trades")
 
-    def process(self, element, seen_state=beam.DoFn.StateParam(SEEN), expiry_timer=beam.DoFn.TimerParam(EXPIRY)):
+    def process(self, element, seen_state=beam.DoFn.StateParam(SEEN)):
         window_key, chunk = element
         seen = seen_state.read()
         empty = np.zeros(0, np.uint64)
@@ -61,7 +59,6 @@ class _DedupeFn(beam.DoFn):
         new, duplicate, conflict, seen_ids, seen_content = classify(
             chunk.id_hash, chunk.content_hash, seen_ids, seen_content)
         seen_state.write((seen_ids, seen_content))
-        expiry_timer.set(Timestamp(micros=self._spec.expiry_micros(window_key[2]) + self._spec.runner_slack_micros))
         n_duplicates = int(duplicate.sum())
         self._duplicates.inc(n_duplicates)
         self._unique.inc(int(new.sum()))
@@ -72,28 +69,15 @@ class _DedupeFn(beam.DoFn):
                     "conflicting_duplicate", "same trade id as an earlier trade, but different time, price, amount or side",
                     "dedupe", chunk.trade_record(i), chunk.source(i), chunk.offset(i), chunk.exchange,
                     chunk.symbol, int(chunk.event_time[i])))
-        kept = chunk if new.all() else chunk.take(new)
-        if len(kept) or n_duplicates:
-            yield window_key, (kept, n_duplicates)
-
-    @on_timer(EXPIRY)
-    def on_expiry(self, seen_state=beam.DoFn.StateParam(SEEN)):
-        seen_state.clear()
-        return []
+        if new.all() and chunk.summary is not None:
+            yield window_key, chunk.summary  # nothing removed: the summary computed in bulk stands
+        elif new.any() or n_duplicates:
+            yield window_key, partial_bar(chunk.take(new), n_duplicates)
 
 
 class DedupeTrades(beam.PTransform):
-    """Window chunks -> (window key, (unique trades, duplicates absorbed)) and dead letters."""
-
-    def __init__(self, spec: BarSpec, label=None):
-        super().__init__(label)
-        self._spec = spec
+    """Windowed (window key, TradeChunk) -> (window key, PartialBar of the unique trades), and dead letters."""
 
     def expand(self, chunks):
-        # An explicit keyed shuffle before this stateful stage: its key differs from the
-        # stateful stage before it, and runners must not fuse the two (FnApiRunner mixes up
-        # their timers if they share a stage).
-        return (chunks
-                | "GroupByWindowKey" >> ReshufflePerKey().with_output_types(ByWindow)
-                | "Dedupe" >> beam.ParDo(_DedupeFn(self._spec)).with_output_types(ByWindow).with_outputs(
-                    DEAD_LETTER_TAG, main="unique"))
+        return chunks | "Dedupe" >> beam.ParDo(_DedupeFn()).with_output_types(ByWindow).with_outputs(
+            DEAD_LETTER_TAG, main="unique")

@@ -14,6 +14,7 @@ import numpy as np
 _MANTISSA_BITS = 53
 _LOW_BITS = 26
 _BUCKET_BITS = 8
+_MAX_VALUES_PER_PASS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -29,29 +30,43 @@ class ExactSum:
     def of_many(cls, arrays: list[np.ndarray]) -> list["ExactSum"]:
         """Exact sums of several arrays in one vectorized pass."""
         values = np.concatenate([np.asarray(a, dtype=np.float64) for a in arrays])
-        group = np.repeat(np.arange(len(arrays)), [len(a) for a in arrays])
+        groups = np.repeat(np.arange(len(arrays)), [len(a) for a in arrays])
+        return cls.of_groups(values, groups, len(arrays))
+
+    @classmethod
+    def of_groups(cls, values: np.ndarray, groups: np.ndarray, n_groups: int) -> list["ExactSum"]:
+        """Exact sum of values per group id (0 .. n_groups-1), all groups in one vectorized pass."""
+        values = np.asarray(values, dtype=np.float64)
+        groups = np.asarray(groups, dtype=np.int64)
+        if len(values) > _MAX_VALUES_PER_PASS:  # keep every int64 accumulator far from overflow
+            half = len(values) // 2
+            first = cls.of_groups(values[:half], groups[:half], n_groups)
+            second = cls.of_groups(values[half:], groups[half:], n_groups)
+            return [a + b for a, b in zip(first, second)]
         nonzero = values != 0
-        values, group = values[nonzero], group[nonzero]
-        sums = [cls()] * len(arrays)
+        values, groups = values[nonzero], groups[nonzero]
+        sums = [cls()] * n_groups
         if not len(values):
             return sums
         fractions, exponents = np.frexp(values)
         mantissas = (fractions * (1 << _MANTISSA_BITS)).astype(np.int64)
         exponents = exponents.astype(np.int64) - _MANTISSA_BITS
         # Values whose exponents share a bucket of _BUCKET_BITS are aligned inside int64: each
-        # 53-bit mantissa is split in a 27-bit high and 26-bit low half, shifted by < 8 bits,
+        # 53-bit mantissa is split in a 27-bit high and a 26-bit low half, shifted by < 8 bits,
         # so sums of up to 2**28 values per bucket cannot overflow.
-        base = exponents.min()
-        bucket = (exponents - base) // _BUCKET_BITS
-        shift = (exponents - base) % _BUCKET_BITS
-        order = np.lexsort((bucket, group))
-        bucket, group, shift, mantissas = bucket[order], group[order], shift[order], mantissas[order]
-        starts = np.flatnonzero(np.r_[True, (np.diff(bucket) != 0) | (np.diff(group) != 0)])
-        high = np.add.reduceat((mantissas >> _LOW_BITS) << shift, starts)
-        low = np.add.reduceat((mantissas & ((1 << _LOW_BITS) - 1)) << shift, starts)
-        base = int(base)
-        for g, b, h, lo in zip(group[starts].tolist(), bucket[starts].tolist(), high.tolist(), low.tolist()):
-            sums[g] = sums[g] + cls((h << _LOW_BITS) + lo, base + b * _BUCKET_BITS)
+        base = int(exponents.min())
+        relative = exponents - base
+        buckets_used, bucket = np.unique(relative // _BUCKET_BITS, return_inverse=True)
+        shift = relative % _BUCKET_BITS
+        key = groups * len(buckets_used) + bucket
+        high = np.zeros(n_groups * len(buckets_used), dtype=np.int64)
+        low = np.zeros_like(high)
+        np.add.at(high, key, (mantissas >> _LOW_BITS) << shift)
+        np.add.at(low, key, (mantissas & ((1 << _LOW_BITS) - 1)) << shift)
+        used = np.flatnonzero((high != 0) | (low != 0))
+        for k, h, lo in zip(used.tolist(), high[used].tolist(), low[used].tolist()):
+            g, b = divmod(k, len(buckets_used))
+            sums[g] = sums[g] + cls((h << _LOW_BITS) + lo, base + int(buckets_used[b]) * _BUCKET_BITS)
         return sums
 
     def __add__(self, other: "ExactSum") -> "ExactSum":

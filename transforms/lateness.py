@@ -2,11 +2,13 @@
 
 A DoFn cannot read the watermark, but an event-time timer that has fired proves the watermark
 passed its timestamp. Per (exchange, symbol) a timer walks the windows' expiries in order; once
-one fires, chunks for that window or older are ``too_late``.
+one fires, trades of that window or older are ``too_late``. Work is per batch, not per window:
+the expiry check is vectorized, and only the trades still in time are cut into window chunks.
 """
 from __future__ import annotations
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.coders import VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
@@ -14,17 +16,19 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.bar_spec import BarSpec
-from transforms.keys import BySymbol, ByWindow
+from transforms.event_time import event_times, stamped_window_chunks
+from transforms.keys import ByWindow
+from transforms.trade_batch import row_payload, take_rows
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
 
 
-def too_late_dead_letters(chunk, watermark_floor_us: int, expiry_us: int):
-    for i in range(len(chunk)):
+def too_late_dead_letters(batch, rows, watermark_floor_us: int, expiries: np.ndarray, times: np.ndarray):
+    for i in rows.tolist():
         yield dead_letter(
             "too_late",
-            f"window closed at {expiry_us} us (end + allowed lateness); watermark had reached {watermark_floor_us} us",
-            "lateness", chunk.trade_record(i), chunk.source(i), chunk.offset(i), chunk.exchange, chunk.symbol,
-            int(chunk.event_time[i]))
+            f"window closed at {int(expiries[i])} us (end + allowed lateness); watermark had reached {watermark_floor_us} us",
+            "lateness", row_payload(batch, i), batch.column("source")[i].as_py(), batch.column("source_offset")[i].as_py(),
+            batch.column("exchange")[i].as_py(), batch.column("symbol")[i].as_py(), int(times[i]))
 
 
 class _RouteTooLateFn(beam.DoFn):
@@ -48,23 +52,31 @@ class _RouteTooLateFn(beam.DoFn):
                 latest_state=beam.DoFn.StateParam(LATEST_EXPIRY),
                 expiry_timer=beam.DoFn.TimerParam(EXPIRY),
                 end_timer=beam.DoFn.TimerParam(END_OF_INPUT)):
-        _, (window_key, chunk) = element
-        expiry = self._spec.expiry_micros(window_key[2])
+        _, batch = element
+        times = event_times(batch)
+        starts = self._spec.interval.window_start_micros(times)
+        expiries = starts + self._spec.interval.micros + self._spec.allowed_lateness_micros
         floor = floor_state.read()
-        if floor is not None and expiry <= floor:
-            count_dead_letter("cryptobeam", "too_late", len(chunk))
-            for record in too_late_dead_letters(chunk, floor, expiry):
+        late = expiries <= floor if floor is not None else np.zeros(len(times), dtype=bool)
+        if late.any():
+            rows = np.flatnonzero(late)
+            count_dead_letter("cryptobeam", "too_late", len(rows))
+            for record in too_late_dead_letters(batch, rows, floor, expiries, times):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
+            keep = ~late
+            batch, starts, expiries = take_rows(batch, keep), starts[keep], expiries[keep]
+        if not len(starts):
             return
-        latest = latest_state.read()
-        if latest is None or expiry > latest:
-            latest_state.write(expiry)
+        earliest, latest = int(expiries.min()), int(expiries.max())
+        known_latest = latest_state.read()
+        if known_latest is None or latest > known_latest:
+            latest_state.write(latest)
         pending = next_state.read()
-        if pending is None or expiry < pending:
-            next_state.write(expiry)
-            expiry_timer.set(Timestamp(micros=expiry))
+        if pending is None or earliest < pending:
+            next_state.write(earliest)
+            expiry_timer.set(Timestamp(micros=earliest))
             end_timer.set(GlobalWindow().max_timestamp())
-        yield window_key, chunk
+        yield from stamped_window_chunks(batch, starts)
 
     @on_timer(EXPIRY)
     def on_expiry(self, fired_at=beam.DoFn.TimestampParam,
@@ -92,13 +104,13 @@ class _RouteTooLateFn(beam.DoFn):
 
 
 class RouteTooLate(beam.PTransform):
-    """Window chunks -> chunks still in time, and ``too_late`` dead letters for the rest."""
+    """Per-symbol trade batches -> ``too_late`` dead letters, and the rest cut into timestamped
+    ((exchange, symbol, window start), TradeChunk) pairs ready for windowing."""
 
     def __init__(self, spec: BarSpec, label=None):
         super().__init__(label)
         self._spec = spec
 
-    def expand(self, chunks):
-        return (chunks
-                | "KeyBySymbol" >> beam.Map(lambda kv: ((kv[0][0], kv[0][1]), kv)).with_output_types(BySymbol)
-                | "Route" >> beam.ParDo(_RouteTooLateFn(self._spec)).with_output_types(ByWindow).with_outputs(DEAD_LETTER_TAG, main="in_time"))
+    def expand(self, batches_by_symbol):
+        return batches_by_symbol | "Route" >> beam.ParDo(_RouteTooLateFn(self._spec)).with_output_types(
+            ByWindow).with_outputs(DEAD_LETTER_TAG, main="in_time")

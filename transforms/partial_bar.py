@@ -94,3 +94,36 @@ def partial_bar(chunk: TradeChunk, duplicate_count: int = 0) -> PartialBar:
         first=_rank(min, chunk, np.flatnonzero(times == times.min())),
         last=_rank(max, chunk, np.flatnonzero(times == times.max())),
     )
+
+
+def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_starts, segment_ends) -> list[PartialBar]:
+    """Partial bars of many chunks at once.
+
+    The rows are sorted by segment, then event time; ``trade_id(i)`` gives row i's id. Sums,
+    highs and lows are vectorized over all segments; only ties in event time at a segment's
+    first or last trade are resolved one by one.
+    """
+    n_segments = len(segment_starts)
+    segment_of_row = np.repeat(np.arange(n_segments), segment_ends - segment_starts)
+    buys, sells = sides == 0, sides == 1
+    values = np.concatenate([amounts, prices * amounts, amounts[buys], amounts[sells]])
+    groups = np.concatenate([segment_of_row * 4, segment_of_row * 4 + 1, segment_of_row[buys] * 4 + 2,
+                             segment_of_row[sells] * 4 + 3])
+    sums = ExactSum.of_groups(values, groups, 4 * n_segments)
+    highs = np.maximum.reduceat(prices, segment_starts)
+    lows = np.minimum.reduceat(prices, segment_starts)
+
+    def edge(choose, start, end, row):
+        tied = np.flatnonzero(times[start:end] == times[row]) + start
+        trade_ids = [trade_id(i) for i in tied.tolist()]
+        best = choose(range(len(tied)), key=lambda k: (len(trade_ids[k]), trade_ids[k]))
+        return int(times[tied[best]]), len(trade_ids[best]), trade_ids[best], float(prices[tied[best]])
+
+    partials = []
+    for k, (start, end) in enumerate(zip(segment_starts.tolist(), segment_ends.tolist())):
+        partials.append(PartialBar(
+            trade_count=end - start, volume=sums[4 * k], quote_volume=sums[4 * k + 1],
+            buy_volume=sums[4 * k + 2], sell_volume=sums[4 * k + 3],
+            high=float(highs[k]), low=float(lows[k]),
+            first=edge(min, start, end, start), last=edge(max, start, end, end - 1)))
+    return partials

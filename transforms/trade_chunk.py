@@ -65,6 +65,7 @@ class TradeChunk:
     source_index: np.ndarray
     source_offset: np.ndarray  # -1 where unknown
     receive_time: np.ndarray | None = None  # int64, -1 where unknown
+    summary: object = None  # the PartialBar of all rows, when computed in bulk with the chunk
 
     def __len__(self) -> int:
         return len(self.event_time)
@@ -116,10 +117,14 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray):
     encoded = pc.dictionary_encode(joined).combine_chunks()
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     pairs = encoded.dictionary.to_pylist()
-    order = np.lexsort((times, window_starts, codes))
+    if len(pairs) == 1 and (len(times) < 2 or (np.diff(times) >= 0).all()):
+        order = np.arange(len(times))  # one symbol, already in time order: window starts are sorted too
+    else:
+        order = np.lexsort((times, window_starts, codes))
     boundaries = np.flatnonzero((np.diff(codes[order]) != 0) | (np.diff(window_starts[order]) != 0)) + 1
     take = pa.array(order, pa.int64())
     ids, contents = trade_hashes(batch)
+    from transforms.partial_bar import partial_bars_of_segments
     columns = {
         "event_time": times[order], "price": batch.column("price").to_numpy()[order],
         "amount": batch.column("amount").to_numpy()[order], "id_hash": ids[order], "content_hash": contents[order],
@@ -134,9 +139,13 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray):
     trade_ids = batch.column("trade_id").take(take).combine_chunks()
     bases = batch.column("base").take(take).combine_chunks()
     quotes = batch.column("quote").take(take).combine_chunks()
-    starts = np.r_[0, boundaries]
-    ends = np.r_[boundaries, len(order)]
-    for start, end in zip(starts.tolist(), ends.tolist()):
+    starts = np.r_[0, boundaries].astype(np.int64)
+    ends = np.r_[boundaries, len(order)].astype(np.int64)
+    id_bytes, id_offsets = _string_buffers(trade_ids)
+    summaries = partial_bars_of_segments(
+        columns["event_time"], columns["price"], columns["amount"], columns["side"],
+        lambda i: id_bytes[id_offsets[i]: id_offsets[i + 1]].decode("utf-8"), starts, ends)
+    for segment, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
         exchange, symbol = pairs[codes[order[start]]].split("\x1f", 1)
         packed, offsets = _string_buffers(trade_ids.slice(start, end - start))
         yield TradeChunk(
@@ -145,4 +154,4 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray):
             columns["amount"][start:end].copy(), columns["side"][start:end].copy(),
             columns["id_hash"][start:end].copy(), columns["content_hash"][start:end].copy(),
             packed, offsets, sources, source_index[start:end].copy(), source_offset[start:end].copy(),
-            None if receive_time is None else receive_time[start:end].copy())
+            None if receive_time is None else receive_time[start:end].copy(), summaries[segment])

@@ -10,15 +10,15 @@ import apache_beam as beam
 from transforms.bar_spec import BarSpec
 from transforms.bars import ComputeBars
 from transforms.dedupe import DedupeTrades
-from transforms.event_time import StampEventTime
 from transforms.gap_fill import FillGaps
+from transforms.keys import KeyBySymbol
 from transforms.lateness import RouteTooLate
 from transforms.parse import Parser, ParseTrades
 from transforms.validate import ValidateTrades
 
 
 class TradesToBars(beam.PTransform):
-    """Parse, validate, stamp event time, route late data, dedupe, window into bars, fill gaps.
+    """Parse, validate, route late data and stamp event time, window, dedupe, build bars, fill gaps.
 
     Returns ``{"bars": ..., "dead_letters": ...}``.
     """
@@ -33,9 +33,12 @@ class TradesToBars(beam.PTransform):
     def expand(self, raw_batches):
         parsed = raw_batches | "Parse" >> ParseTrades(self._parser)
         valid = parsed.trades | "Validate" >> ValidateTrades(*self._time_bounds)
-        chunks = valid.valid | "StampEventTime" >> StampEventTime(self._spec.interval)
-        in_time = chunks | "RouteTooLate" >> RouteTooLate(self._spec)
-        unique = in_time.in_time | "Dedupe" >> DedupeTrades(self._spec)
+        in_time = (valid.valid
+                   | "KeyBySymbol" >> KeyBySymbol()
+                   | "RouteTooLateAndStampEventTime" >> RouteTooLate(self._spec))
+        unique = (in_time.in_time
+                  | "Window" >> self._spec.window_into()
+                  | "Dedupe" >> DedupeTrades())
         # Bars carry their window in their fields; downstream they live in the global window,
         # where each sink applies the windowing its storage needs.
         bars = (unique.unique

@@ -45,11 +45,19 @@ def _converted(values: pa.Array, convert, fallback) -> tuple[pa.Array | None, np
         return pa.array(results), np.array(ok, dtype=bool)
 
 
+def _all_valid(values: pa.Array) -> np.ndarray:
+    return np.ones(len(values), dtype=bool)
+
+
 def _to_float(values: pa.Array):
+    if values.type == pa.float64():
+        return values, _all_valid(values)
     return _converted(values, lambda v: v.cast(pa.float64()), lambda s: float(s.as_py()))
 
 
 def _to_micros(values: pa.Array):
+    if values.type == pa.int64() or (pa.types.is_timestamp(values.type) and values.type.unit == "us"):
+        return values.cast(pa.int64()), _all_valid(values)
     if pa.types.is_timestamp(values.type):
         options = pc.CastOptions(pa.timestamp("us", tz=values.type.tz), allow_time_truncate=True)
         return _converted(values, lambda v: pc.cast(v, options=options).cast(pa.int64()),
@@ -97,7 +105,8 @@ def parse_normalized(raw: RawBatch, exchange: str | None = None, symbol: str | N
             reject(np.ones(n, dtype=bool), f"missing column: {name}")
     if not (messages != "").all():
         for name in REQUIRED:
-            reject(pc.is_null(columns[name]).to_numpy(zero_copy_only=False), f"missing field: {name}")
+            if columns[name].null_count:
+                reject(pc.is_null(columns[name]).to_numpy(zero_copy_only=False), f"missing field: {name}")
         price, ok = _to_float(columns["price"])
         reject(~ok, "price is not a number")
         amount, ok = _to_float(columns["amount"])
@@ -110,6 +119,9 @@ def parse_normalized(raw: RawBatch, exchange: str | None = None, symbol: str | N
             reject(~ok, "receive_time is not a timestamp")
         text = {}
         for name in ("exchange", "symbol", "trade_id", "side"):
+            if columns[name].type == pa.string():
+                text[name] = columns[name]
+                continue
             text[name], ok = _converted(columns[name], lambda v: v.cast(pa.string()), lambda s: str(s.as_py()))
             reject(~ok, f"{name} is not text")
     dead = [dead_letter("missing_field" if messages[i].startswith("missing") else "malformed", messages[i], "parse",
