@@ -29,11 +29,25 @@ class Accounting:
     def from_counters(cls, counters: dict[str, int]) -> "Accounting":
         accounting = cls()
         for name, value in counters.items():
-            if name.startswith("dead_letters."):
+            if name == "dead_letters_by_reason":  # a manifest's saved accounting
+                accounting.dead_letters_by_reason.update(value)
+            elif name.startswith("dead_letters."):
                 accounting.dead_letters_by_reason[name.split(".", 1)[1]] = value
             elif hasattr(accounting, name) and name != "dead_letters_by_reason":
                 setattr(accounting, name, value)
         return accounting
+
+    @classmethod
+    def total(cls, parts: list["Accounting"]) -> "Accounting":
+        total = cls()
+        for part in parts:
+            for name, value in part.as_dict().items():
+                if name == "dead_letters_by_reason":
+                    for reason, n in value.items():
+                        total.dead_letters_by_reason[reason] = total.dead_letters_by_reason.get(reason, 0) + n
+                else:
+                    setattr(total, name, getattr(total, name) + value)
+        return total
 
     @property
     def accounted(self) -> int:

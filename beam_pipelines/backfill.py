@@ -20,12 +20,17 @@ class BackfillConfig:
     exchange: str | None = None
     symbol: str | None = None
     batch_rows: int = 250_000
+    chunk_id: str = "all"
+
+    @property
+    def output_file_name(self) -> str:
+        return f"part-{self.chunk_id}.parquet"
 
 
 def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
     read = pipeline | "ReadTradeFiles" >> ReadTradeFiles(config.source, config.files, config.batch_rows)
     results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parser_for(config.source, config.exchange, config.symbol))
-    results["bars"] | "WriteBars" >> WriteBarsParquet(config.out)
+    results["bars"] | "WriteBars" >> WriteBarsParquet(config.out, config.output_file_name)
     ((read.dead_letter, results["dead_letters"])
      | "AllDeadLetters" >> beam.Flatten()
-     | "WriteDeadLetters" >> WriteDeadLettersParquet(config.out))
+     | "WriteDeadLetters" >> WriteDeadLettersParquet(config.out, config.output_file_name))

@@ -13,9 +13,10 @@ import sys
 import time
 import traceback
 import uuid
+from datetime import date
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 EXIT_USER_ERROR = 2
@@ -67,25 +68,36 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--batch-rows", type=int, default=250_000, help="records per raw batch")
     backfill.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     backfill.add_argument("--overwrite", action="store_true",
-                          help="replace the bars, dead letters and summary of an earlier run in --out")
+                          help="replace an earlier run in --out that used other settings")
+    backfill.add_argument("--from", dest="date_from", help="first date to backfill (YYYY-MM-DD, from file names)")
+    backfill.add_argument("--to", dest="date_to", help="last date to backfill (YYYY-MM-DD, inclusive)")
+    backfill.add_argument("--chunk", help="split the work into chunks of N days (e.g. 1d) that resume independently")
+    backfill.add_argument("--workers", type=int, default=None, help="chunks run in parallel (default: up to 2)")
     commands.add_parser("sources", help="list the input formats")
+    check = commands.add_parser("validate", help="re-check an output directory: checksums, accounting, bars, gaps")
+    check.add_argument("out", help="output directory of a backfill or a stream")
     return parser
 
 
-RUN_OUTPUTS = ("bars", "dead_letter", "_SUMMARY.json", "_ERROR.log")
+RUN_OUTPUTS = ("bars", "dead_letter", "_manifests", "_SUMMARY.json", "_ERROR.log")
 
 
-def _prepare_output(out: str, overwrite: bool) -> None:
-    """An output directory holds one run: refuse to mix runs, or clear the old one on request."""
-    if "://" in out:
-        return  # remote file systems are checked by the runner when it writes
-    existing = [name for name in RUN_OUTPUTS if os.path.exists(os.path.join(out, name))]
-    if existing and not overwrite:
-        raise UserError(f"output directory {out!r} already holds a run ({', '.join(existing)}); "
-                        "pass --overwrite to replace it")
-    for name in existing:
+def _clear_run(out: str) -> None:
+    for name in RUN_OUTPUTS:
         path = os.path.join(out, name)
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def _date_option(text: str | None, flag: str):
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"bad {flag} {text!r}: use YYYY-MM-DD") from None
 
 
 def _check_writable(out: str) -> None:
@@ -127,73 +139,100 @@ def _backfill_config(args):
         raise UserError("--early needs a streaming run; a backfill on the 'direct' runner gives exactly one "
                         "final pane per bar")
     _check_writable(args.out)
-    _prepare_output(args.out, args.overwrite)
     return BackfillConfig(source=SOURCES[args.source], files=files, spec=spec, out=args.out.rstrip("/") or "/",
                           exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows)
 
 
 def run_backfill(args, console: Console) -> int:
-    import apache_beam as beam
-
-    from beam_pipelines.accounting import Accounting, counters_of
-    from beam_pipelines.backfill import build_backfill
+    from beam_pipelines.accounting import Accounting
+    from beam_pipelines.chunked import chunks_to_run, conflicting_settings, default_workers, run_chunks
+    from beam_pipelines.chunks import ChunkError, parse_chunk_days, plan_chunks
+    from beam_pipelines.manifest import ChunkManifest
+    from beam_pipelines.seams import fill_seams
     from io_connectors.atomic_files import write_json_atomically
     from io_connectors.progress import set_progress_listener
     from runners.profiles import RunnerError, profile_for
 
     config = _backfill_config(args)
     try:
-        profile = profile_for(args.runner)
-        runner = profile.runner()
-    except RunnerError as error:
+        profile_for(args.runner)
+        chunks = plan_chunks(config.files, parse_chunk_days(args.chunk) if args.chunk else None,
+                             _date_option(args.date_from, "--from"), _date_option(args.date_to, "--to"))
+    except (RunnerError, ChunkError) as error:
         raise UserError(str(error)) from None
-    total_bytes = sum(f.size for f in config.files)
+    workers = args.workers or default_workers()
+    if workers < 1:
+        raise UserError("--workers must be at least 1")
+    conflicts = conflicting_settings(config)
+    if conflicts and not args.overwrite:
+        raise UserError(f"{config.out!r} holds chunks built with other settings ({conflicts[0]} ...); "
+                        "pass --overwrite to replace that run")
+    if args.overwrite:
+        _clear_run(config.out)
+    todo, done = chunks_to_run(config, chunks)
     started = time.monotonic()
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                        TextColumn("{task.fields[files]}"), TimeElapsedColumn(),
-                        console=Console(stderr=True), disable=args.no_progress, transient=False)
+    by_chunk = {c.chunk_id: c for c in chunks}
+    progress = _progress(args.no_progress)
     with progress:
-        task = progress.add_task("reading", total=total_bytes, files=f"0/{len(config.files)} files")
-        done = {"files": 0}
+        if len(chunks) == 1:
+            files = chunks[0].files
+            task = progress.add_task("reading", total=sum(f.size for f in files), files=f"0/{len(files)} files")
+            seen = {"files": 0}
 
-        def on_progress(files=0, bytes=0):
-            done["files"] += files
-            progress.update(task, advance=bytes, files=f"{done['files']}/{len(config.files)} files",
-                            description="reading" if done["files"] < len(config.files) else "building bars")
-
-        set_progress_listener(on_progress)
+            def on_file(files=0, bytes=0):
+                seen["files"] += files
+                progress.update(task, advance=bytes, files=f"{seen['files']}/{len(files_)} files",
+                                description="reading" if seen["files"] < len(files_) else "building bars")
+            files_ = files
+            set_progress_listener(on_file)
+        else:
+            task = progress.add_task("chunks", total=len(chunks), completed=len(done),
+                                     files=f"{len(done)} already complete, {len(todo)} to run")
         try:
-            pipeline = beam.Pipeline(runner=runner, options=profile.options())
-            build_backfill(pipeline, config)
-            result = pipeline.run()
-            result.wait_until_finish()
+            run_chunks(config, todo, workers, lambda manifest: progress.update(
+                task, advance=1 if len(chunks) > 1 else 0,
+                files=f"last: {manifest.chunk_id} ({manifest.counts.get('records_in', 0):,} records)"))
         except Exception as error:  # a pipeline failure: one line here, the whole story in a log
             log = f"{config.out}/_ERROR.log"
             with open(log, "w") as handle:
                 traceback.print_exc(file=handle)
-            raise PipelineFailed(f"the pipeline failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                                 f" (full traceback in {log})") from None
+            message = str(error).splitlines()[0] if str(error) else ""
+            raise PipelineFailed(f"the pipeline failed: {type(error).__name__}: {message} (full traceback in {log})") from None
         finally:
             set_progress_listener(None)
+    seam_fills = fill_seams(config.out, config.spec) if config.spec.fill_gaps and len(chunks) > 1 else 0
     elapsed = time.monotonic() - started
-    accounting = Accounting.from_counters(counters_of(result))
-    problems = accounting.problems()
+    manifests = [m for m in ChunkManifest.all_in(config.out) if m.chunk_id in by_chunk]
+    accounting = Accounting.total([Accounting.from_counters(m.counts) for m in manifests])
+    accounting.filled_bars_written += seam_fills
+    accounting.bar_rows_written += seam_fills
+    problems = [p for m in manifests for p in m.problems(check_inputs=False)]
+    problems += [f"chunk {m.chunk_id}: {p}" for m in manifests for p in Accounting.from_counters(m.counts).problems()]
+    problems += accounting.problems()
     summary = {"command": "backfill", "source": config.source.name, "interval": config.spec.interval.text,
-               "inputs": [f.path for f in config.files], "elapsed_seconds": round(elapsed, 3),
-               "reconciled": not problems, "problems": problems, **accounting.as_dict()}
+               "chunks": len(chunks), "chunks_run": len(todo), "chunks_skipped": len(done),
+               "elapsed_seconds": round(elapsed, 3), "reconciled": not problems, "problems": problems,
+               **accounting.as_dict()}
     write_json_atomically(summary, f"{config.out}/_SUMMARY.json")
-    console.print(summary_table(accounting, elapsed, config.out))
+    console.print(summary_table(accounting, elapsed, config.out, len(chunks), len(todo), len(done)))
     for problem in problems:
         console.print(f"[red]accounting does not reconcile: {problem}[/red]")
     return EXIT_UNRECONCILED if problems else 0
 
 
-def summary_table(accounting, elapsed: float, out: str) -> Table:
+def _progress(disabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+                    TextColumn("{task.fields[files]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), disable=disabled, transient=False)
+
+
+def summary_table(accounting, elapsed: float, out: str, chunks: int = 1, run: int = 1, skipped: int = 0) -> Table:
     table = Table(title=f"cryptobeam backfill → {out}", show_header=True, header_style="bold")
     table.add_column("records", justify="left")
     table.add_column("count", justify="right")
-    rate = accounting.records_in / elapsed if elapsed > 0 else 0.0
+    rate = accounting.records_in / elapsed if elapsed > 0 and run else 0.0
     rows = [
+        ("chunks (run / skipped as complete)", f"{chunks:,} ({run:,} / {skipped:,})"),
         ("records read", accounting.records_in),
         ("  in final bars", accounting.trades_in_final_bars),
         ("  dead-lettered", accounting.dead_letter_rows_written),
@@ -204,11 +243,32 @@ def summary_table(accounting, elapsed: float, out: str) -> Table:
         ("bar files", accounting.bar_files_written),
     ]
     for name, value in rows:
-        table.add_row(name, f"{value:,}")
+        table.add_row(name, value if isinstance(value, str) else f"{value:,}")
     verdict = "[green]yes[/green]" if not accounting.problems() else "[red]NO[/red]"
     table.add_row("reconciled", verdict)
     table.add_row("elapsed", f"{elapsed:,.1f} s ({rate:,.0f} records/s)")
     return table
+
+
+def run_validate(out: str, console: Console) -> int:
+    from beam_pipelines.validate import validate
+    if not os.path.isdir(out):
+        raise UserError(f"{out!r} is not a directory")
+    report = validate(out)
+    table = Table(title=f"cryptobeam validate {out}")
+    table.add_column("checked")
+    table.add_column("count", justify="right")
+    for name, value in report.checked.items():
+        table.add_row(name, f"{value:,}")
+    table.add_row("violations", f"[{'red' if report.violations else 'green'}]{len(report.violations):,}[/]")
+    console.print(table)
+    for note in report.notes:
+        console.print(f"note: {note}")
+    for violation in report.violations[:50]:
+        console.print(f"[red]violation:[/red] {violation}")
+    if len(report.violations) > 50:
+        console.print(f"... and {len(report.violations) - 50} more")
+    return 1 if report.violations else 0
 
 
 def list_sources(console: Console) -> int:
@@ -228,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "backfill":
             return run_backfill(args, console)
+        if args.command == "validate":
+            return run_validate(args.out, console)
         return list_sources(console)
     except UserError as error:
         print(f"cryptobeam: error: {error}", file=sys.stderr)

@@ -55,8 +55,8 @@ def newest_pane_final(bars: list[dict]) -> list[dict]:
 
 
 class _WriteBarPartition(beam.DoFn):
-    def __init__(self, root: str):
-        self._root = root.rstrip("/")
+    def __init__(self, root: str, file_name: str):
+        self._root, self._file_name = root.rstrip("/"), file_name
         self._rows = beam.metrics.Metrics.counter("cryptobeam", "bar_rows_written")
         self._filled = beam.metrics.Metrics.counter("cryptobeam", "filled_bars_written")
         self._final_trades = beam.metrics.Metrics.counter("cryptobeam", "trades_in_final_bars")
@@ -67,7 +67,7 @@ class _WriteBarPartition(beam.DoFn):
         (exchange, symbol, day), bars = element
         bars = newest_pane_final(bars)
         path = "/".join([self._root, "bars", partition_segment("exchange", exchange),
-                         partition_segment("symbol", symbol), partition_segment("date", day), "part-00000.parquet"])
+                         partition_segment("symbol", symbol), partition_segment("date", day), self._file_name])
         table = pa.Table.from_pylist(bars, schema=arrow_schema("bar")).drop_columns(list(BAR_PARTITION_COLUMNS))
         write_table_atomically(table, path)
         self._files.inc()
@@ -82,14 +82,14 @@ class _WriteBarPartition(beam.DoFn):
 
 
 class _WriteDeadLetterPartition(beam.DoFn):
-    def __init__(self, root: str):
-        self._root = root.rstrip("/")
+    def __init__(self, root: str, file_name: str):
+        self._root, self._file_name = root.rstrip("/"), file_name
         self._rows = beam.metrics.Metrics.counter("cryptobeam", "dead_letter_rows_written")
 
     def process(self, element):
         reason, records = element
         records = sorted(records, key=lambda r: (r["source"], r["source_offset"] or 0))
-        path = "/".join([self._root, "dead_letter", partition_segment("reason", reason), "part-00000.parquet"])
+        path = "/".join([self._root, "dead_letter", partition_segment("reason", reason), self._file_name])
         table = pa.Table.from_pylist(records, schema=arrow_schema("dead_letter")).drop_columns(["reason"])
         write_table_atomically(table, path)
         self._rows.inc(len(records))
@@ -110,11 +110,13 @@ class _WritePartitions(beam.PTransform):
                 | "WriteFiles" >> beam.ParDo(self._writer))
 
 
-def WriteBarsParquet(root: str) -> beam.PTransform:
-    """Bars -> ``bars/exchange=…/symbol=…/date=…/part-00000.parquet`` (one file per partition)."""
-    return _WritePartitions(bar_partition, _WriteBarPartition(root))
+def WriteBarsParquet(root: str, file_name: str = "part-all.parquet") -> beam.PTransform:
+    """Bars -> ``bars/exchange=…/symbol=…/date=…/<file_name>`` (one file per partition).
+
+    A backfill chunk names its files after itself, so re-running it replaces exactly its files."""
+    return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name))
 
 
-def WriteDeadLettersParquet(root: str) -> beam.PTransform:
-    """Dead letters -> ``dead_letter/reason=…/part-00000.parquet``."""
-    return _WritePartitions(lambda record: record["reason"], _WriteDeadLetterPartition(root))
+def WriteDeadLettersParquet(root: str, file_name: str = "part-all.parquet") -> beam.PTransform:
+    """Dead letters -> ``dead_letter/reason=…/<file_name>``."""
+    return _WritePartitions(lambda record: record["reason"], _WriteDeadLetterPartition(root, file_name))

@@ -136,20 +136,24 @@ def test_unreadable_files_are_dead_letters_and_directories_are_not_inputs(tmp_pa
         2, 1, {"unreadable_file": 1})
 
 
-def test_a_run_is_not_mixed_into_an_earlier_one(tmp_path):
+def test_a_rerun_reuses_complete_output(tmp_path):
     out = tmp_path / "out"
     args = ("backfill", "--source", "binance-aggtrades", "--input", "data/*.zip", "--out", str(out), "--no-progress")
     assert cryptobeam(*args).returncode == 0
-    again = cryptobeam(*args)
-    assert again.returncode == 2 and "--overwrite" in again.stderr
-    assert cryptobeam(*args, "--overwrite").returncode == 0
+    assert cryptobeam(*args).returncode == 0
+    assert json.loads((out / "_SUMMARY.json").read_text())["chunks_skipped"] == 1
+    assert cryptobeam(*args, "--interval", "5m").returncode == 2
+    assert cryptobeam(*args, "--interval", "5m", "--overwrite").returncode == 0
 
 
 def test_a_failing_pipeline_prints_one_line_and_keeps_the_traceback(tmp_path, monkeypatch):
-    from beam_pipelines import cli
+    import apache_beam as beam
+
+    from beam_pipelines import chunked, cli
+
     def explode(pipeline, config):
-        pipeline | __import__("apache_beam").Create([1]) | __import__("apache_beam").Map(lambda x: 1 / 0)
-    monkeypatch.setattr("beam_pipelines.backfill.build_backfill", explode)
+        pipeline | beam.Create([1]) | beam.Map(lambda x: 1 / 0)
+    monkeypatch.setattr(chunked, "build_backfill", explode)
     out = tmp_path / "out"
     code = cli.main(["backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
                      "--out", str(out), "--no-progress"])

@@ -47,6 +47,8 @@ class TradesToBars(beam.PTransform):
         if self._spec.fill_gaps:
             filled = bars | "FillGaps" >> FillGaps(self._spec)
             bars = (bars, filled) | "WithFilledBars" >> beam.Flatten()
-        dead_letters = ((parsed.dead_letter, valid.dead_letter, in_time.dead_letter, unique.dead_letter)
+        dedupe_dead_letters = unique.dead_letter | "DeadLettersToGlobalWindow" >> beam.WindowInto(
+            beam.window.GlobalWindows())
+        dead_letters = ((parsed.dead_letter, valid.dead_letter, in_time.dead_letter, dedupe_dead_letters)
                         | "AllDeadLetters" >> beam.Flatten())
         return {"bars": bars, "dead_letters": dead_letters}

@@ -1,0 +1,106 @@
+"""Chunked, resumable backfills: each chunk is one pipeline run with its own manifest.
+
+A chunk's files carry its id in their names, so re-running it (after a crash, or because an
+input changed) replaces exactly its files. Chunks run in worker processes, in parallel up to
+the number of cores; workers die with their parent, so a killed run leaves nothing running.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import multiprocessing
+import os
+import signal
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+from beam_pipelines.accounting import Accounting, counters_of
+from beam_pipelines.backfill import BackfillConfig, build_backfill
+from beam_pipelines.chunks import Chunk
+from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, remove_chunk_outputs,
+                                     remove_temporary_files)
+
+
+def run_settings(config: BackfillConfig) -> dict:
+    """What must match for an earlier chunk's output to be reused."""
+    spec = config.spec
+    return {"source": config.source.name, "interval": spec.interval.text, "fill_gaps": spec.fill_gaps,
+            "allowed_lateness_seconds": spec.allowed_lateness_seconds, "accumulation": spec.accumulation,
+            "exchange": config.exchange, "symbol": config.symbol}
+
+
+def run_chunk(config: BackfillConfig, chunk: Chunk) -> ChunkManifest:
+    """Run one chunk to completion and return its manifest (also written under _manifests/)."""
+    import apache_beam as beam
+
+    from runners.profiles import in_process_runner
+
+    manifest = ChunkManifest(chunk.chunk_id, run_settings(config),
+                             inputs=[FileRecord.of(f.path) for f in chunk.files], started_at=time.time())
+    manifest.write(config.out)
+    remove_chunk_outputs(config.out, chunk.chunk_id)
+    chunk_config = dataclasses.replace(config, files=list(chunk.files), chunk_id=chunk.chunk_id)
+    pipeline = beam.Pipeline(runner=in_process_runner())
+    build_backfill(pipeline, chunk_config)
+    result = pipeline.run()
+    result.wait_until_finish()
+    accounting = Accounting.from_counters(counters_of(result))
+    manifest.counts = accounting.as_dict()
+    manifest.outputs = [FileRecord.of(p) for p in chunk_output_files(config.out, chunk.chunk_id)]
+    manifest.status = "unreconciled" if accounting.problems() else "complete"
+    manifest.finished_at = time.time()
+    manifest.seconds = round(manifest.finished_at - manifest.started_at, 3)
+    manifest.write(config.out)
+    return manifest
+
+
+def chunks_to_run(config: BackfillConfig, chunks: list[Chunk]) -> tuple[list[Chunk], list[Chunk]]:
+    """(chunks to run, chunks already complete whose inputs and outputs still verify)."""
+    existing = {m.chunk_id: m for m in ChunkManifest.all_in(config.out)}
+    todo, done = [], []
+    for chunk in chunks:
+        manifest = existing.get(chunk.chunk_id)
+        same_inputs = manifest is not None and sorted(r.path for r in manifest.inputs) == sorted(f.path for f in chunk.files)
+        if same_inputs and manifest.settings == run_settings(config) and not manifest.problems():
+            done.append(chunk)
+        else:
+            todo.append(chunk)
+    return todo, done
+
+
+def conflicting_settings(config: BackfillConfig) -> list[str]:
+    ours = run_settings(config)
+    return sorted({m.chunk_id for m in ChunkManifest.all_in(config.out) if m.settings != ours})
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGKILL when the process that started it dies."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run_chunks(config: BackfillConfig, chunks: list[Chunk], workers: int, on_done) -> list[ChunkManifest]:
+    """Run chunks, ``workers`` at a time; ``on_done(manifest)`` is called as each finishes."""
+    remove_temporary_files(config.out)
+    if workers <= 1 or len(chunks) <= 1:
+        manifests = []
+        for chunk in chunks:
+            manifests.append(run_chunk(config, chunk))
+            on_done(manifests[-1])
+        return manifests
+    context = multiprocessing.get_context("spawn")
+    manifests = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with_parent) as pool:
+        pending = {pool.submit(run_chunk, config, chunk) for chunk in chunks}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                manifests.append(future.result())
+                on_done(manifests[-1])
+    return manifests
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))

@@ -1,0 +1,119 @@
+"""``cryptobeam validate OUT``: re-check an output directory from scratch.
+
+Manifests against the files on disk; record accounting per chunk and in total; bar
+invariants; duplicate bars; missing intervals; missing trade-id ranges where ids are
+sequential. Works on backfill output (with manifests) and on stream output (bars only).
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from beam_pipelines.accounting import Accounting
+from beam_pipelines.manifest import ChunkManifest
+from transforms.interval import parse_interval
+
+SEQUENTIAL_ID_EXCHANGES = ("binance",)  # trade ids without holes: aggTrade ids and trade ids
+RELATIVE_TOLERANCE = 1e-12  # vwap is a ratio of two rounded sums
+
+
+@dataclass
+class Report:
+    checked: dict = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def violation(self, message: str) -> None:
+        self.violations.append(message)
+
+
+def _bars(out: str) -> pa.Table | None:
+    path = os.path.join(out, "bars")
+    if not os.path.isdir(path):
+        return None
+    return ds.dataset(path, format="parquet", partitioning="hive").to_table()
+
+
+def check_manifests(out: str, report: Report) -> list[ChunkManifest]:
+    manifests = ChunkManifest.all_in(out)
+    report.checked["chunks"] = len(manifests)
+    for manifest in manifests:
+        for problem in manifest.problems(check_inputs=False):
+            report.violation(problem)
+        for problem in Accounting.from_counters(manifest.counts).problems():
+            report.violation(f"chunk {manifest.chunk_id}: {problem}")
+    total = Accounting.total([Accounting.from_counters(m.counts) for m in manifests])
+    for problem in total.problems():
+        report.violation(f"all chunks: {problem}")
+    report.checked["records_in"] = total.records_in
+    return manifests
+
+
+def check_bars(table: pa.Table, report: Report, fill_gaps: bool | None) -> None:
+    rows = table.to_pylist()
+    report.checked["bars"] = len(rows)
+    seen, latest = set(), {}
+    for bar in rows:
+        name = f"{bar['exchange']}/{bar['symbol']} {bar['window_start'].isoformat()}"
+        key = (bar["exchange"], bar["symbol"], bar["window_start"], bar["is_filled"], bar["pane_index"])
+        if key in seen:
+            report.violation(f"{name}: the same bar pane appears twice")
+        seen.add(key)
+        interval = parse_interval(bar["interval"]).seconds
+        if (bar["window_end"] - bar["window_start"]).total_seconds() != interval:
+            report.violation(f"{name}: window_end - window_start is not {bar['interval']}")
+        low, high = bar["low"], bar["high"]
+        if not (low <= bar["open"] <= high and low <= bar["close"] <= high):
+            report.violation(f"{name}: open/close outside [low, high]")
+        vwap = bar["vwap"]
+        slack = RELATIVE_TOLERANCE * abs(high)
+        if vwap is not None and not (low - slack <= vwap <= high + slack):
+            report.violation(f"{name}: vwap {vwap} outside [low, high]")
+        if bar["volume"] < 0 or bar["trade_count"] < 0:
+            report.violation(f"{name}: negative volume or trade count")
+        pair = (bar["exchange"], bar["symbol"])
+        if bar["window_start"] not in latest.setdefault(pair, {}) or bar["pane_index"] >= latest[pair][bar["window_start"]]["pane_index"]:
+            latest[pair][bar["window_start"]] = bar
+    for (exchange, symbol), windows in latest.items():
+        starts = sorted(windows)
+        step = parse_interval(windows[starts[0]]["interval"]).seconds
+        missing = sum(int((b - a).total_seconds() // step) - 1 for a, b in zip(starts, starts[1:]))
+        if missing:
+            message = f"{exchange}/{symbol}: {missing} interval(s) without a bar between its first and last bar"
+            report.violation(message) if fill_gaps else report.notes.append(message)
+        if exchange.split("-")[0] in SEQUENTIAL_ID_EXCHANGES:
+            check_trade_ids(exchange, symbol, [windows[s] for s in starts], report)
+
+
+def check_trade_ids(exchange: str, symbol: str, bars: list[dict], report: Report) -> None:
+    """Consecutive bars of an exchange with sequential ids must not skip ids."""
+    real = [b for b in bars if not b["is_filled"] and b["first_trade_id"] and b["last_trade_id"]]
+    holes = []
+    for previous, bar in zip(real, real[1:]):
+        try:
+            expected, got = int(previous["last_trade_id"]) + 1, int(bar["first_trade_id"])
+        except ValueError:
+            return  # not numeric ids after all
+        if got > expected:
+            holes.append((expected, got - 1))
+    if holes:
+        total = sum(b - a + 1 for a, b in holes)
+        first = holes[0]
+        report.violation(f"{exchange}/{symbol}: {total} trade id(s) missing in {len(holes)} range(s), "
+                         f"first {first[0]}..{first[1]}")
+
+
+def validate(out: str) -> Report:
+    report = Report()
+    manifests = check_manifests(out, report)
+    fill_gaps = any(m.settings.get("fill_gaps") for m in manifests) if manifests else None
+    table = _bars(out)
+    if table is None:
+        report.violation(f"no bars under {out}/bars")
+    else:
+        check_bars(table, report, fill_gaps)
+    return report
