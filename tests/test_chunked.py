@@ -100,6 +100,7 @@ def test_killed_runs_resume_to_the_same_output(days, reference, tmp_path):
             kills += 1
         process.wait()
     assert kills >= 2, "the runs finished too fast to be interrupted"
+    print(f"\nkill/resume: {kills} SIGKILLs survived, then resumed")
     result = backfill(days, out, "--chunk", "1d")
     assert result.returncode == 0, result.stderr
     assert bars_of(out) == bars_of(reference)
