@@ -21,6 +21,7 @@ class BackfillConfig:
     symbol: str | None = None
     batch_rows: int = 250_000
     chunk_id: str = "all"
+    runner: str = "direct"
 
     @property
     def output_file_name(self) -> str:

@@ -33,14 +33,15 @@ def run_chunk(config: BackfillConfig, chunk: Chunk) -> ChunkManifest:
     """Run one chunk to completion and return its manifest (also written under _manifests/)."""
     import apache_beam as beam
 
-    from runners.profiles import in_process_runner
+    from runners.profiles import profile_for
 
     manifest = ChunkManifest(chunk.chunk_id, run_settings(config),
                              inputs=[FileRecord.of(f.path) for f in chunk.files], started_at=time.time())
     manifest.write(config.out)
     remove_chunk_outputs(config.out, chunk.chunk_id)
     chunk_config = dataclasses.replace(config, files=list(chunk.files), chunk_id=chunk.chunk_id)
-    pipeline = beam.Pipeline(runner=in_process_runner())
+    profile = profile_for(config.runner)
+    pipeline = beam.Pipeline(runner=profile.runner(), options=profile.options())
     build_backfill(pipeline, chunk_config)
     result = pipeline.run()
     result.wait_until_finish()

@@ -6,7 +6,6 @@ pipeline that fails while running prints one line, keeps its traceback in ``_ERR
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -140,7 +139,7 @@ def _backfill_config(args):
                         "final pane per bar")
     _check_writable(args.out)
     return BackfillConfig(source=SOURCES[args.source], files=files, spec=spec, out=args.out.rstrip("/") or "/",
-                          exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows)
+                          exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows, runner=args.runner)
 
 
 def run_backfill(args, console: Console) -> int:

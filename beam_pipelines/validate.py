@@ -7,7 +7,6 @@ sequential. Works on backfill output (with manifests) and on stream output (bars
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pyarrow as pa

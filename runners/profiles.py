@@ -27,7 +27,7 @@ class RunnerProfile:
         raise RunnerError(f"unknown runner {self.name!r}; available: {', '.join(BATCH_RUNNERS)}")
 
     def options(self, extra_args: list[str] | None = None) -> PipelineOptions:
-        return PipelineOptions(extra_args or [], save_main_session=False)
+        return PipelineOptions(extra_args or [])
 
 
 def in_process_runner():

@@ -1,9 +1,7 @@
 """End to end through the installed ``cryptobeam`` command, on the bundled data set."""
 from __future__ import annotations
 
-import io
 import json
-import os
 import subprocess
 import sys
 import zipfile

@@ -3,7 +3,6 @@ malformed lines become dead letters with their original bytes and line numbers."
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import zipfile
 from datetime import datetime, timedelta, timezone
@@ -102,7 +101,7 @@ def test_binance_malformed_lines_are_dead_letters_with_payload_and_line(tmp_path
         f"4,0.5,1,1,1,{MS_2019},maybe,True",  # bad boolean
         "",  # blank line: not a record
         f"x5,0.5,1,1,1,{MS_2019},True,True",  # bad id
-        f"6,0.5,1,1,1,1.5e12,True,True",  # time not an integer
+        "6,0.5,1,1,1,1.5e12,True,True",  # time not an integer
         f"7,0.5,1,1,1,{MS_2019},True,True",
     ]
     path = tmp_path / "ETHBTC-aggTrades-2019-10-11.csv"

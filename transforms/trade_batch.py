@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from schemas import arrow_schema
 
@@ -58,10 +57,6 @@ def make_trade_batch(*, exchange, symbol, trade_id, price, amount, side, event_t
         "payload": column(payload, pa.binary()),
     }
     return pa.Table.from_arrays([columns[f.name] for f in TRADE_BATCH_SCHEMA], schema=TRADE_BATCH_SCHEMA)
-
-
-def empty_trade_batch() -> pa.Table:
-    return TRADE_BATCH_SCHEMA.empty_table()
 
 
 def without_payload(batch: pa.Table) -> pa.Table:
