@@ -1,7 +1,7 @@
 """Chunked, resumable backfills: each chunk is one pipeline run with its own manifest.
 
 A chunk's files carry its id in their names, so re-running it (after a crash, or because an
-input changed) replaces exactly its files. Chunks run in worker processes, in parallel up to
+input changed) overwrites exactly its files, each atomically. Chunks run in worker processes, in parallel up to
 the number of cores; workers die with their parent, so a killed run leaves nothing running.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from beam_pipelines.accounting import Accounting, counters_of
 from beam_pipelines.backfill import BackfillConfig, build_backfill
 from beam_pipelines.chunks import Chunk
-from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, remove_chunk_outputs,
+from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, remove_stale_outputs,
                                      remove_temporary_files)
 
 
@@ -38,7 +38,6 @@ def run_chunk(config: BackfillConfig, chunk: Chunk) -> ChunkManifest:
     manifest = ChunkManifest(chunk.chunk_id, run_settings(config),
                              inputs=[FileRecord.of(f.path) for f in chunk.files], started_at=time.time())
     manifest.write(config.out)
-    remove_chunk_outputs(config.out, chunk.chunk_id)
     chunk_config = dataclasses.replace(config, files=list(chunk.files), chunk_id=chunk.chunk_id)
     profile = profile_for(config.runner)
     pipeline = beam.Pipeline(runner=profile.runner(), options=profile.options())
@@ -47,6 +46,9 @@ def run_chunk(config: BackfillConfig, chunk: Chunk) -> ChunkManifest:
     result.wait_until_finish()
     accounting = Accounting.from_counters(counters_of(result))
     manifest.counts = accounting.as_dict()
+    # Files are overwritten in place (each atomically), so readers never miss this chunk's
+    # bars; files of an earlier attempt that this one did not rewrite are stale and go now.
+    remove_stale_outputs(config.out, chunk.chunk_id, not_before=manifest.started_at)
     manifest.outputs = [FileRecord.of(p) for p in chunk_output_files(config.out, chunk.chunk_id)]
     manifest.status = "unreconciled" if accounting.problems() else "complete"
     manifest.finished_at = time.time()

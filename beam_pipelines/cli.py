@@ -187,10 +187,15 @@ def run_backfill(args, console: Console) -> int:
         else:
             task = progress.add_task("chunks", total=len(chunks), completed=len(done),
                                      files=f"{len(done)} already complete, {len(todo)} to run")
+        records_done = {"n": 0}
+
+        def on_chunk(manifest):
+            records_done["n"] += manifest.counts.get("records_in", 0)
+            rate = records_done["n"] / max(time.monotonic() - started, 1e-9)
+            progress.update(task, advance=1 if len(chunks) > 1 else 0,
+                            files=f"last {manifest.chunk_id}, {records_done['n']:,} records, {rate:,.0f} records/s")
         try:
-            run_chunks(config, todo, workers, lambda manifest: progress.update(
-                task, advance=1 if len(chunks) > 1 else 0,
-                files=f"last: {manifest.chunk_id} ({manifest.counts.get('records_in', 0):,} records)"))
+            run_chunks(config, todo, workers, on_chunk)
         except Exception as error:  # a pipeline failure: one line here, the whole story in a log
             log = f"{config.out}/_ERROR.log"
             with open(log, "w") as handle:

@@ -89,9 +89,11 @@ def chunk_output_files(out: str, chunk_id: str) -> list[str]:
                   + glob.glob(os.path.join(out, "dead_letter", "**", name), recursive=True))
 
 
-def remove_chunk_outputs(out: str, chunk_id: str) -> None:
+def remove_stale_outputs(out: str, chunk_id: str, not_before: float) -> None:
+    """Remove a chunk's files that the latest attempt (started at ``not_before``) did not write."""
     for path in chunk_output_files(out, chunk_id):
-        os.remove(path)
+        if os.path.getmtime(path) < not_before:
+            os.remove(path)
 
 
 def remove_temporary_files(out: str) -> None:

@@ -157,3 +157,19 @@ def test_from_to_and_settings_conflicts(tmp_path):
     assert other.returncode == 2 and "--overwrite" in other.stderr
     bad = backfill(days, out, "--from", "2024-13-01")
     assert bad.returncode == 2 and "bad --from" in bad.stderr
+
+
+def test_a_redone_chunk_drops_files_it_no_longer_writes(tmp_path):
+    days = tmp_path / "days"
+    write_days(days, 1, per_day=200, seed=8)
+    out = tmp_path / "out"
+    assert backfill(days, out, "--chunk", "1d").returncode == 0
+    stale = out / "bars" / "exchange=binance" / "symbol=OLDCOIN" / "date=2024-01-01" / "part-2024-01-01.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(next(out.rglob("part-2024-01-01.parquet")).read_bytes())
+    time.sleep(0.01)
+    os.utime(stale, (0, 0))  # as if written by an earlier attempt
+    manifest = out / "_manifests" / "2024-01-01.json"
+    manifest.write_text(manifest.read_text().replace('"complete"', '"running"'))
+    assert backfill(days, out, "--chunk", "1d").returncode == 0
+    assert not stale.exists() and summary(out)["chunks_run"] == 1
