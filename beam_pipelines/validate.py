@@ -1,6 +1,7 @@
 """``cryptobeam validate OUT``: re-check an output directory from scratch.
 
-Manifests against the files on disk; record accounting per chunk and in total; bar
+Manifests against the files on disk; record accounting per chunk (recounted from the files
+themselves) and in total; bar
 invariants; duplicate bars; missing intervals; missing trade-id ranges where ids are
 sequential. Works on backfill output (with manifests) and on stream output (bars only).
 """
@@ -10,7 +11,9 @@ import os
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from beam_pipelines.accounting import Accounting
 from beam_pipelines.manifest import ChunkManifest
@@ -37,6 +40,22 @@ def _bars(out: str) -> pa.Table | None:
     return ds.dataset(path, format="parquet", partitioning="hive").to_table()
 
 
+def accounting_on_disk(manifest: ChunkManifest) -> tuple[int, int, int]:
+    """(trades in final bars, duplicates absorbed, dead letters) counted from the chunk's files."""
+    trades = duplicates = dead = 0
+    for record in manifest.outputs:
+        if not os.path.exists(record.path):
+            continue
+        table = pq.read_table(record.path)
+        if f"{os.sep}dead_letter{os.sep}" in record.path:
+            dead += table.num_rows
+            continue
+        final = pc.and_(table.column("is_final"), pc.invert(table.column("is_filled")))
+        trades += pc.sum(pc.filter(table.column("trade_count"), final)).as_py() or 0
+        duplicates += pc.sum(pc.filter(table.column("duplicate_count"), final)).as_py() or 0
+    return trades, duplicates, dead
+
+
 def check_manifests(out: str, report: Report) -> list[ChunkManifest]:
     manifests = ChunkManifest.all_in(out)
     report.checked["chunks"] = len(manifests)
@@ -45,6 +64,11 @@ def check_manifests(out: str, report: Report) -> list[ChunkManifest]:
             report.violation(problem)
         for problem in Accounting.from_counters(manifest.counts).problems():
             report.violation(f"chunk {manifest.chunk_id}: {problem}")
+        trades, duplicates, dead = accounting_on_disk(manifest)
+        records = manifest.counts.get("records_in", 0)
+        if records != trades + duplicates + dead:
+            report.violation(f"chunk {manifest.chunk_id}: records read ({records}) != trades in final bars on disk "
+                             f"({trades}) + duplicates ({duplicates}) + dead letters on disk ({dead})")
     total = Accounting.total([Accounting.from_counters(m.counts) for m in manifests])
     for problem in total.problems():
         report.violation(f"all chunks: {problem}")

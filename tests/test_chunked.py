@@ -173,3 +173,22 @@ def test_a_redone_chunk_drops_files_it_no_longer_writes(tmp_path):
     manifest.write_text(manifest.read_text().replace('"complete"', '"running"'))
     assert backfill(days, out, "--chunk", "1d").returncode == 0
     assert not stale.exists() and summary(out)["chunks_run"] == 1
+
+
+def test_validate_recounts_from_disk_and_works_without_manifests(tmp_path):
+    days = tmp_path / "days"
+    write_days(days, 2, per_day=300, seed=9)
+    out = tmp_path / "out"
+    assert backfill(days, out, "--chunk", "1d").returncode == 0
+    manifest_path = out / "_manifests" / "2024-01-01.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["counts"]["records_in"] += 1  # a record the files do not account for
+    manifest["counts"]["unique_trades"] += 1
+    manifest["counts"]["trades_in_final_bars"] += 1
+    manifest_path.write_text(json.dumps(manifest))
+    check = subprocess.run([CLI, "validate", str(out)], capture_output=True, text=True)
+    assert check.returncode == 1 and "on disk" in check.stdout
+    for path in (out / "_manifests").glob("*.json"):
+        path.unlink()  # what a stream's output looks like: bars only
+    check = subprocess.run([CLI, "validate", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
