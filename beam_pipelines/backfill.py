@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from io_connectors.files import InputFile
-from io_connectors.parquet_sink import WriteBarsParquet, WriteDeadLettersParquet
+from io_connectors.parquet_sink import WriteBarsAvro, WriteBarsParquet, WriteDeadLettersParquet
 from io_connectors.sources import ReadTradeFiles, SourceFormat, parser_for
 from transforms import BarSpec, TradesToBars
 
@@ -22,6 +22,7 @@ class BackfillConfig:
     batch_rows: int = 250_000
     chunk_id: str = "all"
     runner: str = "direct"
+    sinks: tuple = ("parquet",)  # Parquet is always written: manifests and validate read it
 
     @property
     def output_file_name(self) -> str:
@@ -32,6 +33,8 @@ def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
     read = pipeline | "ReadTradeFiles" >> ReadTradeFiles(config.source, config.files, config.batch_rows)
     results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parser_for(config.source, config.exchange, config.symbol))
     results["bars"] | "WriteBars" >> WriteBarsParquet(config.out, config.output_file_name)
+    if "avro" in config.sinks:
+        results["bars"] | "WriteBarsAvro" >> WriteBarsAvro(config.out, f"part-{config.chunk_id}.avro")
     ((read.dead_letter, results["dead_letters"])
      | "AllDeadLetters" >> beam.Flatten()
      | "WriteDeadLetters" >> WriteDeadLettersParquet(config.out, config.output_file_name))

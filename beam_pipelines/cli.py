@@ -72,13 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--to", dest="date_to", help="last date to backfill (YYYY-MM-DD, inclusive)")
     backfill.add_argument("--chunk", help="split the work into chunks of N days (e.g. 1d) that resume independently")
     backfill.add_argument("--workers", type=int, default=None, help="chunks run in parallel (default: up to 2)")
+    backfill.add_argument("--sink", action="append", default=[], help="extra output besides Parquet: avro (repeatable)")
     commands.add_parser("sources", help="list the input formats")
     check = commands.add_parser("validate", help="re-check an output directory: checksums, accounting, bars, gaps")
     check.add_argument("out", help="output directory of a backfill or a stream")
     return parser
 
 
-RUN_OUTPUTS = ("bars", "dead_letter", "_manifests", "_SUMMARY.json", "_ERROR.log")
+RUN_OUTPUTS = ("bars", "bars_avro", "dead_letter", "_manifests", "_SUMMARY.json", "_ERROR.log")
 
 
 def _clear_run(out: str) -> None:
@@ -121,6 +122,9 @@ def _backfill_config(args):
 
     if args.source not in SOURCES:
         raise UserError(f"unknown source {args.source!r}; choose one of: {', '.join(SOURCES)}")
+    unknown_sinks = sorted(set(args.sink) - {"parquet", "avro"})
+    if unknown_sinks:
+        raise UserError(f"unknown --sink {unknown_sinks[0]!r}; available for backfills: parquet, avro")
     if args.batch_rows <= 0:
         raise UserError("--batch-rows must be positive")
     try:
@@ -139,7 +143,8 @@ def _backfill_config(args):
                         "final pane per bar")
     _check_writable(args.out)
     return BackfillConfig(source=SOURCES[args.source], files=files, spec=spec, out=args.out.rstrip("/") or "/",
-                          exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows, runner=args.runner)
+                          exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows, runner=args.runner,
+                          sinks=tuple(sorted({"parquet", *args.sink})))
 
 
 def run_backfill(args, console: Console) -> int:

@@ -84,9 +84,11 @@ class ChunkManifest:
 
 def chunk_output_files(out: str, chunk_id: str) -> list[str]:
     """Every file a chunk wrote: they all carry its id in their name."""
-    name = f"part-{chunk_id}.parquet"
-    return sorted(glob.glob(os.path.join(out, "bars", "**", name), recursive=True)
-                  + glob.glob(os.path.join(out, "dead_letter", "**", name), recursive=True))
+    found = []
+    for directory in ("bars", "bars_avro", "dead_letter"):
+        for name in (f"part-{chunk_id}.parquet", f"part-{chunk_id}.avro"):
+            found += glob.glob(os.path.join(out, directory, "**", name), recursive=True)
+    return sorted(found)
 
 
 def remove_stale_outputs(out: str, chunk_id: str, not_before: float) -> None:

@@ -44,8 +44,8 @@ def accounting_on_disk(manifest: ChunkManifest) -> tuple[int, int, int]:
     """(trades in final bars, duplicates absorbed, dead letters) counted from the chunk's files."""
     trades = duplicates = dead = 0
     for record in manifest.outputs:
-        if not os.path.exists(record.path):
-            continue
+        if not os.path.exists(record.path) or not record.path.endswith(".parquet"):
+            continue  # other sinks (Avro) repeat the Parquet bars; the Parquet files are the record
         table = pq.read_table(record.path)
         if f"{os.sep}dead_letter{os.sep}" in record.path:
             dead += table.num_rows

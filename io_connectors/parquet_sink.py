@@ -11,11 +11,12 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 import apache_beam as beam
+import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from io_connectors.atomic_files import write_atomically
-from schemas import arrow_schema
+from schemas import arrow_schema, parsed_avro_schema
 
 
 # Hive convention: partition columns live in the path, not in the files, so readers that
@@ -54,9 +55,33 @@ def newest_pane_final(bars: list[dict]) -> list[dict]:
     return bars
 
 
+def _parquet_bytes(bars: list[dict]) -> bytes:
+    table = pa.Table.from_pylist(bars, schema=arrow_schema("bar")).drop_columns(list(BAR_PARTITION_COLUMNS))
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def _avro_bytes(bars: list[dict]) -> bytes:
+    """Avro files carry whole bar records, exactly as ``schemas/bar.avsc`` publishes them."""
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, parsed_avro_schema("bar"), bars, codec="deflate")
+    return buffer.getvalue()
+
+
+BAR_FILE_FORMATS = {"parquet": _parquet_bytes, "avro": _avro_bytes}
+# One directory per format, so a reader of either sees only its own files.
+BAR_DIRECTORIES = {"parquet": "bars", "avro": "bars_avro"}
+
+
 class _WriteBarPartition(beam.DoFn):
-    def __init__(self, root: str, file_name: str):
+    """Writes one partition's bars. The sink of record (``counts=True``) also counts them for
+    the run's accounting; additional sinks of the same bars do not, so nothing is counted twice."""
+
+    def __init__(self, root: str, file_name: str, file_format: str = "parquet", counts: bool = True):
         self._root, self._file_name = root.rstrip("/"), file_name
+        self._encode, self._counts = BAR_FILE_FORMATS[file_format], counts
+        self._directory = BAR_DIRECTORIES[file_format]
         self._rows = beam.metrics.Metrics.counter("cryptobeam", "bar_rows_written")
         self._filled = beam.metrics.Metrics.counter("cryptobeam", "filled_bars_written")
         self._final_trades = beam.metrics.Metrics.counter("cryptobeam", "trades_in_final_bars")
@@ -66,10 +91,14 @@ class _WriteBarPartition(beam.DoFn):
     def process(self, element):
         (exchange, symbol, day), bars = element
         bars = newest_pane_final(bars)
-        path = "/".join([self._root, "bars", partition_segment("exchange", exchange),
+        path = "/".join([self._root, self._directory, partition_segment("exchange", exchange),
                          partition_segment("symbol", symbol), partition_segment("date", day), self._file_name])
-        table = pa.Table.from_pylist(bars, schema=arrow_schema("bar")).drop_columns(list(BAR_PARTITION_COLUMNS))
-        write_table_atomically(table, path)
+        write_atomically(self._encode(bars), path)
+        if self._counts:
+            self._count(bars)
+        yield path
+
+    def _count(self, bars: list[dict]) -> None:
         self._files.inc()
         self._rows.inc(len(bars))
         for bar in bars:
@@ -78,7 +107,6 @@ class _WriteBarPartition(beam.DoFn):
             elif bar["is_final"]:
                 self._final_trades.inc(bar["trade_count"])
                 self._final_duplicates.inc(bar["duplicate_count"])
-        yield path
 
 
 class _WriteDeadLetterPartition(beam.DoFn):
@@ -115,6 +143,11 @@ def WriteBarsParquet(root: str, file_name: str = "part-all.parquet") -> beam.PTr
 
     A backfill chunk names its files after itself, so re-running it replaces exactly its files."""
     return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name))
+
+
+def WriteBarsAvro(root: str, file_name: str = "part-all.avro") -> beam.PTransform:
+    """Bars -> ``bars_avro/exchange=…/symbol=…/date=…/<file_name>``, the same bars as the Parquet files."""
+    return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name, "avro", counts=False))
 
 
 def WriteDeadLettersParquet(root: str, file_name: str = "part-all.parquet") -> beam.PTransform:

@@ -1,0 +1,47 @@
+"""Trades from Kafka messages in the Avro single-object wire format (``io_connectors.avro_wire``).
+
+A raw batch holds the messages' values with their offsets; ``source`` names the topic and
+partition. Messages that cannot be decoded become dead letters with the wire format's reason.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from io_connectors.avro_wire import SchemaStore, WireFormatError, decode
+from io_connectors.raw_batch import RawBatch
+from transforms.dead_letter import dead_letter
+from transforms.trade_batch import TRADE_FIELDS, make_trade_batch
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_STORE: SchemaStore | None = None
+
+
+def _micros(value):
+    if isinstance(value, datetime):
+        return (value - _EPOCH) // _MICROSECOND
+    return value
+
+
+_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc) - _EPOCH
+
+
+def parse_avro_messages(raw: RawBatch, store: SchemaStore | None = None, **_overrides):
+    global _STORE
+    if store is None:
+        _STORE = _STORE or SchemaStore.shipped()
+        store = _STORE
+    columns = {name: [] for name in TRADE_FIELDS}
+    offsets, payloads, dead = [], [], []
+    for message, offset in zip(raw.lines, raw.line_numbers.tolist()):
+        try:
+            record = decode(message, "trade", store)
+        except WireFormatError as error:
+            dead.append(dead_letter(error.reason, str(error), "parse", message, raw.source, offset))
+            continue
+        for name in TRADE_FIELDS:
+            value = record.get(name)
+            columns[name].append(_micros(value) if name in ("event_time", "receive_time") else value)
+        offsets.append(offset)
+        payloads.append(message)
+    trades = make_trade_batch(**columns, source=raw.source, source_offset=offsets, payload=payloads)
+    return trades, dead
