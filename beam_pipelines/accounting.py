@@ -24,6 +24,8 @@ class Accounting:
     filled_bars_written: int = 0
     bar_files_written: int = 0
     dead_letter_rows_written: int = 0
+    sink_rejections: int = 0
+    sink_dead_letters_written: int = 0
 
     @classmethod
     def from_counters(cls, counters: dict[str, int]) -> "Accounting":
@@ -62,6 +64,9 @@ class Accounting:
             found.append(f"dead letters counted ({self.dead_letters}) != dead letters written ({self.dead_letter_rows_written})")
         if self.unique_trades != self.trades_in_final_bars:
             found.append(f"unique trades ({self.unique_trades}) != trades in final bars ({self.trades_in_final_bars})")
+        if self.sink_rejections != self.sink_dead_letters_written:
+            found.append(f"rows rejected by a sink ({self.sink_rejections}) != written as dead letters "
+                         f"({self.sink_dead_letters_written})")
         if self.duplicates != self.duplicates_in_final_bars:
             found.append(f"duplicates counted ({self.duplicates}) != duplicates in final bars ({self.duplicates_in_final_bars})")
         return found

@@ -1,10 +1,12 @@
-"""The backfill pipeline: exchange files -> TradesToBars -> Parquet bars and dead letters."""
+"""The backfill pipeline: exchange files -> TradesToBars -> Parquet (and optionally Avro, BigQuery)
+bars and dead letters. Rows a sink rejects join the dead letters."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import apache_beam as beam
 
+from io_connectors.bigquery_sink import BigQueryTarget, WriteBarsBigQuery, WriteDeadLettersBigQuery
 from io_connectors.files import InputFile
 from io_connectors.parquet_sink import WriteBarsAvro, WriteBarsParquet, WriteDeadLettersParquet
 from io_connectors.sources import ReadTradeFiles, SourceFormat, parser_for
@@ -23,6 +25,7 @@ class BackfillConfig:
     chunk_id: str = "all"
     runner: str = "direct"
     sinks: tuple = ("parquet",)  # Parquet is always written: manifests and validate read it
+    bigquery: BigQueryTarget | None = None
 
     @property
     def output_file_name(self) -> str:
@@ -35,6 +38,10 @@ def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
     results["bars"] | "WriteBars" >> WriteBarsParquet(config.out, config.output_file_name)
     if "avro" in config.sinks:
         results["bars"] | "WriteBarsAvro" >> WriteBarsAvro(config.out, f"part-{config.chunk_id}.avro")
-    ((read.dead_letter, results["dead_letters"])
-     | "AllDeadLetters" >> beam.Flatten()
-     | "WriteDeadLetters" >> WriteDeadLettersParquet(config.out, config.output_file_name))
+    dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
+    if config.bigquery is not None:
+        written = results["bars"] | "WriteBarsBigQuery" >> WriteBarsBigQuery(config.bigquery)
+        dead_written = dead_letters | "WriteDeadLettersBigQuery" >> WriteDeadLettersBigQuery(config.bigquery)
+        dead_letters = ((dead_letters, written.dead_letter, dead_written.dead_letter)
+                        | "WithSinkRejections" >> beam.Flatten())
+    dead_letters | "WriteDeadLetters" >> WriteDeadLettersParquet(config.out, config.output_file_name)

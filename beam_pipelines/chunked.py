@@ -26,7 +26,8 @@ def run_settings(config: BackfillConfig) -> dict:
     spec = config.spec
     return {"source": config.source.name, "interval": spec.interval.text, "fill_gaps": spec.fill_gaps,
             "allowed_lateness_seconds": spec.allowed_lateness_seconds, "accumulation": spec.accumulation,
-            "exchange": config.exchange, "symbol": config.symbol}
+            "exchange": config.exchange, "symbol": config.symbol, "sinks": list(config.sinks),
+            "bigquery_table": config.bigquery.table if config.bigquery else None}
 
 
 def run_chunk(config: BackfillConfig, chunk: Chunk) -> ChunkManifest:

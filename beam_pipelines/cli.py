@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--to", dest="date_to", help="last date to backfill (YYYY-MM-DD, inclusive)")
     backfill.add_argument("--chunk", help="split the work into chunks of N days (e.g. 1d) that resume independently")
     backfill.add_argument("--workers", type=int, default=None, help="chunks run in parallel (default: up to 2)")
-    backfill.add_argument("--sink", action="append", default=[], help="extra output besides Parquet: avro (repeatable)")
+    backfill.add_argument("--sink", action="append", default=[],
+                          help="extra output besides Parquet: avro or bigquery (repeatable)")
+    backfill.add_argument("--bq-table", help="BigQuery table for --sink bigquery: project.dataset.table")
+    backfill.add_argument("--bq-endpoint", help="BigQuery API endpoint override, e.g. a local emulator's http://host:port")
     commands.add_parser("sources", help="list the input formats")
     check = commands.add_parser("validate", help="re-check an output directory: checksums, accounting, bars, gaps")
     check.add_argument("out", help="output directory of a backfill or a stream")
@@ -122,9 +125,20 @@ def _backfill_config(args):
 
     if args.source not in SOURCES:
         raise UserError(f"unknown source {args.source!r}; choose one of: {', '.join(SOURCES)}")
-    unknown_sinks = sorted(set(args.sink) - {"parquet", "avro"})
+    unknown_sinks = sorted(set(args.sink) - {"parquet", "avro", "bigquery"})
     if unknown_sinks:
-        raise UserError(f"unknown --sink {unknown_sinks[0]!r}; available for backfills: parquet, avro")
+        raise UserError(f"unknown --sink {unknown_sinks[0]!r}; available for backfills: parquet, avro, bigquery")
+    bigquery = None
+    if "bigquery" in args.sink:
+        from io_connectors.bigquery_sink import BigQueryTarget, BigQueryTargetError
+        if not args.bq_table:
+            raise UserError("--sink bigquery needs --bq-table project.dataset.table")
+        try:
+            bigquery = BigQueryTarget(args.bq_table, args.bq_endpoint)
+        except BigQueryTargetError as error:
+            raise UserError(str(error)) from None
+    elif args.bq_table or args.bq_endpoint:
+        raise UserError("--bq-table and --bq-endpoint go with --sink bigquery")
     if args.batch_rows <= 0:
         raise UserError("--batch-rows must be positive")
     try:
@@ -144,7 +158,7 @@ def _backfill_config(args):
     _check_writable(args.out)
     return BackfillConfig(source=SOURCES[args.source], files=files, spec=spec, out=args.out.rstrip("/") or "/",
                           exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows, runner=args.runner,
-                          sinks=tuple(sorted({"parquet", *args.sink})))
+                          sinks=tuple(sorted({"parquet", *args.sink})), bigquery=bigquery)
 
 
 def run_backfill(args, console: Console) -> int:
@@ -248,6 +262,7 @@ def summary_table(accounting, elapsed: float, out: str, chunks: int = 1, run: in
         *[(f"    {reason}", n) for reason, n in sorted(accounting.dead_letters_by_reason.items())],
         ("  duplicates", accounting.duplicates),
         ("bars written", accounting.bar_rows_written),
+        ("  rejected by a sink (dead-lettered)", accounting.sink_rejections),
         ("  of which filled", accounting.filled_bars_written),
         ("bar files", accounting.bar_files_written),
     ]

@@ -48,7 +48,7 @@ def accounting_on_disk(manifest: ChunkManifest) -> tuple[int, int, int]:
             continue  # other sinks (Avro) repeat the Parquet bars; the Parquet files are the record
         table = pq.read_table(record.path)
         if f"{os.sep}dead_letter{os.sep}" in record.path:
-            dead += table.num_rows
+            dead += table.num_rows - pc.sum(pc.equal(table.column("stage"), "sink")).as_py()
             continue
         final = pc.and_(table.column("is_final"), pc.invert(table.column("is_filled")))
         trades += pc.sum(pc.filter(table.column("trade_count"), final)).as_py() or 0

@@ -113,6 +113,7 @@ class _WriteDeadLetterPartition(beam.DoFn):
     def __init__(self, root: str, file_name: str):
         self._root, self._file_name = root.rstrip("/"), file_name
         self._rows = beam.metrics.Metrics.counter("cryptobeam", "dead_letter_rows_written")
+        self._sink_rows = beam.metrics.Metrics.counter("cryptobeam", "sink_dead_letters_written")
 
     def process(self, element):
         reason, records = element
@@ -120,7 +121,9 @@ class _WriteDeadLetterPartition(beam.DoFn):
         path = "/".join([self._root, "dead_letter", partition_segment("reason", reason), self._file_name])
         table = pa.Table.from_pylist(records, schema=arrow_schema("dead_letter")).drop_columns(["reason"])
         write_table_atomically(table, path)
-        self._rows.inc(len(records))
+        from_sinks = sum(1 for r in records if r["stage"] == "sink")  # bars a sink rejected, not input records
+        self._sink_rows.inc(from_sinks)
+        self._rows.inc(len(records) - from_sinks)
         yield path
 
 

@@ -94,3 +94,22 @@ def beam_row_type(name: str) -> type:
     row_type = typing.NamedTuple(avro_schema(name)["name"], annotations)
     beam.coders.registry.register_coder(row_type, beam.coders.RowCoder)
     return row_type
+
+
+def _bigquery_type(avro_type) -> str:
+    if isinstance(avro_type, dict):
+        if avro_type.get("logicalType") == "timestamp-micros":
+            return "TIMESTAMP"
+        return _bigquery_type(avro_type["type"])
+    return {"string": "STRING", "double": "FLOAT64", "float": "FLOAT64", "long": "INT64", "int": "INT64",
+            "boolean": "BOOL", "bytes": "BYTES"}[avro_type]
+
+
+def bigquery_schema(name: str) -> list[dict]:
+    """BigQuery table fields (name, type, mode, description) derived from the Avro schema."""
+    fields = []
+    for f in avro_schema(name)["fields"]:
+        inner, nullable = _non_null(f["type"])
+        fields.append({"name": f["name"], "type": _bigquery_type(inner), "mode": "NULLABLE" if nullable else "REQUIRED",
+                       "description": f.get("doc", "")})
+    return fields

@@ -6,6 +6,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HYPOTHESIS_PROFILE", "default")
 
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -19,3 +20,12 @@ def pytest_terminal_summary(terminalreporter):
     if fuzz and fuzz.LINES_RUN["examples"]:
         terminalreporter.write_line(f"fuzz: {fuzz.LINES_RUN['examples']} examples, {fuzz.LINES_RUN['lines']} hostile "
                                     "lines and rows through the whole pipeline, all reconciled")
+
+
+@pytest.fixture(scope="session")
+def bigquery_endpoint(tmp_path_factory):
+    """A real BigQuery emulator on a free localhost port, for the whole test session."""
+    from tests.bigquery_emulator import BigQueryEmulator
+    emulator = BigQueryEmulator(tmp_path_factory.mktemp("bigquery"))
+    yield emulator.endpoint
+    emulator.stop()
