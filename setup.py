@@ -11,8 +11,9 @@ setup(
     description="Event-time OHLCV/VWAP bars, data-quality reports and dead letters from crypto trades, "
                 "one Apache Beam code path for backfill and live streams.",
     python_requires=">=3.11,<3.14",
-    packages=["beam_pipelines", "transforms", "io_connectors", "io_connectors.formats", "runners", "schemas"],
-    package_data={"schemas": ["*.avsc"]},
+    packages=["beam_pipelines", "transforms", "io_connectors", "io_connectors.formats", "runners",
+              "runners.local_kafka", "schemas"],
+    package_data={"schemas": ["*.avsc"], "runners.local_kafka": ["pom.xml"]},
     install_requires=[
         "apache-beam[gcp]>=2.77,<2.78",
         "pyarrow>=17,<26",
@@ -21,6 +22,7 @@ setup(
         "fastavro>=1.9,<2",
         "rich>=13,<16",
         "pydantic>=2.6,<3",
+        "confluent-kafka>=2.6,<3",
     ],
     extras_require={
         "test": [

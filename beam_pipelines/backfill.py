@@ -1,4 +1,4 @@
-"""The backfill pipeline: exchange files -> TradesToBars -> Parquet (and optionally Avro, BigQuery)
+"""The backfill pipeline: exchange files -> TradesToBars -> Parquet (and optionally Avro, BigQuery, Kafka)
 bars and dead letters. Rows a sink rejects join the dead letters."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import apache_beam as beam
 
 from io_connectors.bigquery_sink import BigQueryTarget, WriteBarsBigQuery, WriteDeadLettersBigQuery
 from io_connectors.files import InputFile
+from io_connectors.kafka_sink import WriteBarsKafka
 from io_connectors.parquet_sink import WriteBarsAvro, WriteBarsParquet, WriteDeadLettersParquet
 from io_connectors.sources import ReadTradeFiles, SourceFormat, parser_for
 from transforms import BarSpec, TradesToBars
@@ -26,6 +27,8 @@ class BackfillConfig:
     runner: str = "direct"
     sinks: tuple = ("parquet",)  # Parquet is always written: manifests and validate read it
     bigquery: BigQueryTarget | None = None
+    kafka_bootstrap: str | None = None
+    kafka_bars_topic: str = "bars"
 
     @property
     def output_file_name(self) -> str:
@@ -44,4 +47,7 @@ def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
         dead_written = dead_letters | "WriteDeadLettersBigQuery" >> WriteDeadLettersBigQuery(config.bigquery)
         dead_letters = ((dead_letters, written.dead_letter, dead_written.dead_letter)
                         | "WithSinkRejections" >> beam.Flatten())
+    if config.kafka_bootstrap:
+        sent = results["bars"] | "WriteBarsKafka" >> WriteBarsKafka(config.kafka_bootstrap, config.kafka_bars_topic)
+        dead_letters = (dead_letters, sent.dead_letter) | "WithKafkaRejections" >> beam.Flatten()
     dead_letters | "WriteDeadLetters" >> WriteDeadLettersParquet(config.out, config.output_file_name)

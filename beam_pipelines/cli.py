@@ -76,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="extra output besides Parquet: avro or bigquery (repeatable)")
     backfill.add_argument("--bq-table", help="BigQuery table for --sink bigquery: project.dataset.table")
     backfill.add_argument("--bq-endpoint", help="BigQuery API endpoint override, e.g. a local emulator's http://host:port")
+    backfill.add_argument("--kafka", help="Kafka bootstrap servers for --sink kafka, e.g. 127.0.0.1:9092")
+    backfill.add_argument("--kafka-bars-topic", default="bars", help="topic for --sink kafka (default: bars)")
     commands.add_parser("sources", help="list the input formats")
+    kafka = commands.add_parser("kafka", help="run a local single-node Kafka broker (KRaft) for demos and tests")
+    kafka.add_argument("action", choices=["up", "down", "status"])
+    kafka.add_argument("--dir", default=".tools/kafka-run", help="work directory (config, data, logs, pid)")
+    kafka.add_argument("--port", type=int, default=None, help="broker port (default: a free one)")
     check = commands.add_parser("validate", help="re-check an output directory: checksums, accounting, bars, gaps")
     check.add_argument("out", help="output directory of a backfill or a stream")
     return parser
@@ -125,9 +131,11 @@ def _backfill_config(args):
 
     if args.source not in SOURCES:
         raise UserError(f"unknown source {args.source!r}; choose one of: {', '.join(SOURCES)}")
-    unknown_sinks = sorted(set(args.sink) - {"parquet", "avro", "bigquery"})
+    unknown_sinks = sorted(set(args.sink) - {"parquet", "avro", "bigquery", "kafka"})
     if unknown_sinks:
-        raise UserError(f"unknown --sink {unknown_sinks[0]!r}; available for backfills: parquet, avro, bigquery")
+        raise UserError(f"unknown --sink {unknown_sinks[0]!r}; available for backfills: parquet, avro, bigquery, kafka")
+    if ("kafka" in args.sink) != bool(args.kafka):
+        raise UserError("--sink kafka and --kafka HOST:PORT go together")
     bigquery = None
     if "bigquery" in args.sink:
         from io_connectors.bigquery_sink import BigQueryTarget, BigQueryTargetError
@@ -158,7 +166,8 @@ def _backfill_config(args):
     _check_writable(args.out)
     return BackfillConfig(source=SOURCES[args.source], files=files, spec=spec, out=args.out.rstrip("/") or "/",
                           exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows, runner=args.runner,
-                          sinks=tuple(sorted({"parquet", *args.sink})), bigquery=bigquery)
+                          sinks=tuple(sorted({"parquet", *args.sink})), bigquery=bigquery,
+                          kafka_bootstrap=args.kafka, kafka_bars_topic=args.kafka_bars_topic)
 
 
 def run_backfill(args, console: Console) -> int:
@@ -295,6 +304,29 @@ def run_validate(out: str, console: Console) -> int:
     return 1 if report.violations else 0
 
 
+def run_kafka(args, console: Console) -> int:
+    from runners.local_kafka import KafkaError, LocalKafka
+    try:
+        if args.action == "up":
+            broker = LocalKafka.start(args.dir, port=args.port)
+            console.print(f"Kafka is up: bootstrap {broker.bootstrap} (work dir {broker.work})")
+        elif args.action == "down":
+            LocalKafka.attach(args.dir).stop()
+            console.print("Kafka is down")
+        else:
+            try:
+                broker = LocalKafka.attach(args.dir)
+            except KafkaError:
+                console.print(f"Kafka is not running (no broker started in {args.dir})")
+                return 1
+            alive = os.path.exists(f"/proc/{broker.pid}")
+            console.print(f"Kafka {'is running' if alive else 'is not running'}: bootstrap {broker.bootstrap}")
+            return 0 if alive else 1
+    except KafkaError as error:
+        raise UserError(str(error)) from None
+    return 0
+
+
 def list_sources(console: Console) -> int:
     from io_connectors.sources import SOURCES
     table = Table(title="input formats (--source)")
@@ -314,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_backfill(args, console)
         if args.command == "validate":
             return run_validate(args.out, console)
+        if args.command == "kafka":
+            return run_kafka(args, console)
         return list_sources(console)
     except UserError as error:
         print(f"cryptobeam: error: {error}", file=sys.stderr)

@@ -29,3 +29,12 @@ def bigquery_endpoint(tmp_path_factory):
     emulator = BigQueryEmulator(tmp_path_factory.mktemp("bigquery"))
     yield emulator.endpoint
     emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory):
+    """A real single-node Kafka broker (KRaft) on a free localhost port, for the whole test session."""
+    from runners.local_kafka import LocalKafka
+    broker = LocalKafka.start(tmp_path_factory.mktemp("kafka"))
+    yield broker.bootstrap
+    broker.stop()

@@ -1,0 +1,138 @@
+"""A real single-node Kafka broker (KRaft, no ZooKeeper, no Docker) on localhost.
+
+Built from Kafka's jars on Maven Central (``scripts/install_kafka.sh``); each broker gets free
+ports and its own work directory with its config, data, log and pid file. Used by the test
+suite and by ``cryptobeam kafka up|down``.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+LIBS = ROOT / ".tools" / "kafka" / "libs"
+
+
+class KafkaError(RuntimeError):
+    """The local broker cannot be started or reached."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_properties(work: Path, port: int, controller_port: int) -> str:
+    return "\n".join([
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name=PLAINTEXT",
+        f"log.dirs={work / 'data'}",
+        "num.partitions=1",
+        "auto.create.topics.enable=true",
+        "offsets.topic.replication.factor=1",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        "log.retention.hours=-1",
+        "",
+    ])
+
+
+def _java(work: Path, main_class: str, *args: str, **popen) -> subprocess.Popen:
+    if not (LIBS / ".complete").exists():
+        raise KafkaError("Kafka is not installed: run bash scripts/install_kafka.sh (scripts/setup.sh does)")
+    log4j = work / "log4j.properties"
+    log4j.write_text("log4j.rootLogger=WARN, file\nlog4j.appender.file=org.apache.log4j.FileAppender\n"
+                     f"log4j.appender.file.File={work / 'kafka.log'}\n"
+                     "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
+                     "log4j.appender.file.layout.ConversionPattern=%d %p %c: %m%n\n")
+    command = ["java", "-Xms256m", "-Xmx512m", f"-Dlog4j.configuration=file:{log4j}",
+               "-cp", f"{LIBS}/*", main_class, *args]
+    return subprocess.Popen(command, **popen)
+
+
+class LocalKafka:
+    """Start with ``LocalKafka.start(work_dir)``; ``bootstrap`` is ``127.0.0.1:<port>``."""
+
+    def __init__(self, work: Path, port: int, pid: int):
+        self.work, self.port, self.pid = work, port, pid
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @classmethod
+    def start(cls, work: Path, port: int | None = None, timeout: float = 90) -> "LocalKafka":
+        work = Path(work).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        port, controller_port = port or free_port(), free_port()
+        config = work / "server.properties"
+        config.write_text(_server_properties(work, port, controller_port))
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        formatting = _java(work, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        output, _ = formatting.communicate(timeout=120)
+        if formatting.returncode != 0:
+            raise KafkaError(f"formatting Kafka storage failed: {output.decode(errors='replace')[-500:]}")
+        with open(work / "stdout.log", "ab") as out:
+            process = _java(work, "kafka.Kafka", str(config), stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+        (work / "kafka.pid").write_text(str(process.pid))
+        (work / "bootstrap").write_text(f"127.0.0.1:{port}")
+        broker = cls(work, port, process.pid)
+        broker._wait_until_ready(process, timeout)
+        return broker
+
+    def _wait_until_ready(self, process: subprocess.Popen, timeout: float) -> None:
+        from confluent_kafka.admin import AdminClient
+        deadline = time.monotonic() + timeout
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})  # quiet while it starts
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise KafkaError(f"Kafka exited with {process.returncode}; see {self.work / 'stdout.log'}")
+            try:
+                if admin.list_topics(timeout=2).brokers:
+                    return
+            except Exception:  # the client raises KafkaException until the broker answers
+                time.sleep(0.5)
+        self.stop()
+        raise KafkaError(f"Kafka did not become ready in {timeout:.0f} s; see {self.work / 'stdout.log'}")
+
+    @classmethod
+    def attach(cls, work: Path) -> "LocalKafka":
+        work = Path(work).resolve()
+        try:
+            pid = int((work / "kafka.pid").read_text())
+            port = int((work / "bootstrap").read_text().rsplit(":", 1)[1])
+        except (OSError, ValueError):
+            raise KafkaError(f"no local Kafka was started in {work}") from None
+        return cls(work, port, pid)
+
+    def stop(self, timeout: float = 30) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.killpg(self.pid, signal.SIGKILL)
+        (self.work / "kafka.pid").unlink(missing_ok=True)
