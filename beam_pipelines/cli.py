@@ -79,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--kafka", help="Kafka bootstrap servers for --sink kafka, e.g. 127.0.0.1:9092")
     backfill.add_argument("--kafka-bars-topic", default="bars", help="topic for --sink kafka (default: bars)")
     commands.add_parser("sources", help="list the input formats")
+    replay = commands.add_parser("replay", help="publish historical trade files to Kafka in event-time order")
+    replay.add_argument("--source", required=True, help="input format; see 'cryptobeam sources'")
+    replay.add_argument("--input", required=True, action="append", help="file path or glob (quote it); repeatable")
+    replay.add_argument("--kafka", required=True, help="Kafka bootstrap servers, e.g. 127.0.0.1:9092")
+    replay.add_argument("--topic", default="trades", help="topic (default: trades)")
+    replay.add_argument("--speed", default="max", help="multiple of real time, e.g. 60, or max (default)")
+    replay.add_argument("--disorder", default="0", help="shuffle trades within this bound, e.g. 2s")
+    replay.add_argument("--late-fraction", type=float, default=0.0, help="fraction of trades to delay, e.g. 0.01")
+    replay.add_argument("--late-by", default="0", help="how long late trades are delayed, e.g. 5m")
+    replay.add_argument("--symbol", help="symbol to use when the records and file names do not say")
+    replay.add_argument("--exchange", help="exchange id to record (default: the source's exchange)")
+    replay.add_argument("--seed", type=int, default=0, help="random seed for disorder and lateness")
+    replay.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     kafka = commands.add_parser("kafka", help="run a local single-node Kafka broker (KRaft) for demos and tests")
     kafka.add_argument("action", choices=["up", "down", "status"])
     kafka.add_argument("--dir", default=".tools/kafka-run", help="work directory (config, data, logs, pid)")
@@ -304,6 +317,51 @@ def run_validate(out: str, console: Console) -> int:
     return 1 if report.violations else 0
 
 
+def run_replay(args, console: Console) -> int:
+    from io_connectors.files import InputError, match_inputs
+    from io_connectors.replay import ReplayPlan, load_trades, replay
+    from io_connectors.sources import SOURCES, parser_for
+
+    if args.source not in SOURCES:
+        raise UserError(f"unknown source {args.source!r}; choose one of: {', '.join(SOURCES)}")
+    speed = None
+    if args.speed != "max":
+        try:
+            speed = float(args.speed)
+        except ValueError:
+            speed = -1.0
+        if not speed > 0:
+            raise UserError(f"bad --speed {args.speed!r}: a positive multiple of real time, or max")
+    if not 0 <= args.late_fraction <= 1:
+        raise UserError("--late-fraction must be between 0 and 1")
+    plan = ReplayPlan(speed=speed, disorder_us=parse_duration_seconds(args.disorder) * 1_000_000,
+                      late_fraction=args.late_fraction, late_by_us=parse_duration_seconds(args.late_by) * 1_000_000,
+                      seed=args.seed)
+    try:
+        files = match_inputs(args.input)
+    except InputError as error:
+        raise UserError(str(error)) from None
+    source = SOURCES[args.source]
+    trades, read, rejected = load_trades(source, parser_for(source, args.exchange, args.symbol), [f.path for f in files])
+    with _progress(args.no_progress) as progress:
+        task = progress.add_task("publishing", total=trades.num_rows, files=f"to {args.topic}")
+        try:
+            report = replay(trades, args.kafka, args.topic, plan,
+                            on_progress=lambda n: progress.update(task, completed=n))
+        except RuntimeError as error:
+            raise PipelineFailed(str(error)) from None
+        progress.update(task, completed=trades.num_rows)
+    table = Table(title=f"cryptobeam replay → {args.kafka}/{args.topic}")
+    table.add_column("records")
+    table.add_column("count", justify="right")
+    for name, value in [("read", read), ("rejected by the parser (not published)", rejected),
+                        ("published", report.published), ("  of which held back as late", report.late)]:
+        table.add_row(name, f"{value:,}")
+    table.add_row("elapsed", f"{report.seconds:,.1f} s ({report.published / max(report.seconds, 1e-9):,.0f} trades/s)")
+    console.print(table)
+    return 0
+
+
 def run_kafka(args, console: Console) -> int:
     from runners.local_kafka import KafkaError, LocalKafka
     try:
@@ -348,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_validate(args.out, console)
         if args.command == "kafka":
             return run_kafka(args, console)
+        if args.command == "replay":
+            return run_replay(args, console)
         return list_sources(console)
     except UserError as error:
         print(f"cryptobeam: error: {error}", file=sys.stderr)
