@@ -47,19 +47,37 @@ def parse_duration_seconds(text: str) -> int:
         raise UserError(f"bad duration {text!r}: use e.g. 0, 30s, 10m, 2h") from None
 
 
+def add_input_options(command: argparse.ArgumentParser) -> None:
+    """The options every command that reads trade files shares."""
+    command.add_argument("--source", required=True, help="input format; see 'cryptobeam sources'")
+    command.add_argument("--input", required=True, action="append",
+                         help="file path or glob (quote it); repeat for more")
+    command.add_argument("--symbol", help="symbol to use when the records and file names do not say")
+    command.add_argument("--exchange", help="exchange id to record (default: the source's exchange)")
+
+
+def input_files_and_source(args):
+    """The matched input files and the source format, or a UserError saying what is wrong."""
+    from io_connectors.files import InputError, match_inputs
+    from io_connectors.sources import SOURCES
+
+    if args.source not in SOURCES:
+        raise UserError(f"unknown source {args.source!r}; choose one of: {', '.join(SOURCES)}")
+    try:
+        return match_inputs(args.input), SOURCES[args.source]
+    except InputError as error:
+        raise UserError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cryptobeam", description="Event-time OHLCV/VWAP bars from crypto trades, on Apache Beam.")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
     backfill = commands.add_parser("backfill", help="build bars from historical exchange files")
-    backfill.add_argument("--source", required=True, help="input format; see 'cryptobeam sources'")
-    backfill.add_argument("--input", required=True, action="append",
-                          help="file path or glob (quote it); repeat for more")
+    add_input_options(backfill)
     backfill.add_argument("--out", required=True, help="output directory")
     backfill.add_argument("--interval", default="1m", help="bar interval: 1s, 1m, 15m, 1h, 4h, 1d, 1w ... (default 1m)")
     backfill.add_argument("--fill-gaps", action="store_true",
                           help="emit a bar for each empty interval (O=H=L=C=previous close, volume 0)")
-    backfill.add_argument("--symbol", help="symbol to use when the records and file names do not say")
-    backfill.add_argument("--exchange", help="exchange id to record (default: the source's exchange)")
     backfill.add_argument("--early", default=None, help="early firing period, e.g. 5s (streaming semantics only)")
     backfill.add_argument("--allowed-lateness", default="0", help="allowed lateness, e.g. 10m (default 0)")
     backfill.add_argument("--accumulation", default="accumulating", help="accumulating or discarding panes")
@@ -73,23 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--chunk", help="split the work into chunks of N days (e.g. 1d) that resume independently")
     backfill.add_argument("--workers", type=int, default=None, help="chunks run in parallel (default: up to 2)")
     backfill.add_argument("--sink", action="append", default=[],
-                          help="extra output besides Parquet: avro or bigquery (repeatable)")
+                          help="extra output besides Parquet: avro, bigquery or kafka (repeatable)")
     backfill.add_argument("--bq-table", help="BigQuery table for --sink bigquery: project.dataset.table")
     backfill.add_argument("--bq-endpoint", help="BigQuery API endpoint override, e.g. a local emulator's http://host:port")
     backfill.add_argument("--kafka", help="Kafka bootstrap servers for --sink kafka, e.g. 127.0.0.1:9092")
     backfill.add_argument("--kafka-bars-topic", default="bars", help="topic for --sink kafka (default: bars)")
     commands.add_parser("sources", help="list the input formats")
     replay = commands.add_parser("replay", help="publish historical trade files to Kafka in event-time order")
-    replay.add_argument("--source", required=True, help="input format; see 'cryptobeam sources'")
-    replay.add_argument("--input", required=True, action="append", help="file path or glob (quote it); repeatable")
+    add_input_options(replay)
     replay.add_argument("--kafka", required=True, help="Kafka bootstrap servers, e.g. 127.0.0.1:9092")
     replay.add_argument("--topic", default="trades", help="topic (default: trades)")
     replay.add_argument("--speed", default="max", help="multiple of real time, e.g. 60, or max (default)")
     replay.add_argument("--disorder", default="0", help="shuffle trades within this bound, e.g. 2s")
     replay.add_argument("--late-fraction", type=float, default=0.0, help="fraction of trades to delay, e.g. 0.01")
     replay.add_argument("--late-by", default="0", help="how long late trades are delayed, e.g. 5m")
-    replay.add_argument("--symbol", help="symbol to use when the records and file names do not say")
-    replay.add_argument("--exchange", help="exchange id to record (default: the source's exchange)")
     replay.add_argument("--seed", type=int, default=0, help="random seed for disorder and lateness")
     replay.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     kafka = commands.add_parser("kafka", help="run a local single-node Kafka broker (KRaft) for demos and tests")
@@ -137,13 +152,10 @@ def _check_writable(out: str) -> None:
 
 def _backfill_config(args):
     from beam_pipelines.backfill import BackfillConfig
-    from io_connectors.files import InputError, match_inputs
-    from io_connectors.sources import SOURCES
     from transforms import BarSpec
     from transforms.interval import IntervalError
 
-    if args.source not in SOURCES:
-        raise UserError(f"unknown source {args.source!r}; choose one of: {', '.join(SOURCES)}")
+    files, source = input_files_and_source(args)
     unknown_sinks = sorted(set(args.sink) - {"parquet", "avro", "bigquery", "kafka"})
     if unknown_sinks:
         raise UserError(f"unknown --sink {unknown_sinks[0]!r}; available for backfills: parquet, avro, bigquery, kafka")
@@ -169,15 +181,11 @@ def _backfill_config(args):
                           accumulation=args.accumulation)
     except (IntervalError, ValueError) as error:
         raise UserError(str(error)) from None
-    try:
-        files = match_inputs(args.input)
-    except InputError as error:
-        raise UserError(str(error)) from None
     if spec.early_firing_seconds is not None:
         raise UserError("--early needs a streaming run; a backfill on the 'direct' runner gives exactly one "
                         "final pane per bar")
     _check_writable(args.out)
-    return BackfillConfig(source=SOURCES[args.source], files=files, spec=spec, out=args.out.rstrip("/") or "/",
+    return BackfillConfig(source=source, files=files, spec=spec, out=args.out.rstrip("/") or "/",
                           exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows, runner=args.runner,
                           sinks=tuple(sorted({"parquet", *args.sink})), bigquery=bigquery,
                           kafka_bootstrap=args.kafka, kafka_bars_topic=args.kafka_bars_topic)
@@ -318,12 +326,10 @@ def run_validate(out: str, console: Console) -> int:
 
 
 def run_replay(args, console: Console) -> int:
-    from io_connectors.files import InputError, match_inputs
     from io_connectors.replay import ReplayPlan, load_trades, replay
-    from io_connectors.sources import SOURCES, parser_for
+    from io_connectors.sources import parser_for
 
-    if args.source not in SOURCES:
-        raise UserError(f"unknown source {args.source!r}; choose one of: {', '.join(SOURCES)}")
+    files, source = input_files_and_source(args)
     speed = None
     if args.speed != "max":
         try:
@@ -337,11 +343,6 @@ def run_replay(args, console: Console) -> int:
     plan = ReplayPlan(speed=speed, disorder_us=parse_duration_seconds(args.disorder) * 1_000_000,
                       late_fraction=args.late_fraction, late_by_us=parse_duration_seconds(args.late_by) * 1_000_000,
                       seed=args.seed)
-    try:
-        files = match_inputs(args.input)
-    except InputError as error:
-        raise UserError(str(error)) from None
-    source = SOURCES[args.source]
     trades, read, rejected = load_trades(source, parser_for(source, args.exchange, args.symbol), [f.path for f in files])
     with _progress(args.no_progress) as progress:
         task = progress.add_task("publishing", total=trades.num_rows, files=f"to {args.topic}")
