@@ -12,6 +12,7 @@ from io_connectors.kafka_sink import WriteBarsKafka
 from io_connectors.parquet_sink import WriteBarsAvro, WriteBarsParquet, WriteDeadLettersParquet
 from io_connectors.sources import ReadTradeFiles, SourceFormat, parser_for
 from transforms import BarSpec, TradesToBars
+from transforms.bars import newest_pane_final
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,22 @@ class BackfillConfig:
         return f"part-{self.chunk_id}.parquet"
 
 
+class FinalizeBoundedBars(beam.PTransform):
+    """A backfill's input is bounded: once it is exhausted no pane can follow, so the newest pane
+    of each bar is final. Grouping per symbol in the global window fires exactly then, on every
+    runner, whether or not the runner flagged a last pane itself; every sink gets the same bars."""
+
+    def expand(self, bars):
+        return (bars
+                | "KeyBySymbol" >> beam.Map(lambda bar: ((bar["exchange"], bar["symbol"], bar["interval"]), bar))
+                | "AllPanesOfSymbol" >> beam.GroupByKey()
+                | "MarkNewestPaneFinal" >> beam.FlatMap(lambda kv: newest_pane_final(list(kv[1]))))
+
+
 def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
     read = pipeline | "ReadTradeFiles" >> ReadTradeFiles(config.source, config.files, config.batch_rows)
     results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parser_for(config.source, config.exchange, config.symbol))
+    results = {**results, "bars": results["bars"] | "FinalizeBoundedBars" >> FinalizeBoundedBars()}
     results["bars"] | "WriteBars" >> WriteBarsParquet(config.out, config.output_file_name)
     if "avro" in config.sinks:
         results["bars"] | "WriteBarsAvro" >> WriteBarsAvro(config.out, f"part-{config.chunk_id}.avro")

@@ -40,21 +40,6 @@ def bar_partition(bar: dict) -> tuple[str, str, str]:
     return bar["exchange"], bar["symbol"], day
 
 
-def newest_pane_final(bars: list[dict]) -> list[dict]:
-    """Sort a partition's bars and mark the newest pane of each bar final.
-
-    This writer groups in the global window with the default trigger, so it runs once per
-    partition, after a bounded input is exhausted: no later pane of any bar can follow.
-    """
-    bars = sorted(bars, key=lambda b: (b["window_start"], b["is_filled"], b["pane_index"]))
-    for i, bar in enumerate(bars):
-        following = bars[i + 1] if i + 1 < len(bars) else None
-        newest = following is None or (following["window_start"], following["is_filled"]) != (bar["window_start"], bar["is_filled"])
-        if newest and not bar["is_final"]:
-            bars[i] = {**bar, "is_final": True}
-    return bars
-
-
 def _parquet_bytes(bars: list[dict]) -> bytes:
     table = pa.Table.from_pylist(bars, schema=arrow_schema("bar")).drop_columns(list(BAR_PARTITION_COLUMNS))
     buffer = io.BytesIO()
@@ -90,7 +75,7 @@ class _WriteBarPartition(beam.DoFn):
 
     def process(self, element):
         (exchange, symbol, day), bars = element
-        bars = newest_pane_final(bars)
+        bars = sorted(bars, key=lambda b: (b["window_start"], b["is_filled"], b["pane_index"]))
         path = "/".join([self._root, self._directory, partition_segment("exchange", exchange),
                          partition_segment("symbol", symbol), partition_segment("date", day), self._file_name])
         write_atomically(self._encode(bars), path)

@@ -89,9 +89,21 @@ def test_too_late_goes_to_dead_letters_not_silence():
     assert sum(b["trade_count"] for b in bars if b["is_final"] or b["pane_timing"] == "ON_TIME") == 2
 
 
-def test_batch_defaults_give_one_final_on_time_pane_per_bar():
+def test_batch_defaults_give_one_on_time_pane_per_bar_and_finalizing_marks_it_final():
+    from transforms.bars import newest_pane_final
     from tests.helpers import run_trades_to_bars
     rows = [trade(i, i * 7) for i in range(1, 40)]
     bars, _, _ = run_trades_to_bars([raw_batch(rows[:20]), raw_batch(rows[20:])], BarSpec.of("1m"))
     assert len({b["window_start"] for b in bars}) == len(bars) == 5
-    assert all(b["pane_timing"] == "ON_TIME" and b["pane_index"] == 0 and b["is_final"] for b in bars)
+    assert all(b["pane_timing"] == "ON_TIME" and b["pane_index"] == 0 for b in bars)
+    assert all(b["is_final"] for b in newest_pane_final(bars))
+
+
+def test_finalizing_marks_exactly_the_newest_pane_of_each_bar_final():
+    """Compliant runners add a closing pane at window expiry; only the newest pane is final."""
+    from transforms.bars import newest_pane_final
+    on_time = {"window_start": 0, "is_filled": False, "pane_index": 0, "pane_timing": "ON_TIME", "is_final": True}
+    closing = {**on_time, "pane_index": 1, "pane_timing": "LATE", "is_final": True}
+    other = {**on_time, "window_start": 60, "is_final": False}
+    marked = newest_pane_final([closing, other, on_time])
+    assert [(b["window_start"], b["pane_index"], b["is_final"]) for b in marked] == [(0, 0, False), (0, 1, True), (60, 0, True)]

@@ -51,7 +51,6 @@ class _FormatBar(beam.DoFn):
 
     def _bar(self, exchange, symbol, window_start, partial, pane) -> dict:
         timing = PANE_TIMING_NAMES[pane.timing]
-        on_time_and_closed = timing == "ON_TIME" and self._spec.allowed_lateness_seconds == 0
         self._panes.inc()
         return {
             "exchange": exchange, "symbol": symbol, "interval": self._spec.interval.text,
@@ -60,8 +59,25 @@ class _FormatBar(beam.DoFn):
             "is_filled": False,
             "pane_timing": timing,
             "pane_index": int(pane.index),
-            "is_final": bool(pane.is_last or on_time_and_closed),
+            # Final only when the runner says no pane can follow: compliant runners fire a last
+            # pane when the window expires. Bounded outputs are finalized by their sink, which has
+            # seen every pane (beam_pipelines.backfill.FinalizeBoundedBars).
+            "is_final": bool(pane.is_last),
         }
+
+
+def newest_pane_final(bars: list[dict]) -> list[dict]:
+    """Mark exactly the newest pane of each bar final, for a caller that has seen every pane.
+
+    Only valid once no further pane can come, e.g. after a bounded input is exhausted.
+    """
+    bars = sorted(bars, key=lambda b: (b["window_start"], b["is_filled"], b["pane_index"]))
+    for i, bar in enumerate(bars):
+        following = bars[i + 1] if i + 1 < len(bars) else None
+        newest = following is None or (following["window_start"], following["is_filled"]) != (bar["window_start"], bar["is_filled"])
+        if bar["is_final"] != newest:
+            bars[i] = {**bar, "is_final": newest}
+    return bars
 
 
 class ComputeBars(beam.PTransform):
