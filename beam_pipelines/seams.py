@@ -14,8 +14,8 @@ from collections import defaultdict
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from io_connectors.parquet_sink import BAR_PARTITION_COLUMNS, bar_partition, partition_segment, write_table_atomically
-from schemas import arrow_schema
+from io_connectors.atomic_files import write_atomically
+from io_connectors.parquet_sink import bar_partition, bars_parquet_bytes, partition_segment
 from transforms.bar_spec import BarSpec
 from transforms.gap_fill import filled_bar, gaps_between
 
@@ -52,6 +52,5 @@ def fill_seams(out: str, spec: BarSpec) -> int:
     for (exchange, symbol, day), bars in by_partition.items():
         path = os.path.join(out, "bars", partition_segment("exchange", exchange), partition_segment("symbol", symbol),
                             partition_segment("date", day), SEAM_FILE)
-        table = pa.Table.from_pylist(sorted(bars, key=lambda b: b["window_start"]), schema=arrow_schema("bar"))
-        write_table_atomically(table.drop_columns(list(BAR_PARTITION_COLUMNS)), path)
+        write_atomically(bars_parquet_bytes(sorted(bars, key=lambda b: b["window_start"])), path)
     return sum(len(b) for b in by_partition.values())

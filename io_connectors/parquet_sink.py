@@ -29,22 +29,20 @@ def partition_segment(name: str, value) -> str:
     return f"{name}={quote(str(value), safe='')}"
 
 
-def write_table_atomically(table: pa.Table, final_path: str) -> None:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    write_atomically(buffer.getvalue(), final_path)
-
-
 def bar_partition(bar: dict) -> tuple[str, str, str]:
     day = datetime.fromtimestamp(bar["window_start"] / 1_000_000, tz=timezone.utc).date().isoformat()
     return bar["exchange"], bar["symbol"], day
 
 
-def _parquet_bytes(bars: list[dict]) -> bytes:
-    table = pa.Table.from_pylist(bars, schema=arrow_schema("bar")).drop_columns(list(BAR_PARTITION_COLUMNS))
+def parquet_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     return buffer.getvalue()
+
+
+def bars_parquet_bytes(bars: list[dict]) -> bytes:
+    """A bar partition file: the bar schema without the partition columns the path holds."""
+    return parquet_bytes(pa.Table.from_pylist(bars, schema=arrow_schema("bar")).drop_columns(list(BAR_PARTITION_COLUMNS)))
 
 
 def _avro_bytes(bars: list[dict]) -> bytes:
@@ -54,7 +52,7 @@ def _avro_bytes(bars: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-BAR_FILE_FORMATS = {"parquet": _parquet_bytes, "avro": _avro_bytes}
+BAR_FILE_FORMATS = {"parquet": bars_parquet_bytes, "avro": _avro_bytes}
 # One directory per format, so a reader of either sees only its own files.
 BAR_DIRECTORIES = {"parquet": "bars", "avro": "bars_avro"}
 
@@ -105,7 +103,7 @@ class _WriteDeadLetterPartition(beam.DoFn):
         records = sorted(records, key=lambda r: (r["source"], r["source_offset"] or 0))
         path = "/".join([self._root, "dead_letter", partition_segment("reason", reason), self._file_name])
         table = pa.Table.from_pylist(records, schema=arrow_schema("dead_letter")).drop_columns(["reason"])
-        write_table_atomically(table, path)
+        write_atomically(parquet_bytes(table), path)
         from_sinks = sum(1 for r in records if r["stage"] == "sink")  # bars a sink rejected, not input records
         self._sink_rows.inc(from_sinks)
         self._rows.inc(len(records) - from_sinks)

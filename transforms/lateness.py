@@ -18,17 +18,16 @@ from apache_beam.utils.timestamp import Timestamp
 from transforms.bar_spec import BarSpec
 from transforms.event_time import event_times, stamped_window_chunks
 from transforms.keys import ByWindow
-from transforms.trade_batch import row_payload, take_rows
-from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
+from transforms.trade_batch import row_dead_letter, take_rows
+from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
 
 
 def too_late_dead_letters(batch, rows, watermark_floor_us: int, expiries: np.ndarray, times: np.ndarray):
     for i in rows.tolist():
-        yield dead_letter(
-            "too_late",
+        yield row_dead_letter(
+            batch, i, "too_late",
             f"window closed at {int(expiries[i])} us (end + allowed lateness); watermark had reached {watermark_floor_us} us",
-            "lateness", row_payload(batch, i), batch.column("source")[i].as_py(), batch.column("source_offset")[i].as_py(),
-            batch.column("exchange")[i].as_py(), batch.column("symbol")[i].as_py(), int(times[i]))
+            "lateness", int(times[i]))
 
 
 class _RouteTooLateFn(beam.DoFn):

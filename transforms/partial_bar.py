@@ -6,6 +6,7 @@ the stream agree to the last bit.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,41 +68,22 @@ def _pick(choose, a, b):
     return choose(a, b)
 
 
-def _rank(choose, chunk: TradeChunk, rows: np.ndarray) -> TradeRank:
-    """The earliest (choose=min) or latest (choose=max) trade among rows sharing one event time."""
-    trade_ids = [chunk.trade_id(i) for i in rows.tolist()]
-    best = choose(range(len(rows)), key=lambda k: (len(trade_ids[k]), trade_ids[k]))
-    row = rows[best]
-    return int(chunk.event_time[row]), len(trade_ids[best]), trade_ids[best], float(chunk.price[row])
-
-
 def partial_bar(chunk: TradeChunk, duplicate_count: int = 0) -> PartialBar:
     """Summarize one chunk of unique trades of a single (exchange, symbol, window)."""
     if not len(chunk):
         return PartialBar(duplicate_count=duplicate_count)
-    times, prices, amounts = chunk.event_time, chunk.price, chunk.amount
-    volume, quote_volume, buy_volume, sell_volume = ExactSum.of_many(
-        [amounts, prices * amounts, amounts[chunk.side == 0], amounts[chunk.side == 1]])
-    return PartialBar(
-        trade_count=len(chunk),
-        duplicate_count=duplicate_count,
-        volume=volume,
-        quote_volume=quote_volume,
-        buy_volume=buy_volume,
-        sell_volume=sell_volume,
-        high=float(prices.max()),
-        low=float(prices.min()),
-        first=_rank(min, chunk, np.flatnonzero(times == times.min())),
-        last=_rank(max, chunk, np.flatnonzero(times == times.max())),
-    )
+    [partial] = partial_bars_of_segments(chunk.event_time, chunk.price, chunk.amount, chunk.side, chunk.trade_id,
+                                         np.array([0]), np.array([len(chunk)]))
+    return dataclasses.replace(partial, duplicate_count=duplicate_count)
 
 
 def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_starts, segment_ends) -> list[PartialBar]:
     """Partial bars of many chunks at once.
 
-    The rows are sorted by segment, then event time; ``trade_id(i)`` gives row i's id. Sums,
-    highs and lows are vectorized over all segments; only ties in event time at a segment's
-    first or last trade are resolved one by one.
+    Rows are grouped by segment (``segment_starts``/``segment_ends``), in any order within one;
+    ``trade_id(i)`` gives row i's id. Sums, highs, lows and the first and last event times are
+    vectorized over all segments; only ties in event time at a segment's first or last trade
+    are resolved one by one.
     """
     n_segments = len(segment_starts)
     segment_of_row = np.repeat(np.arange(n_segments), segment_ends - segment_starts)
@@ -112,9 +94,12 @@ def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_st
     sums = ExactSum.of_groups(values, groups, 4 * n_segments)
     highs = np.maximum.reduceat(prices, segment_starts)
     lows = np.minimum.reduceat(prices, segment_starts)
+    earliest = np.minimum.reduceat(times, segment_starts)
+    latest = np.maximum.reduceat(times, segment_starts)
 
-    def edge(choose, start, end, row):
-        tied = np.flatnonzero(times[start:end] == times[row]) + start
+    def edge(choose, start, end, time):
+        """The trade at ``time`` that comes first (min) or last (max) by trade id."""
+        tied = np.flatnonzero(times[start:end] == time) + start
         trade_ids = [trade_id(i) for i in tied.tolist()]
         best = choose(range(len(tied)), key=lambda k: (len(trade_ids[k]), trade_ids[k]))
         return int(times[tied[best]]), len(trade_ids[best]), trade_ids[best], float(prices[tied[best]])
@@ -125,5 +110,5 @@ def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_st
             trade_count=end - start, volume=sums[4 * k], quote_volume=sums[4 * k + 1],
             buy_volume=sums[4 * k + 2], sell_volume=sums[4 * k + 3],
             high=float(highs[k]), low=float(lows[k]),
-            first=edge(min, start, end, start), last=edge(max, start, end, end - 1)))
+            first=edge(min, start, end, earliest[k]), last=edge(max, start, end, latest[k])))
     return partials

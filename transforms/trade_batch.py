@@ -77,6 +77,14 @@ def row_payload(batch: pa.Table, i: int):
     return json.dumps(row, sort_keys=True)
 
 
+def row_dead_letter(batch: pa.Table, i: int, reason: str, message: str, stage: str, event_time_us: int | None) -> dict:
+    """A dead letter for row i of a trade batch, with its payload and where it came from."""
+    from transforms.dead_letter import dead_letter
+    column = lambda name: batch.column(name)[i].as_py()
+    return dead_letter(reason, message, stage, row_payload(batch, i), column("source"), column("source_offset"),
+                       column("exchange"), column("symbol"), event_time_us)
+
+
 def take_rows(batch: pa.Table, mask_or_indices) -> pa.Table:
     index = np.asarray(mask_or_indices)
     if index.dtype == bool:

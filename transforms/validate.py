@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
-from transforms.trade_batch import SIDES, row_payload, take_rows, without_payload
+from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
+from transforms.trade_batch import SIDES, row_dead_letter, take_rows, without_payload
 
 # Bitcoin's genesis block: no crypto trade happened before it.
 EARLIEST_TRADE_MICROS = 1_230_940_800_000_000  # 2009-01-03T00:00:00Z
@@ -66,10 +66,8 @@ class _ValidateBatch(beam.DoFn):
             reason = reasons[i]
             count_dead_letter("cryptobeam", reason)
             values = {c: batch.column(c)[i].as_py() for c in ("price", "amount", "side", "event_time")}
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                reason, f"{reason}: {values}", "validate", row_payload(batch, i),
-                batch.column("source")[i].as_py(), batch.column("source_offset")[i].as_py(),
-                batch.column("exchange")[i].as_py(), batch.column("symbol")[i].as_py(),
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, row_dead_letter(
+                batch, i, reason, f"{reason}: {values}", "validate",
                 None if values["event_time"] is None else int(times[i])))
         good = batch if not len(bad) else take_rows(batch, reasons == "")
         if good.num_rows:

@@ -37,11 +37,15 @@ class Fields:
         return Fields([c.take(index) for c in self.columns], self.line_numbers[mask],
                       self.payloads.take(index), self.field_counts[mask], self.dead_letters)
 
-    def reject(self, mask: np.ndarray, reason: str, message: str, source: str) -> "Fields":
-        """Dead-letter the masked lines and keep the rest."""
+    def dead_letter_lines(self, mask: np.ndarray, reason: str, message: str, source: str) -> None:
+        """Add a dead letter, with the original bytes and line number, for each masked line."""
         for i in np.flatnonzero(mask).tolist():
             self.dead_letters.append(dead_letter(reason, message, "parse", self.payloads[i].as_py(), source,
                                                  int(self.line_numbers[i])))
+
+    def reject(self, mask: np.ndarray, reason: str, message: str, source: str) -> "Fields":
+        """Dead-letter the masked lines and keep the rest."""
+        self.dead_letter_lines(mask, reason, message, source)
         return self.keep(~mask)
 
 
