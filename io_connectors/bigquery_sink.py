@@ -17,12 +17,12 @@ import base64
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import apache_beam as beam
 
 from schemas import bigquery_schema
 from transforms.dead_letter import DEAD_LETTER_TAG, dead_letter
+from transforms.event_time import micros_to_datetime
 
 MAX_ROWS_PER_REQUEST = 500
 MAX_ATTEMPTS = 3
@@ -106,7 +106,7 @@ def to_json_row(record: dict, schema_name: str) -> dict:
         if value is None:
             row[field["name"]] = None
         elif field["type"] == "TIMESTAMP":
-            row[field["name"]] = datetime.fromtimestamp(value / 1_000_000, tz=timezone.utc).isoformat()
+            row[field["name"]] = micros_to_datetime(value).isoformat()
         elif field["type"] == "BYTES":
             row[field["name"]] = base64.b64encode(value).decode()
         elif field["type"] == "FLOAT64" and not math.isfinite(value):

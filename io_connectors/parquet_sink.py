@@ -7,7 +7,6 @@ the output directory. Read a whole output with hive partitioning, e.g.
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
 from urllib.parse import quote
 
 import apache_beam as beam
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 
 from io_connectors.atomic_files import write_atomically
 from schemas import arrow_schema, parsed_avro_schema
+from transforms.event_time import micros_to_datetime
 
 
 # Hive convention: partition columns live in the path, not in the files, so readers that
@@ -30,7 +30,7 @@ def partition_segment(name: str, value) -> str:
 
 
 def bar_partition(bar: dict) -> tuple[str, str, str]:
-    day = datetime.fromtimestamp(bar["window_start"] / 1_000_000, tz=timezone.utc).date().isoformat()
+    day = micros_to_datetime(bar["window_start"]).date().isoformat()
     return bar["exchange"], bar["symbol"], day
 
 

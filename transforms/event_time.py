@@ -1,10 +1,13 @@
-"""Event time: which window each trade falls in, and the Beam timestamp of each window chunk.
+"""Event time: microseconds since the epoch, which window each trade falls in, and the Beam
+timestamp of each window chunk.
 
 A trade batch is cut into one chunk per (exchange, symbol, window). Each chunk gets a Beam
 timestamp inside its window (its earliest trade), so Beam's own windowing, watermarks,
 triggers and lateness then act on chunks exactly as they would on single trades.
 """
 from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
 
 import apache_beam as beam
 import numpy as np
@@ -13,6 +16,19 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.interval import Interval
 from transforms.trade_chunk import chunks_of
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def micros_to_datetime(micros: int) -> datetime:
+    """Exact: no detour through float seconds."""
+    return EPOCH + timedelta(microseconds=int(micros))
+
+
+def datetime_to_micros(moment: datetime) -> int:
+    return (moment - EPOCH) // MICROSECOND
 
 
 def event_times(batch: pa.Table) -> np.ndarray:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
@@ -95,8 +94,10 @@ class TradeChunk:
 
     def trade_record(self, i: int) -> str:
         """The normalized trade as JSON: the payload of a dead letter raised after parsing."""
+        from transforms.event_time import micros_to_datetime  # event_time imports this module
+
         def iso(us):
-            return datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc).isoformat()
+            return micros_to_datetime(us).isoformat()
         record = {
             "exchange": self.exchange, "symbol": self.symbol, "base": self.base, "quote": self.quote,
             "trade_id": self.trade_id(i), "price": float(self.price[i]), "amount": float(self.amount[i]),

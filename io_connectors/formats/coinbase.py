@@ -7,23 +7,22 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import datetime
 
 from io_connectors.formats.symbols import split_by_separator
 from io_connectors.raw_batch import RawBatch
 from transforms.dead_letter import dead_letter
+from transforms.event_time import datetime_to_micros
 from transforms.trade_batch import make_trade_batch
 
 TAKER_SIDE_OF_MAKER = {"buy": "sell", "sell": "buy"}
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def iso_to_micros(text: str) -> int:
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError("time has no timezone")
-    delta = moment - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return datetime_to_micros(moment)
 
 
 def _number(value, name: str) -> float:

@@ -5,24 +5,20 @@ partition. Messages that cannot be decoded become dead letters with the wire for
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from io_connectors.avro_wire import SchemaStore, WireFormatError, decode
 from io_connectors.raw_batch import RawBatch
 from transforms.dead_letter import dead_letter
+from transforms.event_time import datetime_to_micros
 from transforms.trade_batch import TRADE_FIELDS, make_trade_batch
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _STORE: SchemaStore | None = None
 
 
 def _micros(value):
-    if isinstance(value, datetime):
-        return (value - _EPOCH) // _MICROSECOND
-    return value
-
-
-_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc) - _EPOCH
+    """fastavro hands timestamp-micros back as datetimes."""
+    return datetime_to_micros(value) if isinstance(value, datetime) else value
 
 
 def parse_avro_messages(raw: RawBatch, store: SchemaStore | None = None, **_overrides):
