@@ -11,7 +11,7 @@ setup(
     description="Event-time OHLCV/VWAP bars, data-quality reports and dead letters from crypto trades, "
                 "one Apache Beam code path for backfill and live streams.",
     python_requires=">=3.11,<3.14",
-    packages=["beam_pipelines", "transforms", "io_connectors", "io_connectors.formats", "runners",
+    packages=["beam_pipelines", "transforms", "io_connectors", "io_connectors.formats", "io_connectors.collectors", "runners",
               "runners.local_kafka", "schemas"],
     package_data={"schemas": ["*.avsc"], "runners.local_kafka": ["pom.xml"]},
     install_requires=[
@@ -23,6 +23,8 @@ setup(
         "rich>=13,<16",
         "pydantic>=2.6,<3",
         "confluent-kafka>=2.6,<3",
+        "websockets>=13,<18",
+        "httpx>=0.27,<1",
     ],
     extras_require={
         "test": [

@@ -41,7 +41,7 @@ def run_chunk(config: BackfillConfig, chunk: Chunk) -> ChunkManifest:
                              inputs=[FileRecord.of(f.path) for f in chunk.files], started_at=time.time())
     manifest.write(config.out)
     chunk_config = dataclasses.replace(config, files=list(chunk.files), chunk_id=chunk.chunk_id)
-    profile = profile_for(config.runner)
+    profile = profile_for(config.runner, prism_location=config.prism_location)
     pipeline = beam.Pipeline(runner=profile.runner(), options=profile.options())
     build_backfill(pipeline, chunk_config)
     result = pipeline.run()

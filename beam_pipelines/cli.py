@@ -11,40 +11,18 @@ import shutil
 import sys
 import time
 import traceback
-import uuid
 from datetime import date
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-EXIT_USER_ERROR = 2
-EXIT_UNRECONCILED = 1
-EXIT_PIPELINE_FAILED = 3
-
-
-class UserError(Exception):
-    """A problem with what the user asked for; shown as one line, never a traceback."""
-
-
-class PipelineFailed(Exception):
-    """The pipeline itself failed while running; shown as one line, with the traceback in a log file."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message} (see: {self.prog} --help)")
-
-
-def parse_duration_seconds(text: str) -> int:
-    """'0', '30s', '10m', '2h' -> seconds."""
-    from transforms.interval import IntervalError, parse_interval
-    if text.strip() in ("0", "0s"):
-        return 0
-    try:
-        return parse_interval(text).seconds
-    except IntervalError:
-        raise UserError(f"bad duration {text!r}: use e.g. 0, 30s, 10m, 2h") from None
+from beam_pipelines.cli_common import (EXIT_PIPELINE_FAILED, EXIT_UNRECONCILED, EXIT_USER_ERROR, PipelineFailed,
+                                      UserError, _Parser, add_bar_options, add_sink_options, bar_spec_from_args,
+                                      bigquery_target_from_args, check_writable, parse_duration_seconds,
+                                      summary_table)
+from beam_pipelines.collect_command import add_collect_parser, run_collect
+from beam_pipelines.stream_command import add_stream_parser, run_stream
 
 
 def add_input_options(command: argparse.ArgumentParser) -> None:
@@ -75,13 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = commands.add_parser("backfill", help="build bars from historical exchange files")
     add_input_options(backfill)
     backfill.add_argument("--out", required=True, help="output directory")
-    backfill.add_argument("--interval", default="1m", help="bar interval: 1s, 1m, 15m, 1h, 4h, 1d, 1w ... (default 1m)")
-    backfill.add_argument("--fill-gaps", action="store_true",
-                          help="emit a bar for each empty interval (O=H=L=C=previous close, volume 0)")
-    backfill.add_argument("--early", default=None, help="early firing period, e.g. 5s (streaming semantics only)")
-    backfill.add_argument("--allowed-lateness", default="0", help="allowed lateness, e.g. 10m (default 0)")
-    backfill.add_argument("--accumulation", default="accumulating", help="accumulating or discarding panes")
-    backfill.add_argument("--runner", default="direct", help="runner profile (default: direct, in-process)")
+    add_bar_options(backfill)
+    backfill.add_argument("--runner", default="direct", help="runner profile: direct (default, in-process) or prism")
+    backfill.add_argument("--prism-location", help="Prism binary for --runner prism (default: the one set-up built)")
     backfill.add_argument("--batch-rows", type=int, default=250_000, help="records per raw batch")
     backfill.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     backfill.add_argument("--overwrite", action="store_true",
@@ -90,13 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--to", dest="date_to", help="last date to backfill (YYYY-MM-DD, inclusive)")
     backfill.add_argument("--chunk", help="split the work into chunks of N days (e.g. 1d) that resume independently")
     backfill.add_argument("--workers", type=int, default=None, help="chunks run in parallel (default: up to 2)")
-    backfill.add_argument("--sink", action="append", default=[],
-                          help="extra output besides Parquet: avro, bigquery or kafka (repeatable)")
-    backfill.add_argument("--bq-table", help="BigQuery table for --sink bigquery: project.dataset.table")
-    backfill.add_argument("--bq-endpoint", help="BigQuery API endpoint override, e.g. a local emulator's http://host:port")
+    add_sink_options(backfill, ("avro", "bigquery", "kafka"))
     backfill.add_argument("--kafka", help="Kafka bootstrap servers for --sink kafka, e.g. 127.0.0.1:9092")
     backfill.add_argument("--kafka-bars-topic", default="bars", help="topic for --sink kafka (default: bars)")
     commands.add_parser("sources", help="list the input formats")
+    add_stream_parser(commands)
+    add_collect_parser(commands)
     replay = commands.add_parser("replay", help="publish historical trade files to Kafka in event-time order")
     add_input_options(replay)
     replay.add_argument("--kafka", required=True, help="Kafka bootstrap servers, e.g. 127.0.0.1:9092")
@@ -137,56 +110,22 @@ def _date_option(text: str | None, flag: str):
         raise UserError(f"bad {flag} {text!r}: use YYYY-MM-DD") from None
 
 
-def _check_writable(out: str) -> None:
-    if "://" in out:
-        return
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, f".write-probe-{uuid.uuid4().hex}")
-        with open(probe, "w") as handle:
-            handle.write("ok")
-        os.remove(probe)
-    except OSError as error:
-        raise UserError(f"output directory {out!r} is not writable: {error.strerror or error}") from None
-
-
 def _backfill_config(args):
     from beam_pipelines.backfill import BackfillConfig
-    from transforms import BarSpec
-    from transforms.interval import IntervalError
-
     files, source = input_files_and_source(args)
-    unknown_sinks = sorted(set(args.sink) - {"parquet", "avro", "bigquery", "kafka"})
-    if unknown_sinks:
-        raise UserError(f"unknown --sink {unknown_sinks[0]!r}; available for backfills: parquet, avro, bigquery, kafka")
     if ("kafka" in args.sink) != bool(args.kafka):
         raise UserError("--sink kafka and --kafka HOST:PORT go together")
-    bigquery = None
-    if "bigquery" in args.sink:
-        from io_connectors.bigquery_sink import BigQueryTarget, BigQueryTargetError
-        if not args.bq_table:
-            raise UserError("--sink bigquery needs --bq-table project.dataset.table")
-        try:
-            bigquery = BigQueryTarget(args.bq_table, args.bq_endpoint)
-        except BigQueryTargetError as error:
-            raise UserError(str(error)) from None
-    elif args.bq_table or args.bq_endpoint:
-        raise UserError("--bq-table and --bq-endpoint go with --sink bigquery")
+    bigquery = bigquery_target_from_args(args)
     if args.batch_rows <= 0:
         raise UserError("--batch-rows must be positive")
-    try:
-        spec = BarSpec.of(args.interval, fill_gaps=args.fill_gaps,
-                          early_firing_seconds=parse_duration_seconds(args.early) if args.early else None,
-                          allowed_lateness_seconds=parse_duration_seconds(args.allowed_lateness),
-                          accumulation=args.accumulation)
-    except (IntervalError, ValueError) as error:
-        raise UserError(str(error)) from None
+    spec = bar_spec_from_args(args)
     if spec.early_firing_seconds is not None:
-        raise UserError("--early needs a streaming run; a backfill on the 'direct' runner gives exactly one "
-                        "final pane per bar")
-    _check_writable(args.out)
+        raise UserError("--early needs a streaming run (cryptobeam stream); a backfill's input is complete, so "
+                        "each bar gets its final pane at once")
+    check_writable(args.out)
     return BackfillConfig(source=source, files=files, spec=spec, out=args.out.rstrip("/") or "/",
                           exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows, runner=args.runner,
+                          prism_location=args.prism_location,
                           sinks=tuple(sorted({"parquet", *args.sink})), bigquery=bigquery,
                           kafka_bootstrap=args.kafka, kafka_bars_topic=args.kafka_bars_topic)
 
@@ -203,7 +142,7 @@ def run_backfill(args, console: Console) -> int:
 
     config = _backfill_config(args)
     try:
-        profile_for(args.runner)
+        profile_for(args.runner, prism_location=args.prism_location)
         chunks = plan_chunks(config.files, parse_chunk_days(args.chunk) if args.chunk else None,
                              _date_option(args.date_from, "--from"), _date_option(args.date_to, "--to"))
     except (RunnerError, ChunkError) as error:
@@ -277,31 +216,6 @@ def _progress(disabled: bool) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                     TextColumn("{task.fields[files]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                     console=Console(stderr=True), disable=disabled, transient=False)
-
-
-def summary_table(accounting, elapsed: float, out: str, chunks: int = 1, run: int = 1, skipped: int = 0) -> Table:
-    table = Table(title=f"cryptobeam backfill → {out}", show_header=True, header_style="bold")
-    table.add_column("records", justify="left")
-    table.add_column("count", justify="right")
-    rate = accounting.records_in / elapsed if elapsed > 0 and run else 0.0
-    rows = [
-        ("chunks (run / skipped as complete)", f"{chunks:,} ({run:,} / {skipped:,})"),
-        ("records read", accounting.records_in),
-        ("  in final bars", accounting.trades_in_final_bars),
-        ("  dead-lettered", accounting.dead_letter_rows_written),
-        *[(f"    {reason}", n) for reason, n in sorted(accounting.dead_letters_by_reason.items())],
-        ("  duplicates", accounting.duplicates),
-        ("bars written", accounting.bar_rows_written),
-        ("  rejected by a sink (dead-lettered)", accounting.sink_rejections),
-        ("  of which filled", accounting.filled_bars_written),
-        ("bar files", accounting.bar_files_written),
-    ]
-    for name, value in rows:
-        table.add_row(name, value if isinstance(value, str) else f"{value:,}")
-    verdict = "[green]yes[/green]" if not accounting.problems() else "[red]NO[/red]"
-    table.add_row("reconciled", verdict)
-    table.add_row("elapsed", f"{elapsed:,.1f} s ({rate:,.0f} records/s)")
-    return table
 
 
 def run_validate(out: str, console: Console) -> int:
@@ -409,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_kafka(args, console)
         if args.command == "replay":
             return run_replay(args, console)
+        if args.command == "stream":
+            return run_stream(args, console)
+        if args.command == "collect":
+            return run_collect(args)
         return list_sources(console)
     except UserError as error:
         print(f"cryptobeam: error: {error}", file=sys.stderr)

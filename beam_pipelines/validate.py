@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from beam_pipelines.accounting import Accounting
 from beam_pipelines.manifest import ChunkManifest
+from io_connectors.bar_reader import read_bars
 from transforms.interval import parse_interval
 
 SEQUENTIAL_ID_EXCHANGES = ("binance",)  # trade ids without holes: aggTrade ids and trade ids
@@ -34,10 +34,9 @@ class Report:
 
 
 def _bars(out: str) -> pa.Table | None:
-    path = os.path.join(out, "bars")
-    if not os.path.isdir(path):
+    if not os.path.isdir(os.path.join(out, "bars")):
         return None
-    return ds.dataset(path, format="parquet", partitioning="hive").to_table()
+    return read_bars(out)
 
 
 def accounting_on_disk(manifest: ChunkManifest) -> tuple[int, int, int]:
@@ -82,7 +81,8 @@ def check_bars(table: pa.Table, report: Report, fill_gaps: bool | None) -> None:
     seen, latest = set(), {}
     for bar in rows:
         name = f"{bar['exchange']}/{bar['symbol']} {bar['window_start'].isoformat()}"
-        key = (bar["exchange"], bar["symbol"], bar["window_start"], bar["is_filled"], bar["pane_index"])
+        run = bar["file"].split("-")[1]  # a restarted stream rebuilds open windows, panes numbered afresh
+        key = (bar["exchange"], bar["symbol"], bar["window_start"], bar["is_filled"], bar["pane_index"], run)
         if key in seen:
             report.violation(f"{name}: the same bar pane appears twice")
         seen.add(key)

@@ -1,5 +1,11 @@
 """Parquet sinks: zstd files in hive partitions, each appearing atomically under its final name.
 
+Bounded runs write one file per partition when the input is exhausted. Unbounded runs pass
+``flush_every_s``: records are grouped per partition in the global window, a processing-time
+trigger fires a pane every so often, and each pane becomes its own file
+(``part-<run>-<pane index>``). Grouping keeps the watermark held at the oldest unwritten record,
+so downstream of a writer the watermark says what is on disk.
+
 Partition values are percent-encoded, so no symbol from the input can become a path outside
 the output directory. Read a whole output with hive partitioning, e.g.
 ``pyarrow.parquet.read_table("out/bars")`` or duckdb's ``read_parquet('out/bars/**/*.parquet', hive_partitioning=true)``.
@@ -7,10 +13,13 @@ the output directory. Read a whole output with hive partitioning, e.g.
 from __future__ import annotations
 
 import io
+from typing import NamedTuple
 from urllib.parse import quote
 
 import apache_beam as beam
 import fastavro
+from apache_beam.transforms import trigger as triggers
+from apache_beam.transforms import window as windows
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -71,15 +80,16 @@ class _WriteBarPartition(beam.DoFn):
         self._final_duplicates = beam.metrics.Metrics.counter("cryptobeam", "duplicates_in_final_bars")
         self._files = beam.metrics.Metrics.counter("cryptobeam", "bar_files_written")
 
-    def process(self, element):
+    def process(self, element, pane=beam.DoFn.PaneInfoParam):
         (exchange, symbol, day), bars = element
         bars = sorted(bars, key=lambda b: (b["window_start"], b["is_filled"], b["pane_index"]))
         path = "/".join([self._root, self._directory, partition_segment("exchange", exchange),
-                         partition_segment("symbol", symbol), partition_segment("date", day), self._file_name])
+                         partition_segment("symbol", symbol), partition_segment("date", day),
+                         self._file_name.format(pane=pane.index)])
         write_atomically(self._encode(bars), path)
         if self._counts:
             self._count(bars)
-        yield path
+        yield WrittenFile(path, max(bar["window_end"] for bar in bars))
 
     def _count(self, bars: list[dict]) -> None:
         self._files.inc()
@@ -98,44 +108,63 @@ class _WriteDeadLetterPartition(beam.DoFn):
         self._rows = beam.metrics.Metrics.counter("cryptobeam", "dead_letter_rows_written")
         self._sink_rows = beam.metrics.Metrics.counter("cryptobeam", "sink_dead_letters_written")
 
-    def process(self, element):
+    def process(self, element, pane=beam.DoFn.PaneInfoParam):
         reason, records = element
         records = sorted(records, key=lambda r: (r["source"], r["source_offset"] or 0))
-        path = "/".join([self._root, "dead_letter", partition_segment("reason", reason), self._file_name])
+        path = "/".join([self._root, "dead_letter", partition_segment("reason", reason),
+                         self._file_name.format(pane=pane.index)])
         table = pa.Table.from_pylist(records, schema=arrow_schema("dead_letter")).drop_columns(["reason"])
         write_atomically(parquet_bytes(table), path)
         from_sinks = sum(1 for r in records if r["stage"] == "sink")  # bars a sink rejected, not input records
         self._sink_rows.inc(from_sinks)
         self._rows.inc(len(records) - from_sinks)
-        yield path
+        yield WrittenFile(path, None)
+
+
+class WrittenFile(NamedTuple):
+    path: str
+    through_us: int | None
+    """Bar files: the latest window end they hold."""
 
 
 class _WritePartitions(beam.PTransform):
-    """Group records by partition and write each group with one writer DoFn call."""
+    """Group records by partition and write each group (each pane, when unbounded) with one
+    writer DoFn call. Returns the ``WrittenFile``s."""
 
-    def __init__(self, partition_of, writer: beam.DoFn, label=None):
+    def __init__(self, partition_of, writer: beam.DoFn, flush_every_s: float | None = None, label=None):
         super().__init__(label)
-        self._partition_of, self._writer = partition_of, writer
+        self._partition_of, self._writer, self._flush_every_s = partition_of, writer, flush_every_s
 
     def expand(self, records):
-        return (records
-                | "KeyByPartition" >> beam.Map(lambda record, key=self._partition_of: (key(record), record))
+        keyed = records | "KeyByPartition" >> beam.Map(lambda record, key=self._partition_of: (key(record), record))
+        if self._flush_every_s:
+            keyed = keyed | "FilePanes" >> beam.WindowInto(
+                windows.GlobalWindows(),
+                trigger=triggers.Repeatedly(triggers.AfterProcessingTime(self._flush_every_s)),
+                accumulation_mode=triggers.AccumulationMode.DISCARDING,
+                timestamp_combiner=windows.TimestampCombiner.OUTPUT_AT_EARLIEST)
+        return (keyed
                 | "GroupPartitions" >> beam.GroupByKey()
                 | "WriteFiles" >> beam.ParDo(self._writer))
 
 
-def WriteBarsParquet(root: str, file_name: str = "part-all.parquet") -> beam.PTransform:
-    """Bars -> ``bars/exchange=…/symbol=…/date=…/<file_name>`` (one file per partition).
+def file_name_for(run: str, extension: str, unbounded: bool) -> str:
+    """A bounded run (or chunk) names its files after itself, so re-running it replaces exactly
+    its files; an unbounded run adds the pane index, one file per flush."""
+    return f"part-{run}-{{pane:06d}}.{extension}" if unbounded else f"part-{run}.{extension}"
 
-    A backfill chunk names its files after itself, so re-running it replaces exactly its files."""
-    return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name))
+
+def WriteBarsParquet(root: str, file_name: str = "part-all.parquet", flush_every_s: float | None = None) -> beam.PTransform:
+    """Bars -> ``bars/exchange=…/symbol=…/date=…/<file_name>`` (one file per partition, or per pane)."""
+    return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name), flush_every_s)
 
 
-def WriteBarsAvro(root: str, file_name: str = "part-all.avro") -> beam.PTransform:
+def WriteBarsAvro(root: str, file_name: str = "part-all.avro", flush_every_s: float | None = None) -> beam.PTransform:
     """Bars -> ``bars_avro/exchange=…/symbol=…/date=…/<file_name>``, the same bars as the Parquet files."""
-    return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name, "avro", counts=False))
+    return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name, "avro", counts=False), flush_every_s)
 
 
-def WriteDeadLettersParquet(root: str, file_name: str = "part-all.parquet") -> beam.PTransform:
+def WriteDeadLettersParquet(root: str, file_name: str = "part-all.parquet",
+                            flush_every_s: float | None = None) -> beam.PTransform:
     """Dead letters -> ``dead_letter/reason=…/<file_name>``."""
-    return _WritePartitions(lambda record: record["reason"], _WriteDeadLetterPartition(root, file_name))
+    return _WritePartitions(lambda record: record["reason"], _WriteDeadLetterPartition(root, file_name), flush_every_s)

@@ -14,6 +14,7 @@ fi
 .venv/bin/python -m pip install --quiet -e ".[test]"
 bash scripts/install_bigquery_emulator.sh   # a real BigQuery emulator for the sink tests
 bash scripts/install_kafka.sh               # Kafka's jars for a real local broker
+bash scripts/install_prism.sh               # Prism, the local streaming runner, from the Go module proxy
 if [ "${CRYPTOBEAM_SKIP_DEMO:-0}" != "1" ]; then
   .venv/bin/cryptobeam backfill --source binance-aggtrades --input 'data/XRPETH-aggTrades-*.zip' \
     --interval 1m --fill-gaps --out out/ --overwrite

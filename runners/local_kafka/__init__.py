@@ -129,6 +129,11 @@ class LocalKafka:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
+                if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
+                    break  # our child has exited: reaped, not left a zombie that still looks alive
+            except ChildProcessError:
+                pass  # started by another process (``kafka up``): only the signal probe can tell
+            try:
                 os.killpg(self.pid, 0)
             except ProcessLookupError:
                 break

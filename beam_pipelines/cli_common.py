@@ -1,0 +1,125 @@
+"""What the ``cryptobeam`` commands share: exit codes, user errors, the bar and sink options,
+and the end-of-run summary table."""
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+
+from rich.table import Table
+
+EXIT_USER_ERROR = 2
+EXIT_UNRECONCILED = 1
+EXIT_PIPELINE_FAILED = 3
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; shown as one line, never a traceback."""
+
+
+class PipelineFailed(Exception):
+    """The pipeline itself failed while running; shown as one line, with the traceback in a log file."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"{message} (see: {self.prog} --help)")
+
+
+def parse_duration_seconds(text: str) -> int:
+    """'0', '30s', '10m', '2h' -> seconds."""
+    from transforms.interval import IntervalError, parse_interval
+    if text.strip() in ("0", "0s"):
+        return 0
+    try:
+        return parse_interval(text).seconds
+    except IntervalError:
+        raise UserError(f"bad duration {text!r}: use e.g. 0, 30s, 10m, 2h") from None
+
+
+def add_bar_options(command: argparse.ArgumentParser, allowed_lateness: str = "0") -> None:
+    """What bars to build and how their panes fire: the same for a backfill and a stream."""
+    command.add_argument("--interval", default="1m", help="bar interval: 1s, 1m, 15m, 1h, 4h, 1d, 1w ... (default 1m)")
+    command.add_argument("--fill-gaps", action="store_true",
+                         help="emit a bar for each empty interval (O=H=L=C=previous close, volume 0)")
+    command.add_argument("--early", default=None, help="early firing period, e.g. 5s (streams only)")
+    command.add_argument("--allowed-lateness", default=allowed_lateness,
+                         help=f"allowed lateness, e.g. 10m (default {allowed_lateness})")
+    command.add_argument("--accumulation", default="accumulating", help="accumulating or discarding panes")
+
+
+def bar_spec_from_args(args):
+    from transforms import BarSpec
+    from transforms.interval import IntervalError
+    try:
+        return BarSpec.of(args.interval, fill_gaps=args.fill_gaps,
+                          early_firing_seconds=parse_duration_seconds(args.early) if args.early else None,
+                          allowed_lateness_seconds=parse_duration_seconds(args.allowed_lateness),
+                          accumulation=args.accumulation)
+    except (IntervalError, ValueError) as error:
+        raise UserError(str(error)) from None
+
+
+def add_sink_options(command: argparse.ArgumentParser, extra_sinks: tuple[str, ...]) -> None:
+    command.add_argument("--sink", action="append", default=[],
+                         help=f"extra output besides Parquet: {', '.join(extra_sinks)} (repeatable)")
+    command.add_argument("--bq-table", help="BigQuery table for --sink bigquery: project.dataset.table")
+    command.add_argument("--bq-endpoint", help="BigQuery API endpoint override, e.g. a local emulator's http://host:port")
+    command.set_defaults(extra_sinks=extra_sinks)
+
+
+def bigquery_target_from_args(args):
+    """Checks ``--sink`` and returns the BigQuery target, or None without ``--sink bigquery``."""
+    unknown_sinks = sorted(set(args.sink) - {"parquet", *args.extra_sinks})
+    if unknown_sinks:
+        raise UserError(f"unknown --sink {unknown_sinks[0]!r}; available: parquet, {', '.join(args.extra_sinks)}")
+    if "bigquery" not in args.sink:
+        if args.bq_table or args.bq_endpoint:
+            raise UserError("--bq-table and --bq-endpoint go with --sink bigquery")
+        return None
+    from io_connectors.bigquery_sink import BigQueryTarget, BigQueryTargetError
+    if not args.bq_table:
+        raise UserError("--sink bigquery needs --bq-table project.dataset.table")
+    try:
+        return BigQueryTarget(args.bq_table, args.bq_endpoint)
+    except BigQueryTargetError as error:
+        raise UserError(str(error)) from None
+
+
+def check_writable(out: str) -> None:
+    if "://" in out:
+        return
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".write-probe-{uuid.uuid4().hex}")
+        with open(probe, "w") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise UserError(f"output directory {out!r} is not writable: {error.strerror or error}") from None
+
+
+def summary_table(accounting, elapsed: float, out: str, chunks: int = 1, run: int = 1, skipped: int = 0,
+                  command: str = "backfill") -> Table:
+    table = Table(title=f"cryptobeam {command} → {out}", show_header=True, header_style="bold")
+    table.add_column("records", justify="left")
+    table.add_column("count", justify="right")
+    rate = accounting.records_in / elapsed if elapsed > 0 and run else 0.0
+    rows = [
+        *([("chunks (run / skipped as complete)", f"{chunks:,} ({run:,} / {skipped:,})")] if command == "backfill" else []),
+        ("records read", accounting.records_in),
+        ("  in final bars", accounting.trades_in_final_bars),
+        ("  dead-lettered", accounting.dead_letter_rows_written),
+        *[(f"    {reason}", n) for reason, n in sorted(accounting.dead_letters_by_reason.items())],
+        ("  duplicates", accounting.duplicates),
+        ("bars written", accounting.bar_rows_written),
+        ("  rejected by a sink (dead-lettered)", accounting.sink_rejections),
+        ("  of which filled", accounting.filled_bars_written),
+        ("bar files", accounting.bar_files_written),
+    ]
+    for name, value in rows:
+        table.add_row(name, value if isinstance(value, str) else f"{value:,}")
+    verdict = "[green]yes[/green]" if not accounting.problems() else "[red]NO[/red]"
+    table.add_row("reconciled", verdict)
+    table.add_row("elapsed", f"{elapsed:,.1f} s ({rate:,.0f} records/s)")
+    return table

@@ -1,0 +1,147 @@
+"""``cryptobeam stream``: Kafka trades to bars, unbounded, on a streaming runner (Prism locally).
+
+Ctrl-C drains: the reads stop, the watermark reaches the end of time, every open window fires
+its final pane, the files are flushed and the offsets committed; a second Ctrl-C cancels.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import traceback
+from datetime import datetime, timezone
+
+from rich.console import Console
+
+from beam_pipelines.cli_common import (EXIT_UNRECONCILED, PipelineFailed, UserError, add_bar_options, add_sink_options,
+                                      bar_spec_from_args, bigquery_target_from_args, check_writable,
+                                      parse_duration_seconds, summary_table)
+
+
+def add_stream_parser(commands) -> None:
+    stream = commands.add_parser("stream", help="build bars live from a Kafka topic of trades (unbounded)")
+    stream.add_argument("--kafka", required=True, help="Kafka bootstrap servers, e.g. 127.0.0.1:9092")
+    stream.add_argument("--topic", default="trades", help="trades topic (default: trades)")
+    stream.add_argument("--group", default="cryptobeam-stream",
+                        help="consumer group; its committed offsets are where a restarted stream resumes")
+    stream.add_argument("--out", required=True, help="output directory")
+    add_bar_options(stream, allowed_lateness="10m")
+    stream.add_argument("--bars-topic", default="bars", help="Kafka topic for bars (default: bars)")
+    add_sink_options(stream, ("avro", "bigquery"))
+    stream.add_argument("--runner", default="prism", help="streaming runner profile (default: prism)")
+    stream.add_argument("--prism-location", help="Prism binary (default: the one set-up built)")
+    stream.add_argument("--watermark-delay", default="5s",
+                        help="how far a partition's watermark trails its newest timestamp (default 5s)")
+    stream.add_argument("--idle-after", default="5s",
+                        help="a caught-up partition silent this long stops holding the watermark back (default 5s)")
+    stream.add_argument("--stop-when-idle", default=None,
+                        help="drain and stop once every partition is caught up and silent this long, e.g. 30s")
+    stream.add_argument("--flush-every", default="5s", help="write a Parquet file per partition this often (default 5s)")
+    stream.add_argument("--commit-every", default="5m", help="commit offsets every this much event time (default 5m)")
+    stream.add_argument("--no-progress", action="store_true", help="do not print progress lines")
+
+
+def _stream_config(args):
+    from beam_pipelines.outputs import OutputTargets
+    from beam_pipelines.stream import StreamConfig
+    from io_connectors.kafka_source import KafkaReadConfig
+
+    spec = bar_spec_from_args(args)
+    bigquery = bigquery_target_from_args(args)
+    seconds = {name: parse_duration_seconds(getattr(args, name)) for name in
+               ("watermark_delay", "idle_after", "flush_every", "commit_every")}
+    if seconds["flush_every"] <= 0 or seconds["idle_after"] <= 0:
+        raise UserError("--flush-every and --idle-after must be positive")
+    stop = parse_duration_seconds(args.stop_when_idle) if args.stop_when_idle else None
+    check_writable(args.out)
+    read = KafkaReadConfig(args.kafka, args.topic, args.group, watermark_delay_us=seconds["watermark_delay"] * 1_000_000,
+                           idle_after_s=seconds["idle_after"], stop_when_idle_s=stop)
+    run = "s" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")  # later runs sort later
+    targets = OutputTargets(args.out.rstrip("/") or "/", run, tuple(sorted({"parquet", *args.sink})), bigquery,
+                            args.kafka, args.bars_topic, flush_every_s=seconds["flush_every"])
+    return StreamConfig(read, spec, targets, commit_every_s=seconds["commit_every"])
+
+
+def run_stream(args, console: Console) -> int:
+    import dataclasses
+
+    import apache_beam as beam
+
+    from beam_pipelines.accounting import Accounting, counters_of
+    from beam_pipelines.stream import build_stream
+    from io_connectors.atomic_files import write_json_atomically
+    from io_connectors.kafka_source import partition_starts, request_drain, reset_drain
+    from runners.profiles import RunnerError, profile_for
+
+    config = _stream_config(args)
+    try:
+        profile = profile_for(args.runner, streaming=True, prism_location=args.prism_location)
+    except RunnerError as error:
+        raise UserError(str(error)) from None
+    try:
+        starts = partition_starts(config.read)
+    except Exception as error:  # confluent_kafka raises KafkaException for an unreachable broker or a missing topic
+        raise UserError(f"cannot read {args.topic!r} from Kafka at {args.kafka}: {_first_line(error)}") from None
+    config = dataclasses.replace(config, starts=starts)
+    resumed = [s for s in starts if s.resume_us]
+    console.print(f"streaming {args.topic} ({len(starts)} partitions"
+                  f"{', resuming from committed offsets' if resumed else ''}) → {config.targets.out}; Ctrl-C drains")
+
+    reset_drain()
+    pipeline = beam.Pipeline(runner=profile.runner(), options=profile.options(streaming=True))
+    build_stream(pipeline, config)
+    started = time.monotonic()
+    interrupts = {"n": 0}
+    result = pipeline.run()
+
+    def on_interrupt(_signum, _frame):
+        interrupts["n"] += 1
+        if interrupts["n"] == 1:
+            print("cryptobeam: draining: finishing open windows (Ctrl-C again to cancel)", flush=True)
+            request_drain()
+        else:
+            result.cancel()
+    previous = {s: signal.signal(s, on_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop_progress = threading.Event()
+    if not args.no_progress:
+        threading.Thread(target=_print_progress, args=(config.targets.out, started, stop_progress), daemon=True).start()
+    try:
+        result.wait_until_finish()
+    except Exception as error:
+        log = os.path.join(config.targets.out, "_ERROR.log")
+        with open(log, "w") as handle:
+            traceback.print_exc(file=handle)
+        raise PipelineFailed(f"the stream failed: {type(error).__name__}: {_first_line(error)} (full traceback in {log})") from None
+    finally:
+        stop_progress.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    elapsed = time.monotonic() - started
+    if interrupts["n"] > 1:
+        console.print("[yellow]cancelled: open windows were not finalized; the committed offsets resume them[/yellow]")
+        return 130
+    accounting = Accounting.from_counters(counters_of(result))
+    problems = accounting.problems()
+    summary = {"command": "stream", "run": config.targets.run, "topic": args.topic, "group": args.group,
+               "interval": config.spec.interval.text, "elapsed_seconds": round(elapsed, 3),
+               "reconciled": not problems, "problems": problems,
+               "kafka_offset_commits": counters_of(result).get("kafka_offset_commits", 0), **accounting.as_dict()}
+    write_json_atomically(summary, os.path.join(config.targets.out, "_SUMMARY.json"))
+    console.print(summary_table(accounting, elapsed, config.targets.out, command="stream"))
+    for problem in problems:
+        console.print(f"[red]accounting does not reconcile: {problem}[/red]")
+    return EXIT_UNRECONCILED if problems else 0
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _print_progress(out: str, started: float, stop: threading.Event, every_s: float = 10.0) -> None:
+    """A line every so often: how long, how many bar files are on disk."""
+    while not stop.wait(every_s):
+        files = sum(len(names) for _root, _dirs, names in os.walk(os.path.join(out, "bars")))
+        print(json.dumps({"elapsed_s": round(time.monotonic() - started), "bar_files": files}), flush=True)

@@ -1,0 +1,199 @@
+"""Streaming benchmark: live-like trades -> the real local Kafka -> ``cryptobeam stream`` on Prism.
+
+    .venv/bin/python benchmarks/stream.py [--rates 1000,5000,20000] [--seconds 30] [--early 1s]
+
+For each rate, trades with event time = publish time (3 symbols) are published for ``--seconds``;
+the stream writes its bars to a Kafka topic that this script consumes as they arrive.
+
+- **event -> EARLY pane:** for every trade, the time from its publication until the first pane
+  that counts it arrives in the bars topic (a pane of n trades counts the window's first n).
+- **window end -> ON_TIME pane:** how long after its window ends the on-time pane arrives.
+- **kept up:** every published trade is in a final bar and the event -> EARLY p99 stays within
+  twice the early-firing period.
+
+Prints a table and writes JSON under benchmarks/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from confluent_kafka import Consumer, Producer  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from io_connectors.avro_wire import SchemaStore, decode, encode  # noqa: E402
+from io_connectors.kafka_sink import PRODUCER_SETTINGS  # noqa: E402
+from runners.local_kafka import LocalKafka  # noqa: E402
+
+CLI = str(Path(sys.executable).parent / "cryptobeam")
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+
+
+def create_topics(bootstrap: str, *topics: tuple[str, int]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(name, partitions, 1) for name, partitions in topics]).values():
+        future.result(30)
+
+
+class BarsCollector(threading.Thread):
+    """Consumes the bars topic, noting when each pane arrives."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        super().__init__(daemon=True)
+        self.panes: list[tuple[float, dict]] = []
+        self._stop_event = threading.Event()
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                                   "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 3})
+        self._consumer.subscribe([topic])
+        self._store = SchemaStore.shipped()
+
+    def run(self):
+        while not self._stop_event.is_set():
+            for message in self._consumer.consume(1000, 0.05):
+                if message.error() is None:
+                    self.panes.append((time.time(), decode(message.value(), "bar", self._store)))
+        self._consumer.close()
+
+    def stop(self):
+        self._stop_event.set()
+        self.join(10)
+
+
+def publish(bootstrap: str, topic: str, rate: int, seconds: float) -> tuple[dict, float]:
+    """Trades at ``rate`` per second, event time = planned publish time. Returns per-symbol lists of
+    (event time µs, send wall time s) in send order, and the rate achieved."""
+    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
+    total = int(rate * seconds)
+    rng = np.random.default_rng(0)
+    prices = 100 + rng.random(total)
+    start = time.time() + 1.0
+    sent: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    step = max(1, rate // 100)  # publish in 10 ms slices
+    for first in range(0, total, step):
+        due = start + first / rate
+        wait = due - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        now = time.time()
+        for i in range(first, min(first + step, total)):
+            symbol = SYMBOLS[i % len(SYMBOLS)]
+            event_us = int((start + i / rate) * 1_000_000)
+            record = {"exchange": "bench", "symbol": symbol, "base": None, "quote": None, "trade_id": str(i),
+                      "price": float(prices[i]), "amount": 1.0, "side": "buy", "event_time": event_us,
+                      "receive_time": None}
+            while True:
+                try:
+                    producer.produce(topic, value=encode(record, "trade"), key=f"bench:{symbol}",
+                                     timestamp=event_us // 1000)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            sent[symbol].append((event_us, max(now, event_us / 1e6)))
+        producer.poll(0)
+    producer.flush(60)
+    return sent, total / max(time.time() - start, 1e-9)
+
+
+def latencies(panes: list[tuple[float, dict]], sent: dict, interval_us: int) -> dict:
+    by_window: dict[tuple, list[tuple[float, dict]]] = defaultdict(list)
+    for arrived, bar in panes:
+        by_window[(bar["symbol"], bar["window_start"])].append((arrived, bar))
+    first_pane, on_time, final_trades = [], [], 0
+    for symbol, trades in sent.items():
+        events = np.array([e for e, _ in trades])
+        sends = np.array([s for _, s in trades])
+        starts = events // interval_us * interval_us
+        for window_start in np.unique(starts).tolist():
+            in_window = sends[starts == window_start]
+            key = (symbol, window_start)
+            counted = 0
+            for arrived, bar in sorted(by_window.get(key, []), key=lambda p: p[1]["pane_index"]):
+                window_end_s = (window_start + interval_us) / 1e6
+                if bar["pane_timing"] == "ON_TIME":
+                    on_time.append(arrived - window_end_s)
+                if bar["trade_count"] > counted:
+                    first_pane += (arrived - in_window[counted:bar["trade_count"]]).tolist() if bar["pane_timing"] == "EARLY" else []
+                    counted = bar["trade_count"]
+                if bar["is_final"]:
+                    final_trades += bar["trade_count"]
+
+    def pct(values, q):
+        return round(float(np.percentile(values, q)), 3) if values else None
+    return {"early_p50_s": pct(first_pane, 50), "early_p99_s": pct(first_pane, 99), "early_samples": len(first_pane),
+            "on_time_p50_s": pct(on_time, 50), "on_time_p99_s": pct(on_time, 99), "final_trades": final_trades}
+
+
+def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, work: Path) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    trades_topic, bars_topic = f"bench_trades_{tag}", f"bench_bars_{tag}"
+    create_topics(bootstrap, (trades_topic, 3), (bars_topic, 1))
+    collector = BarsCollector(bootstrap, bars_topic)
+    collector.start()
+    out = work / f"out-{rate}"
+    log = open(work / f"stream-{rate}.log", "w")
+    stream = subprocess.Popen([CLI, "stream", "--kafka", bootstrap, "--topic", trades_topic, "--group", tag,
+                               "--bars-topic", bars_topic, "--out", str(out), "--interval", "1m",
+                               "--early", f"{early_s:g}s", "--allowed-lateness", "1m", "--watermark-delay", "1s",
+                               "--idle-after", "2s", "--stop-when-idle", "8s", "--no-progress"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    time.sleep(8)  # Prism and the workers start
+    started = time.time()
+    sent, achieved = publish(bootstrap, trades_topic, rate, seconds)
+    published_s = time.time() - started
+    returncode = stream.wait(timeout=600)
+    collector.stop()
+    result = {"rate": rate, "seconds": seconds, "published": sum(len(v) for v in sent.values()),
+              "achieved_rate": round(achieved), "publish_seconds": round(published_s, 1), "stream_exit": returncode,
+              **latencies(collector.panes, sent, 60_000_000)}
+    result["kept_up"] = (returncode == 0 and result["final_trades"] == result["published"]
+                         and result["early_p99_s"] is not None and result["early_p99_s"] <= 2 * early_s)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", default="1000,5000,20000")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--early", type=float, default=1.0, help="early firing period, seconds")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cryptobeam-stream-bench-") as tmp:
+        work = Path(tmp)
+        broker = LocalKafka.start(work / "kafka")
+        try:
+            results = [run_rate(broker.bootstrap, int(rate), args.seconds, args.early, work)
+                       for rate in args.rates.split(",")]
+        finally:
+            broker.stop()
+    table = Table(title=f"cryptobeam stream on Prism, early {args.early:g}s, {date.today()}, {platform.node()}")
+    for column in ("trades/s asked", "achieved", "published", "in final bars", "event→EARLY p50 / p99 s",
+                   "window end→ON_TIME p50 / p99 s", "kept up"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(f"{r['rate']:,}", f"{r['achieved_rate']:,}", f"{r['published']:,}", f"{r['final_trades']:,}",
+                      f"{r['early_p50_s']} / {r['early_p99_s']}", f"{r['on_time_p50_s']} / {r['on_time_p99_s']}",
+                      "yes" if r["kept_up"] else "NO")
+    Console().print(table)
+    target = ROOT / "benchmarks" / "results" / "stream.json"
+    target.write_text(json.dumps({"date": str(date.today()), "machine": platform.platform(), "early_s": args.early,
+                                  "results": results}, indent=2))
+    print(f"written {target}")
+
+
+if __name__ == "__main__":
+    main()

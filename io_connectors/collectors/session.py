@@ -1,0 +1,62 @@
+"""One websocket feed kept alive: connect, subscribe, read frames, and on any failure reconnect.
+
+Reconnects wait an exponential backoff with full jitter, which resets once a connection delivers
+a frame. A staleness watchdog treats a connection that has been silent for ``stale_after``
+seconds as dead (exchanges can stop sending without closing) and reconnects, which also
+resubscribes. Runs until cancelled; only an ``ExchangeRejected`` from the frame handler ends it.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Callable
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import WebSocketException
+
+from io_connectors.collectors.backoff import Backoff
+from io_connectors.collectors.counters import CollectorCounters
+
+log = logging.getLogger("cryptobeam.collect")
+MAX_FRAME_BYTES = 1 << 22
+
+
+class StaleConnection(Exception):
+    """No frame arrived within the staleness limit."""
+
+
+async def keep_reading(url: str, subscriptions: list[dict], on_frame: Callable[[str | bytes], None], *,
+                       stale_after: float | None, backoff: Backoff, counters: CollectorCounters) -> None:
+    attempt, connections = 0, 0
+    while True:
+        opened = False
+        try:
+            async with connect(url, open_timeout=10, close_timeout=2, max_size=MAX_FRAME_BYTES) as websocket:
+                opened = True
+                connections += 1
+                if connections > 1:
+                    counters.reconnects += 1
+                for message in subscriptions:
+                    await websocket.send(json.dumps(message))
+                log.info("connected to %s", url)
+                while True:
+                    try:
+                        async with asyncio.timeout(stale_after or None):
+                            frame = await websocket.recv()
+                    except TimeoutError:
+                        raise StaleConnection(f"no message for {stale_after:g} s") from None
+                    attempt = 0
+                    on_frame(frame)
+        except StaleConnection as error:
+            counters.stale_reconnects += 1
+            log.warning("%s: %s; reconnecting", url, error)
+        except (OSError, TimeoutError, WebSocketException) as error:
+            if not opened:
+                counters.connect_failures += 1
+            log.warning("%s: %s (%s: %s)", url, "connection lost" if opened else "cannot connect",
+                        type(error).__name__, error)
+        delay = backoff.delay(attempt)
+        attempt += 1
+        log.info("reconnecting to %s in %.2f s", url, delay)
+        await asyncio.sleep(delay)

@@ -1,0 +1,129 @@
+"""Commit Kafka offsets only for what is written, so a restarted stream has no gap.
+
+A window's bars are final, and written, once the watermark downstream of the file writers
+passes the window's expiry (end + allowed lateness + the runner's slack). A timer there walks
+event time; each time it fires at ``t`` the resume point is the last interval boundary whose
+windows all expired at least one interval before ``t``. For each partition the commit is Kafka's
+earliest offset whose timestamp reaches the resume point (``offsets_for_times``): every message
+before it is older, so its window is on disk. The resume point travels in the commit's metadata;
+the next run dead-letters re-read messages older than it (``before_resume_point``) instead of
+counting them into a bar again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import apache_beam as beam
+from apache_beam.coders import VarIntCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
+
+from io_connectors.kafka_source import KafkaReadConfig, PartitionStart, _consumer, _retrying
+from transforms.bar_spec import BarSpec
+
+_LOG = logging.getLogger(__name__)
+_KEY = "progress"
+
+
+def commit_resume_point(consumer, config: KafkaReadConfig, partitions: list[int], resume_us: int) -> dict[int, int]:
+    """Commit, per partition, the first offset at or after ``resume_us``; returns the offsets."""
+    from confluent_kafka import TopicPartition
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(config.topic, p), timeout=10)[1] for p in partitions}
+    found = consumer.offsets_for_times([TopicPartition(config.topic, p, resume_us // 1000) for p in partitions], timeout=10)
+    metadata = json.dumps({"resume_us": resume_us})
+    # No message at or after the point yet: everything up to the end seen before the lookup is older.
+    offsets = {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
+    _retrying(lambda: consumer.commit(offsets=[TopicPartition(config.topic, p, o, metadata) for p, o in offsets.items()],
+                                      asynchronous=False), 30)
+    return offsets
+
+
+class _CommitProgressFn(beam.DoFn):
+    """One key. State: the latest window end written, and the next walk step the timer waits for."""
+
+    LATEST_WRITTEN = ReadModifyWriteStateSpec("latest_written", VarIntCoder())
+    NEXT_STEP = ReadModifyWriteStateSpec("next_step", VarIntCoder())
+    COMMITTED = ReadModifyWriteStateSpec("committed", VarIntCoder())
+    STEP = TimerSpec("step", TimeDomain.WATERMARK)
+    END_OF_INPUT = TimerSpec("end_of_input", TimeDomain.WATERMARK)
+
+    def __init__(self, config: KafkaReadConfig, partitions: list[int], spec: BarSpec, every_us: int):
+        self._config, self._partitions, self._spec = config, partitions, spec
+        self._every_us = every_us
+        # Windows ending at a point are on disk once the watermark is this far past it.
+        self._hold_back_us = spec.allowed_lateness_micros + spec.runner_slack_micros + 2 * spec.interval.micros
+        self._commits = beam.metrics.Metrics.counter("cryptobeam", "kafka_offset_commits")
+
+    def setup(self):
+        self._consumer = _consumer(self._config)
+
+    def teardown(self):
+        consumer = getattr(self, "_consumer", None)
+        if consumer is not None:
+            consumer.close()
+
+    def process(self, element,
+                latest=beam.DoFn.StateParam(LATEST_WRITTEN),
+                next_step=beam.DoFn.StateParam(NEXT_STEP),
+                step_timer=beam.DoFn.TimerParam(STEP),
+                end_timer=beam.DoFn.TimerParam(END_OF_INPUT)):
+        _, through_us = element
+        if through_us is None:
+            return
+        if through_us > (latest.read() or 0):
+            latest.write(through_us)
+        pending = next_step.read()
+        if pending is None:
+            first = through_us + self._hold_back_us
+            next_step.write(first)
+            step_timer.set(Timestamp(micros=first))
+            end_timer.set(GlobalWindow().max_timestamp())
+
+    @on_timer(STEP)
+    def on_step(self, fired_at=beam.DoFn.TimestampParam,
+                latest=beam.DoFn.StateParam(LATEST_WRITTEN),
+                next_step=beam.DoFn.StateParam(NEXT_STEP),
+                committed=beam.DoFn.StateParam(COMMITTED),
+                step_timer=beam.DoFn.TimerParam(STEP)):
+        written = latest.read() or 0
+        point = self._spec.interval.window_start_micros(min(fired_at.micros - self._hold_back_us, written))
+        self._commit(point, committed)
+        following = fired_at.micros + self._every_us
+        if following - self._hold_back_us > written:
+            next_step.clear()  # caught up with what is written: the next written file restarts the walk
+            return
+        next_step.write(following)
+        step_timer.set(Timestamp(micros=following))
+
+    @on_timer(END_OF_INPUT)
+    def on_end_of_input(self, latest=beam.DoFn.StateParam(LATEST_WRITTEN),
+                        committed=beam.DoFn.StateParam(COMMITTED)):
+        """Drained: every window is final and written."""
+        if latest.read():
+            self._commit(latest.read(), committed)
+
+    def _commit(self, point_us: int, committed) -> None:
+        if point_us <= (committed.read() or 0):
+            return
+        offsets = commit_resume_point(self._consumer, self._config, self._partitions, point_us)
+        committed.write(point_us)
+        self._commits.inc()
+        _LOG.info("committed %s resume point %d us: offsets %s", self._config.group_id, point_us, offsets)
+
+
+class CommitProgress(beam.PTransform):
+    """Written files -> Kafka offset commits for the consumer group (see module docstring)."""
+
+    def __init__(self, config: KafkaReadConfig, starts: list[PartitionStart], spec: BarSpec,
+                 every_s: float = 300, label=None):
+        super().__init__(label)
+        self._fn = _CommitProgressFn(config, sorted({s.partition for s in starts}), spec,
+                                     max(int(every_s * 1_000_000), spec.interval.micros))
+
+    def expand(self, written_files):
+        return (written_files
+                | "OneKey" >> beam.Map(lambda written: (_KEY, written.through_us))
+                | "Commit" >> beam.ParDo(self._fn))

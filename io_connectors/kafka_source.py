@@ -1,0 +1,328 @@
+"""Kafka source: a pure-Python splittable DoFn on confluent-kafka.
+
+Why not Beam's ``ReadFromKafka``: it is a cross-language transform whose Java SDK harness runs in
+Docker by default, and there is no Docker engine on our laptops, CI machines or Flink hosts. A
+Python SDF runs wherever the Python workers run (LOOPBACK, PROCESS or EXTERNAL) on Prism, Flink
+and Dataflow alike.
+
+- **Restrictions:** one per partition, an offset range ``[start, ∞)``. A self-checkpoint after
+  each short read hands the rest back to the runner, which may resume it anywhere.
+- **Watermarks:** per partition, the newest message timestamp minus ``watermark_delay``
+  (messages carry the trade's event time). A partition that is caught up and idle follows the
+  topic's newest timestamp instead, so it never holds the pipeline's watermark back.
+- **Resume:** each partition starts at the consumer group's committed offset. Commits are made
+  by ``io_connectors.kafka_progress`` only once the bars before them are written, with the
+  event time they cover in the commit metadata; messages behind that point are re-read on
+  restart and, being older than it, dead-lettered as ``before_resume_point`` rather than
+  counted into a bar twice.
+- **Drain:** ``request_drain()`` (the ``stream`` command's Ctrl-C) or ``stop_when_idle`` ends
+  every partition's read; the watermark then reaches the end of time and every window fires
+  its final pane.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from io_connectors.raw_batch import RawBatch
+from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
+
+UNBOUNDED_END = sys.maxsize
+_DRAIN = threading.Event()
+
+
+def request_drain() -> None:
+    """Stop reading at the next poll in every reader of this process (LOOPBACK workers)."""
+    _DRAIN.set()
+
+
+def reset_drain() -> None:
+    _DRAIN.clear()
+
+
+@dataclass(frozen=True)
+class KafkaReadConfig:
+    bootstrap: str
+    topic: str = "trades"
+    group_id: str = "cryptobeam-stream"
+    watermark_delay_us: int = 5_000_000
+    """Bounded disorder: how far behind the newest timestamp a partition's watermark stays."""
+    idle_after_s: float = 5.0
+    """A caught-up partition with no message for this long follows the topic's newest timestamp."""
+    stop_when_idle_s: float | None = None
+    """Finish the read once a partition has been caught up and silent this long (tests, demos)."""
+    max_batch: int = 5000
+    poll_timeout_s: float = 0.2
+    read_budget_s: float = 1.0
+    """Longest single read before handing the rest of the partition back to the runner."""
+
+
+@dataclass(frozen=True)
+class PartitionStart:
+    """Where one partition's read begins: its first offset, and the event time (µs) the previous
+    run had written everything before (0 on a first run)."""
+    topic: str
+    partition: int
+    offset: int
+    resume_us: int = 0
+
+
+def _consumer(config: KafkaReadConfig, **extra):
+    from confluent_kafka import Consumer
+    return Consumer({"bootstrap.servers": config.bootstrap, "group.id": config.group_id,
+                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                     "enable.partition.eof": False, "log_level": 3, **extra})
+
+
+def partition_starts(config: KafkaReadConfig, timeout: float = 30) -> list[PartitionStart]:
+    """Each partition's starting point: the group's committed offset (and the event time stored
+    with it), else the partition's earliest offset."""
+    from confluent_kafka import KafkaException, TopicPartition
+    consumer = _consumer(config)
+    try:
+        metadata = consumer.list_topics(config.topic, timeout=timeout)
+        topic = metadata.topics.get(config.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise KafkaException(f"topic {config.topic!r} does not exist on {config.bootstrap}")
+        partitions = sorted(topic.partitions)
+        committed = _retrying(lambda: consumer.committed([TopicPartition(config.topic, p) for p in partitions],
+                                                         timeout=timeout), timeout)
+        starts = []
+        for tp in committed:
+            if tp.offset >= 0:
+                starts.append(PartitionStart(config.topic, tp.partition, tp.offset, _resume_us(tp.metadata)))
+            else:
+                low, _high = consumer.get_watermark_offsets(TopicPartition(config.topic, tp.partition), timeout=timeout)
+                starts.append(PartitionStart(config.topic, tp.partition, low))
+        return starts
+    finally:
+        consumer.close()
+
+
+def _retrying(call, timeout: float):
+    """Group-coordinator calls fail while Kafka creates its offsets topic; they are retriable."""
+    from confluent_kafka import KafkaError, KafkaException
+    coordinator_busy = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                        KafkaError.COORDINATOR_NOT_AVAILABLE}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except KafkaException as error:
+            kafka_error = error.args[0]
+            retriable = kafka_error.retriable() or kafka_error.code() in coordinator_busy
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _resume_us(metadata: str | None) -> int:
+    try:
+        return int(json.loads(metadata or "{}").get("resume_us", 0))
+    except (ValueError, AttributeError, TypeError):
+        return 0
+
+
+class _UnboundedOffsetTracker(OffsetRestrictionTracker):
+    """Offsets of one partition. Only checkpoints split it: a fractional split of ``[n, ∞)``
+    would hand a reader an offset no message has, and a partition is read in order anyway."""
+
+    def is_bounded(self):
+        return self._range.stop != UNBOUNDED_END
+
+    def try_split(self, fraction_of_remainder):
+        if fraction_of_remainder != 0:
+            return None
+        return super().try_split(0)
+
+
+class _PartitionOffsets(RestrictionProvider):
+    def initial_restriction(self, start: PartitionStart):
+        return OffsetRange(start.offset, UNBOUNDED_END)
+
+    def create_tracker(self, restriction):
+        return _UnboundedOffsetTracker(restriction)
+
+    def restriction_size(self, start, restriction):
+        return 1  # one partition, one unit of work; never split up front
+
+    def truncate(self, start, restriction):
+        return None  # draining: nothing more is read
+
+
+class _PartitionReader:
+    """One consumer assigned to one partition, remembering where it is."""
+
+    def __init__(self, config: KafkaReadConfig, start: PartitionStart):
+        from confluent_kafka import TopicPartition
+        self._config, self._start = config, start
+        self._consumer = _consumer(config, **{"fetch.wait.max.ms": 50, "queued.min.messages": 20000})
+        self._tp = TopicPartition(start.topic, start.partition)
+        self.position: int | None = None
+        self.last_message_at = time.monotonic()
+        self.next_idle_advance = 0.0
+
+    def seek(self, offset: int) -> None:
+        from confluent_kafka import TopicPartition
+        if self.position != offset:
+            self._consumer.assign([TopicPartition(self._start.topic, self._start.partition, offset)])
+            self.position = offset
+
+    def poll(self):
+        messages = self._consumer.consume(self._config.max_batch, self._config.poll_timeout_s)
+        good = [m for m in messages if m.error() is None]
+        if good:
+            self.position = good[-1].offset() + 1
+            self.last_message_at = time.monotonic()
+        return good, [m for m in messages if m.error() is not None]
+
+    def caught_up(self) -> bool:
+        _low, high = self._consumer.get_watermark_offsets(self._tp, timeout=5, cached=False)
+        return self.position is not None and self.position >= high
+
+    def topic_newest_timestamp_ms(self) -> int | None:
+        """The newest message timestamp over all partitions of the topic: where an idle
+        partition's watermark may safely move."""
+        from confluent_kafka import TopicPartition
+        partitions = self._consumer.list_topics(self._start.topic, timeout=5).topics[self._start.topic].partitions
+        probe = _consumer(self._config)
+        newest = None
+        try:
+            for p in partitions:
+                low, high = probe.get_watermark_offsets(TopicPartition(self._start.topic, p), timeout=5)
+                if high <= low:
+                    continue
+                probe.assign([TopicPartition(self._start.topic, p, high - 1)])
+                for message in probe.consume(1, 2.0):
+                    if message.error() is None:
+                        newest = max(newest or 0, message.timestamp()[1])
+        finally:
+            probe.close()
+        return newest
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+@beam.DoFn.unbounded_per_element()
+class _ReadPartitionFn(beam.DoFn):
+    def __init__(self, config: KafkaReadConfig):
+        self._config = config
+        self._read = beam.metrics.Metrics.counter("cryptobeam", "kafka_messages_read")
+        # Records that never reach the parser count as read here; the parser counts the rest.
+        self._records_in = beam.metrics.Metrics.counter("cryptobeam", "records_in")
+
+    def setup(self):
+        self._readers: dict[tuple[str, int], _PartitionReader] = {}
+
+    def teardown(self):
+        for reader in getattr(self, "_readers", {}).values():
+            reader.close()
+
+    def _reader(self, start: PartitionStart) -> _PartitionReader:
+        key = (start.topic, start.partition)
+        if key not in self._readers:
+            self._readers[key] = _PartitionReader(self._config, start)
+        return self._readers[key]
+
+    def process(self, start: PartitionStart,
+                tracker=beam.DoFn.RestrictionParam(_PartitionOffsets()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+        reader = self._reader(start)
+        reader.seek(tracker.current_restriction().start)
+        source = f"kafka:{start.topic}/{start.partition}"
+        deadline = time.monotonic() + self._config.read_budget_s
+        while True:
+            if _DRAIN.is_set():
+                tracker.try_claim(UNBOUNDED_END)  # the read is complete: the watermark may reach the end
+                return
+            messages, errors = reader.poll()
+            for error in errors:
+                self._records_in.inc()
+                count_dead_letter("cryptobeam", "kafka_error")
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                    "kafka_error", str(error.error()), "source", error.value(), source, error.offset()))
+            claimed = []
+            for message in messages:
+                if not tracker.try_claim(message.offset()):
+                    break  # the runner split the rest off: it will be read elsewhere
+                claimed.append(message)
+            if claimed:
+                yield from self._emit(claimed, start, source, watermark)
+            elif not messages and self._idle(reader, watermark):
+                tracker.try_claim(UNBOUNDED_END)
+                return
+            if len(claimed) < len(messages):
+                return
+            if time.monotonic() >= deadline:
+                tracker.defer_remainder(Duration(seconds=0 if claimed else self._config.poll_timeout_s))
+                return
+
+    def _emit(self, messages, start: PartitionStart, source: str, watermark):
+        self._read.inc(len(messages))
+        times_ms = np.fromiter((m.timestamp()[1] for m in messages), dtype=np.int64, count=len(messages))
+        resumed = times_ms * 1000 < start.resume_us
+        for i in np.flatnonzero(resumed).tolist():
+            message = messages[i]
+            self._records_in.inc()
+            count_dead_letter("cryptobeam", "before_resume_point")
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                "before_resume_point",
+                f"timestamp {int(times_ms[i])} ms is before {start.resume_us} us, up to which the previous run "
+                "had written its bars; this record may already be counted there", "source",
+                message.value(), source, message.offset()))
+        kept = [m for m, old in zip(messages, resumed.tolist()) if not old]
+        if kept:
+            kept_ms = times_ms[~resumed]
+            yield beam.window.TimestampedValue(
+                RawBatch(source=source, lines=[m.value() for m in kept],
+                         line_numbers=np.array([m.offset() for m in kept], dtype=np.int64)),
+                Timestamp(micros=int(kept_ms.min()) * 1000))
+        self._advance(watermark, int(times_ms.max()) * 1000 - self._config.watermark_delay_us)
+
+    @staticmethod
+    def _advance(watermark, micros: int) -> None:
+        current = watermark.current_watermark()
+        if current is None or micros > current.micros:
+            watermark.set_watermark(Timestamp(micros=micros))
+
+    def _idle(self, reader: _PartitionReader, watermark) -> bool:
+        """No message this poll. Returns True when the read should end (``stop_when_idle``)."""
+        silent = time.monotonic() - reader.last_message_at
+        if silent < min(self._config.idle_after_s, self._config.stop_when_idle_s or float("inf")):
+            return False
+        if not reader.caught_up():
+            return False
+        if self._config.stop_when_idle_s is not None and silent >= self._config.stop_when_idle_s:
+            return True
+        if time.monotonic() >= reader.next_idle_advance:
+            newest = reader.topic_newest_timestamp_ms()
+            if newest is not None:
+                self._advance(watermark, newest * 1000 - self._config.watermark_delay_us)
+            reader.next_idle_advance = time.monotonic() + self._config.idle_after_s / 2
+        return False
+
+
+class ReadKafkaTrades(beam.PTransform):
+    """Kafka messages -> timestamped ``RawBatch``es (values and offsets) for ``TradesToBars``.
+
+    Returns outputs ``raw`` and ``dead_letter`` (Kafka errors, ``before_resume_point``)."""
+
+    def __init__(self, config: KafkaReadConfig, starts: list[PartitionStart], label=None):
+        super().__init__(label)
+        self._config, self._starts = config, starts
+
+    def expand(self, pipeline):
+        return (pipeline
+                | "Partitions" >> beam.Create(self._starts)
+                | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self._config)).with_outputs(DEAD_LETTER_TAG, main="raw"))
