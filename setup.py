@@ -25,6 +25,7 @@ setup(
         "confluent-kafka>=2.6,<3",
         "websockets>=13,<18",
         "httpx>=0.27,<1",
+        "build>=1.2,<2",  # Beam stages setup.py as an sdist for Dataflow workers with it
     ],
     extras_require={
         "test": [

@@ -10,6 +10,7 @@ from beam_pipelines.outputs import OutputTargets, write_outputs
 from io_connectors.bigquery_sink import BigQueryTarget
 from io_connectors.files import InputFile
 from io_connectors.sources import ReadTradeFiles, SourceFormat, parser_for
+from runners.profiles import RunnerProfile
 from transforms import BarSpec, TradesToBars
 from transforms.bars import newest_pane_final
 
@@ -24,8 +25,7 @@ class BackfillConfig:
     symbol: str | None = None
     batch_rows: int = 250_000
     chunk_id: str = "all"
-    runner: str = "direct"
-    prism_location: str | None = None
+    runner: RunnerProfile = RunnerProfile("direct")
     sinks: tuple = ("parquet",)  # Parquet is always written: manifests and validate read it
     bigquery: BigQueryTarget | None = None
     kafka_bootstrap: str | None = None

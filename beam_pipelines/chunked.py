@@ -35,14 +35,11 @@ def run_chunk(config: BackfillConfig, chunk: Chunk) -> ChunkManifest:
     """Run one chunk to completion and return its manifest (also written under _manifests/)."""
     import apache_beam as beam
 
-    from runners.profiles import profile_for
-
     manifest = ChunkManifest(chunk.chunk_id, run_settings(config),
                              inputs=[FileRecord.of(f.path) for f in chunk.files], started_at=time.time())
     manifest.write(config.out)
     chunk_config = dataclasses.replace(config, files=list(chunk.files), chunk_id=chunk.chunk_id)
-    profile = profile_for(config.runner, prism_location=config.prism_location)
-    pipeline = beam.Pipeline(runner=profile.runner(), options=profile.options())
+    pipeline = beam.Pipeline(runner=config.runner.runner(), options=config.runner.options())
     build_backfill(pipeline, chunk_config)
     result = pipeline.run()
     result.wait_until_finish()

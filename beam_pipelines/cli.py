@@ -18,11 +18,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from beam_pipelines.cli_common import (EXIT_PIPELINE_FAILED, EXIT_UNRECONCILED, EXIT_USER_ERROR, PipelineFailed,
-                                      UserError, _Parser, add_bar_options, add_sink_options, bar_spec_from_args,
-                                      bigquery_target_from_args, check_writable, parse_duration_seconds,
+                                      UserError, _Parser, add_bar_options, add_runner_options, add_sink_options, bar_spec_from_args,
+                                      bigquery_target_from_args, check_writable, parse_duration_seconds, runner_profile_from_args,
                                       summary_table)
 from beam_pipelines.collect_command import add_collect_parser, run_collect
-from beam_pipelines.stream_command import add_stream_parser, run_stream
+from beam_pipelines.stream_command import add_stream_options, run_stream
 
 
 def add_input_options(command: argparse.ArgumentParser) -> None:
@@ -50,25 +50,9 @@ def input_files_and_source(args):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cryptobeam", description="Event-time OHLCV/VWAP bars from crypto trades, on Apache Beam.")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
-    backfill = commands.add_parser("backfill", help="build bars from historical exchange files")
-    add_input_options(backfill)
-    backfill.add_argument("--out", required=True, help="output directory")
-    add_bar_options(backfill)
-    backfill.add_argument("--runner", default="direct", help="runner profile: direct (default, in-process) or prism")
-    backfill.add_argument("--prism-location", help="Prism binary for --runner prism (default: the one set-up built)")
-    backfill.add_argument("--batch-rows", type=int, default=250_000, help="records per raw batch")
-    backfill.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    backfill.add_argument("--overwrite", action="store_true",
-                          help="replace an earlier run in --out that used other settings")
-    backfill.add_argument("--from", dest="date_from", help="first date to backfill (YYYY-MM-DD, from file names)")
-    backfill.add_argument("--to", dest="date_to", help="last date to backfill (YYYY-MM-DD, inclusive)")
-    backfill.add_argument("--chunk", help="split the work into chunks of N days (e.g. 1d) that resume independently")
-    backfill.add_argument("--workers", type=int, default=None, help="chunks run in parallel (default: up to 2)")
-    add_sink_options(backfill, ("avro", "bigquery", "kafka"))
-    backfill.add_argument("--kafka", help="Kafka bootstrap servers for --sink kafka, e.g. 127.0.0.1:9092")
-    backfill.add_argument("--kafka-bars-topic", default="bars", help="topic for --sink kafka (default: bars)")
+    add_backfill_options(commands.add_parser("backfill", help="build bars from historical exchange files"))
     commands.add_parser("sources", help="list the input formats")
-    add_stream_parser(commands)
+    add_stream_options(commands.add_parser("stream", help="build bars live from a Kafka topic of trades (unbounded)"))
     add_collect_parser(commands)
     replay = commands.add_parser("replay", help="publish historical trade files to Kafka in event-time order")
     add_input_options(replay)
@@ -86,7 +70,34 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("--port", type=int, default=None, help="broker port (default: a free one)")
     check = commands.add_parser("validate", help="re-check an output directory: checksums, accounting, bars, gaps")
     check.add_argument("out", help="output directory of a backfill or a stream")
+    dataflow = commands.add_parser("dataflow", help="Google Cloud Dataflow: plan a job offline")
+    plan = dataflow.add_subparsers(dest="dataflow_command", parser_class=_Parser, required=True).add_parser(
+        "plan", help="build the Dataflow job with Beam's dry run (no network) and write its graph for review")
+    jobs = plan.add_subparsers(dest="job", parser_class=_Parser, required=True)
+    for name, add_options in (("backfill", add_backfill_options), ("stream", add_stream_options)):
+        job = jobs.add_parser(name, help=f"plan a {name}")
+        add_options(job)
+        job.add_argument("--plan-out", required=True, help="directory for pipeline.pb, job.json and plan.txt")
+        job.set_defaults(runner="dataflow")
     return parser
+
+
+def add_backfill_options(backfill: argparse.ArgumentParser) -> None:
+    add_input_options(backfill)
+    backfill.add_argument("--out", required=True, help="output directory")
+    add_bar_options(backfill)
+    add_runner_options(backfill, "direct")
+    backfill.add_argument("--batch-rows", type=int, default=250_000, help="records per raw batch")
+    backfill.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    backfill.add_argument("--overwrite", action="store_true",
+                          help="replace an earlier run in --out that used other settings")
+    backfill.add_argument("--from", dest="date_from", help="first date to backfill (YYYY-MM-DD, from file names)")
+    backfill.add_argument("--to", dest="date_to", help="last date to backfill (YYYY-MM-DD, inclusive)")
+    backfill.add_argument("--chunk", help="split the work into chunks of N days (e.g. 1d) that resume independently")
+    backfill.add_argument("--workers", type=int, default=None, help="chunks run in parallel (default: up to 2)")
+    add_sink_options(backfill, ("avro", "bigquery", "kafka"))
+    backfill.add_argument("--kafka", help="Kafka bootstrap servers for --sink kafka, e.g. 127.0.0.1:9092")
+    backfill.add_argument("--kafka-bars-topic", default="bars", help="topic for --sink kafka (default: bars)")
 
 
 RUN_OUTPUTS = ("bars", "bars_avro", "dead_letter", "_manifests", "_SUMMARY.json", "_ERROR.log")
@@ -124,10 +135,37 @@ def _backfill_config(args):
                         "each bar gets its final pane at once")
     check_writable(args.out)
     return BackfillConfig(source=source, files=files, spec=spec, out=args.out.rstrip("/") or "/",
-                          exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows, runner=args.runner,
-                          prism_location=args.prism_location,
+                          exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows,
+                          runner=runner_profile_from_args(args, streaming=False, dry_run=_planning(args)),
                           sinks=tuple(sorted({"parquet", *args.sink})), bigquery=bigquery,
                           kafka_bootstrap=args.kafka, kafka_bars_topic=args.kafka_bars_topic)
+
+
+def _planning(args) -> bool:
+    return getattr(args, "plan_out", None) is not None
+
+
+def run_plan(args, console: Console) -> int:
+    import apache_beam as beam
+
+    from beam_pipelines.dataflow_plan import write_plan
+    streaming = args.job == "stream"
+    if streaming:
+        from beam_pipelines.stream import build_stream
+        from beam_pipelines.stream_command import stream_config
+        config = stream_config(args)
+        profile = runner_profile_from_args(args, streaming=True, dry_run=True)
+        build = build_stream
+    else:
+        from beam_pipelines.backfill import build_backfill
+        config = _backfill_config(args)
+        profile, build = config.runner, build_backfill
+    pipeline = beam.Pipeline(runner=profile.runner(), options=profile.options(streaming=streaming))
+    build(pipeline, config)
+    written = write_plan(pipeline.run(), args.plan_out)
+    console.print(f"Dataflow {args.job} job planned offline (dry run, nothing submitted): "
+                  f"{', '.join(str(p) for p in written)}")
+    return 0
 
 
 def run_backfill(args, console: Console) -> int:
@@ -138,14 +176,12 @@ def run_backfill(args, console: Console) -> int:
     from beam_pipelines.seams import fill_seams
     from io_connectors.atomic_files import write_json_atomically
     from io_connectors.progress import set_progress_listener
-    from runners.profiles import RunnerError, profile_for
 
     config = _backfill_config(args)
     try:
-        profile_for(args.runner, prism_location=args.prism_location)
         chunks = plan_chunks(config.files, parse_chunk_days(args.chunk) if args.chunk else None,
                              _date_option(args.date_from, "--from"), _date_option(args.date_to, "--to"))
-    except (RunnerError, ChunkError) as error:
+    except ChunkError as error:
         raise UserError(str(error)) from None
     workers = args.workers or default_workers()
     if workers < 1:
@@ -327,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_stream(args, console)
         if args.command == "collect":
             return run_collect(args)
+        if args.command == "dataflow":
+            return run_plan(args, console)
         return list_sources(console)
     except UserError as error:
         print(f"cryptobeam: error: {error}", file=sys.stderr)

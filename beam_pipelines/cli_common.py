@@ -60,6 +60,46 @@ def bar_spec_from_args(args):
         raise UserError(str(error)) from None
 
 
+def add_runner_options(command: argparse.ArgumentParser, default: str) -> None:
+    """``--runner`` and the flags each runner needs; the same for a backfill and a stream."""
+    group = command.add_argument_group("runner")
+    group.add_argument("--runner", default=default, help=f"direct, prism, flink, dataflow or portable (default {default})")
+    group.add_argument("--prism-location", help="prism: the binary (default: the one set-up built)")
+    group.add_argument("--environment", help="flink/portable: Python workers LOOPBACK (default), PROCESS or EXTERNAL")
+    group.add_argument("--environment-config", help="flink/portable: worker pool host:port (EXTERNAL) or boot command JSON (PROCESS)")
+    group.add_argument("--flink-master", help="flink: the JobManager's REST address, host:port")
+    group.add_argument("--flink-version", help="flink: 1.19, 1.20 (default), 2.0, 2.1 or 2.2, matching the cluster")
+    group.add_argument("--flink-job-server-jar", help="flink: Beam's job-server jar (default: the one set-up fetched)")
+    group.add_argument("--parallelism", type=int, help="flink: parallelism (default 2)")
+    group.add_argument("--checkpointing-interval", help="flink streams: checkpoint every, e.g. 30s (default 30s)")
+    group.add_argument("--project", help="dataflow: Google Cloud project")
+    group.add_argument("--region", help="dataflow: region, e.g. europe-west1")
+    group.add_argument("--temp-location", help="dataflow: gs:// path for temporary files")
+    group.add_argument("--staging-location", help="dataflow: gs:// path for staged code (default: <temp>/staging)")
+    group.add_argument("--job-name", help="dataflow: job name")
+    group.add_argument("--max-workers", type=int, help="dataflow: autoscaling ceiling (default 10)")
+    group.add_argument("--machine-type", help="dataflow: worker machine type (default n2-standard-2)")
+    group.add_argument("--job-endpoint", help="portable: Beam job service host:port")
+
+
+RUNNER_FLAGS = ("prism_location", "environment", "environment_config", "flink_master", "flink_version",
+                "flink_job_server_jar", "parallelism", "project", "region", "temp_location", "staging_location",
+                "job_name", "max_workers", "machine_type", "job_endpoint")
+
+
+def runner_profile_from_args(args, streaming: bool, dry_run: bool = False):
+    from runners.profiles import RunnerError, profile_for
+    flags = {name: getattr(args, name) for name in RUNNER_FLAGS}
+    if args.checkpointing_interval:
+        flags["checkpointing_interval_ms"] = parse_duration_seconds(args.checkpointing_interval) * 1000
+    if args.parallelism is not None and args.parallelism < 1:
+        raise UserError("--parallelism must be at least 1")
+    try:
+        return profile_for(args.runner, streaming=streaming, dry_run=dry_run, **flags)
+    except RunnerError as error:
+        raise UserError(str(error)) from None
+
+
 def add_sink_options(command: argparse.ArgumentParser, extra_sinks: tuple[str, ...]) -> None:
     command.add_argument("--sink", action="append", default=[],
                          help=f"extra output besides Parquet: {', '.join(extra_sinks)} (repeatable)")

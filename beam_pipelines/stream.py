@@ -6,14 +6,14 @@ object with the same settings, which is why a stream's final bars equal a backfi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import apache_beam as beam
 
 from beam_pipelines.outputs import OutputTargets, write_outputs
 from io_connectors.formats.kafka_avro import parse_avro_messages
 from io_connectors.kafka_progress import CommitProgress
-from io_connectors.kafka_source import KafkaReadConfig, PartitionStart, ReadKafkaTrades
+from io_connectors.kafka_source import KafkaReadConfig, ReadKafkaTrades
 from transforms import BarSpec, TradesToBars
 
 
@@ -22,13 +22,12 @@ class StreamConfig:
     read: KafkaReadConfig
     spec: BarSpec
     targets: OutputTargets
-    starts: list[PartitionStart] = field(default_factory=list)
     commit_every_s: float = 300
 
 
 def build_stream(pipeline: beam.Pipeline, config: StreamConfig) -> None:
-    read = pipeline | "ReadKafka" >> ReadKafkaTrades(config.read, config.starts)
+    read = pipeline | "ReadKafka" >> ReadKafkaTrades(config.read)
     results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parse_avro_messages)
     dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
     written = write_outputs(results["bars"], dead_letters, config.targets)
-    written | "CommitOffsets" >> CommitProgress(config.read, config.starts, config.spec, config.commit_every_s)
+    written | "CommitOffsets" >> CommitProgress(config.read, config.spec, config.commit_every_s)

@@ -15,13 +15,12 @@ from datetime import datetime, timezone
 
 from rich.console import Console
 
-from beam_pipelines.cli_common import (EXIT_UNRECONCILED, PipelineFailed, UserError, add_bar_options, add_sink_options,
+from beam_pipelines.cli_common import (EXIT_UNRECONCILED, PipelineFailed, UserError, add_bar_options, add_runner_options, add_sink_options,
                                       bar_spec_from_args, bigquery_target_from_args, check_writable,
-                                      parse_duration_seconds, summary_table)
+                                      parse_duration_seconds, runner_profile_from_args, summary_table)
 
 
-def add_stream_parser(commands) -> None:
-    stream = commands.add_parser("stream", help="build bars live from a Kafka topic of trades (unbounded)")
+def add_stream_options(stream) -> None:
     stream.add_argument("--kafka", required=True, help="Kafka bootstrap servers, e.g. 127.0.0.1:9092")
     stream.add_argument("--topic", default="trades", help="trades topic (default: trades)")
     stream.add_argument("--group", default="cryptobeam-stream",
@@ -30,8 +29,7 @@ def add_stream_parser(commands) -> None:
     add_bar_options(stream, allowed_lateness="10m")
     stream.add_argument("--bars-topic", default="bars", help="Kafka topic for bars (default: bars)")
     add_sink_options(stream, ("avro", "bigquery"))
-    stream.add_argument("--runner", default="prism", help="streaming runner profile (default: prism)")
-    stream.add_argument("--prism-location", help="Prism binary (default: the one set-up built)")
+    add_runner_options(stream, "prism")
     stream.add_argument("--watermark-delay", default="5s",
                         help="how far a partition's watermark trails its newest timestamp (default 5s)")
     stream.add_argument("--idle-after", default="5s",
@@ -43,7 +41,7 @@ def add_stream_parser(commands) -> None:
     stream.add_argument("--no-progress", action="store_true", help="do not print progress lines")
 
 
-def _stream_config(args):
+def stream_config(args):
     from beam_pipelines.outputs import OutputTargets
     from beam_pipelines.stream import StreamConfig
     from io_connectors.kafka_source import KafkaReadConfig
@@ -65,26 +63,19 @@ def _stream_config(args):
 
 
 def run_stream(args, console: Console) -> int:
-    import dataclasses
-
     import apache_beam as beam
 
     from beam_pipelines.accounting import Accounting, counters_of
     from beam_pipelines.stream import build_stream
     from io_connectors.atomic_files import write_json_atomically
     from io_connectors.kafka_source import partition_starts, request_drain, reset_drain
-    from runners.profiles import RunnerError, profile_for
 
-    config = _stream_config(args)
-    try:
-        profile = profile_for(args.runner, streaming=True, prism_location=args.prism_location)
-    except RunnerError as error:
-        raise UserError(str(error)) from None
+    config = stream_config(args)
+    profile = runner_profile_from_args(args, streaming=True)
     try:
         starts = partition_starts(config.read)
     except Exception as error:  # confluent_kafka raises KafkaException for an unreachable broker or a missing topic
         raise UserError(f"cannot read {args.topic!r} from Kafka at {args.kafka}: {_first_line(error)}") from None
-    config = dataclasses.replace(config, starts=starts)
     resumed = [s for s in starts if s.resume_us]
     console.print(f"streaming {args.topic} ({len(starts)} partitions"
                   f"{', resuming from committed offsets' if resumed else ''}) → {config.targets.out}; Ctrl-C drains")

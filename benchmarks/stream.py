@@ -39,6 +39,7 @@ from rich.table import Table  # noqa: E402
 
 from io_connectors.avro_wire import SchemaStore, decode, encode  # noqa: E402
 from io_connectors.kafka_sink import PRODUCER_SETTINGS  # noqa: E402
+from transforms.event_time import datetime_to_micros  # noqa: E402
 from runners.local_kafka import LocalKafka  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "cryptobeam")
@@ -67,7 +68,9 @@ class BarsCollector(threading.Thread):
         while not self._stop_event.is_set():
             for message in self._consumer.consume(1000, 0.05):
                 if message.error() is None:
-                    self.panes.append((time.time(), decode(message.value(), "bar", self._store)))
+                    bar = decode(message.value(), "bar", self._store)
+                    bar["window_start"] = datetime_to_micros(bar["window_start"])
+                    self.panes.append((time.time(), bar))
         self._consumer.close()
 
     def stop(self):
@@ -75,32 +78,43 @@ class BarsCollector(threading.Thread):
         self.join(10)
 
 
-def publish(bootstrap: str, topic: str, rate: int, seconds: float) -> tuple[dict, float]:
-    """Trades at ``rate`` per second, event time = planned publish time. Returns per-symbol lists of
-    (event time µs, send wall time s) in send order, and the rate achieved."""
-    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
+def _encoded(i: int, start: float, rate: int, price: float) -> tuple[str, int, bytes]:
+    symbol = SYMBOLS[i % len(SYMBOLS)]
+    event_us = int((start + i / rate) * 1_000_000)
+    record = {"exchange": "bench", "symbol": symbol, "base": None, "quote": None, "trade_id": str(i),
+              "price": price, "amount": 1.0, "side": "buy", "event_time": event_us, "receive_time": None}
+    return symbol, event_us, encode(record, "trade")
+
+
+def prepare(rate: int, seconds: float, lead_s: float) -> tuple[float, list]:
+    """Messages encoded ahead, so the publisher itself does not limit the rate; their event times
+    start ``lead_s`` after encoding ends."""
     total = int(rate * seconds)
-    rng = np.random.default_rng(0)
-    prices = 100 + rng.random(total)
-    start = time.time() + 1.0
+    prices = 100 + np.random.default_rng(0).random(total)
+    _encoded(0, 0.0, rate, 1.0)  # warm up the encoder
+    probe = time.perf_counter()
+    for i in range(2000):
+        _encoded(i, 0.0, rate, 1.0)
+    start = time.time() + lead_s + (time.perf_counter() - probe) * total / 2000 * 1.2
+    return start, [_encoded(i, start, rate, float(prices[i])) for i in range(total)]
+
+
+def publish(bootstrap: str, topic: str, rate: int, start: float, messages: list) -> tuple[dict, float]:
+    """Sends each message at its event time. Returns per-symbol lists of (event time µs, send wall
+    time s) in send order, and the rate achieved."""
+    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
+    total = len(messages)
     sent: dict[str, list[tuple[int, float]]] = defaultdict(list)
     step = max(1, rate // 100)  # publish in 10 ms slices
     for first in range(0, total, step):
-        due = start + first / rate
-        wait = due - time.time()
+        wait = start + first / rate - time.time()
         if wait > 0:
             time.sleep(wait)
         now = time.time()
-        for i in range(first, min(first + step, total)):
-            symbol = SYMBOLS[i % len(SYMBOLS)]
-            event_us = int((start + i / rate) * 1_000_000)
-            record = {"exchange": "bench", "symbol": symbol, "base": None, "quote": None, "trade_id": str(i),
-                      "price": float(prices[i]), "amount": 1.0, "side": "buy", "event_time": event_us,
-                      "receive_time": None}
+        for symbol, event_us, value in messages[first:first + step]:
             while True:
                 try:
-                    producer.produce(topic, value=encode(record, "trade"), key=f"bench:{symbol}",
-                                     timestamp=event_us // 1000)
+                    producer.produce(topic, value=value, key=f"bench:{symbol}", timestamp=event_us // 1000)
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -145,17 +159,16 @@ def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, work: Pa
     create_topics(bootstrap, (trades_topic, 3), (bars_topic, 1))
     collector = BarsCollector(bootstrap, bars_topic)
     collector.start()
+    start, messages = prepare(rate, seconds, lead_s=10)
     out = work / f"out-{rate}"
     log = open(work / f"stream-{rate}.log", "w")
     stream = subprocess.Popen([CLI, "stream", "--kafka", bootstrap, "--topic", trades_topic, "--group", tag,
                                "--bars-topic", bars_topic, "--out", str(out), "--interval", "1m",
                                "--early", f"{early_s:g}s", "--allowed-lateness", "1m", "--watermark-delay", "1s",
-                               "--idle-after", "2s", "--stop-when-idle", "8s", "--no-progress"],
-                              stdout=log, stderr=subprocess.STDOUT)
-    time.sleep(8)  # Prism and the workers start
-    started = time.time()
-    sent, achieved = publish(bootstrap, trades_topic, rate, seconds)
-    published_s = time.time() - started
+                               "--idle-after", "2s", "--stop-when-idle", "15s", "--no-progress"],
+                              stdout=log, stderr=subprocess.STDOUT)  # Prism and its workers start meanwhile
+    sent, achieved = publish(bootstrap, trades_topic, rate, start, messages)
+    published_s = time.time() - start
     returncode = stream.wait(timeout=600)
     collector.stop()
     result = {"rate": rate, "seconds": seconds, "published": sum(len(v) for v in sent.values()),

@@ -21,7 +21,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
-from io_connectors.kafka_source import KafkaReadConfig, PartitionStart, _consumer, _retrying
+from io_connectors.kafka_source import KafkaReadConfig, _consumer, _retrying
 from transforms.bar_spec import BarSpec
 
 _LOG = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ class _CommitProgressFn(beam.DoFn):
     STEP = TimerSpec("step", TimeDomain.WATERMARK)
     END_OF_INPUT = TimerSpec("end_of_input", TimeDomain.WATERMARK)
 
-    def __init__(self, config: KafkaReadConfig, partitions: list[int], spec: BarSpec, every_us: int):
-        self._config, self._partitions, self._spec = config, partitions, spec
+    def __init__(self, config: KafkaReadConfig, spec: BarSpec, every_us: int):
+        self._config, self._spec = config, spec
         self._every_us = every_us
         # Windows ending at a point are on disk once the watermark is this far past it.
         self._hold_back_us = spec.allowed_lateness_micros + spec.runner_slack_micros + 2 * spec.interval.micros
@@ -59,6 +59,8 @@ class _CommitProgressFn(beam.DoFn):
 
     def setup(self):
         self._consumer = _consumer(self._config)
+        self._partitions = sorted(self._consumer.list_topics(self._config.topic, timeout=30)
+                                  .topics[self._config.topic].partitions)
 
     def teardown(self):
         consumer = getattr(self, "_consumer", None)
@@ -117,11 +119,9 @@ class _CommitProgressFn(beam.DoFn):
 class CommitProgress(beam.PTransform):
     """Written files -> Kafka offset commits for the consumer group (see module docstring)."""
 
-    def __init__(self, config: KafkaReadConfig, starts: list[PartitionStart], spec: BarSpec,
-                 every_s: float = 300, label=None):
+    def __init__(self, config: KafkaReadConfig, spec: BarSpec, every_s: float = 300, label=None):
         super().__init__(label)
-        self._fn = _CommitProgressFn(config, sorted({s.partition for s in starts}), spec,
-                                     max(int(every_s * 1_000_000), spec.interval.micros))
+        self._fn = _CommitProgressFn(config, spec, max(int(every_s * 1_000_000), spec.interval.micros))
 
     def expand(self, written_files):
         return (written_files

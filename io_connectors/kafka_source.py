@@ -63,7 +63,7 @@ class KafkaReadConfig:
     """Finish the read once a partition has been caught up and silent this long (tests, demos)."""
     max_batch: int = 5000
     poll_timeout_s: float = 0.2
-    read_budget_s: float = 1.0
+    read_budget_s: float = 0.25
     """Longest single read before handing the rest of the partition back to the runner."""
 
 
@@ -313,16 +313,28 @@ class _ReadPartitionFn(beam.DoFn):
         return False
 
 
+class _DiscoverPartitions(beam.DoFn):
+    """At run time, on a worker: the topic's partitions and where each starts. Building the
+    pipeline needs no Kafka, so it can be planned, templated or submitted from anywhere."""
+
+    def __init__(self, config: KafkaReadConfig):
+        self._config = config
+
+    def process(self, _impulse):
+        yield from partition_starts(self._config)
+
+
 class ReadKafkaTrades(beam.PTransform):
     """Kafka messages -> timestamped ``RawBatch``es (values and offsets) for ``TradesToBars``.
 
     Returns outputs ``raw`` and ``dead_letter`` (Kafka errors, ``before_resume_point``)."""
 
-    def __init__(self, config: KafkaReadConfig, starts: list[PartitionStart], label=None):
+    def __init__(self, config: KafkaReadConfig, label=None):
         super().__init__(label)
-        self._config, self._starts = config, starts
+        self._config = config
 
     def expand(self, pipeline):
         return (pipeline
-                | "Partitions" >> beam.Create(self._starts)
+                | "Start" >> beam.Impulse()
+                | "Partitions" >> beam.ParDo(_DiscoverPartitions(self._config))
                 | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self._config)).with_outputs(DEAD_LETTER_TAG, main="raw"))

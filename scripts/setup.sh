@@ -10,7 +10,7 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel  # Beam builds the sdist Dataflow workers install
 .venv/bin/python -m pip install --quiet -e ".[test]"
 bash scripts/install_bigquery_emulator.sh   # a real BigQuery emulator for the sink tests
 bash scripts/install_kafka.sh               # Kafka's jars for a real local broker
