@@ -12,8 +12,9 @@ setup(
                 "one Apache Beam code path for backfill and live streams.",
     python_requires=">=3.11,<3.14",
     packages=["beam_pipelines", "transforms", "io_connectors", "io_connectors.formats", "io_connectors.collectors", "runners",
+              "runners.dataflow",
               "runners.local_kafka", "schemas"],
-    package_data={"schemas": ["*.avsc"], "runners.local_kafka": ["pom.xml"]},
+    package_data={"schemas": ["*.avsc"], "runners.local_kafka": ["pom.xml"], "runners.dataflow": ["metadata.json"]},
     install_requires=[
         "apache-beam[gcp]>=2.77,<2.78",
         "pyarrow>=17,<26",

@@ -145,3 +145,23 @@ def test_stream_on_a_portable_job_endpoint(kafka_bootstrap, prism_job_server, tm
                         "--stop-when-idle", "4s"), out)
     assert summary(out)["reconciled"]
     assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path))
+
+
+def test_flex_template_launcher_builds_the_stream_from_template_parameters(tmp_path):
+    """Dataflow's invocation of the launcher, with Beam's dry run instead of a submission."""
+    from runners.dataflow import launcher
+
+    parameters = {"kafka": "kafka.invalid:9092", "out": "gs://demo-bucket/bars", "interval": "5m", "early": "10s",
+                  "allowed_lateness": "15m", "fill_gaps": "true", "bars_topic": "bars_5m"}
+    assert set(parameters) <= launcher.template_parameters()
+    argv = [f"--{k}={v}" for k, v in parameters.items()] + [
+        "--runner=DataflowRunner", "--project=demo-project", "--region=europe-west1",
+        "--temp_location=gs://demo-bucket/tmp", "--dry_run=True", "--no_auth", "--sdk_location=container"]
+    ours, beam_options = launcher.split_arguments(argv)
+    assert "--allowed-lateness=15m" in ours and "--fill-gaps" in ours and "--runner=DataflowRunner" in beam_options
+    pipeline = launcher.build(argv)
+    result = pipeline.run()
+    proto = result.job.proto_pipeline
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    assert {"ReadKafka/ReadPartitions", "TradesToBars/FillGaps", "WriteBarsKafka", "CommitOffsets/Commit"} <= names
+    assert '"type": "JOB_TYPE_STREAMING"' in result.job.json()

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -62,9 +63,9 @@ def finish(process, out, timeout=240) -> None:
     assert returncode == 0, Path(f"{out}.log").read_text()[-3000:]
 
 
-def backfill_bars(tmp_path, inputs=BUNDLED, source="binance-aggtrades") -> list[dict]:
+def backfill_bars(tmp_path, inputs=BUNDLED, *extra, source="binance-aggtrades") -> list[dict]:
     out = tmp_path / "backfill"
-    result = cli("backfill", "--source", source, "--input", inputs, "--out", str(out), "--no-progress")
+    result = cli("backfill", "--source", source, "--input", inputs, "--out", str(out), "--no-progress", *extra)
     assert result.returncode == 0, result.stdout + result.stderr
     return final_bars(str(out))
 
@@ -81,16 +82,16 @@ def test_stream_final_bars_equal_backfill_with_disorder_and_late_data(kafka_boot
     topic = new_topic(kafka_bootstrap)  # two partitions; the bundled symbol fills one, the other stays idle
     replay(kafka_bootstrap, topic, "--disorder", "2s", "--late-fraction", "0.01", "--late-by", "5m", "--seed", "7")
     out = tmp_path / "stream"
-    finish(start_stream(kafka_bootstrap, topic, out, "--allowed-lateness", "10m", "--early", "1s",
+    finish(start_stream(kafka_bootstrap, topic, out, "--allowed-lateness", "10m", "--early", "1s", "--fill-gaps",
                         "--stop-when-idle", "4s"), out)
-    expected = backfill_bars(tmp_path)
-    assert len(expected) == 1871
+    expected = backfill_bars(tmp_path, BUNDLED, "--fill-gaps")
+    assert len(expected) == 2880 and sum(bar["is_filled"] for bar in expected) == 1009
     assert without_panes(final_bars(str(out))) == without_panes(expected)
     run = summary(out)
     assert run["reconciled"] and run["records_in"] == 10_603 and run["dead_letters"] == 0
     assert run["kafka_offset_commits"] > 0
     timings = Counter(read_bars(str(out)).column("pane_timing").to_pylist())
-    assert timings["LATE"] >= 1871  # every bar is finalized by the runner's closing pane
+    assert timings["LATE"] >= 1871  # every traded bar is finalized by the runner's closing pane
     sent = read_topic(kafka_bootstrap, "bars", 1)
     assert sent, "bars also go to the Kafka bars topic"
 
@@ -139,10 +140,10 @@ def test_too_late_trades_and_stream_bars_account_exactly_for_batch_bars(kafka_bo
 def test_early_panes_appear_while_trades_flow(kafka_bootstrap, tmp_path):
     trades = tmp_path / "BTCUSDT-aggTrades-2024-01-01.csv"
     _synthetic_trades(trades, seconds=150, per_second=10)
-    topic = new_topic(kafka_bootstrap, 1)
+    topic = new_topic(kafka_bootstrap, 2)  # the symbol fills one partition; the idle one must not hold time back
     out = tmp_path / "stream"
     stream = start_stream(kafka_bootstrap, topic, out, "--early", "1s", "--allowed-lateness", "1m",
-                          "--watermark-delay", "1s", "--stop-when-idle", "6s")
+                          "--watermark-delay", "1s", "--idle-after", "1s", "--stop-when-idle", "6s")
     publisher = replay(kafka_bootstrap, topic, "--speed", "15", inputs=str(trades), wait=False)
     assert publisher.wait(timeout=120) == 0, publisher.stdout.read()
     replay_done = time.time()
@@ -152,6 +153,8 @@ def test_early_panes_appear_while_trades_flow(kafka_bootstrap, tmp_path):
     assert early, "no EARLY pane while trades were flowing"
     written_during_replay = [p for p in (out / "bars").rglob("*.parquet") if p.stat().st_mtime < replay_done]
     assert written_during_replay, "panes must reach disk while the replay is still publishing"
+    timings_during_replay = {bar["pane_timing"] for path in written_during_replay for bar in pq.read_table(path).to_pylist()}
+    assert "ON_TIME" in timings_during_replay, "the idle partition held the watermark back"
     assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path, str(trades)))
 
 
@@ -190,6 +193,27 @@ def test_killed_and_restarted_stream_ends_with_the_same_final_bars(kafka_bootstr
     assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path, str(trades)))
     runs = {bar["file"].split("-")[1] for bar in read_bars(str(out)).to_pylist()}
     assert len(runs) == 2, "both runs wrote bars"
+
+
+def test_ctrl_c_drains_every_open_window_and_commits_what_was_read(kafka_bootstrap, tmp_path):
+    topic = new_topic(kafka_bootstrap, 1)
+    replay(kafka_bootstrap, topic)
+    out = tmp_path / "stream"
+    stream = start_stream(kafka_bootstrap, topic, out, "--allowed-lateness", "10m")
+    deadline = time.monotonic() + 120
+    while not (out / "bars").exists() or not list((out / "bars").rglob("*.parquet")):
+        assert time.monotonic() < deadline and stream.poll() is None, Path(f"{out}.log").read_text()[-2000:]
+        time.sleep(0.2)
+    stream.send_signal(signal.SIGINT)
+    finish(stream, out)
+    assert "draining" in Path(f"{out}.log").read_text()
+    run = summary(out)
+    assert run["reconciled"], run["problems"]
+    bars = read_bars(str(out)).to_pylist()
+    windows = {(b["symbol"], b["window_start"]) for b in bars}
+    finals = Counter((b["symbol"], b["window_start"]) for b in bars if b["is_final"])
+    assert set(finals) == windows and set(finals.values()) == {1}, "every open window got exactly one final pane"
+    assert _committed(kafka_bootstrap, topic, topic) == run["records_in"], "drained: every record read is committed"
 
 
 def test_stream_refuses_a_batch_runner_and_a_missing_prism(kafka_bootstrap, tmp_path):
