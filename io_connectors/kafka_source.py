@@ -62,8 +62,8 @@ class KafkaReadConfig:
     stop_when_idle_s: float | None = None
     """Finish the read once a partition has been caught up and silent this long (tests, demos)."""
     max_batch: int = 5000
-    poll_timeout_s: float = 0.1
-    read_budget_s: float = 0.2
+    poll_timeout_s: float = 0.2
+    read_budget_s: float = 0.25
     """Longest single read before handing the rest of the partition back to the runner."""
 
 
