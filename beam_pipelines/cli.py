@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("action", choices=["up", "down", "status"])
     kafka.add_argument("--dir", default=".tools/kafka-run", help="work directory (config, data, logs, pid)")
     kafka.add_argument("--port", type=int, default=None, help="broker port (default: a free one)")
+    flink = commands.add_parser("flink", help="run a local Flink session cluster (JobManager + TaskManager)")
+    flink.add_argument("action", choices=["up", "down", "status"])
+    flink.add_argument("--dir", default=".tools/flink-run", help="work directory (config, logs, pids)")
+    flink.add_argument("--slots", type=int, default=2, help="task slots of the TaskManager (default 2)")
     check = commands.add_parser("validate", help="re-check an output directory: checksums, accounting, bars, gaps")
     check.add_argument("out", help="output directory of a backfill or a stream")
     dataflow = commands.add_parser("dataflow", help="Google Cloud Dataflow: plan a job offline")
@@ -336,6 +340,32 @@ def run_kafka(args, console: Console) -> int:
     return 0
 
 
+def run_flink(args, console: Console) -> int:
+    from runners.local_flink import FLINK_VERSION, FlinkError, LocalFlink
+    try:
+        if args.action == "up":
+            cluster = LocalFlink.start(args.dir, slots=args.slots)
+            console.print(f"Flink {FLINK_VERSION} is up: --runner flink --flink-master {cluster.flink_master} "
+                          f"(web UI {cluster.rest_url}, work dir {cluster.work})")
+        elif args.action == "down":
+            LocalFlink.attach(args.dir).stop()
+            console.print("Flink is down")
+        else:
+            try:
+                overview = LocalFlink.attach(args.dir).status()
+            except FlinkError:
+                overview = None
+            if overview is None:
+                console.print(f"Flink is not running (no cluster answers for {args.dir})")
+                return 1
+            console.print(f"Flink {overview['flink-version']} is running: {overview['taskmanagers']} TaskManager(s), "
+                          f"{overview['slots-available']}/{overview['slots-total']} slots free, "
+                          f"{overview['jobs-running']} job(s) running")
+    except FlinkError as error:
+        raise UserError(str(error)) from None
+    return 0
+
+
 def list_sources(console: Console) -> int:
     from io_connectors.sources import SOURCES
     table = Table(title="input formats (--source)")
@@ -357,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_validate(args.out, console)
         if args.command == "kafka":
             return run_kafka(args, console)
+        if args.command == "flink":
+            return run_flink(args, console)
         if args.command == "replay":
             return run_replay(args, console)
         if args.command == "stream":

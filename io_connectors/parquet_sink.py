@@ -83,6 +83,8 @@ class _WriteBarPartition(beam.DoFn):
     def process(self, element, pane=beam.DoFn.PaneInfoParam):
         (exchange, symbol, day), bars = element
         bars = sorted(bars, key=lambda b: (b["window_start"], b["is_filled"], b["pane_index"]))
+        if not bars:
+            return  # a runner may fire an empty closing pane (Flink does); there is nothing to write
         path = "/".join([self._root, self._directory, partition_segment("exchange", exchange),
                          partition_segment("symbol", symbol), partition_segment("date", day),
                          self._file_name.format(pane=pane.index)])
@@ -111,6 +113,8 @@ class _WriteDeadLetterPartition(beam.DoFn):
     def process(self, element, pane=beam.DoFn.PaneInfoParam):
         reason, records = element
         records = sorted(records, key=lambda r: (r["source"], r["source_offset"] or 0))
+        if not records:
+            return
         path = "/".join([self._root, "dead_letter", partition_segment("reason", reason),
                          self._file_name.format(pane=pane.index)])
         table = pa.Table.from_pylist(records, schema=arrow_schema("dead_letter")).drop_columns(["reason"])

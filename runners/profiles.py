@@ -19,6 +19,7 @@ machine), PROCESS (a boot command on each worker host) or EXTERNAL (a worker poo
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ RUNNERS = ("direct", "prism", "flink", "dataflow", "portable")
 BATCH_RUNNERS = RUNNERS
 STREAMING_RUNNERS = ("prism", "flink", "dataflow", "portable")
 ENVIRONMENTS = ("LOOPBACK", "PROCESS", "EXTERNAL")
-FLINK_VERSIONS = ("1.19", "1.20", "2.0", "2.1", "2.2")  # Flink job servers apache-beam 2.77 publishes
+FLINK_VERSIONS = ("1.19", "1.20", "2.0", "2.1", "2.2")  # Flink versions apache-beam 2.77 supports
+DEFAULT_FLINK_VERSION = "1.19"  # the one set-up can install here (runners/local_flink/pom.xml says why)
 ROOT = Path(__file__).resolve().parent.parent
 INSTALLED_PRISM = ROOT / ".tools" / "prism" / "bin" / "prism"
 SETUP_FILE = ROOT / "setup.py"
@@ -84,7 +86,10 @@ class RunnerProfile:
             values = {"flink_master": self.flink_master, "flink_version": self.flink_version,
                       "flink_job_server_jar": self.flink_job_server_jar, "parallelism": self.parallelism or 2}
             if streaming:
-                values["checkpointing_interval"] = self.checkpointing_interval_ms or 30_000
+                # Beam keeps Flink's sources open forever once checkpointing is on, so a stream
+                # that ends (--stop-when-idle, a drain) would never finish without the shutdown.
+                values.update(checkpointing_interval=self.checkpointing_interval_ms or 30_000,
+                              shutdown_sources_after_idle_ms=1000)
         elif self.name == "dataflow":
             staging = self.staging_location or f"{self.temp_location.rstrip('/')}/staging"
             values = {"project": self.project, "region": self.region, "temp_location": self.temp_location,
@@ -101,12 +106,26 @@ class RunnerProfile:
             values = {"job_endpoint": self.job_endpoint}
         if self.name in ("prism", "flink", "portable"):
             values["environment_type"] = self.environment or "LOOPBACK"
-            if self.environment_config:
-                values["environment_config"] = self.environment_config
+            config = self.environment_config
+            if config is None and values["environment_type"] == "PROCESS":
+                config = process_environment_config()
+            if config:
+                values["environment_config"] = config
         return {k: v for k, v in values.items() if v is not None}
 
     def describe(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, False)}
+
+
+def process_environment_config() -> str:
+    """PROCESS workers on this machine: Beam's Python boot program (``scripts/install_flink.sh``
+    builds it), starting workers with the pipeline venv's python and without a venv of its own."""
+    boot = ROOT / ".tools" / "flink" / "bin" / "beam-python-boot"
+    if not os.access(boot, os.X_OK):
+        raise RunnerError(f"Beam's Python boot program is missing ({boot}): run `bash scripts/install_flink.sh`, "
+                          "or pass --environment-config")
+    path = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
+    return json.dumps({"command": str(boot.resolve()), "env": {"PATH": path, "RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT": "1"}})
 
 
 def prism_binary(explicit: str | None = None) -> str:
@@ -163,9 +182,10 @@ def profile_for(name: str, streaming: bool = False, **flags) -> RunnerProfile:
         profile = _replace(profile, prism_location=prism_binary(profile.prism_location))
     elif name == "flink":
         _require(profile, flink_master=profile.flink_master)
-        version = profile.flink_version or "1.20"
+        version = profile.flink_version or DEFAULT_FLINK_VERSION
         if version not in FLINK_VERSIONS:
-            raise RunnerError(f"--flink-version {version} has no Beam 2.77 job server; use one of {', '.join(FLINK_VERSIONS)}")
+            raise RunnerError(f"--flink-version {version} is not supported by apache-beam 2.77; use one of "
+                              f"{', '.join(FLINK_VERSIONS)}, matching the cluster")
         jar = profile.flink_job_server_jar or _installed_flink_jar(version)
         if not jar or not Path(jar).is_file():
             raise RunnerError(f"no Beam Flink {version} job-server jar at {jar or '.tools/flink/jars'}: run "

@@ -24,7 +24,7 @@ def cli(*args, timeout=600):
 
 @pytest.mark.parametrize("name, flags, message", [
     ("flink", {}, "--flink-master"),
-    ("flink", {"flink_master": "localhost:8081", "flink_version": "1.17"}, "no Beam 2.77 job server"),
+    ("flink", {"flink_master": "localhost:8081", "flink_version": "1.17"}, "not supported by apache-beam 2.77"),
     ("flink", {"flink_master": "localhost:8081", "flink_job_server_jar": "/nonexistent.jar"}, "install_flink.sh"),
     ("dataflow", {"project": "p", "region": "r"}, "--temp-location"),
     ("dataflow", {"project": "p", "region": "r", "temp_location": "/tmp/x"}, "gs://"),
@@ -45,12 +45,13 @@ def test_a_stream_never_gets_a_batch_runner():
 
 
 def test_profile_options_are_runnable_and_docker_free(tmp_path):
-    jar = tmp_path / "beam-runners-flink-1.20-job-server-2.77.0.jar"
+    jar = tmp_path / "beam-runners-flink-1.19-job-server-2.62.0.jar"
     jar.write_bytes(b"")
     flink = profile_for("flink", streaming=True, flink_master="localhost:8081", flink_job_server_jar=str(jar),
                         parallelism=4).option_values(streaming=True)
-    assert flink == {"flink_master": "localhost:8081", "flink_version": "1.20", "flink_job_server_jar": str(jar),
-                     "parallelism": 4, "checkpointing_interval": 30_000, "environment_type": "LOOPBACK"}
+    assert flink == {"flink_master": "localhost:8081", "flink_version": "1.19", "flink_job_server_jar": str(jar),
+                     "parallelism": 4, "checkpointing_interval": 30_000, "shutdown_sources_after_idle_ms": 1000,
+                     "environment_type": "LOOPBACK"}
     dataflow = profile_for("dataflow", project="p", region="europe-west1", temp_location="gs://b/tmp").option_values(True)
     assert dataflow["setup_file"] == str(ROOT / "setup.py") and dataflow["staging_location"] == "gs://b/tmp/staging"
     assert dataflow["enable_streaming_engine"] is True and "environment_type" not in dataflow

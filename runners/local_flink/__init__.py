@@ -1,11 +1,11 @@
 """A real standalone Flink session cluster (one JobManager, one TaskManager) on localhost.
 
-Built from the Flink distribution that the ``apache-flink`` wheel ships inside ``pyflink/`` and
-from Beam's Flink job server jar, both installed by ``scripts/install_flink.sh`` into
-``.tools/flink`` (the wheel pins an old apache-beam, so it lives in its own virtualenv, never in
-``.venv``). Each cluster gets free ports and its own work directory holding its config, logs and
+Built from the Flink distribution that the ``apache-flink`` wheel ships inside ``pyflink/``, Beam's
+Flink job server jar and Beam's Python boot program, all installed by ``scripts/install_flink.sh``
+into ``.tools/flink`` (the wheel pins an old apache-beam, so it lives in its own virtualenv, never
+in ``.venv``). Each cluster gets free ports and its own work directory holding its config, logs and
 pid files. Used by the test suite; ``flink_pipeline_args`` gives the FlinkRunner options that run
-this project's pipelines on it.
+this project's pipelines on it (or on any Flink 1.19 session cluster).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ TOOLS = ROOT / ".tools" / "flink"
 FLINK_VERSION = "1.19"  # pass as --flink_version: the newest Flink whose Beam runner Maven Central has here
 BEAM_RUNNER_VERSION = "2.62.0"  # the Java side; see runners/local_flink/pom.xml for why not 2.77
 PIPELINE_PYTHON = ROOT / ".venv" / "bin" / "python"  # not resolved: the venv's symlink must stay the venv's
+BOOT = TOOLS / "bin" / "beam-python-boot"  # Beam's Python SDK boot program, for PROCESS workers
 SERVICES = ("jobmanager", "taskmanager")
 INSTALL_HINT = "run `bash scripts/install_flink.sh`"
 
@@ -54,6 +55,19 @@ def flink_job_server_jar() -> str:
     return str(jar)
 
 
+def flink_pipeline_args(cluster: "LocalFlink | str", streaming: bool = False, parallelism: int = 2,
+                        checkpointing_interval_ms: int | None = None, environment: str = "LOOPBACK") -> dict:
+    """FlinkRunner options for a session cluster (a ``LocalFlink`` or its REST ``host:port``): the
+    ``flink`` runner profile's options, the same ones ``--runner flink`` gives (``runners.profiles``
+    documents them)."""
+    from runners.profiles import profile_for
+    master = cluster if isinstance(cluster, str) else cluster.flink_master
+    profile = profile_for("flink", streaming=streaming, flink_master=master, flink_version=FLINK_VERSION,
+                          flink_job_server_jar=flink_job_server_jar(), parallelism=parallelism,
+                          checkpointing_interval_ms=checkpointing_interval_ms, environment=environment)
+    return {"runner": "FlinkRunner", "streaming": streaming, **profile.option_values(streaming)}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,7 +88,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def _config(home: Path, work: Path, rest_port: int, rpc_port: int, slots: int, jobmanager_memory: str,
             taskmanager_memory: str, extra: dict) -> dict:
     """The distribution's config.yaml (which carries the add-opens Java 17 needs) with this cluster's
-    ports, memory, directories, and the pipeline venv's Python for any Python worker Flink starts."""
+    ports, memory and directories, and the pipeline venv's Python for PyFlink's Python workers
+    (which otherwise start plain ``python``; Beam's own workers are set by ``flink_pipeline_args``)."""
     config = _flatten(yaml.safe_load((home / "conf" / "config.yaml").read_text()) or {})
     config.update({
         "jobmanager.rpc.address": "localhost", "jobmanager.rpc.port": rpc_port, "jobmanager.bind-host": "localhost",
@@ -89,13 +104,6 @@ def _config(home: Path, work: Path, rest_port: int, rpc_port: int, slots: int, j
         **extra,
     })
     return config
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the process that started it dies, even by
-    SIGKILL, so a crashed test session leaves no cluster behind (Linux's PR_SET_PDEATHSIG)."""
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 class LocalFlink:
@@ -122,8 +130,8 @@ class LocalFlink:
         """Start a JobManager and a TaskManager with the distribution's own scripts, each in its own
         process group, and wait until the TaskManager has registered its slots.
 
-        ``die_with_parent`` ties the cluster's life to the calling thread's process (for tests);
-        without it the cluster outlives the caller until ``stop()`` (``attach(work).stop()``).
+        ``die_with_parent`` ties the cluster's life to the calling thread (for tests: start it from
+        the main thread); without it the cluster outlives the caller until ``attach(work).stop()``.
         """
         home = flink_home()
         work = Path(work).resolve()
@@ -137,14 +145,17 @@ class LocalFlink:
                            config or {})
         (work / "conf" / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=True))
         env = {**os.environ, "FLINK_HOME": str(home), "FLINK_CONF_DIR": str(work / "conf")}
+        # setpriv (util-linux) has the kernel SIGTERM the JVM when its parent dies, even by SIGKILL;
+        # it survives both execs below, so a crashed test session leaves no cluster behind.
+        tie = ["setpriv", "--pdeathsig", "TERM"] if die_with_parent else []
         pids, processes = {}, {}
         for service in SERVICES:
             # start-foreground execs the JVM in place of the script: our child *is* the JVM, so
             # its pid and process group are known and poll() tells if it died.
             processes[service] = subprocess.Popen(
-                [str(home / "bin" / f"{service}.sh"), "start-foreground"], env=env, cwd=work,
+                [*tie, str(home / "bin" / f"{service}.sh"), "start-foreground"], env=env, cwd=work,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent if die_with_parent else None)
+                start_new_session=True)
             pids[service] = processes[service].pid
         (work / "cluster.json").write_text(json.dumps({"rest_port": rest_port, "pids": pids}))
         cluster = cls(work, rest_port, pids)
@@ -196,40 +207,51 @@ class LocalFlink:
         """The JobManager's configuration as Flink parsed it."""
         return {entry["key"]: entry["value"] for entry in self.rest("/jobmanager/config")}
 
+    def cancel_running_jobs(self) -> list[str]:
+        """Cancel every job still running, through the REST API: Beam's job server does not pass
+        a ``result.cancel()`` on to a remote cluster, and a LOOPBACK job whose submitter is gone
+        would otherwise restart forever."""
+        cancelled = []
+        for job in self.rest("/jobs")["jobs"]:
+            if job["status"] not in ("FINISHED", "CANCELED", "FAILED"):
+                request = urllib.request.Request(f"{self.rest_url}/jobs/{job['id']}?mode=cancel", method="PATCH")
+                urllib.request.urlopen(request, timeout=5).close()
+                cancelled.append(job["id"])
+        return cancelled
+
+    def _ours(self, pid: int) -> bool:
+        """Is ``pid`` still one of this cluster's JVMs? Its command line names the work dir; a
+        recycled pid (after a reboot, say) does not, and is never signalled."""
+        try:
+            return str(self.work) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+
     def alive(self) -> list[str]:
-        """The services whose process group still has a process."""
-        running = []
-        for service, pid in self.pids.items():
-            try:
-                os.killpg(pid, 0)
-                running.append(service)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                running.append(service)
-        return running
+        """The services whose JVM is still running."""
+        return [service for service, pid in self.pids.items() if self._ours(pid)]
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM both process groups (Flink shuts down cleanly on it), SIGKILL what is left at the timeout."""
-        for pid in self.pids.values():
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        self._signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for pid in self.pids.values():
                 try:
                     os.waitpid(pid, os.WNOHANG)  # reap our own children so they do not linger as zombies
                 except ChildProcessError:
-                    pass  # started by another process: only the signal probe can tell
+                    pass  # started by another process (attach): only /proc can tell
             if not self.alive():
                 break
             time.sleep(0.2)
         else:
-            for pid in self.pids.values():
+            self._signal(signal.SIGKILL)
+        (self.work / "cluster.json").unlink(missing_ok=True)
+
+    def _signal(self, sig: int) -> None:
+        for pid in self.pids.values():
+            if self._ours(pid):
                 try:
-                    os.killpg(pid, signal.SIGKILL)
+                    os.killpg(pid, sig)  # the JVM leads its own session, so its group is its pid
                 except ProcessLookupError:
                     pass
-        (self.work / "cluster.json").unlink(missing_ok=True)

@@ -1,0 +1,153 @@
+"""A real standalone Flink session cluster on localhost, and the backfill run on it by FlinkRunner.
+
+Nothing is skipped: without ``bash scripts/install_flink.sh`` these tests fail, saying so."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import runners.local_flink as local_flink
+from beam_pipelines.backfill import BackfillConfig, build_backfill
+from io_connectors.bar_reader import final_bars
+from io_connectors.files import match_inputs
+from io_connectors.sources import SOURCES
+from runners.local_flink import FlinkError, LocalFlink, flink_job_server_jar, flink_pipeline_args
+from transforms import BarSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "cryptobeam")
+BUNDLED = str(ROOT / "data" / "*.zip")
+PANE_FIELDS = ("pane_timing", "pane_index", "is_final", "file")
+
+
+@pytest.fixture(scope="session")
+def flink_cluster(tmp_path_factory):
+    """One JobManager and one TaskManager for the whole test session; they die with it."""
+    cluster = LocalFlink.start(tmp_path_factory.mktemp("flink"), die_with_parent=True)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def local_bars(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("direct") / "out"
+    result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", BUNDLED, "--out", str(out),
+                             "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return final_bars(str(out))
+
+
+def without_panes(bars: list[dict]) -> list[dict]:
+    return [{k: v for k, v in bar.items() if k not in PANE_FIELDS} for bar in bars]
+
+
+def processes_using(path: Path) -> list[str]:
+    """Command lines of live processes that mention ``path`` (a cluster's work dir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(path) in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                if (entry / "stat").read_text().split(")")[-1].split()[0] != "Z":
+                    found.append(entry.name)
+        except OSError:
+            pass
+    return found
+
+
+def test_cluster_has_a_taskmanager_with_slots(flink_cluster):
+    overview = flink_cluster.status()
+    assert overview["flink-version"].startswith(local_flink.FLINK_VERSION + ".")
+    assert overview["taskmanagers"] == 1 and overview["slots-total"] == 2
+    [taskmanager] = flink_cluster.taskmanagers()
+    assert taskmanager["slotsNumber"] == 2
+
+
+def test_python_executable_is_the_pipeline_venv(flink_cluster):
+    config = flink_cluster.effective_config()
+    assert config["python.executable"] == str(ROOT / ".venv" / "bin" / "python")
+    assert os.access(config["python.executable"], os.X_OK)
+
+
+@pytest.mark.parametrize("environment", ["LOOPBACK", "PROCESS"])
+# LOOPBACK workers' gRPC threads raise "Multiplexer hanging up" when the TaskManager closes their
+# data channel at the end of a job: Beam's shutdown noise, not a failure (a failure fails the run).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_backfill_on_flink_equals_local_runner(flink_cluster, local_bars, tmp_path, environment):
+    out = tmp_path / "flink"
+    result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", BUNDLED, "--out", str(out),
+                             "--no-progress", "--runner", "flink", "--flink-master", flink_cluster.flink_master,
+                             "--environment", environment], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    bars = final_bars(str(out))
+    assert len(bars) == len(local_bars) > 1000
+    assert without_panes(bars) == without_panes(local_bars)
+    jobs = flink_cluster.rest("/jobs/overview")["jobs"]
+    assert jobs and all(job["state"] == "FINISHED" for job in jobs)  # it ran on the cluster, and ended
+
+
+def test_pipeline_api_options_run_on_flink(flink_cluster, local_bars, tmp_path):
+    """The same options from Python, for users who build the pipeline themselves."""
+    out = tmp_path / "flink"
+    config = BackfillConfig(source=SOURCES["binance-aggtrades"], files=match_inputs([BUNDLED]), spec=BarSpec.of("1m"),
+                            out=str(out))
+    with beam.Pipeline(options=PipelineOptions([], **flink_pipeline_args(flink_cluster))) as pipeline:
+        build_backfill(pipeline, config)
+    assert without_panes(final_bars(str(out))) == without_panes(local_bars)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_stream_on_flink_equals_local_backfill(flink_cluster, kafka_bootstrap, local_bars, tmp_path):
+    """Replay -> Kafka -> ``cryptobeam stream --runner flink`` with checkpoints, ending by itself once
+    the topic has been idle: the read's end must finish the Flink job."""
+    from tests.test_stream import finish, new_topic, replay, start_stream, summary
+    topic = new_topic(kafka_bootstrap, 2)
+    replay(kafka_bootstrap, topic)
+    out = tmp_path / "stream"
+    try:
+        finish(start_stream(kafka_bootstrap, topic, out, "--runner", "flink", "--flink-master", flink_cluster.flink_master,
+                            "--checkpointing-interval", "5s", "--stop-when-idle", "10s"), out)
+    finally:
+        flink_cluster.cancel_running_jobs()  # Beam's cancel would not reach the cluster
+    assert summary(out)["reconciled"]
+    assert without_panes(final_bars(str(out))) == without_panes(local_bars)
+
+
+def test_stop_leaves_no_process_behind(tmp_path):
+    work = tmp_path / "flink"
+    started = LocalFlink.start(work, die_with_parent=True)
+    assert set(started.alive()) == {"jobmanager", "taskmanager"}
+    assert processes_using(work)
+    LocalFlink.attach(work).stop()  # as a later command would: from the work dir alone
+    assert started.alive() == [] and processes_using(work) == []
+    assert started.status() is None
+    with pytest.raises(FlinkError, match="no local Flink cluster"):
+        LocalFlink.attach(work)
+
+
+def test_missing_install_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(local_flink, "TOOLS", tmp_path / "nothing")
+    with pytest.raises(FlinkError, match="scripts/install_flink.sh"):
+        flink_job_server_jar()
+    with pytest.raises(FlinkError, match="scripts/install_flink.sh"):
+        LocalFlink.start(tmp_path / "flink")
+
+
+def test_flink_up_status_down_from_the_command_line(tmp_path):
+    work = tmp_path / "flink-cli"
+
+    def flink(action):
+        return subprocess.run([CLI, "flink", action, "--dir", str(work)], capture_output=True, text=True, timeout=300)
+    up = flink("up")
+    try:
+        assert up.returncode == 0 and "--flink-master localhost:" in up.stdout, up.stdout + up.stderr
+        status = flink("status")
+        assert status.returncode == 0 and "1 TaskManager(s)" in status.stdout, status.stdout
+    finally:
+        assert flink("down").returncode == 0
+    assert flink("status").returncode == 1 and processes_using(work) == []
