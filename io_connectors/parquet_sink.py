@@ -83,15 +83,14 @@ class _WriteBarPartition(beam.DoFn):
     def process(self, element, pane=beam.DoFn.PaneInfoParam):
         (exchange, symbol, day), bars = element
         bars = sorted(bars, key=lambda b: (b["window_start"], b["is_filled"], b["pane_index"]))
-        if not bars:
-            return  # a runner may fire an empty closing pane (Flink does); there is nothing to write
-        path = "/".join([self._root, self._directory, partition_segment("exchange", exchange),
-                         partition_segment("symbol", symbol), partition_segment("date", day),
-                         self._file_name.format(pane=pane.index)])
-        write_atomically(self._encode(bars), path)
-        if self._counts:
-            self._count(bars)
-        yield WrittenFile(path, max(bar["window_end"] for bar in bars))
+        if bars:  # a runner may fire an empty closing pane (Flink does): no file for it
+            path = "/".join([self._root, self._directory, partition_segment("exchange", exchange),
+                             partition_segment("symbol", symbol), partition_segment("date", day),
+                             self._file_name.format(pane=pane.index)])
+            write_atomically(self._encode(bars), path)
+            if self._counts:
+                self._count(bars)
+            yield WrittenFile(path, max(bar["window_end"] for bar in bars))
 
     def _count(self, bars: list[dict]) -> None:
         self._files.inc()
@@ -113,16 +112,15 @@ class _WriteDeadLetterPartition(beam.DoFn):
     def process(self, element, pane=beam.DoFn.PaneInfoParam):
         reason, records = element
         records = sorted(records, key=lambda r: (r["source"], r["source_offset"] or 0))
-        if not records:
-            return
-        path = "/".join([self._root, "dead_letter", partition_segment("reason", reason),
-                         self._file_name.format(pane=pane.index)])
-        table = pa.Table.from_pylist(records, schema=arrow_schema("dead_letter")).drop_columns(["reason"])
-        write_atomically(parquet_bytes(table), path)
-        from_sinks = sum(1 for r in records if r["stage"] == "sink")  # bars a sink rejected, not input records
-        self._sink_rows.inc(from_sinks)
-        self._rows.inc(len(records) - from_sinks)
-        yield WrittenFile(path, None)
+        if records:  # no file for an empty pane
+            path = "/".join([self._root, "dead_letter", partition_segment("reason", reason),
+                             self._file_name.format(pane=pane.index)])
+            table = pa.Table.from_pylist(records, schema=arrow_schema("dead_letter")).drop_columns(["reason"])
+            write_atomically(parquet_bytes(table), path)
+            from_sinks = sum(1 for r in records if r["stage"] == "sink")  # bars a sink rejected, not input records
+            self._sink_rows.inc(from_sinks)
+            self._rows.inc(len(records) - from_sinks)
+            yield WrittenFile(path, None)
 
 
 class WrittenFile(NamedTuple):

@@ -151,3 +151,32 @@ def test_flink_up_status_down_from_the_command_line(tmp_path):
     finally:
         assert flink("down").returncode == 0
     assert flink("status").returncode == 1 and processes_using(work) == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_ctrl_c_stops_a_stream_on_flink_cleanly(flink_cluster, kafka_bootstrap, tmp_path):
+    """An unbounded stream on the cluster, stopped by Ctrl-C: it drains, its Flink job finishes
+    (not left running or restarting), and what it read is accounted for."""
+    import signal
+    import time
+
+    from tests.test_stream import finish, new_topic, replay, start_stream, summary
+    topic = new_topic(kafka_bootstrap, 1)
+    replay(kafka_bootstrap, topic)
+    out = tmp_path / "stream"
+    # EARLY panes show the stream is live; on this Flink the watermark moves only when the reads end.
+    stream = start_stream(kafka_bootstrap, topic, out, "--runner", "flink", "--flink-master", flink_cluster.flink_master,
+                          "--checkpointing-interval", "5s", "--early", "1s")
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "bars").exists() or not list((out / "bars").rglob("*.parquet")):
+            assert time.monotonic() < deadline and stream.poll() is None, Path(f"{out}.log").read_text()[-2000:]
+            time.sleep(0.5)
+        stream.send_signal(signal.SIGINT)
+        finish(stream, out)
+    finally:
+        flink_cluster.cancel_running_jobs()
+    run = summary(out)
+    assert run["reconciled"] and run["trades_in_final_bars"] == run["records_in"] > 0
+    states = {job["state"] for job in flink_cluster.rest("/jobs/overview")["jobs"]}
+    assert "RUNNING" not in states and "RESTARTING" not in states
