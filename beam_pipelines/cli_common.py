@@ -68,7 +68,7 @@ def add_runner_options(command: argparse.ArgumentParser, default: str) -> None:
     group.add_argument("--environment", help="flink/portable: Python workers LOOPBACK (default), PROCESS or EXTERNAL")
     group.add_argument("--environment-config", help="flink/portable: worker pool host:port (EXTERNAL) or boot command JSON (PROCESS)")
     group.add_argument("--flink-master", help="flink: the JobManager's REST address, host:port")
-    group.add_argument("--flink-version", help="flink: 1.19, 1.20 (default), 2.0, 2.1 or 2.2, matching the cluster")
+    group.add_argument("--flink-version", help="flink: 1.19 (default), 1.20, 2.0, 2.1 or 2.2, matching the cluster")
     group.add_argument("--flink-job-server-jar", help="flink: Beam's job-server jar (default: the one set-up fetched)")
     group.add_argument("--parallelism", type=int, help="flink: parallelism (default 2)")
     group.add_argument("--checkpointing-interval", help="flink streams: checkpoint every, e.g. 30s (default 30s)")

@@ -33,9 +33,10 @@ def write_outputs(bars, dead_letters, targets: OutputTargets):
     unbounded = targets.flush_every_s is not None
     written = bars | "WriteBars" >> WriteBarsParquet(
         targets.out, file_name_for(targets.run, "parquet", unbounded), targets.flush_every_s)
+    files = []
     if "avro" in targets.sinks:
-        bars | "WriteBarsAvro" >> WriteBarsAvro(targets.out, file_name_for(targets.run, "avro", unbounded),
-                                                targets.flush_every_s)
+        files.append(bars | "WriteBarsAvro" >> WriteBarsAvro(targets.out, file_name_for(targets.run, "avro", unbounded),
+                                                             targets.flush_every_s))
     if targets.bigquery is not None:
         sent = bars | "WriteBarsBigQuery" >> WriteBarsBigQuery(targets.bigquery)
         dead_sent = dead_letters | "WriteDeadLettersBigQuery" >> WriteDeadLettersBigQuery(targets.bigquery)
@@ -45,4 +46,4 @@ def write_outputs(bars, dead_letters, targets: OutputTargets):
         dead_letters = (dead_letters, sent.dead_letter) | "WithKafkaRejections" >> beam.Flatten()
     dead_written = dead_letters | "WriteDeadLetters" >> WriteDeadLettersParquet(
         targets.out, file_name_for(targets.run, "parquet", unbounded), targets.flush_every_s)
-    return (written, dead_written) | "FilesWritten" >> beam.Flatten()
+    return (written, *files, dead_written) | "FilesWritten" >> beam.Flatten()

@@ -30,4 +30,4 @@ def build_stream(pipeline: beam.Pipeline, config: StreamConfig) -> None:
     results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parse_avro_messages)
     dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
     written = write_outputs(results["bars"], dead_letters, config.targets)
-    written | "CommitOffsets" >> CommitProgress(config.read, config.spec, config.commit_every_s)
+    (written, read.read_progress) | "CommitOffsets" >> CommitProgress(config.read, config.spec, config.commit_every_s)

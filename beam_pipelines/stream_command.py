@@ -72,13 +72,19 @@ def run_stream(args, console: Console) -> int:
 
     config = stream_config(args)
     profile = runner_profile_from_args(args, streaming=True)
+    # Workers in this process (LOOPBACK) see a drain request; elsewhere use the runner's own drain.
+    drains_here = profile.name != "dataflow" and profile.option_values(True).get("environment_type") == "LOOPBACK"
     try:
         starts = partition_starts(config.read)
     except Exception as error:  # confluent_kafka raises KafkaException for an unreachable broker or a missing topic
-        raise UserError(f"cannot read {args.topic!r} from Kafka at {args.kafka}: {_first_line(error)}") from None
+        if profile.name in ("prism", "portable", "flink") or drains_here:
+            raise UserError(f"cannot read {args.topic!r} from Kafka at {args.kafka}: {_first_line(error)}") from None
+        starts = []  # a remote runner's workers may reach a broker this machine cannot: they find the partitions
+        console.print(f"[yellow]Kafka at {args.kafka} is not reachable from here; the workers will look it up[/yellow]")
     resumed = [s for s in starts if s.resume_us]
-    console.print(f"streaming {args.topic} ({len(starts)} partitions"
-                  f"{', resuming from committed offsets' if resumed else ''}) → {config.targets.out}; Ctrl-C drains")
+    console.print(f"streaming {args.topic} ({len(starts) or '?'} partitions"
+                  f"{', resuming from committed offsets' if resumed else ''}) → {config.targets.out}; "
+                  f"{'Ctrl-C drains' if drains_here else 'Ctrl-C cancels (drain with the runner, e.g. gcloud dataflow jobs drain)'}")
 
     reset_drain()
     pipeline = beam.Pipeline(runner=profile.runner(), options=profile.options(streaming=True))
@@ -89,10 +95,11 @@ def run_stream(args, console: Console) -> int:
 
     def on_interrupt(_signum, _frame):
         interrupts["n"] += 1
-        if interrupts["n"] == 1:
+        if interrupts["n"] == 1 and drains_here:
             print("cryptobeam: draining: finishing open windows (Ctrl-C again to cancel)", flush=True)
             request_drain()
         else:
+            interrupts["n"] = max(interrupts["n"], 2)
             result.cancel()
     previous = {s: signal.signal(s, on_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     stop_progress = threading.Event()
@@ -101,6 +108,9 @@ def run_stream(args, console: Console) -> int:
     try:
         result.wait_until_finish()
     except Exception as error:
+        if interrupts["n"] > 1:  # the runner reports a cancelled job as a failure
+            console.print("[yellow]cancelled: open windows were not finalized; the committed offsets resume them[/yellow]")
+            return 130
         log = os.path.join(config.targets.out, "_ERROR.log")
         with open(log, "w") as handle:
             traceback.print_exc(file=handle)

@@ -39,7 +39,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from io_connectors.avro_wire import SchemaStore, decode, encode  # noqa: E402
-from io_connectors.kafka_sink import PRODUCER_SETTINGS  # noqa: E402
+from io_connectors.kafka_sink import PRODUCER_SETTINGS, produce  # noqa: E402
 from transforms.event_time import datetime_to_micros  # noqa: E402
 from transforms.interval import parse_interval  # noqa: E402
 from runners.local_kafka import LocalKafka  # noqa: E402
@@ -114,14 +114,8 @@ def publish(bootstrap: str, topic: str, rate: int, start: float, messages: list)
             time.sleep(wait)
         now = time.time()
         for symbol, event_us, value in messages[first:first + step]:
-            while True:
-                try:
-                    producer.produce(topic, value=value, key=f"bench:{symbol}", timestamp=event_us // 1000)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce(producer, topic, value, f"bench:{symbol}", event_us // 1000)
             sent[symbol].append((event_us, max(now, event_us / 1e6)))
-        producer.poll(0)
     producer.flush(60)
     return sent, total / max(time.time() - start, 1e-9)
 

@@ -8,6 +8,9 @@ earliest offset whose timestamp reaches the resume point (``offsets_for_times``)
 before it is older, so its window is on disk. The resume point travels in the commit's metadata;
 the next run dead-letters re-read messages older than it (``before_resume_point``) instead of
 counting them into a bar again.
+
+A commit never passes what the reader has read of a partition (its ``read_progress``): after a
+drain, or for a partition that lags, the messages not yet read are read by the next run.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import json
 import logging
 
 import apache_beam as beam
-from apache_beam.coders import VarIntCoder
+from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
@@ -28,14 +31,19 @@ _LOG = logging.getLogger(__name__)
 _KEY = "progress"
 
 
-def commit_resume_point(consumer, config: KafkaReadConfig, partitions: list[int], resume_us: int) -> dict[int, int]:
-    """Commit, per partition, the first offset at or after ``resume_us``; returns the offsets."""
-    from confluent_kafka import TopicPartition
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(config.topic, p), timeout=10)[1] for p in partitions}
+def commit_resume_point(consumer, config: KafkaReadConfig, read_up_to: dict[int, int], resume_us: int) -> dict[int, int]:
+    """Commit, per partition read so far, the first offset at or after ``resume_us``, but never
+    past what was read (``read_up_to``: partition -> next offset); returns the offsets."""
+    from confluent_kafka import KafkaException, TopicPartition
+    partitions = sorted(read_up_to)
     found = consumer.offsets_for_times([TopicPartition(config.topic, p, resume_us // 1000) for p in partitions], timeout=10)
+    for tp in found:
+        if tp.error is not None:
+            raise KafkaException(tp.error)
     metadata = json.dumps({"resume_us": resume_us})
-    # No message at or after the point yet: everything up to the end seen before the lookup is older.
-    offsets = {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
+    # No message at or after the point (offset -1): every message up to what was read is older.
+    offsets = {tp.partition: min(tp.offset, read_up_to[tp.partition]) if tp.offset >= 0 else read_up_to[tp.partition]
+               for tp in found}
     _retrying(lambda: consumer.commit(offsets=[TopicPartition(config.topic, p, o, metadata) for p, o in offsets.items()],
                                       asynchronous=False), 30)
     return offsets
@@ -45,6 +53,7 @@ class _CommitProgressFn(beam.DoFn):
     """One key. State: the latest window end written, and the next walk step the timer waits for."""
 
     LATEST_WRITTEN = ReadModifyWriteStateSpec("latest_written", VarIntCoder())
+    READ_UP_TO = ReadModifyWriteStateSpec("read_up_to", PickleCoder())
     NEXT_STEP = ReadModifyWriteStateSpec("next_step", VarIntCoder())
     COMMITTED = ReadModifyWriteStateSpec("committed", VarIntCoder())
     STEP = TimerSpec("step", TimeDomain.WATERMARK)
@@ -59,8 +68,6 @@ class _CommitProgressFn(beam.DoFn):
 
     def setup(self):
         self._consumer = _consumer(self._config)
-        self._partitions = sorted(self._consumer.list_topics(self._config.topic, timeout=30)
-                                  .topics[self._config.topic].partitions)
 
     def teardown(self):
         consumer = getattr(self, "_consumer", None)
@@ -69,10 +76,18 @@ class _CommitProgressFn(beam.DoFn):
 
     def process(self, element,
                 latest=beam.DoFn.StateParam(LATEST_WRITTEN),
+                read_up_to=beam.DoFn.StateParam(READ_UP_TO),
                 next_step=beam.DoFn.StateParam(NEXT_STEP),
                 step_timer=beam.DoFn.TimerParam(STEP),
                 end_timer=beam.DoFn.TimerParam(END_OF_INPUT)):
-        _, through_us = element
+        _, (kind, value) = element
+        if kind == "read":
+            partition, next_offset = value
+            positions = read_up_to.read() or {}
+            if next_offset > positions.get(partition, -1):
+                read_up_to.write({**positions, partition: next_offset})
+            return
+        through_us = value
         if through_us is None:
             return
         if through_us > (latest.read() or 0):
@@ -87,12 +102,13 @@ class _CommitProgressFn(beam.DoFn):
     @on_timer(STEP)
     def on_step(self, fired_at=beam.DoFn.TimestampParam,
                 latest=beam.DoFn.StateParam(LATEST_WRITTEN),
+                read_up_to=beam.DoFn.StateParam(READ_UP_TO),
                 next_step=beam.DoFn.StateParam(NEXT_STEP),
                 committed=beam.DoFn.StateParam(COMMITTED),
                 step_timer=beam.DoFn.TimerParam(STEP)):
         written = latest.read() or 0
         point = self._spec.interval.window_start_micros(min(fired_at.micros - self._hold_back_us, written))
-        self._commit(point, committed)
+        self._commit(point, read_up_to.read() or {}, committed)
         following = fired_at.micros + self._every_us
         if following - self._hold_back_us > written:
             next_step.clear()  # caught up with what is written: the next written file restarts the walk
@@ -102,28 +118,32 @@ class _CommitProgressFn(beam.DoFn):
 
     @on_timer(END_OF_INPUT)
     def on_end_of_input(self, latest=beam.DoFn.StateParam(LATEST_WRITTEN),
+                        read_up_to=beam.DoFn.StateParam(READ_UP_TO),
                         committed=beam.DoFn.StateParam(COMMITTED)):
-        """Drained: every window is final and written."""
+        """Drained: every window is final and written, up to what each partition had read."""
         if latest.read():
-            self._commit(latest.read(), committed)
+            self._commit(latest.read(), read_up_to.read() or {}, committed)
 
-    def _commit(self, point_us: int, committed) -> None:
-        if point_us <= (committed.read() or 0):
+    def _commit(self, point_us: int, read_up_to: dict[int, int], committed) -> None:
+        if point_us <= (committed.read() or 0) or not read_up_to:
             return
-        offsets = commit_resume_point(self._consumer, self._config, self._partitions, point_us)
+        offsets = commit_resume_point(self._consumer, self._config, read_up_to, point_us)
         committed.write(point_us)
         self._commits.inc()
         _LOG.info("committed %s resume point %d us: offsets %s", self._config.group_id, point_us, offsets)
 
 
 class CommitProgress(beam.PTransform):
-    """Written files -> Kafka offset commits for the consumer group (see module docstring)."""
+    """(written files, read progress) -> Kafka offset commits for the consumer group (see module docstring)."""
 
     def __init__(self, config: KafkaReadConfig, spec: BarSpec, every_s: float = 300, label=None):
         super().__init__(label)
         self._fn = _CommitProgressFn(config, spec, max(int(every_s * 1_000_000), spec.interval.micros))
 
-    def expand(self, written_files):
-        return (written_files
-                | "OneKey" >> beam.Map(lambda written: (_KEY, written.through_us))
+    def expand(self, inputs):
+        written_files, read_progress = inputs
+        written = written_files | "Written" >> beam.Map(lambda file: (_KEY, ("written", file.through_us)))
+        read = read_progress | "Read" >> beam.Map(lambda progress: (_KEY, ("read", progress)))
+        return ((written, read)
+                | "Both" >> beam.Flatten()
                 | "Commit" >> beam.ParDo(self._fn))

@@ -25,6 +25,18 @@ PRODUCER_SETTINGS = {
 }
 
 
+def produce(producer, topic: str, value: bytes, key: str | None, timestamp_ms: int, on_delivery=None) -> None:
+    """Queue one message; when the local queue is full, let deliveries drain and retry.
+    Every producer of the project (sink, replay, collectors, benchmarks) goes through here."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, timestamp=timestamp_ms, on_delivery=on_delivery)
+            break
+        except BufferError:
+            producer.poll(0.1)
+    producer.poll(0)
+
+
 class _ProduceBars(beam.DoFn):
     def __init__(self, bootstrap: str, topic: str):
         self._bootstrap, self._topic = bootstrap, topic
@@ -44,14 +56,8 @@ class _ProduceBars(beam.DoFn):
                 self._failed.append((bar, str(error)))
             else:
                 self._sent.inc()
-        while True:
-            try:
-                self._producer.produce(self._topic, value=encode(bar, "bar"), key=f"{bar['exchange']}:{bar['symbol']}",
-                                       timestamp=bar["window_end"] // 1000, on_delivery=delivered)
-                break
-            except BufferError:  # the local queue is full: let deliveries drain, then retry
-                self._producer.poll(0.1)
-        self._producer.poll(0)
+        produce(self._producer, self._topic, encode(bar, "bar"), f"{bar['exchange']}:{bar['symbol']}",
+                bar["window_end"] // 1000, delivered)
 
     def finish_bundle(self):
         remaining = self._producer.flush(60)

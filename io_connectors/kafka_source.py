@@ -22,6 +22,7 @@ and Dataflow alike.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -38,6 +39,10 @@ from io_connectors.raw_batch import RawBatch
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
 
 UNBOUNDED_END = sys.maxsize
+PROGRESS_TAG = "read_progress"
+CLOCK_SKEW_US = 60_000_000
+"""A watermark never runs more than this ahead of the wall clock: one message stamped in the
+future must not make every later trade too late."""
 _DRAIN = threading.Event()
 
 
@@ -177,6 +182,7 @@ class _PartitionReader:
         if self.position != offset:
             self._consumer.assign([TopicPartition(self._start.topic, self._start.partition, offset)])
             self.position = offset
+            self.last_message_at = time.monotonic()  # picked up again: silence is counted from now
 
     def poll(self):
         messages = self._consumer.consume(self._config.max_batch, self._config.poll_timeout_s)
@@ -248,10 +254,10 @@ class _ReadPartitionFn(beam.DoFn):
                 return
             messages, errors = reader.poll()
             for error in errors:
-                self._records_in.inc()
-                count_dead_letter("cryptobeam", "kafka_error")
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                    "kafka_error", str(error.error()), "source", error.value(), source, error.offset()))
+                if error.error().fatal():
+                    raise RuntimeError(f"Kafka consumer for {source} failed: {error.error()}")
+                # Client events (a broker down, a timeout) are not records: librdkafka retries them.
+                logging.getLogger(__name__).warning("%s: %s", source, error.error())
             claimed = []
             for message in messages:
                 if not tracker.try_claim(message.offset()):
@@ -289,9 +295,12 @@ class _ReadPartitionFn(beam.DoFn):
                          line_numbers=np.array([m.offset() for m in kept], dtype=np.int64)),
                 Timestamp(micros=int(kept_ms.min()) * 1000))
         self._advance(watermark, int(times_ms.max()) * 1000 - self._config.watermark_delay_us)
+        # What this partition has read: offset commits never pass it (io_connectors.kafka_progress).
+        yield beam.pvalue.TaggedOutput(PROGRESS_TAG, (start.partition, messages[-1].offset() + 1))
 
     @staticmethod
     def _advance(watermark, micros: int) -> None:
+        micros = min(micros, int(time.time() * 1_000_000) + CLOCK_SKEW_US)
         current = watermark.current_watermark()
         if current is None or micros > current.micros:
             watermark.set_watermark(Timestamp(micros=micros))
@@ -327,7 +336,8 @@ class _DiscoverPartitions(beam.DoFn):
 class ReadKafkaTrades(beam.PTransform):
     """Kafka messages -> timestamped ``RawBatch``es (values and offsets) for ``TradesToBars``.
 
-    Returns outputs ``raw`` and ``dead_letter`` (Kafka errors, ``before_resume_point``)."""
+    Returns outputs ``raw``, ``dead_letter`` (``before_resume_point``) and ``read_progress``
+    ((partition, next offset) as reading goes on)."""
 
     def __init__(self, config: KafkaReadConfig, label=None):
         super().__init__(label)
@@ -337,4 +347,5 @@ class ReadKafkaTrades(beam.PTransform):
         return (pipeline
                 | "Start" >> beam.Impulse()
                 | "Partitions" >> beam.ParDo(_DiscoverPartitions(self._config))
-                | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self._config)).with_outputs(DEAD_LETTER_TAG, main="raw"))
+                | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self._config)).with_outputs(
+                    DEAD_LETTER_TAG, PROGRESS_TAG, main="raw"))

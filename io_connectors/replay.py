@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from io_connectors.avro_wire import encode
-from io_connectors.kafka_sink import PRODUCER_SETTINGS
+from io_connectors.kafka_sink import PRODUCER_SETTINGS, produce
 from io_connectors.sources import SourceFormat, read_raw_batches
 from transforms.trade_batch import TRADE_FIELDS
 
@@ -83,15 +83,8 @@ def replay(trades: pa.Table, bootstrap: str, topic: str, plan: ReplayPlan, on_pr
                 time.sleep(wait)
         row = rows[row_index]
         record = {**row, "event_time": int(times[row_index]), "receive_time": receive_times[row_index]}
-        while True:
-            try:
-                producer.produce(topic, value=encode(record, "trade"), key=f"{row['exchange']}:{row['symbol']}",
-                                 timestamp=int(times[row_index]) // 1000,
-                                 on_delivery=lambda error, _m: failures.append(error) if error else None)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
+        produce(producer, topic, encode(record, "trade"), f"{row['exchange']}:{row['symbol']}",
+                int(times[row_index]) // 1000, lambda error, _m: failures.append(error) if error else None)
         if on_progress and n % 5000 == 0:
             on_progress(n)
     remaining = producer.flush(60)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from io_connectors.avro_wire import encode
-from io_connectors.kafka_sink import PRODUCER_SETTINGS
+from io_connectors.kafka_sink import PRODUCER_SETTINGS, produce
 
 log = logging.getLogger("cryptobeam.collect")
 
@@ -53,13 +53,7 @@ class KafkaOutput:
                 log.error("Kafka did not take a message for %s: %s", message.topic(), error)
 
     def _produce(self, topic: str, value: bytes, key: str | None, timestamp_ms: int) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, timestamp=timestamp_ms, on_delivery=self._delivered)
-                break
-            except BufferError:  # the local queue is full: let deliveries drain, then retry
-                self._producer.poll(0.1)
-        self._producer.poll(0)
+        produce(self._producer, topic, value, key, timestamp_ms, self._delivered)
 
     def close(self, timeout: float = 30.0) -> int:
         """Wait for every message to be acknowledged, then let the producer go; the number that were not."""
