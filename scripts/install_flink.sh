@@ -33,12 +33,4 @@ if [ "$(cat "$TOOLS/jars/.complete" 2>/dev/null)" != "$POM_HASH" ]; then
 fi
 
 BEAM_VERSION="$(.venv/bin/python -c 'import apache_beam; print(apache_beam.__version__)')"
-BOOT="$TOOLS/bin/beam-python-boot-$BEAM_VERSION"
-if [ ! -x "$BOOT" ]; then
-  mkdir -p "$TOOLS/bin"
-  GOBIN="$TOOLS/bin.tmp" GOTOOLCHAIN=local GOFLAGS=-mod=mod \
-    go install "github.com/apache/beam/sdks/v2/python/container@v$BEAM_VERSION"
-  mv "$TOOLS/bin.tmp/container" "$BOOT"
-  rm -rf "$TOOLS/bin.tmp"
-fi
-ln -sf "beam-python-boot-$BEAM_VERSION" "$TOOLS/bin/beam-python-boot"
+bash scripts/go_install.sh github.com/apache/beam/sdks/v2/python/container "$BEAM_VERSION" "$TOOLS/bin" beam-python-boot

@@ -99,19 +99,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def python_job_service(tmp_path):
-    """Beam's own Python job service in a separate process: a real portable job endpoint."""
-    port = _free_port()
-    service = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _serve(command: list[str], port: int):
+    """Start a job service in its own process; yield its endpoint once it listens, stop it after."""
+    service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-        assert service.poll() is None and time.monotonic() < deadline, "the job service did not start"
+        assert service.poll() is None and time.monotonic() < deadline, f"{command[0]} did not start"
         time.sleep(0.2)
     yield f"localhost:{port}"
     service.terminate()
     service.wait(30)
+
+
+@pytest.fixture
+def python_job_service():
+    """Beam's own Python job service in a separate process: a real portable job endpoint."""
+    port = _free_port()
+    yield from _serve([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+                       "--port", str(port)], port)
 
 
 def test_backfill_on_a_portable_job_endpoint_equals_the_local_runner(python_job_service, tmp_path):
@@ -127,15 +132,7 @@ def prism_job_server():
     """Prism started as a job server: the portable runner then drives a real streaming runner."""
     from runners.profiles import prism_binary
     port = _free_port()
-    server = subprocess.Popen([prism_binary(), "--job_port", str(port), "--serve_http=false"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-        assert server.poll() is None and time.monotonic() < deadline, "Prism did not start"
-        time.sleep(0.2)
-    yield f"localhost:{port}"
-    server.terminate()
-    server.wait(30)
+    yield from _serve([prism_binary(), "--job_port", str(port), "--serve_http=false"], port)
 
 
 def test_stream_on_a_portable_job_endpoint(kafka_bootstrap, prism_job_server, tmp_path):
