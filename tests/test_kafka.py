@@ -59,3 +59,9 @@ def test_kafka_sink_needs_a_broker_address(tmp_path):
     result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
                              "--sink", "kafka", "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 2 and "--kafka" in result.stderr
+
+
+def test_cluster_ids_never_look_like_options():
+    from runners.local_kafka import _cluster_id
+    ids = [_cluster_id() for _ in range(5000)]  # about 78 would start with '-' if unguarded
+    assert not any(i.startswith("-") for i in ids) and len(set(ids)) == len(ids)

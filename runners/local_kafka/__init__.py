@@ -29,6 +29,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id. Like Kafka's own ``Uuid.randomUuid``, never one starting with
+    '-': the storage tool would read it as an option (one start in 64 failed that way)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _server_properties(work: Path, port: int, controller_port: int) -> str:
     return "\n".join([
         "process.roles=broker,controller",
@@ -81,7 +90,7 @@ class LocalKafka:
         port, controller_port = port or free_port(), free_port()
         config = work / "server.properties"
         config.write_text(_server_properties(work, port, controller_port))
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         formatting = _java(work, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         output, _ = formatting.communicate(timeout=120)
