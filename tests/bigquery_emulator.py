@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from runners.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 EMULATOR = ROOT / ".tools" / "bigquery-emulator"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class BigQueryEmulator:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from io_connectors.bar_reader import final_bars
+from runners.ports import free_port
 from runners.profiles import RunnerError, profile_for
 from tests.test_stream import BUNDLED, backfill_bars, finish, new_topic, replay, start_stream, summary, without_panes
 
@@ -93,12 +94,6 @@ def test_dataflow_plan_of_the_stream_needs_no_kafka(tmp_path):
     assert '"type": "JOB_TYPE_STREAMING"' in (plan / "job.json").read_text()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(command: list[str], port: int):
     """Start a job service in its own process; yield its endpoint once it listens, stop it after."""
     service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -114,7 +109,7 @@ def _serve(command: list[str], port: int):
 @pytest.fixture
 def python_job_service():
     """Beam's own Python job service in a separate process: a real portable job endpoint."""
-    port = _free_port()
+    port = free_port()
     yield from _serve([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
                        "--port", str(port)], port)
 
@@ -131,7 +126,7 @@ def test_backfill_on_a_portable_job_endpoint_equals_the_local_runner(python_job_
 def prism_job_server():
     """Prism started as a job server: the portable runner then drives a real streaming runner."""
     from runners.profiles import prism_binary
-    port = _free_port()
+    port = free_port()
     yield from _serve([prism_binary(), "--job_port", str(port), "--serve_http=false"], port)
 
 

@@ -13,13 +13,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import yaml
+
+from runners.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TOOLS = ROOT / ".tools" / "flink"
@@ -66,12 +67,6 @@ def flink_pipeline_args(cluster: "LocalFlink | str", streaming: bool = False, pa
                           flink_job_server_jar=flink_job_server_jar(), parallelism=parallelism,
                           checkpointing_interval_ms=checkpointing_interval_ms, environment=environment)
     return {"runner": "FlinkRunner", "streaming": streaming, **profile.option_values(streaming)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

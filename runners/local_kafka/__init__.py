@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
+
+from runners.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LIBS = ROOT / ".tools" / "kafka" / "libs"
@@ -21,12 +22,6 @@ LIBS = ROOT / ".tools" / "kafka" / "libs"
 
 class KafkaError(RuntimeError):
     """The local broker cannot be started or reached."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cluster_id() -> str:
