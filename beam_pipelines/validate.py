@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from beam_pipelines.accounting import Accounting
 from beam_pipelines.manifest import ChunkManifest
 from io_connectors.bar_reader import read_bars
+from io_connectors.parquet_sink import run_of
 from transforms.interval import parse_interval
 
 SEQUENTIAL_ID_EXCHANGES = ("binance",)  # trade ids without holes: aggTrade ids and trade ids
@@ -81,8 +82,8 @@ def check_bars(table: pa.Table, report: Report, fill_gaps: bool | None) -> None:
     seen, latest = set(), {}
     for bar in rows:
         name = f"{bar['exchange']}/{bar['symbol']} {bar['window_start'].isoformat()}"
-        run = bar["file"].split("-")[1]  # a restarted stream rebuilds open windows, panes numbered afresh
-        key = (bar["exchange"], bar["symbol"], bar["window_start"], bar["is_filled"], bar["pane_index"], run)
+        # A restarted stream rebuilds open windows, panes numbered afresh: a pane is unique per run.
+        key = (bar["exchange"], bar["symbol"], bar["window_start"], bar["is_filled"], bar["pane_index"], run_of(bar["file"]))
         if key in seen:
             report.violation(f"{name}: the same bar pane appears twice")
         seen.add(key)

@@ -13,6 +13,7 @@ the output directory. Read a whole output with hive partitioning, e.g.
 from __future__ import annotations
 
 import io
+import re
 from typing import NamedTuple
 from urllib.parse import quote
 
@@ -154,6 +155,16 @@ def file_name_for(run: str, extension: str, unbounded: bool) -> str:
     """A bounded run (or chunk) names its files after itself, so re-running it replaces exactly
     its files; an unbounded run adds the pane index, one file per flush."""
     return f"part-{run}-{{pane:06d}}.{extension}" if unbounded else f"part-{run}.{extension}"
+
+
+_PANE_FILE = re.compile(r"^part-(?P<run>[^-]+)-\d{6}\.\w+$")
+
+
+def run_of(file_name: str) -> str:
+    """The stream run a pane file written by ``file_name_for`` belongs to; "" for a bounded run's
+    file, since all of a backfill's chunks together are one run."""
+    match = _PANE_FILE.match(file_name)
+    return match.group("run") if match else ""
 
 
 def WriteBarsParquet(root: str, file_name: str = "part-all.parquet", flush_every_s: float | None = None) -> beam.PTransform:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import apache_beam as beam
@@ -18,12 +17,9 @@ from io_connectors.bar_reader import final_bars
 from io_connectors.files import match_inputs
 from io_connectors.sources import SOURCES
 from runners.local_flink import FlinkError, LocalFlink, flink_job_server_jar, flink_pipeline_args
+from tests.test_stream import BUNDLED, CLI, ROOT, without_panes
 from transforms import BarSpec
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "cryptobeam")
-BUNDLED = str(ROOT / "data" / "*.zip")
-PANE_FIELDS = ("pane_timing", "pane_index", "is_final", "file")
 
 
 @pytest.fixture(scope="session")
@@ -41,10 +37,6 @@ def local_bars(tmp_path_factory) -> list[dict]:
                              "--no-progress"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     return final_bars(str(out))
-
-
-def without_panes(bars: list[dict]) -> list[dict]:
-    return [{k: v for k, v in bar.items() if k not in PANE_FIELDS} for bar in bars]
 
 
 def processes_using(path: Path) -> list[str]:
@@ -158,9 +150,8 @@ def test_ctrl_c_stops_a_stream_on_flink_cleanly(flink_cluster, kafka_bootstrap, 
     """An unbounded stream on the cluster, stopped by Ctrl-C: it drains, its Flink job finishes
     (not left running or restarting), and what it read is accounted for."""
     import signal
-    import time
 
-    from tests.test_stream import finish, new_topic, replay, start_stream, summary
+    from tests.test_stream import finish, new_topic, replay, start_stream, summary, wait_for_bar_files
     topic = new_topic(kafka_bootstrap, 1)
     replay(kafka_bootstrap, topic)
     out = tmp_path / "stream"
@@ -168,10 +159,7 @@ def test_ctrl_c_stops_a_stream_on_flink_cleanly(flink_cluster, kafka_bootstrap, 
     stream = start_stream(kafka_bootstrap, topic, out, "--runner", "flink", "--flink-master", flink_cluster.flink_master,
                           "--checkpointing-interval", "5s", "--early", "1s")
     try:
-        deadline = time.monotonic() + 180
-        while not (out / "bars").exists() or not list((out / "bars").rglob("*.parquet")):
-            assert time.monotonic() < deadline and stream.poll() is None, Path(f"{out}.log").read_text()[-2000:]
-            time.sleep(0.5)
+        wait_for_bar_files(stream, out, 180)
         stream.send_signal(signal.SIGINT)
         finish(stream, out)
     finally:

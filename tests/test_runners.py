@@ -6,21 +6,14 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from io_connectors.bar_reader import final_bars
 from runners.ports import free_port
 from runners.profiles import RunnerError, profile_for
-from tests.test_stream import BUNDLED, backfill_bars, finish, new_topic, replay, start_stream, summary, without_panes
-
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "cryptobeam")
-
-
-def cli(*args, timeout=600):
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout)
+from tests.test_stream import (BUNDLED, ROOT, backfill_bars, cli, finish, new_topic, replay, start_stream, summary,
+                               without_panes)
 
 
 @pytest.mark.parametrize("name, flags, message", [

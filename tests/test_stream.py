@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from io_connectors.bar_reader import final_bars, read_bars
+from io_connectors.parquet_sink import run_of
 from tests.test_kafka import read_topic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +73,14 @@ def backfill_bars(tmp_path, inputs=BUNDLED, *extra, source="binance-aggtrades") 
 
 def without_panes(bars: list[dict]) -> list[dict]:
     return [{k: v for k, v in bar.items() if k not in PANE_FIELDS} for bar in bars]
+
+
+def wait_for_bar_files(stream, out, timeout_s: float) -> None:
+    """Until the running stream has written its first bar file."""
+    deadline = time.monotonic() + timeout_s
+    while not (out / "bars").exists() or not list((out / "bars").rglob("*.parquet")):
+        assert time.monotonic() < deadline and stream.poll() is None, Path(f"{out}.log").read_text()[-2000:]
+        time.sleep(0.2)
 
 
 def summary(out) -> dict:
@@ -192,7 +201,7 @@ def test_killed_and_restarted_stream_ends_with_the_same_final_bars(kafka_bootstr
     assert run["reconciled"], run["problems"]
     assert run["records_in"] == 2 * 3600 * 2 - killed_at  # the second run re-read only from the committed offset
     assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path, str(trades)))
-    runs = {bar["file"].split("-")[1] for bar in read_bars(str(out)).to_pylist()}
+    runs = {run_of(bar["file"]) for bar in read_bars(str(out)).to_pylist()}
     assert len(runs) == 2, "both runs wrote bars"
 
 
@@ -201,10 +210,7 @@ def test_ctrl_c_drains_every_open_window_and_commits_what_was_read(kafka_bootstr
     replay(kafka_bootstrap, topic)
     out = tmp_path / "stream"
     stream = start_stream(kafka_bootstrap, topic, out, "--allowed-lateness", "10m")
-    deadline = time.monotonic() + 120
-    while not (out / "bars").exists() or not list((out / "bars").rglob("*.parquet")):
-        assert time.monotonic() < deadline and stream.poll() is None, Path(f"{out}.log").read_text()[-2000:]
-        time.sleep(0.2)
+    wait_for_bar_files(stream, out, 120)
     stream.send_signal(signal.SIGINT)
     finish(stream, out)
     assert "draining" in Path(f"{out}.log").read_text()
