@@ -82,13 +82,8 @@ def add_runner_options(command: argparse.ArgumentParser, default: str) -> None:
     group.add_argument("--job-endpoint", help="portable: Beam job service host:port")
 
 
-RUNNER_FLAGS = ("prism_location", "environment", "environment_config", "flink_master", "flink_version",
-                "flink_job_server_jar", "parallelism", "project", "region", "temp_location", "staging_location",
-                "job_name", "max_workers", "machine_type", "job_endpoint")
-
-
 def runner_profile_from_args(args, streaming: bool, dry_run: bool = False):
-    from runners.profiles import RunnerError, profile_for
+    from runners.profiles import RUNNER_FLAGS, RunnerError, profile_for
     flags = {name: getattr(args, name) for name in RUNNER_FLAGS}
     if args.checkpointing_interval:
         flags["checkpointing_interval_ms"] = parse_duration_seconds(args.checkpointing_interval) * 1000

@@ -123,12 +123,13 @@ def run_stream(args, console: Console) -> int:
     if interrupts["n"] > 1:
         console.print("[yellow]cancelled: open windows were not finalized; the committed offsets resume them[/yellow]")
         return 130
-    accounting = Accounting.from_counters(counters_of(result))
+    counters = counters_of(result)  # one metrics query: a remote runner answers it over the network
+    accounting = Accounting.from_counters(counters)
     problems = accounting.problems()
     summary = {"command": "stream", "run": config.targets.run, "topic": args.topic, "group": args.group,
                "interval": config.spec.interval.text, "elapsed_seconds": round(elapsed, 3),
                "reconciled": not problems, "problems": problems,
-               "kafka_offset_commits": counters_of(result).get("kafka_offset_commits", 0), **accounting.as_dict()}
+               "kafka_offset_commits": counters.get("kafka_offset_commits", 0), **accounting.as_dict()}
     write_json_atomically(summary, os.path.join(config.targets.out, "_SUMMARY.json"))
     console.print(summary_table(accounting, elapsed, config.targets.out, command="stream"))
     for problem in problems:

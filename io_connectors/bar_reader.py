@@ -17,8 +17,10 @@ BAR_KEY = ("exchange", "symbol", "interval", "window_start", "is_filled")
 def read_bars(out: str) -> pa.Table:
     """Every bar row under ``out/bars`` with its partition columns and a ``file`` column."""
     dataset = ds.dataset(os.path.join(out, "bars"), format="parquet", partitioning="hive")
-    tables = [fragment.to_table(schema=dataset.schema).append_column("file", pa.array([os.path.basename(fragment.path)] * fragment.count_rows(), pa.string()))
-              for fragment in dataset.get_fragments()]
+    tables = []
+    for fragment in dataset.get_fragments():
+        table = fragment.to_table(schema=dataset.schema)
+        tables.append(table.append_column("file", pa.array([os.path.basename(fragment.path)] * table.num_rows, pa.string())))
     return pa.concat_tables(tables) if tables else dataset.schema.empty_table().append_column("file", pa.array([], pa.string()))
 
 

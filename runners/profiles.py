@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -117,6 +117,10 @@ class RunnerProfile:
         return {k: v for k, v in asdict(self).items() if v not in (None, False)}
 
 
+RUNNER_FLAGS = tuple(f.name for f in fields(RunnerProfile) if f.name not in ("name", "dry_run", "checkpointing_interval_ms"))
+"""The profile fields that are command-line flags of the same name (``--flink-master`` ...)."""
+
+
 def process_environment_config() -> str:
     """PROCESS workers on this machine: Beam's Python boot program (``scripts/install_flink.sh``
     builds it), starting workers with the pipeline venv's python and without a venv of its own."""
@@ -175,11 +179,11 @@ def profile_for(name: str, streaming: bool = False, **flags) -> RunnerProfile:
                               f"workers do not run in local Docker), got {profile.environment!r}")
         if name in ("direct", "prism", "dataflow"):
             raise RunnerError(f"--environment applies to --runner flink or portable, not {name}")
-        profile = _replace(profile, environment=profile.environment.upper())
+        profile = replace(profile, environment=profile.environment.upper())
         if profile.environment == "EXTERNAL" and not profile.environment_config:
             raise RunnerError("--environment EXTERNAL needs --environment-config host:port of a worker pool")
     if name == "prism":
-        profile = _replace(profile, prism_location=prism_binary(profile.prism_location))
+        profile = replace(profile, prism_location=prism_binary(profile.prism_location))
     elif name == "flink":
         _require(profile, flink_master=profile.flink_master)
         version = profile.flink_version or DEFAULT_FLINK_VERSION
@@ -190,7 +194,7 @@ def profile_for(name: str, streaming: bool = False, **flags) -> RunnerProfile:
         if not jar or not Path(jar).is_file():
             raise RunnerError(f"no Beam Flink {version} job-server jar at {jar or '.tools/flink/jars'}: run "
                               "`bash scripts/install_flink.sh`, or pass --flink-job-server-jar")
-        profile = _replace(profile, flink_version=version, flink_job_server_jar=str(Path(jar).resolve()))
+        profile = replace(profile, flink_version=version, flink_job_server_jar=str(Path(jar).resolve()))
     elif name == "dataflow":
         _require(profile, project=profile.project, region=profile.region, temp_location=profile.temp_location)
         if not profile.temp_location.startswith("gs://"):
@@ -198,8 +202,3 @@ def profile_for(name: str, streaming: bool = False, **flags) -> RunnerProfile:
     elif name == "portable":
         _require(profile, job_endpoint=profile.job_endpoint)
     return profile
-
-
-def _replace(profile: RunnerProfile, **changes) -> RunnerProfile:
-    from dataclasses import replace
-    return replace(profile, **changes)
