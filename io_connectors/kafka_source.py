@@ -89,17 +89,22 @@ def _consumer(config: KafkaReadConfig, **extra):
                      "enable.partition.eof": False, "log_level": 3, **extra})
 
 
+def topic_partitions(consumer, topic: str, timeout: float) -> list[int]:
+    """The topic's partition numbers, or KafkaException if the topic does not exist."""
+    from confluent_kafka import KafkaException
+    metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise KafkaException(f"topic {topic!r} does not exist")
+    return sorted(metadata.partitions)
+
+
 def partition_starts(config: KafkaReadConfig, timeout: float = 30) -> list[PartitionStart]:
     """Each partition's starting point: the group's committed offset (and the event time stored
     with it), else the partition's earliest offset."""
-    from confluent_kafka import KafkaException, TopicPartition
+    from confluent_kafka import TopicPartition
     consumer = _consumer(config)
     try:
-        metadata = consumer.list_topics(config.topic, timeout=timeout)
-        topic = metadata.topics.get(config.topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            raise KafkaException(f"topic {config.topic!r} does not exist on {config.bootstrap}")
-        partitions = sorted(topic.partitions)
+        partitions = topic_partitions(consumer, config.topic, timeout)
         committed = _retrying(lambda: consumer.committed([TopicPartition(config.topic, p) for p in partitions],
                                                          timeout=timeout), timeout)
         starts = []
@@ -200,7 +205,7 @@ class _PartitionReader:
         """The newest message timestamp over all partitions of the topic: where an idle
         partition's watermark may safely move."""
         from confluent_kafka import TopicPartition
-        partitions = self._consumer.list_topics(self._start.topic, timeout=5).topics[self._start.topic].partitions
+        partitions = topic_partitions(self._consumer, self._start.topic, 5)
         probe = _consumer(self._config)
         newest = None
         try:
