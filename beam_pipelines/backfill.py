@@ -10,6 +10,7 @@ from beam_pipelines.outputs import OutputTargets, write_outputs
 from io_connectors.bigquery_sink import BigQueryTarget
 from io_connectors.files import InputFile
 from io_connectors.sources import ReadTradeFiles, SourceFormat, parser_for
+from io_connectors.time_slice import WHOLE_FILE, TimeSlice
 from runners.profiles import RunnerProfile
 from transforms import BarSpec, TradesToBars
 from transforms.bars import newest_pane_final
@@ -30,6 +31,8 @@ class BackfillConfig:
     bigquery: BigQueryTarget | None = None
     kafka_bootstrap: str | None = None
     kafka_bars_topic: str = "bars"
+    time_slice: TimeSlice = WHOLE_FILE
+    chunk_rows: int | None = None  # the planner's row budget per chunk; recorded so reruns plan alike
 
     @property
     def targets(self) -> OutputTargets:
@@ -49,7 +52,7 @@ class FinalizeBoundedBars(beam.PTransform):
 
 
 def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
-    read = pipeline | "ReadTradeFiles" >> ReadTradeFiles(config.source, config.files, config.batch_rows)
+    read = pipeline | "ReadTradeFiles" >> ReadTradeFiles(config.source, config.files, config.batch_rows, config.time_slice)
     results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parser_for(config.source, config.exchange, config.symbol))
     results = {**results, "bars": results["bars"] | "FinalizeBoundedBars" >> FinalizeBoundedBars()}
     dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()

@@ -17,6 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from beam_pipelines.accounting import Accounting, counters_of
 from beam_pipelines.backfill import BackfillConfig, build_backfill
 from beam_pipelines.chunks import Chunk
+from runners.malloc_tuning import reuse_freed_memory
 from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, remove_stale_outputs,
                                      remove_temporary_files)
 
@@ -27,6 +28,7 @@ def run_settings(config: BackfillConfig) -> dict:
     return {"source": config.source.name, "interval": spec.interval.text, "fill_gaps": spec.fill_gaps,
             "allowed_lateness_seconds": spec.allowed_lateness_seconds, "accumulation": spec.accumulation,
             "exchange": config.exchange, "symbol": config.symbol, "sinks": list(config.sinks),
+            "chunk_rows": config.chunk_rows,
             "bigquery_table": config.bigquery.table if config.bigquery else None,
             "kafka_bars_topic": config.kafka_bars_topic if config.kafka_bootstrap else None}
 
@@ -38,7 +40,8 @@ def run_chunk(config: BackfillConfig, chunk: Chunk) -> ChunkManifest:
     manifest = ChunkManifest(chunk.chunk_id, run_settings(config),
                              inputs=[FileRecord.of(f.path) for f in chunk.files], started_at=time.time())
     manifest.write(config.out)
-    chunk_config = dataclasses.replace(config, files=list(chunk.files), chunk_id=chunk.chunk_id)
+    chunk_config = dataclasses.replace(config, files=list(chunk.files), chunk_id=chunk.chunk_id,
+                                       time_slice=chunk.time_slice)
     pipeline = beam.Pipeline(runner=config.runner.runner(), options=config.runner.options())
     build_backfill(pipeline, chunk_config)
     result = pipeline.run()
@@ -70,23 +73,30 @@ def chunks_to_run(config: BackfillConfig, chunks: list[Chunk]) -> tuple[list[Chu
     return todo, done
 
 
-def conflicting_settings(config: BackfillConfig) -> list[str]:
+def conflicting_settings(config: BackfillConfig, chunks: list[Chunk]) -> list[str]:
+    """Chunks on disk that this run would not replace yet that would sit beside its output: built
+    with other settings, or cut differently from the same inputs (their bars would be doubled)."""
     ours = run_settings(config)
-    return sorted({m.chunk_id for m in ChunkManifest.all_in(config.out) if m.settings != ours})
+    planned = {c.chunk_id for c in chunks}
+    inputs = {f.path for c in chunks for f in c.files}
+    return sorted({m.chunk_id for m in ChunkManifest.all_in(config.out)
+                   if m.settings != ours or (m.chunk_id not in planned and inputs & {r.path for r in m.inputs})})
 
 
-def _die_with_parent() -> None:
-    """Linux: a worker gets SIGKILL when the process that started it dies."""
+def _start_worker() -> None:
+    """Linux: a worker gets SIGKILL when the process that started it dies; it reuses freed memory."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+    reuse_freed_memory()
 
 
 def run_chunks(config: BackfillConfig, chunks: list[Chunk], workers: int, on_done) -> list[ChunkManifest]:
     """Run chunks, ``workers`` at a time; ``on_done(manifest)`` is called as each finishes."""
     remove_temporary_files(config.out)
     if workers <= 1 or len(chunks) <= 1:
+        reuse_freed_memory()
         manifests = []
         for chunk in chunks:
             manifests.append(run_chunk(config, chunk))
@@ -94,7 +104,7 @@ def run_chunks(config: BackfillConfig, chunks: list[Chunk], workers: int, on_don
         return manifests
     context = multiprocessing.get_context("spawn")
     manifests = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with_parent) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker) as pool:
         pending = {pool.submit(run_chunk, config, chunk) for chunk in chunks}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)

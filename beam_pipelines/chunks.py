@@ -1,7 +1,12 @@
-"""Chunk planning: split a backfill into independent pieces by date (from file names) or by file.
+"""Chunk planning: split a backfill into independent pieces by date (from file names) or by file,
+then split any piece too large to hold in memory.
 
 Exchange dumps are daily or monthly files named with their date, so a chunk is a set of
 files; nothing has to be read to plan. Files without a date in their name are one chunk each.
+A chunk over the row budget is cut again: dated text files into runs of consecutive files,
+Parquet files into event-time slices at window boundaries (only their time column is read).
+Each piece is a pipeline run of bounded size, which is what keeps a backfill's memory flat
+however large the input.
 """
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from io_connectors.files import InputFile, base_name
+from io_connectors.files import InputFile, base_name, uncompressed_size
+from io_connectors.time_slice import WHOLE_FILE, TimeSlice
 
 _DATE = re.compile(r"(\d{4})-(\d{2})(?:-(\d{2}))?")
 
@@ -23,6 +29,7 @@ class ChunkError(ValueError):
 class Chunk:
     chunk_id: str
     files: tuple[InputFile, ...]
+    time_slice: TimeSlice = WHOLE_FILE
 
 
 def file_date(path: str) -> tuple[date, date] | None:
@@ -78,3 +85,88 @@ def plan_chunks(files: list[InputFile], chunk_days: int | None, start: date | No
             chunk_id = first.isoformat() if chunk_days == 1 else f"{first.isoformat()}+{chunk_days}d"
         groups.setdefault(chunk_id, []).append(f)
     return [Chunk(chunk_id, tuple(sorted(group, key=lambda f: f.path))) for chunk_id, group in sorted(groups.items())]
+
+
+# Bytes per record of a text dump, to estimate rows without reading (Binance aggTrades CSV lines
+# are 50-60 bytes; an overestimate of rows only makes chunks smaller).
+TEXT_BYTES_PER_ROW = 50
+
+
+def split_large_chunks(chunks: list[Chunk], layout: str, interval, row_budget: int | None) -> list[Chunk]:
+    """Cut every chunk over ``row_budget`` rows into pieces under it (as far as windows allow)."""
+    if not row_budget:
+        return chunks
+    pieces = []
+    for chunk in chunks:
+        if layout == "parquet":
+            pieces += _time_slices(chunk, interval, row_budget)
+        elif layout == "text":
+            pieces += _runs_of_dated_files(chunk, row_budget)
+        else:
+            pieces.append(chunk)
+    return pieces
+
+
+def _runs_of_dated_files(chunk: Chunk, row_budget: int) -> list[Chunk]:
+    """Consecutive dated files, as few per piece as the budget needs. Undated files stay together:
+    nothing says which of them hold the same days."""
+    dates = [file_date(f.path) for f in chunk.files]
+    rows_of = {f.path: uncompressed_size(f.path, f.size) // TEXT_BYTES_PER_ROW for f in chunk.files}
+    if sum(rows_of.values()) <= row_budget or any(d is None for d in dates):
+        return [chunk]
+    ordered = sorted(zip(dates, chunk.files), key=lambda pair: (pair[0], pair[1].path))
+    runs, current, rows, current_first = [], [], 0, None
+    for (first, _), f in ordered:
+        estimate = rows_of[f.path]
+        if current and rows + estimate > row_budget and first != current_first:
+            runs.append(current)
+            current, rows = [], 0
+        if not current:
+            current_first = first
+        current.append(f)
+        rows += estimate
+    runs.append(current)
+    return [Chunk(f"{chunk.chunk_id}@{file_date(run[0].path)[0].strftime('%Y%m%d')}", tuple(run)) for run in runs]
+
+
+def _time_slices(chunk: Chunk, interval, row_budget: int) -> list[Chunk]:
+    """Event-time slices of a chunk's Parquet files, cut at window starts, each about ``row_budget`` rows."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from io_connectors.formats.normalized import event_time_micros
+
+    window_counts = []
+    try:
+        for f in chunk.files:
+            parquet = pq.ParquetFile(f.path)
+            if "event_time" not in parquet.schema_arrow.names:
+                return [chunk]
+            for group in range(parquet.num_row_groups):
+                micros, usable = event_time_micros(parquet.read_row_group(group, columns=["event_time"]))
+                starts, counts = np.unique(interval.window_start_micros(micros[usable]), return_counts=True)
+                window_counts.append((starts, counts))
+    except Exception:  # unreadable: the pipeline reads it whole and dead-letters it, once
+        return [chunk]
+    if not window_counts:
+        return [chunk]
+    starts = np.concatenate([s for s, _ in window_counts])
+    counts = np.concatenate([c for _, c in window_counts])
+    starts, inverse = np.unique(starts, return_inverse=True)
+    counts = np.bincount(inverse, weights=counts).astype(np.int64)
+    total = int(counts.sum())
+    if total <= row_budget:
+        return [chunk]
+    pieces = -(-total // row_budget)
+    cumulative = np.cumsum(counts)
+    targets = np.arange(1, pieces) * (total / pieces)
+    cut_windows = np.unique(np.searchsorted(cumulative, targets, side="right"))
+    cut_windows = cut_windows[(cut_windows > 0) & (cut_windows < len(starts))]
+    cuts = [None] + [int(starts[i]) for i in cut_windows] + [None]
+    return [Chunk(f"{chunk.chunk_id}@{_stamp(low if low is not None else int(starts[0]))}", chunk.files, TimeSlice(low, high))
+            for low, high in zip(cuts[:-1], cuts[1:])]
+
+
+def _stamp(micros: int) -> str:
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(micros / 1e6, tz=timezone.utc).strftime("%Y%m%dT%H%M%S")

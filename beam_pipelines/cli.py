@@ -24,6 +24,10 @@ from beam_pipelines.cli_common import (EXIT_PIPELINE_FAILED, EXIT_UNRECONCILED, 
 from beam_pipelines.collect_command import add_collect_parser, run_collect
 from beam_pipelines.stream_command import add_stream_options, run_stream
 
+# Trades per chunk on the in-process runner: it holds a chunk's data in memory, so this bounds a
+# worker's memory (about 1 GB), and two workers use both cores.
+DEFAULT_CHUNK_ROWS = 2_000_000
+
 
 def add_input_options(command: argparse.ArgumentParser) -> None:
     """The options every command that reads trade files shares."""
@@ -99,6 +103,10 @@ def add_backfill_options(backfill: argparse.ArgumentParser) -> None:
     backfill.add_argument("--to", dest="date_to", help="last date to backfill (YYYY-MM-DD, inclusive)")
     backfill.add_argument("--chunk", help="split the work into chunks of N days (e.g. 1d) that resume independently")
     backfill.add_argument("--workers", type=int, default=None, help="chunks run in parallel (default: up to 2)")
+    backfill.add_argument("--chunk-rows", type=int, default=None,
+                          help="cut chunks larger than this many trades (Parquet by event time at window "
+                               "boundaries, dated text files by file) so memory stays flat; 0 never cuts "
+                               f"(default: {DEFAULT_CHUNK_ROWS:,} on the direct runner, 0 on clusters)")
     add_sink_options(backfill, ("avro", "bigquery", "kafka"))
     backfill.add_argument("--kafka", help="Kafka bootstrap servers for --sink kafka, e.g. 127.0.0.1:9092")
     backfill.add_argument("--kafka-bars-topic", default="bars", help="topic for --sink kafka (default: bars)")
@@ -138,11 +146,16 @@ def _backfill_config(args):
         raise UserError("--early needs a streaming run (cryptobeam stream); a backfill's input is complete, so "
                         "each bar gets its final pane at once")
     check_writable(args.out)
+    runner = runner_profile_from_args(args, streaming=False, dry_run=_planning(args))
+    chunk_rows = getattr(args, "chunk_rows", None)
+    if chunk_rows is None:
+        chunk_rows = DEFAULT_CHUNK_ROWS if runner.name == "direct" else 0
+    if chunk_rows < 0:
+        raise UserError("--chunk-rows must be 0 (never cut) or positive")
     return BackfillConfig(source=source, files=files, spec=spec, out=args.out.rstrip("/") or "/",
                           exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows,
-                          runner=runner_profile_from_args(args, streaming=False, dry_run=_planning(args)),
-                          sinks=tuple(sorted({"parquet", *args.sink})), bigquery=bigquery,
-                          kafka_bootstrap=args.kafka, kafka_bars_topic=args.kafka_bars_topic)
+                          runner=runner, sinks=tuple(sorted({"parquet", *args.sink})), bigquery=bigquery,
+                          kafka_bootstrap=args.kafka, kafka_bars_topic=args.kafka_bars_topic, chunk_rows=chunk_rows)
 
 
 def _planning(args) -> bool:
@@ -175,7 +188,7 @@ def run_plan(args, console: Console) -> int:
 def run_backfill(args, console: Console) -> int:
     from beam_pipelines.accounting import Accounting
     from beam_pipelines.chunked import chunks_to_run, conflicting_settings, default_workers, run_chunks
-    from beam_pipelines.chunks import ChunkError, parse_chunk_days, plan_chunks
+    from beam_pipelines.chunks import ChunkError, parse_chunk_days, plan_chunks, split_large_chunks
     from beam_pipelines.manifest import ChunkManifest
     from beam_pipelines.seams import fill_seams
     from io_connectors.atomic_files import write_json_atomically
@@ -187,12 +200,13 @@ def run_backfill(args, console: Console) -> int:
                              _date_option(args.date_from, "--from"), _date_option(args.date_to, "--to"))
     except ChunkError as error:
         raise UserError(str(error)) from None
+    chunks = split_large_chunks(chunks, config.source.layout, config.spec.interval, config.chunk_rows)
     workers = args.workers or default_workers()
     if workers < 1:
         raise UserError("--workers must be at least 1")
-    conflicts = conflicting_settings(config)
+    conflicts = conflicting_settings(config, chunks)
     if conflicts and not args.overwrite:
-        raise UserError(f"{config.out!r} holds chunks built with other settings ({conflicts[0]} ...); "
+        raise UserError(f"{config.out!r} holds chunks built with other settings or cut differently ({conflicts[0]} ...); "
                         "pass --overwrite to replace that run")
     if args.overwrite:
         _clear_run(config.out)

@@ -74,3 +74,24 @@ def split_lines(data: bytes) -> list[bytes]:
     if b"\r" not in data:
         return lines
     return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+def uncompressed_size(path: str, size: int) -> int:
+    """About how many bytes of records a file holds: a zip's members, a gzip's body, or the file.
+
+    Used to plan chunks without reading; read from the archive's own directory or footer when
+    the file is local, else guessed at four times the compressed size.
+    """
+    lower = path.lower()
+    if not lower.endswith((".zip", ".gz")):
+        return size
+    try:
+        if lower.endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                return sum(info.file_size for info in archive.infolist())
+        with open(path, "rb") as handle:  # gzip's footer: the body's size modulo 2**32
+            handle.seek(-4, os.SEEK_END)
+            body = int.from_bytes(handle.read(4), "little")
+        return body if body >= size else size * 4
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return size * 4

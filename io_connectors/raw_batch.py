@@ -21,6 +21,8 @@ class RawBatch:
     """Columnar formats: the rows as read."""
     first_row: int = 1
     """Columnar formats: 1-based row number of the table's first row in the file."""
+    row_numbers: np.ndarray | None = None
+    """Columnar formats read in a time slice: 1-based row numbers of the rows kept (else consecutive)."""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -28,6 +30,12 @@ class RawBatch:
         if self.lines is not None:
             return bool(len(self.line_numbers)) and int(self.line_numbers[0]) == 1
         return self.first_row == 1
+
+    def table_row_numbers(self) -> np.ndarray:
+        """1-based row number in the file of each row of ``table``."""
+        if self.row_numbers is not None:
+            return self.row_numbers
+        return np.arange(self.first_row, self.first_row + self.table.num_rows, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.lines) if self.lines is not None else (self.table.num_rows if self.table is not None else 0)

@@ -16,6 +16,7 @@ from io_connectors.formats import binance, coinbase, kraken, normalized, tardis
 from io_connectors.formats.symbols import binance_symbol_from_name, leading_symbol_from_name
 from io_connectors.progress import report_progress
 from io_connectors.raw_batch import RawBatch
+from io_connectors.time_slice import WHOLE_FILE, TimeSlice
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
 
 DEFAULT_BATCH_ROWS = 250_000
@@ -57,9 +58,14 @@ def parser_for(source: SourceFormat, exchange: str | None = None, symbol: str | 
     return functools.partial(source.parser, **options)
 
 
-def read_raw_batches(source: SourceFormat, path: str, batch_rows: int = DEFAULT_BATCH_ROWS):
-    """Yield the raw batches of one input file."""
-    if source.layout == "text":
+def read_raw_batches(source: SourceFormat, path: str, batch_rows: int = DEFAULT_BATCH_ROWS,
+                     time_slice: TimeSlice = WHOLE_FILE):
+    """Yield the raw batches of one input file, or of its rows in ``time_slice`` (Parquet only)."""
+    if time_slice != WHOLE_FILE:
+        if source.layout != "parquet":
+            raise ValueError(f"only Parquet files can be read by time slice, not {source.name}")
+        yield from _parquet_slice_batches(path, batch_rows, time_slice)
+    elif source.layout == "text":
         for member, data in open_members(path):
             lines = split_lines(data)
             hint = source.symbol_from_name(base_name(member.split("!")[-1])) if source.symbol_from_name else None
@@ -76,6 +82,41 @@ def read_raw_batches(source: SourceFormat, path: str, batch_rows: int = DEFAULT_
     else:
         for start, table in _avro_tables(path, batch_rows):
             yield RawBatch(source=path, table=table, first_row=start)
+
+
+def _parquet_slice_batches(path: str, batch_rows: int, time_slice: TimeSlice):
+    """The rows of a Parquet file whose event time falls in the slice; row groups whose
+    statistics put them wholly outside it are not read."""
+    parquet = pq.ParquetFile(path)
+    first_rows = np.cumsum([0] + [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]) + 1
+    for group in range(parquet.num_row_groups):
+        if not time_slice.may_hold(_event_time_range(parquet, group)):
+            continue
+        row = int(first_rows[group])
+        for record_batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group]):
+            table = pa.Table.from_batches([record_batch])
+            keep = time_slice.holds(*normalized.event_time_micros(table))
+            if keep.any():
+                rows = np.flatnonzero(keep)
+                yield RawBatch(source=path, table=table.take(pa.array(rows, pa.int64())), first_row=row + int(rows[0]),
+                               row_numbers=rows.astype(np.int64) + row)
+            row += record_batch.num_rows
+
+
+def _event_time_range(parquet: pq.ParquetFile, group: int):
+    """(min, max, all rows have a time) of a row group's event times, from its statistics; None if unknown."""
+    names = parquet.schema_arrow.names
+    if "event_time" not in names:
+        return None
+    column = parquet.metadata.row_group(group).column(names.index("event_time"))
+    stats = column.statistics
+    if stats is None or not stats.has_min_max:
+        return None
+    bounds = pa.array([stats.min, stats.max], parquet.schema_arrow.field("event_time").type)
+    micros, usable = normalized.event_time_micros(pa.table({"event_time": bounds}))
+    if not usable.all():
+        return None
+    return int(micros[0]), int(micros[1]), bool(stats.has_null_count and stats.null_count == 0)
 
 
 def _avro_tables(path: str, batch_rows: int):
@@ -97,12 +138,12 @@ def _records_table(records: list[dict]) -> pa.Table:
 
 
 class _ReadFile(beam.DoFn):
-    def __init__(self, source: SourceFormat, batch_rows: int):
-        self._source, self._batch_rows = source, batch_rows
+    def __init__(self, source: SourceFormat, batch_rows: int, time_slice: TimeSlice):
+        self._source, self._batch_rows, self._time_slice = source, batch_rows, time_slice
 
     def process(self, input_file: InputFile):
         try:
-            for raw in read_raw_batches(self._source, input_file.path, self._batch_rows):
+            for raw in read_raw_batches(self._source, input_file.path, self._batch_rows, self._time_slice):
                 yield raw
         except Exception as error:  # a corrupt archive, a CSV given as Parquet, an I/O error...
             # The file's records cannot be counted, so the file itself is one record: one dead letter.
@@ -116,14 +157,15 @@ class _ReadFile(beam.DoFn):
 class ReadTradeFiles(beam.PTransform):
     """File list -> raw batches, one file per DoFn call so runners can read files in parallel."""
 
-    def __init__(self, source: SourceFormat, files: list[InputFile], batch_rows: int = DEFAULT_BATCH_ROWS):
+    def __init__(self, source: SourceFormat, files: list[InputFile], batch_rows: int = DEFAULT_BATCH_ROWS,
+                 time_slice: TimeSlice = WHOLE_FILE):
         super().__init__()
-        self._source, self._files, self._batch_rows = source, files, batch_rows
+        self._source, self._files, self._batch_rows, self._time_slice = source, files, batch_rows, time_slice
 
     def expand(self, pbegin):
         """Returns raw batches (main output) and ``dead_letter`` for files that cannot be read."""
         return (pbegin
                 | "ListFiles" >> beam.Create(self._files)
-                | "ReadFiles" >> beam.ParDo(_ReadFile(self._source, self._batch_rows)).with_outputs(
+                | "ReadFiles" >> beam.ParDo(_ReadFile(self._source, self._batch_rows, self._time_slice)).with_outputs(
                     DEAD_LETTER_TAG, main="raw"))
 

@@ -19,11 +19,14 @@ def classify(ids, content, seen_ids, seen_content):
     """Mark each row new, duplicate or conflicting; return them with the updated seen set.
 
     Every copy of an id is compared with its reference: the copy seen in an earlier chunk if
-    there is one, else the first copy in this chunk (which is then the new one).
+    there is one, else the first copy in this chunk (which is then the new one). The seen set
+    may be in any order.
     """
     n = len(ids)
     unique_ids, first_row, inverse = np.unique(ids, return_index=True, return_inverse=True)
     if len(seen_ids):
+        order = np.argsort(seen_ids, kind="stable")
+        seen_ids, seen_content = seen_ids[order], seen_content[order]
         position = np.minimum(np.searchsorted(seen_ids, unique_ids), len(seen_ids) - 1)
         found = seen_ids[position] == unique_ids
         reference = np.where(found, seen_content[position], content[first_row])
@@ -37,8 +40,7 @@ def classify(ids, content, seen_ids, seen_content):
     conflict = ~new & ~same
     merged_ids = np.concatenate([seen_ids, unique_ids[~found]])
     merged_content = np.concatenate([seen_content, content[first_row[~found]]])
-    order = np.argsort(merged_ids, kind="stable")
-    return new, duplicate, conflict, merged_ids[order], merged_content[order]
+    return new, duplicate, conflict, merged_ids, merged_content
 
 
 class _DedupeFn(beam.DoFn):
@@ -54,6 +56,13 @@ class _DedupeFn(beam.DoFn):
     def process(self, element, seen_state=beam.DoFn.StateParam(SEEN)):
         window_key, chunk = element
         seen = seen_state.read()
+        if seen is None and chunk.distinct_ids and chunk.summary is not None:
+            # The window's first chunk, known in bulk to hold no repeated id: nothing to compare.
+            seen_state.write((chunk.id_hash, chunk.content_hash))
+            self._duplicates.inc(0)
+            self._unique.inc(len(chunk))
+            yield window_key, chunk.summary
+            return
         empty = np.zeros(0, np.uint64)
         seen_ids, seen_content = seen if seen is not None else (empty, empty)
         new, duplicate, conflict, seen_ids, seen_content = classify(

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 _MANTISSA_BITS = 53
-_LOW_BITS = 26
-_BUCKET_BITS = 8
+_BUCKET_SHIFT = 3
+_BUCKET_BITS = 1 << _BUCKET_SHIFT  # a power of two, so buckets are found with shifts and masks
+_PIECE_BITS = 20
+_PIECE_MASK = (1 << _PIECE_BITS) - 1
 _MAX_VALUES_PER_PASS = 1 << 26
 
 
@@ -51,22 +53,27 @@ class ExactSum:
         fractions, exponents = np.frexp(values)
         mantissas = (fractions * (1 << _MANTISSA_BITS)).astype(np.int64)
         exponents = exponents.astype(np.int64) - _MANTISSA_BITS
-        # Values whose exponents share a bucket of _BUCKET_BITS are aligned inside int64: each
-        # 53-bit mantissa is split in a 27-bit high and a 26-bit low half, shifted by < 8 bits,
-        # so sums of up to 2**28 values per bucket cannot overflow.
+        # Values whose exponents share a bucket of _BUCKET_BITS are aligned inside int64 (a 53-bit
+        # mantissa shifted by < 8 bits). Each aligned value is split into three 20-bit pieces, and
+        # the pieces are summed per (group, bucket) in float64, which is exact: a sum of up to
+        # 2**26 values below 2**20 stays below 2**53.
         base = int(exponents.min())
         relative = exponents - base
-        buckets_used, bucket = np.unique(relative // _BUCKET_BITS, return_inverse=True)
-        shift = relative % _BUCKET_BITS
-        key = groups * len(buckets_used) + bucket
-        high = np.zeros(n_groups * len(buckets_used), dtype=np.int64)
-        low = np.zeros_like(high)
-        np.add.at(high, key, (mantissas >> _LOW_BITS) << shift)
-        np.add.at(low, key, (mantissas & ((1 << _LOW_BITS) - 1)) << shift)
-        used = np.flatnonzero((high != 0) | (low != 0))
-        for k, h, lo in zip(used.tolist(), high[used].tolist(), low[used].tolist()):
+        bucket_of = relative >> _BUCKET_SHIFT
+        buckets_used = np.flatnonzero(np.bincount(bucket_of))
+        dense = np.zeros(int(bucket_of.max()) + 1, dtype=np.int64)
+        dense[buckets_used] = np.arange(len(buckets_used))
+        key = groups * len(buckets_used) + dense[bucket_of]
+        aligned = mantissas << (relative & (_BUCKET_BITS - 1))
+        size = n_groups * len(buckets_used)
+        pieces = [np.bincount(key, weights=(aligned >> shift) & _PIECE_MASK if shift < 2 * _PIECE_BITS else aligned >> shift,
+                              minlength=size) for shift in (0, _PIECE_BITS, 2 * _PIECE_BITS)]
+        used = np.flatnonzero((pieces[0] != 0) | (pieces[1] != 0) | (pieces[2] != 0))
+        low, middle, high = (p[used].astype(np.int64).tolist() for p in pieces)
+        for k, lo, mid, hi in zip(used.tolist(), low, middle, high):
             g, b = divmod(k, len(buckets_used))
-            sums[g] = sums[g] + cls((h << _LOW_BITS) + lo, base + int(buckets_used[b]) * _BUCKET_BITS)
+            numerator = lo + (mid << _PIECE_BITS) + (hi << (2 * _PIECE_BITS))
+            sums[g] = sums[g] + cls(numerator, base + int(buckets_used[b]) * _BUCKET_BITS)
         return sums
 
     def __add__(self, other: "ExactSum") -> "ExactSum":

@@ -65,6 +65,7 @@ class TradeChunk:
     source_offset: np.ndarray  # -1 where unknown
     receive_time: np.ndarray | None = None  # int64, -1 where unknown
     summary: object = None  # the PartialBar of all rows, when computed in bulk with the chunk
+    distinct_ids: bool = False  # known in bulk: no two rows share a trade id
 
     def __len__(self) -> int:
         return len(self.event_time)
@@ -143,6 +144,9 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray):
     starts = np.r_[0, boundaries].astype(np.int64)
     ends = np.r_[boundaries, len(order)].astype(np.int64)
     id_bytes, id_offsets = _string_buffers(trade_ids)
+    segment_of_row = np.repeat(np.arange(len(starts)), ends - starts)
+    repeated = pl.DataFrame({"segment": segment_of_row, "id": columns["id_hash"]}).is_duplicated().to_numpy()
+    segments_with_repeats = set(np.unique(segment_of_row[repeated]).tolist()) if repeated.any() else set()
     summaries = partial_bars_of_segments(
         columns["event_time"], columns["price"], columns["amount"], columns["side"],
         lambda i: id_bytes[id_offsets[i]: id_offsets[i + 1]].decode("utf-8"), starts, ends)
@@ -155,4 +159,5 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray):
             columns["amount"][start:end].copy(), columns["side"][start:end].copy(),
             columns["id_hash"][start:end].copy(), columns["content_hash"][start:end].copy(),
             packed, offsets, sources, source_index[start:end].copy(), source_offset[start:end].copy(),
-            None if receive_time is None else receive_time[start:end].copy(), summaries[segment])
+            None if receive_time is None else receive_time[start:end].copy(), summaries[segment],
+            segment not in segments_with_repeats)

@@ -24,11 +24,14 @@ def default_time_bounds() -> tuple[int, int]:
 def invalid_reasons(batch: pa.Table, min_time_us: int, max_time_us: int) -> np.ndarray:
     """One reason per row (empty string when valid), checked in order of precedence."""
     n = batch.num_rows
-    reasons = np.full(n, "", dtype=object)
+    names = [""]
+    codes = np.zeros(n, dtype=np.int8)  # index into names; 0 while the row is still valid
 
     def flag(mask, reason):
-        mask = np.asarray(mask, dtype=bool) & (reasons == "")
-        reasons[mask] = reason
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            names.append(reason)
+            codes[mask & (codes == 0)] = len(names) - 1
 
     for column in ("exchange", "symbol", "trade_id"):
         values = batch.column(column)
@@ -50,7 +53,7 @@ def invalid_reasons(batch: pa.Table, min_time_us: int, max_time_us: int) -> np.n
     flag((t < min_time_us) | (t > max_time_us), "timestamp_out_of_range")
     known_side = pc.fill_null(pc.is_in(batch.column("side"), pa.array(SIDES)), False)
     flag(~known_side.to_numpy(zero_copy_only=False), "unknown_side")
-    return reasons
+    return np.array(names, dtype=object)[codes]
 
 
 class _ValidateBatch(beam.DoFn):

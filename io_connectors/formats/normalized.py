@@ -65,6 +65,19 @@ def _to_micros(values: pa.Array):
     return _converted(values, lambda v: v.cast(pa.int64()), lambda s: int(s.as_py()))
 
 
+def event_time_micros(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(micros, usable) per row of a raw table: what the parser will read as each row's event time.
+
+    Planning a time slice of a file uses it, so a row lands in exactly the slice whose parser
+    reads it; a row with no usable time has no slice of its own (``usable`` is False).
+    """
+    if "event_time" not in table.column_names:
+        return np.zeros(table.num_rows, np.int64), np.zeros(table.num_rows, bool)
+    micros, ok = _to_micros(_column(table, "event_time"))
+    usable = ok & ~pc.is_null(micros).to_numpy(zero_copy_only=False)
+    return pc.fill_null(micros, 0).to_numpy(zero_copy_only=False).astype(np.int64), usable
+
+
 def _row_json(table: pa.Table, i: int) -> str:
     """The original row as JSON; timestamps as integers in their own unit, so no conversion can fail."""
     row = {}
@@ -124,19 +137,21 @@ def parse_normalized(raw: RawBatch, exchange: str | None = None, symbol: str | N
                 continue
             text[name], ok = _converted(columns[name], lambda v: v.cast(pa.string()), lambda s: str(s.as_py()))
             reject(~ok, f"{name} is not text")
+    row_numbers = raw.table_row_numbers()
     dead = [dead_letter("missing_field" if messages[i].startswith("missing") else "malformed", messages[i], "parse",
-                        _row_json(table, i), raw.source, raw.first_row + i)
+                        _row_json(table, i), raw.source, int(row_numbers[i]))
             for i in np.flatnonzero(messages != "").tolist()]
     good = messages == ""
     if not good.any():
         return make_trade_batch(exchange=[], symbol=[], trade_id=[], price=[], amount=[], side=[], event_time=[],
                                 source=raw.source), dead
     index = pa.array(np.flatnonzero(good), pa.int64())
-    optional = lambda name: _column(table, name).cast(pa.string()).take(index) if _present(table, name) else None
+    pick = (lambda values: values) if good.all() else (lambda values: values.take(index))
+    optional = lambda name: pick(_column(table, name).cast(pa.string())) if _present(table, name) else None
     trades = make_trade_batch(
-        exchange=text["exchange"].take(index), symbol=text["symbol"].take(index), base=optional("base"),
-        quote=optional("quote"), trade_id=text["trade_id"].take(index), price=price.take(index),
-        amount=amount.take(index), side=pc.utf8_lower(text["side"].take(index)), event_time=times.take(index),
-        receive_time=None if receive is None else receive.take(index),
-        source=raw.source, source_offset=np.flatnonzero(good) + raw.first_row)
+        exchange=pick(text["exchange"]), symbol=pick(text["symbol"]), base=optional("base"),
+        quote=optional("quote"), trade_id=pick(text["trade_id"]), price=pick(price),
+        amount=pick(amount), side=pc.utf8_lower(pick(text["side"])), event_time=pick(times),
+        receive_time=None if receive is None else pick(receive),
+        source=raw.source, source_offset=row_numbers[good])
     return trades, dead

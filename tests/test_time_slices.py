@@ -1,0 +1,111 @@
+"""Large inputs are cut into chunks of bounded size (memory stays flat): the cut never changes a
+bar, a dead letter or a count."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from beam_pipelines.chunks import Chunk, split_large_chunks
+from io_connectors.files import InputFile
+from tests.test_chunked import CLI, bars_of, summary, write_days
+from transforms.interval import parse_interval
+
+START_US = 1_704_067_200_000_000  # 2024-01-01
+MINUTE_US = 60_000_000
+
+
+def write_messy_parquet(path: Path, n: int = 6000, seed: int = 3) -> None:
+    """Two symbols over three hours in small row groups, time-sorted per symbol, with a
+    duplicate whose copies sit in different row groups, a conflicting copy, rows with no event
+    time and a row with a bad price."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        times = np.sort(rng.integers(START_US, START_US + 180 * MINUTE_US, n // 2))
+        for i, t in enumerate(times.tolist()):
+            rows.append({"exchange": "binance", "symbol": symbol, "trade_id": str(i + 1), "price": 100 + i * 0.01,
+                         "amount": 0.5 + (i % 7) / 10, "side": "buy" if i % 3 else "sell", "event_time": t})
+    rows.append(dict(rows[10]))  # an exact copy, in the last row group
+    rows.append({**rows[20], "price": rows[20]["price"] + 1})  # same id, different price
+    rows.append({**rows[30], "trade_id": "no-time", "event_time": None})
+    rows.append({**rows[40], "trade_id": "no-time-2", "event_time": None})
+    rows.append({**rows[50], "trade_id": "bad-price", "price": -1.0})
+    table = pa.Table.from_pylist(rows, pa.schema([
+        ("exchange", pa.string()), ("symbol", pa.string()), ("trade_id", pa.string()), ("price", pa.float64()),
+        ("amount", pa.float64()), ("side", pa.string()), ("event_time", pa.timestamp("us", tz="UTC"))]))
+    pq.write_table(table, path, row_group_size=500)
+
+
+def run(inputs: str, source: str, out: Path, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, "backfill", "--source", source, "--input", inputs, "--interval", "1m",
+                           "--fill-gaps", "--out", str(out), "--no-progress", *extra],
+                          capture_output=True, text=True, timeout=600)
+
+
+def dead_letters(out: Path) -> list[tuple]:
+    rows = pq.read_table(out / "dead_letter").to_pylist()
+    return sorted((r["reason"], r["source_offset"], r["payload_string"], r["error_message"]) for r in rows)
+
+
+def test_time_slices_of_a_parquet_file_give_the_unsliced_result(tmp_path):
+    path = tmp_path / "trades.parquet"
+    write_messy_parquet(path)
+    whole, sliced = tmp_path / "whole", tmp_path / "sliced"
+    assert run(str(path), "parquet", whole, "--chunk-rows", "0").returncode == 0
+    result = run(str(path), "parquet", sliced, "--chunk-rows", "1000")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary(sliced)["chunks"] >= 5, result.stdout
+    assert bars_of(sliced) == bars_of(whole)
+    assert dead_letters(sliced) == dead_letters(whole)
+    reasons = [d[0] for d in dead_letters(sliced)]
+    assert reasons.count("missing_field") + reasons.count("missing_event_time") == 2
+    assert "conflicting_duplicate" in reasons and "bad_price" in reasons
+    for name in ("records_in", "duplicates", "dead_letters", "dead_letters_by_reason", "trades_in_final_bars"):
+        assert summary(sliced)[name] == summary(whole)[name], name
+    assert summary(sliced)["reconciled"] and summary(sliced)["duplicates"] == 1
+    assert summary(sliced)["records_in"] == pq.ParquetFile(path).metadata.num_rows
+
+
+def test_slices_are_cut_at_window_starts_and_cover_every_row(tmp_path):
+    path = tmp_path / "trades.parquet"
+    write_messy_parquet(path)
+    interval = parse_interval("15m")
+    [whole] = [Chunk("all", (InputFile(str(path), path.stat().st_size),))]
+    pieces = split_large_chunks([whole], "parquet", interval, 1000)
+    assert len(pieces) > 1 and len({p.chunk_id for p in pieces}) == len(pieces)
+    assert pieces[0].time_slice.start_us is None and pieces[-1].time_slice.end_us is None
+    for before, after in zip(pieces, pieces[1:]):
+        assert before.time_slice.end_us == after.time_slice.start_us
+        assert interval.window_start_micros(after.time_slice.start_us) == after.time_slice.start_us
+    assert split_large_chunks([whole], "parquet", interval, 10_000) == [whole]
+
+
+def test_a_rerun_cut_differently_needs_overwrite(tmp_path):
+    path = tmp_path / "trades.parquet"
+    write_messy_parquet(path)
+    out = tmp_path / "out"
+    run(str(path), "parquet", out, "--chunk-rows", "1000")
+    again = run(str(path), "parquet", out, "--chunk-rows", "2000")
+    assert again.returncode == 2 and "cut differently" in again.stdout + again.stderr
+    assert "Traceback" not in again.stderr
+    assert run(str(path), "parquet", out, "--chunk-rows", "2000", "--overwrite").returncode == 0
+    assert summary(out)["reconciled"]
+
+
+def test_dated_text_files_are_grouped_into_runs_of_days(tmp_path):
+    write_days(tmp_path / "days", 4, per_day=2000)
+    inputs = str(tmp_path / "days" / "*.zip")
+    whole, runs = tmp_path / "whole", tmp_path / "runs"
+    run(inputs, "binance-aggtrades", whole, "--chunk-rows", "0")
+    run(inputs, "binance-aggtrades", runs, "--chunk-rows", "5500")
+    assert summary(whole)["chunks"] == 1 and summary(runs)["chunks"] == 2
+    assert [b for b in bars_of(runs)] == bars_of(whole)
+    assert summary(runs)["reconciled"] and summary(runs)["records_in"] == 8000
+    manifests = sorted((runs / "_manifests").glob("*.json"))
+    assert [len(json.loads(m.read_text())["inputs"]) for m in manifests] == [2, 2]
