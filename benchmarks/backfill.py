@@ -1,7 +1,14 @@
 """Backfill benchmark: cryptobeam on the local runner against polars and duckdb, same input, same bars.
 
+    .venv/bin/python benchmarks/backfill.py --suite          # the issue-6 set: prints tables, writes JSON
     .venv/bin/python benchmarks/backfill.py [--trades 1000000] [--symbols 3] [--days 1] [--format parquet|csv]
     .venv/bin/python benchmarks/backfill.py --scaling 1000000,3000000,10000000     # time per trade vs size
+
+``--suite`` runs 1M and 10M trades of 3 symbols over a day, one month of a single symbol in
+Parquet and in Binance CSV, and a windows sweep (1k to 43.2k one-minute windows of one symbol at
+a constant 230 trades per window). Peak memory is the peak of the summed RSS of cryptobeam's
+process and its chunk workers, sampled every 0.1 s. "net" times subtract cryptobeam's fixed
+start-up, measured on a 1,000-trade input in the same run.
 
 Generates N synthetic trades (Parquet, or Binance aggTrades CSV files per symbol and day),
 computes 1-minute bars three ways, checks that they agree, and prints trades/s, ratios and
@@ -16,7 +23,7 @@ import argparse
 import json
 import os
 import platform
-import resource
+import threading
 import subprocess
 import sys
 import tempfile
@@ -56,16 +63,48 @@ def duckdb_bars(path: str, interval_us: int):
         FROM t GROUP BY ALL ORDER BY exchange, symbol, window_start""").pl()
 
 
+def tree_rss_mb(root: int) -> float:
+    """Summed RSS of a process and all its descendants, from /proc."""
+    parents, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as handle:
+                fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields.get("PPid", "0").strip())
+        rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0]) if "VmRSS" in fields else 0
+    members, grew = {root}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in members} - members
+        grew = bool(found)
+        members |= found
+    return sum(rss.get(pid, 0) for pid in members) / 1024
+
+
 def cryptobeam_bars(inputs: str, source: str, out: str) -> tuple[pl.DataFrame, float]:
-    """Bars from the CLI in a process of its own; returns them and that process's peak RSS (MB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    result = subprocess.run([str(Path(sys.executable).parent / "cryptobeam"), "backfill", "--source", source, "--input",
-                             inputs, "--interval", "1m", "--out", out, "--no-progress"], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"cryptobeam exited {result.returncode}: {result.stderr[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Bars from the CLI in a process of its own; returns them and the peak RSS (MB) of that process
+    with its chunk workers."""
+    process = subprocess.Popen([str(Path(sys.executable).parent / "cryptobeam"), "backfill", "--source", source,
+                                "--input", inputs, "--interval", "1m", "--out", out, "--no-progress"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = {"mb": 0.0}
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.1):
+            peak["mb"] = max(peak["mb"], tree_rss_mb(process.pid))
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = process.communicate()
+    done.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"cryptobeam exited {process.returncode}: {stderr[-2000:]}")
     bars = pl.read_parquet(f"{out}/bars/**/*.parquet", hive_partitioning=True).filter(~pl.col("is_filled"))
-    return bars, max(peak, before) / 1024
+    return bars, peak["mb"]
 
 
 def write_binance_csv(trades_path: str, directory: str) -> str:
@@ -120,6 +159,78 @@ def run_once(trades: int, symbols: list[str], days: float, input_format: str) ->
     }
 
 
+SUITE = [  # (label, trades, symbols, days, format)
+    ("1M trades, 3 symbols, 1 day", 1_000_000, 3, 1.0, "parquet"),
+    ("10M trades, 3 symbols, 1 day", 10_000_000, 3, 1.0, "parquet"),
+    ("1 symbol, 30 days, Parquet", 10_000_000, 1, 30.0, "parquet"),
+    ("1 symbol, 30 days, Binance CSV", 10_000_000, 1, 30.0, "csv"),
+]
+SWEEP_WINDOWS = (1_000, 5_000, 20_000, 43_200)
+SWEEP_TRADES_PER_WINDOW = 230
+
+
+def with_net(result: dict, startup_s: float, label: str) -> dict:
+    net = max(result["cryptobeam_s"] - startup_s, 1e-9)
+    return {"label": label, **result, "startup_s": round(startup_s, 3), "net_s": round(net, 3),
+            "net_us_per_trade": round(net / result["trades"] * 1e6, 3),
+            "throughput_vs_polars": round(result["polars_s"] / result["cryptobeam_s"], 3)}
+
+
+def print_suite(runs: list[dict], sweep: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"cryptobeam backfill vs polars and duckdb, 1m bars, {date.today()}, {platform.machine()} "
+                        f"{os.cpu_count()} cores")
+    for column in ("input", "trades", "windows", "cryptobeam s", "trades/s", "polars s", "duckdb s",
+                   "vs polars", "peak RSS MB", "agree"):
+        table.add_column(column, justify="right")
+    for r in runs:
+        table.add_row(r["label"], f"{r['trades']:,}", f"{r['windows']:,}", f"{r['cryptobeam_s']:.2f}",
+                      f"{r['cryptobeam_trades_per_s']:,}", f"{r['polars_s']:.2f}", f"{r['duckdb_s']:.2f}",
+                      f"1/{1 / r['throughput_vs_polars']:.1f}", f"{r['cryptobeam_peak_rss_mb']:,}",
+                      "yes" if r["agree_with_polars"] and r["agree_with_duckdb"] else "NO")
+    Console().print(table)
+    curve = Table(title=f"time per trade, 1 symbol, {SWEEP_TRADES_PER_WINDOW} trades per 1m window "
+                        f"(start-up {sweep[0]['startup_s']:.2f} s subtracted for 'net')")
+    for column in ("windows", "trades", "cryptobeam s", "µs/trade", "net µs/trade", "peak RSS MB", "agree"):
+        curve.add_column(column, justify="right")
+    for r in sweep:
+        curve.add_row(f"{r['windows']:,}", f"{r['trades']:,}", f"{r['cryptobeam_s']:.2f}", f"{r['cryptobeam_us_per_trade']:.2f}",
+                      f"{r['net_us_per_trade']:.2f}", f"{r['cryptobeam_peak_rss_mb']:,}",
+                      "yes" if r["agree_with_polars"] and r["agree_with_duckdb"] else "NO")
+    Console().print(curve)
+    size = [r for r in runs if r["days"] == 1.0]
+    ratios = [r["net_us_per_trade"] for r in size] + [r["net_us_per_trade"] for r in sweep]
+    print(f"net µs/trade spread: 1M -> 10M {max(r['net_us_per_trade'] for r in size) / min(r['net_us_per_trade'] for r in size):.2f}x, "
+          f"1k -> 43.2k windows {max(r['net_us_per_trade'] for r in sweep) / min(r['net_us_per_trade'] for r in sweep):.2f}x "
+          f"(target: within 1.5x); all agree: {all(r['agree_with_polars'] and r['agree_with_duckdb'] for r in runs + sweep)}"
+          if ratios else "")
+
+
+def run_suite() -> None:
+    startup = run_once(1_000, ["BTCUSDT"], 1.0, "parquet")["cryptobeam_s"]
+    runs = []
+    for label, trades, n_symbols, days, input_format in SUITE:
+        runs.append(with_net({**run_once(trades, SYMBOLS[:n_symbols], days, input_format), "days": days}, startup, label))
+        print(f"done: {label}", file=sys.stderr)
+    sweep = []
+    for windows in SWEEP_WINDOWS:
+        result = run_once(windows * SWEEP_TRADES_PER_WINDOW, SYMBOLS[:1], windows / 1440, "parquet")
+        sweep.append(with_net({**result, "days": windows / 1440}, startup, f"{windows} windows"))
+        print(f"done: sweep {windows} windows", file=sys.stderr)
+    print_suite(runs, sweep)
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "backfill-suite.json").write_text(json.dumps({"date": date.today().isoformat(),
+                                                             "machine": f"{platform.platform()}, {os.cpu_count()} cores",
+                                                             "startup_s": startup, "runs": runs, "windows_sweep": sweep},
+                                                            indent=2))
+    print(f"written {out_dir / 'backfill-suite.json'}")
+
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=1_000_000)
@@ -127,8 +238,11 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=1.0)
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     parser.add_argument("--scaling", help="comma-separated trade counts; prints the curve")
+    parser.add_argument("--suite", action="store_true", help="the issue-6 set of runs (several minutes)")
     args = parser.parse_args()
-    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT"][: args.symbols]
+    if args.suite:
+        return run_suite()
+    symbols = SYMBOLS[: args.symbols]
     if args.scaling:
         runs = [run_once(int(n), symbols, args.days, args.format) for n in args.scaling.split(",")]
         print(f"{'trades':>12} {'cryptobeam s':>13} {'µs/trade':>9} {'polars s':>9} {'ratio':>6} {'peak RSS MB':>12} agree")

@@ -69,11 +69,18 @@ class ExactSum:
         pieces = [np.bincount(key, weights=(aligned >> shift) & _PIECE_MASK if shift < 2 * _PIECE_BITS else aligned >> shift,
                               minlength=size) for shift in (0, _PIECE_BITS, 2 * _PIECE_BITS)]
         used = np.flatnonzero((pieces[0] != 0) | (pieces[1] != 0) | (pieces[2] != 0))
-        low, middle, high = (p[used].astype(np.int64).tolist() for p in pieces)
-        for k, lo, mid, hi in zip(used.tolist(), low, middle, high):
-            g, b = divmod(k, len(buckets_used))
-            numerator = lo + (mid << _PIECE_BITS) + (hi << (2 * _PIECE_BITS))
-            sums[g] = sums[g] + cls(numerator, base + int(buckets_used[b]) * _BUCKET_BITS)
+        numerators = [lo + (mid << _PIECE_BITS) + (hi << (2 * _PIECE_BITS)) for lo, mid, hi in
+                      zip(*(p[used].astype(np.int64).tolist() for p in pieces))]
+        group_of, dense_bucket = np.divmod(used, len(buckets_used))
+        bucket_of_key = buckets_used[dense_bucket]
+        # Keys are sorted by (group, bucket): each group's buckets are a run, its lowest bucket first.
+        runs = np.flatnonzero(np.diff(group_of)) + 1
+        for first, end in zip(np.r_[0, runs].tolist(), np.r_[runs, len(used)].tolist()):
+            buckets = bucket_of_key[first:end].tolist()
+            numerator = 0
+            for k, b in enumerate(buckets):
+                numerator += numerators[first + k] << ((b - buckets[0]) * _BUCKET_BITS)
+            sums[int(group_of[first])] = cls(numerator, base + buckets[0] * _BUCKET_BITS)
         return sums
 
     def __add__(self, other: "ExactSum") -> "ExactSum":

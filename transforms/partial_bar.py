@@ -104,11 +104,26 @@ def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_st
         best = choose(range(len(tied)), key=lambda k: (len(trade_ids[k]), trade_ids[k]))
         return int(times[tied[best]]), len(trade_ids[best]), trade_ids[best], float(prices[tied[best]])
 
+    def edges(extreme):
+        """Per segment, the row at its extreme time when only one row has it, else -1 (a tie)."""
+        at_extreme = times == extreme[segment_of_row]
+        rows = np.flatnonzero(at_extreme)
+        single = np.add.reduceat(at_extreme.astype(np.int64), segment_starts) == 1
+        first_row = rows[np.searchsorted(segment_of_row[rows], np.arange(n_segments))]
+        return np.where(single, first_row, -1).tolist()
+
+    def ranked(row, choose, start, end, time):
+        if row < 0:
+            return edge(choose, start, end, time)
+        identifier = trade_id(row)
+        return int(times[row]), len(identifier), identifier, float(prices[row])
+
+    firsts, lasts = edges(earliest), edges(latest)
     partials = []
     for k, (start, end) in enumerate(zip(segment_starts.tolist(), segment_ends.tolist())):
         partials.append(PartialBar(
             trade_count=end - start, volume=sums[4 * k], quote_volume=sums[4 * k + 1],
             buy_volume=sums[4 * k + 2], sell_volume=sums[4 * k + 3],
             high=float(highs[k]), low=float(lows[k]),
-            first=edge(min, start, end, earliest[k]), last=edge(max, start, end, latest[k])))
+            first=ranked(firsts[k], min, start, end, earliest[k]), last=ranked(lasts[k], max, start, end, latest[k])))
     return partials
