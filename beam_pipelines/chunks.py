@@ -90,9 +90,9 @@ def plan_chunks(files: list[InputFile], chunk_days: int | None, start: date | No
 # Bytes per record of a text dump, to estimate rows without reading (Binance aggTrades CSV lines
 # are 50-60 bytes; an overestimate of rows only makes chunks smaller).
 TEXT_BYTES_PER_ROW = 50
-# The in-process runner spends about 290 µs of trigger and state bookkeeping per window and about
-# 1 µs per trade (measured with pyinstrument on 43,200 one-minute windows).
-WINDOW_COST_ROWS = 250
+# The in-process runner spends about 130 µs of state and bundle bookkeeping per window and about
+# 1 µs per trade (measured with pyinstrument on 43,200 one-minute windows of 23 trades).
+WINDOW_COST_ROWS = 120
 
 
 def split_large_chunks(chunks: list[Chunk], layout: str, interval, row_budget: int | None) -> list[Chunk]:

@@ -143,7 +143,8 @@ def prism_binary(explicit: str | None = None) -> str:
 
 
 def in_process_runner():
-    """FnApiRunner with its embedded worker's state cache off.
+    """FnApiRunner with its embedded worker's state cache off, and batch groupings that fire once
+    per window built directly (``runners.batch_grouping``).
 
     The embedded worker keeps state in this process already; its cache only adds cost, and
     sizing each cached value with objsize walks every loaded module (about 1 ms per state
@@ -151,7 +152,10 @@ def in_process_runner():
     """
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
 
+    from runners import batch_grouping
+
     worker_handlers.STATE_CACHE_SIZE_MB = 0
+    batch_grouping.install()
     return FnApiRunner()
 
 

@@ -57,7 +57,7 @@ def test_time_slices_of_a_parquet_file_give_the_unsliced_result(tmp_path):
     write_messy_parquet(path)
     whole, sliced = tmp_path / "whole", tmp_path / "sliced"
     assert run(str(path), "parquet", whole, "--chunk-rows", "0").returncode == 0
-    result = run(str(path), "parquet", sliced, "--chunk-rows", "12000")
+    result = run(str(path), "parquet", sliced, "--chunk-rows", "6000")
     assert result.returncode == 0, result.stdout + result.stderr
     assert summary(sliced)["chunks"] >= 4, result.stdout
     assert bars_of(sliced) == bars_of(whole)
@@ -89,7 +89,7 @@ def test_a_rerun_cut_differently_needs_overwrite(tmp_path):
     path = tmp_path / "trades.parquet"
     write_messy_parquet(path)
     out = tmp_path / "out"
-    run(str(path), "parquet", out, "--chunk-rows", "12000")
+    run(str(path), "parquet", out, "--chunk-rows", "6000")
     again = run(str(path), "parquet", out, "--chunk-rows", "20000")
     assert again.returncode == 2 and "cut differently" in again.stdout + again.stderr
     assert "Traceback" not in again.stderr

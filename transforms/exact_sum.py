@@ -74,13 +74,19 @@ class ExactSum:
         group_of, dense_bucket = np.divmod(used, len(buckets_used))
         bucket_of_key = buckets_used[dense_bucket]
         # Keys are sorted by (group, bucket): each group's buckets are a run, its lowest bucket first.
+        # Most groups use one bucket and need no shifting.
         runs = np.flatnonzero(np.diff(group_of)) + 1
-        for first, end in zip(np.r_[0, runs].tolist(), np.r_[runs, len(used)].tolist()):
-            buckets = bucket_of_key[first:end].tolist()
+        firsts, ends = np.r_[0, runs], np.r_[runs, len(used)]
+        exponents = (base + bucket_of_key * _BUCKET_BITS).tolist()
+        groups_of_keys = group_of.tolist()
+        for k in firsts[ends - firsts == 1].tolist():
+            sums[groups_of_keys[k]] = cls(numerators[k], exponents[k])
+        buckets_of_keys = bucket_of_key.tolist()
+        for first, end in zip(firsts[ends - firsts > 1].tolist(), ends[ends - firsts > 1].tolist()):
             numerator = 0
-            for k, b in enumerate(buckets):
-                numerator += numerators[first + k] << ((b - buckets[0]) * _BUCKET_BITS)
-            sums[int(group_of[first])] = cls(numerator, base + buckets[0] * _BUCKET_BITS)
+            for k in range(first, end):
+                numerator += numerators[k] << ((buckets_of_keys[k] - buckets_of_keys[first]) * _BUCKET_BITS)
+            sums[groups_of_keys[first]] = cls(numerator, exponents[first])
         return sums
 
     def __add__(self, other: "ExactSum") -> "ExactSum":
