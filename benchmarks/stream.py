@@ -200,9 +200,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--early", type=float, default=1.0, help="early firing period, seconds")
     parser.add_argument("--interval", default="10s", help="bar interval (default 10s, so a run sees many windows close)")
+    parser.add_argument("--keep", help="keep the broker's and streams' logs and outputs in this directory")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cryptobeam-stream-bench-") as tmp:
-        work = Path(tmp)
+        work = Path(args.keep or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         broker = LocalKafka.start(work / "kafka")
         try:
             results = [run_rate(broker.bootstrap, int(rate), args.seconds, args.early, args.interval, work)
