@@ -6,6 +6,7 @@ and output still has the size and checksum recorded.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -18,6 +19,14 @@ MANIFEST_DIR = "_manifests"
 
 
 def sha256_of(path: str) -> str:
+    """The file's checksum; each process hashes an unchanged file once, however many of its time
+    slices it runs."""
+    stat = os.stat(path)
+    return _sha256_of(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_of(path: str, _size: int, _mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
