@@ -70,7 +70,7 @@ class KafkaReadConfig:
     poll_timeout_s: float = 0.2
     read_budget_s: float = 0.25
     """Longest single read before handing the rest of the partition back to the runner; a read
-    that has caught up returns at once."""
+    that has caught up on a light stream (a poll under max_batch / 8) returns at once."""
 
 
 @dataclass(frozen=True)
@@ -271,9 +271,11 @@ class _ReadPartitionFn(beam.DoFn):
                 claimed.append(message)
             if claimed:
                 yield from self._emit(claimed, start, source, watermark)
-                if len(messages) < self._config.max_batch and len(claimed) == len(messages):
-                    # Caught up: hand this batch on now rather than wait out the read budget,
-                    # which only serves a backlog (fewer, larger bundles while catching up).
+                if len(messages) < self._config.max_batch // 8 and len(claimed) == len(messages):
+                    # Caught up on a light stream: hand the batch on now instead of waiting out
+                    # the read budget. Under load, longer reads keep bundles few and large,
+                    # which is what lets the runner keep up (measured: returning early at any
+                    # load cut the sustained rate from 30k to 20k trades/s).
                     tracker.defer_remainder(Duration(seconds=0))
                     return
             elif not messages and self._idle(reader, watermark):
