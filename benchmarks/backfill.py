@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import threading
 import subprocess
 import sys
@@ -84,9 +85,10 @@ def tree_rss_mb(root: int) -> float:
     return sum(rss.get(pid, 0) for pid in members) / 1024
 
 
-def cryptobeam_bars(inputs: str, source: str, out: str) -> tuple[pl.DataFrame, float]:
-    """Bars from the CLI in a process of its own; returns them and the peak RSS (MB) of that process
-    with its chunk workers."""
+def cryptobeam_bars(inputs: str, source: str, out: str) -> tuple[pl.DataFrame, float, float]:
+    """Bars from the CLI in a process of its own; returns them, the peak RSS (MB) of that process
+    with its chunk workers, and the CPU seconds they used (user + system)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen([str(Path(sys.executable).parent / "cryptobeam"), "backfill", "--source", source,
                                 "--input", inputs, "--interval", "1m", "--out", out, "--no-progress"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -103,8 +105,10 @@ def cryptobeam_bars(inputs: str, source: str, out: str) -> tuple[pl.DataFrame, f
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"cryptobeam exited {process.returncode}: {stderr[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     bars = pl.read_parquet(f"{out}/bars/**/*.parquet", hive_partitioning=True).filter(~pl.col("is_filled"))
-    return bars, peak["mb"]
+    return bars, peak["mb"], cpu_s
 
 
 def write_binance_csv(trades_path: str, directory: str) -> str:
@@ -144,7 +148,7 @@ def run_once(trades: int, symbols: list[str], days: float, input_format: str) ->
         polars_result, polars_s = timed(polars_bars, path, interval_us)
         duck_result, duck_s = timed(duckdb_bars, path, interval_us)
         inputs, source = (write_binance_csv(path, tmp), "binance-aggtrades") if input_format == "csv" else (path, "parquet")
-        (ours, peak_rss_mb), ours_s = timed(cryptobeam_bars, inputs, source, os.path.join(tmp, "out"))
+        (ours, peak_rss_mb, cpu_s), ours_s = timed(cryptobeam_bars, inputs, source, os.path.join(tmp, "out"))
     args = argparse.Namespace(trades=trades, symbols=len(symbols))
     return {
         "date": date.today().isoformat(), "machine": f"{platform.machine()} {os.cpu_count()} cores",
@@ -156,6 +160,7 @@ def run_once(trades: int, symbols: list[str], days: float, input_format: str) ->
         "agree_with_polars": agree(polars_result, ours), "agree_with_duckdb": agree(duck_result, ours),
         "cryptobeam_peak_rss_mb": round(peak_rss_mb),
         "cryptobeam_us_per_trade": round(ours_s / args.trades * 1e6, 3),
+        "cryptobeam_cpu_s": round(cpu_s, 3),
     }
 
 
@@ -169,10 +174,13 @@ SWEEP_WINDOWS = (1_000, 5_000, 20_000, 43_200)
 SWEEP_TRADES_PER_WINDOW = 230
 
 
-def with_net(result: dict, startup_s: float, label: str) -> dict:
-    net = max(result["cryptobeam_s"] - startup_s, 1e-9)
-    return {"label": label, **result, "startup_s": round(startup_s, 3), "net_s": round(net, 3),
+def with_net(result: dict, startup: dict, label: str) -> dict:
+    """Adds wall and CPU time per trade net of the fixed start-up (``startup``: a 1,000-trade run)."""
+    net = max(result["cryptobeam_s"] - startup["cryptobeam_s"], 1e-9)
+    net_cpu = max(result["cryptobeam_cpu_s"] - startup["cryptobeam_cpu_s"], 1e-9)
+    return {"label": label, **result, "startup_s": round(startup["cryptobeam_s"], 3), "net_s": round(net, 3),
             "net_us_per_trade": round(net / result["trades"] * 1e6, 3),
+            "net_cpu_us_per_trade": round(net_cpu / result["trades"] * 1e6, 3),
             "throughput_vs_polars": round(result["polars_s"] / result["cryptobeam_s"], 3)}
 
 
@@ -181,34 +189,38 @@ def print_suite(runs: list[dict], sweep: list[dict]) -> None:
     from rich.table import Table
     table = Table(title=f"cryptobeam backfill vs polars and duckdb, 1m bars, {date.today()}, {platform.machine()} "
                         f"{os.cpu_count()} cores")
-    for column in ("input", "trades", "windows", "cryptobeam s", "trades/s", "polars s", "duckdb s",
+    for column in ("input", "trades", "windows", "cryptobeam s", "trades/s", "net CPU µs/trade", "polars s", "duckdb s",
                    "vs polars", "peak RSS MB", "agree"):
         table.add_column(column, justify="right")
     for r in runs:
         table.add_row(r["label"], f"{r['trades']:,}", f"{r['windows']:,}", f"{r['cryptobeam_s']:.2f}",
-                      f"{r['cryptobeam_trades_per_s']:,}", f"{r['polars_s']:.2f}", f"{r['duckdb_s']:.2f}",
+                      f"{r['cryptobeam_trades_per_s']:,}", f"{r['net_cpu_us_per_trade']:.2f}", f"{r['polars_s']:.2f}",
+                      f"{r['duckdb_s']:.2f}",
                       f"1/{1 / r['throughput_vs_polars']:.1f}", f"{r['cryptobeam_peak_rss_mb']:,}",
                       "yes" if r["agree_with_polars"] and r["agree_with_duckdb"] else "NO")
-    Console().print(table)
+    Console(width=200).print(table)
     curve = Table(title=f"time per trade, 1 symbol, {SWEEP_TRADES_PER_WINDOW} trades per 1m window "
                         f"(start-up {sweep[0]['startup_s']:.2f} s subtracted for 'net')")
-    for column in ("windows", "trades", "cryptobeam s", "µs/trade", "net µs/trade", "peak RSS MB", "agree"):
+    for column in ("windows", "trades", "cryptobeam s", "µs/trade", "net µs/trade", "net CPU µs/trade", "peak RSS MB",
+                   "agree"):
         curve.add_column(column, justify="right")
     for r in sweep:
         curve.add_row(f"{r['windows']:,}", f"{r['trades']:,}", f"{r['cryptobeam_s']:.2f}", f"{r['cryptobeam_us_per_trade']:.2f}",
-                      f"{r['net_us_per_trade']:.2f}", f"{r['cryptobeam_peak_rss_mb']:,}",
+                      f"{r['net_us_per_trade']:.2f}", f"{r['net_cpu_us_per_trade']:.2f}", f"{r['cryptobeam_peak_rss_mb']:,}",
                       "yes" if r["agree_with_polars"] and r["agree_with_duckdb"] else "NO")
-    Console().print(curve)
+    Console(width=200).print(curve)
     size = [r for r in runs if r["days"] == 1.0]
-    ratios = [r["net_us_per_trade"] for r in size] + [r["net_us_per_trade"] for r in sweep]
-    print(f"net µs/trade spread: 1M -> 10M {max(r['net_us_per_trade'] for r in size) / min(r['net_us_per_trade'] for r in size):.2f}x, "
-          f"1k -> 43.2k windows {max(r['net_us_per_trade'] for r in sweep) / min(r['net_us_per_trade'] for r in sweep):.2f}x "
-          f"(target: within 1.5x); all agree: {all(r['agree_with_polars'] and r['agree_with_duckdb'] for r in runs + sweep)}"
-          if ratios else "")
+
+    def spread(rows, key):
+        return max(r[key] for r in rows) / min(r[key] for r in rows)
+    print(f"spread of net time per trade (target: within 1.5x): 1M -> 10M wall {spread(size, 'net_us_per_trade'):.2f}x, "
+          f"CPU {spread(size, 'net_cpu_us_per_trade'):.2f}x; 1k -> 43.2k windows wall {spread(sweep, 'net_us_per_trade'):.2f}x, "
+          f"CPU {spread(sweep, 'net_cpu_us_per_trade'):.2f}x; "
+          f"all agree: {all(r['agree_with_polars'] and r['agree_with_duckdb'] for r in runs + sweep)}")
 
 
 def run_suite() -> None:
-    startup = run_once(1_000, ["BTCUSDT"], 1.0, "parquet")["cryptobeam_s"]
+    startup = run_once(1_000, ["BTCUSDT"], 1.0, "parquet")
     runs = []
     for label, trades, n_symbols, days, input_format in SUITE:
         runs.append(with_net({**run_once(trades, SYMBOLS[:n_symbols], days, input_format), "days": days}, startup, label))
@@ -223,7 +235,7 @@ def run_suite() -> None:
     out_dir.mkdir(exist_ok=True)
     (out_dir / "backfill-suite.json").write_text(json.dumps({"date": date.today().isoformat(),
                                                              "machine": f"{platform.platform()}, {os.cpu_count()} cores",
-                                                             "startup_s": startup, "runs": runs, "windows_sweep": sweep},
+                                                             "startup": startup, "runs": runs, "windows_sweep": sweep},
                                                             indent=2))
     print(f"written {out_dir / 'backfill-suite.json'}")
 

@@ -224,7 +224,7 @@ def main() -> None:
                       f"{r['early_p50_s']} / {r['early_p99_s']}", f"{r['tail_early_p99_s']}",
                       f"{r['on_time_p50_s']} / {r['on_time_p99_s']}", "yes" if r["sustained"] else "NO",
                       "yes" if r["kept_up"] else "NO")
-    Console().print(table)
+    Console(width=200).print(table)
     sustained = [r["rate"] for r in results if r["sustained"]]
     print(f"highest sustained rate tried: {max(sustained):,} trades/s" if sustained else "no rate was sustained")
     target = ROOT / "benchmarks" / "results" / "stream.json"
