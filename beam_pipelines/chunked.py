@@ -17,9 +17,9 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from beam_pipelines.accounting import Accounting, counters_of
 from beam_pipelines.backfill import BackfillConfig, build_backfill
 from beam_pipelines.chunks import Chunk
-from runners.malloc_tuning import reuse_freed_memory
 from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, remove_stale_outputs,
                                      remove_temporary_files)
+from runners.malloc_tuning import reuse_freed_memory
 
 
 def run_settings(config: BackfillConfig) -> dict:

@@ -118,18 +118,16 @@ def _runs_of_dated_files(chunk: Chunk, row_budget: int) -> list[Chunk]:
     if sum(rows_of.values()) <= row_budget or any(d is None for d in dates):
         return [chunk]
     ordered = sorted(zip(dates, chunk.files), key=lambda pair: (pair[0], pair[1].path))
-    runs, current, rows, current_first = [], [], 0, None
+    runs: list[tuple[date, list[InputFile]]] = []  # (first day, files)
+    rows = 0
     for (first, _), f in ordered:
         estimate = rows_of[f.path]
-        if current and rows + estimate > row_budget and first != current_first:
-            runs.append(current)
-            current, rows = [], 0
-        if not current:
-            current_first = first
-        current.append(f)
+        if not runs or (rows + estimate > row_budget and first != runs[-1][0]):
+            runs.append((first, []))
+            rows = 0
+        runs[-1][1].append(f)
         rows += estimate
-    runs.append(current)
-    return [Chunk(f"{chunk.chunk_id}@{file_date(run[0].path)[0].strftime('%Y%m%d')}", tuple(run)) for run in runs]
+    return [Chunk(f"{chunk.chunk_id}@{first.strftime('%Y%m%d')}", tuple(files)) for first, files in runs]
 
 
 def _time_slices(chunk: Chunk, interval, row_budget: int) -> list[Chunk]:
@@ -174,5 +172,5 @@ def _time_slices(chunk: Chunk, interval, row_budget: int) -> list[Chunk]:
 
 
 def _stamp(micros: int) -> str:
-    from datetime import datetime, timezone
-    return datetime.fromtimestamp(micros / 1e6, tz=timezone.utc).strftime("%Y%m%dT%H%M%S")
+    from transforms.event_time import micros_to_datetime
+    return micros_to_datetime(micros).strftime("%Y%m%dT%H%M%S")

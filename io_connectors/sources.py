@@ -87,12 +87,13 @@ def read_raw_batches(source: SourceFormat, path: str, batch_rows: int = DEFAULT_
 def _parquet_slice_batches(path: str, batch_rows: int, time_slice: TimeSlice):
     """The rows of a Parquet file whose event time falls in the slice; row groups whose
     statistics put them wholly outside it are not read."""
-    parquet = pq.ParquetFile(path)
+    footer = pq.read_metadata(path)
+    schema = footer.schema.to_arrow_schema()
     # Rows outside the slice are decoded too (a row group is the unit of reading), so the
     # low-cardinality text columns are read as dictionaries: cheap to decode and to filter.
-    categorical = [name for name in ("exchange", "symbol", "side", "source") if name in parquet.schema_arrow.names
-                   and pa.types.is_string(parquet.schema_arrow.field(name).type)]
-    parquet = pq.ParquetFile(path, read_dictionary=categorical)
+    categorical = [name for name in ("exchange", "symbol", "side", "source") if name in schema.names
+                   and pa.types.is_string(schema.field(name).type)]
+    parquet = pq.ParquetFile(path, metadata=footer, read_dictionary=categorical)
     first_rows = np.cumsum([0] + [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]) + 1
     for group in range(parquet.num_row_groups):
         if not time_slice.may_hold(_event_time_range(parquet, group)):

@@ -97,12 +97,9 @@ def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_st
     earliest = np.minimum.reduceat(times, segment_starts)
     latest = np.maximum.reduceat(times, segment_starts)
 
-    def edge(choose, start, end, time):
-        """The trade at ``time`` that comes first (min) or last (max) by trade id."""
-        tied = np.flatnonzero(times[start:end] == time) + start
-        trade_ids = [trade_id(i) for i in tied.tolist()]
-        best = choose(range(len(tied)), key=lambda k: (len(trade_ids[k]), trade_ids[k]))
-        return int(times[tied[best]]), len(trade_ids[best]), trade_ids[best], float(prices[tied[best]])
+    def rank(row) -> TradeRank:
+        identifier = trade_id(row)
+        return int(times[row]), len(identifier), identifier, float(prices[row])
 
     def edges(extreme):
         """Per segment, the row at its extreme time when only one row has it, else -1 (a tie)."""
@@ -112,11 +109,12 @@ def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_st
         first_row = rows[np.searchsorted(segment_of_row[rows], np.arange(n_segments))]
         return np.where(single, first_row, -1).tolist()
 
-    def ranked(row, choose, start, end, time):
+    def ranked(row, choose, start, end, time) -> TradeRank:
+        """The edge trade's rank; a tie at ``time`` goes to the first (min) or last (max) trade id."""
         if row < 0:
-            return edge(choose, start, end, time)
-        identifier = trade_id(row)
-        return int(times[row]), len(identifier), identifier, float(prices[row])
+            tied = (np.flatnonzero(times[start:end] == time) + start).tolist()
+            row = choose(tied, key=lambda i: rank(i)[1:3])
+        return rank(row)
 
     firsts, lasts = edges(earliest), edges(latest)
     partials = []
