@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import multiprocessing
 import os
 import signal
 import time
@@ -19,6 +18,7 @@ from beam_pipelines.backfill import BackfillConfig, build_backfill
 from beam_pipelines.chunks import Chunk
 from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, remove_stale_outputs,
                                      remove_temporary_files)
+from beam_pipelines.worker_server import worker_context
 from runners.malloc_tuning import reuse_freed_memory
 
 
@@ -84,7 +84,8 @@ def conflicting_settings(config: BackfillConfig, chunks: list[Chunk]) -> list[st
 
 
 def _start_worker() -> None:
-    """Linux: a worker gets SIGKILL when the process that started it dies; it reuses freed memory."""
+    """Linux: a worker gets SIGKILL when the fork server it came from dies (which it does when this
+    process dies); it reuses freed memory."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
@@ -102,9 +103,8 @@ def run_chunks(config: BackfillConfig, chunks: list[Chunk], workers: int, on_don
             manifests.append(run_chunk(config, chunk))
             on_done(manifests[-1])
         return manifests
-    context = multiprocessing.get_context("spawn")
     manifests = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_start_worker) as pool:
         pending = {pool.submit(run_chunk, config, chunk) for chunk in chunks}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -93,10 +93,25 @@ TEXT_BYTES_PER_ROW = 50
 # The in-process runner spends about 130 µs of state and bundle bookkeeping per window and about
 # 1 µs per trade (measured with pyinstrument on 43,200 one-minute windows of 23 trades).
 WINDOW_COST_ROWS = 120
+# A chunk of at least this many rows is cut into a multiple of MIN_PIECES pieces, even when under
+# the budget, so that every worker gets an equal share. A constant, not the worker count: the cut
+# decides the chunk ids, and a rerun with other --workers must find the same chunks.
+PARALLEL_FROM_ROWS = 1_000_000
+MIN_PIECES = 2
+
+
+def _piece_rows(total_rows: int, row_budget: int) -> int:
+    """Rows per piece: at most the budget, in a multiple of MIN_PIECES pieces once the chunk is large."""
+    if total_rows < PARALLEL_FROM_ROWS:
+        return row_budget
+    pieces = -(-total_rows // row_budget)
+    pieces = -(-pieces // MIN_PIECES) * MIN_PIECES
+    return -(-total_rows // pieces)
 
 
 def split_large_chunks(chunks: list[Chunk], layout: str, interval, row_budget: int | None) -> list[Chunk]:
-    """Cut every chunk over ``row_budget`` rows into pieces under it (as far as windows allow)."""
+    """Cut every chunk over ``row_budget`` rows into pieces under it (as far as windows allow),
+    and every chunk over PARALLEL_FROM_ROWS into a multiple of MIN_PIECES pieces."""
     if not row_budget:
         return chunks
     pieces = []
@@ -115,6 +130,7 @@ def _runs_of_dated_files(chunk: Chunk, row_budget: int) -> list[Chunk]:
     nothing says which of them hold the same days."""
     dates = [file_date(f.path) for f in chunk.files]
     rows_of = {f.path: uncompressed_size(f.path, f.size) // TEXT_BYTES_PER_ROW for f in chunk.files}
+    row_budget = _piece_rows(sum(rows_of.values()), row_budget)
     if sum(rows_of.values()) <= row_budget or any(d is None for d in dates):
         return [chunk]
     ordered = sorted(zip(dates, chunk.files), key=lambda pair: (pair[0], pair[1].path))
@@ -159,6 +175,7 @@ def _time_slices(chunk: Chunk, interval, row_budget: int) -> list[Chunk]:
     # bookkeeping), so sparse data is cut by windows too: its pieces then also run in parallel.
     cost = np.bincount(inverse, weights=counts).astype(np.int64) + WINDOW_COST_ROWS
     total = int(cost.sum())
+    row_budget = _piece_rows(total, row_budget)
     if total <= row_budget:
         return [chunk]
     pieces = -(-total // row_budget)

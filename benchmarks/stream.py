@@ -37,7 +37,6 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from confluent_kafka import Consumer, Producer  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -45,7 +44,7 @@ from io_connectors.avro_wire import SchemaStore, decode, encode  # noqa: E402
 from io_connectors.kafka_sink import PRODUCER_SETTINGS, produce  # noqa: E402
 from transforms.event_time import datetime_to_micros  # noqa: E402
 from transforms.interval import parse_interval  # noqa: E402
-from runners.local_kafka import LocalKafka  # noqa: E402
+from runners.local_kafka import LocalKafka, create_topics  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "cryptobeam")
 # Sustained: every trade reaches a final bar, the publisher held the rate, and in the last quarter
@@ -53,12 +52,7 @@ CLI = str(Path(sys.executable).parent / "cryptobeam")
 # accumulates backlog, and its lag grows with the run).
 SUSTAINED_LAG_S = 5.0
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
-
-
-def create_topics(bootstrap: str, *topics: tuple[str, int]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(name, partitions, 1) for name, partitions in topics]).values():
-        future.result(30)
+WATERMARK_DELAY_S = 1.0
 
 
 class BarsCollector(threading.Thread):
@@ -135,7 +129,9 @@ def latencies(panes: list[tuple[float, dict]], sent: dict, interval_us: int) -> 
     tail_pane = []  # event -> EARLY for the last quarter of the run: grows without bound when the stream falls behind
     tail_from = min(trades[0][1] for trades in sent.values()) + 0.75 * (
         max(trades[-1][1] for trades in sent.values()) - min(trades[0][1] for trades in sent.values()))
-    last_event_us = max(trades[-1][0] for trades in sent.values())
+    # The watermark follows the newest event time less the delay: windows ending after that
+    # close only when the stream drains, however long after its end that is.
+    last_watermark_us = max(trades[-1][0] for trades in sent.values()) - int(WATERMARK_DELAY_S * 1e6)
     for symbol, trades in sent.items():
         events = np.array([e for e, _ in trades])
         sends = np.array([s for _, s in trades])
@@ -146,8 +142,8 @@ def latencies(panes: list[tuple[float, dict]], sent: dict, interval_us: int) -> 
             counted = 0
             for arrived, bar in sorted(by_window.get(key, []), key=lambda p: p[1]["pane_index"]):
                 window_end_s = (window_start + interval_us) / 1e6
-                if bar["pane_timing"] == "ON_TIME" and window_start + interval_us <= last_event_us:
-                    on_time.append(arrived - window_end_s)  # windows the drain closed early do not count
+                if bar["pane_timing"] == "ON_TIME" and window_start + interval_us <= last_watermark_us:
+                    on_time.append(arrived - window_end_s)  # windows only the drain closes do not count
                 if bar["trade_count"] > counted:
                     if bar["pane_timing"] == "EARLY":
                         sends_counted = in_window[counted:bar["trade_count"]]
@@ -167,7 +163,7 @@ def latencies(panes: list[tuple[float, dict]], sent: dict, interval_us: int) -> 
 def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, interval: str, work: Path) -> dict:
     tag = uuid.uuid4().hex[:6]
     trades_topic, bars_topic = f"bench_trades_{tag}", f"bench_bars_{tag}"
-    create_topics(bootstrap, (trades_topic, 3), (bars_topic, 1))
+    create_topics(bootstrap, {trades_topic: 3, bars_topic: 1})
     collector = BarsCollector(bootstrap, bars_topic)
     collector.start()
     start, messages = prepare(rate, seconds, lead_s=10)
@@ -175,7 +171,7 @@ def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, interval
     log = open(work / f"stream-{rate}.log", "w")
     stream = subprocess.Popen([CLI, "stream", "--kafka", bootstrap, "--topic", trades_topic, "--group", tag,
                                "--bars-topic", bars_topic, "--out", str(out), "--interval", interval,
-                               "--early", f"{early_s:g}s", "--allowed-lateness", "1m", "--watermark-delay", "1s",
+                               "--early", f"{early_s:g}s", "--allowed-lateness", "1m", "--watermark-delay", f"{WATERMARK_DELAY_S:g}s",
                                "--idle-after", "2s", "--stop-when-idle", "15s", "--no-progress"],
                               stdout=log, stderr=subprocess.STDOUT)  # Prism and its workers start meanwhile
     sent, achieved = publish(bootstrap, trades_topic, rate, start, messages)

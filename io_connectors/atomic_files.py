@@ -14,7 +14,12 @@ from apache_beam.io.filesystems import FileSystems
 def write_atomically(data: bytes, final_path: str) -> None:
     directory, name = final_path.rsplit("/", 1)
     if not FileSystems.exists(directory):
-        FileSystems.mkdirs(directory)
+        try:
+            FileSystems.mkdirs(directory)
+        except OSError:
+            # Chunk workers writing the same partition race to create it; losing the race is fine.
+            if not FileSystems.exists(directory):
+                raise
     temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
     with FileSystems.create(temporary) as handle:
         handle.write(data)

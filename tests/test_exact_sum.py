@@ -30,3 +30,24 @@ def test_exact_and_grouping_independent(values, cuts):
 def test_of_many_equals_of_each(arrays):
     many = ExactSum.of_many([np.array(a, dtype=float) for a in arrays])
     assert [float(s) for s in many] == [math.fsum(a) for a in arrays]
+
+
+def exact_value(total: ExactSum) -> Fraction:
+    return Fraction(total.numerator) * Fraction(2) ** total.exponent
+
+
+@given(st.lists(finite, max_size=30), st.lists(finite, max_size=30))
+def test_difference_is_exact(a, b):
+    difference = ExactSum.of(np.array(a, dtype=float)) - ExactSum.of(np.array(b, dtype=float))
+    assert exact_value(difference) == sum(map(Fraction, a), Fraction(0)) - sum(map(Fraction, b), Fraction(0))
+
+
+def test_widest_values_at_the_most_values_per_pass_stay_exact():
+    """The pieces' float64 accumulators are exact only up to a bound: fill a pass to the limit
+    with values whose aligned mantissas are the widest possible (53 bits shifted by 7)."""
+    from transforms import exact_sum
+    widest = np.nextafter(256.0, 0.0)  # exponent 7 above 1.0's bucket base, every mantissa bit set
+    values = np.full(exact_sum._MAX_VALUES_PER_PASS + 3, widest)
+    values[0] = 1.0  # fixes the bucket base, so the others are shifted by 7
+    total = ExactSum.of_groups(values, np.zeros(len(values), dtype=np.int64), 1)[0]
+    assert exact_value(total) == 1 + (len(values) - 1) * Fraction(widest)

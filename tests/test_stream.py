@@ -19,10 +19,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from io_connectors.bar_reader import final_bars, read_bars
 from io_connectors.parquet_sink import run_of
+from runners.local_kafka import create_topics
 from tests.test_kafka import read_topic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,8 +33,7 @@ PANE_FIELDS = ("pane_timing", "pane_index", "is_final", "file")
 
 def new_topic(bootstrap: str, partitions: int = 2) -> str:
     name = f"trades_{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the topic exists
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+    create_topics(bootstrap, {name: partitions})
     return name
 
 

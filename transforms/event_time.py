@@ -39,8 +39,8 @@ def window_starts(batch: pa.Table, interval: Interval) -> np.ndarray:
     return interval.window_start_micros(event_times(batch))
 
 
-def stamped_window_chunks(batch: pa.Table, starts: np.ndarray):
-    """Yield timestamped ((exchange, symbol, window_start_us), TradeChunk) pairs."""
-    for chunk in chunks_of(batch, starts):
+def stamped_window_chunks(batch: pa.Table, starts: np.ndarray, pair: tuple[str, str]):
+    """Yield timestamped ((exchange, symbol, window_start_us), TradeChunk) pairs of one pair's batch."""
+    for chunk in chunks_of(batch, starts, pair):
         key = (chunk.exchange, chunk.symbol, chunk.window_start)
         yield beam.window.TimestampedValue((key, chunk), Timestamp(micros=int(chunk.event_time.min())))

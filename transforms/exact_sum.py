@@ -14,9 +14,9 @@ import numpy as np
 _MANTISSA_BITS = 53
 _BUCKET_SHIFT = 3
 _BUCKET_BITS = 1 << _BUCKET_SHIFT  # a power of two, so buckets are found with shifts and masks
-_PIECE_BITS = 20
+_PIECE_BITS = 30
 _PIECE_MASK = (1 << _PIECE_BITS) - 1
-_MAX_VALUES_PER_PASS = 1 << 26
+_MAX_VALUES_PER_PASS = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class ExactSum:
             second = cls.of_groups(values[half:], groups[half:], n_groups)
             return [a + b for a, b in zip(first, second)]
         nonzero = values != 0
-        values, groups = values[nonzero], groups[nonzero]
+        if not nonzero.all():
+            values, groups = values[nonzero], groups[nonzero]
         sums = [cls()] * n_groups
         if not len(values):
             return sums
@@ -54,9 +55,9 @@ class ExactSum:
         mantissas = (fractions * (1 << _MANTISSA_BITS)).astype(np.int64)
         exponents = exponents.astype(np.int64) - _MANTISSA_BITS
         # Values whose exponents share a bucket of _BUCKET_BITS are aligned inside int64 (a 53-bit
-        # mantissa shifted by < 8 bits). Each aligned value is split into three 20-bit pieces, and
+        # mantissa shifted by < 8 bits). Each aligned value is split into two 30-bit pieces, and
         # the pieces are summed per (group, bucket) in float64, which is exact: a sum of up to
-        # 2**26 values below 2**20 stays below 2**53.
+        # 2**23 values below 2**30 stays below 2**53.
         base = int(exponents.min())
         relative = exponents - base
         bucket_of = relative >> _BUCKET_SHIFT
@@ -66,11 +67,10 @@ class ExactSum:
         key = groups * len(buckets_used) + dense[bucket_of]
         aligned = mantissas << (relative & (_BUCKET_BITS - 1))
         size = n_groups * len(buckets_used)
-        pieces = [np.bincount(key, weights=(aligned >> shift) & _PIECE_MASK if shift < 2 * _PIECE_BITS else aligned >> shift,
-                              minlength=size) for shift in (0, _PIECE_BITS, 2 * _PIECE_BITS)]
-        used = np.flatnonzero((pieces[0] != 0) | (pieces[1] != 0) | (pieces[2] != 0))
-        numerators = [lo + (mid << _PIECE_BITS) + (hi << (2 * _PIECE_BITS)) for lo, mid, hi in
-                      zip(*(p[used].astype(np.int64).tolist() for p in pieces))]
+        pieces = [np.bincount(key, weights=aligned & _PIECE_MASK, minlength=size),
+                  np.bincount(key, weights=aligned >> _PIECE_BITS, minlength=size)]
+        used = np.flatnonzero((pieces[0] != 0) | (pieces[1] != 0))
+        numerators = [lo + (hi << _PIECE_BITS) for lo, hi in zip(*(p[used].astype(np.int64).tolist() for p in pieces))]
         group_of, dense_bucket = np.divmod(used, len(buckets_used))
         bucket_of_key = buckets_used[dense_bucket]
         # Keys are sorted by (group, bucket): each group's buckets are a run, its lowest bucket first.
@@ -96,6 +96,12 @@ class ExactSum:
             return other
         base = min(self.exponent, other.exponent)
         return ExactSum((self.numerator << (self.exponent - base)) + (other.numerator << (other.exponent - base)), base)
+
+    def __neg__(self) -> "ExactSum":
+        return ExactSum(-self.numerator, self.exponent)
+
+    def __sub__(self, other: "ExactSum") -> "ExactSum":
+        return self + (-other)
 
     def __float__(self) -> float:
         if not self.numerator:

@@ -19,19 +19,28 @@ BySymbol = typing.Tuple[SymbolKey, typing.Any]
 ByWindow = typing.Tuple[WindowKey, typing.Any]
 
 
+def _one_value(column) -> bool:
+    extremes = pc.min_max(column)
+    return extremes["min"] == extremes["max"]
+
+
 def split_by_symbol(batch: pa.Table):
-    """Yield ((exchange, symbol), rows of the batch for that pair)."""
-    joined = pc.binary_join_element_wise(batch.column("exchange"), batch.column("symbol"), "\x1f")
-    encoded = pc.dictionary_encode(joined).combine_chunks()
-    pairs = encoded.dictionary.to_pylist()
-    if len(pairs) == 1:
-        yield tuple(pairs[0].split("\x1f", 1)), batch
+    """Yield ((exchange, symbol), rows of the batch for that pair). Exchange and symbol are never
+    null here (validation rejected such rows)."""
+    if not batch.num_rows:
         return
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    exchange, symbol = batch.column("exchange"), batch.column("symbol")
+    one_exchange = _one_value(exchange)
+    if one_exchange and _one_value(symbol):  # the usual batch: one pair, nothing to split
+        yield (exchange[0].as_py(), symbol[0].as_py()), batch
+        return
+    pairs = symbol if one_exchange else pc.binary_join_element_wise(exchange, symbol, "\x1f")
+    codes = pc.dictionary_encode(pairs).combine_chunks().indices.to_numpy(zero_copy_only=False)
     order = np.argsort(codes, kind="stable")
     boundaries = np.flatnonzero(np.diff(codes[order]) != 0) + 1
     for rows in np.split(order, boundaries):
-        yield tuple(pairs[codes[rows[0]]].split("\x1f", 1)), batch.take(pa.array(rows, pa.int64()))
+        first = int(rows[0])
+        yield (exchange[first].as_py(), symbol[first].as_py()), batch.take(pa.array(rows, pa.int64()))
 
 
 class KeyBySymbol(beam.PTransform):

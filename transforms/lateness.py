@@ -51,7 +51,7 @@ class _RouteTooLateFn(beam.DoFn):
                 latest_state=beam.DoFn.StateParam(LATEST_EXPIRY),
                 expiry_timer=beam.DoFn.TimerParam(EXPIRY),
                 end_timer=beam.DoFn.TimerParam(END_OF_INPUT)):
-        _, batch = element
+        pair, batch = element
         times = event_times(batch)
         starts = self._spec.interval.window_start_micros(times)
         expiries = starts + self._spec.interval.micros + self._spec.allowed_lateness_micros
@@ -75,7 +75,7 @@ class _RouteTooLateFn(beam.DoFn):
             next_state.write(earliest)
             expiry_timer.set(Timestamp(micros=earliest))
             end_timer.set(GlobalWindow().max_timestamp())
-        yield from stamped_window_chunks(batch, starts)
+        yield from stamped_window_chunks(batch, starts, pair)
 
     @on_timer(EXPIRY)
     def on_expiry(self, fired_at=beam.DoFn.TimestampParam,

@@ -88,10 +88,15 @@ def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_st
     n_segments = len(segment_starts)
     segment_of_row = np.repeat(np.arange(n_segments), segment_ends - segment_starts)
     buys, sells = sides == 0, sides == 1
-    values = np.concatenate([amounts, prices * amounts, amounts[buys], amounts[sells]])
-    groups = np.concatenate([segment_of_row * 4, segment_of_row * 4 + 1, segment_of_row[buys] * 4 + 2,
-                             segment_of_row[sells] * 4 + 3])
-    sums = ExactSum.of_groups(values, groups, 4 * n_segments)
+    # When every side is known, sell volume is volume less buy volume (exact), one sum fewer.
+    sides_known = bool((buys | sells).all())
+    values = [amounts, prices * amounts, amounts[buys]] + ([] if sides_known else [amounts[sells]])
+    groups = [segment_of_row * 4, segment_of_row * 4 + 1, segment_of_row[buys] * 4 + 2] + (
+        [] if sides_known else [segment_of_row[sells] * 4 + 3])
+    sums = ExactSum.of_groups(np.concatenate(values), np.concatenate(groups), 4 * n_segments)
+    if sides_known:
+        for k in range(n_segments):
+            sums[4 * k + 3] = sums[4 * k] - sums[4 * k + 2]
     highs = np.maximum.reduceat(prices, segment_starts)
     lows = np.minimum.reduceat(prices, segment_starts)
     earliest = np.minimum.reduceat(times, segment_starts)

@@ -33,7 +33,7 @@ def make_trade_batch(*, exchange, symbol, trade_id, price, amount, side, event_t
         if value is None:
             return pa.nulls(n, dtype)
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return pa.array([value] * n, dtype) if n else pa.array([], dtype)
+            return pa.repeat(pa.scalar(value, dtype), n)
         if isinstance(value, pa.ChunkedArray):
             value = value.combine_chunks()
         if isinstance(value, pa.Array):

@@ -108,22 +108,32 @@ class TradeChunk:
         return json.dumps(record, sort_keys=True)
 
 
-def chunks_of(batch: pa.Table, window_starts: np.ndarray):
-    """Split a trade batch into one TradeChunk per (exchange, symbol, window start).
+def _segments_with_repeated_ids(id_hashes: np.ndarray, starts: np.ndarray) -> set[int]:
+    """The segments (rows from ``starts[k]`` on) in which some trade id hash occurs twice. A repeat
+    inside a segment is a repeat in the batch, and the batch-wide check (one column) is the cheap
+    one that usually settles it."""
+    in_batch = pl.Series(id_hashes).is_duplicated().to_numpy()
+    if not in_batch.any():
+        return set()
+    rows = np.flatnonzero(in_batch)
+    segments = np.searchsorted(starts, rows, side="right") - 1
+    repeated = pl.DataFrame({"segment": segments, "id": id_hashes[rows]}).is_duplicated().to_numpy()
+    return set(np.unique(segments[repeated]).tolist())
+
+
+def chunks_of(batch: pa.Table, window_starts: np.ndarray, pair: tuple[str, str]):
+    """Split a batch of one (exchange, symbol) pair's trades into one TradeChunk per window start.
 
     Every column is converted and every hash computed once for the whole batch; each chunk is
     then a set of array slices.
     """
+    exchange, symbol = pair
     times = batch.column("event_time").cast(pa.int64()).to_numpy()
-    joined = pc.binary_join_element_wise(batch.column("exchange"), batch.column("symbol"), "\x1f")
-    encoded = pc.dictionary_encode(joined).combine_chunks()
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    pairs = encoded.dictionary.to_pylist()
-    if len(pairs) == 1 and (len(times) < 2 or (np.diff(times) >= 0).all()):
-        order = np.arange(len(times))  # one symbol, already in time order: window starts are sorted too
+    if len(times) < 2 or (np.diff(times) >= 0).all():
+        order = np.arange(len(times))  # already in time order: window starts are sorted too
     else:
-        order = np.lexsort((times, window_starts, codes))
-    boundaries = np.flatnonzero((np.diff(codes[order]) != 0) | (np.diff(window_starts[order]) != 0)) + 1
+        order = np.lexsort((times, window_starts))
+    boundaries = np.flatnonzero(np.diff(window_starts[order]) != 0) + 1
     take = pa.array(order, pa.int64())
     ids, contents = trade_hashes(batch)
     from transforms.partial_bar import partial_bars_of_segments
@@ -144,14 +154,11 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray):
     starts = np.r_[0, boundaries].astype(np.int64)
     ends = np.r_[boundaries, len(order)].astype(np.int64)
     id_bytes, id_offsets = _string_buffers(trade_ids)
-    segment_of_row = np.repeat(np.arange(len(starts)), ends - starts)
-    repeated = pl.DataFrame({"segment": segment_of_row, "id": columns["id_hash"]}).is_duplicated().to_numpy()
-    segments_with_repeats = set(np.unique(segment_of_row[repeated]).tolist()) if repeated.any() else set()
+    segments_with_repeats = _segments_with_repeated_ids(columns["id_hash"], starts)
     summaries = partial_bars_of_segments(
         columns["event_time"], columns["price"], columns["amount"], columns["side"],
         lambda i: id_bytes[id_offsets[i]: id_offsets[i + 1]].decode("utf-8"), starts, ends)
     for segment, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
-        exchange, symbol = pairs[codes[order[start]]].split("\x1f", 1)
         packed, offsets = _string_buffers(trade_ids.slice(start, end - start))
         yield TradeChunk(
             exchange, symbol, bases[start].as_py(), quotes[start].as_py(), int(window_starts[order[start]]),

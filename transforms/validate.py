@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
+from transforms.row_reasons import FirstReasons
 from transforms.trade_batch import SIDES, row_dead_letter, take_rows, without_payload
 
 # Bitcoin's genesis block: no crypto trade happened before it.
@@ -21,39 +22,34 @@ def default_time_bounds() -> tuple[int, int]:
     return EARLIEST_TRADE_MICROS, int(time.time() * 1_000_000) + FUTURE_TOLERANCE_MICROS
 
 
-def invalid_reasons(batch: pa.Table, min_time_us: int, max_time_us: int) -> np.ndarray:
-    """One reason per row (empty string when valid), checked in order of precedence."""
-    n = batch.num_rows
-    names = [""]
-    codes = np.zeros(n, dtype=np.int8)  # index into names; 0 while the row is still valid
-
-    def flag(mask, reason):
-        mask = np.asarray(mask, dtype=bool)
-        if mask.any():
-            names.append(reason)
-            codes[mask & (codes == 0)] = len(names) - 1
-
+def invalid_rows(batch: pa.Table, min_time_us: int, max_time_us: int) -> FirstReasons:
+    """The first reason each row is invalid, checked in order of precedence."""
+    reasons = FirstReasons(batch.num_rows)
     for column in ("exchange", "symbol", "trade_id"):
         values = batch.column(column)
         empty = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_length(values), 0))
-        flag(pc.fill_null(empty, True).to_numpy(zero_copy_only=False), f"missing_{column}")
+        reasons.flag(pc.fill_null(empty, True).to_numpy(zero_copy_only=False), f"missing_{column}")
     for column, reason in (("price", "bad_price"), ("amount", "bad_amount")):
         values = batch.column(column).to_numpy(zero_copy_only=False).astype(float)
         with np.errstate(invalid="ignore"):
-            flag(~np.isfinite(values), f"non_finite_{column}")
-            flag(~(values > 0), reason)
+            reasons.flag(~np.isfinite(values), f"non_finite_{column}")
+            reasons.flag(~(values > 0), reason)
     prices = batch.column("price").to_numpy(zero_copy_only=False).astype(float)
     amounts = batch.column("amount").to_numpy(zero_copy_only=False).astype(float)
     with np.errstate(over="ignore", invalid="ignore"):
-        flag(~np.isfinite(prices * amounts), "notional_overflow")
+        reasons.flag(~np.isfinite(prices * amounts), "notional_overflow")
     times = batch.column("event_time").cast(pa.int64())
-    missing_time = pc.is_null(times).to_numpy(zero_copy_only=False)
-    flag(missing_time, "missing_event_time")
+    reasons.flag(pc.is_null(times).to_numpy(zero_copy_only=False), "missing_event_time")
     t = pc.fill_null(times, 0).to_numpy(zero_copy_only=False)
-    flag((t < min_time_us) | (t > max_time_us), "timestamp_out_of_range")
+    reasons.flag((t < min_time_us) | (t > max_time_us), "timestamp_out_of_range")
     known_side = pc.fill_null(pc.is_in(batch.column("side"), pa.array(SIDES)), False)
-    flag(~known_side.to_numpy(zero_copy_only=False), "unknown_side")
-    return np.array(names, dtype=object)[codes]
+    reasons.flag(~known_side.to_numpy(zero_copy_only=False), "unknown_side")
+    return reasons
+
+
+def invalid_reasons(batch: pa.Table, min_time_us: int, max_time_us: int) -> np.ndarray:
+    """One reason per row (empty string when valid)."""
+    return invalid_rows(batch, min_time_us, max_time_us).per_row()
 
 
 class _ValidateBatch(beam.DoFn):
@@ -61,18 +57,15 @@ class _ValidateBatch(beam.DoFn):
         self._min, self._max = min_time_us, max_time_us
 
     def process(self, batch: pa.Table):
-        reasons = invalid_reasons(batch, self._min, self._max)
-        bad = np.flatnonzero(reasons != "")
-        times = pc.fill_null(batch.column("event_time").cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-        for i in bad:
-            i = int(i)
-            reason = reasons[i]
+        reasons = invalid_rows(batch, self._min, self._max)
+        rejected = reasons.rejected()
+        times = batch.column("event_time").cast(pa.int64()) if rejected else None
+        for i, reason in rejected:
             count_dead_letter("cryptobeam", reason)
             values = {c: batch.column(c)[i].as_py() for c in ("price", "amount", "side", "event_time")}
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, row_dead_letter(
-                batch, i, reason, f"{reason}: {values}", "validate",
-                None if values["event_time"] is None else int(times[i])))
-        good = batch if not len(bad) else take_rows(batch, reasons == "")
+                batch, i, reason, f"{reason}: {values}", "validate", times[i].as_py()))
+        good = batch if not rejected else take_rows(batch, reasons.good())
         if good.num_rows:
             yield without_payload(good)
 

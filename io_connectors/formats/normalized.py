@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from io_connectors.raw_batch import RawBatch
 from transforms.dead_letter import dead_letter
+from transforms.row_reasons import FirstReasons
 from transforms.trade_batch import make_trade_batch
 
 REQUIRED = ["exchange", "symbol", "trade_id", "price", "amount", "side", "event_time"]
@@ -98,11 +99,8 @@ def parse_normalized(raw: RawBatch, exchange: str | None = None, symbol: str | N
     """``exchange``/``symbol`` fill in rows (or files) that lack them; they never overwrite."""
     table = raw.table
     n = table.num_rows
-    messages = np.full(n, "", dtype=object)
-
-    def reject(mask, message):
-        mask = np.asarray(mask, dtype=bool) & (messages == "")
-        messages[mask] = message
+    reasons = FirstReasons(n)
+    reject = reasons.flag
 
     fills = {"exchange": exchange, "symbol": symbol}
     columns = {}
@@ -113,10 +111,10 @@ def parse_normalized(raw: RawBatch, exchange: str | None = None, symbol: str | N
                 column = pc.fill_null(column.cast(pa.string()), fills[name])
             columns[name] = column
         elif fills.get(name):
-            columns[name] = pa.array([fills[name]] * n, pa.string())
+            columns[name] = pa.repeat(pa.scalar(fills[name], pa.string()), n)
         else:
             reject(np.ones(n, dtype=bool), f"missing column: {name}")
-    if not (messages != "").all():
+    if not reasons.codes.all():
         for name in REQUIRED:
             if columns[name].null_count:
                 reject(pc.is_null(columns[name]).to_numpy(zero_copy_only=False), f"missing field: {name}")
@@ -138,10 +136,10 @@ def parse_normalized(raw: RawBatch, exchange: str | None = None, symbol: str | N
             text[name], ok = _converted(columns[name], lambda v: v.cast(pa.string()), lambda s: str(s.as_py()))
             reject(~ok, f"{name} is not text")
     row_numbers = raw.table_row_numbers()
-    dead = [dead_letter("missing_field" if messages[i].startswith("missing") else "malformed", messages[i], "parse",
+    dead = [dead_letter("missing_field" if message.startswith("missing") else "malformed", message, "parse",
                         _row_json(table, i), raw.source, int(row_numbers[i]))
-            for i in np.flatnonzero(messages != "").tolist()]
-    good = messages == ""
+            for i, message in reasons.rejected()]
+    good = reasons.good()
     if not good.any():
         return make_trade_batch(exchange=[], symbol=[], trade_id=[], price=[], amount=[], side=[], event_time=[],
                                 source=raw.source), dead

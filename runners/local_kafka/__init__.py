@@ -145,3 +145,23 @@ class LocalKafka:
         else:
             os.killpg(self.pid, signal.SIGKILL)
         (self.work / "kafka.pid").unlink(missing_ok=True)
+
+
+def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 30) -> None:
+    """Create topics (name -> partitions) and return once every partition has a leader.
+
+    A consumer that subscribes to a topic its broker does not list yet looks for it again only at
+    its next metadata refresh, five minutes later by default, and until then receives nothing.
+    """
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(name, partitions, 1) for name, partitions in topics.items()]).values():
+        future.result(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = admin.list_topics(timeout=timeout).topics
+        if all(name in listed and len(listed[name].partitions) == partitions
+               and all(p.leader >= 0 for p in listed[name].partitions.values()) for name, partitions in topics.items()):
+            return
+        time.sleep(0.1)
+    raise KafkaError(f"topics {sorted(topics)} were created but have no leaders after {timeout:.0f} s")
