@@ -14,6 +14,7 @@ from multiprocessing import forkserver
 
 # What a chunk run imports, so that a worker's first chunk costs no more than its later ones.
 WORKER_MODULES = (
+    "beam_pipelines.fork_server_exit",
     "beam_pipelines.chunked",
     "apache_beam.runners.portability.fn_api_runner",
     "apache_beam.runners.worker.sdk_worker",

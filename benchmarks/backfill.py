@@ -6,13 +6,14 @@
 
 ``--suite`` runs 1M and 10M trades of 3 symbols over a day, one month of a single symbol in
 Parquet and in Binance CSV, and a windows sweep (1k to 43.2k one-minute windows of one symbol at
-a constant 230 trades per window). Peak memory is the peak of the summed RSS of cryptobeam's
-process and its chunk workers, sampled every 0.1 s. "net" times subtract cryptobeam's fixed
-start-up, measured on a 1,000-trade input in the same run.
+a constant 230 trades per window). Peak memory is the peak of the summed PSS (shared pages
+split between the processes sharing them) of cryptobeam's process, its fork server and its
+chunk workers, sampled every second. "net" times subtract cryptobeam's fixed start-up, measured
+on a 1,000-trade input in the same run.
 
 Generates N synthetic trades (Parquet, or Binance aggTrades CSV files per symbol and day),
 computes 1-minute bars three ways, checks that they agree, and prints trades/s, ratios and
-cryptobeam's peak RSS, measured in its own process (also written as JSON under
+cryptobeam's peak PSS (also written as JSON under
 benchmarks/results/). ``--scaling`` repeats the run for each size and prints µs per trade, which
 should stay flat. polars and duckdb always read the Parquet copy, so with ``--format csv`` the
 ratio also charges cryptobeam for parsing CSV.
@@ -64,40 +65,66 @@ def duckdb_bars(path: str, interval_us: int):
         FROM t GROUP BY ALL ORDER BY exchange, symbol, window_start""").pl()
 
 
-def tree_rss_mb(root: int) -> float:
-    """Summed RSS of a process and all its descendants, from /proc."""
-    parents, rss = {}, {}
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def tree_sample(root: int, with_memory: bool = True) -> tuple[float, dict[int, float]]:
+    """(summed PSS in MB, CPU seconds so far per process) of a process and all its descendants.
+    PSS costs up to 50 ms a sample on large processes (the kernel walks their page tables), so
+    ``with_memory=False`` skips it.
+
+    PSS, not RSS: chunk workers fork from a server that has imported Beam, Arrow and polars, and
+    summed RSS would count those shared pages once per process."""
+    parents, cpu = {}, {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/status") as handle:
-                fields = dict(line.split(":", 1) for line in handle if ":" in line)
-        except OSError:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            parents[int(entry)] = int(fields[1])
+            cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / _TICKS_PER_S  # utime + stime
+        except (OSError, IndexError, ValueError):
             continue
-        parents[int(entry)] = int(fields.get("PPid", "0").strip())
-        rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0]) if "VmRSS" in fields else 0
     members, grew = {root}, True
     while grew:
         found = {pid for pid, parent in parents.items() if parent in members} - members
         grew = bool(found)
         members |= found
-    return sum(rss.get(pid, 0) for pid in members) / 1024
+    pss_kb = 0
+    for pid in members if with_memory else ():
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as handle:
+                pss_kb += next((int(line.split()[1]) for line in handle if line.startswith("Pss:")), 0)
+        except OSError:
+            continue
+    return pss_kb / 1024, {pid: cpu[pid] for pid in members if pid in cpu}
 
 
 def cryptobeam_bars(inputs: str, source: str, out: str) -> tuple[pl.DataFrame, float, float]:
-    """Bars from the CLI in a process of its own; returns them, the peak RSS (MB) of that process
-    with its chunk workers, and the CPU seconds they used (user + system)."""
+    """Bars from the CLI in a process of its own; returns them, the peak PSS (MB) of that process
+    with its fork server and chunk workers, and the CPU seconds they all used (user + system).
+
+    The workers are the fork server's children, which the CLI never waits for, so their CPU is
+    sampled from /proc every 0.25 s (a worker's last 0.25 s can be missed); the CLI's own comes
+    from the kernel when it exits."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen([str(Path(sys.executable).parent / "cryptobeam"), "backfill", "--source", source,
                                 "--input", inputs, "--interval", "1m", "--out", out, "--no-progress"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = {"mb": 0.0}
+    descendants_cpu: dict[int, float] = {}
     done = threading.Event()
 
     def sample():
-        while not done.wait(0.1):
-            peak["mb"] = max(peak["mb"], tree_rss_mb(process.pid))
+        ticks = 0
+        while not done.wait(0.25):
+            ticks += 1
+            mb, cpu = tree_sample(process.pid, with_memory=ticks % 4 == 0)  # memory once a second
+            peak["mb"] = max(peak["mb"], mb)
+            for pid, seconds in cpu.items():
+                if pid != process.pid:
+                    descendants_cpu[pid] = max(descendants_cpu.get(pid, 0.0), seconds)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     _, stderr = process.communicate()
@@ -106,7 +133,7 @@ def cryptobeam_bars(inputs: str, source: str, out: str) -> tuple[pl.DataFrame, f
     if process.returncode != 0:
         raise SystemExit(f"cryptobeam exited {process.returncode}: {stderr[-2000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) + sum(descendants_cpu.values())
     bars = pl.read_parquet(f"{out}/bars/**/*.parquet", hive_partitioning=True).filter(~pl.col("is_filled"))
     return bars, peak["mb"], cpu_s
 
@@ -148,7 +175,7 @@ def run_once(trades: int, symbols: list[str], days: float, input_format: str) ->
         polars_result, polars_s = timed(polars_bars, path, interval_us)
         duck_result, duck_s = timed(duckdb_bars, path, interval_us)
         inputs, source = (write_binance_csv(path, tmp), "binance-aggtrades") if input_format == "csv" else (path, "parquet")
-        (ours, peak_rss_mb, cpu_s), ours_s = timed(cryptobeam_bars, inputs, source, os.path.join(tmp, "out"))
+        (ours, peak_pss_mb, cpu_s), ours_s = timed(cryptobeam_bars, inputs, source, os.path.join(tmp, "out"))
     args = argparse.Namespace(trades=trades, symbols=len(symbols))
     return {
         "date": date.today().isoformat(), "machine": f"{platform.machine()} {os.cpu_count()} cores",
@@ -158,7 +185,7 @@ def run_once(trades: int, symbols: list[str], days: float, input_format: str) ->
         "duckdb_trades_per_s": round(args.trades / duck_s),
         "polars_over_cryptobeam": round(ours_s / polars_s, 2), "duckdb_over_cryptobeam": round(ours_s / duck_s, 2),
         "agree_with_polars": agree(polars_result, ours), "agree_with_duckdb": agree(duck_result, ours),
-        "cryptobeam_peak_rss_mb": round(peak_rss_mb),
+        "cryptobeam_peak_pss_mb": round(peak_pss_mb),
         "cryptobeam_us_per_trade": round(ours_s / args.trades * 1e6, 3),
         "cryptobeam_cpu_s": round(cpu_s, 3),
     }
@@ -190,23 +217,23 @@ def print_suite(runs: list[dict], sweep: list[dict]) -> None:
     table = Table(title=f"cryptobeam backfill vs polars and duckdb, 1m bars, {date.today()}, {platform.machine()} "
                         f"{os.cpu_count()} cores")
     for column in ("input", "trades", "windows", "cryptobeam s", "trades/s", "net CPU µs/trade", "polars s", "duckdb s",
-                   "vs polars", "peak RSS MB", "agree"):
+                   "vs polars", "peak PSS MB", "agree"):
         table.add_column(column, justify="right")
     for r in runs:
         table.add_row(r["label"], f"{r['trades']:,}", f"{r['windows']:,}", f"{r['cryptobeam_s']:.2f}",
                       f"{r['cryptobeam_trades_per_s']:,}", f"{r['net_cpu_us_per_trade']:.2f}", f"{r['polars_s']:.2f}",
                       f"{r['duckdb_s']:.2f}",
-                      f"1/{1 / r['throughput_vs_polars']:.1f}", f"{r['cryptobeam_peak_rss_mb']:,}",
+                      f"1/{1 / r['throughput_vs_polars']:.1f}", f"{r['cryptobeam_peak_pss_mb']:,}",
                       "yes" if r["agree_with_polars"] and r["agree_with_duckdb"] else "NO")
     Console(width=200).print(table)
     curve = Table(title=f"time per trade, 1 symbol, {SWEEP_TRADES_PER_WINDOW} trades per 1m window "
                         f"(start-up {sweep[0]['startup_s']:.2f} s subtracted for 'net')")
-    for column in ("windows", "trades", "cryptobeam s", "µs/trade", "net µs/trade", "net CPU µs/trade", "peak RSS MB",
+    for column in ("windows", "trades", "cryptobeam s", "µs/trade", "net µs/trade", "net CPU µs/trade", "peak PSS MB",
                    "agree"):
         curve.add_column(column, justify="right")
     for r in sweep:
         curve.add_row(f"{r['windows']:,}", f"{r['trades']:,}", f"{r['cryptobeam_s']:.2f}", f"{r['cryptobeam_us_per_trade']:.2f}",
-                      f"{r['net_us_per_trade']:.2f}", f"{r['net_cpu_us_per_trade']:.2f}", f"{r['cryptobeam_peak_rss_mb']:,}",
+                      f"{r['net_us_per_trade']:.2f}", f"{r['net_cpu_us_per_trade']:.2f}", f"{r['cryptobeam_peak_pss_mb']:,}",
                       "yes" if r["agree_with_polars"] and r["agree_with_duckdb"] else "NO")
     Console(width=200).print(curve)
     size = [r for r in runs if r["days"] == 1.0]
@@ -257,10 +284,10 @@ def main() -> None:
     symbols = SYMBOLS[: args.symbols]
     if args.scaling:
         runs = [run_once(int(n), symbols, args.days, args.format) for n in args.scaling.split(",")]
-        print(f"{'trades':>12} {'cryptobeam s':>13} {'µs/trade':>9} {'polars s':>9} {'ratio':>6} {'peak RSS MB':>12} agree")
+        print(f"{'trades':>12} {'cryptobeam s':>13} {'µs/trade':>9} {'polars s':>9} {'ratio':>6} {'peak PSS MB':>12} agree")
         for r in runs:
             print(f"{r['trades']:>12,} {r['cryptobeam_s']:>13} {r['cryptobeam_us_per_trade']:>9} {r['polars_s']:>9} "
-                  f"{r['polars_over_cryptobeam']:>6} {r['cryptobeam_peak_rss_mb']:>12} {r['agree_with_polars'] and r['agree_with_duckdb']}")
+                  f"{r['polars_over_cryptobeam']:>6} {r['cryptobeam_peak_pss_mb']:>12} {r['agree_with_polars'] and r['agree_with_duckdb']}")
         (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
         (ROOT / "benchmarks" / "results" / f"scaling-{args.format}.json").write_text(json.dumps(runs, indent=2))
         return

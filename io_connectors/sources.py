@@ -102,7 +102,9 @@ def _parquet_slice_batches(path: str, batch_rows: int, time_slice: TimeSlice):
         for record_batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group]):
             table = pa.Table.from_batches([record_batch])
             keep = time_slice.holds(*normalized.event_time_micros(table))
-            if keep.any():
+            if keep.all():  # the usual batch, inside the slice
+                yield RawBatch(source=path, table=table, first_row=row)
+            elif keep.any():
                 rows = np.flatnonzero(keep)
                 yield RawBatch(source=path, table=table.take(pa.array(rows, pa.int64())), first_row=row + int(rows[0]),
                                row_numbers=rows.astype(np.int64) + row)

@@ -130,8 +130,12 @@ def parse_normalized(raw: RawBatch, exchange: str | None = None, symbol: str | N
             reject(~ok, "receive_time is not a timestamp")
         text = {}
         for name in ("exchange", "symbol", "trade_id", "side"):
-            if columns[name].type == pa.string():
+            kind = columns[name].type
+            if kind == pa.string():
                 text[name] = columns[name]
+                continue
+            if pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type):
+                text[name] = columns[name].cast(pa.string())  # read as a dictionary; decoding cannot fail
                 continue
             text[name], ok = _converted(columns[name], lambda v: v.cast(pa.string()), lambda s: str(s.as_py()))
             reject(~ok, f"{name} is not text")
