@@ -94,9 +94,10 @@ TEXT_BYTES_PER_ROW = 50
 # 1 µs per trade (measured with pyinstrument on 43,200 one-minute windows of 23 trades).
 WINDOW_COST_ROWS = 120
 # A chunk of at least this many rows is cut into a multiple of MIN_PIECES pieces, even when under
-# the budget, so that every worker gets an equal share. A constant, not the worker count: the cut
-# decides the chunk ids, and a rerun with other --workers must find the same chunks.
-PARALLEL_FROM_ROWS = 1_000_000
+# the budget, so that every worker gets an equal share (below it, a second worker's start-up and
+# a second pipeline cost about what they save). A constant, not the worker count: the cut decides
+# the chunk ids, and a rerun with other --workers must find the same chunks.
+PARALLEL_FROM_ROWS = 2_000_000
 MIN_PIECES = 2
 
 

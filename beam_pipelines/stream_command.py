@@ -5,6 +5,7 @@ its final pane, the files are flushed and the offsets committed; a second Ctrl-C
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -91,6 +92,10 @@ def run_stream(args, console: Console) -> int:
     build_stream(pipeline, config)
     started = time.monotonic()
     interrupts = {"n": 0}
+    # Everything built so far lives as long as the stream: keep it out of the cyclic collector,
+    # whose full passes over it paused the in-process workers 0.12 s every 5-8 s at 20k trades/s.
+    gc.collect()
+    gc.freeze()
     result = pipeline.run()
 
     def on_interrupt(_signum, _frame):

@@ -24,9 +24,9 @@ WORKER_MODULES = (
     "pyarrow.parquet",
 )
 
-# Inputs smaller than this (bytes on disk; 1M trades of Parquet are about 15 MB) rarely make more
-# than one chunk: no server is started early for them.
-EARLY_START_BYTES = 8 << 20
+# Inputs smaller than this (bytes on disk; 2M trades of Parquet are about 30 MB) rarely make more
+# than one chunk (see chunks.PARALLEL_FROM_ROWS): no server is started early for them.
+EARLY_START_BYTES = 24 << 20
 
 
 def worker_context():

@@ -61,6 +61,7 @@ class BarsCollector(threading.Thread):
     def __init__(self, bootstrap: str, topic: str):
         super().__init__(daemon=True)
         self.panes: list[tuple[float, dict]] = []
+        self.errors: list[str] = []
         self._stop_event = threading.Event()
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                                    "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 3})
@@ -68,13 +69,19 @@ class BarsCollector(threading.Thread):
         self._store = SchemaStore.shipped()
 
     def run(self):
-        while not self._stop_event.is_set():
-            for message in self._consumer.consume(1000, 0.05):
-                if message.error() is None:
-                    bar = decode(message.value(), "bar", self._store)
-                    bar["window_start"] = datetime_to_micros(bar["window_start"])
-                    self.panes.append((time.time(), bar))
-        self._consumer.close()
+        try:
+            while not self._stop_event.is_set():
+                for message in self._consumer.consume(1000, 0.05):
+                    if message.error() is None:
+                        bar = decode(message.value(), "bar", self._store)
+                        bar["window_start"] = datetime_to_micros(bar["window_start"])
+                        self.panes.append((time.time(), bar))
+                    else:
+                        self.errors.append(str(message.error()))
+        except Exception as error:  # noqa: BLE001 - reported with the results, not lost with the thread
+            self.errors.append(f"collector stopped: {type(error).__name__}: {error}")
+        finally:
+            self._consumer.close()
 
     def stop(self):
         self._stop_event.set()
@@ -180,6 +187,7 @@ def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, interval
     collector.stop()
     result = {"rate": rate, "seconds": seconds, "published": sum(len(v) for v in sent.values()),
               "achieved_rate": round(achieved), "publish_seconds": round(published_s, 1), "stream_exit": returncode,
+              "panes_collected": len(collector.panes), "collector_errors": sorted(set(collector.errors))[:5],
               **latencies(collector.panes, sent, parse_interval(interval).micros)}
     result["sustained"] = (returncode == 0 and result["final_trades"] == result["published"]
                            and result["achieved_rate"] >= 0.95 * rate
@@ -221,6 +229,10 @@ def main() -> None:
                       f"{r['on_time_p50_s']} / {r['on_time_p99_s']}", "yes" if r["sustained"] else "NO",
                       "yes" if r["kept_up"] else "NO")
     Console(width=200).print(table)
+    for r in results:
+        if r["collector_errors"] or not r["panes_collected"]:
+            print(f"{r['rate']:,} trades/s: {r['panes_collected']} panes collected from the bars topic; "
+                  f"collector errors: {r['collector_errors'] or 'none'}")
     sustained = [r["rate"] for r in results if r["sustained"]]
     print(f"highest sustained rate tried: {max(sustained):,} trades/s" if sustained else "no rate was sustained")
     target = ROOT / "benchmarks" / "results" / "stream.json"

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from beam_pipelines.chunks import Chunk, split_large_chunks
+from beam_pipelines.chunks import Chunk, _piece_rows, split_large_chunks
 from io_connectors.files import InputFile
 from tests.test_chunked import CLI, bars_of, summary, write_days
 from transforms.interval import parse_interval
@@ -108,3 +109,15 @@ def test_dated_text_files_are_grouped_into_runs_of_days(tmp_path):
     assert summary(runs)["reconciled"] and summary(runs)["records_in"] == 8000
     manifests = sorted((runs / "_manifests").glob("*.json"))
     assert [len(json.loads(m.read_text())["inputs"]) for m in manifests] == [2, 2]
+
+
+@pytest.mark.parametrize("total, budget, pieces", [
+    (1_500_000, 6_000_000, 1),    # small: one chunk, no second worker to start
+    (2_000_000, 6_000_000, 2),    # large enough to share between two workers
+    (10_172_800, 6_000_000, 2),   # 10M trades of 3 symbols over a day, with window costs
+    (13_000_000, 6_000_000, 4),   # over two budgets: rounded up to an even count
+    (30_000_000, 5_000_000, 6),
+])
+def test_large_chunks_are_cut_into_an_even_number_of_pieces(total, budget, pieces):
+    rows = _piece_rows(total, budget)
+    assert rows <= budget and -(-total // rows) == pieces
