@@ -6,10 +6,8 @@ the number of cores; workers die with their parent, so a killed run leaves nothi
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
-import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -18,7 +16,7 @@ from beam_pipelines.backfill import BackfillConfig, build_backfill
 from beam_pipelines.chunks import Chunk
 from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, remove_stale_outputs,
                                      remove_temporary_files)
-from beam_pipelines.worker_server import worker_context
+from beam_pipelines.worker_server import die_with_parent, worker_context
 from runners.malloc_tuning import reuse_freed_memory
 
 
@@ -83,13 +81,10 @@ def conflicting_settings(config: BackfillConfig, chunks: list[Chunk]) -> list[st
                    if m.settings != ours or (m.chunk_id not in planned and inputs & {r.path for r in m.inputs})})
 
 
-def _start_worker() -> None:
-    """Linux: a worker gets SIGKILL when the fork server it came from dies (which it does when this
-    process dies); it reuses freed memory."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def _start_worker(command_pid: int) -> None:
+    """Linux: a worker gets SIGKILL when the fork server it came from dies, which the server does
+    when the command (``command_pid``) dies; it reuses freed memory."""
+    die_with_parent(grandparent=command_pid)
     reuse_freed_memory()
 
 
@@ -104,7 +99,8 @@ def run_chunks(config: BackfillConfig, chunks: list[Chunk], workers: int, on_don
             on_done(manifests[-1])
         return manifests
     manifests = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_start_worker) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_start_worker,
+                             initargs=(os.getpid(),)) as pool:
         pending = {pool.submit(run_chunk, config, chunk) for chunk in chunks}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)

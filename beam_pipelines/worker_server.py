@@ -7,14 +7,16 @@ This module imports nothing heavy, so the command line can start the server firs
 """
 from __future__ import annotations
 
+import ctypes
 import glob
 import multiprocessing
 import os
+import signal
 from multiprocessing import forkserver
 
 # What a chunk run imports, so that a worker's first chunk costs no more than its later ones.
 WORKER_MODULES = (
-    "beam_pipelines.fork_server_exit",
+    "beam_pipelines.fork_server_lifetime",
     "beam_pipelines.chunked",
     "apache_beam.runners.portability.fn_api_runner",
     "apache_beam.runners.worker.sdk_worker",
@@ -27,6 +29,27 @@ WORKER_MODULES = (
 # Inputs smaller than this (bytes on disk; 2M trades of Parquet are about 30 MB) rarely make more
 # than one chunk (see chunks.PARALLEL_FROM_ROWS): no server is started early for them.
 EARLY_START_BYTES = 24 << 20
+
+
+def die_with_parent(grandparent: int | None = None) -> None:
+    """Linux: this process gets SIGKILL when the process that started it dies. It exits at once if
+    that already happened, or if its parent is no longer ``grandparent``'s child: a worker forked
+    just before the command died may arm the signal only after its fork server is gone."""
+    parent = os.getppid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent or (grandparent is not None and _parent_of(parent) != grandparent):
+        os._exit(1)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def worker_context():

@@ -197,3 +197,46 @@ def test_validate_recounts_from_disk_and_works_without_manifests(tmp_path):
         path.unlink()  # what a stream's output looks like: bars only
     check = subprocess.run([CLI, "validate", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
+
+
+def _descendants(root: int) -> set[int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, grew = set(), {root}
+    while grew:
+        grew = {pid for pid, parent in parents.items() if parent in grew} - found
+        found |= grew
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_the_command(days, tmp_path):
+    """Only the command is killed (not its process group): its fork server and workers must go
+    too, rather than finish their chunks beside a rerun."""
+    process = subprocess.Popen([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(days / "*.zip"),
+                                "--interval", "1m", "--out", str(tmp_path / "out"), "--no-progress",
+                                "--chunk", "1d", "--workers", "2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_descendants(process.pid)) < 3 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the fork server and both workers exist
+        left = _descendants(process.pid)
+        assert len(left) >= 3, "the workers never started"
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in left):
+            time.sleep(0.1)
+        alive = [pid for pid in left if os.path.exists(f"/proc/{pid}")]
+        assert not alive, f"processes outlived the killed command: {alive}"
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
