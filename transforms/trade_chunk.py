@@ -129,28 +129,29 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray, pair: tuple[str, str])
     """
     exchange, symbol = pair
     times = batch.column("event_time").cast(pa.int64()).to_numpy()
-    if len(times) < 2 or (np.diff(times) >= 0).all():
-        order = np.arange(len(times))  # already in time order: window starts are sorted too
-    else:
-        order = np.lexsort((times, window_starts))
+    # Usually already in time order (window starts are then sorted too): nothing to reorder or copy.
+    in_order = len(times) < 2 or bool((np.diff(times) >= 0).all())
+    order = np.arange(len(times)) if in_order else np.lexsort((times, window_starts))
+
+    def ordered(values):
+        return values if in_order else values[order]
+    trade_ids = batch.column("trade_id")
+    trade_ids = (trade_ids if in_order else trade_ids.take(pa.array(order, pa.int64()))).combine_chunks()
     boundaries = np.flatnonzero(np.diff(window_starts[order]) != 0) + 1
-    take = pa.array(order, pa.int64())
     ids, contents = trade_hashes(batch)
     from transforms.partial_bar import partial_bars_of_segments
     columns = {
-        "event_time": times[order], "price": batch.column("price").to_numpy()[order],
-        "amount": batch.column("amount").to_numpy()[order], "id_hash": ids[order], "content_hash": contents[order],
-        "side": side_codes(batch.column("side").combine_chunks())[order],
+        "event_time": ordered(times), "price": ordered(batch.column("price").to_numpy()),
+        "amount": ordered(batch.column("amount").to_numpy()), "id_hash": ordered(ids),
+        "content_hash": ordered(contents), "side": ordered(side_codes(batch.column("side").combine_chunks())),
     }
     sources_encoded = pc.dictionary_encode(batch.column("source")).combine_chunks()
     sources = tuple(sources_encoded.dictionary.to_pylist())
-    source_index = sources_encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)[order]
-    source_offset = pc.fill_null(batch.column("source_offset"), -1).to_numpy()[order]
+    source_index = ordered(sources_encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32))
+    source_offset = ordered(pc.fill_null(batch.column("source_offset"), -1).to_numpy())
     receive = batch.column("receive_time")
-    receive_time = None if receive.null_count == len(receive) else pc.fill_null(receive.cast(pa.int64()), -1).to_numpy()[order]
-    trade_ids = batch.column("trade_id").take(take).combine_chunks()
-    bases = batch.column("base").take(take).combine_chunks()
-    quotes = batch.column("quote").take(take).combine_chunks()
+    receive_time = None if receive.null_count == len(receive) else ordered(pc.fill_null(receive.cast(pa.int64()), -1).to_numpy())
+    bases, quotes = batch.column("base"), batch.column("quote")  # read once per chunk, at its first row
     starts = np.r_[0, boundaries].astype(np.int64)
     ends = np.r_[boundaries, len(order)].astype(np.int64)
     id_bytes, id_offsets = _string_buffers(trade_ids)
@@ -159,9 +160,11 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray, pair: tuple[str, str])
         columns["event_time"], columns["price"], columns["amount"], columns["side"],
         lambda i: id_bytes[id_offsets[i]: id_offsets[i + 1]].decode("utf-8"), starts, ends)
     for segment, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
-        packed, offsets = _string_buffers(trade_ids.slice(start, end - start))
+        first = int(order[start])
+        packed = id_bytes[id_offsets[start]: id_offsets[end]]  # this chunk's ids, out of the batch's
+        offsets = id_offsets[start: end + 1] - id_offsets[start]
         yield TradeChunk(
-            exchange, symbol, bases[start].as_py(), quotes[start].as_py(), int(window_starts[order[start]]),
+            exchange, symbol, bases[first].as_py(), quotes[first].as_py(), int(window_starts[first]),
             columns["event_time"][start:end].copy(), columns["price"][start:end].copy(),
             columns["amount"][start:end].copy(), columns["side"][start:end].copy(),
             columns["id_hash"][start:end].copy(), columns["content_hash"][start:end].copy(),
