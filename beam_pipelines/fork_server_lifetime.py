@@ -14,4 +14,6 @@ import os
 from beam_pipelines.worker_server import die_with_parent
 
 die_with_parent()
-atexit.register(os._exit, 0)  # registered first, so it runs last: after every other exit handler
+# Registered before the preloaded modules register theirs, so it runs after them; multiprocessing's
+# own handler, registered earlier, is skipped: its workers are gone with the server (PDEATHSIG).
+atexit.register(os._exit, 0)
