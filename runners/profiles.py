@@ -85,10 +85,13 @@ class RunnerProfile:
         elif self.name == "flink":
             values = {"flink_master": self.flink_master, "flink_version": self.flink_version,
                       "flink_job_server_jar": self.flink_job_server_jar, "parallelism": self.parallelism or 2}
-            if streaming:
-                # Beam keeps Flink's sources open forever once checkpointing is on, so a stream
-                # that ends (--stop-when-idle, a drain) would never finish without the shutdown.
-                values.update(checkpointing_interval=self.checkpointing_interval_ms or 30_000,
+            if streaming and self.checkpointing_interval_ms:
+                # Opt-in only: on the 2.62 job server no checkpoint completes while the reads run,
+                # and one completing before the reader's first bundle ends lets the watermark
+                # pass every trade read (README, Streams on Flink). Beam keeps Flink's sources
+                # open forever once checkpointing is on, so a stream that ends (--stop-when-idle,
+                # a drain) would never finish without the shutdown.
+                values.update(checkpointing_interval=self.checkpointing_interval_ms,
                               shutdown_sources_after_idle_ms=1000)
         elif self.name == "dataflow":
             staging = self.staging_location or f"{self.temp_location.rstrip('/')}/staging"

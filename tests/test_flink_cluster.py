@@ -95,7 +95,7 @@ def test_pipeline_api_options_run_on_flink(flink_cluster, local_bars, tmp_path):
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_stream_on_flink_equals_local_backfill(flink_cluster, kafka_bootstrap, local_bars, tmp_path):
-    """Replay -> Kafka -> ``cryptobeam stream --runner flink`` with checkpoints, ending by itself once
+    """Replay -> Kafka -> ``cryptobeam stream --runner flink``, ending by itself once
     the topic has been idle: the read's end must finish the Flink job."""
     from tests.test_stream import finish, new_topic, replay, start_stream, summary
     topic = new_topic(kafka_bootstrap, 2)
@@ -103,7 +103,7 @@ def test_stream_on_flink_equals_local_backfill(flink_cluster, kafka_bootstrap, l
     out = tmp_path / "stream"
     try:
         finish(start_stream(kafka_bootstrap, topic, out, "--runner", "flink", "--flink-master", flink_cluster.flink_master,
-                            "--checkpointing-interval", "5s", "--stop-when-idle", "10s"), out)
+                            "--stop-when-idle", "10s"), out)
     finally:
         flink_cluster.cancel_running_jobs()  # Beam's cancel would not reach the cluster
     assert summary(out)["reconciled"]
@@ -157,7 +157,7 @@ def test_ctrl_c_stops_a_stream_on_flink_cleanly(flink_cluster, kafka_bootstrap, 
     out = tmp_path / "stream"
     # EARLY panes show the stream is live; on this Flink the watermark moves only when the reads end.
     stream = start_stream(kafka_bootstrap, topic, out, "--runner", "flink", "--flink-master", flink_cluster.flink_master,
-                          "--checkpointing-interval", "5s", "--early", "1s")
+                          "--early", "1s")
     try:
         wait_for_bar_files(stream, out, 180)
         stream.send_signal(signal.SIGINT)
@@ -166,5 +166,8 @@ def test_ctrl_c_stops_a_stream_on_flink_cleanly(flink_cluster, kafka_bootstrap, 
         flink_cluster.cancel_running_jobs()
     run = summary(out)
     assert run["reconciled"] and run["trades_in_final_bars"] == run["records_in"] > 0
-    states = {job["state"] for job in flink_cluster.rest("/jobs/overview")["jobs"]}
-    assert "RUNNING" not in states and "RESTARTING" not in states
+    jobs = flink_cluster.rest("/jobs/overview")["jobs"]
+    assert not {job["state"] for job in jobs} & {"RUNNING", "RESTARTING"}
+    # No Flink checkpoints unless asked for: with 1 s ones, a stream like this lost every trade in 3 of 7 runs.
+    newest = max(jobs, key=lambda job: job["start-time"])
+    assert flink_cluster.rest(f"/jobs/{newest['jid']}/checkpoints")["counts"]["total"] == 0

@@ -44,8 +44,11 @@ def test_profile_options_are_runnable_and_docker_free(tmp_path):
     flink = profile_for("flink", streaming=True, flink_master="localhost:8081", flink_job_server_jar=str(jar),
                         parallelism=4).option_values(streaming=True)
     assert flink == {"flink_master": "localhost:8081", "flink_version": "1.19", "flink_job_server_jar": str(jar),
-                     "parallelism": 4, "checkpointing_interval": 30_000, "shutdown_sources_after_idle_ms": 1000,
-                     "environment_type": "LOOPBACK"}
+                     "parallelism": 4, "environment_type": "LOOPBACK"}
+    # Flink checkpoints only when asked for: an early one lost every trade of a stream on this job server.
+    checkpointed = profile_for("flink", streaming=True, flink_master="localhost:8081", flink_job_server_jar=str(jar),
+                               checkpointing_interval_ms=30_000).option_values(streaming=True)
+    assert checkpointed["checkpointing_interval"] == 30_000 and checkpointed["shutdown_sources_after_idle_ms"] == 1000
     dataflow = profile_for("dataflow", project="p", region="europe-west1", temp_location="gs://b/tmp").option_values(True)
     assert dataflow["setup_file"] == str(ROOT / "setup.py") and dataflow["staging_location"] == "gs://b/tmp/staging"
     assert dataflow["enable_streaming_engine"] is True and "environment_type" not in dataflow
