@@ -29,13 +29,12 @@ def invalid_rows(batch: pa.Table, min_time_us: int, max_time_us: int) -> FirstRe
         values = batch.column(column)
         empty = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_length(values), 0))
         reasons.flag(pc.fill_null(empty, True).to_numpy(zero_copy_only=False), f"missing_{column}")
-    for column, reason in (("price", "bad_price"), ("amount", "bad_amount")):
-        values = batch.column(column).to_numpy(zero_copy_only=False).astype(float)
+    prices = batch.column("price").to_numpy(zero_copy_only=False).astype(float)
+    amounts = batch.column("amount").to_numpy(zero_copy_only=False).astype(float)
+    for column, values, reason in (("price", prices, "bad_price"), ("amount", amounts, "bad_amount")):
         with np.errstate(invalid="ignore"):
             reasons.flag(~np.isfinite(values), f"non_finite_{column}")
             reasons.flag(~(values > 0), reason)
-    prices = batch.column("price").to_numpy(zero_copy_only=False).astype(float)
-    amounts = batch.column("amount").to_numpy(zero_copy_only=False).astype(float)
     with np.errstate(over="ignore", invalid="ignore"):
         reasons.flag(~np.isfinite(prices * amounts), "notional_overflow")
     times = batch.column("event_time").cast(pa.int64())
