@@ -17,6 +17,7 @@ from beam_pipelines.chunks import Chunk
 from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, remove_stale_outputs,
                                      remove_temporary_files)
 from beam_pipelines.worker_server import die_with_parent, worker_context
+from runners.gc_tuning import collect_rarely, collecting_rarely
 from runners.malloc_tuning import reuse_freed_memory
 
 
@@ -83,9 +84,11 @@ def conflicting_settings(config: BackfillConfig, chunks: list[Chunk]) -> list[st
 
 def _start_worker(command_pid: int) -> None:
     """Linux: a worker gets SIGKILL when the fork server it came from dies, which the server does
-    when the command (``command_pid``) dies; it reuses freed memory."""
+    when the command (``command_pid``) dies; it reuses freed memory and runs the cyclic garbage
+    collector rarely."""
     die_with_parent(grandparent=command_pid)
     reuse_freed_memory()
+    collect_rarely()
 
 
 def run_chunks(config: BackfillConfig, chunks: list[Chunk], workers: int, on_done) -> list[ChunkManifest]:
@@ -94,9 +97,10 @@ def run_chunks(config: BackfillConfig, chunks: list[Chunk], workers: int, on_don
     if workers <= 1 or len(chunks) <= 1:
         reuse_freed_memory()
         manifests = []
-        for chunk in chunks:
-            manifests.append(run_chunk(config, chunk))
-            on_done(manifests[-1])
+        with collecting_rarely():
+            for chunk in chunks:
+                manifests.append(run_chunk(config, chunk))
+                on_done(manifests[-1])
         return manifests
     manifests = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_start_worker,

@@ -5,7 +5,6 @@ its final pane, the files are flushed and the offsets committed; a second Ctrl-C
 """
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ from rich.console import Console
 from beam_pipelines.cli_common import (EXIT_UNRECONCILED, PipelineFailed, UserError, add_bar_options, add_runner_options, add_sink_options,
                                       bar_spec_from_args, bigquery_target_from_args, check_writable,
                                       parse_duration_seconds, runner_profile_from_args, summary_table)
+from runners.gc_tuning import collect_rarely
 
 
 def add_stream_options(stream) -> None:
@@ -93,9 +93,9 @@ def run_stream(args, console: Console) -> int:
     started = time.monotonic()
     interrupts = {"n": 0}
     # Everything built so far lives as long as the stream: keep it out of the cyclic collector,
-    # whose full passes over it paused the in-process workers 0.12 s every 5-8 s at 20k trades/s.
-    gc.collect()
-    gc.freeze()
+    # whose full passes over it paused the in-process workers 0.12 s every 5-8 s at 20k trades/s,
+    # and run the collector rarely (runners.gc_tuning).
+    collect_rarely(collect_first=True)
     result = pipeline.run()
 
     def on_interrupt(_signum, _frame):

@@ -24,6 +24,7 @@ WORKER_MODULES = (
     "runners.batch_grouping",
     "io_connectors.sources",
     "pyarrow.parquet",
+    "polars",  # imported where a chunk first needs it (transforms.trade_chunk), not by planning
 )
 
 # Inputs smaller than this (bytes on disk; 2M trades of Parquet are about 30 MB) rarely make more

@@ -1,6 +1,6 @@
 """Backfill benchmark: cryptobeam on the local runner against polars and duckdb, same input, same bars.
 
-    .venv/bin/python benchmarks/backfill.py --suite          # the issue-6 set: prints tables, writes JSON
+    .venv/bin/python benchmarks/backfill.py --suite          # the issue-6 set, 3 rounds each: prints tables, writes JSON
     .venv/bin/python benchmarks/backfill.py [--trades 1000000] [--symbols 3] [--days 1] [--format parquet|csv]
     .venv/bin/python benchmarks/backfill.py --scaling 1000000,3000000,10000000     # time per trade vs size
 
@@ -17,6 +17,10 @@ cryptobeam's peak PSS (also written as JSON under
 benchmarks/results/). ``--scaling`` repeats the run for each size and prints µs per trade, which
 should stay flat. polars and duckdb always read the Parquet copy, so with ``--format csv`` the
 ratio also charges cryptobeam for parsing CSV.
+
+``--repeat N`` times each input in N rounds of polars, duckdb and cryptobeam (3 with ``--suite``).
+Times are medians, and the ratio is the median of each round's own ratio: on a shared 2-core VM
+single runs of the same command vary by 10-20%.
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ import json
 import os
 import platform
 import resource
+import shutil
+import statistics
 import threading
 import subprocess
 import sys
@@ -167,27 +173,44 @@ def agree(reference: pl.DataFrame, ours: pl.DataFrame) -> bool:
     return ours["trade_count"].to_list() == reference["trade_count"].to_list()
 
 
-def run_once(trades: int, symbols: list[str], days: float, input_format: str) -> dict:
+def run_once(trades: int, symbols: list[str], days: float, input_format: str, repeat: int = 1) -> dict:
+    """One input, timed ``repeat`` times in rounds of polars, duckdb, cryptobeam: times are the
+    medians, the ratio the median of the rounds' own ratios (each compares runs seconds apart)."""
+    rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trades.parquet")
         write_synthetic_parquet(path, trades, symbols, days)
         interval_us = 60_000_000
-        polars_result, polars_s = timed(polars_bars, path, interval_us)
-        duck_result, duck_s = timed(duckdb_bars, path, interval_us)
         inputs, source = (write_binance_csv(path, tmp), "binance-aggtrades") if input_format == "csv" else (path, "parquet")
-        (ours, peak_pss_mb, cpu_s), ours_s = timed(cryptobeam_bars, inputs, source, os.path.join(tmp, "out"))
-    args = argparse.Namespace(trades=trades, symbols=len(symbols))
+        for k in range(repeat):
+            polars_result, polars_s = timed(polars_bars, path, interval_us)
+            duck_result, duck_s = timed(duckdb_bars, path, interval_us)
+            out = os.path.join(tmp, f"out{k}")
+            (ours, peak_pss_mb, cpu_s), ours_s = timed(cryptobeam_bars, inputs, source, out)
+            shutil.rmtree(out)
+            rounds.append({"ours_s": ours_s, "polars_s": polars_s, "duck_s": duck_s, "peak": peak_pss_mb, "cpu": cpu_s,
+                           "ratio": ours_s / polars_s, "windows": ours.height,
+                           "agree_polars": agree(polars_result, ours), "agree_duckdb": agree(duck_result, ours)})
+
+    def median(key):
+        return statistics.median(r[key] for r in rounds)
+    ours_s, polars_s, duck_s = median("ours_s"), median("polars_s"), median("duck_s")
     return {
         "date": date.today().isoformat(), "machine": f"{platform.machine()} {os.cpu_count()} cores",
-        "format": input_format, "trades": args.trades, "symbols": args.symbols, "windows": ours.height,
+        "format": input_format, "trades": trades, "symbols": len(symbols), "windows": rounds[0]["windows"],
+        "rounds": repeat,
         "cryptobeam_s": round(ours_s, 3), "polars_s": round(polars_s, 3), "duckdb_s": round(duck_s, 3),
-        "cryptobeam_trades_per_s": round(args.trades / ours_s), "polars_trades_per_s": round(args.trades / polars_s),
-        "duckdb_trades_per_s": round(args.trades / duck_s),
-        "polars_over_cryptobeam": round(ours_s / polars_s, 2), "duckdb_over_cryptobeam": round(ours_s / duck_s, 2),
-        "agree_with_polars": agree(polars_result, ours), "agree_with_duckdb": agree(duck_result, ours),
-        "cryptobeam_peak_pss_mb": round(peak_pss_mb),
-        "cryptobeam_us_per_trade": round(ours_s / args.trades * 1e6, 3),
-        "cryptobeam_cpu_s": round(cpu_s, 3),
+        "cryptobeam_s_each": [round(r["ours_s"], 3) for r in rounds],
+        "cryptobeam_trades_per_s": round(trades / ours_s), "polars_trades_per_s": round(trades / polars_s),
+        "duckdb_trades_per_s": round(trades / duck_s),
+        "polars_over_cryptobeam": round(median("ratio"), 2),
+        "polars_over_cryptobeam_each": [round(r["ratio"], 2) for r in rounds],
+        "duckdb_over_cryptobeam": round(ours_s / duck_s, 2),
+        "agree_with_polars": all(r["agree_polars"] for r in rounds),
+        "agree_with_duckdb": all(r["agree_duckdb"] for r in rounds),
+        "cryptobeam_peak_pss_mb": round(max(r["peak"] for r in rounds)),
+        "cryptobeam_us_per_trade": round(ours_s / trades * 1e6, 3),
+        "cryptobeam_cpu_s": round(median("cpu"), 3),
     }
 
 
@@ -208,7 +231,13 @@ def with_net(result: dict, startup: dict, label: str) -> dict:
     return {"label": label, **result, "startup_s": round(startup["cryptobeam_s"], 3), "net_s": round(net, 3),
             "net_us_per_trade": round(net / result["trades"] * 1e6, 3),
             "net_cpu_us_per_trade": round(net_cpu / result["trades"] * 1e6, 3),
-            "throughput_vs_polars": round(result["polars_s"] / result["cryptobeam_s"], 3)}
+            "throughput_vs_polars": round(1 / result["polars_over_cryptobeam"], 3)}
+
+
+def ratio_range(result: dict) -> str:
+    """The rounds' own polars/cryptobeam ratios, lowest to highest."""
+    each = result["polars_over_cryptobeam_each"]
+    return f"{min(each):.1f}-{max(each):.1f}"
 
 
 def print_suite(runs: list[dict], sweep: list[dict]) -> None:
@@ -217,13 +246,13 @@ def print_suite(runs: list[dict], sweep: list[dict]) -> None:
     table = Table(title=f"cryptobeam backfill vs polars and duckdb, 1m bars, {date.today()}, {platform.machine()} "
                         f"{os.cpu_count()} cores")
     for column in ("input", "trades", "windows", "cryptobeam s", "trades/s", "net CPU µs/trade", "polars s", "duckdb s",
-                   "vs polars", "peak PSS MB", "agree"):
+                   "vs polars (rounds)", "peak PSS MB", "agree"):
         table.add_column(column, justify="right")
     for r in runs:
         table.add_row(r["label"], f"{r['trades']:,}", f"{r['windows']:,}", f"{r['cryptobeam_s']:.2f}",
                       f"{r['cryptobeam_trades_per_s']:,}", f"{r['net_cpu_us_per_trade']:.2f}", f"{r['polars_s']:.2f}",
                       f"{r['duckdb_s']:.2f}",
-                      f"1/{1 / r['throughput_vs_polars']:.1f}", f"{r['cryptobeam_peak_pss_mb']:,}",
+                      f"1/{r['polars_over_cryptobeam']:.1f} ({ratio_range(r)})", f"{r['cryptobeam_peak_pss_mb']:,}",
                       "yes" if r["agree_with_polars"] and r["agree_with_duckdb"] else "NO")
     Console(width=200).print(table)
     curve = Table(title=f"time per trade, 1 symbol, {SWEEP_TRADES_PER_WINDOW} trades per 1m window "
@@ -246,15 +275,16 @@ def print_suite(runs: list[dict], sweep: list[dict]) -> None:
           f"all agree: {all(r['agree_with_polars'] and r['agree_with_duckdb'] for r in runs + sweep)}")
 
 
-def run_suite() -> None:
-    startup = run_once(1_000, ["BTCUSDT"], 1.0, "parquet")
+def run_suite(repeat: int) -> None:
+    startup = run_once(1_000, ["BTCUSDT"], 1.0, "parquet", repeat)
     runs = []
     for label, trades, n_symbols, days, input_format in SUITE:
-        runs.append(with_net({**run_once(trades, SYMBOLS[:n_symbols], days, input_format), "days": days}, startup, label))
+        runs.append(with_net({**run_once(trades, SYMBOLS[:n_symbols], days, input_format, repeat), "days": days},
+                             startup, label))
         print(f"done: {label}", file=sys.stderr)
     sweep = []
     for windows in SWEEP_WINDOWS:
-        result = run_once(windows * SWEEP_TRADES_PER_WINDOW, SYMBOLS[:1], windows / 1440, "parquet")
+        result = run_once(windows * SWEEP_TRADES_PER_WINDOW, SYMBOLS[:1], windows / 1440, "parquet", repeat)
         sweep.append(with_net({**result, "days": windows / 1440}, startup, f"{windows} windows"))
         print(f"done: sweep {windows} windows", file=sys.stderr)
     print_suite(runs, sweep)
@@ -278,12 +308,17 @@ def main() -> None:
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     parser.add_argument("--scaling", help="comma-separated trade counts; prints the curve")
     parser.add_argument("--suite", action="store_true", help="the issue-6 set of runs (several minutes)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="rounds per input; times are medians (default: 1, or 3 with --suite)")
     args = parser.parse_args()
+    repeat = args.repeat or (3 if args.suite else 1)
+    if repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
     if args.suite:
-        return run_suite()
+        return run_suite(repeat)
     symbols = SYMBOLS[: args.symbols]
     if args.scaling:
-        runs = [run_once(int(n), symbols, args.days, args.format) for n in args.scaling.split(",")]
+        runs = [run_once(int(n), symbols, args.days, args.format, repeat) for n in args.scaling.split(",")]
         print(f"{'trades':>12} {'cryptobeam s':>13} {'µs/trade':>9} {'polars s':>9} {'ratio':>6} {'peak PSS MB':>12} agree")
         for r in runs:
             print(f"{r['trades']:>12,} {r['cryptobeam_s']:>13} {r['cryptobeam_us_per_trade']:>9} {r['polars_s']:>9} "
@@ -291,7 +326,7 @@ def main() -> None:
         (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
         (ROOT / "benchmarks" / "results" / f"scaling-{args.format}.json").write_text(json.dumps(runs, indent=2))
         return
-    results = run_once(args.trades, symbols, args.days, args.format)
+    results = run_once(args.trades, symbols, args.days, args.format, repeat)
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value}")

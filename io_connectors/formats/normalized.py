@@ -75,6 +75,8 @@ def event_time_micros(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     if "event_time" not in table.column_names:
         return np.zeros(table.num_rows, np.int64), np.zeros(table.num_rows, bool)
     micros, ok = _to_micros(_column(table, "event_time"))
+    if not micros.null_count:  # the usual column: every time usable, read without a copy
+        return micros.to_numpy(zero_copy_only=False).astype(np.int64, copy=False), ok
     usable = ok & ~pc.is_null(micros).to_numpy(zero_copy_only=False)
     return pc.fill_null(micros, 0).to_numpy(zero_copy_only=False).astype(np.int64), usable
 
