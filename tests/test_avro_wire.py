@@ -3,6 +3,7 @@ what cannot be read; and the Avro file sink."""
 from __future__ import annotations
 
 import copy
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import fastavro
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from io_connectors.avro_wire import SchemaStore, WireFormatError, decode, encode, schema_fingerprint
 from io_connectors.formats.kafka_avro import parse_avro_messages
@@ -76,6 +79,47 @@ def test_incompatible_unknown_and_malformed_messages_raise_with_a_reason():
     assert error.value.reason == "malformed"
 
 
+trade_record = st.fixed_dictionaries({
+    "exchange": st.text(max_size=8), "symbol": st.text(max_size=12), "base": st.none() | st.text(max_size=5),
+    "quote": st.none() | st.text(max_size=5), "trade_id": st.text(max_size=20),
+    "price": st.floats(allow_nan=False), "amount": st.floats(allow_nan=False), "side": st.sampled_from(["buy", "sell", "unknown"]),
+    # Within the years 1-9999, so that fastavro's reference can make datetimes of them.
+    "event_time": st.integers(-62_135_596_800_000_000, 253_402_300_799_999_999),
+    "receive_time": st.none() | st.integers(0, 253_402_300_799_999_999)})
+
+
+@settings(max_examples=200, deadline=None)
+@given(trade_record)
+def test_decoding_agrees_with_fastavros_public_reader(record):
+    """The store's reader (a schema parsed once) against fastavro's own schemaless_reader."""
+    message = encode(record, "trade")
+    reference = fastavro.schemaless_reader(io.BytesIO(message[10:]), parsed_avro_schema("trade"), None)
+    assert decode(message, "trade", SchemaStore.shipped()) == reference
+    as_micros = decode(message, "trade", SchemaStore.shipped(), timestamps_as_micros=True)
+    assert as_micros == {**reference, "event_time": record["event_time"], "receive_time": record["receive_time"]}
+
+
+def test_timestamps_as_micros_also_when_schemas_are_resolved():
+    store = SchemaStore.shipped()
+    older_writer = encode({**TRADE, "receive_time": T0 + 9}, "trade")
+    decoded = decode(older_writer, fastavro.parse_schema(trade_v2(), _write_hint=False), store, timestamps_as_micros=True)
+    assert (decoded["event_time"], decoded["receive_time"], decoded["venue_sequence"]) == (T0 + 5, T0 + 9, None)
+
+
+def test_a_time_past_year_9999_is_still_a_number_for_the_trade_parser():
+    message = encode({**TRADE, "event_time": 2**62}, "trade")
+    assert decode(message, "trade", SchemaStore.shipped(), timestamps_as_micros=True)["event_time"] == 2**62
+    with pytest.raises(WireFormatError) as error:  # no datetime can hold it
+        decode(message, "trade", SchemaStore.shipped())
+    assert error.value.reason == "malformed"
+
+
+def test_bytes_after_the_record_are_malformed():
+    with pytest.raises(WireFormatError) as error:
+        decode(encode(TRADE, "trade") + b"\x00", "trade", SchemaStore.shipped())
+    assert error.value.reason == "malformed"
+
+
 def test_kafka_messages_through_the_one_code_path():
     good = [encode({**TRADE, "trade_id": str(i), "event_time": T0 + i * 1_000_000}, "trade") for i in range(5)]
     messages = good + [good[0], b"garbage", good[1][:12]]
@@ -85,6 +129,14 @@ def test_kafka_messages_through_the_one_code_path():
     assert sorted((d["reason"], d["source"], d["source_offset"]) for d in dead) == [
         ("malformed", "kafka:trades/0", 107), ("not_single_object_encoded", "kafka:trades/0", 106)]
     assert dead[0]["payload_bytes"] in (b"garbage", good[1][:12])
+
+
+def test_a_kafka_trade_from_year_146000_is_a_dead_letter_not_a_crash():
+    messages = [encode(TRADE, "trade"), encode({**TRADE, "trade_id": "8", "event_time": 2**62}, "trade")]
+    raw = RawBatch(source="kafka:trades/0", lines=messages, line_numbers=np.arange(2))
+    bars, dead, _ = run_trades_to_bars([raw], BarSpec.of("1m"), parse_avro_messages)
+    assert sum(b["trade_count"] for b in bars) == 1
+    assert [(d["reason"], d["source_offset"]) for d in dead] == [("timestamp_out_of_range", 1)]
 
 
 def test_avro_sink_holds_the_same_bars_as_parquet(tmp_path):

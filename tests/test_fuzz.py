@@ -137,7 +137,8 @@ def test_text_formats_never_crash_and_always_reconcile(tmp_path_factory, data, n
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.tuples(st.one_of(st.none(), st.sampled_from(["BTCUSDT", "../../x"])), st.integers(1, 40),
                           st.one_of(hostile_token, number), st.one_of(hostile_token, number),
-                          st.one_of(st.none(), epoch_ms.map(lambda ms: ms * 1000), st.just(-5))),
+                          st.one_of(st.none(), epoch_ms.map(lambda ms: ms * 1000), st.just(-5),
+                                    st.just(2**62), st.just(-2**62))),  # past what a datetime holds
                 min_size=1, max_size=120))
 def test_parquet_never_crashes_and_always_reconciles(tmp_path_factory, rows):
     path = tmp_path_factory.mktemp("pq") / "trades.parquet"

@@ -6,6 +6,7 @@ takes and gives these tables, whether they were read from a file or polled from 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,7 @@ PROVENANCE_FIELDS = [
     # The original record, kept only until validation so dead letters can carry it.
     pa.field("payload", pa.binary(), nullable=True),
 ]
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TRADE_BATCH_SCHEMA = pa.schema(list(arrow_schema("trade")) + PROVENANCE_FIELDS)
 TRADE_FIELDS = arrow_schema("trade").names
 SIDES = ("buy", "sell", "unknown")
@@ -70,11 +72,19 @@ def row_payload(batch: pa.Table, i: int):
     payload = batch.column("payload")[i].as_py()
     if payload is not None:
         return payload
-    row = {name: batch.column(name)[i].as_py() for name in TRADE_FIELDS}
+    row = {name: batch.column(name)[i].as_py() for name in TRADE_FIELDS if name not in ("event_time", "receive_time")}
     for key in ("event_time", "receive_time"):
-        if row[key] is not None:
-            row[key] = row[key].isoformat()
+        # As integers first: a time past the year 9999 has no datetime, yet must reach its dead letter.
+        micros = batch.column(key).cast(pa.int64())[i].as_py()
+        row[key] = None if micros is None else _iso_or_micros(micros)
     return json.dumps(row, sort_keys=True)
+
+
+def _iso_or_micros(micros: int):
+    try:
+        return (_EPOCH + timedelta(microseconds=micros)).isoformat()
+    except OverflowError:
+        return micros
 
 
 def row_dead_letter(batch: pa.Table, i: int, reason: str, message: str, stage: str, event_time_us: int | None) -> dict:

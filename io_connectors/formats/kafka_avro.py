@@ -5,20 +5,12 @@ partition. Messages that cannot be decoded become dead letters with the wire for
 """
 from __future__ import annotations
 
-from datetime import datetime
-
 from io_connectors.avro_wire import SchemaStore, WireFormatError, decode
 from io_connectors.raw_batch import RawBatch
 from transforms.dead_letter import dead_letter
-from transforms.event_time import datetime_to_micros
 from transforms.trade_batch import TRADE_FIELDS, make_trade_batch
 
 _STORE: SchemaStore | None = None
-
-
-def _micros(value):
-    """fastavro hands timestamp-micros back as datetimes."""
-    return datetime_to_micros(value) if isinstance(value, datetime) else value
 
 
 def parse_avro_messages(raw: RawBatch, store: SchemaStore | None = None, **_overrides):
@@ -30,13 +22,12 @@ def parse_avro_messages(raw: RawBatch, store: SchemaStore | None = None, **_over
     offsets, payloads, dead = [], [], []
     for message, offset in zip(raw.lines, raw.line_numbers.tolist()):
         try:
-            record = decode(message, "trade", store)
+            record = decode(message, "trade", store, timestamps_as_micros=True)
         except WireFormatError as error:
             dead.append(dead_letter(error.reason, str(error), "parse", message, raw.source, offset))
             continue
         for name in TRADE_FIELDS:
-            value = record.get(name)
-            columns[name].append(_micros(value) if name in ("event_time", "receive_time") else value)
+            columns[name].append(record.get(name))
         offsets.append(offset)
         payloads.append(message)
     trades = make_trade_batch(**columns, source=raw.source, source_offset=offsets, payload=payloads)
