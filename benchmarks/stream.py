@@ -146,9 +146,10 @@ def latencies(panes: list[tuple[float, dict]], sent: dict, interval_us: int) -> 
     first_pane, on_time, final_trades = [], [], 0
     tail_pane = []  # event -> EARLY for the last quarter of the run: grows without bound when the stream falls behind
     steady_pane = []  # event -> EARLY for trades sent after the warm-up
-    steady_from = min(trades[0][1] for trades in sent.values()) + WARMUP_S
-    tail_from = min(trades[0][1] for trades in sent.values()) + 0.75 * (
-        max(trades[-1][1] for trades in sent.values()) - min(trades[0][1] for trades in sent.values()))
+    first_send = min(trades[0][1] for trades in sent.values())
+    last_send = max(trades[-1][1] for trades in sent.values())
+    steady_from = first_send + WARMUP_S
+    tail_from = first_send + 0.75 * (last_send - first_send)
     # The watermark follows the newest event time less the delay: windows ending after that
     # close only when the stream drains, however long after its end that is.
     last_watermark_us = max(trades[-1][0] for trades in sent.values()) - int(WATERMARK_DELAY_S * 1e6)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,9 +20,9 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas import SCHEMA_DIR, parsed_avro_schema
+from transforms.event_time import datetime_to_micros
 
 MAGIC = b"\xc3\x01"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 HEADER_SIZE = len(MAGIC) + 8
 
 
@@ -167,8 +167,7 @@ def decode(message: bytes, reader_schema, store: SchemaStore, timestamps_as_micr
             reader = parsed_avro_schema(reader_schema) if isinstance(reader_schema, str) else reader_schema
             record = fastavro.schemaless_reader(body, writer, reader)
             if timestamps_as_micros:
-                record = {k: (v - _EPOCH) // timedelta(microseconds=1) if isinstance(v, datetime) else v
-                          for k, v in record.items()}
+                record = {k: datetime_to_micros(v) if isinstance(v, datetime) else v for k, v in record.items()}
     except fastavro.read.SchemaResolutionError as error:
         raise WireFormatError("incompatible_schema", f"cannot read this writer schema as the reader schema: {error}") from None
     except (EOFError, ValueError, IndexError, UnicodeDecodeError, TypeError, OverflowError) as error:

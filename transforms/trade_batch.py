@@ -6,12 +6,12 @@ takes and gives these tables, whether they were read from a file or polled from 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
 
 from schemas import arrow_schema
+from transforms.event_time import micros_to_datetime
 
 PROVENANCE_FIELDS = [
     pa.field("source", pa.string(), nullable=False),
@@ -19,7 +19,6 @@ PROVENANCE_FIELDS = [
     # The original record, kept only until validation so dead letters can carry it.
     pa.field("payload", pa.binary(), nullable=True),
 ]
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TRADE_BATCH_SCHEMA = pa.schema(list(arrow_schema("trade")) + PROVENANCE_FIELDS)
 TRADE_FIELDS = arrow_schema("trade").names
 SIDES = ("buy", "sell", "unknown")
@@ -82,7 +81,7 @@ def row_payload(batch: pa.Table, i: int):
 
 def _iso_or_micros(micros: int):
     try:
-        return (_EPOCH + timedelta(microseconds=micros)).isoformat()
+        return micros_to_datetime(micros).isoformat()
     except OverflowError:
         return micros
 

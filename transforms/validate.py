@@ -61,10 +61,11 @@ class _ValidateBatch(beam.DoFn):
         times = batch.column("event_time").cast(pa.int64()) if rejected else None
         for i, reason in rejected:
             count_dead_letter("cryptobeam", reason)
+            event_time_us = times[i].as_py()  # an integer: past the year 9999 no datetime holds it
             values = {c: batch.column(c)[i].as_py() for c in ("price", "amount", "side")}
-            values["event_time_us"] = times[i].as_py()  # an integer: past the year 9999 no datetime holds it
+            values["event_time_us"] = event_time_us
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, row_dead_letter(
-                batch, i, reason, f"{reason}: {values}", "validate", times[i].as_py()))
+                batch, i, reason, f"{reason}: {values}", "validate", event_time_us))
         good = batch if not rejected else take_rows(batch, reasons.good())
         if good.num_rows:
             yield without_payload(good)
