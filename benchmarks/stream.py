@@ -16,6 +16,8 @@ the stream writes its bars to a Kafka topic that this script consumes as they ar
   issue-6 latency target), over the whole run and over the trades sent after a 15 s warm-up
   (the stream's first seconds pay one-off costs; a stream runs for days).
 - **published** counts what the broker acknowledged; messages it did not take are reported apart.
+- A round whose trades do not all reach final bars also prints what the stream itself read, its
+  exit and run time, and when the broker took the first trade; the JSON keeps its log's tail.
 
 Prints a table and writes JSON under benchmarks/results/.
 """
@@ -114,15 +116,19 @@ def prepare(rate: int, seconds: float, lead_s: float) -> tuple[float, list]:
     return start, [_encoded(i, start, rate, float(prices[i])) for i in range(total)]
 
 
-def publish(bootstrap: str, topic: str, rate: int, start: float, messages: list) -> tuple[dict, float, int]:
+def publish(bootstrap: str, topic: str, rate: int, start: float, messages: list) -> tuple[dict, float, int, float | None]:
     """Sends each message at its event time. Returns per-symbol lists of (event time µs, send wall
-    time s) in send order, the rate achieved, and how many messages the broker did not take."""
+    time s) in send order, the rate achieved, how many messages the broker did not take, and when
+    (wall time) the broker acknowledged the first one."""
     producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
     failed = {"n": 0}
+    first_ack: list[float] = []
 
     def on_delivery(error, _message):
         if error is not None:
             failed["n"] += 1
+        elif not first_ack:
+            first_ack.append(time.time())
     total = len(messages)
     sent: dict[str, list[tuple[int, float]]] = defaultdict(list)
     step = max(1, rate // 100)  # publish in 10 ms slices
@@ -136,7 +142,7 @@ def publish(bootstrap: str, topic: str, rate: int, start: float, messages: list)
             sent[symbol].append((event_us, max(now, event_us / 1e6)))
     achieved = total / max(time.time() - start, 1e-9)
     failed["n"] += producer.flush(60)  # still undelivered after a minute
-    return sent, achieved, failed["n"]
+    return sent, achieved, failed["n"], (first_ack[0] if first_ack else None)
 
 
 def latencies(panes: list[tuple[float, dict]], sent: dict, interval_us: int) -> dict:
@@ -192,25 +198,36 @@ def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, interval
     start, messages = prepare(rate, seconds, lead_s=10)
     out = work / f"out-{rate}"
     log = open(work / f"stream-{rate}.log", "w")
+    launched = time.time()
     stream = subprocess.Popen([CLI, "stream", "--kafka", bootstrap, "--topic", trades_topic, "--group", tag,
                                "--bars-topic", bars_topic, "--out", str(out), "--interval", interval,
                                "--early", f"{early_s:g}s", "--allowed-lateness", "1m", "--watermark-delay", f"{WATERMARK_DELAY_S:g}s",
                                "--idle-after", "2s", "--stop-when-idle", "15s", "--no-progress"],
                               stdout=log, stderr=subprocess.STDOUT)  # Prism and its workers start meanwhile
-    sent, achieved, undelivered = publish(bootstrap, trades_topic, rate, start, messages)
+    sent, achieved, undelivered, first_ack = publish(bootstrap, trades_topic, rate, start, messages)
     published_s = time.time() - start
     returncode = stream.wait(timeout=600)
     collector.stop()
+    log.close()
+    summary_path = out / "_SUMMARY.json"
+    stream_summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     result = {"rate": rate, "seconds": seconds, "published": sum(len(v) for v in sent.values()) - undelivered,
               "undelivered": undelivered,
               "achieved_rate": round(achieved), "publish_seconds": round(published_s, 1), "stream_exit": returncode,
               "panes_collected": len(collector.panes), "collector_errors": sorted(set(collector.errors))[:5],
+              # Where a round went wrong: what the stream itself counted, how long after its launch
+              # the broker took the first trade, and how long the stream ran.
+              "stream_records_in": stream_summary.get("records_in"),
+              "stream_elapsed_s": stream_summary.get("elapsed_seconds"),
+              "first_trade_acked_after_launch_s": None if first_ack is None else round(first_ack - launched, 2),
               **latencies(collector.panes, sent, parse_interval(interval).micros)}
     result["sustained"] = (returncode == 0 and result["final_trades"] == result["published"]
                            and result["achieved_rate"] >= 0.95 * rate
                            and result["tail_early_p99_s"] is not None and result["tail_early_p99_s"] <= SUSTAINED_LAG_S)
     result["kept_up"] = result["sustained"] and result["early_p99_s"] <= 2 * early_s
     result["kept_up_after_warmup"] = result["sustained"] and result["steady_early_p99_s"] <= 2 * early_s
+    if result["final_trades"] != result["published"]:
+        result["stream_log_tail"] = (work / f"stream-{rate}.log").read_text(errors="replace").splitlines()[-40:]
     return result
 
 
@@ -255,6 +272,11 @@ def main() -> None:
         if r["collector_errors"] or not r["panes_collected"]:
             print(f"{r['rate']:,} trades/s: {r['panes_collected']} panes collected from the bars topic; "
                   f"collector errors: {r['collector_errors'] or 'none'}")
+        if r["final_trades"] != r["published"]:
+            print(f"{r['rate']:,} trades/s: {r['final_trades']:,} of {r['published']:,} trades in final bars; the stream "
+                  f"read {r['stream_records_in']} records, exited {r['stream_exit']} after {r['stream_elapsed_s']} s; "
+                  f"the broker took the first trade {r['first_trade_acked_after_launch_s']} s after the stream's launch "
+                  "(its log's tail is in the JSON)")
     sustained = [r["rate"] for r in results if r["sustained"]]
     print(f"highest sustained rate tried: {max(sustained):,} trades/s" if sustained else "no rate was sustained")
     target = ROOT / "benchmarks" / "results" / "stream.json"

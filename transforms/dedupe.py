@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.coders import PickleCoder
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.coders import BytesCoder
+from apache_beam.transforms.userstate import BagStateSpec
 
 from transforms.keys import ByWindow
 from transforms.partial_bar import partial_bar
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
 
 def classify(ids, content, seen_ids, seen_content):
-    """Mark each row new, duplicate or conflicting; return them with the updated seen set.
+    """Mark each row new, duplicate or conflicting; return them with what the seen set gains.
 
     Every copy of an id is compared with its reference: the copy seen in an earlier chunk if
     there is one, else the first copy in this chunk (which is then the new one). The seen set
-    may be in any order.
+    may be in any order. Returns (new, duplicate, conflict, added ids, their content hashes).
     """
     n = len(ids)
     unique_ids, first_row, inverse = np.unique(ids, return_index=True, return_inverse=True)
@@ -38,18 +38,17 @@ def classify(ids, content, seen_ids, seen_content):
     same = content == reference[inverse]
     duplicate = ~new & same
     conflict = ~new & ~same
-    merged_ids = np.concatenate([seen_ids, unique_ids[~found]])
-    merged_content = np.concatenate([seen_content, content[first_row[~found]]])
-    return new, duplicate, conflict, merged_ids, merged_content
+    return new, duplicate, conflict, unique_ids[~found], content[first_row[~found]]
 
 
 class _DedupeFn(beam.DoFn):
     """Keyed by (exchange, symbol, window) and run inside the window, so its state lives exactly
     as long as the window does: the runner clears it when the window expires."""
 
-    # The trade id hashes seen in this window, then their content hashes, in one array: it pickles
-    # faster than two, and is a copy, so it keeps no chunk's buffer alive.
-    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
+    # What this window has seen, append-only: per chunk, the ids it added, then their content
+    # hashes, as raw uint64 bytes. A chunk writes only what is new to the window, so a window fed
+    # by many small chunks (a live stream) is not rewritten whole each time, and no write clears.
+    SEEN = BagStateSpec("seen", BytesCoder())
 
     def __init__(self):
         self._duplicates = beam.metrics.Metrics.counter("cryptobeam", "duplicates")
@@ -57,19 +56,18 @@ class _DedupeFn(beam.DoFn):
 
     def process(self, element, seen_state=beam.DoFn.StateParam(SEEN)):
         window_key, chunk = element
-        seen = seen_state.read()
-        if seen is None and chunk.distinct_ids and chunk.summary is not None:
+        seen_ids, seen_content = _seen(seen_state.read())
+        if not len(seen_ids) and chunk.distinct_ids and chunk.summary is not None:
             # The window's first chunk, known in bulk to hold no repeated id: nothing to compare.
-            seen_state.write(np.concatenate((chunk.id_hash, chunk.content_hash)))
+            seen_state.add(_seen_bytes(chunk.id_hash, chunk.content_hash))
             self._duplicates.inc(0)
             self._unique.inc(len(chunk))
             yield window_key, chunk.summary
             return
-        seen = seen if seen is not None else np.zeros(0, np.uint64)
-        half = len(seen) // 2
-        new, duplicate, conflict, seen_ids, seen_content = classify(
-            chunk.id_hash, chunk.content_hash, seen[:half], seen[half:])
-        seen_state.write(np.concatenate((seen_ids, seen_content)))
+        new, duplicate, conflict, added_ids, added_content = classify(
+            chunk.id_hash, chunk.content_hash, seen_ids, seen_content)
+        if len(added_ids):
+            seen_state.add(_seen_bytes(added_ids, added_content))
         n_duplicates = int(duplicate.sum())
         self._duplicates.inc(n_duplicates)
         self._unique.inc(int(new.sum()))
@@ -84,6 +82,28 @@ class _DedupeFn(beam.DoFn):
             yield window_key, chunk.summary  # nothing removed: the summary computed in bulk stands
         elif new.any() or n_duplicates:
             yield window_key, partial_bar(chunk.take(new), n_duplicates)
+
+
+def _seen_bytes(ids: np.ndarray, content: np.ndarray) -> bytes:
+    return np.concatenate((ids, content)).astype(np.uint64, copy=False).tobytes()
+
+
+def _seen(entries) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, content hashes) of every entry the window's state holds."""
+    ids, content = [], []
+    for entry in entries:
+        both = np.frombuffer(entry, np.uint64)
+        half = len(both) // 2
+        ids.append(both[:half])
+        content.append(both[half:])
+    if not ids:
+        return _EMPTY, _EMPTY
+    if len(ids) == 1:
+        return ids[0], content[0]
+    return np.concatenate(ids), np.concatenate(content)
+
+
+_EMPTY = np.zeros(0, np.uint64)
 
 
 class DedupeTrades(beam.PTransform):
