@@ -225,7 +225,8 @@ def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, interval
                            and result["achieved_rate"] >= 0.95 * rate
                            and result["tail_early_p99_s"] is not None and result["tail_early_p99_s"] <= SUSTAINED_LAG_S)
     result["kept_up"] = result["sustained"] and result["early_p99_s"] <= 2 * early_s
-    result["kept_up_after_warmup"] = result["sustained"] and result["steady_early_p99_s"] <= 2 * early_s
+    result["kept_up_after_warmup"] = (result["sustained"] and result["steady_early_p99_s"] is not None
+                                      and result["steady_early_p99_s"] <= 2 * early_s)  # None: a run shorter than the warm-up
     if result["final_trades"] != result["published"]:
         result["stream_log_tail"] = (work / f"stream-{rate}.log").read_text(errors="replace").splitlines()[-40:]
     return result

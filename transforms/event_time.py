@@ -27,6 +27,15 @@ def micros_to_datetime(micros: int) -> datetime:
     return EPOCH + timedelta(microseconds=int(micros))
 
 
+def micros_to_iso(micros: int) -> str | int:
+    """ISO 8601, for a dead letter's payload; a time past datetime's range (the year 9999) stays
+    the integer it is, so that it still reaches its dead letter."""
+    try:
+        return micros_to_datetime(micros).isoformat()
+    except OverflowError:
+        return micros
+
+
 def datetime_to_micros(moment: datetime) -> int:
     return (moment - EPOCH) // MICROSECOND
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas import arrow_schema
-from transforms.event_time import micros_to_datetime
+from transforms.event_time import micros_to_iso
 
 PROVENANCE_FIELDS = [
     pa.field("source", pa.string(), nullable=False),
@@ -75,15 +75,8 @@ def row_payload(batch: pa.Table, i: int):
     for key in ("event_time", "receive_time"):
         # As integers first: a time past the year 9999 has no datetime, yet must reach its dead letter.
         micros = batch.column(key).cast(pa.int64())[i].as_py()
-        row[key] = None if micros is None else _iso_or_micros(micros)
+        row[key] = None if micros is None else micros_to_iso(micros)
     return json.dumps(row, sort_keys=True)
-
-
-def _iso_or_micros(micros: int):
-    try:
-        return micros_to_datetime(micros).isoformat()
-    except OverflowError:
-        return micros
 
 
 def row_dead_letter(batch: pa.Table, i: int, reason: str, message: str, stage: str, event_time_us: int | None) -> dict:

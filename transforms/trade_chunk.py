@@ -138,15 +138,13 @@ class TradeChunk:
 
     def trade_record(self, i: int) -> str:
         """The normalized trade as JSON: the payload of a dead letter raised after parsing."""
-        from transforms.event_time import micros_to_datetime  # event_time imports this module
+        from transforms.event_time import micros_to_iso  # event_time imports this module
 
-        def iso(us):
-            return micros_to_datetime(us).isoformat()
         record = {
             "exchange": self.exchange, "symbol": self.symbol, "base": self.base, "quote": self.quote,
             "trade_id": self.trade_id(i), "price": float(self.price[i]), "amount": float(self.amount[i]),
-            "side": SIDE_NAMES[self.side[i]], "event_time": iso(int(self.event_time[i])),
-            "receive_time": None if self.receive_time is None or self.receive_time[i] < 0 else iso(int(self.receive_time[i])),
+            "side": SIDE_NAMES[self.side[i]], "event_time": micros_to_iso(int(self.event_time[i])),
+            "receive_time": None if self.receive_time is None or self.receive_time[i] < 0 else micros_to_iso(int(self.receive_time[i])),
         }
         return json.dumps(record, sort_keys=True)
 
