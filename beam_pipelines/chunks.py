@@ -127,24 +127,27 @@ def split_large_chunks(chunks: list[Chunk], layout: str, interval, row_budget: i
 
 
 def _runs_of_dated_files(chunk: Chunk, row_budget: int) -> list[Chunk]:
-    """Consecutive dated files, as few per piece as the budget needs. Undated files stay together:
-    nothing says which of them hold the same days."""
+    """Runs of consecutive days, about equal in rows, as few as the budget needs: equal runs
+    finish together on parallel workers. A day's files stay in one run. Undated files stay
+    together: nothing says which of them hold the same days."""
     dates = [file_date(f.path) for f in chunk.files]
     rows_of = {f.path: uncompressed_size(f.path, f.size) // TEXT_BYTES_PER_ROW for f in chunk.files}
-    row_budget = _piece_rows(sum(rows_of.values()), row_budget)
-    if sum(rows_of.values()) <= row_budget or any(d is None for d in dates):
+    total = sum(rows_of.values())
+    row_budget = _piece_rows(total, row_budget)
+    if total <= row_budget or any(d is None for d in dates):
         return [chunk]
-    ordered = sorted(zip(dates, chunk.files), key=lambda pair: (pair[0], pair[1].path))
-    runs: list[tuple[date, list[InputFile]]] = []  # (first day, files)
-    rows = 0
-    for (first, _), f in ordered:
-        estimate = rows_of[f.path]
-        if not runs or (rows + estimate > row_budget and first != runs[-1][0]):
-            runs.append((first, []))
-            rows = 0
-        runs[-1][1].append(f)
-        rows += estimate
-    return [Chunk(f"{chunk.chunk_id}@{first.strftime('%Y%m%d')}", tuple(files)) for first, files in runs]
+    days: dict[date, list[InputFile]] = {}
+    for (first, _), f in sorted(zip(dates, chunk.files), key=lambda pair: (pair[0], pair[1].path)):
+        days.setdefault(first, []).append(f)
+    share = total / -(-total // row_budget)
+    runs: dict[int, tuple[date, list[InputFile]]] = {}  # piece -> (first day, files)
+    before = 0
+    for first, files in days.items():
+        rows = sum(rows_of[f.path] for f in files)
+        piece = int((before + rows / 2) // share)  # the piece holding the day's middle row
+        runs.setdefault(piece, (first, []))[1].extend(files)
+        before += rows
+    return [Chunk(f"{chunk.chunk_id}@{first.strftime('%Y%m%d')}", tuple(files)) for first, files in runs.values()]
 
 
 def _time_slices(chunk: Chunk, interval, row_budget: int) -> list[Chunk]:

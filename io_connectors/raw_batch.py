@@ -13,8 +13,9 @@ class RawBatch:
     """File path, with ``!member`` for a file inside an archive."""
     symbol_hint: str | None = None
     """The symbol the file name suggests, used when the records do not say."""
-    lines: list[bytes] | None = None
-    """Text formats: one entry per physical line, without the line break."""
+    lines: pa.Array | None = None
+    """Text formats and messages: one entry per physical line (without its line break) or
+    message, as an Arrow binary array; a list of bytes is converted."""
     line_numbers: np.ndarray | None = None
     """1-based line numbers of ``lines``."""
     table: pa.Table | None = None
@@ -24,6 +25,10 @@ class RawBatch:
     row_numbers: np.ndarray | None = None
     """Columnar formats read in a time slice: 1-based row numbers of the rows kept (else consecutive)."""
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.lines, list):
+            self.lines = pa.array(self.lines, pa.binary())
 
     @property
     def starts_file(self) -> bool:

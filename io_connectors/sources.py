@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from io_connectors.files import InputFile, base_name, open_members, split_lines
+from io_connectors.files import InputFile, base_name, line_batches, open_members
 from io_connectors.formats import binance, coinbase, kraken, normalized, tardis
 from io_connectors.formats.symbols import binance_symbol_from_name, leading_symbol_from_name
 from io_connectors.progress import report_progress
@@ -67,13 +67,10 @@ def read_raw_batches(source: SourceFormat, path: str, batch_rows: int = DEFAULT_
         yield from _parquet_slice_batches(path, batch_rows, time_slice)
     elif source.layout == "text":
         for member, data in open_members(path):
-            lines = split_lines(data)
             hint = source.symbol_from_name(base_name(member.split("!")[-1])) if source.symbol_from_name else None
-            for start in range(0, max(len(lines), 1), batch_rows):
-                chunk = lines[start:start + batch_rows]
-                if chunk:
-                    yield RawBatch(source=member, symbol_hint=hint, lines=chunk,
-                                   line_numbers=np.arange(start + 1, start + 1 + len(chunk), dtype=np.int64))
+            for lines, first in line_batches(data, batch_rows):
+                yield RawBatch(source=member, symbol_hint=hint, lines=lines,
+                               line_numbers=np.arange(first, first + len(lines), dtype=np.int64))
     elif source.layout == "parquet":
         row = 1
         for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):

@@ -11,7 +11,10 @@ import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from io_connectors.files import line_batches
 from io_connectors.sources import SOURCES, parser_for, read_raw_batches
 from schemas import parsed_avro_schema
 
@@ -254,3 +257,35 @@ def test_utf8_bom_is_not_part_of_the_header(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + f"{AGG_HEADER}\n1,1,1,1,1,{US_2025},false,true\n".encode())
     trades, dead = parse_file("binance-aggtrades", path)
     assert dead == [] and len(trades) == 1
+
+
+def reference_lines(data: bytes) -> list[bytes]:
+    """Physical lines as Python's own split gives them: LF or CRLF breaks, no final empty line."""
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"7,1.5", b"\n", b"\r", b"\r\n", b"\xff\xfe", b" ", b""]), max_size=40),
+       st.integers(1, 6))
+def test_line_batches_are_the_physical_lines_in_order(parts, batch_rows):
+    data = b"".join(parts)
+    lines, numbers = [], []
+    for batch, first in line_batches(data, batch_rows):
+        assert 1 <= len(batch) <= batch_rows
+        numbers.extend(range(first, first + len(batch)))
+        lines.extend(batch.to_pylist())
+    assert lines == reference_lines(data)
+    assert numbers == list(range(1, len(lines) + 1))
+
+
+def test_a_line_that_is_not_utf8_costs_one_dead_letter_and_keeps_its_bytes(tmp_path):
+    path = tmp_path / "BTCUSDT-aggTrades-2019-10-11.csv"
+    good = f"1,1.5,2,1,1,{MS_2019},true,true\r\n".encode()
+    path.write_bytes(good + b"2,1.5,\xff\xfe,1,1,1570752000565,true,true\r\n" + good.replace(b"1,", b"3,", 1))
+    trades, dead = parse_file("binance-aggtrades", path)
+    assert [t["trade_id"] for t in trades] == ["1", "3"]
+    assert [(d["reason"], d["source_offset"], d["payload_bytes"]) for d in dead] == [
+        ("bad_encoding", 2, b"2,1.5,\xff\xfe,1,1,1570752000565,true,true")]

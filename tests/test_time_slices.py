@@ -111,6 +111,19 @@ def test_dated_text_files_are_grouped_into_runs_of_days(tmp_path):
     assert [len(json.loads(m.read_text())["inputs"]) for m in manifests] == [2, 2]
 
 
+def test_runs_of_days_are_equal_so_parallel_workers_finish_together():
+    # 30 days of two symbols, 50,000 rows a file: 3M rows over a 1M budget make 4 runs (an even
+    # count), 7 or 8 days each; filling runs greedily gave 7, 7, 7, 7 and 2 days.
+    files = tuple(InputFile(f"/d/{symbol}-aggTrades-2024-01-{day:02d}.csv", 50_000 * 50)
+                  for day in range(1, 31) for symbol in ("BTCUSDT", "ETHUSDT"))
+    runs = split_large_chunks([Chunk("all", files)], "text", parse_interval("1m"), 1_000_000)
+    days = [sorted({f.path[-6:-4] for f in run.files}) for run in runs]
+    assert [len(d) for d in days] in ([7, 8, 7, 8], [8, 7, 8, 7])
+    assert [day for run in days for day in run] == [f"{d:02d}" for d in range(1, 31)]
+    assert all(len(run.files) == 2 * len(d) for run, d in zip(runs, days))  # a day's files stay together
+    assert [run.chunk_id for run in runs] == [f"all@202401{d[0]}" for d in days]
+
+
 @pytest.mark.parametrize("total, budget, pieces", [
     (1_500_000, 6_000_000, 1),    # small: one chunk, no second worker to start
     (2_000_000, 6_000_000, 2),    # large enough to share between two workers

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from io_connectors.formats.common import reject_failed, trades_from_fields
 from io_connectors.formats.delimited import epoch_to_micros, parse_bool, parse_float, parse_int, split_fields
@@ -43,11 +44,11 @@ TRADES = BinanceLayout(("id", "price", "qty", "quote_qty", "time", "is_buyer_mak
 def parse_binance(raw: RawBatch, layout: BinanceLayout, exchange: str = "binance", symbol: str | None = None):
     symbol = symbol or raw.symbol_hint
     fields = split_fields(raw, layout.field_counts, layout.headers)
-    ids, ok_id = parse_int(fields.columns[layout.id_column])
-    prices, ok_price = parse_float(fields.columns[layout.price_column])
-    amounts, ok_amount = parse_float(fields.columns[layout.amount_column])
-    times, ok_time = parse_int(fields.columns[layout.time_column])
-    buyer_maker, ok_side = parse_bool(fields.columns[layout.buyer_maker_column])
+    ids, ok_id = parse_int(fields.column(layout.id_column))
+    prices, ok_price = parse_float(fields.column(layout.price_column))
+    amounts, ok_amount = parse_float(fields.column(layout.amount_column))
+    times, ok_time = parse_int(fields.column(layout.time_column))
+    buyer_maker, ok_side = parse_bool(fields.column(layout.buyer_maker_column))
     good = reject_failed(fields, [
         (ok_id, f"{layout.names[layout.id_column]} is not an integer"),
         (ok_price, "price is not a number"),
@@ -60,7 +61,7 @@ def parse_binance(raw: RawBatch, layout: BinanceLayout, exchange: str = "binance
     trades = trades_from_fields(
         fields, good, raw.source, exchange=exchange, symbol=symbol, base=base, quote=quote,
         trade_id=pa.array(ids[good]).cast(pa.string()), price=prices, amount=amounts,
-        side=np.where(buyer_maker, "sell", "buy"), event_time=epoch_to_micros(times))
+        side=pc.if_else(pa.array(buyer_maker[good]), "sell", "buy"), event_time=epoch_to_micros(times))
     return trades, fields.dead_letters
 
 

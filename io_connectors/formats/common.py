@@ -20,6 +20,5 @@ def reject_failed(fields: Fields, checks: list[tuple[np.ndarray, str]], source: 
 def trades_from_fields(fields: Fields, good: np.ndarray, source: str, **columns):
     """Build the batch of good lines; array-valued columns are indexed by ``good``, scalars broadcast."""
     selected = {k: (v[good] if isinstance(v, np.ndarray) else v) for k, v in columns.items()}
-    index = np.flatnonzero(good)
-    payloads = fields.payloads.take(pa.array(index, pa.int64()))
+    payloads = fields.all_payloads.take(pa.array(fields.rows[good], pa.int64()))
     return make_trade_batch(source=source, source_offset=fields.line_numbers[good], payload=payloads, **selected)

@@ -21,27 +21,42 @@ _INTEGER = r"^[+-]?[0-9]{1,18}$"
 
 @dataclass
 class Fields:
-    """The lines that split into an accepted number of fields."""
-    columns: list[pa.Array]
-    """Field j of every kept line (string arrays); lines with fewer fields have nulls there."""
-    line_numbers: np.ndarray
-    payloads: pa.Array
-    field_counts: np.ndarray
+    """The lines that split into an accepted number of fields.
+
+    Rows are kept as positions into the split lines, so rejecting lines moves no text; a column
+    is cut only when a parser asks for it.
+    """
+    lists: pa.ListArray
+    """Every non-blank line, split at the delimiter."""
+    all_line_numbers: np.ndarray
+    all_payloads: pa.Array
+    """The original bytes of each line of ``lists``."""
+    rows: np.ndarray
+    """Positions in ``lists`` of the lines kept."""
     dead_letters: list[dict]
 
     def __len__(self):
-        return len(self.line_numbers)
+        return len(self.rows)
+
+    @property
+    def line_numbers(self) -> np.ndarray:
+        return self.all_line_numbers[self.rows]
+
+    def column(self, j: int) -> pa.Array:
+        """Field j of every kept line (a string array); lines with fewer fields have a null there."""
+        offsets = self.lists.offsets.to_numpy()
+        first, count = offsets[self.rows], offsets[self.rows + 1] - offsets[self.rows]
+        present = count > j
+        return self.lists.values.take(pa.array(np.where(present, first + j, -1), pa.int64(), mask=~present))
 
     def keep(self, mask: np.ndarray) -> "Fields":
-        index = pa.array(np.flatnonzero(mask), pa.int64())
-        return Fields([c.take(index) for c in self.columns], self.line_numbers[mask],
-                      self.payloads.take(index), self.field_counts[mask], self.dead_letters)
+        return Fields(self.lists, self.all_line_numbers, self.all_payloads, self.rows[mask], self.dead_letters)
 
     def dead_letter_lines(self, mask: np.ndarray, reason: str, message: str, source: str) -> None:
         """Add a dead letter, with the original bytes and line number, for each masked line."""
-        for i in np.flatnonzero(mask).tolist():
-            self.dead_letters.append(dead_letter(reason, message, "parse", self.payloads[i].as_py(), source,
-                                                 int(self.line_numbers[i])))
+        for row in self.rows[mask].tolist():
+            self.dead_letters.append(dead_letter(reason, message, "parse", self.all_payloads[row].as_py(), source,
+                                                 int(self.all_line_numbers[row])))
 
     def reject(self, mask: np.ndarray, reason: str, message: str, source: str) -> "Fields":
         """Dead-letter the masked lines and keep the rest."""
@@ -49,21 +64,30 @@ class Fields:
         return self.keep(~mask)
 
 
-def _decode(raw: RawBatch, dead: list[dict]):
-    """Decode lines as UTF-8; lines that are not valid UTF-8 become dead letters."""
+_BOM = "\ufeff"
+
+
+def _decode(raw: RawBatch, dead: list[dict]) -> tuple[pa.Array, np.ndarray, pa.Array]:
+    """(text, line numbers, original bytes) of the lines that are valid UTF-8; the others become
+    dead letters. A byte-order mark opening a file is not part of its first line's text."""
+    lines, numbers = raw.lines, np.asarray(raw.line_numbers)
     try:
-        text = b"\n".join(raw.lines).decode("utf-8")
-        return text.split("\n"), raw.line_numbers, raw.lines
-    except UnicodeDecodeError:
-        texts, numbers, payloads = [], [], []
-        for line, number in zip(raw.lines, raw.line_numbers.tolist()):
+        text = pc.cast(lines, pa.string())  # validates UTF-8
+    except pa.ArrowInvalid:
+        valid = np.ones(len(lines), bool)
+        for i, line in enumerate(lines.to_pylist()):
             try:
-                texts.append(line.decode("utf-8"))
-                numbers.append(number)
-                payloads.append(line)
+                line.decode("utf-8")
             except UnicodeDecodeError as error:
-                dead.append(dead_letter("bad_encoding", f"not UTF-8: {error}", "parse", line, raw.source, number))
-        return texts, np.asarray(numbers, dtype=np.int64), payloads
+                valid[i] = False
+                dead.append(dead_letter("bad_encoding", f"not UTF-8: {error}", "parse", line, raw.source,
+                                        int(numbers[i])))
+        index = pa.array(np.flatnonzero(valid), pa.int64())
+        lines, numbers = lines.take(index), numbers[valid]
+        text = pc.cast(lines, pa.string())
+    if raw.starts_file and len(text) and text[0].as_py().startswith(_BOM):
+        text = pa.concat_arrays([pa.array([text[0].as_py()[len(_BOM):]], pa.string()), text[1:]])
+    return text, numbers, lines
 
 
 def looks_like_header(first_field: str) -> bool:
@@ -75,10 +99,8 @@ def split_fields(raw: RawBatch, field_counts: set[int], header_names: list[list[
     """Split a text batch into fields; blank lines are skipped, a header line at the top of a file
     is recognized and skipped, and lines with an unexpected field count are dead-lettered."""
     dead: list[dict] = []
-    texts, numbers, payloads = _decode(raw, dead)
-    if raw.starts_file and texts and texts[0].startswith("\ufeff"):
-        texts[0] = texts[0][1:]  # a UTF-8 byte-order mark is not part of the first field
-    strings = pc.utf8_trim_whitespace(pa.array(texts, pa.string()))
+    text, numbers, payloads = _decode(raw, dead)
+    strings = pc.utf8_trim_whitespace(text)
     non_blank = pc.greater(pc.utf8_length(strings), 0).to_numpy(zero_copy_only=False)
     if raw.starts_file and header_names is not None and non_blank.any():
         first = int(np.argmax(non_blank))
@@ -87,36 +109,28 @@ def split_fields(raw: RawBatch, field_counts: set[int], header_names: list[list[
             names = [n.strip().lower() for n in header.split(delimiter)]
             if names not in header_names:
                 dead.append(dead_letter("unexpected_header", f"header {names} is not one of {header_names}",
-                                        "parse", payloads[first], raw.source, int(numbers[first])))
+                                        "parse", payloads[first].as_py(), raw.source, int(numbers[first])))
             non_blank[first] = False
-    keep = pa.array(np.flatnonzero(non_blank), pa.int64())
-    strings = strings.take(keep)
-    numbers = np.asarray(numbers)[non_blank]
-    payload_array = pa.array(payloads, pa.binary()).take(keep)
+    if not non_blank.all():
+        keep = pa.array(np.flatnonzero(non_blank), pa.int64())
+        strings, numbers, payloads = strings.take(keep), numbers[non_blank], payloads.take(keep)
     lists = pc.split_pattern(strings, delimiter)
-    counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    ok = np.isin(counts, sorted(field_counts))
-    offsets = lists.offsets.to_numpy()[:-1]
-    flat = lists.flatten()
-    columns = []
-    for j in range(max(field_counts)):
-        present = ok & (counts > j)
-        index = np.where(present, offsets + j, -1)
-        columns.append(flat.take(pa.array(index, pa.int64(), mask=~present)))
-    fields = Fields(columns, numbers, payload_array, counts, dead)
+    counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    fields = Fields(lists, numbers, payloads, np.arange(len(lists)), dead)
     expected = " or ".join(str(c) for c in sorted(field_counts))
-    return fields.reject(~ok, "malformed", f"expected {expected} fields", raw.source)
+    return fields.reject(~np.isin(counts, sorted(field_counts)), "malformed", f"expected {expected} fields", raw.source)
 
 
 def parse_float(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(values, ok): decimals, and NaN/Inf spelled out (left for validation to reject by name)."""
     strings = pc.fill_null(strings, "")
-    ok = pc.or_(pc.match_substring_regex(strings, _DECIMAL),
-                pc.match_substring_regex(strings, _NON_FINITE, ignore_case=True)).to_numpy(zero_copy_only=False)
+    ok = pc.match_substring_regex(strings, _DECIMAL).to_numpy(zero_copy_only=False)
+    if not ok.all():
+        ok = ok | pc.match_substring_regex(strings, _NON_FINITE, ignore_case=True).to_numpy(zero_copy_only=False)
     values = np.full(len(strings), np.nan)
     index = np.flatnonzero(ok)
     if len(index):
-        subset = strings.take(pa.array(index, pa.int64()))
+        subset = strings if len(index) == len(strings) else strings.take(pa.array(index, pa.int64()))
         try:
             values[index] = pc.cast(subset, pa.float64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -131,7 +145,9 @@ def parse_int(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     values = np.zeros(len(strings), dtype=np.int64)
     index = np.flatnonzero(ok)
     if len(index):
-        subset = pc.replace_substring_regex(strings.take(pa.array(index, pa.int64())), r"^\+", "")
+        subset = strings if len(index) == len(strings) else strings.take(pa.array(index, pa.int64()))
+        if pc.any(pc.starts_with(subset, "+")).as_py():
+            subset = pc.replace_substring_regex(subset, r"^\+", "")
         try:
             values[index] = pc.cast(subset, pa.int64()).to_numpy()
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

@@ -19,9 +19,9 @@ NAMES = ["timestamp", "price", "volume"]
 def parse_kraken_trades(raw: RawBatch, exchange: str = "kraken", symbol: str | None = None):
     symbol = symbol or raw.symbol_hint
     fields = split_fields(raw, {3}, [NAMES])
-    seconds, ok_time = parse_float(fields.columns[0])
-    prices, ok_price = parse_float(fields.columns[1])
-    amounts, ok_amount = parse_float(fields.columns[2])
+    seconds, ok_time = parse_float(fields.column(0))
+    prices, ok_price = parse_float(fields.column(1))
+    amounts, ok_amount = parse_float(fields.column(2))
     finite_time = ok_time & np.isfinite(seconds) & (np.abs(seconds) < 1e12)
     good = reject_failed(fields, [
         (finite_time, "timestamp is not Unix seconds"),

@@ -37,7 +37,7 @@ def _base_quote(symbols: list[str]):
 
 def parse_tardis_trades(raw: RawBatch, exchange: str | None = None, symbol: str | None = None):
     fields = split_fields(raw, {len(NAMES)}, [NAMES])
-    c = dict(zip(NAMES, fields.columns))
+    c = {name: fields.column(j) for j, name in enumerate(NAMES)}
     times, ok_time = parse_int(c["timestamp"])
     local_times, ok_local = parse_int(c["local_timestamp"])
     prices, ok_price = parse_float(c["price"])
