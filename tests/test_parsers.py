@@ -8,6 +8,7 @@ import zipfile
 from datetime import datetime, timedelta, timezone
 
 import fastavro
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from io_connectors.files import line_batches
+from io_connectors.formats import binance
+from io_connectors.formats.binance import AGG_TRADES
+from io_connectors.formats.clean_csv import read_clean_batch
+from io_connectors.raw_batch import RawBatch
 from io_connectors.sources import SOURCES, parser_for, read_raw_batches
 from schemas import parsed_avro_schema
 
@@ -289,3 +294,66 @@ def test_a_line_that_is_not_utf8_costs_one_dead_letter_and_keeps_its_bytes(tmp_p
     assert [t["trade_id"] for t in trades] == ["1", "3"]
     assert [(d["reason"], d["source_offset"], d["payload_bytes"]) for d in dead] == [
         ("bad_encoding", 2, b"2,1.5,\xff\xfe,1,1,1570752000565,true,true")]
+
+
+# Field values the line-by-line path accepts, rejects or reads in its own way; the fast path must
+# agree with it on every batch, or leave the batch to it.
+HOSTILE_INTEGERS = ["7", "+7", "007", "0000000000000000000007", "999999999999999999", "1000000000000000000",
+                    "-9223372036854775808", " 7", "7 ", "1e3", "7.0", "", "x"]
+HOSTILE_FLOATS = ["1.5", "+1.5", ".5", "5.", "1e3", "1E-3", "nan", "NaN", "inf", "-Infinity", "nan(1)", "1e400",
+                  "1e-400", " 1.5", "1.5\t", "0x1p3", "1_0", "", "\u22121"]
+HOSTILE_BOOLS = ["true", "false", "True", "FALSE", "tRuE", "1", "0", " true", ""]
+
+
+@st.composite
+def aggtrades_lines(draw):
+    """A batch of good lines with up to three changed: one hostile value makes the most telling case."""
+    lines = [[str(i), "100.5", "0.25", "1", "1", str(MS_2019 + i), "true", "true"] for i in range(draw(st.integers(1, 8)))]
+    columns = {0: HOSTILE_INTEGERS, 1: HOSTILE_FLOATS, 2: HOSTILE_FLOATS, 5: HOSTILE_INTEGERS, 6: HOSTILE_BOOLS,
+               3: [" 1", "x"]}
+    for _ in range(draw(st.integers(0, 3))):
+        line = draw(st.integers(0, len(lines) - 1))
+        if draw(st.integers(0, 5)) == 0:
+            lines[line] = draw(st.sampled_from([lines[line][:7], lines[line] + ["9"], lines[line][:3], []]))
+        else:
+            column = draw(st.sampled_from(sorted(columns)))
+            if column < len(lines[line]):
+                lines[line][column] = draw(st.sampled_from(columns[column]))
+    lines = [",".join(fields).encode() for fields in lines]
+    if draw(st.booleans()):
+        lines.insert(0, draw(st.sampled_from([",".join(AGG_TRADES.names), "agg_trade_id,price", "\ufeff1,2"])).encode())
+    return lines
+
+
+@settings(max_examples=400, deadline=None)
+@given(aggtrades_lines(), st.booleans())
+def test_the_fast_path_agrees_with_the_line_by_line_path(lines, starts_file):
+    first = 1 if starts_file else 40
+    raw = RawBatch(source="BTCUSDT-aggTrades-2019-10-11.csv", symbol_hint="BTCUSDT", lines=lines,
+                   line_numbers=np.arange(first, first + len(lines)))
+    fast_trades, fast_dead = binance.parse_aggtrades(raw)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(binance, "read_clean_batch", lambda *args, **kwargs: None)
+        slow_trades, slow_dead = binance.parse_aggtrades(raw)
+    assert fast_trades.schema == slow_trades.schema
+    for name in fast_trades.column_names:  # as plain values: times may lie past datetime's range, prices be NaN
+        fast, slow = fast_trades.column(name), slow_trades.column(name)
+        if pa.types.is_timestamp(fast.type):
+            fast, slow = fast.cast(pa.int64()), slow.cast(pa.int64())
+        assert repr(fast.to_pylist()) == repr(slow.to_pylist()), name  # repr: NaN equals NaN, floats exact
+    assert [{**d, "dead_letter_time": 0} for d in fast_dead] == [{**d, "dead_letter_time": 0} for d in slow_dead]
+
+
+def test_a_clean_batch_takes_the_fast_path_and_a_header_is_checked():
+    lines = [",".join(AGG_TRADES.names).encode()] + [f"{i},1.5,2,{i},{i},{MS_2019 + i},false,true".encode()
+                                                     for i in range(1, 4)]
+    raw = RawBatch(source="x.csv", lines=lines, line_numbers=np.arange(1, 5))
+    clean = read_clean_batch(raw, AGG_TRADES.field_counts, AGG_TRADES.headers, {0: pa.int64(), 2: pa.float64()})
+    assert clean is not None and clean.dead_letters == []
+    assert clean.columns[0].tolist() == [1, 2, 3] and clean.columns[2].tolist() == [2.0, 2.0, 2.0]
+    assert clean.line_numbers.tolist() == [2, 3, 4] and clean.payloads.to_pylist() == lines[1:]
+    raw.lines = pa.array([b"id,px"] + lines[1:], pa.binary())
+    clean = read_clean_batch(raw, AGG_TRADES.field_counts, AGG_TRADES.headers, {0: pa.int64()})
+    assert [d["reason"] for d in clean.dead_letters] == ["unexpected_header"]
+    raw.lines = pa.array(lines[:2] + [b"4,1.5,2,4,4,1,false"], pa.binary())  # 7 fields after 8: not clean
+    assert read_clean_batch(raw, AGG_TRADES.field_counts, AGG_TRADES.headers, {0: pa.int64()}) is None

@@ -11,10 +11,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from io_connectors.formats.common import reject_failed, trades_from_fields
+from io_connectors.formats.clean_csv import read_clean_batch
+from io_connectors.formats.common import reject_failed
 from io_connectors.formats.delimited import epoch_to_micros, parse_bool, parse_float, parse_int, split_fields
 from io_connectors.formats.symbols import BINANCE_QUOTES, split_by_quote
 from io_connectors.raw_batch import RawBatch
+from transforms.trade_batch import make_trade_batch
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,14 @@ TRADES = BinanceLayout(("id", "price", "qty", "quote_qty", "time", "is_buyer_mak
 
 def parse_binance(raw: RawBatch, layout: BinanceLayout, exchange: str = "binance", symbol: str | None = None):
     symbol = symbol or raw.symbol_hint
+    clean = read_clean_batch(raw, layout.field_counts, layout.headers, {
+        layout.id_column: pa.int64(), layout.price_column: pa.float64(), layout.amount_column: pa.float64(),
+        layout.time_column: pa.int64(), layout.buyer_maker_column: pa.bool_()}) if symbol else None
+    if clean is not None:
+        c = clean.columns
+        return _trades(raw.source, clean.line_numbers, clean.payloads, exchange, symbol, c[layout.id_column],
+                       c[layout.price_column], c[layout.amount_column], c[layout.time_column],
+                       c[layout.buyer_maker_column]), clean.dead_letters
     fields = split_fields(raw, layout.field_counts, layout.headers)
     ids, ok_id = parse_int(fields.column(layout.id_column))
     prices, ok_price = parse_float(fields.column(layout.price_column))
@@ -57,12 +67,17 @@ def parse_binance(raw: RawBatch, layout: BinanceLayout, exchange: str = "binance
         (ok_side, "is_buyer_maker is not true or false"),
         (np.full(len(fields), symbol is not None), "no symbol: not in the file name and --symbol not given"),
     ], raw.source)
-    base, quote = split_by_quote(symbol, BINANCE_QUOTES) if symbol else (None, None)
-    trades = trades_from_fields(
-        fields, good, raw.source, exchange=exchange, symbol=symbol, base=base, quote=quote,
-        trade_id=pa.array(ids[good]).cast(pa.string()), price=prices, amount=amounts,
-        side=pc.if_else(pa.array(buyer_maker[good]), "sell", "buy"), event_time=epoch_to_micros(times))
+    trades = _trades(raw.source, fields.line_numbers[good], fields.payloads_of(good), exchange, symbol, ids[good],
+                     prices[good], amounts[good], times[good], buyer_maker[good])
     return trades, fields.dead_letters
+
+
+def _trades(source, line_numbers, payloads, exchange, symbol, ids, prices, amounts, times, buyer_maker):
+    base, quote = split_by_quote(symbol, BINANCE_QUOTES) if symbol else (None, None)
+    return make_trade_batch(
+        exchange=exchange, symbol=symbol, base=base, quote=quote, trade_id=pa.array(ids).cast(pa.string()),
+        price=prices, amount=amounts, side=pc.if_else(pa.array(buyer_maker), "sell", "buy"),
+        event_time=epoch_to_micros(times), source=source, source_offset=line_numbers, payload=payloads)
 
 
 def parse_aggtrades(raw: RawBatch, **options):

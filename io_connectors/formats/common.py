@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 
 from io_connectors.formats.delimited import Fields
 from transforms.trade_batch import make_trade_batch
@@ -20,5 +19,5 @@ def reject_failed(fields: Fields, checks: list[tuple[np.ndarray, str]], source: 
 def trades_from_fields(fields: Fields, good: np.ndarray, source: str, **columns):
     """Build the batch of good lines; array-valued columns are indexed by ``good``, scalars broadcast."""
     selected = {k: (v[good] if isinstance(v, np.ndarray) else v) for k, v in columns.items()}
-    payloads = fields.all_payloads.take(pa.array(fields.rows[good], pa.int64()))
-    return make_trade_batch(source=source, source_offset=fields.line_numbers[good], payload=payloads, **selected)
+    return make_trade_batch(source=source, source_offset=fields.line_numbers[good], payload=fields.payloads_of(good),
+                            **selected)

@@ -16,7 +16,7 @@ from transforms.dead_letter import dead_letter
 
 _DECIMAL = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _NON_FINITE = r"^[+-]?(nan|inf|infinity)$"
-_INTEGER = r"^[+-]?[0-9]{1,18}$"
+_INTEGER = r"^[+-]?0*[0-9]{1,18}$"  # at most 18 significant digits: always fits int64
 
 
 @dataclass
@@ -48,6 +48,10 @@ class Fields:
         first, count = offsets[self.rows], offsets[self.rows + 1] - offsets[self.rows]
         present = count > j
         return self.lists.values.take(pa.array(np.where(present, first + j, -1), pa.int64(), mask=~present))
+
+    def payloads_of(self, mask: np.ndarray) -> pa.Array:
+        """The original bytes of the masked kept lines."""
+        return self.all_payloads.take(pa.array(self.rows[mask], pa.int64()))
 
     def keep(self, mask: np.ndarray) -> "Fields":
         return Fields(self.lists, self.all_line_numbers, self.all_payloads, self.rows[mask], self.dead_letters)
@@ -94,6 +98,16 @@ def looks_like_header(first_field: str) -> bool:
     return bool(first_field) and not (first_field[0].isdigit() or first_field[0] in "+-.")
 
 
+def header_dead_letter(header: str, header_names: list[list[str]], delimiter: str, payload: bytes, source: str,
+                       line_number: int) -> list[dict]:
+    """A header line is skipped; one naming other columns than expected is also reported."""
+    names = [n.strip().lower() for n in header.split(delimiter)]
+    if names in header_names:
+        return []
+    return [dead_letter("unexpected_header", f"header {names} is not one of {header_names}", "parse", payload,
+                        source, line_number)]
+
+
 def split_fields(raw: RawBatch, field_counts: set[int], header_names: list[list[str]] | None = None,
                  delimiter: str = ",") -> Fields:
     """Split a text batch into fields; blank lines are skipped, a header line at the top of a file
@@ -106,10 +120,8 @@ def split_fields(raw: RawBatch, field_counts: set[int], header_names: list[list[
         first = int(np.argmax(non_blank))
         header = strings[first].as_py()
         if looks_like_header(header.split(delimiter, 1)[0]):
-            names = [n.strip().lower() for n in header.split(delimiter)]
-            if names not in header_names:
-                dead.append(dead_letter("unexpected_header", f"header {names} is not one of {header_names}",
-                                        "parse", payloads[first].as_py(), raw.source, int(numbers[first])))
+            dead += header_dead_letter(header, header_names, delimiter, payloads[first].as_py(), raw.source,
+                                       int(numbers[first]))
             non_blank[first] = False
     if not non_blank.all():
         keep = pa.array(np.flatnonzero(non_blank), pa.int64())
@@ -139,7 +151,7 @@ def parse_float(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def parse_int(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(values, ok) for integers of at most 18 digits; anything else is not ok."""
+    """(values, ok) for integers of at most 18 significant digits; anything else is not ok."""
     strings = pc.fill_null(strings, "")
     ok = pc.match_substring_regex(strings, _INTEGER).to_numpy(zero_copy_only=False)
     values = np.zeros(len(strings), dtype=np.int64)
