@@ -99,6 +99,8 @@ def _binary_lines(raw: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.A
     """The byte ranges [starts, ends) of ``raw``, back to back, as one binary array. Between two
     consecutive lines lie only their line break's one or two bytes, which are left out."""
     low, high = int(starts[0]), int(ends[-1])
+    if high - low > MAX_BATCH_BYTES:  # only a single line can be this long: the reader dead-letters the file
+        raise ValueError(f"a line of {high - low:,} bytes, over Arrow's {MAX_BATCH_BYTES:,}")
     keep = np.ones(high - low, bool)
     gap_starts = ends[:-1] - low
     keep[gap_starts] = False

@@ -357,3 +357,12 @@ def test_a_clean_batch_takes_the_fast_path_and_a_header_is_checked():
     assert [d["reason"] for d in clean.dead_letters] == ["unexpected_header"]
     raw.lines = pa.array(lines[:2] + [b"4,1.5,2,4,4,1,false"], pa.binary())  # 7 fields after 8: not clean
     assert read_clean_batch(raw, AGG_TRADES.field_counts, AGG_TRADES.headers, {0: pa.int64()}) is None
+
+
+def test_batches_stay_under_arrows_offset_limit(monkeypatch):
+    import io_connectors.files as files
+    monkeypatch.setattr(files, "MAX_BATCH_BYTES", 10)
+    batches = [(batch.to_pylist(), first) for batch, first in line_batches(b"abc\ndefgh\nij\n", 5)]
+    assert batches == [([b"abc"], 1), ([b"defgh", b"ij"], 2)]
+    with pytest.raises(ValueError, match="a line of 16 bytes"):  # the file's reader dead-letters it
+        list(line_batches(b"abcdefghijklmnop\nxy\n", 5))
