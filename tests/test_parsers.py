@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from io_connectors.files import line_batches
@@ -327,6 +327,7 @@ def aggtrades_lines(draw):
 
 @settings(max_examples=400, deadline=None)
 @given(aggtrades_lines(), st.booleans())
+@example([b"x,100.5,0.25,1,1,1570752000565,true,true"], True)  # a lone line read as a header
 def test_the_fast_path_agrees_with_the_line_by_line_path(lines, starts_file):
     first = 1 if starts_file else 40
     raw = RawBatch(source="BTCUSDT-aggTrades-2019-10-11.csv", symbol_hint="BTCUSDT", lines=lines,
@@ -355,6 +356,9 @@ def test_a_clean_batch_takes_the_fast_path_and_a_header_is_checked():
     raw.lines = pa.array([b"id,px"] + lines[1:], pa.binary())
     clean = read_clean_batch(raw, AGG_TRADES.field_counts, AGG_TRADES.headers, {0: pa.int64()})
     assert [d["reason"] for d in clean.dead_letters] == ["unexpected_header"]
+    raw.lines = pa.array(lines[:1], pa.binary())  # a header alone
+    clean = read_clean_batch(raw, AGG_TRADES.field_counts, AGG_TRADES.headers, {0: pa.int64(), 6: pa.bool_()})
+    assert clean.dead_letters == [] and len(clean.columns[0]) == 0 and clean.columns[6].dtype == bool
     raw.lines = pa.array(lines[:2] + [b"4,1.5,2,4,4,1,false"], pa.binary())  # 7 fields after 8: not clean
     assert read_clean_batch(raw, AGG_TRADES.field_counts, AGG_TRADES.headers, {0: pa.int64()}) is None
 

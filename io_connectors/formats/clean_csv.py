@@ -58,8 +58,8 @@ def read_clean_batch(raw: RawBatch, field_counts: set[int], header_names: list[l
         dead += header_dead_letter(first, header_names, delimiter, lines[0].as_py(), raw.source, int(numbers[0]))
         skip = 1
         if len(lines) == 1:
-            return CleanBatch({j: np.zeros(0, t.to_pandas_dtype()) for j, t in types.items()}, numbers[1:],
-                              lines[1:], dead)
+            return CleanBatch({j: pa.array([], t).to_numpy(zero_copy_only=False) for j, t in types.items()},
+                              numbers[1:], lines[1:], dead)
         first = lines[1].as_py().decode("ascii")
     field_count = first.count(delimiter) + 1
     if field_count not in field_counts:
