@@ -49,26 +49,39 @@ import polars as pl  # noqa: E402
 from benchmarks.synthetic import write_synthetic_parquet  # noqa: E402
 
 
-def polars_bars(path: str, interval_us: int) -> pl.DataFrame:
-    frame = pl.read_parquet(path)
-    t = pl.col("event_time").cast(pl.Int64)
-    return (frame.with_columns(window_start=(t // interval_us) * interval_us, t=t,
-                               id_len=pl.col("trade_id").str.len_chars())
-            .sort(["symbol", "t", "id_len", "trade_id"])
+def _polars_bars_of(trades, interval_us: int, ties: list[str]) -> pl.DataFrame:
+    """1-minute bars of trades with exchange, symbol, t (µs), price and amount; ``ties`` orders
+    trades of one microsecond (open and close are the first and last)."""
+    bars = (trades.with_columns(window_start=(pl.col("t") // interval_us) * interval_us)
+            .sort(["symbol", "t", *ties])
             .group_by(["exchange", "symbol", "window_start"], maintain_order=True)
             .agg(open=pl.col("price").first(), high=pl.col("price").max(), low=pl.col("price").min(),
                  close=pl.col("price").last(), volume=pl.col("amount").sum(),
                  quote_volume=(pl.col("price") * pl.col("amount")).sum(), trade_count=pl.len()))
+    return bars.collect() if isinstance(bars, pl.LazyFrame) else bars
+
+
+def _duckdb_bars_of(trades_sql: str, interval_us: int, ties: str):
+    """The same bars in SQL, from a query giving exchange, symbol, us, price and amount."""
+    return duckdb.sql(f"""
+        WITH t AS ({trades_sql})
+        SELECT exchange, symbol, (us // {interval_us}) * {interval_us} AS window_start,
+               arg_min(price, (us, {ties})) AS open, max(price) AS high, min(price) AS low,
+               arg_max(price, (us, {ties})) AS close, sum(amount) AS volume,
+               sum(price * amount) AS quote_volume, count(*) AS trade_count
+        FROM t GROUP BY ALL ORDER BY exchange, symbol, window_start""").pl()
+
+
+def polars_bars(path: str, interval_us: int) -> pl.DataFrame:
+    frame = pl.read_parquet(path)
+    return _polars_bars_of(frame.with_columns(t=pl.col("event_time").cast(pl.Int64),
+                                              id_len=pl.col("trade_id").str.len_chars()),
+                           interval_us, ["id_len", "trade_id"])
 
 
 def duckdb_bars(path: str, interval_us: int):
-    return duckdb.sql(f"""
-        WITH t AS (SELECT *, epoch_us(event_time) AS us FROM read_parquet('{path}'))
-        SELECT exchange, symbol, (us // {interval_us}) * {interval_us} AS window_start,
-               arg_min(price, (us, length(trade_id), trade_id)) AS open, max(price) AS high, min(price) AS low,
-               arg_max(price, (us, length(trade_id), trade_id)) AS close, sum(amount) AS volume,
-               sum(price * amount) AS quote_volume, count(*) AS trade_count
-        FROM t GROUP BY ALL ORDER BY exchange, symbol, window_start""").pl()
+    return _duckdb_bars_of(f"SELECT *, epoch_us(event_time) AS us FROM read_parquet('{path}')", interval_us,
+                           "length(trade_id), trade_id")
 
 
 # Binance aggTrades CSV columns, and the symbol in a file's name, for the references reading it.
@@ -82,26 +95,17 @@ def polars_bars_csv(pattern: str, interval_us: int) -> pl.DataFrame:
     types = {"BIGINT": pl.Int64, "DOUBLE": pl.Float64, "BOOLEAN": pl.Boolean}
     frame = pl.scan_csv(pattern, has_header=False, schema={k: types[v] for k, v in AGG_TRADES_COLUMNS.items()},
                         include_file_paths="path")
-    t = pl.col("ms") * 1000
-    return (frame.with_columns(exchange=pl.lit("binance"), symbol=pl.col("path").str.extract(SYMBOL_IN_NAME),
-                               window_start=(t // interval_us) * interval_us, t=t)
-            .sort(["symbol", "t", "trade_id"])
-            .group_by(["exchange", "symbol", "window_start"], maintain_order=True)
-            .agg(open=pl.col("price").first(), high=pl.col("price").max(), low=pl.col("price").min(),
-                 close=pl.col("price").last(), volume=pl.col("amount").sum(),
-                 quote_volume=(pl.col("price") * pl.col("amount")).sum(), trade_count=pl.len())).collect()
+    return _polars_bars_of(frame.with_columns(exchange=pl.lit("binance"), t=pl.col("ms") * 1000,
+                                              symbol=pl.col("path").str.extract(SYMBOL_IN_NAME)),
+                           interval_us, ["trade_id"])
 
 
 def duckdb_bars_csv(pattern: str, interval_us: int):
     columns = ", ".join(f"'{name}': '{kind}'" for name, kind in AGG_TRADES_COLUMNS.items())
-    return duckdb.sql(f"""
-        WITH t AS (SELECT *, ms * 1000 AS us, regexp_extract(filename, '{SYMBOL_IN_NAME}', 1) AS symbol
-                   FROM read_csv('{pattern}', header = false, columns = {{{columns}}}, filename = true))
-        SELECT 'binance' AS exchange, symbol, (us // {interval_us}) * {interval_us} AS window_start,
-               arg_min(price, (us, trade_id)) AS open, max(price) AS high, min(price) AS low,
-               arg_max(price, (us, trade_id)) AS close, sum(amount) AS volume,
-               sum(price * amount) AS quote_volume, count(*) AS trade_count
-        FROM t GROUP BY ALL ORDER BY exchange, symbol, window_start""").pl()
+    return _duckdb_bars_of(
+        f"""SELECT *, 'binance' AS exchange, ms * 1000 AS us, regexp_extract(filename, '{SYMBOL_IN_NAME}', 1) AS symbol
+            FROM read_csv('{pattern}', header = false, columns = {{{columns}}}, filename = true)""",
+        interval_us, "trade_id")
 
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")

@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from io_connectors.formats.delimited import header_dead_letter, looks_like_header
+from io_connectors.formats.delimited import INTEGER_DIGITS, header_dead_letter, looks_like_header
 from io_connectors.raw_batch import RawBatch
 
-# The line-by-line path accepts integers of at most 18 significant digits.
-_INTEGER_LIMIT = 10**18
+# The line-by-line path accepts integers of at most INTEGER_DIGITS significant digits.
+_INTEGER_LIMIT = 10**INTEGER_DIGITS
 # Exactly the spellings the line-by-line path accepts in any case (it lowercases first).
 _TRUE, _FALSE = ["true", "True", "TRUE"], ["false", "False", "FALSE"]
 

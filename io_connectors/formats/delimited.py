@@ -16,7 +16,8 @@ from transforms.dead_letter import dead_letter
 
 _DECIMAL = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _NON_FINITE = r"^[+-]?(nan|inf|infinity)$"
-_INTEGER = r"^[+-]?0*[0-9]{1,18}$"  # at most 18 significant digits: always fits int64
+INTEGER_DIGITS = 18  # significant digits an integer field may have: always fits int64
+_INTEGER = rf"^[+-]?0*[0-9]{{1,{INTEGER_DIGITS}}}$"
 
 
 @dataclass
@@ -151,7 +152,7 @@ def parse_float(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def parse_int(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(values, ok) for integers of at most 18 significant digits; anything else is not ok."""
+    """(values, ok) for integers of at most INTEGER_DIGITS significant digits; anything else is not ok."""
     strings = pc.fill_null(strings, "")
     ok = pc.match_substring_regex(strings, _INTEGER).to_numpy(zero_copy_only=False)
     values = np.zeros(len(strings), dtype=np.int64)
