@@ -363,5 +363,5 @@ class ReadKafkaTrades(beam.PTransform):
         return (pipeline
                 | "Start" >> beam.Impulse()
                 | "Partitions" >> beam.ParDo(_DiscoverPartitions(self._config))
-                | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self._config)).with_outputs(
-                    DEAD_LETTER_TAG, PROGRESS_TAG, main="raw"))
+                | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self._config)).with_output_types(RawBatch)
+                .with_outputs(DEAD_LETTER_TAG, PROGRESS_TAG, main="raw"))

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from transforms.sized_coders import SizedPickleCoder, register
+
 
 @dataclass
 class RawBatch:
@@ -44,3 +46,16 @@ class RawBatch:
 
     def __len__(self) -> int:
         return len(self.lines) if self.lines is not None else (self.table.num_rows if self.table is not None else 0)
+
+    @property
+    def nbytes(self) -> int:
+        """About its encoded size (``transforms.sized_coders``)."""
+        parts = (self.lines, self.line_numbers, self.table, self.row_numbers)
+        return sum(part.nbytes for part in parts if part is not None)
+
+
+class RawBatchCoder(SizedPickleCoder):
+    value_type = RawBatch
+
+
+register(RawBatchCoder)

@@ -171,6 +171,6 @@ class ReadTradeFiles(beam.PTransform):
         """Returns raw batches (main output) and ``dead_letter`` for files that cannot be read."""
         return (pbegin
                 | "ListFiles" >> beam.Create(self._files)
-                | "ReadFiles" >> beam.ParDo(_ReadFile(self._source, self._batch_rows, self._time_slice)).with_outputs(
-                    DEAD_LETTER_TAG, main="raw"))
+                | "ReadFiles" >> beam.ParDo(_ReadFile(self._source, self._batch_rows, self._time_slice))
+                .with_output_types(RawBatch).with_outputs(DEAD_LETTER_TAG, main="raw"))
 

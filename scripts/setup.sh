@@ -12,6 +12,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel  # Beam builds the sdist Dataflow workers install
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# The project is installed editable, so its own modules are imported from here; where the
+# environment sets PYTHONDONTWRITEBYTECODE they would be compiled again at every start.
+.venv/bin/python -m compileall -q beam_pipelines transforms io_connectors runners schemas benchmarks >/dev/null
 bash scripts/install_bigquery_emulator.sh   # a real BigQuery emulator for the sink tests
 bash scripts/install_kafka.sh               # Kafka's jars for a real local broker
 bash scripts/install_prism.sh               # Prism, the local streaming runner, from the Go module proxy

@@ -13,10 +13,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.sized_coders import ArrowTableCoder, TradeChunkCoder
+
 SymbolKey = typing.Tuple[str, str]  # (exchange, symbol)
 WindowKey = typing.Tuple[str, str, int]  # (exchange, symbol, window_start_us)
 BySymbol = typing.Tuple[SymbolKey, typing.Any]
 ByWindow = typing.Tuple[WindowKey, typing.Any]
+# Batches and chunks are typed so that they get coders that size them cheaply.
+BatchBySymbol = typing.Tuple[SymbolKey, ArrowTableCoder.value_type]
+ChunkByWindow = typing.Tuple[WindowKey, TradeChunkCoder.value_type]
 
 
 def _one_value(column) -> bool:
@@ -47,4 +52,4 @@ class KeyBySymbol(beam.PTransform):
     """Trade batches -> ((exchange, symbol), batch of that pair's trades)."""
 
     def expand(self, batches):
-        return batches | beam.FlatMap(split_by_symbol).with_output_types(BySymbol)
+        return batches | beam.FlatMap(split_by_symbol).with_output_types(BatchBySymbol)

@@ -17,7 +17,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.bar_spec import BarSpec
 from transforms.event_time import event_times, stamped_window_chunks
-from transforms.keys import ByWindow
+from transforms.keys import ChunkByWindow
 from transforms.trade_batch import row_dead_letter, take_rows
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
 
@@ -112,4 +112,4 @@ class RouteTooLate(beam.PTransform):
 
     def expand(self, batches_by_symbol):
         return batches_by_symbol | "Route" >> beam.ParDo(_RouteTooLateFn(self._spec)).with_output_types(
-            ByWindow).with_outputs(DEAD_LETTER_TAG, main="in_time")
+            ChunkByWindow).with_outputs(DEAD_LETTER_TAG, main="in_time")

@@ -10,6 +10,7 @@ from typing import Callable
 import apache_beam as beam
 import pyarrow as pa
 
+from transforms.sized_coders import ArrowTableCoder
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
 
 # A parser takes one raw batch and returns (trades, dead letters).
@@ -41,4 +42,5 @@ class ParseTrades(beam.PTransform):
         self._parser = parser
 
     def expand(self, raw_batches):
-        return raw_batches | beam.ParDo(_ParseBatch(self._parser)).with_outputs(DEAD_LETTER_TAG, main="trades")
+        return raw_batches | beam.ParDo(_ParseBatch(self._parser)).with_output_types(ArrowTableCoder.value_type).with_outputs(
+            DEAD_LETTER_TAG, main="trades")

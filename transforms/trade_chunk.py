@@ -107,6 +107,12 @@ class TradeChunk:
     def __len__(self) -> int:
         return len(self.event_time)
 
+    @property
+    def nbytes(self) -> int:
+        """About its encoded size (``transforms.sized_coders``)."""
+        arrays = (getattr(self, name) for name in _COLUMNS)
+        return sum(a.nbytes for a in arrays if a is not None) + len(self.trade_id_bytes)
+
     def __reduce__(self):
         buffer, layout = _packed([getattr(self, name) for name in _COLUMNS])
         fields = (self.exchange, self.symbol, self.base, self.quote, self.window_start, self.trade_id_bytes,

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
 from transforms.row_reasons import FirstReasons
+from transforms.sized_coders import ArrowTableCoder
 from transforms.trade_batch import SIDES, row_dead_letter, take_rows, without_payload
 
 # Bitcoin's genesis block: no crypto trade happened before it.
@@ -81,4 +82,5 @@ class ValidateTrades(beam.PTransform):
         self._max = default_max if max_time_us is None else max_time_us
 
     def expand(self, trades):
-        return trades | beam.ParDo(_ValidateBatch(self._min, self._max)).with_outputs(DEAD_LETTER_TAG, main="valid")
+        return trades | beam.ParDo(_ValidateBatch(self._min, self._max)).with_output_types(ArrowTableCoder.value_type).with_outputs(
+            DEAD_LETTER_TAG, main="valid")
