@@ -172,6 +172,12 @@ def WriteBarsParquet(root: str, file_name: str = "part-all.parquet", flush_every
     return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name), flush_every_s)
 
 
+def WriteBarPartitions(root: str, file_name: str, file_format: str = "parquet", counts: bool = True) -> beam.PTransform:
+    """Bar partitions already grouped, ((exchange, symbol, date), bars) -> one file each, as
+    ``WriteBarsParquet`` or ``WriteBarsAvro`` would write them."""
+    return beam.ParDo(_WriteBarPartition(root, file_name, file_format, counts))
+
+
 def WriteBarsAvro(root: str, file_name: str = "part-all.avro", flush_every_s: float | None = None) -> beam.PTransform:
     """Bars -> ``bars_avro/exchange=…/symbol=…/date=…/<file_name>``, the same bars as the Parquet files."""
     return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name, "avro", counts=False), flush_every_s)

@@ -107,3 +107,39 @@ def test_finalizing_marks_exactly_the_newest_pane_of_each_bar_final():
     other = {**on_time, "window_start": 60, "is_final": False}
     marked = newest_pane_final([closing, other, on_time])
     assert [(b["window_start"], b["pane_index"], b["is_final"]) for b in marked] == [(0, 0, False), (0, 1, True), (60, 0, True)]
+
+
+def test_a_bounded_run_groups_bars_once_by_file_partition_with_the_newest_pane_final():
+    """Every sink of a bounded run is fed from this one grouping: a partition holds all panes of
+    its bars, so each bar's newest pane, and only that one, comes out final."""
+    from apache_beam.testing.util import assert_that
+
+    from beam_pipelines.outputs import FinalizeBoundedBars
+
+    day = 86_400_000_000
+    def pane(symbol, window_start, index, filled=False):
+        return {"exchange": "binance", "symbol": symbol, "window_start": window_start, "is_filled": filled,
+                "pane_index": index, "is_final": index == 0}  # a runner's own flags, to be overridden
+    bars = [pane("BTCUSDT", T0, 0), pane("BTCUSDT", T0, 1), pane("BTCUSDT", T0, 2), pane("BTCUSDT", T0 + MINUTE, 0),
+            pane("BTCUSDT", T0 + 2 * MINUTE, 0, filled=True), pane("BTCUSDT", T0 + day, 0), pane("BTCUSDT", T0 + day, 1),
+            pane("ETHUSDT", T0, 1), pane("ETHUSDT", T0, 0)]
+
+    def check(partitions):
+        by_key = dict(partitions)
+        assert len(by_key) == len(partitions) == 3  # (BTCUSDT, day 1), (BTCUSDT, day 2), (ETHUSDT, day 1)
+        for (exchange, symbol, date), panes in by_key.items():
+            assert all((b["exchange"], b["symbol"]) == (exchange, symbol) for b in panes)
+            assert {micros_to_date(b["window_start"]) for b in panes} == {date}
+        final = sorted((b["symbol"], b["window_start"], b["pane_index"]) for panes in by_key.values()
+                       for b in panes if b["is_final"])
+        assert final == [("BTCUSDT", T0, 2), ("BTCUSDT", T0 + MINUTE, 0), ("BTCUSDT", T0 + 2 * MINUTE, 0),
+                         ("BTCUSDT", T0 + day, 1), ("ETHUSDT", T0, 1)]
+        assert sum(len(panes) for panes in by_key.values()) == len(bars)
+
+    with beam.Pipeline() as pipeline:
+        assert_that(pipeline | beam.Create(bars) | FinalizeBoundedBars(), check)
+
+
+def micros_to_date(micros: int) -> str:
+    from transforms.event_time import micros_to_datetime
+    return micros_to_datetime(micros).date().isoformat()

@@ -61,7 +61,7 @@ class _FormatBar(beam.DoFn):
             "pane_index": int(pane.index),
             # Final only when the runner says no pane can follow: compliant runners fire a last
             # pane when the window expires. Bounded outputs are finalized by their sink, which has
-            # seen every pane (beam_pipelines.backfill.FinalizeBoundedBars).
+            # seen every pane (beam_pipelines.outputs.FinalizeBoundedBars).
             "is_final": bool(pane.is_last),
         }
 

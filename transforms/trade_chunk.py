@@ -200,23 +200,26 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray, pair: tuple[str, str])
     source_offset = ordered(pc.fill_null(batch.column("source_offset"), -1).to_numpy())
     receive = batch.column("receive_time")
     receive_time = None if receive.null_count == len(receive) else ordered(pc.fill_null(receive.cast(pa.int64()), -1).to_numpy())
-    bases, quotes = batch.column("base"), batch.column("quote")  # read once per chunk, at its first row
     starts = np.r_[0, boundaries].astype(np.int64)
     ends = np.r_[boundaries, len(order)].astype(np.int64)
+    first_rows = pa.array(order[starts], pa.int64())  # each chunk's base and quote: those of its first row
+    bases = batch.column("base").take(first_rows).to_pylist()
+    quotes = batch.column("quote").take(first_rows).to_pylist()
+    chunk_window_starts = window_starts[order[starts]].tolist()
     id_bytes, id_offsets = _string_buffers(trade_ids)
     segments_with_repeats = _segments_with_repeated_ids(columns["id_hash"], starts)
     summaries = partial_bars_of_segments(
         columns["event_time"], columns["price"], columns["amount"], columns["side"],
         lambda i: id_bytes[id_offsets[i]: id_offsets[i + 1]].decode("utf-8"), starts, ends)
+    # Chunks hold views of the batch's columns, not copies: pickling packs only a view's own rows.
     for segment, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
-        first = int(order[start])
         packed = id_bytes[id_offsets[start]: id_offsets[end]]  # this chunk's ids, out of the batch's
         offsets = id_offsets[start: end + 1] - id_offsets[start]
         yield TradeChunk(
-            exchange, symbol, bases[first].as_py(), quotes[first].as_py(), int(window_starts[first]),
-            columns["event_time"][start:end].copy(), columns["price"][start:end].copy(),
-            columns["amount"][start:end].copy(), columns["side"][start:end].copy(),
-            columns["id_hash"][start:end].copy(), columns["content_hash"][start:end].copy(),
-            packed, offsets, sources, source_index[start:end].copy(), source_offset[start:end].copy(),
-            None if receive_time is None else receive_time[start:end].copy(), summaries[segment],
+            exchange, symbol, bases[segment], quotes[segment], chunk_window_starts[segment],
+            columns["event_time"][start:end], columns["price"][start:end],
+            columns["amount"][start:end], columns["side"][start:end],
+            columns["id_hash"][start:end], columns["content_hash"][start:end],
+            packed, offsets, sources, source_index[start:end], source_offset[start:end],
+            None if receive_time is None else receive_time[start:end], summaries[segment],
             segment not in segments_with_repeats)
