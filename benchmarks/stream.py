@@ -117,9 +117,10 @@ def prepare(rate: int, seconds: float, lead_s: float) -> tuple[float, list]:
 
 
 def warmed_producer(bootstrap: str, warmup_topic: str, timeout_s: float = 60) -> tuple[Producer, float]:
-    """A producer whose first delivery is done, and how long it took. On a fresh broker a first
-    delivery once took about 15 s, and the stream, started meanwhile, stopped idle before any
-    trade came; warming up before the stream's launch keeps that out of the measured round."""
+    """A producer whose first delivery is done, and how long it took. On a fresh broker the first
+    trade was once acknowledged 11-15 s later than the schedule allowed for, and the stream,
+    started meanwhile, stopped idle before any trade came; warming up before the stream's launch
+    keeps that out of the measured round."""
     producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
     delivered: list = []
     began = time.monotonic()

@@ -1,8 +1,9 @@
 """Parquet sinks: zstd files in hive partitions, each appearing atomically under its final name.
 
-Bounded runs write one file per partition when the input is exhausted. Unbounded runs pass
-``flush_every_s``: records are grouped per partition in the global window, a processing-time
-trigger fires a pane every so often, and each pane becomes its own file
+Bounded runs write one file per partition when the input is exhausted (their bars arrive
+grouped, see ``beam_pipelines.outputs``). Unbounded runs pass ``flush_every_s``: records are
+grouped per partition in the global window, a processing-time trigger fires a pane every so
+often, and each pane becomes its own file
 (``part-<run>-<pane index>``). Grouping keeps the watermark held at the oldest unwritten record,
 so downstream of a writer the watermark says what is on disk.
 
@@ -167,20 +168,21 @@ def run_of(file_name: str) -> str:
     return match.group("run") if match else ""
 
 
-def WriteBarsParquet(root: str, file_name: str = "part-all.parquet", flush_every_s: float | None = None) -> beam.PTransform:
-    """Bars -> ``bars/exchange=…/symbol=…/date=…/<file_name>`` (one file per partition, or per pane)."""
+def WriteBarsParquet(root: str, file_name: str, flush_every_s: float) -> beam.PTransform:
+    """A stream's bars -> ``bars/exchange=…/symbol=…/date=…/<file_name>``, a file per partition per
+    pane. A bounded run's bars are grouped and finalized first, then written by ``WriteBarPartitions``."""
     return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name), flush_every_s)
 
 
-def WriteBarPartitions(root: str, file_name: str, file_format: str = "parquet", counts: bool = True) -> beam.PTransform:
-    """Bar partitions already grouped, ((exchange, symbol, date), bars) -> one file each, as
-    ``WriteBarsParquet`` or ``WriteBarsAvro`` would write them."""
-    return beam.ParDo(_WriteBarPartition(root, file_name, file_format, counts))
-
-
-def WriteBarsAvro(root: str, file_name: str = "part-all.avro", flush_every_s: float | None = None) -> beam.PTransform:
-    """Bars -> ``bars_avro/exchange=…/symbol=…/date=…/<file_name>``, the same bars as the Parquet files."""
+def WriteBarsAvro(root: str, file_name: str, flush_every_s: float) -> beam.PTransform:
+    """A stream's bars -> ``bars_avro/exchange=…/symbol=…/date=…/<file_name>``, the same bars as the Parquet files."""
     return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name, "avro", counts=False), flush_every_s)
+
+
+def WriteBarPartitions(root: str, file_name: str, file_format: str = "parquet", counts: bool = True) -> beam.PTransform:
+    """A bounded run's bar partitions, already grouped, ((exchange, symbol, date), bars) -> one file
+    each, in ``bars/`` (Parquet) or ``bars_avro/`` (Avro), named as the stream writers name theirs."""
+    return beam.ParDo(_WriteBarPartition(root, file_name, file_format, counts))
 
 
 def WriteDeadLettersParquet(root: str, file_name: str = "part-all.parquet",
