@@ -44,7 +44,7 @@ class _FormatBar(beam.DoFn):
         self._spec = spec
         self._panes = beam.metrics.Metrics.counter("cryptobeam", "bar_panes")
 
-    def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+    def process(self, element, pane=beam.DoFn.PaneInfoParam):
         (exchange, symbol, window_start), partial = element
         if partial.trade_count:  # a discarding pane may hold only re-delivered trades
             yield self._bar(exchange, symbol, window_start, partial, pane)

@@ -49,7 +49,10 @@ def window_starts(batch: pa.Table, interval: Interval) -> np.ndarray:
 
 
 def stamped_window_chunks(batch: pa.Table, starts: np.ndarray, pair: tuple[str, str]):
-    """Yield timestamped ((exchange, symbol, window_start_us), TradeChunk) pairs of one pair's batch."""
+    """Yield timestamped ((exchange, symbol, window_start_us), TradeChunk) pairs of one pair's batch.
+
+    A chunk's timestamp is its earliest trade's time, which its summary's first trade already holds.
+    """
     for chunk in chunks_of(batch, starts, pair):
         key = (chunk.exchange, chunk.symbol, chunk.window_start)
-        yield beam.window.TimestampedValue((key, chunk), Timestamp(micros=int(chunk.event_time.min())))
+        yield beam.window.TimestampedValue((key, chunk), Timestamp(micros=chunk.summary.first[0]))

@@ -28,7 +28,7 @@ def invalid_rows(batch: pa.Table, min_time_us: int, max_time_us: int) -> FirstRe
     reasons = FirstReasons(batch.num_rows)
     for column in ("exchange", "symbol", "trade_id"):
         values = batch.column(column)
-        empty = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_length(values), 0))
+        empty = pc.or_kleene(pc.is_null(values), pc.equal(pc.binary_length(values), 0))  # bytes: no UTF-8 scan
         reasons.flag(pc.fill_null(empty, True).to_numpy(zero_copy_only=False), f"missing_{column}")
     prices = batch.column("price").to_numpy(zero_copy_only=False).astype(float)
     amounts = batch.column("amount").to_numpy(zero_copy_only=False).astype(float)

@@ -116,7 +116,7 @@ def split_fields(raw: RawBatch, field_counts: set[int], header_names: list[list[
     dead: list[dict] = []
     text, numbers, payloads = _decode(raw, dead)
     strings = pc.utf8_trim_whitespace(text)
-    non_blank = pc.greater(pc.utf8_length(strings), 0).to_numpy(zero_copy_only=False)
+    non_blank = pc.greater(pc.binary_length(strings), 0).to_numpy(zero_copy_only=False)
     if raw.starts_file and header_names is not None and non_blank.any():
         first = int(np.argmax(non_blank))
         header = strings[first].as_py()
@@ -169,7 +169,7 @@ def parse_int(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def parse_bool(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    lowered = pc.utf8_lower(pc.fill_null(strings, ""))
+    lowered = pc.ascii_lower(pc.fill_null(strings, ""))  # no non-ASCII letter lowers to one of these
     true = pc.equal(lowered, "true").to_numpy(zero_copy_only=False)
     false = pc.equal(lowered, "false").to_numpy(zero_copy_only=False)
     return true, true | false

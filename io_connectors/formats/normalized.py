@@ -152,10 +152,11 @@ def parse_normalized(raw: RawBatch, exchange: str | None = None, symbol: str | N
     index = pa.array(np.flatnonzero(good), pa.int64())
     pick = (lambda values: values) if good.all() else (lambda values: values.take(index))
     optional = lambda name: pick(_column(table, name).cast(pa.string())) if _present(table, name) else None
+    # Sides are lower-cased byte-wise: every valid side is ASCII, and any other stays invalid.
     trades = make_trade_batch(
         exchange=pick(text["exchange"]), symbol=pick(text["symbol"]), base=optional("base"),
         quote=optional("quote"), trade_id=pick(text["trade_id"]), price=pick(price),
-        amount=pick(amount), side=pc.utf8_lower(pick(text["side"])), event_time=pick(times),
+        amount=pick(amount), side=pc.ascii_lower(pick(text["side"])), event_time=pick(times),
         receive_time=None if receive is None else pick(receive),
         source=raw.source, source_offset=row_numbers[good])
     return trades, dead
