@@ -50,3 +50,16 @@ def test_sums_past_the_float_range_do_not_crash():
     rows = [{"symbol": "BTCUSDT", "trade_id": i, "price": 1.0, "amount": 1.7e308, "event_time": T0 + i} for i in range(2)]
     bars, dead, _ = run_trades_to_bars([raw_batch(rows)], BarSpec.of("1m"))
     assert dead == [] and bars[0]["volume"] == math.inf and bars[0]["trade_count"] == 2
+
+
+def test_sides_are_lower_cased_and_a_non_ascii_look_alike_is_dead_lettered():
+    """Sides are lower-cased byte-wise: any ASCII casing of buy and sell counts, and a side that
+    only Unicode case folding would turn into a valid one (a Kelvin sign K in "unknown") does not."""
+    sides = ["BUY", "Sell", "buy", "un\u212anown", "SELL"]
+    rows = [{"symbol": "BTCUSDT", "trade_id": i, "price": 1.0, "amount": float(i + 1), "side": side, "event_time": T0 + i}
+            for i, side in enumerate(sides)]
+    bars, dead, counters = run_trades_to_bars([raw_batch(rows)], BarSpec.of("1m"))
+    assert [(d["reason"], d["source_offset"]) for d in dead] == [("unknown_side", 4)]
+    [bar] = bars
+    assert (bar["trade_count"], bar["buy_volume"], bar["sell_volume"]) == (4, 1.0 + 3.0, 2.0 + 5.0)
+    assert counters["records_in"] == 5 == bar["trade_count"] + counters["dead_letters"]
