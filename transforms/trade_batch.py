@@ -21,7 +21,6 @@ PROVENANCE_FIELDS = [
 ]
 TRADE_BATCH_SCHEMA = pa.schema(list(arrow_schema("trade")) + PROVENANCE_FIELDS)
 TRADE_FIELDS = arrow_schema("trade").names
-SIDES = ("buy", "sell", "unknown")
 
 
 def make_trade_batch(*, exchange, symbol, trade_id, price, amount, side, event_time,

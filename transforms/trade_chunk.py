@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SIDE_NAMES = ("buy", "sell", "unknown")
+SIDE_NAMES = ("buy", "sell", "unknown")  # the valid taker sides; a side's code in a chunk is its index
 _HASH_SEED = 0x5EED
 
 

@@ -11,7 +11,8 @@ import pyarrow.compute as pc
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
 from transforms.row_reasons import FirstReasons
 from transforms.sized_coders import ArrowTableCoder
-from transforms.trade_batch import SIDES, row_dead_letter, take_rows, without_payload
+from transforms.trade_batch import row_dead_letter, take_rows, without_payload
+from transforms.trade_chunk import SIDE_NAMES
 
 # Bitcoin's genesis block: no crypto trade happened before it.
 EARLIEST_TRADE_MICROS = 1_230_940_800_000_000  # 2009-01-03T00:00:00Z
@@ -42,7 +43,7 @@ def invalid_rows(batch: pa.Table, min_time_us: int, max_time_us: int) -> FirstRe
     reasons.flag(pc.is_null(times).to_numpy(zero_copy_only=False), "missing_event_time")
     t = pc.fill_null(times, 0).to_numpy(zero_copy_only=False)
     reasons.flag((t < min_time_us) | (t > max_time_us), "timestamp_out_of_range")
-    known_side = pc.fill_null(pc.is_in(batch.column("side"), pa.array(SIDES)), False)
+    known_side = pc.fill_null(pc.is_in(batch.column("side"), pa.array(SIDE_NAMES)), False)
     reasons.flag(~known_side.to_numpy(zero_copy_only=False), "unknown_side")
     return reasons
 
