@@ -4,7 +4,9 @@ A backfill allocates and frees arrays of megabytes per batch. With glibc's defau
 is a fresh mmap whose pages fault in again, which on small VMs and sandboxes costs more than
 the arithmetic on them (measured here: 15% of a backfill chunk, and half its system time).
 Raising the mmap and trim thresholds lets the heap keep and reuse those pages; peak memory is
-unchanged, since the same arrays are live either way.
+unchanged, since the same arrays are live either way. Arrow's buffers are then taken from that
+same heap: its default pool (mimalloc) hands freed pages back as well (measured here: 9% of a
+backfill chunk's CPU went to faulting them in again).
 """
 from __future__ import annotations
 
@@ -24,4 +26,9 @@ def reuse_freed_memory() -> bool:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    return all(mallopt(option, value) == 1 for option, value in _SETTINGS.items())
+    if not all(mallopt(option, value) == 1 for option, value in _SETTINGS.items()):
+        return False
+    import pyarrow
+
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    return True

@@ -15,8 +15,8 @@ _MANTISSA_BITS = 53
 _BUCKET_SHIFT = 3
 _BUCKET_BITS = 1 << _BUCKET_SHIFT  # a power of two, so buckets are found with shifts and masks
 _PIECE_BITS = 30
-_PIECE_MASK = (1 << _PIECE_BITS) - 1
 _MAX_VALUES_PER_PASS = 1 << 23
+_DENSE_BUCKETS_ABOVE = 64
 
 
 @dataclass(frozen=True)
@@ -51,42 +51,46 @@ class ExactSum:
         sums = [cls()] * n_groups
         if not len(values):
             return sums
-        fractions, exponents = np.frexp(values)
-        mantissas = (fractions * (1 << _MANTISSA_BITS)).astype(np.int64)
-        exponents = exponents.astype(np.int64) - _MANTISSA_BITS
-        # Values whose exponents share a bucket of _BUCKET_BITS are aligned inside int64 (a 53-bit
-        # mantissa shifted by < 8 bits). Each aligned value is split into two 30-bit pieces, and
-        # the pieces are summed per (group, bucket) in float64, which is exact: a sum of up to
-        # 2**23 values below 2**30 stays below 2**53.
+        fractions, exponents = np.frexp(values)  # value = fraction * 2**exponent, 0.5 <= |fraction| < 1
+        # Values whose exponents share a bucket of _BUCKET_BITS are aligned as integers: a 53-bit
+        # mantissa shifted by < 8 bits, exact in float64. Each aligned value is split into two
+        # 30-bit pieces, and the pieces are summed per (group, bucket) in float64, which is exact:
+        # a sum of up to 2**23 values below 2**30 stays below 2**53.
         base = int(exponents.min())
         relative = exponents - base
         bucket_of = relative >> _BUCKET_SHIFT
-        buckets_used = np.flatnonzero(np.bincount(bucket_of))
-        dense = np.zeros(int(bucket_of.max()) + 1, dtype=np.int64)
-        dense[buckets_used] = np.arange(len(buckets_used))
-        key = groups * len(buckets_used) + dense[bucket_of]
-        aligned = mantissas << (relative & (_BUCKET_BITS - 1))
-        size = n_groups * len(buckets_used)
-        pieces = [np.bincount(key, weights=aligned & _PIECE_MASK, minlength=size),
-                  np.bincount(key, weights=aligned >> _PIECE_BITS, minlength=size)]
+        n_buckets = int(bucket_of.max()) + 1
+        if n_buckets > _DENSE_BUCKETS_ABOVE:  # a huge exponent range: number only the buckets in use
+            buckets_used, bucket_of = np.unique(bucket_of, return_inverse=True)
+            n_buckets = len(buckets_used)
+        else:
+            buckets_used = np.arange(n_buckets)
+        key = groups * n_buckets + bucket_of
+        relative &= _BUCKET_BITS - 1
+        relative += _MANTISSA_BITS
+        aligned = np.ldexp(fractions, relative)
+        highs = aligned * (1.0 / (1 << _PIECE_BITS))
+        np.floor(highs, out=highs)
+        aligned -= highs * float(1 << _PIECE_BITS)  # now the low piece, in [0, 2**30)
+        size = n_groups * n_buckets
+        pieces = [np.bincount(key, weights=aligned, minlength=size), np.bincount(key, weights=highs, minlength=size)]
         used = np.flatnonzero((pieces[0] != 0) | (pieces[1] != 0))
-        numerators = [lo + (hi << _PIECE_BITS) for lo, hi in zip(*(p[used].astype(np.int64).tolist() for p in pieces))]
-        group_of, dense_bucket = np.divmod(used, len(buckets_used))
-        bucket_of_key = buckets_used[dense_bucket]
+        if not len(used):  # every group's values cancel out
+            return sums
+        group_of, bucket_index = np.divmod(used, n_buckets)
+        bucket_of_key = buckets_used[bucket_index]
         # Keys are sorted by (group, bucket): each group's buckets are a run, its lowest bucket first.
-        # Most groups use one bucket and need no shifting.
         runs = np.flatnonzero(np.diff(group_of)) + 1
         firsts, ends = np.r_[0, runs], np.r_[runs, len(used)]
-        exponents = (base + bucket_of_key * _BUCKET_BITS).tolist()
-        groups_of_keys = group_of.tolist()
-        for k in firsts[ends - firsts == 1].tolist():
-            sums[groups_of_keys[k]] = cls(numerators[k], exponents[k])
-        buckets_of_keys = bucket_of_key.tolist()
-        for first, end in zip(firsts[ends - firsts > 1].tolist(), ends[ends - firsts > 1].tolist()):
-            numerator = 0
-            for k in range(first, end):
-                numerator += numerators[k] << ((buckets_of_keys[k] - buckets_of_keys[first]) * _BUCKET_BITS)
-            sums[groups_of_keys[first]] = cls(numerator, exponents[first])
+        lowest = bucket_of_key[firsts]
+        shifts = ((bucket_of_key - np.repeat(lowest, ends - firsts)) * _BUCKET_BITS).tolist()
+        lows, highs = (p[used].astype(np.int64).tolist() for p in pieces)
+        numerators = [(lo + (hi << _PIECE_BITS)) << shift for lo, hi, shift in zip(lows, highs, shifts)]
+        if len(firsts) < len(used):  # some group spans several buckets: add its run
+            numerators = [sum(numerators[first:end]) for first, end in zip(firsts.tolist(), ends.tolist())]
+        exponents = (base - _MANTISSA_BITS + lowest * _BUCKET_BITS).tolist()
+        for group, numerator, exponent in zip(group_of[firsts].tolist(), numerators, exponents):
+            sums[group] = cls(numerator, exponent)
         return sums
 
     def __add__(self, other: "ExactSum") -> "ExactSum":

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.arrow_arrays import one_array
 from transforms.sized_coders import ArrowTableCoder, TradeChunkCoder
 
 SymbolKey = typing.Tuple[str, str]  # (exchange, symbol)
@@ -40,7 +41,7 @@ def split_by_symbol(batch: pa.Table):
         yield (exchange[0].as_py(), symbol[0].as_py()), batch
         return
     pairs = symbol if one_exchange else pc.binary_join_element_wise(exchange, symbol, "\x1f")
-    codes = pc.dictionary_encode(pairs).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    codes = one_array(pc.dictionary_encode(pairs)).indices.to_numpy(zero_copy_only=False)
     order = np.argsort(codes, kind="stable")
     boundaries = np.flatnonzero(np.diff(codes[order]) != 0) + 1
     for rows in np.split(order, boundaries):

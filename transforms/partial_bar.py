@@ -33,6 +33,11 @@ class PartialBar:
     last: TradeRank | None = None
 
     def merge(self, other: "PartialBar") -> "PartialBar":
+        # An empty partial (no trades, no duplicates) holds only the defaults: merging it changes nothing.
+        if not (other.trade_count or other.duplicate_count):
+            return self
+        if not (self.trade_count or self.duplicate_count):
+            return other
         return PartialBar(
             trade_count=self.trade_count + other.trade_count,
             duplicate_count=self.duplicate_count + other.duplicate_count,
@@ -108,16 +113,11 @@ def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_st
         [] if sides_known else [segment_of_row[sells] * 4 + 3])
     sums = ExactSum.of_groups(np.concatenate(values), np.concatenate(groups), 4 * n_segments)
     if sides_known:
-        for k in range(n_segments):
-            sums[4 * k + 3] = sums[4 * k] - sums[4 * k + 2]
+        sums[3::4] = [volume - buy_volume for volume, buy_volume in zip(sums[0::4], sums[2::4])]
     highs = np.maximum.reduceat(prices, segment_starts)
     lows = np.minimum.reduceat(prices, segment_starts)
     earliest = np.minimum.reduceat(times, segment_starts)
     latest = np.maximum.reduceat(times, segment_starts)
-
-    def rank(row) -> TradeRank:
-        identifier = trade_id(row)
-        return int(times[row]), len(identifier), identifier, float(prices[row])
 
     def edges(extreme):
         """Per segment, the row at its extreme time when only one row has it, else -1 (a tie)."""
@@ -125,21 +125,21 @@ def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_st
         rows = np.flatnonzero(at_extreme)
         single = np.add.reduceat(at_extreme.astype(np.int64), segment_starts) == 1
         first_row = rows[np.searchsorted(segment_of_row[rows], np.arange(n_segments))]
-        return np.where(single, first_row, -1).tolist()
+        return np.where(single, first_row, -1)
 
-    def ranked(row, choose, start, end, time) -> TradeRank:
-        """The edge trade's rank; a tie at ``time`` goes to the first (min) or last (max) trade id."""
-        if row < 0:
-            tied = (np.flatnonzero(times[start:end] == time) + start).tolist()
-            row = choose(tied, key=lambda i: rank(i)[1:3])
-        return rank(row)
+    def ranks(rows, choose, extreme) -> list[TradeRank]:
+        """Each segment's edge trade's rank; a tie at the extreme time goes to the first (min)
+        or last (max) trade id."""
+        for k in np.flatnonzero(rows < 0).tolist():  # ties: rare, resolved one by one
+            tied = (np.flatnonzero(times[segment_starts[k]:segment_ends[k]] == extreme[k]) + segment_starts[k]).tolist()
+            rows[k] = choose(tied, key=lambda i: (len(trade_id(i)), trade_id(i)))
+        identifiers = [trade_id(row) for row in rows.tolist()]
+        return [(time, len(identifier), identifier, price) for time, identifier, price
+                in zip(times[rows].tolist(), identifiers, prices[rows].tolist())]
 
-    firsts, lasts = edges(earliest), edges(latest)
-    partials = []
-    for k, (start, end) in enumerate(zip(segment_starts.tolist(), segment_ends.tolist())):
-        partials.append(PartialBar(
-            trade_count=end - start, volume=sums[4 * k], quote_volume=sums[4 * k + 1],
-            buy_volume=sums[4 * k + 2], sell_volume=sums[4 * k + 3],
-            high=float(highs[k]), low=float(lows[k]),
-            first=ranked(firsts[k], min, start, end, earliest[k]), last=ranked(lasts[k], max, start, end, latest[k])))
-    return partials
+    firsts, lasts = ranks(edges(earliest), min, earliest), ranks(edges(latest), max, latest)
+    counts = (segment_ends - segment_starts).tolist()
+    return [PartialBar(trade_count=counts[k], volume=sums[4 * k], quote_volume=sums[4 * k + 1],
+                       buy_volume=sums[4 * k + 2], sell_volume=sums[4 * k + 3],
+                       high=high, low=low, first=first, last=last)
+            for k, (high, low, first, last) in enumerate(zip(highs.tolist(), lows.tolist(), firsts, lasts))]

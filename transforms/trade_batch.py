@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas import arrow_schema
+from transforms.arrow_arrays import one_array
 from transforms.event_time import micros_to_iso
 
 PROVENANCE_FIELDS = [
@@ -35,7 +36,7 @@ def make_trade_batch(*, exchange, symbol, trade_id, price, amount, side, event_t
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return pa.repeat(pa.scalar(value, dtype), n)
         if isinstance(value, pa.ChunkedArray):
-            value = value.combine_chunks()
+            value = one_array(value)
         if isinstance(value, pa.Array):
             return value if value.type == dtype else value.cast(dtype)
         return pa.array(value, dtype)

@@ -14,37 +14,53 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.arrow_arrays import one_array
+
 SIDE_NAMES = ("buy", "sell", "unknown")  # the valid taker sides; a side's code in a chunk is its index
 _HASH_SEED = 0x5EED
 
 
-def trade_hashes(batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: a hash of the trade id, and a hash of what the trade says (time, price, amount, side).
+def trade_hashes(trade_ids: pa.Array, times: np.ndarray, prices: np.ndarray, amounts: np.ndarray,
+                 sides: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: a hash of the trade id, and a hash of what the trade says (time, price, amount, side code).
 
     Two copies of one trade share both; a conflicting copy shares only the first.
     """
     import polars as pl  # here, not at the top: planning a backfill imports this module, and needs no polars
 
-    frame = pl.from_arrow(batch.select(["trade_id", "event_time", "price", "amount", "side"]))
-    ids = frame.get_column("trade_id").hash(seed=_HASH_SEED).to_numpy()
-    content = frame.select(["event_time", "price", "amount", "side"]).hash_rows(seed=_HASH_SEED).to_numpy()
+    ids = pl.from_arrow(trade_ids).hash(seed=_HASH_SEED).to_numpy()
+    content = pl.DataFrame({"event_time": times, "price": prices, "amount": amounts, "side": sides}).hash_rows(seed=_HASH_SEED).to_numpy()
     return ids, content
 
 
-_SIDE_CODES = pa.array(SIDE_NAMES[:2])
+# Validated sides are exactly SIDE_NAMES, whose lengths differ: a side's length is its code.
+_CODE_BY_LENGTH = np.full(max(map(len, SIDE_NAMES)) + 1, SIDE_NAMES.index("unknown"), dtype=np.int8)
+_CODE_BY_LENGTH[[len(name) for name in SIDE_NAMES]] = np.arange(len(SIDE_NAMES))
+assert len({len(name) for name in SIDE_NAMES}) == len(SIDE_NAMES)
 
 
 def side_codes(sides: pa.Array) -> np.ndarray:
-    """Codes into SIDE_NAMES: buy 0, sell 1, anything else 2 (one hashed pass over the strings)."""
-    return pc.fill_null(pc.index_in(sides, value_set=_SIDE_CODES), 2).to_numpy(zero_copy_only=False).astype(np.int8)
+    """Codes into SIDE_NAMES of validated sides (each one of SIDE_NAMES), read from the string
+    lengths alone: one pass over the offsets, none over the text."""
+    _, offsets = _string_buffers(sides, with_text=False)
+    return _CODE_BY_LENGTH[np.diff(offsets)]
 
 
-def _string_buffers(strings: pa.Array) -> tuple[bytes, np.ndarray]:
+def _source_codes(sources: pa.ChunkedArray) -> tuple[tuple, np.ndarray]:
+    """(distinct sources, each row's index into them); a batch usually comes from one file."""
+    sources = one_array(sources)
+    if len(sources) and pc.all(pc.equal(sources, sources[0])).as_py():
+        return (sources[0].as_py(),), np.zeros(len(sources), dtype=np.int32)
+    encoded = pc.dictionary_encode(sources)
+    return tuple(encoded.dictionary.to_pylist()), encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+
+
+def _string_buffers(strings: pa.Array, with_text: bool = True) -> tuple[bytes, np.ndarray]:
     """Pack a string array into (bytes, offsets) without touching each string in Python."""
     strings = strings.cast(pa.string())
     offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset: strings.offset + len(strings) + 1]
     data = strings.buffers()[2]
-    packed = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes() if data is not None else b""
+    packed = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes() if data is not None and with_text else b""
     return packed, (offsets - offsets[0]).astype(np.int32)
 
 
@@ -186,18 +202,16 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray, pair: tuple[str, str])
     def ordered(values):
         return values if in_order else values[order]
     trade_ids = batch.column("trade_id")
-    trade_ids = (trade_ids if in_order else trade_ids.take(pa.array(order, pa.int64()))).combine_chunks()
+    trade_ids = one_array(trade_ids if in_order else trade_ids.take(pa.array(order, pa.int64())))
     boundaries = np.flatnonzero(np.diff(window_starts[order]) != 0) + 1
-    ids, contents = trade_hashes(batch)
     from transforms.partial_bar import partial_bars_of_segments
-    columns = {
-        "event_time": ordered(times), "price": ordered(batch.column("price").to_numpy()),
-        "amount": ordered(batch.column("amount").to_numpy()), "id_hash": ordered(ids),
-        "content_hash": ordered(contents), "side": ordered(side_codes(batch.column("side").combine_chunks())),
-    }
-    sources_encoded = pc.dictionary_encode(batch.column("source")).combine_chunks()
-    sources = tuple(sources_encoded.dictionary.to_pylist())
-    source_index = ordered(sources_encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32))
+    columns = {"event_time": ordered(times), "price": ordered(batch.column("price").to_numpy()),
+               "amount": ordered(batch.column("amount").to_numpy()),
+               "side": ordered(side_codes(one_array(batch.column("side"))))}
+    columns["id_hash"], columns["content_hash"] = trade_hashes(
+        trade_ids, columns["event_time"], columns["price"], columns["amount"], columns["side"])
+    sources, source_index = _source_codes(batch.column("source"))
+    source_index = ordered(source_index)
     source_offset = ordered(pc.fill_null(batch.column("source_offset"), -1).to_numpy())
     receive = batch.column("receive_time")
     receive_time = None if receive.null_count == len(receive) else ordered(pc.fill_null(receive.cast(pa.int64()), -1).to_numpy())

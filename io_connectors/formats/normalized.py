@@ -16,13 +16,14 @@ import pyarrow.compute as pc
 from io_connectors.raw_batch import RawBatch
 from transforms.dead_letter import dead_letter
 from transforms.row_reasons import FirstReasons
+from transforms.arrow_arrays import one_array
 from transforms.trade_batch import make_trade_batch
 
 REQUIRED = ["exchange", "symbol", "trade_id", "price", "amount", "side", "event_time"]
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
-    return table.column(name).combine_chunks()
+    return one_array(table.column(name))
 
 
 def _converted(values: pa.Array, convert, fallback) -> tuple[pa.Array | None, np.ndarray]:
