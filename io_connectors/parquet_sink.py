@@ -13,6 +13,7 @@ the output directory. Read a whole output with hive partitioning, e.g.
 """
 from __future__ import annotations
 
+import functools
 import io
 import re
 from typing import NamedTuple
@@ -30,6 +31,8 @@ from schemas import arrow_schema, parsed_avro_schema
 from transforms.event_time import micros_to_datetime
 
 
+MICROS_PER_DAY = 86_400_000_000
+
 # Hive convention: partition columns live in the path, not in the files, so readers that
 # discover partitions (pyarrow, polars, duckdb, Spark, BigQuery) see each column once.
 BAR_PARTITION_COLUMNS = ("exchange", "symbol")
@@ -41,8 +44,13 @@ def partition_segment(name: str, value) -> str:
 
 
 def bar_partition(bar: dict) -> tuple[str, str, str]:
-    day = micros_to_datetime(bar["window_start"]).date().isoformat()
-    return bar["exchange"], bar["symbol"], day
+    return bar["exchange"], bar["symbol"], _day_of(bar["window_start"] // MICROS_PER_DAY)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _day_of(day_number: int) -> str:
+    """The UTC date of a day since the epoch, formatted once per day rather than once per bar."""
+    return micros_to_datetime(day_number * MICROS_PER_DAY).date().isoformat()
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

@@ -20,15 +20,18 @@ PANE_TIMING_NAMES = {
 }
 
 
+_NO_TRADES = PartialBar()  # immutable, so one instance serves every new accumulator
+
+
 class MergePartialBars(beam.CombineFn):
     def create_accumulator(self):
-        return PartialBar()
+        return _NO_TRADES
 
     def add_input(self, accumulator, partial):
         return accumulator.merge(partial)
 
     def merge_accumulators(self, accumulators):
-        merged = PartialBar()
+        merged = _NO_TRADES
         for accumulator in accumulators:
             merged = merged.merge(accumulator)
         return merged
