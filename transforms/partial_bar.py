@@ -105,15 +105,11 @@ def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_st
     """
     n_segments = len(segment_starts)
     segment_of_row = np.repeat(np.arange(n_segments), segment_ends - segment_starts)
-    buys, sells = sides == 0, sides == 1
-    # When every side is known, sell volume is volume less buy volume (exact), one sum fewer.
-    sides_known = bool((buys | sells).all())
-    values = [amounts, prices * amounts, amounts[buys]] + ([] if sides_known else [amounts[sells]])
-    groups = [segment_of_row * 4, segment_of_row * 4 + 1, segment_of_row[buys] * 4 + 2] + (
-        [] if sides_known else [segment_of_row[sells] * 4 + 3])
-    sums = ExactSum.of_groups(np.concatenate(values), np.concatenate(groups), 4 * n_segments)
-    if sides_known:
-        sums[3::4] = [volume - buy_volume for volume, buy_volume in zip(sums[0::4], sums[2::4])]
+    # Amounts are summed per (segment, side code): buy, sell and unknown-side volume, whose sum is
+    # the volume (exact). Quote volume is the fourth sum.
+    keys = np.concatenate((segment_of_row * 4 + sides, segment_of_row * 4 + 3))
+    sums = ExactSum.of_groups(np.concatenate((amounts, prices * amounts)), keys, 4 * n_segments)
+    volumes = [buy + sell + unknown for buy, sell, unknown in zip(sums[0::4], sums[1::4], sums[2::4])]
     highs = np.maximum.reduceat(prices, segment_starts)
     lows = np.minimum.reduceat(prices, segment_starts)
     earliest = np.minimum.reduceat(times, segment_starts)
@@ -139,7 +135,7 @@ def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_st
 
     firsts, lasts = ranks(edges(earliest), min, earliest), ranks(edges(latest), max, latest)
     counts = (segment_ends - segment_starts).tolist()
-    return [PartialBar(trade_count=counts[k], volume=sums[4 * k], quote_volume=sums[4 * k + 1],
-                       buy_volume=sums[4 * k + 2], sell_volume=sums[4 * k + 3],
+    return [PartialBar(trade_count=counts[k], volume=volumes[k], quote_volume=sums[4 * k + 3],
+                       buy_volume=sums[4 * k], sell_volume=sums[4 * k + 1],
                        high=high, low=low, first=first, last=last)
             for k, (high, low, first, last) in enumerate(zip(highs.tolist(), lows.tolist(), firsts, lasts))]
