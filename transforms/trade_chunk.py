@@ -29,7 +29,8 @@ def trade_hashes(trade_ids: pa.Array, times: np.ndarray, prices: np.ndarray, amo
     import polars as pl  # here, not at the top: planning a backfill imports this module, and needs no polars
 
     ids = pl.from_arrow(trade_ids).hash(seed=_HASH_SEED).to_numpy()
-    content = pl.DataFrame({"event_time": times, "price": prices, "amount": amounts, "side": sides}).hash_rows(seed=_HASH_SEED).to_numpy()
+    content = pl.DataFrame({"event_time": times, "price": prices, "amount": amounts, "side": sides})
+    content = content.hash_rows(seed=_HASH_SEED).to_numpy()
     return ids, content
 
 
@@ -60,7 +61,8 @@ def _string_buffers(strings: pa.Array, with_text: bool = True) -> tuple[bytes, n
     strings = strings.cast(pa.string())
     offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset: strings.offset + len(strings) + 1]
     data = strings.buffers()[2]
-    packed = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes() if data is not None and with_text else b""
+    text = data is not None and with_text
+    packed = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes() if text else b""
     return packed, (offsets - offsets[0]).astype(np.int32)
 
 
