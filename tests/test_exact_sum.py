@@ -52,3 +52,16 @@ def test_widest_values_at_the_most_values_per_pass_stay_exact():
     values[0] = 1.0  # fixes the bucket base, so the others are shifted by 7
     total = ExactSum.of_groups(values, np.zeros(len(values), dtype=np.int64), 1)[0]
     assert exact_value(total) == 1 + (len(values) - 1) * Fraction(widest)
+
+
+def test_many_groups_over_a_wide_exponent_range_sum_exactly():
+    """One tiny amount among ordinary ones spans dozens of exponent buckets; with many groups the
+    sums are kept per bucket in use only, and every group's total stays exact."""
+    rng = np.random.default_rng(7)
+    n_groups = 2_000
+    groups = np.repeat(np.arange(n_groups), 3)
+    values = np.column_stack((rng.uniform(0.001, 5.0, n_groups), np.full(n_groups, 1e-150),
+                              -rng.uniform(0.001, 5.0, n_groups))).ravel()
+    sums = ExactSum.of_groups(values, groups, n_groups)
+    for g in (0, 1, 777, n_groups - 1):
+        assert exact_value(sums[g]) == sum(map(Fraction, values[3 * g: 3 * g + 3].tolist()), Fraction(0))

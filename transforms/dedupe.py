@@ -60,6 +60,7 @@ class _DedupeFn(beam.DoFn):
         if not len(seen_ids) and chunk.distinct_ids and chunk.summary is not None:
             # The window's first chunk, known in bulk to hold no repeated id: nothing to compare.
             seen_state.add(_seen_bytes(chunk.id_hash, chunk.content_hash))
+            self._duplicates.inc(0)  # Beam reports a counter only once incremented: 0 duplicates is a result
             self._unique.inc(len(chunk))
             yield window_key, chunk.summary
             return

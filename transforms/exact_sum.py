@@ -60,7 +60,8 @@ class ExactSum:
         relative = exponents - base
         bucket_of = relative >> _BUCKET_SHIFT
         n_buckets = int(bucket_of.max()) + 1
-        if n_buckets > _DENSE_BUCKETS_ABOVE:  # a huge exponent range: number only the buckets in use
+        if n_buckets > _DENSE_BUCKETS_ABOVE or n_groups * n_buckets > 4 * len(values):
+            # A wide exponent range: number only the buckets in use, so the sums stay small.
             buckets_used, bucket_of = np.unique(bucket_of, return_inverse=True)
             n_buckets = len(buckets_used)
         else:
