@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_arrays import one_array
+from transforms.arrow_arrays import one_array, one_value
 from transforms.sized_coders import ArrowTableCoder, TradeChunkCoder
 
 SymbolKey = typing.Tuple[str, str]  # (exchange, symbol)
@@ -25,19 +25,14 @@ BatchBySymbol = typing.Tuple[SymbolKey, ArrowTableCoder.value_type]
 ChunkByWindow = typing.Tuple[WindowKey, TradeChunkCoder.value_type]
 
 
-def _one_value(column) -> bool:
-    """Every value equals the first (never null here): a third of the time of comparing min and max."""
-    return pc.all(pc.equal(column, column[0])).as_py()
-
-
 def split_by_symbol(batch: pa.Table):
     """Yield ((exchange, symbol), rows of the batch for that pair). Exchange and symbol are never
     null here (validation rejected such rows)."""
     if not batch.num_rows:
         return
     exchange, symbol = batch.column("exchange"), batch.column("symbol")
-    one_exchange = _one_value(exchange)
-    if one_exchange and _one_value(symbol):  # the usual batch: one pair, nothing to split
+    one_exchange = one_value(exchange)
+    if one_exchange and one_value(symbol):  # the usual batch: one pair, nothing to split
         yield (exchange[0].as_py(), symbol[0].as_py()), batch
         return
     pairs = symbol if one_exchange else pc.binary_join_element_wise(exchange, symbol, "\x1f")

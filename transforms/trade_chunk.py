@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.arrow_arrays import one_array
+from transforms.arrow_arrays import one_array, one_value
 
 SIDE_NAMES = ("buy", "sell", "unknown")  # the valid taker sides; a side's code in a chunk is its index
 _HASH_SEED = 0x5EED
@@ -43,26 +43,24 @@ assert len({len(name) for name in SIDE_NAMES}) == len(SIDE_NAMES)
 def side_codes(sides: pa.Array) -> np.ndarray:
     """Codes into SIDE_NAMES of validated sides (each one of SIDE_NAMES), read from the string
     lengths alone: one pass over the offsets, none over the text."""
-    _, offsets = _string_buffers(sides, with_text=False)
-    return _CODE_BY_LENGTH[np.diff(offsets)]
+    return _CODE_BY_LENGTH[pc.binary_length(sides).to_numpy(zero_copy_only=False)]
 
 
 def _source_codes(sources: pa.ChunkedArray) -> tuple[tuple, np.ndarray]:
     """(distinct sources, each row's index into them); a batch usually comes from one file."""
     sources = one_array(sources)
-    if len(sources) and pc.all(pc.equal(sources, sources[0])).as_py():
+    if len(sources) and one_value(sources):
         return (sources[0].as_py(),), np.zeros(len(sources), dtype=np.int32)
     encoded = pc.dictionary_encode(sources)
     return tuple(encoded.dictionary.to_pylist()), encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
 
 
-def _string_buffers(strings: pa.Array, with_text: bool = True) -> tuple[bytes, np.ndarray]:
+def _string_buffers(strings: pa.Array) -> tuple[bytes, np.ndarray]:
     """Pack a string array into (bytes, offsets) without touching each string in Python."""
     strings = strings.cast(pa.string())
     offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset: strings.offset + len(strings) + 1]
     data = strings.buffers()[2]
-    text = data is not None and with_text
-    packed = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes() if text else b""
+    packed = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes() if data is not None else b""
     return packed, (offsets - offsets[0]).astype(np.int32)
 
 
