@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from apache_beam.metrics.metric import MetricsFilter
 
 
 @dataclass
@@ -77,6 +76,8 @@ class Accounting:
 
 def counters_of(result, namespace: str = "cryptobeam") -> dict[str, int]:
     """Sum each counter over all steps (committed values where the runner has them)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
     totals: dict[str, int] = {}
     for counter in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted

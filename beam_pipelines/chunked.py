@@ -12,7 +12,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from beam_pipelines.accounting import Accounting, counters_of
-from beam_pipelines.backfill import BackfillConfig, build_backfill
+from beam_pipelines.backfill_config import BackfillConfig
 from beam_pipelines.chunks import Chunk
 from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, remove_stale_outputs,
                                      remove_temporary_files)
@@ -32,12 +32,18 @@ def run_settings(config: BackfillConfig) -> dict:
             "kafka_bars_topic": config.kafka_bars_topic if config.kafka_bootstrap else None}
 
 
-def run_chunk(config: BackfillConfig, chunk: Chunk) -> ChunkManifest:
-    """Run one chunk to completion and return its manifest (also written under _manifests/)."""
+def run_chunk(config: BackfillConfig, chunk: Chunk, inputs: list[FileRecord] | None = None) -> ChunkManifest:
+    """Run one chunk to completion and return its manifest (also written under _manifests/).
+
+    ``inputs`` are the chunk's input files with their checksums, if the caller has them already."""
+    # Beam is imported where a chunk runs (a worker has it preloaded), not by the command line,
+    # which only plans and hands chunks out.
     import apache_beam as beam
 
+    from beam_pipelines.backfill import build_backfill
+
     manifest = ChunkManifest(chunk.chunk_id, run_settings(config),
-                             inputs=[FileRecord.of(f.path) for f in chunk.files], started_at=time.time())
+                             inputs=inputs or input_records(chunk), started_at=time.time())
     manifest.write(config.out)
     chunk_config = dataclasses.replace(config, files=list(chunk.files), chunk_id=chunk.chunk_id,
                                        time_slice=chunk.time_slice)
@@ -56,6 +62,10 @@ def run_chunk(config: BackfillConfig, chunk: Chunk) -> ChunkManifest:
     manifest.seconds = round(manifest.finished_at - manifest.started_at, 3)
     manifest.write(config.out)
     return manifest
+
+
+def input_records(chunk: Chunk) -> list[FileRecord]:
+    return [FileRecord.of(f.path) for f in chunk.files]
 
 
 def chunks_to_run(config: BackfillConfig, chunks: list[Chunk]) -> tuple[list[Chunk], list[Chunk]]:
@@ -102,10 +112,13 @@ def run_chunks(config: BackfillConfig, chunks: list[Chunk], workers: int, on_don
                 manifests.append(run_chunk(config, chunk))
                 on_done(manifests[-1])
         return manifests
+    # Until the fork server has imported Beam, this process only waits, and each worker would start
+    # by checksumming its inputs: the chunks that start first get theirs from here meanwhile.
+    first_inputs = {chunk.chunk_id: input_records(chunk) for chunk in chunks[:workers]}
     manifests = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_start_worker,
                              initargs=(os.getpid(),)) as pool:
-        pending = {pool.submit(run_chunk, config, chunk) for chunk in chunks}
+        pending = {pool.submit(run_chunk, config, chunk, first_inputs.get(chunk.chunk_id)) for chunk in chunks}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:

@@ -45,7 +45,7 @@ def add_input_options(command: argparse.ArgumentParser) -> None:
 def input_files_and_source(args):
     """The matched input files and the source format, or a UserError saying what is wrong."""
     from io_connectors.files import InputError, match_inputs
-    from io_connectors.sources import SOURCES
+    from io_connectors.source_formats import SOURCES
 
     if args.source not in SOURCES:
         raise UserError(f"unknown source {args.source!r}; choose one of: {', '.join(SOURCES)}")
@@ -138,7 +138,7 @@ def _date_option(text: str | None, flag: str):
 
 
 def _backfill_config(args):
-    from beam_pipelines.backfill import BackfillConfig
+    from beam_pipelines.backfill_config import BackfillConfig
     files, source = input_files_and_source(args)
     if ("kafka" in args.sink) != bool(args.kafka):
         raise UserError("--sink kafka and --kafka HOST:PORT go together")
@@ -204,7 +204,6 @@ def run_backfill(args, console: Console) -> int:
     from beam_pipelines.chunked import chunks_to_run, conflicting_settings, default_workers, run_chunks
     from beam_pipelines.chunks import ChunkError, parse_chunk_days, plan_chunks, split_large_chunks
     from beam_pipelines.manifest import ChunkManifest
-    from beam_pipelines.seams import fill_seams
     from io_connectors.atomic_files import write_json_atomically
     from io_connectors.progress import set_progress_listener
 
@@ -260,7 +259,10 @@ def run_backfill(args, console: Console) -> int:
             raise PipelineFailed(f"the pipeline failed: {type(error).__name__}: {message} (full traceback in {log})") from None
         finally:
             set_progress_listener(None)
-    seam_fills = fill_seams(config.out, config.spec) if config.spec.fill_gaps and len(chunks) > 1 else 0
+    seam_fills = 0
+    if config.spec.fill_gaps and len(chunks) > 1:
+        from beam_pipelines.seams import fill_seams  # writes bars, so imports Beam's sinks: only when needed
+        seam_fills = fill_seams(config.out, config.spec)
     elapsed = time.monotonic() - started
     manifests = [m for m in ChunkManifest.all_in(config.out) if m.chunk_id in by_chunk]
     accounting = Accounting.total([Accounting.from_counters(m.counts) for m in manifests])
@@ -309,7 +311,7 @@ def run_validate(out: str, console: Console) -> int:
 
 def run_replay(args, console: Console) -> int:
     from io_connectors.replay import ReplayPlan, load_trades, replay
-    from io_connectors.sources import parser_for
+    from io_connectors.source_formats import parser_for
 
     files, source = input_files_and_source(args)
     speed = None
@@ -395,7 +397,7 @@ def run_flink(args, console: Console) -> int:
 
 
 def list_sources(console: Console) -> int:
-    from io_connectors.sources import SOURCES
+    from io_connectors.source_formats import SOURCES
     table = Table(title="input formats (--source)")
     table.add_column("name")
     table.add_column("what")

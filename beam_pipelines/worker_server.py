@@ -18,6 +18,7 @@ from multiprocessing import forkserver
 WORKER_MODULES = (
     "beam_pipelines.fork_server_lifetime",
     "beam_pipelines.chunked",
+    "beam_pipelines.backfill",  # the pipeline a chunk builds; the command line never imports it
     "apache_beam.runners.portability.fn_api_runner",
     "apache_beam.runners.worker.sdk_worker",
     "apache_beam.runners.worker.bundle_processor",

@@ -1,26 +1,36 @@
 """Files that appear all at once: written under a hidden temporary name, then renamed into place.
 
-A reader, or a crash, never sees a partial file under its final name. Beam's FileSystems
-makes this work on local disks and object stores alike.
+A reader, or a crash, never sees a partial file under its final name. Local paths use the
+operating system directly; other schemes (gs://, s3://) go through Beam's FileSystems, imported
+only for them, so the command line can write its summary without importing Beam.
 """
 from __future__ import annotations
 
 import json
+import os
 import uuid
-
-from apache_beam.io.filesystems import FileSystems
 
 
 def write_atomically(data: bytes, final_path: str) -> None:
     directory, name = final_path.rsplit("/", 1)
+    temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+    if "://" in final_path:
+        _write_remote(data, directory, temporary, final_path)
+        return
+    os.makedirs(directory, exist_ok=True)  # chunk workers writing one partition may race to create it
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, final_path)
+
+
+def _write_remote(data: bytes, directory: str, temporary: str, final_path: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
     if not FileSystems.exists(directory):
         try:
             FileSystems.mkdirs(directory)
         except OSError:
-            # Chunk workers writing the same partition race to create it; losing the race is fine.
-            if not FileSystems.exists(directory):
+            if not FileSystems.exists(directory):  # losing a race to create it is fine
                 raise
-    temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
     with FileSystems.create(temporary) as handle:
         handle.write(data)
     FileSystems.rename([temporary], [final_path])

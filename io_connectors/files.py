@@ -1,9 +1,13 @@
 """Finding and opening input files: plain, gzip, or zip archives as exchanges distribute them.
 
-Paths go through Beam's FileSystems, so the same code reads local disks, gs:// and s3://.
+Paths go through Beam's FileSystems, so the same code reads local disks, gs:// and s3://. Local
+patterns are matched with Python's glob instead (``**`` as a path component spans directories),
+which needs no Beam: the command line matches inputs while it plans, and a local backfill's
+chunk workers should not wait for it to import Beam.
 """
 from __future__ import annotations
 
+import glob
 import gzip
 import io
 import os
@@ -13,7 +17,6 @@ from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 
 
 class InputError(ValueError):
@@ -30,20 +33,30 @@ def match_inputs(patterns: list[str]) -> list[InputFile]:
     """Expand globs; every pattern must match at least one file."""
     found: dict[str, InputFile] = {}
     for pattern in patterns:
-        try:
-            results = FileSystems.match([pattern])[0].metadata_list
-        except Exception as error:  # FileSystems raises several types for bad schemes/paths
-            raise InputError(f"cannot list {pattern!r}: {error}") from None
-        files = [m for m in results if not m.path.endswith("/") and not _is_local_directory(m.path)]
+        files = _match_remote(pattern) if is_remote(pattern) else _match_local(pattern)
         if not files:
             raise InputError(f"no input files matched {pattern!r}")
-        for m in files:
-            found[m.path] = InputFile(m.path, m.size_in_bytes)
+        for f in files:
+            found[f.path] = f
     return sorted(found.values(), key=lambda f: f.path)
 
 
-def _is_local_directory(path: str) -> bool:
-    return "://" not in path and os.path.isdir(path)
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _match_local(pattern: str) -> list[InputFile]:
+    paths = glob.glob(pattern, recursive=True, include_hidden=True)
+    return [InputFile(p, os.path.getsize(p)) for p in paths if os.path.isfile(p)]
+
+
+def _match_remote(pattern: str) -> list[InputFile]:
+    from apache_beam.io.filesystems import FileSystems
+    try:
+        results = FileSystems.match([pattern])[0].metadata_list
+    except Exception as error:  # FileSystems raises several types for bad schemes/paths
+        raise InputError(f"cannot list {pattern!r}: {error}") from None
+    return [InputFile(m.path, m.size_in_bytes) for m in results if not m.path.endswith("/")]
 
 
 def base_name(path: str) -> str:
@@ -53,6 +66,7 @@ def base_name(path: str) -> str:
 def open_members(path: str):
     """Yield (source name, bytes) for each data member: the file itself, its gunzipped body,
     or each file inside a zip archive."""
+    from apache_beam.io.filesystems import FileSystems
     with FileSystems.open(path, compression_type="uncompressed") as handle:
         data = handle.read()
     lower = path.lower()

@@ -36,6 +36,7 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from io_connectors.raw_batch import RawBatch
+from io_connectors.raw_batch_coder import RawBatchCoder
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
 
 UNBOUNDED_END = sys.maxsize
@@ -363,5 +364,5 @@ class ReadKafkaTrades(beam.PTransform):
         return (pipeline
                 | "Start" >> beam.Impulse()
                 | "Partitions" >> beam.ParDo(_DiscoverPartitions(self._config))
-                | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self._config)).with_output_types(RawBatch)
+                | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self._config)).with_output_types(RawBatchCoder.value_type)
                 .with_outputs(DEAD_LETTER_TAG, PROGRESS_TAG, main="raw"))

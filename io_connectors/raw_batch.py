@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from transforms.sized_coders import SizedPickleCoder, register
 
 
 @dataclass
@@ -53,9 +52,3 @@ class RawBatch:
         parts = (self.lines, self.line_numbers, self.table, self.row_numbers)
         return sum(part.nbytes for part in parts if part is not None)
 
-
-class RawBatchCoder(SizedPickleCoder):
-    value_type = RawBatch
-
-
-register(RawBatchCoder)

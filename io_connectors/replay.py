@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from io_connectors.avro_wire import encode
 from io_connectors.kafka_sink import PRODUCER_SETTINGS, produce
-from io_connectors.sources import SourceFormat, read_raw_batches
+from io_connectors.source_formats import SourceFormat
+from io_connectors.sources import read_raw_batches
 from transforms.trade_batch import TRADE_FIELDS
 
 

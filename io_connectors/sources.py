@@ -1,9 +1,6 @@
-"""Bounded sources: which files, in which format, read into raw batches for ``TradesToBars``."""
+"""Bounded sources: input files read into raw batches for ``TradesToBars``, by their format
+(``io_connectors.source_formats``)."""
 from __future__ import annotations
-
-import functools
-from dataclasses import dataclass
-from typing import Callable
 
 import apache_beam as beam
 import fastavro
@@ -12,50 +9,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from io_connectors.files import InputFile, base_name, line_batches, open_members
-from io_connectors.formats import binance, coinbase, kraken, normalized, tardis
-from io_connectors.formats.symbols import binance_symbol_from_name, leading_symbol_from_name
+from io_connectors.formats import normalized
 from io_connectors.progress import report_progress
 from io_connectors.raw_batch import RawBatch
+from io_connectors.raw_batch_coder import RawBatchCoder
+from io_connectors.source_formats import SourceFormat
 from io_connectors.time_slice import WHOLE_FILE, TimeSlice
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
 
 DEFAULT_BATCH_ROWS = 250_000
-
-
-@dataclass(frozen=True)
-class SourceFormat:
-    name: str
-    description: str
-    parser: Callable
-    layout: str  # "text", "parquet" or "avro"
-    default_exchange: str | None
-    symbol_from_name: Callable[[str], str | None] | None = None
-
-
-SOURCES = {s.name: s for s in [
-    SourceFormat("binance-aggtrades", "Binance public data aggTrades CSV (.zip or .csv)", binance.parse_aggtrades,
-                 "text", "binance", binance_symbol_from_name),
-    SourceFormat("binance-trades", "Binance public data trades CSV (.zip or .csv)", binance.parse_trades,
-                 "text", "binance", binance_symbol_from_name),
-    SourceFormat("tardis-trades", "Tardis.dev normalized trades CSV (.csv or .csv.gz)", tardis.parse_tardis_trades,
-                 "text", None, None),
-    SourceFormat("coinbase-trades", "Coinbase Exchange trades, JSON lines", coinbase.parse_coinbase_trades,
-                 "text", "coinbase", leading_symbol_from_name),
-    SourceFormat("kraken-trades", "Kraken trade history CSV (timestamp,price,volume)", kraken.parse_kraken_trades,
-                 "text", "kraken", leading_symbol_from_name),
-    SourceFormat("parquet", "Parquet files in the normalized trade schema", normalized.parse_normalized,
-                 "parquet", None, None),
-    SourceFormat("avro", "Avro files in the normalized trade schema", normalized.parse_normalized,
-                 "avro", None, None),
-]}
-
-
-def parser_for(source: SourceFormat, exchange: str | None = None, symbol: str | None = None):
-    """The source's parser with the user's overrides bound in."""
-    options = {"symbol": symbol}
-    if exchange or source.default_exchange:
-        options["exchange"] = exchange or source.default_exchange
-    return functools.partial(source.parser, **options)
 
 
 def read_raw_batches(source: SourceFormat, path: str, batch_rows: int = DEFAULT_BATCH_ROWS,
@@ -172,5 +134,5 @@ class ReadTradeFiles(beam.PTransform):
         return (pbegin
                 | "ListFiles" >> beam.Create(self._files)
                 | "ReadFiles" >> beam.ParDo(_ReadFile(self._source, self._batch_rows, self._time_slice))
-                .with_output_types(RawBatch).with_outputs(DEAD_LETTER_TAG, main="raw"))
+                .with_output_types(RawBatchCoder.value_type).with_outputs(DEAD_LETTER_TAG, main="raw"))
 

@@ -24,8 +24,6 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from apache_beam.options.pipeline_options import PipelineOptions
-
 RUNNERS = ("direct", "prism", "flink", "dataflow", "portable")
 BATCH_RUNNERS = RUNNERS
 STREAMING_RUNNERS = ("prism", "flink", "dataflow", "portable")
@@ -74,7 +72,9 @@ class RunnerProfile:
         return {"prism": "PrismRunner", "flink": "FlinkRunner", "dataflow": "DataflowRunner",
                 "portable": "PortableRunner"}[self.name]
 
-    def options(self, extra_args: list[str] | None = None, streaming: bool = False) -> PipelineOptions:
+    def options(self, extra_args: list[str] | None = None, streaming: bool = False):
+        """Beam's ``PipelineOptions`` for this profile (Beam is imported here, not when a profile is made)."""
+        from apache_beam.options.pipeline_options import PipelineOptions
         return PipelineOptions(extra_args or [], streaming=streaming, **self.option_values(streaming))
 
     def option_values(self, streaming: bool = False) -> dict:

@@ -4,27 +4,25 @@ from __future__ import annotations
 import os
 import threading
 
-from apache_beam.io.filesystems import FileSystems
-
 from io_connectors import atomic_files
 from io_connectors.atomic_files import write_atomically
 
 
 def test_losing_the_race_to_create_a_directory_still_writes(tmp_path, monkeypatch):
-    """Another writer creates the directory between our check and our mkdirs (two chunk workers
-    writing bars of the same partition): the write still lands."""
+    """Another writer creates the directory just before we do (two chunk workers writing bars of
+    the same partition): the write still lands."""
     directory = tmp_path / "bars" / "symbol=BTCUSDT"
-    real_exists = FileSystems.exists
-    checks = []
+    real_makedirs = os.makedirs
+    calls = []
 
-    def exists_then_raced(path):
-        checks.append(path)
-        if len(checks) == 1:  # our first check: absent; the other writer creates it right after
-            os.makedirs(directory)
-            return False
-        return real_exists(path)
-    monkeypatch.setattr(atomic_files.FileSystems, "exists", exists_then_raced)
+    def raced_makedirs(path, *args, **kwargs):
+        if not calls:
+            calls.append(path)
+            real_makedirs(directory)  # the other writer wins
+        return real_makedirs(path, *args, **kwargs)
+    monkeypatch.setattr(atomic_files.os, "makedirs", raced_makedirs)
     write_atomically(b"bars", f"{directory}/part-0.parquet")
+    assert calls == [str(directory)]
     assert (directory / "part-0.parquet").read_bytes() == b"bars"
     assert [p.name for p in directory.iterdir()] == ["part-0.parquet"]  # no temporary left behind
 

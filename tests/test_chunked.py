@@ -2,6 +2,7 @@
 corrupted outputs are caught by validate."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -83,6 +84,26 @@ def test_chunked_equals_unchunked_and_validates(days, reference, tmp_path):
     assert first["counts"]["records_in"] == 3000 and first["seconds"] > 0
     check = subprocess.run([CLI, "validate", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
+
+
+def test_the_command_plans_and_sums_up_a_local_backfill_without_importing_beam(days, reference, tmp_path):
+    """Workers fork from a server that imports Beam while the command plans. Were the command to
+    import it too (about a second), every worker would start that much later. The first chunks'
+    inputs are checksummed by the command meanwhile, and must match the files."""
+    out = tmp_path / "out"
+    script = ("import sys; from beam_pipelines import cli; "
+              f"code = cli.main(['backfill', '--source', 'binance-aggtrades', '--input', {str(days / '*.zip')!r}, "
+              f"'--interval', '1m', '--out', {str(out)!r}, '--no-progress', '--chunk', '1d', '--workers', '2']); "
+              "print(code, 'apache_beam' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.stdout.split()[-2:] == ["0", "False"], result.stdout + result.stderr
+    unfilled = [b for b in bars_of(reference) if not b["is_filled"]]
+    assert bars_of(out) == unfilled
+    manifests = [json.loads(m.read_text()) for m in sorted((out / "_manifests").glob("*.json"))]
+    assert len(manifests) == 6
+    for manifest in manifests:
+        [record] = manifest["inputs"]
+        assert record["sha256"] == hashlib.sha256(Path(record["path"]).read_bytes()).hexdigest()
 
 
 def test_killed_runs_resume_to_the_same_output(days, reference, tmp_path):

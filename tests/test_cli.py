@@ -147,11 +147,11 @@ def test_a_rerun_reuses_complete_output(tmp_path):
 def test_a_failing_pipeline_prints_one_line_and_keeps_the_traceback(tmp_path, monkeypatch):
     import apache_beam as beam
 
-    from beam_pipelines import chunked, cli
+    from beam_pipelines import backfill, cli
 
     def explode(pipeline, config):
         pipeline | beam.Create([1]) | beam.Map(lambda x: 1 / 0)
-    monkeypatch.setattr(chunked, "build_backfill", explode)
+    monkeypatch.setattr(backfill, "build_backfill", explode)
     out = tmp_path / "out"
     code = cli.main(["backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
                      "--out", str(out), "--no-progress"])

@@ -12,10 +12,11 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import runners.local_flink as local_flink
-from beam_pipelines.backfill import BackfillConfig, build_backfill
+from beam_pipelines.backfill import build_backfill
+from beam_pipelines.backfill_config import BackfillConfig
 from io_connectors.bar_reader import final_bars
 from io_connectors.files import match_inputs
-from io_connectors.sources import SOURCES
+from io_connectors.source_formats import SOURCES
 from runners.local_flink import FlinkError, LocalFlink, flink_job_server_jar, flink_pipeline_args
 from tests.test_stream import BUNDLED, CLI, ROOT, without_panes
 from transforms import BarSpec

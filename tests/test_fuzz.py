@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from io_connectors.sources import SOURCES, parser_for, read_raw_batches
+from io_connectors.source_formats import SOURCES, parser_for
+from io_connectors.sources import read_raw_batches
 from tests.helpers import run_trades_to_bars
 from transforms import BarSpec
 

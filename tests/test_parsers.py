@@ -20,7 +20,8 @@ from io_connectors.formats import binance
 from io_connectors.formats.binance import AGG_TRADES
 from io_connectors.formats.clean_csv import read_clean_batch
 from io_connectors.raw_batch import RawBatch
-from io_connectors.sources import SOURCES, parser_for, read_raw_batches
+from io_connectors.source_formats import SOURCES, parser_for
+from io_connectors.sources import read_raw_batches
 from schemas import parsed_avro_schema
 
 MS_2019 = 1570752000565  # 2019-10-11T00:00:00.565Z in ms

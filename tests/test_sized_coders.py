@@ -8,8 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from io_connectors.raw_batch import RawBatch, RawBatchCoder
-from io_connectors.sources import ReadTradeFiles, SOURCES, parser_for
+from io_connectors.raw_batch import RawBatch
+from io_connectors.raw_batch_coder import RawBatchCoder
+from io_connectors.source_formats import SOURCES, parser_for
+from io_connectors.sources import ReadTradeFiles
 from io_connectors.files import InputFile
 from transforms import BarSpec
 from transforms.parse import ParseTrades

@@ -1,19 +1,16 @@
-"""What bars to build and how their panes fire: one value object shared by backfill and stream."""
+"""What bars to build and how their panes fire: one value object shared by backfill and stream.
+
+It imports Beam only to build the windowing: the command line reads a BarSpec while it plans a
+backfill, before any pipeline exists, and a local backfill's chunk workers should not wait for
+the command line to import Beam for nothing.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import apache_beam as beam
-from apache_beam.transforms import trigger as triggers
-from apache_beam.transforms import window as windows
-from apache_beam.utils.timestamp import Duration
-
 from transforms.interval import Interval, parse_interval
 
-ACCUMULATION_MODES = {
-    "accumulating": triggers.AccumulationMode.ACCUMULATING,
-    "discarding": triggers.AccumulationMode.DISCARDING,
-}
+ACCUMULATION_MODES = ("accumulating", "discarding")  # Beam's AccumulationMode, by name
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,13 @@ class BarSpec:
         """When a window stops taking data: its end plus the allowed lateness."""
         return window_start_us + self.interval.micros + self.allowed_lateness_micros
 
-    def window_into(self) -> beam.WindowInto:
+    def window_into(self):
+        """The ``beam.WindowInto`` that puts trades in their bars' windows, with these panes."""
+        import apache_beam as beam
+        from apache_beam.transforms import trigger as triggers
+        from apache_beam.transforms import window as windows
+        from apache_beam.utils.timestamp import Duration
+
         early = (triggers.AfterProcessingTime(self.early_firing_seconds)
                  if self.early_firing_seconds else None)
         # A late trigger is always present: a finished trigger would make the runner drop
@@ -69,6 +72,6 @@ class BarSpec:
         return beam.WindowInto(
             windows.FixedWindows(self.interval.seconds, offset=self.interval.offset_seconds),
             trigger=trigger,
-            accumulation_mode=ACCUMULATION_MODES[self.accumulation],
+            accumulation_mode=getattr(triggers.AccumulationMode, self.accumulation.upper()),
             allowed_lateness=Duration(micros=self.allowed_lateness_micros + self.runner_slack_micros),
         )

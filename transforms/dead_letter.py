@@ -1,10 +1,12 @@
-"""Dead letters: every record that does not become part of a bar says why, and where it came from."""
+"""Dead letters: every record that does not become part of a bar says why, and where it came from.
+
+Parsers build them too, and the command line reads the parsers while it plans, so only the
+counting imports Beam.
+"""
 from __future__ import annotations
 
 import json
 import time
-
-import apache_beam as beam
 
 DEAD_LETTER_TAG = "dead_letter"
 
@@ -39,5 +41,7 @@ def dead_letter(reason: str, message: str, stage: str, payload, source: str, sou
 
 def count_dead_letter(namespace: str, reason: str, n: int = 1) -> None:
     """Dead letters are counted per reason and in total, so the run summary can reconcile."""
+    import apache_beam as beam  # already loaded wherever a pipeline runs: a dictionary lookup
+
     beam.metrics.Metrics.counter(namespace, "dead_letters").inc(n)
     beam.metrics.Metrics.counter(namespace, f"dead_letters.{reason}").inc(n)

@@ -4,11 +4,16 @@ A DoFn cannot read the watermark, but an event-time timer that has fired proves 
 passed its timestamp. Per (exchange, symbol) a timer walks the windows' expiries in order; once
 one fires, trades of that window or older are ``too_late``. Work is per batch, not per window:
 the expiry check is vectorized, and only the trades still in time are cut into window chunks.
+
+Each chunk gets a Beam timestamp inside its window (its earliest trade), so Beam's own
+windowing, watermarks, triggers and lateness then act on chunks exactly as they would on
+single trades.
 """
 from __future__ import annotations
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.coders import VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
@@ -16,10 +21,21 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.bar_spec import BarSpec
-from transforms.event_time import event_times, stamped_window_chunks
+from transforms.event_time import event_times
 from transforms.keys import ChunkByWindow
 from transforms.trade_batch import row_dead_letter, take_rows
+from transforms.trade_chunk import chunks_of
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
+
+
+def stamped_window_chunks(batch: pa.Table, starts: np.ndarray, pair: tuple[str, str]):
+    """Yield timestamped ((exchange, symbol, window_start_us), TradeChunk) pairs of one pair's batch.
+
+    A chunk's timestamp is its earliest trade's time, which its summary's first trade already holds.
+    """
+    for chunk in chunks_of(batch, starts, pair):
+        key = (chunk.exchange, chunk.symbol, chunk.window_start)
+        yield beam.window.TimestampedValue((key, chunk), Timestamp(micros=chunk.summary.first[0]))
 
 
 def too_late_dead_letters(batch, rows, watermark_floor_us: int, expiries: np.ndarray, times: np.ndarray):

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.arrow_arrays import one_array, one_value
+from transforms.event_time import micros_to_iso
 
 SIDE_NAMES = ("buy", "sell", "unknown")  # the valid taker sides; a side's code in a chunk is its index
 _HASH_SEED = 0x5EED
@@ -161,8 +162,6 @@ class TradeChunk:
 
     def trade_record(self, i: int) -> str:
         """The normalized trade as JSON: the payload of a dead letter raised after parsing."""
-        from transforms.event_time import micros_to_iso  # event_time imports this module
-
         record = {
             "exchange": self.exchange, "symbol": self.symbol, "base": self.base, "quote": self.quote,
             "trade_id": self.trade_id(i), "price": float(self.price[i]), "amount": float(self.amount[i]),

@@ -1,0 +1,37 @@
+"""What one backfill (or one chunk of it) reads, builds and writes, and on which runner.
+
+Beam-free: the command line builds and plans it, and hands it to chunk workers, without
+importing Beam (``beam_pipelines.backfill`` builds the pipeline from it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from io_connectors.files import InputFile
+from io_connectors.source_formats import SourceFormat
+from io_connectors.time_slice import WHOLE_FILE, TimeSlice
+from runners.profiles import RunnerProfile
+from transforms.bar_spec import BarSpec
+
+if TYPE_CHECKING:
+    from io_connectors.bigquery_sink import BigQueryTarget
+
+
+@dataclass(frozen=True)
+class BackfillConfig:
+    source: SourceFormat
+    files: list[InputFile]
+    spec: BarSpec
+    out: str
+    exchange: str | None = None
+    symbol: str | None = None
+    batch_rows: int = 250_000
+    chunk_id: str = "all"
+    runner: RunnerProfile = RunnerProfile("direct")
+    sinks: tuple = ("parquet",)  # Parquet is always written: manifests and validate read it
+    bigquery: BigQueryTarget | None = None
+    kafka_bootstrap: str | None = None
+    kafka_bars_topic: str = "bars"
+    time_slice: TimeSlice = WHOLE_FILE
+    chunk_rows: int | None = None  # the planner's row budget per chunk; recorded so reruns plan alike
