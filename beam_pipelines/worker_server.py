@@ -17,6 +17,7 @@ from multiprocessing import forkserver
 # What a chunk run imports, so that a worker's first chunk costs no more than its later ones.
 WORKER_MODULES = (
     "beam_pipelines.fork_server_lifetime",
+    "runners.worker_threads",  # before anything imports polars
     "beam_pipelines.chunked",
     "beam_pipelines.backfill",  # the pipeline a chunk builds; the command line never imports it
     "apache_beam.runners.portability.fn_api_runner",
