@@ -50,7 +50,7 @@ def read_clean_batch(raw: RawBatch, field_counts: set[int], header_names: list[l
     _, offset_buffer, data_buffer = lines.buffers()
     offsets = np.frombuffer(offset_buffer, np.int32)[lines.offset:lines.offset + len(lines) + 1]
     data = np.frombuffer(data_buffer, np.uint8)[offsets[0]:offsets[-1]]
-    if ((data - np.uint8(0x21)) > np.uint8(0x7E - 0x21)).any():  # a byte outside '!'..'~'
+    if len(data) and (data.min() < 0x21 or data.max() > 0x7E):  # a byte outside '!'..'~'
         return None
     dead, skip = [], 0
     first = lines[0].as_py().decode("ascii")
