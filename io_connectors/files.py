@@ -46,6 +46,8 @@ def is_remote(path: str) -> bool:
 
 
 def _match_local(pattern: str) -> list[InputFile]:
+    if pattern.endswith(("/", os.sep)):  # a directory: the files in it, as Beam's FileSystems lists them
+        pattern += "*"
     paths = glob.glob(pattern, recursive=True, include_hidden=True)
     return [InputFile(p, os.path.getsize(p)) for p in paths if os.path.isfile(p)]
 

@@ -120,6 +120,23 @@ def test_allowed_lateness_in_a_backfill_still_reconciles(tmp_path):
     assert all(b["is_final"] and b["pane_timing"] == "ON_TIME" for b in bars)
 
 
+def test_local_inputs_match_as_pythons_glob_does(tmp_path):
+    """Local patterns are matched without Beam (the command plans before Beam is imported)."""
+    from io_connectors.files import match_inputs
+
+    (tmp_path / "day" / "sub").mkdir(parents=True)
+    for name in ("day/a.csv", "day/.b.csv", "day/sub/c.csv", "day/sub/d.txt"):
+        (tmp_path / name).write_text("x")
+
+    def match(pattern):
+        return [Path(f.path).relative_to(tmp_path).as_posix() for f in match_inputs([f"{tmp_path}/{pattern}"])]
+    assert match("day/*.csv") == ["day/.b.csv", "day/a.csv"]  # hidden files too, as Beam's FileSystems
+    assert match("day/") == ["day/.b.csv", "day/a.csv"]  # a directory's files, not its subdirectories
+    assert match("**/*.csv") == ["day/.b.csv", "day/a.csv", "day/sub/c.csv"]
+    assert match("day/sub/c.csv") == ["day/sub/c.csv"]
+    assert [f.size for f in match_inputs([f"{tmp_path}/day/a.csv"])] == [1]
+
+
 def test_unreadable_files_are_dead_letters_and_directories_are_not_inputs(tmp_path):
     data = tmp_path / "in"
     (data / "a-directory.zip").mkdir(parents=True)
