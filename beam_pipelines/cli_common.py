@@ -8,6 +8,8 @@ import uuid
 
 from rich.table import Table
 
+from io_connectors.paths import is_remote
+
 EXIT_USER_ERROR = 2
 EXIT_UNRECONCILED = 1
 EXIT_PIPELINE_FAILED = 3
@@ -122,7 +124,7 @@ def bigquery_target_from_args(args):
 
 
 def check_writable(out: str) -> None:
-    if "://" in out:
+    if is_remote(out):
         return
     try:
         os.makedirs(out, exist_ok=True)

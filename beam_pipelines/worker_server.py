@@ -8,11 +8,12 @@ This module imports nothing heavy, so the command line can start the server firs
 from __future__ import annotations
 
 import ctypes
-import glob
 import multiprocessing
 import os
 import signal
 from multiprocessing import forkserver
+
+from io_connectors.paths import is_remote, local_files
 
 # What a chunk run imports, so that a worker's first chunk costs no more than its later ones.
 WORKER_MODULES = (
@@ -70,5 +71,5 @@ def start_early() -> None:
 
 def local_input_bytes(patterns: list[str]) -> int:
     """Bytes on disk of the local files the patterns match (remote patterns count as nothing)."""
-    paths = {p for pattern in patterns if "://" not in pattern for p in glob.glob(pattern)}
-    return sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
+    paths = {p for pattern in patterns if not is_remote(pattern) for p in local_files(pattern)}
+    return sum(os.path.getsize(p) for p in paths)

@@ -10,11 +10,13 @@ import json
 import os
 import uuid
 
+from io_connectors.paths import is_remote
+
 
 def write_atomically(data: bytes, final_path: str) -> None:
     directory, name = final_path.rsplit("/", 1)
     temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
-    if "://" in final_path:
+    if is_remote(final_path):
         _write_remote(data, directory, temporary, final_path)
         return
     os.makedirs(directory, exist_ok=True)  # chunk workers writing one partition may race to create it

@@ -1,13 +1,11 @@
 """Finding and opening input files: plain, gzip, or zip archives as exchanges distribute them.
 
 Paths go through Beam's FileSystems, so the same code reads local disks, gs:// and s3://. Local
-patterns are matched with Python's glob instead (``**`` as a path component spans directories),
-which needs no Beam: the command line matches inputs while it plans, and a local backfill's
-chunk workers should not wait for it to import Beam.
+patterns are matched without Beam (``io_connectors.paths``): the command line matches inputs while
+it plans, and a local backfill's chunk workers should not wait for it to import Beam.
 """
 from __future__ import annotations
 
-import glob
 import gzip
 import io
 import os
@@ -17,6 +15,8 @@ from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
+
+from io_connectors.paths import is_remote, local_files
 
 
 class InputError(ValueError):
@@ -41,15 +41,8 @@ def match_inputs(patterns: list[str]) -> list[InputFile]:
     return sorted(found.values(), key=lambda f: f.path)
 
 
-def is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def _match_local(pattern: str) -> list[InputFile]:
-    if pattern.endswith(("/", os.sep)):  # a directory: the files in it, as Beam's FileSystems lists them
-        pattern += "*"
-    paths = glob.glob(pattern, recursive=True, include_hidden=True)
-    return [InputFile(p, os.path.getsize(p)) for p in paths if os.path.isfile(p)]
+    return [InputFile(p, os.path.getsize(p)) for p in local_files(pattern)]
 
 
 def _match_remote(pattern: str) -> list[InputFile]:
