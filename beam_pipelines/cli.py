@@ -13,10 +13,7 @@ import sys
 import time
 import traceback
 from datetime import date
-
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from beam_pipelines.cli_common import (EXIT_PIPELINE_FAILED, EXIT_UNRECONCILED, EXIT_USER_ERROR, PipelineFailed,
                                       UserError, _Parser, add_bar_options, add_runner_options, add_sink_options, bar_spec_from_args,
@@ -24,6 +21,10 @@ from beam_pipelines.cli_common import (EXIT_PIPELINE_FAILED, EXIT_UNRECONCILED, 
                                       summary_table)
 from beam_pipelines.collect_command import add_collect_parser, run_collect
 from beam_pipelines.stream_command import add_stream_options, run_stream
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 # Trades per chunk on the in-process runner: it holds a chunk's window chunks in memory, so this
 # bounds a worker's memory (measured: about 0.6 GB for 5M trades of 3 symbols over a day), and
@@ -199,7 +200,6 @@ def _start_workers_early(args) -> None:
 
 
 def run_backfill(args, console: Console) -> int:
-    _start_workers_early(args)
     from beam_pipelines.accounting import Accounting
     from beam_pipelines.chunked import chunks_to_run, conflicting_settings, default_workers, run_chunks
     from beam_pipelines.chunks import ChunkError, parse_chunk_days, plan_chunks, split_large_chunks
@@ -283,6 +283,8 @@ def run_backfill(args, console: Console) -> int:
 
 
 def _progress(disabled: bool) -> Progress:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                     TextColumn("{task.fields[files]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                     console=Console(stderr=True), disable=disabled, transient=False)
@@ -293,6 +295,7 @@ def run_validate(out: str, console: Console) -> int:
     if not os.path.isdir(out):
         raise UserError(f"{out!r} is not a directory")
     report = validate(out)
+    from rich.table import Table
     table = Table(title=f"cryptobeam validate {out}")
     table.add_column("checked")
     table.add_column("count", justify="right")
@@ -336,6 +339,7 @@ def run_replay(args, console: Console) -> int:
         except RuntimeError as error:
             raise PipelineFailed(str(error)) from None
         progress.update(task, completed=trades.num_rows)
+    from rich.table import Table
     table = Table(title=f"cryptobeam replay → {args.kafka}/{args.topic}")
     table.add_column("records")
     table.add_column("count", justify="right")
@@ -398,6 +402,7 @@ def run_flink(args, console: Console) -> int:
 
 def list_sources(console: Console) -> int:
     from io_connectors.source_formats import SOURCES
+    from rich.table import Table
     table = Table(title="input formats (--source)")
     table.add_column("name")
     table.add_column("what")
@@ -408,9 +413,12 @@ def list_sources(console: Console) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    console = Console()
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "backfill":
+            _start_workers_early(args)  # before rich loads: each ms here delays the workers
+        from rich.console import Console
+        console = Console()
         if args.command == "backfill":
             return run_backfill(args, console)
         if args.command == "validate":

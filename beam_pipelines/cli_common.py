@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import uuid
-
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from io_connectors.paths import is_remote
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 EXIT_USER_ERROR = 2
 EXIT_UNRECONCILED = 1
@@ -138,6 +140,7 @@ def check_writable(out: str) -> None:
 
 def summary_table(accounting, elapsed: float, out: str, chunks: int = 1, run: int = 1, skipped: int = 0,
                   command: str = "backfill") -> Table:
+    from rich.table import Table
     table = Table(title=f"cryptobeam {command} → {out}", show_header=True, header_style="bold")
     table.add_column("records", justify="left")
     table.add_column("count", justify="right")

@@ -11,7 +11,6 @@ Also runnable alone: ``python -m beam_pipelines.collect_command collect ...``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
 import sys
@@ -105,6 +104,7 @@ def _log_to_stderr() -> None:
 
 async def _until_stopped(collector):
     """Run the collector; SIGINT and SIGTERM ask it to stop cleanly (and flush) instead of dying."""
+    import asyncio
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, collector.stop, f"received {sig.name}")
@@ -128,6 +128,8 @@ def _summary(collector, args, elapsed: float):
 
 
 def run_collect(args) -> int:
+    import asyncio
+
     from rich.console import Console
 
     from io_connectors.collectors.collector import Collector

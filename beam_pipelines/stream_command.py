@@ -13,13 +13,15 @@ import threading
 import time
 import traceback
 from datetime import datetime, timezone
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from beam_pipelines.cli_common import (EXIT_UNRECONCILED, PipelineFailed, UserError, add_bar_options, add_runner_options, add_sink_options,
                                       bar_spec_from_args, bigquery_target_from_args, check_writable,
                                       parse_duration_seconds, runner_profile_from_args, summary_table)
 from runners.gc_tuning import collect_rarely
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def add_stream_options(stream) -> None:
