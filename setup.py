@@ -35,6 +35,10 @@ setup(
             "hypothesis>=6.100,<7",
             "duckdb>=1.1,<3",
         ],
+        "profile": [  # what the README's profiling commands use
+            "py-spy>=0.4,<1",
+            "pyinstrument>=5,<6",
+        ],
     },
     entry_points={"console_scripts": ["cryptobeam=beam_pipelines.cli:entry_point"]},
 )
