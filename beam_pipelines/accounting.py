@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
-
 @dataclass
 class Accounting:
     records_in: int = 0

@@ -7,7 +7,6 @@ import numpy as np
 import pyarrow as pa
 
 
-
 @dataclass
 class RawBatch:
     source: str
@@ -51,4 +50,3 @@ class RawBatch:
         """About its encoded size (``transforms.sized_coders``)."""
         parts = (self.lines, self.line_numbers, self.table, self.row_numbers)
         return sum(part.nbytes for part in parts if part is not None)
-

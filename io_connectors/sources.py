@@ -135,4 +135,3 @@ class ReadTradeFiles(beam.PTransform):
                 | "ListFiles" >> beam.Create(self._files)
                 | "ReadFiles" >> beam.ParDo(_ReadFile(self._source, self._batch_rows, self._time_slice))
                 .with_output_types(RawBatchCoder.value_type).with_outputs(DEAD_LETTER_TAG, main="raw"))
-

@@ -38,4 +38,3 @@ def event_times(batch: pa.Table) -> np.ndarray:
 
 def window_starts(batch: pa.Table, interval: Interval) -> np.ndarray:
     return interval.window_start_micros(event_times(batch))
-
