@@ -153,6 +153,8 @@ def encode(record: dict, schema) -> bytes:
 def decode(message: bytes, reader_schema, store: SchemaStore, timestamps_as_micros: bool = False) -> dict:
     """Decode a message written with any schema in ``store`` into ``reader_schema`` (a shipped
     schema's name, or a parsed schema); ``timestamps_as_micros`` gives timestamps as integers."""
+    if message is None:  # a Kafka tombstone: a key with no value
+        raise WireFormatError("not_single_object_encoded", "the message has no value (a Kafka tombstone)")
     if len(message) < HEADER_SIZE or message[:2] != MAGIC:
         raise WireFormatError("not_single_object_encoded", "the message does not start with the Avro single-object header")
     key = message[2:HEADER_SIZE]
