@@ -6,22 +6,53 @@ bar, the newest file winning: files are named ``part-<run>-…`` and a later run
 """
 from __future__ import annotations
 
+import json
 import os
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from io_connectors.parquet_sink import PARTITION_METADATA_KEY
+
 BAR_KEY = ("exchange", "symbol", "interval", "window_start", "is_filled")
 
 
-def read_bars(out: str) -> pa.Table:
-    """Every bar row under ``out/bars`` with its partition columns and a ``file`` column."""
-    dataset = ds.dataset(os.path.join(out, "bars"), format="parquet", partitioning="hive")
+def read_bars(out: str, unreadable: list[tuple[str, str]] | None = None) -> pa.Table:
+    """Every bar row under ``out/bars`` with its partition columns and a ``file`` column.
+
+    With ``unreadable`` (a list), files that are not readable Parquet (empty, cut short, garbage)
+    are skipped and listed there as (path, why); without it they raise."""
+    root = os.path.join(out, "bars")
+    dataset = ds.dataset(root, format="parquet", partitioning="hive", exclude_invalid_files=unreadable is not None)
+    if unreadable is not None:
+        valid = set(dataset.files)
+        unreadable += [(path, "not a readable Parquet file") for path in _data_files(root) if path not in valid]
     tables = []
     for fragment in dataset.get_fragments():
-        table = fragment.to_table(schema=dataset.schema)
+        try:
+            table = _with_whole_partition_values(fragment, fragment.to_table(schema=dataset.schema))
+        except (pa.ArrowException, OSError) as error:
+            if unreadable is None:
+                raise
+            unreadable.append((fragment.path, f"{type(error).__name__}: {error}"))
+            continue
         tables.append(table.append_column("file", pa.array([os.path.basename(fragment.path)] * table.num_rows, pa.string())))
     return pa.concat_tables(tables) if tables else dataset.schema.empty_table().append_column("file", pa.array([], pa.string()))
+
+
+def _data_files(root: str) -> list[str]:
+    """The files a dataset of ``root`` reads: hidden and ``_`` names are not data."""
+    return sorted(os.path.join(directory, name) for directory, _subdirectories, names in os.walk(root)
+                  for name in names if not name.startswith((".", "_")))
+
+
+def _with_whole_partition_values(fragment, table: pa.Table) -> pa.Table:
+    """A file whose path holds a cut partition value keeps the whole value in its metadata."""
+    kept = (fragment.physical_schema.metadata or {}).get(PARTITION_METADATA_KEY)
+    for name, value in (json.loads(kept) if kept else {}).items():
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, pa.array([value] * table.num_rows, table.schema.field(index).type))
+    return table
 
 
 def final_bars(out: str) -> list[dict]:

@@ -8,13 +8,17 @@ often, and each pane becomes its own file
 so downstream of a writer the watermark says what is on disk.
 
 Partition values are percent-encoded, so no symbol from the input can become a path outside
-the output directory. Read a whole output with hive partitioning, e.g.
+the output directory. A value too long for one path segment (file systems allow 255 bytes) is cut
+and ends in ``~`` and a hash of the whole value, which such a file keeps in its Parquet metadata
+(``cryptobeam.partition``); ``io_connectors.bar_reader`` restores it. Read a whole output with hive partitioning, e.g.
 ``pyarrow.parquet.read_table("out/bars")`` or duckdb's ``read_parquet('out/bars/**/*.parquet', hive_partitioning=true)``.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import json
 import re
 from typing import NamedTuple
 from urllib.parse import quote
@@ -38,9 +42,44 @@ MICROS_PER_DAY = 86_400_000_000
 BAR_PARTITION_COLUMNS = ("exchange", "symbol")
 
 
+MAX_SEGMENT_BYTES = 255
+"""The longest file or directory name Linux, macOS and Windows file systems accept."""
+PARTITION_METADATA_KEY = b"cryptobeam.partition"
+_HASH_CHARS = 16
+
+
 def partition_segment(name: str, value) -> str:
-    """``name=value`` with the value percent-encoded: never a separator, never ``..``."""
-    return f"{name}={quote(str(value), safe='')}"
+    """``name=value`` with the value percent-encoded: never a separator, never ``..``. A value
+    whose segment would be over ``MAX_SEGMENT_BYTES`` keeps as much of its start as fits, then
+    ``~`` and the first hex digits of its SHA-256; ``~`` is encoded in every other value, so a
+    cut value never equals a whole one."""
+    text = str(value)
+    if not _cut(name, text):
+        return f"{name}={_encoded(text)}"
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    budget = MAX_SEGMENT_BYTES - len(name) - 2 - _HASH_CHARS
+    kept = []
+    for character in text:
+        encoded = _encoded(character)
+        if len(encoded) > budget:
+            break
+        kept.append(encoded)
+        budget -= len(encoded)
+    return f"{name}={''.join(kept)}~{digest}"
+
+
+def _encoded(text: str) -> str:
+    return quote(text, safe="", errors="surrogatepass").replace("~", "%7E")
+
+
+def _cut(name: str, text: str) -> bool:
+    return len(name) + 1 + len(_encoded(text)) > MAX_SEGMENT_BYTES
+
+
+def partition_values_metadata(values: dict[str, str]) -> dict[bytes, bytes] | None:
+    """The file metadata that keeps partition values whose path segment had to be cut; None when none was."""
+    cut = {name: str(value) for name, value in values.items() if _cut(name, str(value))}
+    return {PARTITION_METADATA_KEY: json.dumps(cut, ensure_ascii=False).encode()} if cut else None
 
 
 def bar_partition(bar: dict) -> tuple[str, str, str]:
@@ -53,15 +92,20 @@ def _day_of(day_number: int) -> str:
     return micros_to_datetime(day_number * MICROS_PER_DAY).date().isoformat()
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table, metadata: dict[bytes, bytes] | None = None) -> bytes:
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     return buffer.getvalue()
 
 
 def bars_parquet_bytes(bars: list[dict]) -> bytes:
-    """A bar partition file: the bar schema without the partition columns the path holds."""
-    return parquet_bytes(pa.Table.from_pylist(bars, schema=arrow_schema("bar")).drop_columns(list(BAR_PARTITION_COLUMNS)))
+    """A bar partition file: the bar schema without the partition columns the path holds (their
+    whole values in the file's metadata, where the path could hold only part of one)."""
+    table = pa.Table.from_pylist(bars, schema=arrow_schema("bar")).drop_columns(list(BAR_PARTITION_COLUMNS))
+    metadata = partition_values_metadata({name: bars[0][name] for name in BAR_PARTITION_COLUMNS}) if bars else None
+    return parquet_bytes(table, metadata)
 
 
 def _avro_bytes(bars: list[dict]) -> bytes:
