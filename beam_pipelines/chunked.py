@@ -14,8 +14,9 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from beam_pipelines.accounting import Accounting, counters_of
 from beam_pipelines.backfill_config import BackfillConfig
 from beam_pipelines.chunks import Chunk
-from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, remove_stale_outputs,
-                                     remove_temporary_files)
+from beam_pipelines.cli_common import PipelineLog
+from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, input_path,
+                                     remove_stale_outputs, remove_temporary_files)
 from beam_pipelines.worker_server import die_with_parent, worker_context
 from runners.gc_tuning import collect_rarely, collecting_rarely
 from runners.malloc_tuning import reuse_freed_memory
@@ -56,7 +57,7 @@ def run_chunk(config: BackfillConfig, chunk: Chunk, inputs: list[FileRecord] | N
     # Files are overwritten in place (each atomically), so readers never miss this chunk's
     # bars; files of an earlier attempt that this one did not rewrite are stale and go now.
     remove_stale_outputs(config.out, chunk.chunk_id, not_before=manifest.started_at)
-    manifest.outputs = [FileRecord.of(p) for p in chunk_output_files(config.out, chunk.chunk_id)]
+    manifest.outputs = [FileRecord.of(p, config.out) for p in chunk_output_files(config.out, chunk.chunk_id)]
     manifest.status = "unreconciled" if accounting.problems() else "complete"
     manifest.finished_at = time.time()
     manifest.seconds = round(manifest.finished_at - manifest.started_at, 3)
@@ -74,8 +75,9 @@ def chunks_to_run(config: BackfillConfig, chunks: list[Chunk]) -> tuple[list[Chu
     todo, done = [], []
     for chunk in chunks:
         manifest = existing.get(chunk.chunk_id)
-        same_inputs = manifest is not None and sorted(r.path for r in manifest.inputs) == sorted(f.path for f in chunk.files)
-        if same_inputs and manifest.settings == run_settings(config) and not manifest.problems():
+        same_inputs = manifest is not None and sorted(r.path for r in manifest.inputs) == sorted(
+            input_path(f.path) for f in chunk.files)
+        if same_inputs and manifest.settings == run_settings(config) and not manifest.problems(config.out):
             done.append(chunk)
         else:
             todo.append(chunk)
@@ -84,19 +86,23 @@ def chunks_to_run(config: BackfillConfig, chunks: list[Chunk]) -> tuple[list[Chu
 
 def conflicting_settings(config: BackfillConfig, chunks: list[Chunk]) -> list[str]:
     """Chunks on disk that this run would not replace yet that would sit beside its output: built
-    with other settings, or cut differently from the same inputs (their bars would be doubled)."""
+    with other settings, cut differently from the same inputs (their bars would be doubled), or
+    whose damaged manifest no longer says which."""
     ours = run_settings(config)
     planned = {c.chunk_id for c in chunks}
-    inputs = {f.path for c in chunks for f in c.files}
-    return sorted({m.chunk_id for m in ChunkManifest.all_in(config.out)
-                   if m.settings != ours or (m.chunk_id not in planned and inputs & {r.path for r in m.inputs})})
+    inputs = {input_path(f.path) for c in chunks for f in c.files}
+    manifests, damaged = ChunkManifest.scan(config.out)
+    return sorted({m.chunk_id for m in manifests
+                   if m.settings != ours or (m.chunk_id not in planned and inputs & {r.path for r in m.inputs})}
+                  | {chunk_id for chunk_id in damaged if chunk_id not in planned})
 
 
 def _start_worker(command_pid: int) -> None:
     """Linux: a worker gets SIGKILL when the fork server it came from dies, which the server does
-    when the command (``command_pid``) dies; it reuses freed memory and runs the cyclic garbage
-    collector rarely."""
+    when the command (``command_pid``) dies; it keeps Beam's failure logs off the terminal (the
+    command reports a failure itself), reuses freed memory and runs the cyclic garbage collector rarely."""
     die_with_parent(grandparent=command_pid)
+    PipelineLog.install()
     reuse_freed_memory()
     collect_rarely()
 

@@ -8,18 +8,17 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
-import shutil
 import sys
 import time
-import traceback
 from datetime import date
 from typing import TYPE_CHECKING
 
 from beam_pipelines.cli_common import (EXIT_PIPELINE_FAILED, EXIT_UNRECONCILED, EXIT_USER_ERROR, PipelineFailed,
-                                      UserError, _Parser, add_bar_options, add_runner_options, add_sink_options, bar_spec_from_args,
-                                      bigquery_target_from_args, check_writable, parse_duration_seconds, runner_profile_from_args,
-                                      summary_table)
+                                      PipelineLog, UserError, _Parser, add_bar_options, add_runner_options, add_sink_options,
+                                      bar_spec_from_args, bigquery_target_from_args, check_name_option, check_writable,
+                                      parse_duration_seconds, runner_profile_from_args, summary_table, write_error_log)
 from beam_pipelines.collect_command import add_collect_parser, run_collect
+from beam_pipelines.manifest import SEAM_FILE
 from beam_pipelines.stream_command import add_stream_options, run_stream
 
 if TYPE_CHECKING:
@@ -50,6 +49,8 @@ def input_files_and_source(args):
 
     if args.source not in SOURCES:
         raise UserError(f"unknown source {args.source!r}; choose one of: {', '.join(SOURCES)}")
+    check_name_option("--symbol", args.symbol)
+    check_name_option("--exchange", args.exchange)
     try:
         return match_inputs(args.input), SOURCES[args.source]
     except InputError as error:
@@ -117,16 +118,20 @@ def add_backfill_options(backfill: argparse.ArgumentParser) -> None:
     backfill.add_argument("--kafka-bars-topic", default="bars", help="topic for --sink kafka (default: bars)")
 
 
-RUN_OUTPUTS = ("bars", "bars_avro", "dead_letter", "_manifests", "_SUMMARY.json", "_ERROR.log")
+RUN_FILES = ("_SUMMARY.json", "_ERROR.log", f"bars/**/{SEAM_FILE}")
+"""What a backfill writes in ``--out`` besides its chunks' files (which its manifests record)."""
 
 
-def _clear_run(out: str) -> None:
-    for name in RUN_OUTPUTS:
-        path = os.path.join(out, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+def _check_inputs_outside(files, out: str) -> None:
+    """An input inside the output directory would be read as input and could be replaced as output."""
+    from io_connectors.paths import is_remote
+    if is_remote(out):
+        return
+    root = os.path.realpath(out)
+    for input_file in files:
+        if not is_remote(input_file.path) and os.path.commonpath([root, os.path.realpath(input_file.path)]) == root:
+            raise UserError(f"input {input_file.path!r} is inside the output directory {out!r}; "
+                            "choose an --out that holds no inputs")
 
 
 def _date_option(text: str | None, flag: str):
@@ -151,6 +156,7 @@ def _backfill_config(args):
         raise UserError("--early needs a streaming run (cryptobeam stream); a backfill's input is complete, so "
                         "each bar gets its final pane at once")
     check_writable(args.out)
+    _check_inputs_outside(files, args.out)
     runner = runner_profile_from_args(args, streaming=False, dry_run=_planning(args))
     chunk_rows = getattr(args, "chunk_rows", None)
     if chunk_rows is None:
@@ -203,26 +209,29 @@ def run_backfill(args, console: Console) -> int:
     from beam_pipelines.accounting import Accounting
     from beam_pipelines.chunked import chunks_to_run, conflicting_settings, default_workers, run_chunks
     from beam_pipelines.chunks import ChunkError, parse_chunk_days, plan_chunks, split_large_chunks
-    from beam_pipelines.manifest import ChunkManifest
+    from beam_pipelines.manifest import ChunkManifest, remove_previous_run
     from io_connectors.atomic_files import write_json_atomically
+    from io_connectors.output_lock import OutputLocked, lock_output_directory
     from io_connectors.progress import set_progress_listener
 
     config = _backfill_config(args)
+    workers = _workers(args.workers, default_workers(), console)
+    try:
+        lock_output_directory(config.out)
+    except OutputLocked as error:
+        raise UserError(str(error)) from None
     try:
         chunks = plan_chunks(config.files, parse_chunk_days(args.chunk) if args.chunk else None,
                              _date_option(args.date_from, "--from"), _date_option(args.date_to, "--to"))
     except ChunkError as error:
         raise UserError(str(error)) from None
     chunks = split_large_chunks(chunks, config.source.layout, config.spec.interval, config.chunk_rows)
-    workers = args.workers or default_workers()
-    if workers < 1:
-        raise UserError("--workers must be at least 1")
     conflicts = conflicting_settings(config, chunks)
     if conflicts and not args.overwrite:
         raise UserError(f"{config.out!r} holds chunks built with other settings or cut differently ({conflicts[0]} ...); "
                         "pass --overwrite to replace that run")
     if args.overwrite:
-        _clear_run(config.out)
+        remove_previous_run(config.out, RUN_FILES)
     todo, done = chunks_to_run(config, chunks)
     started = time.monotonic()
     by_chunk = {c.chunk_id: c for c in chunks}
@@ -249,14 +258,13 @@ def run_backfill(args, console: Console) -> int:
             rate = records_done["n"] / max(time.monotonic() - started, 1e-9)
             progress.update(task, advance=1 if len(chunks) > 1 else 0,
                             files=f"last {manifest.chunk_id}, {records_done['n']:,} records, {rate:,.0f} records/s")
+        pipeline_log = PipelineLog.install()
         try:
             run_chunks(config, todo, workers, on_chunk)
         except Exception as error:  # a pipeline failure: one line here, the whole story in a log
-            log = f"{config.out}/_ERROR.log"
-            with open(log, "w") as handle:
-                traceback.print_exc(file=handle)
+            where = write_error_log(config.out, pipeline_log)
             message = str(error).splitlines()[0] if str(error) else ""
-            raise PipelineFailed(f"the pipeline failed: {type(error).__name__}: {message} (full traceback in {log})") from None
+            raise PipelineFailed(f"the pipeline failed: {type(error).__name__}: {message} ({where})") from None
         finally:
             set_progress_listener(None)
     seam_fills = 0
@@ -264,11 +272,14 @@ def run_backfill(args, console: Console) -> int:
         from beam_pipelines.seams import fill_seams  # writes bars, so imports Beam's sinks: only when needed
         seam_fills = fill_seams(config.out, config.spec)
     elapsed = time.monotonic() - started
+    stale_error_log = os.path.join(config.out, "_ERROR.log")
+    if os.path.exists(stale_error_log):  # an earlier attempt's failure, which this run has resumed past
+        os.remove(stale_error_log)
     manifests = [m for m in ChunkManifest.all_in(config.out) if m.chunk_id in by_chunk]
     accounting = Accounting.total([Accounting.from_counters(m.counts) for m in manifests])
     accounting.filled_bars_written += seam_fills
     accounting.bar_rows_written += seam_fills
-    problems = [p for m in manifests for p in m.problems(check_inputs=False)]
+    problems = [p for m in manifests for p in m.problems(config.out, check_inputs=False)]
     problems += [f"chunk {m.chunk_id}: {p}" for m in manifests for p in Accounting.from_counters(m.counts).problems()]
     problems += accounting.problems()
     summary = {"command": "backfill", "source": config.source.name, "interval": config.spec.interval.text,
@@ -280,6 +291,19 @@ def run_backfill(args, console: Console) -> int:
     for problem in problems:
         console.print(f"[red]accounting does not reconcile: {problem}[/red]")
     return EXIT_UNRECONCILED if problems else 0
+
+
+def _workers(requested: int | None, default: int, console: Console) -> int:
+    """``--workers``: at least 1; more than the cores would only share them, so it is capped."""
+    if requested is None:
+        return default
+    if requested < 1:
+        raise UserError("--workers must be at least 1")
+    cores = os.cpu_count() or 1
+    if requested > cores:
+        console.print(f"note: --workers {requested} is more than the {cores} cores; running {cores}")
+        return cores
+    return requested
 
 
 def _progress(disabled: bool) -> Progress:
@@ -445,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cryptobeam: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # the disk filled up, a directory vanished: outside the pipeline's steps
+        where = f": {error.filename}" if error.filename else ""
+        print(f"cryptobeam: error: {error.strerror or error}{where}", file=sys.stderr)
+        return EXIT_PIPELINE_FAILED
 
 
 def entry_point() -> None:

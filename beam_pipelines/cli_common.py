@@ -3,7 +3,11 @@ and the end-of-run summary table."""
 from __future__ import annotations
 
 import argparse
+import collections
+import errno
+import logging
 import os
+import sys
 import uuid
 from typing import TYPE_CHECKING
 
@@ -125,6 +129,56 @@ def bigquery_target_from_args(args):
         raise UserError(str(error)) from None
 
 
+MAX_NAME_CHARACTERS = 100
+"""``--symbol`` and ``--exchange`` values longer than this are surely typing mistakes."""
+
+
+def check_name_option(flag: str, value: str | None) -> None:
+    if value is not None and not 0 < len(value) <= MAX_NAME_CHARACTERS:
+        raise UserError(f"{flag} must be 1 to {MAX_NAME_CHARACTERS} characters, not {len(value):,}")
+
+
+class PipelineLog(logging.Handler):
+    """Beam's runners log a failing step's traceback at ERROR before raising it. The command
+    reports a failure in one line and keeps the traceback in ``_ERROR.log``, so those records are
+    kept here (for that log) instead of reaching the terminal; warnings still reach stderr."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: collections.deque[str] = collections.deque(maxlen=200)
+        self.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self.lines.append(text)
+        else:
+            print(text, file=sys.stderr)
+
+    @classmethod
+    def install(cls) -> "PipelineLog":
+        handler = cls()
+        runners = logging.getLogger("apache_beam.runners")
+        runners.addHandler(handler)
+        runners.propagate = False
+        return handler
+
+
+def write_error_log(out: str, pipeline_log: PipelineLog | None = None) -> str:
+    """The current exception's traceback (after what the runners logged) in ``out/_ERROR.log``;
+    returns where it went, or why it could not be written (a full disk must not hide the error)."""
+    import traceback
+    path = os.path.join(out, "_ERROR.log")
+    try:
+        with open(path, "w") as handle:
+            for line in (pipeline_log.lines if pipeline_log else ()):
+                print(line, file=handle)
+            traceback.print_exc(file=handle)
+        return f"full traceback in {path}"
+    except OSError as error:
+        return f"no traceback kept: {path} could not be written: {error.strerror or error}"
+
+
 def check_writable(out: str) -> None:
     if is_remote(out):
         return
@@ -135,6 +189,8 @@ def check_writable(out: str) -> None:
             handle.write("ok")
         os.remove(probe)
     except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise  # the machine's fault, not the user's: the command reports it as a failure
         raise UserError(f"output directory {out!r} is not writable: {error.strerror or error}") from None
 
 

@@ -14,12 +14,12 @@ from collections import defaultdict
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from beam_pipelines.manifest import SEAM_FILE
 from io_connectors.atomic_files import write_atomically
 from io_connectors.parquet_sink import bar_partition, bars_parquet_bytes, partition_segment
 from transforms.bar_spec import BarSpec
 from transforms.gap_fill import filled_bar, gaps_between
 
-SEAM_FILE = "part-seams.parquet"
 
 
 def fill_seams(out: str, spec: BarSpec) -> int:

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_pipelines.accounting import Accounting
-from beam_pipelines.manifest import ChunkManifest
+from beam_pipelines.manifest import SEAM_FILE, ChunkManifest
 from io_connectors.bar_reader import read_bars
 from io_connectors.parquet_sink import run_of
 from transforms.interval import parse_interval
@@ -34,20 +34,29 @@ class Report:
         self.violations.append(message)
 
 
-def _bars(out: str) -> pa.Table | None:
+def _bars(out: str, report: Report) -> pa.Table | None:
     if not os.path.isdir(os.path.join(out, "bars")):
         return None
-    return read_bars(out)
+    unreadable: list[tuple[str, str]] = []
+    table = read_bars(out, unreadable)
+    for path, why in unreadable:
+        report.violation(f"{os.path.relpath(path, out)} cannot be read: {why}")
+    return table
 
 
-def accounting_on_disk(manifest: ChunkManifest) -> tuple[int, int, int]:
-    """(trades in final bars, duplicates absorbed, dead letters) counted from the chunk's files."""
+def accounting_on_disk(manifest: ChunkManifest, out: str) -> tuple[int, int, int]:
+    """(trades in final bars, duplicates absorbed, dead letters) counted from the chunk's files;
+    a file that cannot be read counts nothing (``manifest.problems`` or ``_bars`` reports it)."""
     trades = duplicates = dead = 0
     for record in manifest.outputs:
-        if not os.path.exists(record.path) or not record.path.endswith(".parquet"):
+        path = record.location(out)
+        if not os.path.exists(path) or not path.endswith(".parquet"):
             continue  # other sinks (Avro) repeat the Parquet bars; the Parquet files are the record
-        table = pq.read_table(record.path)
-        if f"{os.sep}dead_letter{os.sep}" in record.path:
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError):
+            continue
+        if record.path.startswith(f"dead_letter{os.sep}") or f"{os.sep}dead_letter{os.sep}" in record.path:
             dead += table.num_rows - pc.sum(pc.equal(table.column("stage"), "sink")).as_py()
             continue
         final = pc.and_(table.column("is_final"), pc.invert(table.column("is_filled")))
@@ -57,14 +66,16 @@ def accounting_on_disk(manifest: ChunkManifest) -> tuple[int, int, int]:
 
 
 def check_manifests(out: str, report: Report) -> list[ChunkManifest]:
-    manifests = ChunkManifest.all_in(out)
-    report.checked["chunks"] = len(manifests)
+    manifests, damaged = ChunkManifest.scan(out)
+    report.checked["chunks"] = len(manifests) + len(damaged)
+    for chunk_id, why in damaged.items():
+        report.violation(f"chunk {chunk_id}: its manifest is damaged ({why}); run the backfill again to redo it")
     for manifest in manifests:
-        for problem in manifest.problems(check_inputs=False):
+        for problem in manifest.problems(out, check_inputs=False):
             report.violation(problem)
         for problem in Accounting.from_counters(manifest.counts).problems():
             report.violation(f"chunk {manifest.chunk_id}: {problem}")
-        trades, duplicates, dead = accounting_on_disk(manifest)
+        trades, duplicates, dead = accounting_on_disk(manifest, out)
         records = manifest.counts.get("records_in", 0)
         if records != trades + duplicates + dead:
             report.violation(f"chunk {manifest.chunk_id}: records read ({records}) != trades in final bars on disk "
@@ -73,7 +84,21 @@ def check_manifests(out: str, report: Report) -> list[ChunkManifest]:
     for problem in total.problems():
         report.violation(f"all chunks: {problem}")
     report.checked["records_in"] = total.records_in
+    check_every_file_is_recorded(out, manifests, report)
     return manifests
+
+
+def check_every_file_is_recorded(out: str, manifests: list[ChunkManifest], report: Report) -> None:
+    """A backfill's file (named after its chunk, not a stream's pane file) that no manifest records
+    holds records no accounting covers: its manifest was lost."""
+    recorded = {os.path.normpath(r.location(out)) for m in manifests for r in m.outputs}
+    for top in ("bars", "dead_letter"):
+        for directory, _subdirectories, names in os.walk(os.path.join(out, top)):
+            for name in names:
+                path = os.path.normpath(os.path.join(directory, name))
+                if name.startswith("part-") and not run_of(name) and name != SEAM_FILE and path not in recorded:
+                    report.violation(f"{os.path.relpath(path, out)} is recorded by no manifest, so its records "
+                                     "are not accounted for")
 
 
 def check_bars(table: pa.Table, report: Report, fill_gaps: bool | None) -> None:
@@ -135,7 +160,7 @@ def validate(out: str) -> Report:
     report = Report()
     manifests = check_manifests(out, report)
     fill_gaps = any(m.settings.get("fill_gaps") for m in manifests) if manifests else None
-    table = _bars(out)
+    table = _bars(out, report)
     if table is None:
         report.violation(f"no bars under {out}/bars")
     else:

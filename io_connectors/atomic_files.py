@@ -13,7 +13,9 @@ import uuid
 from io_connectors.paths import is_remote
 
 
-def write_atomically(data: bytes, final_path: str) -> None:
+def write_atomically(data: bytes, final_path: str, durable: bool = False) -> None:
+    """``durable``: the data and the rename reach the disk before this returns (fsync of the file,
+    then of its directory), so a power cut leaves the old file or the new one, never an empty one."""
     directory, name = final_path.rsplit("/", 1)
     temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
     if is_remote(final_path):
@@ -22,7 +24,20 @@ def write_atomically(data: bytes, final_path: str) -> None:
     os.makedirs(directory, exist_ok=True)  # chunk workers writing one partition may race to create it
     with open(temporary, "wb") as handle:
         handle.write(data)
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(temporary, final_path)
+    if durable:
+        _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _write_remote(data: bytes, directory: str, temporary: str, final_path: str) -> None:
@@ -38,5 +53,5 @@ def _write_remote(data: bytes, directory: str, temporary: str, final_path: str) 
     FileSystems.rename([temporary], [final_path])
 
 
-def write_json_atomically(document: dict, final_path: str) -> None:
-    write_atomically(json.dumps(document, indent=2, sort_keys=True, default=str).encode(), final_path)
+def write_json_atomically(document: dict, final_path: str, durable: bool = False) -> None:
+    write_atomically(json.dumps(document, indent=2, sort_keys=True, default=str).encode(), final_path, durable)
