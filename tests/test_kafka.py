@@ -55,6 +55,29 @@ def test_kafka_up_status_down(tmp_path):
     assert subprocess.run([CLI, "kafka", "status", "--dir", work], capture_output=True).returncode == 1
 
 
+def test_kafka_up_restarts_a_stopped_broker_with_its_data(tmp_path):
+    from confluent_kafka import Producer
+    from runners.local_kafka import create_topics
+    work = str(tmp_path / "kafka")
+    kafka = lambda action: subprocess.run([CLI, "kafka", action, "--dir", work], capture_output=True, text=True, timeout=180)
+    first = kafka("up")
+    assert first.returncode == 0, first.stdout + first.stderr
+    bootstrap = (tmp_path / "kafka" / "bootstrap").read_text()
+    try:
+        create_topics(bootstrap, {"kept": 1})
+        producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0})
+        producer.produce("kept", b"still here")
+        assert producer.flush(30) == 0
+        assert kafka("down").returncode == 0
+        again = kafka("up")
+        assert again.returncode == 0 and f"bootstrap {bootstrap}" in again.stdout, again.stdout + again.stderr
+        twice = kafka("up")
+        assert twice.returncode == 2 and "already running" in twice.stderr and "Traceback" not in twice.stderr
+        assert [m.value() for m in read_topic(bootstrap, "kept", 1, timeout_s=30)] == [b"still here"]
+    finally:
+        kafka("down")
+
+
 def test_kafka_sink_needs_a_broker_address(tmp_path):
     result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
                              "--sink", "kafka", "--out", str(tmp_path / "out")], capture_output=True, text=True)

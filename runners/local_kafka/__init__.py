@@ -68,6 +68,34 @@ def _java(work: Path, main_class: str, *args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen(command, **popen)
 
 
+def _format_storage(work: Path, config: Path) -> None:
+    formatting = _java(work, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output, _ = formatting.communicate(timeout=120)
+    if formatting.returncode != 0:
+        raise KafkaError(f"formatting Kafka storage failed: {output.decode(errors='replace')[-500:]}")
+
+
+def _configured_port(config: Path, listener: str) -> int:
+    """The port a broker's ``server.properties`` gives ``listener`` (PLAINTEXT or CONTROLLER)."""
+    for line in config.read_text().splitlines():
+        if line.startswith("listeners="):
+            for address in line.split("=", 1)[1].split(","):
+                if address.startswith(f"{listener}://"):
+                    return int(address.rsplit(":", 1)[1])
+    raise KafkaError(f"{config} names no {listener} listener")
+
+
+def _is_running(work: Path) -> bool:
+    """A broker started in ``work`` whose process still exists."""
+    try:
+        pid = int((work / "kafka.pid").read_text())
+        os.killpg(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 class LocalKafka:
     """Start with ``LocalKafka.start(work_dir)``; ``bootstrap`` is ``127.0.0.1:<port>``."""
 
@@ -80,17 +108,20 @@ class LocalKafka:
 
     @classmethod
     def start(cls, work: Path, port: int | None = None, timeout: float = 90) -> "LocalKafka":
+        """A new broker in ``work``; if a broker was started there before and has stopped, that
+        broker again, with its data and, unless ``port`` says otherwise, its ports."""
         work = Path(work).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        port, controller_port = port or free_port(), free_port()
         config = work / "server.properties"
-        config.write_text(_server_properties(work, port, controller_port))
-        cluster_id = _cluster_id()
-        formatting = _java(work, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        output, _ = formatting.communicate(timeout=120)
-        if formatting.returncode != 0:
-            raise KafkaError(f"formatting Kafka storage failed: {output.decode(errors='replace')[-500:]}")
+        if _is_running(work):
+            raise KafkaError(f"a Kafka broker is already running in {work}")
+        if (work / "data" / "meta.properties").exists() and config.exists():
+            port, controller_port = port or _configured_port(config, "PLAINTEXT"), _configured_port(config, "CONTROLLER")
+            config.write_text(_server_properties(work, port, controller_port))
+        else:
+            port, controller_port = port or free_port(), free_port()
+            config.write_text(_server_properties(work, port, controller_port))
+            _format_storage(work, config)
         with open(work / "stdout.log", "ab") as out:
             process = _java(work, "kafka.Kafka", str(config), stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)
