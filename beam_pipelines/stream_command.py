@@ -39,7 +39,8 @@ def add_stream_options(stream) -> None:
     stream.add_argument("--idle-after", default="5s",
                         help="a caught-up partition silent this long stops holding the watermark back (default 5s)")
     stream.add_argument("--stop-when-idle", default=None,
-                        help="drain and stop once every partition is caught up and silent this long, e.g. 30s")
+                        help="drain and stop once every partition is read to its end and no partition has received "
+                             "a message for this long, e.g. 30s")
     stream.add_argument("--flush-every", default="5s", help="write a Parquet file per partition this often (default 5s)")
     stream.add_argument("--commit-every", default="5m", help="commit offsets every this much event time (default 5m)")
     stream.add_argument("--no-progress", action="store_true", help="do not print progress lines")
@@ -58,9 +59,9 @@ def stream_config(args):
         raise UserError("--flush-every and --idle-after must be positive")
     stop = parse_duration_seconds(args.stop_when_idle) if args.stop_when_idle else None
     check_writable(args.out)
-    read = KafkaReadConfig(args.kafka, args.topic, args.group, watermark_delay_us=seconds["watermark_delay"] * 1_000_000,
-                           idle_after_s=seconds["idle_after"], stop_when_idle_s=stop)
     run = "s" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")  # later runs sort later
+    read = KafkaReadConfig(args.kafka, args.topic, args.group, watermark_delay_us=seconds["watermark_delay"] * 1_000_000,
+                           idle_after_s=seconds["idle_after"], stop_when_idle_s=stop, run_id=run)
     targets = OutputTargets(args.out.rstrip("/") or "/", run, tuple(sorted({"parquet", *args.sink})), bigquery,
                             args.kafka, args.bars_topic, flush_every_s=seconds["flush_every"])
     return StreamConfig(read, spec, targets, commit_every_s=seconds["commit_every"])
@@ -139,9 +140,14 @@ def run_stream(args, console: Console) -> int:
     summary = {"command": "stream", "run": config.targets.run, "topic": args.topic, "group": args.group,
                "interval": config.spec.interval.text, "elapsed_seconds": round(elapsed, 3),
                "reconciled": not problems, "problems": problems,
-               "kafka_offset_commits": counters.get("kafka_offset_commits", 0), **accounting.as_dict()}
+               "kafka_offset_commits": counters.get("kafka_offset_commits", 0),
+               "kafka_broker_outages": counters.get("kafka_broker_outages", 0),
+               "kafka_broker_retries": counters.get("kafka_broker_retries", 0), **accounting.as_dict()}
     write_json_atomically(summary, os.path.join(config.targets.out, "_SUMMARY.json"))
     console.print(summary_table(accounting, elapsed, config.targets.out, command="stream"))
+    if summary["kafka_broker_outages"]:
+        console.print(f"[yellow]the Kafka broker was unavailable {summary['kafka_broker_outages']} time(s); "
+                      f"the stream waited ({summary['kafka_broker_retries']} retries) and went on[/yellow]")
     for problem in problems:
         console.print(f"[red]accounting does not reconcile: {problem}[/red]")
     return EXIT_UNRECONCILED if problems else 0

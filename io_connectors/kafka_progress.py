@@ -10,7 +10,8 @@ the next run dead-letters re-read messages older than it (``before_resume_point`
 counting them into a bar again.
 
 A commit never passes what the reader has read of a partition (its ``read_progress``): after a
-drain, or for a partition that lags, the messages not yet read are read by the next run.
+drain, or for a partition that lags, the messages not yet read are read by the next run. A commit
+the broker cannot take now is tried again until it can (``kafka_source.through_outages``).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
-from io_connectors.kafka_source import KafkaReadConfig, _consumer, _retrying
+from io_connectors.kafka_source import KafkaReadConfig, _consumer, _retrying, through_outages
 from transforms.bar_spec import BarSpec
 
 _LOG = logging.getLogger(__name__)
@@ -127,7 +128,11 @@ class _CommitProgressFn(beam.DoFn):
     def _commit(self, point_us: int, read_up_to: dict[int, int], committed) -> None:
         if point_us <= (committed.read() or 0) or not read_up_to:
             return
-        offsets = commit_resume_point(self._consumer, self._config, read_up_to, point_us)
+        offsets = through_outages(lambda: commit_resume_point(self._consumer, self._config, read_up_to, point_us),
+                                  "an offset commit")
+        if offsets is None:  # drained while the broker was away: the next run resumes from the previous commit
+            _LOG.warning("%s: resume point %d us not committed, the broker was unavailable", self._config.group_id, point_us)
+            return
         committed.write(point_us)
         self._commits.inc()
         _LOG.info("committed %s resume point %d us: offsets %s", self._config.group_id, point_us, offsets)

@@ -17,7 +17,13 @@ and Dataflow alike.
   counted into a bar twice.
 - **Drain:** ``request_drain()`` (the ``stream`` command's Ctrl-C) or ``stop_when_idle`` ends
   every partition's read; the watermark then reaches the end of time and every window fires
-  its final pane.
+  its final pane. ``stop_when_idle`` is one condition over the whole topic, checked against the
+  broker so that readers in any worker agree: every partition is read up to its high watermark
+  by this run (readers record their positions in the group ``<group>.read-positions``) and no
+  partition's high watermark has moved for that long.
+- **Broker outages:** a broker call that fails (the broker is away, restarting, electing) is
+  retried with capped exponential backoff until the broker answers, counted in
+  ``kafka_broker_outages`` and ``kafka_broker_retries``; only a fatal client error fails the read.
 """
 from __future__ import annotations
 
@@ -26,7 +32,8 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 import numpy as np
@@ -45,6 +52,11 @@ CLOCK_SKEW_US = 60_000_000
 """A watermark never runs more than this ahead of the wall clock: one message stamped in the
 future must not make every later trade too late."""
 _DRAIN = threading.Event()
+_TOPICS_READ: set[str] = set()
+"""Runs (``run_id``) whose topic a reader of this process found read and silent: the other
+readers of this process stop at once rather than at their next check."""
+OUTAGE_BACKOFF_S = (0.5, 10.0)
+"""First and longest wait between two tries of a broker call while the broker is away."""
 
 
 def request_drain() -> None:
@@ -66,7 +78,8 @@ class KafkaReadConfig:
     idle_after_s: float = 5.0
     """A caught-up partition with no message for this long follows the topic's newest timestamp."""
     stop_when_idle_s: float | None = None
-    """Finish the read once a partition has been caught up and silent this long (tests, demos)."""
+    """Finish the read once every partition has been read up to its end by this run and no
+    partition has received a message for this long (tests, demos, reprocessing a backlog)."""
     max_batch: int = 5000
     poll_timeout_s: float = 0.05
     """Longest wait of one poll for a full batch."""
@@ -79,6 +92,13 @@ class KafkaReadConfig:
     backlog_read_budget_s: float = 0.5
     """Longest single read once a poll comes back full, i.e. behind a backlog: long reads keep
     bundles few and large, which is what lets the runner catch up."""
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """This run, as the read positions recorded for ``stop_when_idle`` name it: positions a
+    previous run recorded do not count."""
+
+    @property
+    def positions_group(self) -> str:
+        return f"{self.group_id}.read-positions"
 
 
 @dataclass(frozen=True)
@@ -145,6 +165,39 @@ def _retrying(call, timeout: float):
             time.sleep(0.5)
 
 
+def through_outages(call, what: str):
+    """``call()``, waiting out a broker that is away: a failing call is tried again with capped
+    exponential backoff until it succeeds. Returns None if a drain is requested while waiting
+    (the caller then does without the answer); a fatal client error is raised."""
+    from confluent_kafka import KafkaException
+    delay, first_failure = OUTAGE_BACKOFF_S[0], None
+    while True:
+        try:
+            result = call()
+        except KafkaException as error:
+            if _is_fatal(error):
+                raise
+            if first_failure is None:
+                first_failure = time.monotonic()
+                beam.metrics.Metrics.counter("cryptobeam", "kafka_broker_outages").inc()
+            beam.metrics.Metrics.counter("cryptobeam", "kafka_broker_retries").inc()
+            logging.getLogger(__name__).warning("Kafka broker unavailable for %s (%.0f s so far, next try in %.1f s): %s",
+                                                what, time.monotonic() - first_failure, delay, error)
+            if _DRAIN.wait(delay):
+                return None
+            delay = min(delay * 2, OUTAGE_BACKOFF_S[1])
+            continue
+        if first_failure is not None:
+            logging.getLogger(__name__).warning("Kafka broker answers %s again after %.1f s", what,
+                                                time.monotonic() - first_failure)
+        return result
+
+
+def _is_fatal(error) -> bool:
+    kafka_error = error.args[0] if error.args else None
+    return bool(getattr(kafka_error, "fatal", lambda: False)())
+
+
 def _resume_us(metadata: str | None) -> int:
     try:
         return int(json.loads(metadata or "{}").get("resume_us", 0))
@@ -190,6 +243,11 @@ class _PartitionReader:
         self.position: int | None = None
         self.last_message_at = time.monotonic()
         self.next_idle_advance = 0.0
+        self.next_topic_check = 0.0
+        self._topic_highs: dict[int, int] | None = None
+        self.topic_silent_since = time.monotonic()
+        self._positions = None
+        self._recorded_position: int | None = None
 
     def seek(self, offset: int) -> None:
         from confluent_kafka import TopicPartition
@@ -209,6 +267,29 @@ class _PartitionReader:
     def caught_up(self) -> bool:
         _low, high = self._consumer.get_watermark_offsets(self._tp, timeout=5, cached=False)
         return self.position is not None and self.position >= high
+
+    def observe_topic(self) -> dict[int, int]:
+        """Every partition's high watermark now; notes when any last moved (``topic_silent_since``)."""
+        from confluent_kafka import TopicPartition
+        topic = self._start.topic
+        highs = {p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[1]
+                 for p in topic_partitions(self._consumer, topic, 5)}
+        if highs != self._topic_highs:  # the first look, too: what came before it is unknown
+            self._topic_highs, self.topic_silent_since = highs, time.monotonic()
+        return highs
+
+    def topic_read_by_this_run(self, highs: dict[int, int]) -> bool:
+        """Records this partition's position for the other readers, then whether every partition's
+        recorded position (this run's) has reached its high watermark in ``highs``."""
+        from confluent_kafka import TopicPartition
+        if self._positions is None:
+            self._positions = _consumer(self._config, **{"group.id": self._config.positions_group})
+        if self.position is not None and self.position != self._recorded_position:
+            mark = TopicPartition(self._start.topic, self._start.partition, self.position, self._config.run_id)
+            self._positions.commit(offsets=[mark], asynchronous=False)
+            self._recorded_position = self.position
+        recorded = self._positions.committed([TopicPartition(self._start.topic, p) for p in sorted(highs)], timeout=5)
+        return all(tp.metadata == self._config.run_id and tp.offset >= highs[tp.partition] for tp in recorded)
 
     def topic_newest_timestamp_ms(self) -> int | None:
         """The newest message timestamp over all partitions of the topic: where an idle
@@ -232,6 +313,8 @@ class _PartitionReader:
 
     def close(self) -> None:
         self._consumer.close()
+        if self._positions is not None:
+            self._positions.close()
 
 
 @beam.DoFn.unbounded_per_element()
@@ -264,7 +347,7 @@ class _ReadPartitionFn(beam.DoFn):
         started = time.monotonic()
         deadline = started + self._config.read_budget_s
         while True:
-            if _DRAIN.is_set():
+            if _DRAIN.is_set() or self._config.run_id in _TOPICS_READ:
                 tracker.try_claim(UNBOUNDED_END)  # the read is complete: the watermark may reach the end
                 return
             messages, errors = reader.poll()
@@ -324,19 +407,32 @@ class _ReadPartitionFn(beam.DoFn):
 
     def _idle(self, reader: _PartitionReader, watermark) -> bool:
         """No message this poll. Returns True when the read should end (``stop_when_idle``)."""
-        silent = time.monotonic() - reader.last_message_at
-        if silent < min(self._config.idle_after_s, self._config.stop_when_idle_s or float("inf")):
-            return False
-        if not reader.caught_up():
-            return False
-        if self._config.stop_when_idle_s is not None and silent >= self._config.stop_when_idle_s:
+        stop_s = self._config.stop_when_idle_s
+        if stop_s is not None and self._topic_read(reader, stop_s):
+            _TOPICS_READ.add(self._config.run_id)  # this process's other readers stop too
             return True
+        silent = time.monotonic() - reader.last_message_at
+        if silent < self._config.idle_after_s or not through_outages(reader.caught_up, "a partition's end offset"):
+            return False
         if time.monotonic() >= reader.next_idle_advance:
-            newest = reader.topic_newest_timestamp_ms()
+            newest = through_outages(reader.topic_newest_timestamp_ms, "the topic's newest timestamp")
             if newest is not None:
                 self._advance(watermark, newest * 1000 - self._config.watermark_delay_us)
             reader.next_idle_advance = time.monotonic() + self._config.idle_after_s / 2
         return False
+
+    @staticmethod
+    def _topic_read(reader: _PartitionReader, stop_s: float) -> bool:
+        """``stop_when_idle``: every partition read to its end by this run, none written to for
+        ``stop_s``. Checked now and then, since each check asks the broker about every partition."""
+        now = time.monotonic()
+        if now < reader.next_topic_check:
+            return False
+        reader.next_topic_check = now + min(1.0, stop_s / 4)
+        highs = through_outages(reader.observe_topic, "the topic's end offsets")
+        if highs is None or now - max(reader.topic_silent_since, reader.last_message_at) < stop_s:
+            return False
+        return bool(through_outages(lambda: reader.topic_read_by_this_run(highs), "this run's read positions"))
 
 
 class _DiscoverPartitions(beam.DoFn):
@@ -347,7 +443,7 @@ class _DiscoverPartitions(beam.DoFn):
         self._config = config
 
     def process(self, _impulse):
-        yield from partition_starts(self._config)
+        yield from through_outages(lambda: partition_starts(self._config), "the topic's partitions") or []
 
 
 class ReadKafkaTrades(beam.PTransform):
