@@ -1,4 +1,4 @@
-"""Validate: a parsed trade must have a finite positive price and amount, a sane time and a known side."""
+"""Validate: a parsed trade must have a price, amount and notional in range, a sane time and a known side."""
 from __future__ import annotations
 
 import time
@@ -17,11 +17,22 @@ from transforms.trade_chunk import SIDE_NAMES
 # Bitcoin's genesis block: no crypto trade happened before it.
 EARLIEST_TRADE_MICROS = 1_230_940_800_000_000  # 2009-01-03T00:00:00Z
 FUTURE_TOLERANCE_MICROS = 86_400 * 1_000_000
+# Prices, amounts and notionals (price x amount) must lie in [SMALLEST_VALUE, LARGEST_VALUE].
+# Subnormal values have lost precision (a vwap of 1e-320 trades comes out 0.0), so the floor is the
+# smallest normal float. The ceiling keeps every sum of a bar finite however many trades fall in
+# its window: a trade count is an int64, and 2**63 values of at most 1e280 sum to under 1e299.
+# Being a rule about each trade alone, it gives a backfill and a stream the same dead letters.
+SMALLEST_VALUE = float(np.finfo(np.float64).tiny)  # 2.2250738585072014e-308
+LARGEST_VALUE = 1e280
 
 
 def default_time_bounds() -> tuple[int, int]:
     """Trades before 2009-01-03 or more than a day after pipeline construction are impossible."""
     return EARLIEST_TRADE_MICROS, int(time.time() * 1_000_000) + FUTURE_TOLERANCE_MICROS
+
+
+def _in_range(values: np.ndarray) -> np.ndarray:
+    return (values >= SMALLEST_VALUE) & (values <= LARGEST_VALUE)
 
 
 def invalid_rows(batch: pa.Table, min_time_us: int, max_time_us: int) -> FirstReasons:
@@ -37,8 +48,11 @@ def invalid_rows(batch: pa.Table, min_time_us: int, max_time_us: int) -> FirstRe
         with np.errstate(invalid="ignore"):
             reasons.flag(~np.isfinite(values), f"non_finite_{column}")
             reasons.flag(~(values > 0), reason)
-    with np.errstate(over="ignore", invalid="ignore"):
-        reasons.flag(~np.isfinite(prices * amounts), "notional_overflow")
+            reasons.flag(~_in_range(values), f"{column}_out_of_range")
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        notionals = prices * amounts
+        reasons.flag(~(notionals <= LARGEST_VALUE), "notional_overflow")
+        reasons.flag(~(notionals >= SMALLEST_VALUE), "notional_underflow")
     times = batch.column("event_time").cast(pa.int64())
     reasons.flag(pc.is_null(times).to_numpy(zero_copy_only=False), "missing_event_time")
     t = pc.fill_null(times, 0).to_numpy(zero_copy_only=False)
