@@ -34,30 +34,53 @@ def _number(value, name: str) -> float:
     return number
 
 
+def _text(value, name: str) -> str:
+    """The value as text that UTF-8 can hold: JSON's escapes can spell a lone surrogate, which it cannot."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} holds a lone surrogate") from None
+    return text
+
+
+def _trade(line: bytes, default_symbol: str | None) -> tuple:
+    """(trade_id, price, amount, taker side, event time, symbol) of one line, or ValueError."""
+    try:
+        record = json.loads(line.decode("utf-8-sig"))
+    except RecursionError:  # nesting deeper than the decoder's stack
+        raise ValueError("JSON nested too deeply") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    missing = [k for k in ("trade_id", "side", "size", "price", "time") if record.get(k) in (None, "")]
+    if missing:
+        raise ValueError(f"missing field(s): {', '.join(missing)}")
+    if isinstance(record["trade_id"], bool) or not isinstance(record["trade_id"], (str, int)):
+        raise ValueError("trade_id is not a string or an integer")
+    maker_side = _text(record["side"], "side").lower()
+    symbol = record.get("product_id") or default_symbol
+    if not isinstance(symbol, str) or not symbol:
+        raise ValueError("no symbol: no product_id, not in the file name, and --symbol not given")
+    return (_text(record["trade_id"], "trade_id"), _number(record["price"], "price"), _number(record["size"], "size"),
+            TAKER_SIDE_OF_MAKER.get(maker_side, maker_side), iso_to_micros(str(record["time"])),
+            _text(symbol, "product_id"))
+
+
 def parse_coinbase_trades(raw: RawBatch, exchange: str = "coinbase", symbol: str | None = None):
     rows, dead = {k: [] for k in ("trade_id", "price", "amount", "side", "event_time", "symbol", "line", "payload")}, []
     for line, number in zip(raw.lines.to_pylist(), raw.line_numbers.tolist()):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-            missing = [k for k in ("trade_id", "side", "size", "price", "time") if record.get(k) in (None, "")]
-            if missing:
-                raise ValueError(f"missing field(s): {', '.join(missing)}")
-            maker_side = str(record["side"]).lower()
-            row_symbol = record.get("product_id") or symbol or raw.symbol_hint
-            if not isinstance(row_symbol, str) or not row_symbol:
-                raise ValueError("no symbol: no product_id, not in the file name, and --symbol not given")
-            values = (str(record["trade_id"]), _number(record["price"], "price"), _number(record["size"], "size"),
-                      TAKER_SIDE_OF_MAKER.get(maker_side, maker_side), iso_to_micros(str(record["time"])))
+            values = _trade(line, symbol or raw.symbol_hint)
+        except UnicodeDecodeError as error:
+            dead.append(dead_letter("bad_encoding", f"not UTF-8: {error}", "parse", line, raw.source, number))
+            continue
         except (ValueError, TypeError, OverflowError) as error:  # json.JSONDecodeError is a ValueError
             dead.append(dead_letter("malformed", str(error), "parse", line, raw.source, number))
             continue
-        for key, value in zip(("trade_id", "price", "amount", "side", "event_time"), values):
+        for key, value in zip(("trade_id", "price", "amount", "side", "event_time", "symbol"), values):
             rows[key].append(value)
-        rows["symbol"].append(row_symbol)
         rows["line"].append(number)
         rows["payload"].append(line)
     pairs = {s: split_by_separator(s) for s in set(rows["symbol"])}
