@@ -38,18 +38,36 @@ class ReplayReport:
     seconds: float = 0.0
 
 
-def load_trades(source: SourceFormat, parser, paths: list[str]) -> tuple[pa.Table, int, int]:
-    """(valid trades, records read, records rejected by the parser)."""
+def load_trades(source: SourceFormat, parser, paths: list[str],
+                unreadable: list[str] | None = None) -> tuple[pa.Table, int, int]:
+    """(valid trades, records read, records rejected by the parser).
+
+    As in a backfill, a record the parser cannot use is rejected alone, and a file that cannot
+    be read (a corrupt archive, a CSV given as Parquet) counts as one rejected record; its path
+    and error are appended to ``unreadable``.
+    """
     tables, read, rejected = [], 0, 0
+    failures = [] if unreadable is None else unreadable
     for path in paths:
-        for raw in read_raw_batches(source, path):
+        failed_before = len(failures)
+        for raw in _raw_batches(source, path, failures):
             trades, dead = parser(raw)
             read += trades.num_rows + len(dead)
             rejected += len(dead)
             tables.append(trades.select(TRADE_FIELDS))
+        read += len(failures) - failed_before
+        rejected += len(failures) - failed_before
     if not tables:
         return pa.table({name: [] for name in TRADE_FIELDS}), read, rejected
     return pa.concat_tables(tables), read, rejected
+
+
+def _raw_batches(source: SourceFormat, path: str, failures: list[str]):
+    """The file's raw batches, as far as they can be read; a read error ends them and is noted."""
+    try:
+        yield from read_raw_batches(source, path)
+    except Exception as error:  # zipfile's, gzip's, Arrow's, fastavro's, I/O: the backfill's unreadable_file
+        failures.append(f"{path}: {type(error).__name__}: {error}")
 
 
 def send_order(event_times: np.ndarray, plan: ReplayPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
