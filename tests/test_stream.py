@@ -21,6 +21,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from io_connectors.bar_reader import final_bars, read_bars
+from io_connectors.kafka_source import _retrying
 from io_connectors.parquet_sink import run_of
 from runners.local_kafka import create_topics
 from tests.test_kafka import read_topic
@@ -169,8 +170,8 @@ def test_early_panes_appear_while_trades_flow(kafka_bootstrap, tmp_path):
 
 def _committed(bootstrap, group, topic) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 3})
-    try:
-        return consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+    try:  # retried while the broker creates its offsets topic
+        return _retrying(lambda: consumer.committed([TopicPartition(topic, 0)], timeout=10), 30)[0].offset
     finally:
         consumer.close()
 
