@@ -23,7 +23,7 @@ from apache_beam.utils.timestamp import Timestamp
 from transforms.bar_spec import BarSpec
 from transforms.event_time import event_times
 from transforms.keys import ChunkByWindow
-from transforms.trade_batch import row_dead_letter, take_rows
+from transforms.trade_batch import rows_dead_letters, take_rows
 from transforms.trade_chunk import chunks_of
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
 
@@ -39,11 +39,10 @@ def stamped_window_chunks(batch: pa.Table, starts: np.ndarray, pair: tuple[str, 
 
 
 def too_late_dead_letters(batch, rows, watermark_floor_us: int, expiries: np.ndarray, times: np.ndarray):
-    for i in rows.tolist():
-        yield row_dead_letter(
-            batch, i, "too_late",
-            f"window closed at {int(expiries[i])} us (end + allowed lateness); watermark had reached {watermark_floor_us} us",
-            "lateness", int(times[i]))
+    rows = rows.tolist()
+    messages = [f"window closed at {int(expiries[i])} us (end + allowed lateness); watermark had reached "
+                f"{watermark_floor_us} us" for i in rows]
+    return rows_dead_letters(batch, rows, ["too_late"] * len(rows), messages, "lateness", times[rows].tolist())
 
 
 class _RouteTooLateFn(beam.DoFn):

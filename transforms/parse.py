@@ -5,6 +5,7 @@ it, counts what came in, and routes what the parser rejected.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable
 
 import apache_beam as beam
@@ -27,8 +28,9 @@ class _ParseBatch(beam.DoFn):
         trades, dead = self._parser(raw)
         self._records_in.inc(trades.num_rows + len(dead))
         self._parsed.inc(trades.num_rows)
+        for reason, n in Counter(record["reason"] for record in dead).items():
+            count_dead_letter("cryptobeam", reason, n)
         for record in dead:
-            count_dead_letter("cryptobeam", record["reason"])
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
         if trades.num_rows:
             yield trades

@@ -66,25 +66,39 @@ def without_payload(batch: pa.Table) -> pa.Table:
                             pa.nulls(batch.num_rows, pa.binary()))
 
 
-def row_payload(batch: pa.Table, i: int):
-    """A row's original payload, or the normalized trade as JSON when the original is gone."""
-    payload = batch.column("payload")[i].as_py()
-    if payload is not None:
-        return payload
-    row = {name: batch.column(name)[i].as_py() for name in TRADE_FIELDS if name not in ("event_time", "receive_time")}
+def rows_dead_letters(batch: pa.Table, rows: list[int], reasons: list[str], messages: list[str], stage: str,
+                      event_times: list[int | None]) -> list[dict]:
+    """Dead letters for rows of a trade batch, each with its payload and where it came from.
+
+    The rows are taken and converted once, together: per row, a column lookup would cost a pass
+    over the whole column, and a batch of hostile input can reject every row.
+    """
+    from transforms.dead_letter import dead_letter
+    picked = batch.take(pa.array(rows, pa.int64()))
+    values = {name: picked.column(name).to_pylist() for name in TRADE_BATCH_SCHEMA.names
+              if name not in ("event_time", "receive_time")}
     for key in ("event_time", "receive_time"):
-        # As integers first: a time past the year 9999 has no datetime, yet must reach its dead letter.
-        micros = batch.column(key).cast(pa.int64())[i].as_py()
-        row[key] = None if micros is None else micros_to_iso(micros)
-    return json.dumps(row, sort_keys=True)
+        # As integers: a time past the year 9999 has no datetime, yet must reach its dead letter.
+        values[key] = picked.column(key).cast(pa.int64()).to_pylist()
+    letters = []
+    for k, (reason, message, event_time_us) in enumerate(zip(reasons, messages, event_times)):
+        payload = values["payload"][k]
+        if payload is None:  # the original is gone: the normalized trade as JSON
+            payload = _trade_json({name: values[name][k] for name in TRADE_FIELDS})
+        letters.append(dead_letter(reason, message, stage, payload, values["source"][k], values["source_offset"][k],
+                                   values["exchange"][k], values["symbol"][k], event_time_us))
+    return letters
+
+
+def _trade_json(trade: dict) -> str:
+    for key in ("event_time", "receive_time"):
+        trade[key] = None if trade[key] is None else micros_to_iso(trade[key])
+    return json.dumps(trade, sort_keys=True)
 
 
 def row_dead_letter(batch: pa.Table, i: int, reason: str, message: str, stage: str, event_time_us: int | None) -> dict:
     """A dead letter for row i of a trade batch, with its payload and where it came from."""
-    from transforms.dead_letter import dead_letter
-    column = lambda name: batch.column(name)[i].as_py()
-    return dead_letter(reason, message, stage, row_payload(batch, i), column("source"), column("source_offset"),
-                       column("exchange"), column("symbol"), event_time_us)
+    return rows_dead_letters(batch, [i], [reason], [message], stage, [event_time_us])[0]
 
 
 def take_rows(batch: pa.Table, mask_or_indices) -> pa.Table:

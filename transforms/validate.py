@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import apache_beam as beam
 import numpy as np
@@ -11,7 +12,7 @@ import pyarrow.compute as pc
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
 from transforms.row_reasons import FirstReasons
 from transforms.sized_coders import ArrowTableCoder
-from transforms.trade_batch import row_dead_letter, take_rows, without_payload
+from transforms.trade_batch import rows_dead_letters, take_rows, without_payload
 from transforms.trade_chunk import SIDE_NAMES
 
 # Bitcoin's genesis block: no crypto trade happened before it.
@@ -74,17 +75,23 @@ class _ValidateBatch(beam.DoFn):
     def process(self, batch: pa.Table):
         reasons = invalid_rows(batch, self._min, self._max)
         rejected = reasons.rejected()
-        times = batch.column("event_time").cast(pa.int64()) if rejected else None
-        for i, reason in rejected:
-            count_dead_letter("cryptobeam", reason)
-            event_time_us = times[i].as_py()  # an integer: past the year 9999 no datetime holds it
-            values = {c: batch.column(c)[i].as_py() for c in ("price", "amount", "side")}
-            values["event_time_us"] = event_time_us
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, row_dead_letter(
-                batch, i, reason, f"{reason}: {values}", "validate", event_time_us))
+        if rejected:
+            yield from (beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter) for letter in _dead_letters(batch, rejected))
         good = batch if not rejected else take_rows(batch, reasons.good())
         if good.num_rows:
             yield without_payload(good)
+
+
+def _dead_letters(batch: pa.Table, rejected: list[tuple[int, str]]) -> list[dict]:
+    rows, reasons = [i for i, _ in rejected], [reason for _, reason in rejected]
+    for reason, n in Counter(reasons).items():
+        count_dead_letter("cryptobeam", reason, n)
+    picked = take_rows(batch.select(["price", "amount", "side"]), rows).to_pylist()
+    # Times as integers: past the year 9999 no datetime holds them.
+    times = batch.column("event_time").cast(pa.int64()).take(pa.array(rows, pa.int64())).to_pylist()
+    messages = [f"{reason}: {({**values, 'event_time_us': time})}"
+                for reason, values, time in zip(reasons, picked, times)]
+    return rows_dead_letters(batch, rows, reasons, messages, "validate", times)
 
 
 class ValidateTrades(beam.PTransform):
