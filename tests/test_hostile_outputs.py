@@ -184,8 +184,10 @@ def test_overwrite_removes_only_what_earlier_runs_wrote(tmp_path):
     result = backfill(inputs, out, "--interval", "5m", "--overwrite")
     assert result.returncode == 0, result.stderr
     assert all(path.read_text() == "the user's" for path in kept)
-    intervals = {b["interval"] for b in read_bars(str(out)).to_pylist() if b["file"].startswith("part-")}
+    unreadable: list = []
+    intervals = {b["interval"] for b in read_bars(str(out), unreadable).to_pylist()}
     assert intervals == {"5m"}
+    assert sorted(Path(path).name for path, _why in unreadable) == ["README", "mine.parquet"]
 
 
 # Item 17: a full disk.
