@@ -286,9 +286,10 @@ class _PartitionReader:
             self._positions = _consumer(self._config, **{"group.id": self._config.positions_group})
         if self.position is not None and self.position != self._recorded_position:
             mark = TopicPartition(self._start.topic, self._start.partition, self.position, self._config.run_id)
-            self._positions.commit(offsets=[mark], asynchronous=False)
+            _retrying(lambda: self._positions.commit(offsets=[mark], asynchronous=False), 30)
             self._recorded_position = self.position
-        recorded = self._positions.committed([TopicPartition(self._start.topic, p) for p in sorted(highs)], timeout=5)
+        recorded = _retrying(lambda: self._positions.committed(
+            [TopicPartition(self._start.topic, p) for p in sorted(highs)], timeout=5), 30)
         return all(tp.metadata == self._config.run_id and tp.offset >= highs[tp.partition] for tp in recorded)
 
     def topic_newest_timestamp_ms(self) -> int | None:

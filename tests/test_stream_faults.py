@@ -88,7 +88,7 @@ def test_poison_messages_become_dead_letters_or_bars_and_the_stream_finishes(kaf
     out = tmp_path / "stream"
     finish(start_stream(kafka_bootstrap, topic, out, "--stop-when-idle", "2s"), out, timeout=180)
     run = _assert_summary_is_what_is_on_disk(out)
-    assert run["records_in"] == 43
+    assert run["records_in"] == 43 and run["kafka_broker_outages"] == 0
     assert run["dead_letters_by_reason"] == {"not_single_object_encoded": 1, "unknown_schema": 1}
     tombstone = ds.dataset(str(out / "dead_letter" / "reason=not_single_object_encoded"), format="parquet").to_table()
     assert tombstone.column("payload_bytes").to_pylist() == [None] and tombstone.column("source_offset").to_pylist() == [20]
@@ -118,6 +118,7 @@ def test_stop_when_idle_waits_for_every_partition_and_reads_a_late_one(kafka_boo
     finish(stream, out, timeout=180)
     run = _assert_summary_is_what_is_on_disk(out)
     assert run["records_in"] == publisher.acked, "the stream stopped before reading the whole topic"
+    assert run["kafka_broker_outages"] == 0
     assert sum(b["trade_count"] for b in final_bars(str(out))) == publisher.acked
 
 
