@@ -18,6 +18,8 @@ the stream writes its bars to a Kafka topic that this script consumes as they ar
 - **published** counts what the broker acknowledged; messages it did not take are reported apart.
 - A round whose trades do not all reach final bars also prints what the stream itself read, its
   exit and run time, and when the broker took the first trade; the JSON keeps its log's tail.
+- **read all:** the stream read every published trade. A round where it read fewer is a failure
+  whatever its latencies, and the script exits 1 after writing its results.
 
 Prints a table and writes JSON under benchmarks/results/.
 """
@@ -60,6 +62,8 @@ WATERMARK_DELAY_S = 1.0
 # The first seconds of a stream pay one-off costs (first bundles, first fetches, a broker warming
 # up); a stream runs for days, so latency is also reported for trades sent after this long.
 WARMUP_S = 15.0
+STOP_WHEN_IDLE_S = 15.0
+"""The stream stops once the topic has been read and silent this long after the last trade."""
 
 
 class BarsCollector(threading.Thread):
@@ -215,10 +219,12 @@ def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, interval
     out = work / f"out-{rate}"
     log = open(work / f"stream-{rate}.log", "w")
     launched = time.time()
+    # Silence before the first trade is not the end of the topic: the stream waits out the lead too.
+    stop_when_idle_s = STOP_WHEN_IDLE_S + max(0.0, start - launched)
     stream = subprocess.Popen([CLI, "stream", "--kafka", bootstrap, "--topic", trades_topic, "--group", tag,
                                "--bars-topic", bars_topic, "--out", str(out), "--interval", interval,
                                "--early", f"{early_s:g}s", "--allowed-lateness", "1m", "--watermark-delay", f"{WATERMARK_DELAY_S:g}s",
-                               "--idle-after", "2s", "--stop-when-idle", "15s", "--no-progress"],
+                               "--idle-after", "2s", "--stop-when-idle", f"{stop_when_idle_s:.0f}s", "--no-progress"],
                               stdout=log, stderr=subprocess.STDOUT)  # Prism and its workers start meanwhile
     sent, achieved, undelivered, first_ack = publish(producer, trades_topic, rate, start, messages)
     published_s = time.time() - start
@@ -238,13 +244,14 @@ def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, interval
               "first_trade_acked_after_launch_s": None if first_ack is None else round(first_ack - launched, 2),
               "producer_warmup_s": round(warmup_s, 2),
               **latencies(collector.panes, sent, parse_interval(interval).micros)}
-    result["sustained"] = (returncode == 0 and result["final_trades"] == result["published"]
+    result["read_all"] = result["stream_records_in"] == result["published"]
+    result["sustained"] = (returncode == 0 and result["read_all"] and result["final_trades"] == result["published"]
                            and result["achieved_rate"] >= 0.95 * rate
                            and result["tail_early_p99_s"] is not None and result["tail_early_p99_s"] <= SUSTAINED_LAG_S)
     result["kept_up"] = result["sustained"] and result["early_p99_s"] <= 2 * early_s
     result["kept_up_after_warmup"] = (result["sustained"] and result["steady_early_p99_s"] is not None
                                       and result["steady_early_p99_s"] <= 2 * early_s)  # None: a run shorter than the warm-up
-    if result["final_trades"] != result["published"]:
+    if result["final_trades"] != result["published"] or not result["read_all"]:
         result["stream_log_tail"] = (work / f"stream-{rate}.log").read_text(errors="replace").splitlines()[-40:]
     return result
 
@@ -295,13 +302,20 @@ def main() -> None:
                   f"read {r['stream_records_in']} records, exited {r['stream_exit']} after {r['stream_elapsed_s']} s; "
                   f"the broker took the first trade {r['first_trade_acked_after_launch_s']} s after the stream's launch, "
                   f"and the producer's warm-up message {r['producer_warmup_s']} s (its log's tail is in the JSON)")
+    unread = [r for r in results if not r["read_all"]]
+    for r in unread:
+        Console(stderr=True).print(f"[red]FAILED: at {r['rate']:,} trades/s the stream read {r['stream_records_in']} of "
+                                   f"{r['published']:,} published trades (exit {r['stream_exit']})[/red]")
     sustained = [r["rate"] for r in results if r["sustained"]]
     print(f"highest sustained rate tried: {max(sustained):,} trades/s" if sustained else "no rate was sustained")
     target = ROOT / "benchmarks" / "results" / "stream.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps({"date": str(date.today()), "machine": platform.platform(), "early_s": args.early,
                                   "interval": args.interval,
                                   "results": results}, indent=2))
     print(f"written {target}")
+    if unread:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
