@@ -44,7 +44,7 @@ from tests.helpers import run_trades_to_bars
 from transforms import BarSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = int(os.environ.get("CRYPTOBEAM_FUZZ_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("CRYPTOBEAM_FUZZ_EXAMPLES", "8"))
 RECORDS_PER_FORMAT = int(os.environ.get("CRYPTOBEAM_FUZZ_RECORDS", "10500"))
 SEED = int(os.environ.get("CRYPTOBEAM_FUZZ_SEED", "21"))
 # Reported in the test session summary (conftest.py): totals, and records per input format.
