@@ -103,6 +103,26 @@ def test_trades_that_would_overflow_a_bar_are_dead_letters_and_the_backfill_reco
     assert by_minute[3]["quote_volume"] == 5e280
 
 
+def test_the_rule_is_per_trade_so_any_batching_gives_the_same_bars_and_dead_letters():
+    """The stream cuts trades into other batches than the backfill: the verdicts must not move."""
+    from tests.helpers import raw_batch, run_trades_to_bars
+    from transforms import BarSpec
+    values = [(1.7e308, 1.0), (1e280, 1.0), (1e154, 1e154), (1e-320, 1.0), (2.5, 4.0), (1e280, 1.0), (1e-160, 1e-150)]
+    rows = [{"symbol": "BTCUSDT", "trade_id": i, "price": p, "amount": a, "event_time": T0 + i}
+            for i, (p, a) in enumerate(values * 3)]
+    outcomes = []
+    for cuts in ([], [5, 9, 16]):
+        batches = [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)])]
+        bars, dead, _ = run_trades_to_bars([raw_batch(part, first_row=1 + sum(map(len, batches[:k])))
+                                            for k, part in enumerate(batches)], BarSpec.of("1m"))
+        outcomes.append((sorted((d["source_offset"], d["reason"]) for d in dead),
+                         [{k: bar[k] for k in BAR_VALUES + ("trade_count",)} for bar in bars]))
+    assert outcomes[0] == outcomes[1]
+    [bar] = outcomes[0][1]
+    assert bar["trade_count"] == 9 and bar["quote_volume"] == 6 * 1e280 + 3 * 10.0
+    assert all(math.isfinite(bar[k]) for k in BAR_VALUES)
+
+
 # ---------------------------------------------------------------------- records that crashed a parser (item 11)
 
 def test_a_deeply_nested_or_unencodable_json_line_is_one_dead_letter(tmp_path):
