@@ -135,7 +135,8 @@ def run_stream(args, console: Console) -> int:
         console.print("[yellow]cancelled: open windows were not finalized; the committed offsets resume them[/yellow]")
         return 130
     counters = counters_of(result)  # one metrics query: a remote runner answers it over the network
-    accounting = Accounting.from_counters({**counters, **written_by_run(config.targets.out, config.targets.run)})
+    on_disk = written_by_run(config.targets.out, config.targets.run)
+    accounting = Accounting.from_counters({**counters, **on_disk})
     problems = accounting.problems()
     summary = {"command": "stream", "run": config.targets.run, "topic": args.topic, "group": args.group,
                "interval": config.spec.interval.text, "elapsed_seconds": round(elapsed, 3),
@@ -143,6 +144,10 @@ def run_stream(args, console: Console) -> int:
                "kafka_offset_commits": counters.get("kafka_offset_commits", 0),
                "kafka_broker_outages": counters.get("kafka_broker_outages", 0),
                "kafka_broker_retries": counters.get("kafka_broker_retries", 0), **accounting.as_dict()}
+    # Files minus counters, where they differ: how often, and by how much, the runner miscounts.
+    missed = {name: value - counters.get(name, 0) for name, value in on_disk.items() if value != counters.get(name, 0)}
+    if missed:
+        summary["runner_counters_differ_from_files"] = missed
     write_json_atomically(summary, os.path.join(config.targets.out, "_SUMMARY.json"))
     console.print(summary_table(accounting, elapsed, config.targets.out, command="stream"))
     if summary["kafka_broker_outages"]:
