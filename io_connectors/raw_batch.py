@@ -25,6 +25,9 @@ class RawBatch:
     row_numbers: np.ndarray | None = None
     """Columnar formats read in a time slice: 1-based row numbers of the rows kept (else consecutive)."""
     extra: dict = field(default_factory=dict)
+    dead_letters: list = field(default_factory=list)
+    """What the reader could not pass on as records (an over-long line, the unreadable rest of a
+    damaged file), as dead letters: whoever reads the batches emits them; parsers never see them."""
 
     def __post_init__(self):
         if isinstance(self.lines, list):

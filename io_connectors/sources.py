@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from io_connectors.files import InputFile, base_name, line_batches, open_members
+from io_connectors.files import DEFAULT_LINE_LIMIT, DamagedStream, InputFile, base_name, open_members, text_batches
 from io_connectors.formats import normalized
 from io_connectors.progress import report_progress
 from io_connectors.raw_batch import RawBatch
@@ -21,18 +21,19 @@ DEFAULT_BATCH_ROWS = 250_000
 
 
 def read_raw_batches(source: SourceFormat, path: str, batch_rows: int = DEFAULT_BATCH_ROWS,
-                     time_slice: TimeSlice = WHOLE_FILE):
-    """Yield the raw batches of one input file, or of its rows in ``time_slice`` (Parquet only)."""
+                     time_slice: TimeSlice = WHOLE_FILE, line_limit: int = DEFAULT_LINE_LIMIT):
+    """Yield the raw batches of one input file, or of its rows in ``time_slice`` (Parquet only).
+
+    What cannot be passed on as records (a line over ``line_limit`` bytes, the rest of a damaged
+    file after the records read before the damage) comes as dead letters on the batches."""
     if time_slice != WHOLE_FILE:
         if source.layout != "parquet":
             raise ValueError(f"only Parquet files can be read by time slice, not {source.name}")
         yield from _parquet_slice_batches(path, batch_rows, time_slice)
     elif source.layout == "text":
-        for member, data in open_members(path):
+        for member, stream in open_members(path):
             hint = source.symbol_from_name(base_name(member.split("!")[-1])) if source.symbol_from_name else None
-            for lines, first in line_batches(data, batch_rows):
-                yield RawBatch(source=member, symbol_hint=hint, lines=lines,
-                               line_numbers=np.arange(first, first + len(lines), dtype=np.int64))
+            yield from _text_member_batches(member, stream, hint, batch_rows, line_limit)
     elif source.layout == "parquet":
         row = 1
         for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
@@ -41,6 +42,21 @@ def read_raw_batches(source: SourceFormat, path: str, batch_rows: int = DEFAULT_
     else:
         for start, table in _avro_tables(path, batch_rows):
             yield RawBatch(source=path, table=table, first_row=start)
+
+
+def _text_member_batches(member: str, stream, hint: str | None, batch_rows: int, line_limit: int):
+    try:
+        for lines, numbers, long_lines in text_batches(stream, batch_rows, line_limit):
+            yield RawBatch(source=member, symbol_hint=hint, lines=lines, line_numbers=numbers,
+                           dead_letters=[_long_line_dead_letter(line, member, line_limit) for line in long_lines])
+    except DamagedStream as damage:  # the lines before the damage were passed on; the rest is one record
+        yield RawBatch(source=member, symbol_hint=hint, lines=[], line_numbers=np.zeros(0, np.int64), dead_letters=[
+            dead_letter("unreadable_file", str(damage), "read", None, member, damage.next_line)])
+
+
+def _long_line_dead_letter(line, member: str, line_limit: int) -> dict:
+    return dead_letter("malformed", f"a line of {line.length:,} bytes, over the {line_limit:,}-byte line limit: "
+                       f"the payload is its first {len(line.head):,} bytes", "read", line.head, member, line.number)
 
 
 def _parquet_slice_batches(path: str, batch_rows: int, time_slice: TimeSlice):
@@ -105,33 +121,45 @@ def _records_table(records: list[dict]) -> pa.Table:
 
 
 class _ReadFile(beam.DoFn):
-    def __init__(self, source: SourceFormat, batch_rows: int, time_slice: TimeSlice):
-        self._source, self._batch_rows, self._time_slice = source, batch_rows, time_slice
+    def __init__(self, source: SourceFormat, batch_rows: int, time_slice: TimeSlice, line_limit: int):
+        self._source, self._batch_rows, self._time_slice, self._line_limit = source, batch_rows, time_slice, line_limit
 
     def process(self, input_file: InputFile):
         try:
-            for raw in read_raw_batches(self._source, input_file.path, self._batch_rows, self._time_slice):
-                yield raw
+            for raw in read_raw_batches(self._source, input_file.path, self._batch_rows, self._time_slice,
+                                        self._line_limit):
+                letters, raw.dead_letters = raw.dead_letters, []
+                yield from _emit_dead_letters(letters)
+                if len(raw):
+                    yield raw
         except Exception as error:  # a corrupt archive, a CSV given as Parquet, an I/O error...
             # The file's records cannot be counted, so the file itself is one record: one dead letter.
-            beam.metrics.Metrics.counter("cryptobeam", "records_in").inc()
-            count_dead_letter("cryptobeam", "unreadable_file")
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                "unreadable_file", f"{type(error).__name__}: {error}", "read", None, input_file.path))
+            yield from _emit_dead_letters([dead_letter(
+                "unreadable_file", f"{type(error).__name__}: {error}", "read", None, input_file.path)])
         report_progress(files=1, bytes=input_file.size)
+
+
+def _emit_dead_letters(letters: list[dict]):
+    """Records the reader could not pass on: each counts as read, and as a dead letter."""
+    if letters:
+        beam.metrics.Metrics.counter("cryptobeam", "records_in").inc(len(letters))
+    for letter in letters:
+        count_dead_letter("cryptobeam", letter["reason"])
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
 
 
 class ReadTradeFiles(beam.PTransform):
     """File list -> raw batches, one file per DoFn call so runners can read files in parallel."""
 
     def __init__(self, source: SourceFormat, files: list[InputFile], batch_rows: int = DEFAULT_BATCH_ROWS,
-                 time_slice: TimeSlice = WHOLE_FILE):
+                 time_slice: TimeSlice = WHOLE_FILE, line_limit: int = DEFAULT_LINE_LIMIT):
         super().__init__()
         self._source, self._files, self._batch_rows, self._time_slice = source, files, batch_rows, time_slice
+        self._line_limit = line_limit
 
     def expand(self, pbegin):
-        """Returns raw batches (main output) and ``dead_letter`` for files that cannot be read."""
+        """Returns raw batches (main output) and ``dead_letter`` for what cannot be read."""
         return (pbegin
                 | "ListFiles" >> beam.Create(self._files)
-                | "ReadFiles" >> beam.ParDo(_ReadFile(self._source, self._batch_rows, self._time_slice))
+                | "ReadFiles" >> beam.ParDo(_ReadFile(self._source, self._batch_rows, self._time_slice, self._line_limit))
                 .with_output_types(RawBatchCoder.value_type).with_outputs(DEAD_LETTER_TAG, main="raw"))
