@@ -40,8 +40,7 @@ def read_raw_batches(source: SourceFormat, path: str, batch_rows: int = DEFAULT_
             yield RawBatch(source=path, table=pa.Table.from_batches([record_batch]), first_row=row)
             row += record_batch.num_rows
     else:
-        for start, table in _avro_tables(path, batch_rows):
-            yield RawBatch(source=path, table=table, first_row=start)
+        yield from _avro_batches(path, batch_rows)
 
 
 def _text_member_batches(member: str, stream, hint: str | None, batch_rows: int, line_limit: int):
@@ -102,22 +101,46 @@ def _event_time_range(parquet: pq.ParquetFile, group: int):
     return int(micros[0]), int(micros[1]), bool(stats.has_null_count and stats.null_count == 0)
 
 
-def _avro_tables(path: str, batch_rows: int):
+def _avro_batches(path: str, batch_rows: int):
+    """The file's records, ``batch_rows`` at a time; if the file is damaged partway, the records
+    before the damage, then one dead letter for the rest."""
     from apache_beam.io.filesystems import FileSystems
     with FileSystems.open(path, compression_type="uncompressed") as handle:
         records, row = [], 1
-        for record in fastavro.reader(handle):
+        reader = iter(fastavro.reader(handle))  # a header that cannot be read: the whole file is unreadable
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except Exception as error:  # a truncated or corrupt block: fastavro raises several types
+                if records:
+                    yield RawBatch(source=path, table=_records_table(records), first_row=row)
+                    row += len(records)
+                yield RawBatch(source=path, table=pa.table({}), first_row=row, dead_letters=[dead_letter(
+                    "unreadable_file", f"damaged from record {row:,}: {type(error).__name__}: {error}", "read", None,
+                    path, row)])
+                return
             records.append(record)
             if len(records) == batch_rows:
-                yield row, _records_table(records)
+                yield RawBatch(source=path, table=_records_table(records), first_row=row)
                 row, records = row + len(records), []
         if records:
-            yield row, _records_table(records)
+            yield RawBatch(source=path, table=_records_table(records), first_row=row)
 
 
 def _records_table(records: list[dict]) -> pa.Table:
     names = list(records[0])
-    return pa.table({name: [r.get(name) for r in records] for name in names})
+    return pa.table({name: _column([r.get(name) for r in records]) for name in names})
+
+
+def _column(values: list) -> pa.Array:
+    """A column of record values; a union-typed field mixing text and numbers (say, a price that
+    is sometimes a string) becomes text, which the parser converts value by value."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+        return pa.array([v if v is None or isinstance(v, str) else str(v) for v in values], pa.string())
 
 
 class _ReadFile(beam.DoFn):

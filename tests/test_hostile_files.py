@@ -1,16 +1,19 @@
 """Hostile input files: a zip bomb, a line with no end, old-Mac line breaks, hidden zip members,
-a damaged gzip body. Each is read in bounded memory, and every
+damaged gzip and Avro files, union-typed Avro fields. Each is read in bounded memory, and every
 record it holds is in a bar or a dead letter: nothing vanishes, and the counts reconcile."""
 from __future__ import annotations
 
 import gzip
 import io
+import json
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import fastavro
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from tests.test_chunked import CLI, bars_of, summary
@@ -160,3 +163,56 @@ def test_streamed_lines_are_the_physical_lines_and_long_ones_are_reported(parts,
         long += [(line.number, line.length, line.head) for line in long_lines]
     assert lines == [(n, line) for n, line in expected if len(line) <= limit]
     assert long == [(n, len(line), line[:1024]) for n, line in expected if len(line) > limit]
+
+
+TRADE_SCHEMA = {"type": "record", "name": "Trade", "fields": [
+    {"name": "exchange", "type": "string"}, {"name": "symbol", "type": "string"},
+    {"name": "trade_id", "type": "string"}, {"name": "price", "type": ["null", "string", "double"]},
+    {"name": "amount", "type": "double"}, {"name": "side", "type": "string"}, {"name": "event_time", "type": "long"}]}
+
+
+def avro_trades(n: int) -> list[dict]:
+    """Trades whose union-typed price is a double for odd ids and a numeric string for even ones."""
+    return [{"exchange": "binance", "symbol": "BTCUSDT", "trade_id": str(i), "price": 100.5 + i if i % 2 else f"{100 + i}",
+             "amount": 0.25, "side": "buy", "event_time": MS_2024 * 1000 + i * 1_000_000} for i in range(1, n + 1)]
+
+
+def test_a_union_typed_avro_field_is_read_record_by_record(tmp_path):
+    records = avro_trades(120)
+    records[40]["price"] = "not a price"
+    path = tmp_path / "trades.avro"
+    with path.open("wb") as handle:
+        fastavro.writer(handle, fastavro.parse_schema(TRADE_SCHEMA), records)
+    out = tmp_path / "out"
+    result = backfill(path, out, "avro")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_reconciled(out, 120)
+    assert sum(b["trade_count"] for b in bars_of(out) if not b["is_filled"]) == 119
+    [letter] = dead_letters(out)
+    assert (letter["reason"], letter["source_offset"]) == ("malformed", 41)
+    assert json.loads(letter["payload_string"])["price"] == "not a price"
+    prices = [float(r["price"]) for r in records if r["price"] != "not a price"]
+    assert sum(b["quote_volume"] for b in bars_of(out)) == pytest.approx(sum(prices) * 0.25)
+    assert max(b["high"] for b in bars_of(out)) == max(prices)
+
+
+def test_a_truncated_avro_file_keeps_the_records_before_the_damage(tmp_path):
+    records = avro_trades(300)
+    buffer = io.BytesIO()
+    writer = fastavro.write.Writer(buffer, fastavro.parse_schema(TRADE_SCHEMA), codec="deflate")
+    for record in records[:200]:
+        writer.write(record)
+    writer.flush()  # the first 200 records end a block here
+    whole_blocks = buffer.tell()
+    for record in records[200:]:
+        writer.write(record)
+    writer.flush()
+    path = tmp_path / "trades.avro"
+    path.write_bytes(buffer.getvalue()[:whole_blocks + 40])
+    out = tmp_path / "out"
+    result = backfill(path, out, "avro")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_reconciled(out, 200 + 1)
+    assert sum(b["trade_count"] for b in bars_of(out) if not b["is_filled"]) == 200
+    [letter] = dead_letters(out)
+    assert (letter["reason"], letter["stage"], letter["source_offset"]) == ("unreadable_file", "read", 201)
