@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from io_connectors.files import InputFile, base_name, uncompressed_size
-from io_connectors.time_slice import WHOLE_FILE, TimeSlice
+from io_connectors.time_slice import WHOLE_FILE, TimeSlice, row_group_time_range, statistics_hold
 
 _DATE = re.compile(r"(\d{4})-(\d{2})(?:-(\d{2}))?")
 
@@ -159,6 +159,7 @@ def _time_slices(chunk: Chunk, interval, row_budget: int) -> list[Chunk]:
     from io_connectors.formats.normalized import event_time_micros
 
     window_counts = []
+    statistics_checked = True  # every row group's times lie where its statistics say: slices may trust them
     try:
         for f in chunk.files:
             parquet = pq.ParquetFile(f.path)
@@ -167,6 +168,7 @@ def _time_slices(chunk: Chunk, interval, row_budget: int) -> list[Chunk]:
             for group in range(parquet.num_row_groups):
                 micros, usable = event_time_micros(parquet.read_row_group(group, columns=["event_time"]))
                 window_counts.append(_trades_per_window(interval.window_start_micros(micros[usable])))
+                statistics_checked &= statistics_hold(row_group_time_range(parquet, group), micros, usable)
     except Exception:  # unreadable: the pipeline reads it whole and dead-letters it, once
         return [chunk]
     if not window_counts:
@@ -187,7 +189,8 @@ def _time_slices(chunk: Chunk, interval, row_budget: int) -> list[Chunk]:
     cut_windows = np.unique(np.searchsorted(cumulative, targets, side="right"))
     cut_windows = cut_windows[(cut_windows > 0) & (cut_windows < len(starts))]
     cuts = [None] + [int(starts[i]) for i in cut_windows] + [None]
-    return [Chunk(f"{chunk.chunk_id}@{_stamp(low if low is not None else int(starts[0]))}", chunk.files, TimeSlice(low, high))
+    return [Chunk(f"{chunk.chunk_id}@{_stamp(low if low is not None else int(starts[0]))}", chunk.files,
+                  TimeSlice(low, high, statistics_checked) if len(cuts) > 2 else WHOLE_FILE)
             for low, high in zip(cuts[:-1], cuts[1:])]
 
 

@@ -14,7 +14,7 @@ from io_connectors.progress import report_progress
 from io_connectors.raw_batch import RawBatch
 from io_connectors.raw_batch_coder import RawBatchCoder
 from io_connectors.source_formats import SourceFormat
-from io_connectors.time_slice import WHOLE_FILE, TimeSlice
+from io_connectors.time_slice import WHOLE_FILE, TimeSlice, row_group_time_range
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
 
 DEFAULT_BATCH_ROWS = 250_000
@@ -70,7 +70,8 @@ def _parquet_slice_batches(path: str, batch_rows: int, time_slice: TimeSlice):
     parquet = pq.ParquetFile(path, metadata=footer, read_dictionary=categorical)
     first_rows = np.cumsum([0] + [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]) + 1
     for group in range(parquet.num_row_groups):
-        if not time_slice.may_hold(_event_time_range(parquet, group)):
+        if not time_slice.may_hold(row_group_time_range(parquet, group)) and not _unchecked_group_holds_rows(
+                parquet, group, time_slice):
             continue
         row = int(first_rows[group])
         for record_batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group]):
@@ -85,20 +86,13 @@ def _parquet_slice_batches(path: str, batch_rows: int, time_slice: TimeSlice):
             row += record_batch.num_rows
 
 
-def _event_time_range(parquet: pq.ParquetFile, group: int):
-    """(min, max, all rows have a time) of a row group's event times, from its statistics; None if unknown."""
-    names = parquet.schema_arrow.names
-    if "event_time" not in names:
-        return None
-    column = parquet.metadata.row_group(group).column(names.index("event_time"))
-    stats = column.statistics
-    if stats is None or not stats.has_min_max:
-        return None
-    bounds = pa.array([stats.min, stats.max], parquet.schema_arrow.field("event_time").type)
-    micros, usable = normalized.event_time_micros(pa.table({"event_time": bounds}))
-    if not usable.all():
-        return None
-    return int(micros[0]), int(micros[1]), bool(stats.has_null_count and stats.null_count == 0)
+def _unchecked_group_holds_rows(parquet: pq.ParquetFile, group: int, time_slice: TimeSlice) -> bool:
+    """Whether a row group its statistics place outside the slice has rows in it after all: unless
+    the planner found the statistics right, only the group's times can say."""
+    if time_slice.statistics_checked:
+        return False
+    times = parquet.read_row_group(group, columns=["event_time"])
+    return bool(time_slice.holds(*normalized.event_time_micros(times)).any())
 
 
 def _avro_batches(path: str, batch_rows: int):

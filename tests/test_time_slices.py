@@ -134,3 +134,50 @@ def test_runs_of_days_are_equal_so_parallel_workers_finish_together():
 def test_large_chunks_are_cut_into_an_even_number_of_pieces(total, budget, pieces):
     rows = _piece_rows(total, budget)
     assert rows <= budget and -(-total // rows) == pieces
+
+
+HOUR_US = 60 * MINUTE_US
+
+
+def write_parquet_with_a_lying_statistic(path: Path, hours: int = 48, rows: int = 6000, lie_us: int = 12 * HOUR_US):
+    """Trades in time order over ``hours`` hours in two row groups, the second group's minimum-time
+    statistic ``lie_us`` later than its rows (pyarrow writes true statistics: the footer is patched)."""
+    rng = np.random.default_rng(11)
+    times = np.sort(rng.integers(START_US, START_US + hours * HOUR_US, rows))
+    pq.write_table(pa.table({
+        "exchange": ["binance"] * rows, "symbol": ["BTCUSDT"] * rows, "trade_id": [str(i) for i in range(rows)],
+        "price": 100 + np.arange(rows) % 50 / 10, "amount": np.full(rows, 0.5), "side": ["buy", "sell"] * (rows // 2),
+        "event_time": pa.array(times, pa.timestamp("us", tz="UTC"))}), path, row_group_size=rows // 2)
+    data = path.read_bytes()
+    footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    true_min = int(times[rows // 2]).to_bytes(8, "little", signed=True)
+    lie = (int(times[rows // 2]) + lie_us).to_bytes(8, "little", signed=True)
+    footer = data[footer_start:-8]
+    assert footer.count(true_min) in (1, 2)  # the minimum, and its deprecated copy
+    path.write_bytes(data[:footer_start] + footer.replace(true_min, lie) + data[-8:])
+    stats = pq.ParquetFile(path).metadata.row_group(1).column(6).statistics
+    assert int(pa.scalar(stats.min).cast(pa.int64()).as_py()) == int(times[rows // 2]) + lie_us
+
+
+def test_slices_read_every_row_when_a_row_groups_statistics_lie(tmp_path):
+    # The slice holding the second group's first hours would skip the group by its statistics.
+    path = tmp_path / "trades.parquet"
+    write_parquet_with_a_lying_statistic(path)
+    whole, sliced = tmp_path / "whole", tmp_path / "sliced"
+    assert run(str(path), "parquet", whole, "--interval", "1h", "--chunk-rows", "0").returncode == 0
+    result = run(str(path), "parquet", sliced, "--interval", "1h", "--chunk-rows", "4500")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary(sliced)["chunks"] == 3, result.stdout
+    assert summary(sliced)["records_in"] == pq.ParquetFile(path).metadata.num_rows == summary(whole)["records_in"]
+    assert summary(sliced)["reconciled"] and summary(sliced)["dead_letters"] == 0
+    assert bars_of(sliced) == bars_of(whole)
+
+
+def test_slices_trust_statistics_only_where_the_planner_found_them_right(tmp_path):
+    lying, messy = tmp_path / "lying.parquet", tmp_path / "messy.parquet"
+    write_parquet_with_a_lying_statistic(lying)
+    write_messy_parquet(messy)
+    for path, right in ((lying, False), (messy, True)):
+        pieces = split_large_chunks([Chunk("all", (InputFile(str(path), path.stat().st_size),))], "parquet",
+                                    parse_interval("1h"), 4500)
+        assert len(pieces) > 1 and {p.time_slice.statistics_checked for p in pieces} == {right}
