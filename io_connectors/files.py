@@ -123,8 +123,10 @@ def line_batches(data: bytes, batch_rows: int):
 
 def text_batches(stream, batch_rows: int, line_limit: int = DEFAULT_LINE_LIMIT, block_bytes: int | None = None):
     """Yield (lines, line numbers, long lines) for the physical lines of a binary stream, read a
-    block at a time: the batches ``line_batches`` makes of the whole data, except that lines over
-    ``line_limit`` bytes are left out and reported as ``LongLine``s, without ever holding one whole.
+    block at a time: the batches ``line_batches`` makes of the whole data (or fewer lines, where a
+    batch's worth would hold more than a block's bytes), except that lines over ``line_limit``
+    bytes are left out and reported as ``LongLine``s: of a line longer than a block, no more than
+    a block is held at a time.
 
     Line breaks are LF or CRLF; a stream whose first block has no LF but has CRs (old Mac files)
     breaks at CRs instead. Raises ``DamagedStream`` if the stream fails, after passing on the
