@@ -42,15 +42,21 @@ def load_trades(source: SourceFormat, parser, paths: list[str],
                 unreadable: list[str] | None = None) -> tuple[pa.Table, int, int]:
     """(valid trades, records read, records rejected by the parser).
 
-    As in a backfill, a record the parser cannot use is rejected alone, and a file that cannot
-    be read (a corrupt archive, a CSV given as Parquet) counts as one rejected record; its path
-    and error are appended to ``unreadable``.
+    As in a backfill, a record the parser or the reader cannot use is rejected alone, the
+    unreadable rest of a damaged file counts as one rejected record, and so does a file that
+    cannot be read at all (a corrupt archive, a CSV given as Parquet); the path and error of such
+    a file are appended to ``unreadable``.
     """
     tables, read, rejected = [], 0, 0
     failures = [] if unreadable is None else unreadable
     for path in paths:
         failed_before = len(failures)
         for raw in _raw_batches(source, path, failures):
+            not_passed_on = len(raw.dead_letters)  # over-long lines, the unreadable rest of a damaged file
+            read += not_passed_on
+            rejected += not_passed_on
+            if not len(raw):
+                continue
             trades, dead = parser(raw)
             read += trades.num_rows + len(dead)
             rejected += len(dead)

@@ -2,6 +2,7 @@
 holds a value that is not finite."""
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import subprocess
@@ -242,3 +243,19 @@ def test_an_unreadable_file_is_one_rejected_record_for_replay(tmp_path):
     assert (trades.num_rows, read, rejected) == (1, 2, 1)
     assert len(unreadable) == 1 and unreadable[0].startswith(f"{bad}: BadZipFile")
     assert np.array_equal(trades.column("trade_id").to_numpy(zero_copy_only=False), ["1"])
+
+
+def test_replay_counts_what_the_reader_could_not_pass_on(tmp_path):
+    """A line past the reader's limit and the unreadable rest of a damaged gzip are one rejected
+    record each, as in a backfill; the lines around them are published."""
+    from io_connectors.replay import load_trades
+    lines = [f"binance,BTCUSDT,{T0 + i},{T0 + i},{i},buy,1.0,1.0" for i in range(3)]
+    long_line = tmp_path / "binance_trades_2024-01-01.csv"
+    header = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount"
+    long_line.write_text("\n".join([header, lines[0], "x" * (3 * 2**20), *lines[1:]]) + "\n")
+    body = gzip.compress("\n".join(lines * 1000).encode())
+    damaged = tmp_path / "binance_trades_2024-01-02.csv.gz"
+    damaged.write_bytes(body[: len(body) // 2])
+    source = SOURCES["tardis-trades"]
+    trades, read, rejected = load_trades(source, parser_for(source), [str(long_line), str(damaged)])
+    assert (trades.num_rows, rejected, read) == (3, 2, 5)
