@@ -94,7 +94,7 @@ def run_stream(args, console: Console) -> int:
     reset_drain()
     if drains_here:  # the in-process workers' first batch would otherwise pay this import (about 0.2 s)
         importlib.import_module("polars")
-    pipeline = beam.Pipeline(runner=profile.runner(), options=profile.options(streaming=True))
+    pipeline = beam.Pipeline(runner=profile.runner(), options=_without_job_deadline(profile, profile.options(streaming=True)))
     build_stream(pipeline, config)
     started = time.monotonic()
     interrupts = {"n": 0}
@@ -156,6 +156,17 @@ def run_stream(args, console: Console) -> int:
     for problem in problems:
         console.print(f"[red]accounting does not reconcile: {problem}[/red]")
     return EXIT_UNRECONCILED if problems else 0
+
+
+def _without_job_deadline(profile, options):
+    """Beam's portable runner follows a job's state over a gRPC stream whose deadline is
+    ``--job_server_timeout`` (300 s by default): a stream running longer failed with
+    DEADLINE_EXCEEDED. Prism's job server is started here by the runner, so nothing is gained
+    by a deadline on it."""
+    if profile.name == "prism":
+        from apache_beam.options.pipeline_options import PortableOptions
+        options.view_as(PortableOptions).job_server_timeout = None
+    return options
 
 
 def written_by_run(out: str, run: str) -> dict[str, int]:

@@ -5,6 +5,8 @@ the stream stops only once the whole topic is read, and its summary matches what
 Everything is real: Kafka brokers, Prism, the CLI."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -151,3 +153,31 @@ def test_a_broker_outage_is_waited_out_and_the_stream_resumes(tmp_path):
         assert run["kafka_broker_outages"] >= 1 and run["kafka_broker_retries"] >= run["kafka_broker_outages"]
     finally:
         broker.stop()
+
+
+_SHORT_JOB_DEADLINE = """
+import sys
+from runners.profiles import RunnerProfile
+options = RunnerProfile.options
+RunnerProfile.options = lambda self, extra_args=None, streaming=False: options(
+    self, [*(extra_args or []), "--job_server_timeout=8"], streaming)
+from beam_pipelines.cli import entry_point
+sys.argv = ["cryptobeam", *sys.argv[1:]]
+entry_point()
+"""
+
+
+def test_a_stream_outlives_the_job_servers_deadline(kafka_bootstrap, tmp_path):
+    """Beam follows a job over a stream with a deadline of --job_server_timeout (300 s by default);
+    the deadline is shortened here so that a stream of seconds outlives it."""
+    topic = new_topic(kafka_bootstrap, 1)
+    publisher = _Publisher(kafka_bootstrap, topic)
+    publisher.trades(10)
+    publisher.flush()
+    out = tmp_path / "stream"
+    result = subprocess.run([sys.executable, "-c", _SHORT_JOB_DEADLINE, "stream", "--kafka", kafka_bootstrap,
+                             "--topic", topic, "--group", topic, "--out", str(out), "--no-progress",
+                             "--stop-when-idle", "12s"], capture_output=True, text=True, timeout=180,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert summary(out)["elapsed_seconds"] > 8 and summary(out)["records_in"] == 10
