@@ -12,7 +12,8 @@ from transforms import TradesToBars
 
 
 def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
-    read = pipeline | "ReadTradeFiles" >> ReadTradeFiles(config.source, config.files, config.batch_rows, config.time_slice)
+    read = pipeline | "ReadTradeFiles" >> ReadTradeFiles(config.source, config.files, config.batch_rows,
+                                                         config.time_slice, config.line_limit)
     results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parser_for(config.source, config.exchange, config.symbol))
     dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
     targets = OutputTargets(config.out, config.chunk_id, config.sinks, config.bigquery, config.kafka_bootstrap,

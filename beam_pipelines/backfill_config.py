@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from io_connectors.files import InputFile
+from io_connectors.files import DEFAULT_LINE_LIMIT, InputFile
 from io_connectors.source_formats import SourceFormat
 from io_connectors.time_slice import WHOLE_FILE, TimeSlice
 from runners.profiles import RunnerProfile
@@ -35,3 +35,4 @@ class BackfillConfig:
     kafka_bars_topic: str = "bars"
     time_slice: TimeSlice = WHOLE_FILE
     chunk_rows: int | None = None  # the planner's row budget per chunk; recorded so reruns plan alike
+    line_limit: int = DEFAULT_LINE_LIMIT  # longer text lines are dead letters, read in bounded memory

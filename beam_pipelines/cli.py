@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from beam_pipelines.cli_common import (EXIT_PIPELINE_FAILED, EXIT_UNRECONCILED, EXIT_USER_ERROR, PipelineFailed,
                                       PipelineLog, UserError, _Parser, add_bar_options, add_runner_options, add_sink_options,
-                                      bar_spec_from_args, bigquery_target_from_args, check_name_option, check_writable,
+                                      bar_spec_from_args, bigquery_target_from_args, check_name_option, check_writable, lock_output,
                                       parse_duration_seconds, runner_profile_from_args, summary_table, write_error_log)
 from beam_pipelines.collect_command import add_collect_parser, run_collect
 from beam_pipelines.manifest import SEAM_FILE
@@ -102,6 +102,8 @@ def add_backfill_options(backfill: argparse.ArgumentParser) -> None:
     add_bar_options(backfill)
     add_runner_options(backfill, "direct")
     backfill.add_argument("--batch-rows", type=int, default=250_000, help="records per raw batch")
+    backfill.add_argument("--max-line-bytes", type=int, default=None,
+                          help="a longer text line is one malformed dead letter (default 1 MiB)")
     backfill.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     backfill.add_argument("--overwrite", action="store_true",
                           help="replace an earlier run in --out that used other settings")
@@ -151,6 +153,10 @@ def _backfill_config(args):
     bigquery = bigquery_target_from_args(args)
     if args.batch_rows <= 0:
         raise UserError("--batch-rows must be positive")
+    from io_connectors.files import DEFAULT_LINE_LIMIT
+    line_limit = DEFAULT_LINE_LIMIT if args.max_line_bytes is None else args.max_line_bytes
+    if line_limit <= 0:
+        raise UserError("--max-line-bytes must be positive")
     spec = bar_spec_from_args(args)
     if spec.early_firing_seconds is not None:
         raise UserError("--early needs a streaming run (cryptobeam stream); a backfill's input is complete, so "
@@ -166,7 +172,8 @@ def _backfill_config(args):
     return BackfillConfig(source=source, files=files, spec=spec, out=args.out.rstrip("/") or "/",
                           exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows,
                           runner=runner, sinks=tuple(sorted({"parquet", *args.sink})), bigquery=bigquery,
-                          kafka_bootstrap=args.kafka, kafka_bars_topic=args.kafka_bars_topic, chunk_rows=chunk_rows)
+                          kafka_bootstrap=args.kafka, kafka_bars_topic=args.kafka_bars_topic, chunk_rows=chunk_rows,
+                          line_limit=line_limit)
 
 
 def _planning(args) -> bool:
@@ -211,15 +218,11 @@ def run_backfill(args, console: Console) -> int:
     from beam_pipelines.chunks import ChunkError, parse_chunk_days, plan_chunks, split_large_chunks
     from beam_pipelines.manifest import ChunkManifest, remove_previous_run
     from io_connectors.atomic_files import write_json_atomically
-    from io_connectors.output_lock import OutputLocked, lock_output_directory
     from io_connectors.progress import set_progress_listener
 
     config = _backfill_config(args)
     workers = _workers(args.workers, default_workers(), console)
-    try:
-        lock_output_directory(config.out)
-    except OutputLocked as error:
-        raise UserError(str(error)) from None
+    lock_output(config.out)
     try:
         chunks = plan_chunks(config.files, parse_chunk_days(args.chunk) if args.chunk else None,
                              _date_option(args.date_from, "--from"), _date_option(args.date_to, "--to"))

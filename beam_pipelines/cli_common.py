@@ -179,6 +179,15 @@ def write_error_log(out: str, pipeline_log: PipelineLog | None = None) -> str:
         return f"no traceback kept: {path} could not be written: {error.strerror or error}"
 
 
+def lock_output(out: str) -> None:
+    """Hold ``out`` for this command (``io_connectors.output_lock``); a held one is a user error."""
+    from io_connectors.output_lock import OutputLocked, lock_output_directory
+    try:
+        lock_output_directory(out)
+    except OutputLocked as error:
+        raise UserError(str(error)) from None
+
+
 def check_writable(out: str) -> None:
     if is_remote(out):
         return

@@ -11,13 +11,13 @@ import os
 import signal
 import threading
 import time
-import traceback
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from beam_pipelines.cli_common import (EXIT_UNRECONCILED, PipelineFailed, UserError, add_bar_options, add_runner_options, add_sink_options,
-                                      bar_spec_from_args, bigquery_target_from_args, check_writable,
-                                      parse_duration_seconds, runner_profile_from_args, summary_table)
+from beam_pipelines.cli_common import (EXIT_UNRECONCILED, PipelineFailed, PipelineLog, UserError, add_bar_options,
+                                      add_runner_options, add_sink_options, bar_spec_from_args, bigquery_target_from_args,
+                                      check_writable, lock_output, parse_duration_seconds, runner_profile_from_args, summary_table,
+                                      write_error_log)
 from runners.gc_tuning import collect_rarely
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ def run_stream(args, console: Console) -> int:
 
     config = stream_config(args)
     profile = runner_profile_from_args(args, streaming=True)
+    lock_output(config.targets.out)
     # Workers in this process (LOOPBACK) see a drain request; elsewhere use the runner's own drain.
     drains_here = profile.name != "dataflow" and profile.option_values(True).get("environment_type") == "LOOPBACK"
     try:
@@ -102,6 +103,7 @@ def run_stream(args, console: Console) -> int:
     # whose full passes over it paused the in-process workers 0.12 s every 5-8 s at 20k trades/s,
     # and run the collector rarely (runners.gc_tuning).
     collect_rarely(collect_first=True)
+    pipeline_log = PipelineLog.install()
     result = pipeline.run()
 
     def on_interrupt(_signum, _frame):
@@ -122,10 +124,8 @@ def run_stream(args, console: Console) -> int:
         if interrupts["n"] > 1:  # the runner reports a cancelled job as a failure
             console.print("[yellow]cancelled: open windows were not finalized; the committed offsets resume them[/yellow]")
             return 130
-        log = os.path.join(config.targets.out, "_ERROR.log")
-        with open(log, "w") as handle:
-            traceback.print_exc(file=handle)
-        raise PipelineFailed(f"the stream failed: {type(error).__name__}: {_first_line(error)} (full traceback in {log})") from None
+        where = write_error_log(config.targets.out, pipeline_log)
+        raise PipelineFailed(f"the stream failed: {type(error).__name__}: {_first_line(error)} ({where})") from None
     finally:
         stop_progress.set()
         for sig, handler in previous.items():

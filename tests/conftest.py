@@ -20,6 +20,10 @@ def pytest_terminal_summary(terminalreporter):
     if fuzz and fuzz.LINES_RUN["examples"]:
         terminalreporter.write_line(f"fuzz: {fuzz.LINES_RUN['examples']} examples, {fuzz.LINES_RUN['lines']} hostile "
                                     "lines and rows through the whole pipeline, all reconciled")
+        by_format = fuzz.LINES_RUN.get("by_format")
+        if by_format:
+            terminalreporter.write_line("fuzz, hostile records per input format: " + ", ".join(
+                f"{name} {count:,}" for name, count in sorted(by_format.items())))
 
 
 @pytest.fixture(scope="session")

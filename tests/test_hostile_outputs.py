@@ -111,6 +111,16 @@ def test_a_second_run_into_a_locked_output_is_refused_and_touches_nothing(tmp_pa
     assert someone_elses.exists() and not (out / "_SUMMARY.json").exists()
 
 
+def test_a_stream_into_a_locked_output_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = cryptobeam("stream", "--kafka", "127.0.0.1:9", "--out", str(out), "--stop-when-idle", "1s")
+    assert result.returncode == 2
+    assert "another cryptobeam run" in one_line_error(result)
+
+
 # Items 8, 12, 13: validate anywhere, damaged manifests and files.
 
 def test_validate_works_from_any_directory_and_checks_the_copy_it_is_given(bundled_run, tmp_path):
@@ -217,6 +227,16 @@ def test_workers_must_be_positive_and_are_capped_at_the_cores(tmp_path):
     many = backfill(inputs, tmp_path / "out", "--workers", "100")
     assert many.returncode == 0, many.stderr
     assert f"running {os.cpu_count()}" in many.stdout
+
+
+def test_the_line_limit_is_an_option(tmp_path):
+    path = tardis_file(tmp_path / "trades.csv", [("binance", "BTCUSDT")])
+    path.write_text(path.read_text() + "binance,BTCUSDT," + "9" * 200 + "\n")
+    assert backfill(str(path), tmp_path / "bad", "--max-line-bytes", "0").returncode == 2
+    result = backfill(str(path), tmp_path / "out", "--max-line-bytes", "100")
+    assert result.returncode == 0, result.stderr
+    assert summary(tmp_path / "out")["dead_letters_by_reason"] == {"malformed": 1}
+    assert summary(tmp_path / "out")["trades_in_final_bars"] == 3
 
 
 def test_a_resumed_run_removes_the_earlier_error_log(bundled_run, tmp_path):

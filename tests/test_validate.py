@@ -29,7 +29,7 @@ def batch(**overrides):
     ({"event_time": 7_258_118_400_000_000}, "timestamp_out_of_range"),  # 2200
     ({"symbol": ""}, "missing_symbol"),
     ({"trade_id": ""}, "missing_trade_id"),
-    ({"price": 1e300, "amount": 1e10}, "notional_overflow"),
+    ({"price": 1e200, "amount": 1e81}, "notional_overflow"),
 ])
 def test_reasons(overrides, reason):
     assert invalid_reasons(batch(**overrides), 0 + 1_230_940_800_000_000, T0 + 10**12).tolist() == [reason]
@@ -46,10 +46,12 @@ def test_invalid_rows_are_dead_letters_and_counted():
     assert counters["records_in"] == 4 == bars[0]["trade_count"] + counters["dead_letters"]
 
 
-def test_sums_past_the_float_range_do_not_crash():
-    rows = [{"symbol": "BTCUSDT", "trade_id": i, "price": 1.0, "amount": 1.7e308, "event_time": T0 + i} for i in range(2)]
+def test_amounts_past_the_summable_range_are_dead_letters_and_bars_stay_finite():
+    rows = [{"symbol": "BTCUSDT", "trade_id": i, "price": 1.0, "amount": a, "event_time": T0 + i}
+            for i, a in enumerate([1.7e308, 1.7e308, 2.0])]
     bars, dead, _ = run_trades_to_bars([raw_batch(rows)], BarSpec.of("1m"))
-    assert dead == [] and bars[0]["volume"] == math.inf and bars[0]["trade_count"] == 2
+    assert [d["reason"] for d in dead] == ["amount_out_of_range"] * 2
+    assert bars[0]["volume"] == 2.0 and bars[0]["trade_count"] == 1
 
 
 def test_sides_are_lower_cased_and_a_non_ascii_look_alike_is_dead_lettered():
