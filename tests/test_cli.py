@@ -11,6 +11,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from io_connectors.output_lock import LOCK_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "cryptobeam")
 
@@ -54,10 +56,10 @@ def test_backfill_bundled_data_end_to_end(tmp_path):
     starts = sorted(b["window_start"] for b in bars)
     assert len(set(starts)) == len(starts)
     assert (starts[-1] - starts[0]).total_seconds() / 60 + 1 == len(starts)
-    # Hive layout, zstd, and no temporary file left behind.
+    # Hive layout, zstd, and no temporary file left behind (the run's lock file stays, unlocked).
     files = list((out / "bars").rglob("*"))
     assert any("exchange=binance" in str(f) and "symbol=XRPETH" in str(f) and "date=2019-10-11" in str(f) for f in files)
-    assert not [f for f in out.rglob(".*") if f.is_file()]
+    assert [f.name for f in out.rglob(".*") if f.is_file()] == [LOCK_NAME]
     parquet_file = next(f for f in files if f.suffix == ".parquet")
     assert pq.ParquetFile(parquet_file).metadata.row_group(0).column(0).compression == "ZSTD"
 
