@@ -2,11 +2,14 @@
 
 Key ``exchange:symbol`` (one symbol's bars stay in order on one partition), message timestamp
 the bar's window end. The producer is set for throughput and safety: idempotence, acks=all, lz4,
-a short linger. A message Kafka finally refuses becomes a dead letter with Kafka's error.
+a short linger. A message Kafka finally refuses becomes a dead letter with Kafka's error. A broker
+that is away is waited for: a bundle ends only once each of its messages has been delivered or
+refused, which librdkafka settles within ``message.timeout.ms`` (5 minutes by default).
 """
 from __future__ import annotations
 
 import json
+import logging
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
@@ -23,6 +26,8 @@ PRODUCER_SETTINGS = {
     "max.in.flight.requests.per.connection": 5,
     "log_level": 3,
 }
+FLUSH_STEP_S = 10
+"""How long one wait for deliveries lasts before the wait is logged and begun again."""
 
 
 def produce(producer, topic: str, value: bytes, key: str | None, timestamp_ms: int, on_delivery=None) -> None:
@@ -42,6 +47,7 @@ class _ProduceBars(beam.DoFn):
         self._bootstrap, self._topic = bootstrap, topic
         self._sent = beam.metrics.Metrics.counter("cryptobeam", "kafka_bars_sent")
         self._rejected = beam.metrics.Metrics.counter("cryptobeam", "sink_rejections")
+        self._outages = beam.metrics.Metrics.counter("cryptobeam", "kafka_broker_outages")
 
     def setup(self):
         from confluent_kafka import Producer
@@ -60,9 +66,13 @@ class _ProduceBars(beam.DoFn):
                 bar["window_end"] // 1000, delivered)
 
     def finish_bundle(self):
-        remaining = self._producer.flush(60)
-        if remaining:
-            raise RuntimeError(f"{remaining} Kafka message(s) still undelivered after 60 s")
+        waited = 0
+        while remaining := self._producer.flush(FLUSH_STEP_S):
+            if not waited:
+                self._outages.inc()
+            waited += FLUSH_STEP_S
+            logging.getLogger(__name__).warning("%d bar message(s) still undelivered to Kafka after %d s; waiting "
+                                                "for the broker", remaining, waited)
         for bar, error in self._failed:
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, GlobalWindows.windowed_value(dead_letter(
