@@ -69,13 +69,32 @@ def open_members(path: str):
             with zipfile.ZipFile(handle if handle.seekable() else io.BytesIO(handle.read())) as archive:
                 for info in archive.infolist():
                     if not info.is_dir():
-                        with archive.open(info) as member:
-                            yield f"{path}!{info.filename}", member
+                        yield from _zip_member(archive, info, f"{path}!{info.filename}")
         elif lower.endswith(".gz"):
             with gzip.GzipFile(fileobj=handle) as body:
                 yield path, body
         else:
             yield path, handle
+
+
+def _zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str):
+    """One member's stream; a member that cannot be opened (encrypted, an unknown compression, a
+    bad header) is a stream that fails at once, so it costs that member, not the archive's rest."""
+    try:
+        member = archive.open(info)
+    except Exception as error:  # noqa: BLE001 - zipfile raises RuntimeError, NotImplementedError, BadZipFile...
+        yield name, _FailedStream(error)
+        return
+    with member:
+        yield name, member
+
+
+class _FailedStream:
+    def __init__(self, error: Exception):
+        self._error = error
+
+    def read(self, _size: int = -1) -> bytes:
+        raise self._error
 
 
 MAX_BATCH_BYTES = 2**31 - 1  # an Arrow binary array's 32-bit offsets
@@ -165,20 +184,41 @@ _NO_NUMBERS = np.zeros(0, np.int64)
 def _line_feed_blocks(stream, block_bytes: int):
     """(block, whether it is the last) for each block of the stream, with lone-CR line breaks made
     LFs if the first block says the stream uses them. A block shorter than asked for is the last
-    one if the stream then has no more."""
-    block = _read(stream, block_bytes)
+    one if the stream then has no more. A stream that fails passes on what it gave before the
+    failure, then raises ``_ReadFailed``."""
+    block, failure = _read(stream, block_bytes)
     carriage_returns = b"\n" not in block and b"\r" in block
     while block:
-        following = _read(stream, block_bytes) if len(block) < block_bytes else None
-        yield block.replace(b"\r", b"\n") if carriage_returns else block, following == b""
-        block = following if following is not None else _read(stream, block_bytes)
+        following = None
+        if failure is None and len(block) < block_bytes:
+            following, failure = _read(stream, block_bytes)
+        yield block.replace(b"\r", b"\n") if carriage_returns else block, following == b"" and failure is None
+        if following is None and failure is None:
+            block, failure = _read(stream, block_bytes)
+        else:
+            block = following or b""
+    if failure is not None:
+        raise _ReadFailed() from failure
 
 
-def _read(stream, size: int) -> bytes:
-    try:
-        return stream.read(size)
-    except Exception as error:  # zlib, gzip, zip and I/O errors: the stream is damaged here
-        raise _ReadFailed() from error
+READ_PIECE_BYTES = 2**20
+"""A block is read in pieces: a damaged stream (gzip, zip) gives nothing of the read that meets
+the damage, so what a failing read loses is at most a piece."""
+
+
+def _read(stream, size: int) -> tuple[bytes, Exception | None]:
+    """(up to ``size`` bytes, the error that ended the read early, if any)."""
+    pieces, got = [], 0
+    while got < size:
+        try:
+            piece = stream.read(min(READ_PIECE_BYTES, size - got))
+        except Exception as error:  # zlib, gzip, zip and I/O errors: the stream is damaged here
+            return b"".join(pieces), error
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+    return (pieces[0] if len(pieces) == 1 else b"".join(pieces)), None
 
 
 def _skip_line(head: bytes, length: int, last_byte: bytes, blocks) -> tuple[tuple[int, bytes], bytes]:

@@ -125,6 +125,24 @@ def test_hidden_zip_members_are_read(tmp_path):
     assert junk["source"] == f"{path}!__MACOSX/._BTCUSDT-aggTrades-2024-01-01.csv"
 
 
+def test_a_zip_member_that_cannot_be_opened_costs_only_that_member(tmp_path):
+    path = tmp_path / "BTCUSDT-aggTrades-2024-01-01.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.csv", b"\n".join(aggtrade_lines(30)) + b"\n")
+        archive.writestr("b.csv", b"\n".join(aggtrade_lines(20, 31)) + b"\n")
+        archive.writestr("c.csv", b"\n".join(aggtrade_lines(10, 51)) + b"\n")
+    data = bytearray(path.read_bytes())
+    central_b = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02") + 1)  # b.csv's central directory entry
+    data[central_b + 10:central_b + 12] = (99).to_bytes(2, "little")  # a compression method zipfile cannot read
+    path.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    result = backfill(path, out, "binance-aggtrades", "--symbol", "BTCUSDT")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_reconciled(out, 30 + 10 + 1)
+    [lost] = dead_letters(out)
+    assert lost["reason"] == "unreadable_file" and lost["source"] == f"{path}!b.csv"
+
+
 def test_a_truncated_gzip_body_passes_on_the_lines_before_the_damage():
     from io_connectors.files import DamagedStream, text_batches
 
@@ -142,6 +160,26 @@ def test_a_truncated_gzip_body_passes_on_the_lines_before_the_damage():
         assert damage.next_line == len(read) + 1 and "EOFError" in str(damage)
     assert 1000 < len(read) < 3000  # all but the block in which the body ends
     assert read == lines[:len(read)] and numbers == list(range(1, len(read) + 1))
+
+
+def test_a_damaged_gzip_keeps_all_but_its_last_piece_at_the_default_block_size():
+    """A read that meets the damage gives nothing, so blocks are read in pieces: of a 64 MiB block,
+    only the last piece before the damage is lost, not the whole block."""
+    from io_connectors.files import READ_PIECE_BYTES, DamagedStream, text_batches
+
+    lines = aggtrade_lines(200_000)  # about 12 MB of text, under one default block
+    body = gzip.compress(b"\n".join(lines) + b"\n")
+    stream = gzip.GzipFile(fileobj=io.BytesIO(body[: len(body) * 2 // 3]))
+    read = []
+    try:
+        for batch, _numbers, _long_lines in text_batches(stream, 50_000):
+            read += batch.to_pylist()
+        raise AssertionError("the damage went unnoticed")
+    except DamagedStream as damage:
+        assert damage.next_line == len(read) + 1
+    kept_bytes = sum(len(line) + 1 for line in read)
+    assert read == lines[:len(read)]
+    assert kept_bytes > len(b"\n".join(lines)) * 2 // 3 - 2 * READ_PIECE_BYTES - 50_000 * 70
 
 
 @settings(max_examples=300, deadline=None)
