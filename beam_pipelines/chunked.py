@@ -28,7 +28,7 @@ def run_settings(config: BackfillConfig) -> dict:
     return {"source": config.source.name, "interval": spec.interval.text, "fill_gaps": spec.fill_gaps,
             "allowed_lateness_seconds": spec.allowed_lateness_seconds, "accumulation": spec.accumulation,
             "exchange": config.exchange, "symbol": config.symbol, "sinks": list(config.sinks),
-            "chunk_rows": config.chunk_rows, "max_line_bytes": config.line_limit,
+            "chunk_rows": config.chunk_rows,
             "bigquery_table": config.bigquery.table if config.bigquery else None,
             "kafka_bars_topic": config.kafka_bars_topic if config.kafka_bootstrap else None}
 

@@ -157,10 +157,15 @@ class PipelineLog(logging.Handler):
 
     @classmethod
     def install(cls) -> "PipelineLog":
-        handler = cls()
+        """The process's one handler (a command run twice in a process, as tests do, adds no
+        second one), emptied of what an earlier run logged."""
         runners = logging.getLogger("apache_beam.runners")
-        runners.addHandler(handler)
-        runners.propagate = False
+        handler = next((h for h in runners.handlers if isinstance(h, cls)), None)
+        if handler is None:
+            handler = cls()
+            runners.addHandler(handler)
+            runners.propagate = False
+        handler.lines.clear()
         return handler
 
 

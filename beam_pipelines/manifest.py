@@ -104,9 +104,11 @@ class ChunkManifest:
             manifest = cls(**data)
         except (OSError, ValueError, TypeError, AttributeError) as error:
             raise DamagedManifest(f"{type(error).__name__}: {error}") from None
+        records_typed = all(isinstance(r.path, str) and isinstance(r.size, int) and isinstance(r.sha256, str)
+                            for r in manifest.inputs + manifest.outputs)
         if manifest.chunk_id != chunk_id_of(path) or not isinstance(manifest.settings, dict) \
-                or not isinstance(manifest.counts, dict):
-            raise DamagedManifest("its chunk id, settings or counts are not what a manifest holds")
+                or not isinstance(manifest.counts, dict) or not records_typed:
+            raise DamagedManifest("its chunk id, settings, counts or files are not what a manifest holds")
         return manifest
 
     @classmethod
@@ -158,14 +160,16 @@ def remove_previous_run(out: str, also: tuple[str, ...] = ()) -> None:
     their chunk's file names) record it, the files ``also``'s patterns match, then the manifests.
     Nothing else in ``out`` is touched, so files a user keeps there survive."""
     manifests, damaged = ChunkManifest.scan(out)
-    written = {os.path.join(out, r.path) for m in manifests for r in m.outputs if not os.path.isabs(r.path)}
+    written = {r.location(out) for m in manifests for r in m.outputs}
     for chunk_id in [m.chunk_id for m in manifests] + list(damaged):
         written.update(chunk_output_files(out, chunk_id))
         written.add(ChunkManifest.path_for(out, chunk_id))
     for pattern in also:
         written.update(glob.glob(os.path.join(out, pattern), recursive=True))
+    root = os.path.realpath(out)
     for path in written:
-        if os.path.isfile(path):
+        inside = os.path.commonpath([root, os.path.realpath(path)]) == root  # a manifest is not trusted to point out
+        if inside and os.path.isfile(path):
             os.remove(path)
     _remove_empty_directories(out)
 

@@ -18,6 +18,7 @@ from beam_pipelines.cli_common import (EXIT_UNRECONCILED, PipelineFailed, Pipeli
                                       add_runner_options, add_sink_options, bar_spec_from_args, bigquery_target_from_args,
                                       check_writable, lock_output, parse_duration_seconds, runner_profile_from_args, summary_table,
                                       write_error_log)
+from io_connectors.paths import is_remote
 from runners.gc_tuning import collect_rarely
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def run_stream(args, console: Console) -> int:
         console.print("[yellow]cancelled: open windows were not finalized; the committed offsets resume them[/yellow]")
         return 130
     counters = counters_of(result)  # one metrics query: a remote runner answers it over the network
-    on_disk = written_by_run(config.targets.out, config.targets.run)
+    on_disk = {} if is_remote(config.targets.out) else written_by_run(config.targets.out, config.targets.run)
     accounting = Accounting.from_counters({**counters, **on_disk})
     problems = accounting.problems()
     summary = {"command": "stream", "run": config.targets.run, "topic": args.topic, "group": args.group,

@@ -41,9 +41,12 @@ def read_bars(out: str, unreadable: list[tuple[str, str]] | None = None) -> pa.T
 
 
 def _data_files(root: str) -> list[str]:
-    """The files a dataset of ``root`` reads: hidden and ``_`` names are not data."""
-    return sorted(os.path.join(directory, name) for directory, _subdirectories, names in os.walk(root)
-                  for name in names if not name.startswith((".", "_")))
+    """The files a dataset of ``root`` reads: as Arrow's discovery, none below a hidden or ``_`` name."""
+    found = []
+    for directory, subdirectories, names in os.walk(root):
+        subdirectories[:] = [d for d in subdirectories if not d.startswith((".", "_"))]
+        found += [os.path.join(directory, name) for name in names if not name.startswith((".", "_"))]
+    return sorted(found)
 
 
 def _with_whole_partition_values(fragment, table: pa.Table) -> pa.Table:

@@ -1,8 +1,8 @@
 """One run at a time per output directory: an exclusive ``flock`` on ``<out>/.lock``.
 
-The lock belongs to the open file, so the kernel releases it when the command ends, however it
-ends; a killed run never leaves a stale lock behind. Chunk workers forked by the command share
-its lock. Remote outputs (gs://, s3://) have no such lock and are not locked.
+The lock belongs to the command's open file, so the kernel releases it when the command ends,
+however it ends; a killed run never leaves a stale lock behind (its chunk workers, which do not
+hold the lock, die with it). Remote outputs (gs://, s3://) are not locked.
 """
 from __future__ import annotations
 

@@ -200,6 +200,23 @@ def test_overwrite_removes_only_what_earlier_runs_wrote(tmp_path):
     assert sorted(Path(path).name for path, _why in unreadable) == ["README", "mine.parquet"]
 
 
+def test_overwrite_never_follows_a_manifest_out_of_the_output_directory(bundled_run, tmp_path):
+    copy = copy_of(bundled_run, tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not the run's")
+    manifest_path = copy / "_manifests" / "2019-10-11.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["outputs"].append({"path": "../victim.txt", "size": 13, "sha256": "0" * 64})
+    manifest_path.write_text(json.dumps(manifest))
+    typed_wrong = dict(manifest, outputs=[{"path": 5, "size": "big", "sha256": None}])
+    (copy / "_manifests" / "2019-10-12.json").write_text(json.dumps(dict(typed_wrong, chunk_id="2019-10-12")))
+    assert "manifest is damaged" in validate(copy).stdout
+    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", "data/XRPETH-aggTrades-*.zip",
+                        "--chunk", "1d", "--out", str(copy), "--no-progress", "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert victim.read_text() == "not the run's" and validate(copy).returncode == 0
+
+
 # Item 17: a full disk.
 
 def test_a_full_disk_is_one_line_and_exit_3(tmp_path):

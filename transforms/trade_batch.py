@@ -96,11 +96,6 @@ def _trade_json(trade: dict) -> str:
     return json.dumps(trade, sort_keys=True)
 
 
-def row_dead_letter(batch: pa.Table, i: int, reason: str, message: str, stage: str, event_time_us: int | None) -> dict:
-    """A dead letter for row i of a trade batch, with its payload and where it came from."""
-    return rows_dead_letters(batch, [i], [reason], [message], stage, [event_time_us])[0]
-
-
 def take_rows(batch: pa.Table, mask_or_indices) -> pa.Table:
     index = np.asarray(mask_or_indices)
     if index.dtype == bool:
