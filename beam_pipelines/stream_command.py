@@ -174,19 +174,9 @@ def written_by_run(out: str, run: str) -> dict[str, int]:
     """What the run's files hold, as the accounting's written figures. Prism has reported drained
     streams finished whose counters missed their last file write (now and then, on a loaded
     machine), so the report reads the files the run wrote rather than trust the counters."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    bar_files = _files_of_run(os.path.join(out, "bars"), run)
-    bars = _read(bar_files, pa.schema([("is_final", pa.bool_()), ("is_filled", pa.bool_()),
-                                       ("trade_count", pa.int64()), ("duplicate_count", pa.int64())]))
-    final_traded = bars.filter(pc.and_(bars["is_final"], pc.invert(bars["is_filled"])))
-    dead = _read(_files_of_run(os.path.join(out, "dead_letter"), run), pa.schema([("stage", pa.string())]))
-    from_sinks = _total(pc.equal(dead["stage"], "sink"))  # bars a sink rejected, not input records
-    return {"bar_files_written": len(bar_files), "bar_rows_written": bars.num_rows,
-            "filled_bars_written": _total(bars["is_filled"]),
-            "trades_in_final_bars": _total(final_traded["trade_count"]),
-            "duplicates_in_final_bars": _total(final_traded["duplicate_count"]),
-            "dead_letter_rows_written": dead.num_rows - from_sinks, "sink_dead_letters_written": from_sinks}
+    from beam_pipelines.accounting import written_in_files
+    return written_in_files(_files_of_run(os.path.join(out, "bars"), run),
+                            _files_of_run(os.path.join(out, "dead_letter"), run))
 
 
 def _files_of_run(directory: str, run: str) -> list[str]:
@@ -199,18 +189,6 @@ def _files_of_run(directory: str, run: str) -> list[str]:
     except FileNotFoundError:
         return []
     return [path for path in files if run_of(os.path.basename(path)) == run]
-
-
-def _read(files: list[str], schema):
-    import pyarrow.dataset as ds
-    if not files:
-        return schema.empty_table()
-    return ds.dataset(files, format="parquet").to_table(columns=schema.names).cast(schema)
-
-
-def _total(column) -> int:
-    import pyarrow.compute as pc
-    return int(pc.sum(column).as_py() or 0)
 
 
 def _first_line(error: Exception) -> str:

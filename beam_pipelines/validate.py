@@ -11,10 +11,8 @@ import os
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from beam_pipelines.accounting import Accounting
+from beam_pipelines.accounting import Accounting, written_in_files
 from beam_pipelines.manifest import SEAM_FILE, ChunkManifest
 from io_connectors.bar_reader import read_bars
 from io_connectors.parquet_sink import run_of
@@ -47,22 +45,14 @@ def _bars(out: str, report: Report) -> pa.Table | None:
 def accounting_on_disk(manifest: ChunkManifest, out: str) -> tuple[int, int, int]:
     """(trades in final bars, duplicates absorbed, dead letters) counted from the chunk's files;
     a file that cannot be read counts nothing (``manifest.problems`` or ``_bars`` reports it)."""
-    trades = duplicates = dead = 0
+    bar_files, dead_letter_files = [], []
     for record in manifest.outputs:
         path = record.location(out)
-        if not os.path.exists(path) or not path.endswith(".parquet"):
-            continue  # other sinks (Avro) repeat the Parquet bars; the Parquet files are the record
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowException, OSError):
-            continue
-        if record.path.startswith(f"dead_letter{os.sep}") or f"{os.sep}dead_letter{os.sep}" in record.path:
-            dead += table.num_rows - pc.sum(pc.equal(table.column("stage"), "sink")).as_py()
-            continue
-        final = pc.and_(table.column("is_final"), pc.invert(table.column("is_filled")))
-        trades += pc.sum(pc.filter(table.column("trade_count"), final)).as_py() or 0
-        duplicates += pc.sum(pc.filter(table.column("duplicate_count"), final)).as_py() or 0
-    return trades, duplicates, dead
+        if os.path.exists(path) and path.endswith(".parquet"):  # other sinks (Avro) repeat the Parquet bars
+            in_dead_letters = os.path.relpath(path, out).split(os.sep)[0] == "dead_letter"
+            (dead_letter_files if in_dead_letters else bar_files).append(path)
+    written = written_in_files(bar_files, dead_letter_files, unreadable=[])
+    return written["trades_in_final_bars"], written["duplicates_in_final_bars"], written["dead_letter_rows_written"]
 
 
 def check_manifests(out: str, report: Report) -> list[ChunkManifest]:
