@@ -90,9 +90,9 @@ def test_cluster_ids_never_look_like_options():
     assert not any(i.startswith("-") for i in ids) and len(set(ids)) == len(ids)
 
 
-def test_the_bars_sink_waits_out_a_broker_away_longer_than_a_minute(tmp_path):
-    """A bundle's bars wait for a broker that is away 65 s (past the 60 s the sink once allowed
-    before failing the run) and reach the topic once it is back, the wait counted as an outage."""
+def test_the_bars_sink_waits_out_a_broker_that_is_away(tmp_path):
+    """A bundle's bars wait for a broker that is away 25 s (through more than one of the sink's
+    10 s waits; it once failed the run after 60 s) and reach the topic once it is back."""
     import threading
     import time
 
@@ -113,12 +113,12 @@ def test_the_bars_sink_waits_out_a_broker_away_longer_than_a_minute(tmp_path):
                  "is_filled": False, "pane_timing": "ON_TIME", "pane_index": 0, "is_final": True} for i in range(3)]
         for bar in bars:
             sink.process(bar)
-        restart = threading.Timer(65, lambda: LocalKafka.start(tmp_path / "kafka"))
+        restart = threading.Timer(25, lambda: LocalKafka.start(tmp_path / "kafka"))
         restart.start()
         started = time.monotonic()
         rejected = list(sink.finish_bundle())
         restart.join()
-        assert time.monotonic() - started > 60 and rejected == []
+        assert time.monotonic() - started > 20 and rejected == []
         assert len(read_topic(broker.bootstrap, "bars", 3, timeout_s=30)) == 3
         sink.teardown()
         del sink  # its producer, which would go on logging failed connects to the stopped broker
