@@ -13,13 +13,14 @@ import time
 from datetime import date
 from typing import TYPE_CHECKING
 
-from beam_pipelines.cli_common import (EXIT_PIPELINE_FAILED, EXIT_UNRECONCILED, EXIT_USER_ERROR, PipelineFailed,
+from beam_pipelines.cli_common import (ERROR_LOG, EXIT_PIPELINE_FAILED, EXIT_UNRECONCILED, EXIT_USER_ERROR, PipelineFailed,
                                       PipelineLog, UserError, _Parser, add_bar_options, add_runner_options, add_sink_options,
                                       bar_spec_from_args, bigquery_target_from_args, check_name_option, check_writable, lock_output,
                                       parse_duration_seconds, runner_profile_from_args, summary_table, write_error_log)
 from beam_pipelines.collect_command import add_collect_parser, run_collect
 from beam_pipelines.manifest import SEAM_FILE
 from beam_pipelines.stream_command import add_stream_options, run_stream
+from io_connectors.paths import is_remote
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -120,13 +121,12 @@ def add_backfill_options(backfill: argparse.ArgumentParser) -> None:
     backfill.add_argument("--kafka-bars-topic", default="bars", help="topic for --sink kafka (default: bars)")
 
 
-RUN_FILES = ("_SUMMARY.json", "_ERROR.log", f"bars/**/{SEAM_FILE}")
+RUN_FILES = ("_SUMMARY.json", ERROR_LOG, f"bars/**/{SEAM_FILE}")
 """What a backfill writes in ``--out`` besides its chunks' files (which its manifests record)."""
 
 
 def _check_inputs_outside(files, out: str) -> None:
     """An input inside the output directory would be read as input and could be replaced as output."""
-    from io_connectors.paths import is_remote
     if is_remote(out):
         return
     root = os.path.realpath(out)
@@ -275,7 +275,7 @@ def run_backfill(args, console: Console) -> int:
         from beam_pipelines.seams import fill_seams  # writes bars, so imports Beam's sinks: only when needed
         seam_fills = fill_seams(config.out, config.spec)
     elapsed = time.monotonic() - started
-    stale_error_log = os.path.join(config.out, "_ERROR.log")
+    stale_error_log = os.path.join(config.out, ERROR_LOG)
     if os.path.exists(stale_error_log):  # an earlier attempt's failure, which this run has resumed past
         os.remove(stale_error_log)
     manifests = [m for m in ChunkManifest.all_in(config.out) if m.chunk_id in by_chunk]

@@ -169,11 +169,14 @@ class PipelineLog(logging.Handler):
         return handler
 
 
+ERROR_LOG = "_ERROR.log"
+
+
 def write_error_log(out: str, pipeline_log: PipelineLog | None = None) -> str:
     """The current exception's traceback (after what the runners logged) in ``out/_ERROR.log``;
     returns where it went, or why it could not be written (a full disk must not hide the error)."""
     import traceback
-    path = os.path.join(out, "_ERROR.log")
+    path = os.path.join(out, ERROR_LOG)
     try:
         with open(path, "w") as handle:
             for line in (pipeline_log.lines if pipeline_log else ()):
