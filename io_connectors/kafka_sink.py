@@ -48,6 +48,7 @@ class _ProduceBars(beam.DoFn):
         self._sent = beam.metrics.Metrics.counter("cryptobeam", "kafka_bars_sent")
         self._rejected = beam.metrics.Metrics.counter("cryptobeam", "sink_rejections")
         self._outages = beam.metrics.Metrics.counter("cryptobeam", "kafka_broker_outages")
+        self._retries = beam.metrics.Metrics.counter("cryptobeam", "kafka_broker_retries")
 
     def setup(self):
         from confluent_kafka import Producer
@@ -70,6 +71,7 @@ class _ProduceBars(beam.DoFn):
         while remaining := self._producer.flush(FLUSH_STEP_S):
             if not waited:
                 self._outages.inc()
+            self._retries.inc()  # each further wait is one more try, as for the source's broker calls
             waited += FLUSH_STEP_S
             logging.getLogger(__name__).warning("%d bar message(s) still undelivered to Kafka after %d s; waiting "
                                                 "for the broker", remaining, waited)

@@ -20,7 +20,8 @@ and Dataflow alike.
   its final pane. ``stop_when_idle`` is one condition over the whole topic, checked against the
   broker so that readers in any worker agree: every partition is read up to its high watermark
   by this run (readers record their positions in the group ``<group>.read-positions``) and no
-  partition's high watermark has moved for that long.
+  partition's high watermark has moved for that long while the broker answered. Time the broker
+  was away is not silence: producers hold their messages until it is back.
 - **Broker outages:** a broker call that fails (the broker is away, restarting, electing) is
   retried with capped exponential backoff until the broker answers, counted in
   ``kafka_broker_outages`` and ``kafka_broker_retries``; only a fatal client error fails the read.
@@ -57,6 +58,14 @@ _TOPICS_READ: set[str] = set()
 readers of this process stop at once rather than at their next check."""
 OUTAGE_BACKOFF_S = (0.5, 10.0)
 """First and longest wait between two tries of a broker call while the broker is away."""
+_broker_away_until = float("-inf")
+"""The last moment (``time.monotonic()``) a broker call of this process failed or first answered
+again after failing: ``stop_when_idle`` counts silence only from then."""
+
+
+def _note_broker_away() -> None:
+    global _broker_away_until
+    _broker_away_until = time.monotonic()
 
 
 def request_drain() -> None:
@@ -177,6 +186,7 @@ def through_outages(call, what: str):
         except KafkaException as error:
             if _is_fatal(error):
                 raise
+            _note_broker_away()
             if first_failure is None:
                 first_failure = time.monotonic()
                 beam.metrics.Metrics.counter("cryptobeam", "kafka_broker_outages").inc()
@@ -188,6 +198,7 @@ def through_outages(call, what: str):
             delay = min(delay * 2, OUTAGE_BACKOFF_S[1])
             continue
         if first_failure is not None:
+            _note_broker_away()
             logging.getLogger(__name__).warning("Kafka broker answers %s again after %.1f s", what,
                                                 time.monotonic() - first_failure)
         return result
@@ -356,6 +367,7 @@ class _ReadPartitionFn(beam.DoFn):
                 if error.error().fatal():
                     raise RuntimeError(f"Kafka consumer for {source} failed: {error.error()}")
                 # Client events (a broker down, a timeout) are not records: librdkafka retries them.
+                _note_broker_away()
                 logging.getLogger(__name__).warning("%s: %s", source, error.error())
             claimed = []
             for message in messages:
@@ -431,7 +443,8 @@ class _ReadPartitionFn(beam.DoFn):
             return False
         reader.next_topic_check = now + min(1.0, stop_s / 4)
         highs = through_outages(reader.observe_topic, "the topic's end offsets")
-        if highs is None or now - max(reader.topic_silent_since, reader.last_message_at) < stop_s:
+        silent_since = max(reader.topic_silent_since, reader.last_message_at, _broker_away_until)
+        if highs is None or time.monotonic() - silent_since < stop_s:
             return False
         return bool(through_outages(lambda: reader.topic_read_by_this_run(highs), "this run's read positions"))
 

@@ -188,11 +188,12 @@ def test_killed_and_restarted_stream_ends_with_the_same_final_bars(kafka_bootstr
     deadline = time.monotonic() + 120
     while _committed(kafka_bootstrap, topic, topic) <= 0:
         assert time.monotonic() < deadline, "the stream never committed an offset"
-        assert publisher.poll() is None, "the replay finished before the first commit; slow it down"
         time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)  # the stream and its Prism die mid-flight
+    os.killpg(first.pid, signal.SIGKILL)  # the stream and its Prism die mid-flight, the replay may go on
     first.wait(timeout=30)
     killed_at = _committed(kafka_bootstrap, topic, topic)
+    # The last windows are committed only at a drain, whether or not the replay was still running.
+    assert killed_at < 2 * 3600 * 2, "the first run committed the whole topic before it was killed"
     assert publisher.wait(timeout=120) == 0
     second = start_stream(kafka_bootstrap, topic, out, *options, "--stop-when-idle", "4s")
     finish(second, out)

@@ -31,7 +31,10 @@ class _Publisher:
 
     def __init__(self, bootstrap: str, topic: str):
         self.topic, self.acked, self.failed = topic, 0, 0
-        self._producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "log_level": 0})
+        # A producer tries a broker that went away again after up to reconnect.backoff.max.ms
+        # (10 s by default); --stop-when-idle in these tests is shorter than that.
+        self._producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "log_level": 0,
+                                   "reconnect.backoff.max.ms": 500})
         self._next_id = 0
 
     def _delivered(self, error, _message):
@@ -134,7 +137,8 @@ def test_a_broker_outage_is_waited_out_and_the_stream_resumes(tmp_path):
         publisher.trades(10)
         publisher.flush()
         out = tmp_path / "stream"
-        stream = start_stream(bootstrap, topic, out, "--early", "1s", "--stop-when-idle", "3s")
+        # The broker is away longer than --stop-when-idle: that time is not silence.
+        stream = start_stream(bootstrap, topic, out, "--early", "1s", "--stop-when-idle", "4s")
         stop = threading.Event()
         trickle = _trickle(publisher, stop)  # the producer holds what it cannot send while the broker is away
         wait_for_bar_files(stream, out, 120)
@@ -149,7 +153,7 @@ def test_a_broker_outage_is_waited_out_and_the_stream_resumes(tmp_path):
         publisher.flush()
         finish(stream, out, timeout=240)
         run = _assert_summary_is_what_is_on_disk(out)
-        assert run["records_in"] == publisher.acked
+        assert run["records_in"] == publisher.acked, "the stream stopped before the messages held in the outage"
         assert run["kafka_broker_outages"] >= 1 and run["kafka_broker_retries"] >= run["kafka_broker_outages"]
     finally:
         broker.stop()
@@ -181,3 +185,34 @@ def test_a_stream_outlives_the_job_servers_deadline(kafka_bootstrap, tmp_path):
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     assert summary(out)["elapsed_seconds"] > 8 and summary(out)["records_in"] == 10
+
+
+def test_time_the_broker_was_away_is_not_silence(monkeypatch):
+    """Producers hold their messages while the broker is away, so a topic whose end offsets did
+    not move over an outage is not idle: ``stop_when_idle`` counts silence from the broker's return."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    from io_connectors import kafka_source
+
+    monkeypatch.setattr(kafka_source, "OUTAGE_BACKOFF_S", (0.01, 0.01))
+
+    class Reader:
+        """Read to the end a minute ago; the broker fails the next end-offset call."""
+        def __init__(self):
+            self.topic_silent_since = self.last_message_at = time.monotonic() - 60
+            self.next_topic_check, self.failures = 0.0, 1
+
+        def observe_topic(self):
+            if self.failures:
+                self.failures -= 1
+                raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+            return {0: 10}
+
+        def topic_read_by_this_run(self, highs):
+            return True
+
+    reader = Reader()
+    assert not kafka_source._ReadPartitionFn._topic_read(reader, stop_s=0.3), "stopped right after the outage"
+    time.sleep(0.35)
+    reader.next_topic_check = 0.0
+    assert kafka_source._ReadPartitionFn._topic_read(reader, stop_s=0.3), "silent long enough once the broker is back"
