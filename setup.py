@@ -3,7 +3,17 @@
 setup.py (not only pyproject.toml) because Dataflow workers install the pipeline's packages
 through ``--setup_file``.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
+
+# Every data file the code opens at run time, by package: an installed (non-editable) cryptobeam
+# has only what is listed here. tests/test_packaging.py builds the wheel and checks it.
+PACKAGE_DATA = {
+    "schemas": ["*.avsc"],
+    "io_connectors": ["*.csv"],  # instrument tables
+    "runners.dataflow": ["metadata.json"],
+    "runners.local_flink": ["pom.xml"],
+    "runners.local_kafka": ["pom.xml"],
+}
 
 setup(
     name="cryptobeam",
@@ -11,10 +21,8 @@ setup(
     description="Event-time OHLCV/VWAP bars, data-quality reports and dead letters from crypto trades, "
                 "one Apache Beam code path for backfill and live streams.",
     python_requires=">=3.11,<3.14",
-    packages=["beam_pipelines", "transforms", "io_connectors", "io_connectors.formats", "io_connectors.collectors", "runners",
-              "runners.dataflow",
-              "runners.local_kafka", "schemas"],
-    package_data={"schemas": ["*.avsc"], "runners.local_kafka": ["pom.xml"], "runners.dataflow": ["metadata.json"]},
+    packages=find_packages(exclude=["tests", "tests.*", "benchmarks", "benchmarks.*", "scripts", "scripts.*"]),
+    package_data=PACKAGE_DATA,
     install_requires=[
         "apache-beam[gcp]>=2.77,<2.78",
         "pyarrow>=17,<26",
