@@ -1,7 +1,8 @@
 """Record accounting: every record read is in a final bar, a dead letter, or counted as a duplicate.
 
 The figures come from Beam metrics, which every runner reports, so the same check runs
-locally and on a cluster.
+locally and on a cluster. Beside the reconciliation they carry what the run met that it could
+not map: records whose instrument is not in the instruments table, per symbol.
 """
 from __future__ import annotations
 
@@ -24,16 +25,26 @@ class Accounting:
     dead_letter_rows_written: int = 0
     sink_rejections: int = 0
     sink_dead_letters_written: int = 0
+    instrument_unknown_records: int = 0
+    """Records whose (exchange, symbol) is not in the instruments table (they keep a best-effort pair)."""
+    unknown_instruments: dict[str, int] = field(default_factory=dict)
+    """Records per unknown ``exchange:symbol``; per parser, names past the first thousand share ``(more)``."""
+
+    # Figures kept per key, from counters named ``<prefix><key>``; summed key by key over chunks.
+    _BY_KEY = {"dead_letters_by_reason": "dead_letters.", "unknown_instruments": "instrument_unknown."}
 
     @classmethod
     def from_counters(cls, counters: dict[str, int]) -> "Accounting":
         accounting = cls()
         for name, value in counters.items():
-            if name == "dead_letters_by_reason":  # a manifest's saved accounting
-                accounting.dead_letters_by_reason.update(value)
-            elif name.startswith("dead_letters."):
-                accounting.dead_letters_by_reason[name.split(".", 1)[1]] = value
-            elif hasattr(accounting, name) and name != "dead_letters_by_reason":
+            prefixed = [(kept, prefix) for kept, prefix in cls._BY_KEY.items() if name.startswith(prefix)]
+            if name in cls._BY_KEY:  # a manifest's saved accounting
+                if isinstance(value, dict):
+                    getattr(accounting, name).update(value)
+            elif prefixed:
+                kept, prefix = prefixed[0]
+                getattr(accounting, kept)[name[len(prefix):]] = value
+            elif hasattr(accounting, name) and not name.startswith("_"):
                 setattr(accounting, name, value)
         return accounting
 
@@ -42,12 +53,18 @@ class Accounting:
         total = cls()
         for part in parts:
             for name, value in part.as_dict().items():
-                if name == "dead_letters_by_reason":
-                    for reason, n in value.items():
-                        total.dead_letters_by_reason[reason] = total.dead_letters_by_reason.get(reason, 0) + n
+                if name in cls._BY_KEY:
+                    sums = getattr(total, name)
+                    for key, n in value.items():
+                        sums[key] = sums.get(key, 0) + n
                 else:
                     setattr(total, name, getattr(total, name) + value)
         return total
+
+    @property
+    def distinct_unknown_instruments(self) -> int:
+        """Distinct unknown symbols over the whole run (chunks and streams name the same symbol alike)."""
+        return len(self.unknown_instruments)
 
     @property
     def accounted(self) -> int:

@@ -10,6 +10,7 @@ from typing import Callable
 
 from io_connectors.formats import binance, coinbase, kraken, normalized, tardis
 from io_connectors.formats.symbols import binance_symbol_from_name, leading_symbol_from_name
+from io_connectors.instruments import with_canonical_instruments
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,13 @@ SOURCES = {s.name: s for s in [
 ]}
 
 
-def parser_for(source: SourceFormat, exchange: str | None = None, symbol: str | None = None):
-    """The source's parser with the user's overrides bound in."""
+def parser_for(source: SourceFormat, exchange: str | None = None, symbol: str | None = None,
+               instruments: str | None = None):
+    """The source's parser with the user's overrides bound in, its trades carrying canonical base
+    and quote (the shipped instruments table, extended by the ``instruments`` CSV if given).
+
+    Raises InstrumentsError for an unusable ``instruments`` file."""
     options = {"symbol": symbol}
     if exchange or source.default_exchange:
         options["exchange"] = exchange or source.default_exchange
-    return functools.partial(source.parser, **options)
+    return with_canonical_instruments(functools.partial(source.parser, **options), instruments)

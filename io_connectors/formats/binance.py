@@ -14,7 +14,6 @@ import pyarrow.compute as pc
 from io_connectors.formats.clean_csv import read_clean_batch
 from io_connectors.formats.common import reject_failed
 from io_connectors.formats.delimited import epoch_to_micros, parse_bool, parse_float, parse_int, split_fields
-from io_connectors.formats.symbols import BINANCE_QUOTES, split_by_quote
 from io_connectors.raw_batch import RawBatch
 from transforms.trade_batch import make_trade_batch
 
@@ -73,9 +72,8 @@ def parse_binance(raw: RawBatch, layout: BinanceLayout, exchange: str = "binance
 
 
 def _trades(source, line_numbers, payloads, exchange, symbol, ids, prices, amounts, times, buyer_maker):
-    base, quote = split_by_quote(symbol, BINANCE_QUOTES) if symbol else (None, None)
     return make_trade_batch(
-        exchange=exchange, symbol=symbol, base=base, quote=quote, trade_id=pa.array(ids).cast(pa.string()),
+        exchange=exchange, symbol=symbol, trade_id=pa.array(ids).cast(pa.string()),
         price=prices, amount=amounts, side=pc.if_else(pa.array(buyer_maker), "sell", "buy"),
         event_time=epoch_to_micros(times), source=source, source_offset=line_numbers, payload=payloads)
 

@@ -9,7 +9,6 @@ import json
 import math
 from datetime import datetime
 
-from io_connectors.formats.symbols import split_by_separator
 from io_connectors.raw_batch import RawBatch
 from transforms.dead_letter import dead_letter
 from transforms.event_time import datetime_to_micros
@@ -83,10 +82,8 @@ def parse_coinbase_trades(raw: RawBatch, exchange: str = "coinbase", symbol: str
             rows[key].append(value)
         rows["line"].append(number)
         rows["payload"].append(line)
-    pairs = {s: split_by_separator(s) for s in set(rows["symbol"])}
     trades = make_trade_batch(
-        exchange=exchange, symbol=rows["symbol"], base=[pairs[s][0] for s in rows["symbol"]],
-        quote=[pairs[s][1] for s in rows["symbol"]], trade_id=rows["trade_id"], price=rows["price"],
+        exchange=exchange, symbol=rows["symbol"], trade_id=rows["trade_id"], price=rows["price"],
         amount=rows["amount"], side=rows["side"], event_time=rows["event_time"], source=raw.source,
         source_offset=rows["line"], payload=rows["payload"])
     return trades, dead

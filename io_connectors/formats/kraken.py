@@ -9,7 +9,6 @@ import numpy as np
 
 from io_connectors.formats.common import reject_failed, trades_from_fields
 from io_connectors.formats.delimited import parse_float, split_fields
-from io_connectors.formats.symbols import KRAKEN_QUOTES, split_by_quote
 from io_connectors.formats.tardis import derived_trade_ids
 from io_connectors.raw_batch import RawBatch
 
@@ -29,10 +28,9 @@ def parse_kraken_trades(raw: RawBatch, exchange: str = "kraken", symbol: str | N
         (ok_amount, "volume is not a number"),
         (np.full(len(fields), symbol is not None), "no symbol: not in the file name and --symbol not given"),
     ], raw.source)
-    base, quote = split_by_quote(symbol, KRAKEN_QUOTES) if symbol else (None, None)
     micros = np.round(np.where(finite_time, seconds, 0) * 1_000_000).astype(np.int64)
     trades = trades_from_fields(
-        fields, good, raw.source, exchange=exchange, symbol=symbol, base=base, quote=quote,
+        fields, good, raw.source, exchange=exchange, symbol=symbol,
         trade_id=derived_trade_ids(raw.source, fields.line_numbers[good]), price=prices, amount=amounts,
         side="unknown", event_time=micros)
     return trades, fields.dead_letters

@@ -14,7 +14,6 @@ import pyarrow.compute as pc
 from io_connectors.files import base_name
 from io_connectors.formats.common import reject_failed, trades_from_fields
 from io_connectors.formats.delimited import parse_float, parse_int, split_fields
-from io_connectors.formats.symbols import BINANCE_QUOTES, split_by_quote, split_by_separator
 from io_connectors.raw_batch import RawBatch
 
 NAMES = ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount"]
@@ -25,14 +24,6 @@ def derived_trade_ids(source: str, line_numbers: np.ndarray) -> pa.Array:
     path (so same-named files in different folders or archives never collide), and line."""
     prefix = f"{base_name(source)}@{hashlib.blake2b(source.encode(), digest_size=4).hexdigest()}"
     return pa.array([f"{prefix}:{n}" for n in line_numbers.tolist()], pa.string())
-
-
-def _base_quote(symbols: list[str]):
-    pairs = {}
-    for s in set(symbols):
-        pair = split_by_separator(s)
-        pairs[s] = pair if pair[0] else split_by_quote(s, BINANCE_QUOTES)
-    return [pairs[s][0] for s in symbols], [pairs[s][1] for s in symbols]
 
 
 def parse_tardis_trades(raw: RawBatch, exchange: str | None = None, symbol: str | None = None):
@@ -58,12 +49,11 @@ def parse_tardis_trades(raw: RawBatch, exchange: str | None = None, symbol: str 
     if missing_id.any():
         derived = derived_trade_ids(raw.source, fields.line_numbers[good])
         ids = pc.if_else(pa.array(missing_id), derived, ids)
-    base, quote = _base_quote(symbols.to_pylist())
     local_present = ok_local[good]
     receive = pa.array(local_times[good], pa.int64(), mask=~local_present)
     trades = trades_from_fields(
         fields, good, raw.source, exchange=exchange or pc.utf8_lower(c["exchange"].take(index)),
-        symbol=symbols, base=pa.array(base, pa.string()), quote=pa.array(quote, pa.string()),
+        symbol=symbols,
         trade_id=ids, price=prices, amount=amounts, side=pc.utf8_lower(c["side"].take(index)),
         event_time=times, receive_time=receive)
     return trades, fields.dead_letters
