@@ -195,6 +195,13 @@ def assets_of(table: dict) -> frozenset:
     return frozenset(asset for pair in table.values() for asset in pair)
 
 
+def instruments_digest(path: str | None = None) -> str:
+    """A short digest of the effective table (shipped plus the user's file), for a run's settings:
+    a resumed run whose table changed is not the same run. Raises InstrumentsError for a bad file."""
+    rows = "\n".join(",".join((*key, *pair)) for key, pair in sorted(load_instruments(path).items()))
+    return hashlib.sha256(rows.encode("utf-8")).hexdigest()[:16]
+
+
 def canonical_pair(table: dict, exchange: str, symbol: str, base: str | None = None,
                    quote: str | None = None, known_assets: frozenset | None = None) -> tuple[Pair, bool]:
     """((base, quote), known) of one trade's instrument: the table's pair, else the record's own

@@ -20,7 +20,7 @@ from beam_pipelines.accounting import Accounting
 from io_connectors.avro_wire import encode
 from io_connectors.formats.kafka_avro import parse_avro_messages
 from io_connectors.instruments import (SHIPPED_TABLE, InstrumentsError, canonical_asset, canonical_pair,
-                                       load_instruments, read_instruments_file, with_canonical_instruments)
+                                       instruments_digest, load_instruments, read_instruments_file, with_canonical_instruments)
 from io_connectors.raw_batch import RawBatch
 from io_connectors.source_formats import SOURCES, parser_for
 from io_connectors.sources import read_raw_batches
@@ -95,6 +95,14 @@ def test_a_user_file_extends_and_overrides_the_table(tmp_path):
     assert canonical_pair(table, "kraken", "XBTUSD") == (("XBT", "USD"), True)
     assert canonical_pair(table, "kraken", "XBT/USD") == (("BTC", "USD"), True)  # the rest stays
     assert len(table) == len(load_instruments()) + 1
+
+
+def test_the_digest_of_the_table_changes_with_the_user_file(tmp_path):
+    same = write(tmp_path, "exchange,symbol,base,quote\nkraken,XBTUSD,BTC,USD\n", "same.csv")
+    other = write(tmp_path, "exchange,symbol,base,quote\nkraken,XBTUSD,XBT,USD\n", "other.csv")
+    assert instruments_digest() == instruments_digest(same) != instruments_digest(other)
+    with pytest.raises(InstrumentsError):
+        instruments_digest(write(tmp_path, "exchange,symbol\n", "bad.csv"))
 
 
 HOSTILE = {
