@@ -1,5 +1,5 @@
-"""The backfill pipeline: exchange files -> TradesToBars -> Parquet (and optionally Avro, BigQuery, Kafka)
-bars and dead letters. Rows a sink rejects join the dead letters."""
+"""The backfill pipeline: exchange files -> TradesToBars -> Parquet bars and dead letters, and any other
+sink (``io_connectors.sinks``) the run asks for. Rows a sink rejects join the dead letters."""
 from __future__ import annotations
 
 import apache_beam as beam
@@ -16,6 +16,4 @@ def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
                                                          config.time_slice, config.line_limit)
     results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parser_for(config.source, config.exchange, config.symbol))
     dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
-    targets = OutputTargets(config.out, config.chunk_id, config.sinks, config.bigquery, config.kafka_bootstrap,
-                            config.kafka_bars_topic)
-    write_outputs(results["bars"], dead_letters, targets)
+    write_outputs(results["bars"], dead_letters, OutputTargets(config.out, config.chunk_id, config.sinks))

@@ -6,16 +6,13 @@ importing Beam (``beam_pipelines.backfill`` builds the pipeline from it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from io_connectors.files import DEFAULT_LINE_LIMIT, InputFile
+from io_connectors.sinks import PARQUET_ONLY, SinkTarget
 from io_connectors.source_formats import SourceFormat
 from io_connectors.time_slice import WHOLE_FILE, TimeSlice
 from runners.profiles import RunnerProfile
 from transforms.bar_spec import BarSpec
-
-if TYPE_CHECKING:
-    from io_connectors.bigquery_sink import BigQueryTarget
 
 
 @dataclass(frozen=True)
@@ -29,10 +26,7 @@ class BackfillConfig:
     batch_rows: int = 250_000
     chunk_id: str = "all"
     runner: RunnerProfile = RunnerProfile("direct")
-    sinks: tuple = ("parquet",)  # Parquet is always written: manifests and validate read it
-    bigquery: BigQueryTarget | None = None
-    kafka_bootstrap: str | None = None
-    kafka_bars_topic: str = "bars"
+    sinks: tuple[SinkTarget, ...] = PARQUET_ONLY  # Parquet is always written: manifests and validate read it
     time_slice: TimeSlice = WHOLE_FILE
     chunk_rows: int | None = None  # the planner's row budget per chunk; recorded so reruns plan alike
     line_limit: int = DEFAULT_LINE_LIMIT  # longer text lines are dead letters, read in bounded memory

@@ -18,6 +18,7 @@ from beam_pipelines.cli_common import PipelineLog
 from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, input_path,
                                      remove_stale_outputs, remove_temporary_files)
 from beam_pipelines.worker_server import die_with_parent, worker_context
+from io_connectors.sinks import recorded_settings
 from runners.gc_tuning import collect_rarely, collecting_rarely
 from runners.malloc_tuning import reuse_freed_memory
 
@@ -27,10 +28,8 @@ def run_settings(config: BackfillConfig) -> dict:
     spec = config.spec
     return {"source": config.source.name, "interval": spec.interval.text, "fill_gaps": spec.fill_gaps,
             "allowed_lateness_seconds": spec.allowed_lateness_seconds, "accumulation": spec.accumulation,
-            "exchange": config.exchange, "symbol": config.symbol, "sinks": list(config.sinks),
-            "chunk_rows": config.chunk_rows,
-            "bigquery_table": config.bigquery.table if config.bigquery else None,
-            "kafka_bars_topic": config.kafka_bars_topic if config.kafka_bootstrap else None}
+            "exchange": config.exchange, "symbol": config.symbol, "chunk_rows": config.chunk_rows,
+            **recorded_settings(config.sinks)}
 
 
 def run_chunk(config: BackfillConfig, chunk: Chunk, inputs: list[FileRecord] | None = None) -> ChunkManifest:

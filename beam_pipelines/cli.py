@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from beam_pipelines.cli_common import (ERROR_LOG, EXIT_PIPELINE_FAILED, EXIT_UNRECONCILED, EXIT_USER_ERROR, PipelineFailed,
                                       PipelineLog, UserError, _Parser, add_bar_options, add_runner_options, add_sink_options,
-                                      bar_spec_from_args, bigquery_target_from_args, check_name_option, check_writable, lock_output,
-                                      parse_duration_seconds, runner_profile_from_args, summary_table, write_error_log)
+                                      bar_spec_from_args, check_name_option, check_writable, lock_output, parse_duration_seconds,
+                                      runner_profile_from_args, sink_targets_from_args, summary_table, write_error_log)
 from beam_pipelines.collect_command import add_collect_parser, run_collect
 from beam_pipelines.manifest import SEAM_FILE
 from beam_pipelines.stream_command import add_stream_options, run_stream
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
     add_backfill_options(commands.add_parser("backfill", help="build bars from historical exchange files"))
     commands.add_parser("sources", help="list the input formats")
+    commands.add_parser("sinks", help="list the outputs (--sink)")
     add_stream_options(commands.add_parser("stream", help="build bars live from a Kafka topic of trades (unbounded)"))
     add_collect_parser(commands)
     replay = commands.add_parser("replay", help="publish historical trade files to Kafka in event-time order")
@@ -116,9 +117,7 @@ def add_backfill_options(backfill: argparse.ArgumentParser) -> None:
                           help="cut chunks larger than this many trades (Parquet by event time at window "
                                "boundaries, dated text files by file) so memory stays flat; 0 never cuts "
                                f"(default: {DEFAULT_CHUNK_ROWS:,} on the direct runner, 0 on clusters)")
-    add_sink_options(backfill, ("avro", "bigquery", "kafka"))
-    backfill.add_argument("--kafka", help="Kafka bootstrap servers for --sink kafka, e.g. 127.0.0.1:9092")
-    backfill.add_argument("--kafka-bars-topic", default="bars", help="topic for --sink kafka (default: bars)")
+    add_sink_options(backfill, streaming=False)
 
 
 RUN_FILES = ("_SUMMARY.json", ERROR_LOG, f"bars/**/{SEAM_FILE}")
@@ -148,9 +147,7 @@ def _date_option(text: str | None, flag: str):
 def _backfill_config(args):
     from beam_pipelines.backfill_config import BackfillConfig
     files, source = input_files_and_source(args)
-    if ("kafka" in args.sink) != bool(args.kafka):
-        raise UserError("--sink kafka and --kafka HOST:PORT go together")
-    bigquery = bigquery_target_from_args(args)
+    sinks = sink_targets_from_args(args, streaming=False)
     if args.batch_rows <= 0:
         raise UserError("--batch-rows must be positive")
     from io_connectors.files import DEFAULT_LINE_LIMIT
@@ -171,9 +168,7 @@ def _backfill_config(args):
         raise UserError("--chunk-rows must be 0 (never cut) or positive")
     return BackfillConfig(source=source, files=files, spec=spec, out=args.out.rstrip("/") or "/",
                           exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows,
-                          runner=runner, sinks=tuple(sorted({"parquet", *args.sink})), bigquery=bigquery,
-                          kafka_bootstrap=args.kafka, kafka_bars_topic=args.kafka_bars_topic, chunk_rows=chunk_rows,
-                          line_limit=line_limit)
+                          runner=runner, sinks=sinks, chunk_rows=chunk_rows, line_limit=line_limit)
 
 
 def _planning(args) -> bool:
@@ -439,6 +434,19 @@ def list_sources(console: Console) -> int:
     return 0
 
 
+def list_sinks(console: Console) -> int:
+    from io_connectors.sinks import ALWAYS, NOT_OFFERED, SINKS
+    from rich.table import Table
+    shown = {ALWAYS: "always", NOT_OFFERED: "no"}
+    table = Table(title="outputs (--sink)")
+    for column in ("name", "backfill", "stream", "what"):
+        table.add_column(column)
+    for sink in SINKS.values():
+        table.add_row(sink.name, *(shown.get(sink.use(streaming), "--sink") for streaming in (False, True)), sink.description)
+    console.print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -462,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_collect(args)
         if args.command == "dataflow":
             return run_plan(args, console)
+        if args.command == "sinks":
+            return list_sinks(console)
         return list_sources(console)
     except UserError as error:
         print(f"cryptobeam: error: {error}", file=sys.stderr)

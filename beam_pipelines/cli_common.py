@@ -103,29 +103,25 @@ def runner_profile_from_args(args, streaming: bool, dry_run: bool = False):
         raise UserError(str(error)) from None
 
 
-def add_sink_options(command: argparse.ArgumentParser, extra_sinks: tuple[str, ...]) -> None:
+def add_sink_options(command: argparse.ArgumentParser, streaming: bool) -> None:
+    """``--sink`` and each sink's own options, from the registry (``io_connectors.sinks``)."""
+    from io_connectors.sinks import ALWAYS, offered
+    sinks = offered(streaming)
+    always = [name for name, sink in sinks.items() if sink.use(streaming) == ALWAYS]
+    extra = [name for name, sink in sinks.items() if sink.use(streaming) != ALWAYS]
     command.add_argument("--sink", action="append", default=[],
-                         help=f"extra output besides Parquet: {', '.join(extra_sinks)} (repeatable)")
-    command.add_argument("--bq-table", help="BigQuery table for --sink bigquery: project.dataset.table")
-    command.add_argument("--bq-endpoint", help="BigQuery API endpoint override, e.g. a local emulator's http://host:port")
-    command.set_defaults(extra_sinks=extra_sinks)
+                         help=f"extra output besides {', '.join(always)}: {', '.join(extra)} "
+                              "(repeatable; 'cryptobeam sinks' lists them)")
+    for sink in sinks.values():
+        sink.add_options(command, streaming)
 
 
-def bigquery_target_from_args(args):
-    """Checks ``--sink`` and returns the BigQuery target, or None without ``--sink bigquery``."""
-    unknown_sinks = sorted(set(args.sink) - {"parquet", *args.extra_sinks})
-    if unknown_sinks:
-        raise UserError(f"unknown --sink {unknown_sinks[0]!r}; available: parquet, {', '.join(args.extra_sinks)}")
-    if "bigquery" not in args.sink:
-        if args.bq_table or args.bq_endpoint:
-            raise UserError("--bq-table and --bq-endpoint go with --sink bigquery")
-        return None
-    from io_connectors.bigquery_sink import BigQueryTarget, BigQueryTargetError
-    if not args.bq_table:
-        raise UserError("--sink bigquery needs --bq-table project.dataset.table")
+def sink_targets_from_args(args, streaming: bool):
+    """The sinks the run writes to, each with its target (``io_connectors.sinks.sink_targets``)."""
+    from io_connectors.sinks import SinkOptionError, sink_targets
     try:
-        return BigQueryTarget(args.bq_table, args.bq_endpoint)
-    except BigQueryTargetError as error:
+        return sink_targets(args, streaming)
+    except SinkOptionError as error:
         raise UserError(str(error)) from None
 
 

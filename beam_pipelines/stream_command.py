@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from beam_pipelines.cli_common import (EXIT_UNRECONCILED, PipelineFailed, PipelineLog, UserError, add_bar_options,
-                                      add_runner_options, add_sink_options, bar_spec_from_args, bigquery_target_from_args,
-                                      check_writable, lock_output, parse_duration_seconds, runner_profile_from_args, summary_table,
+                                      add_runner_options, add_sink_options, bar_spec_from_args, check_writable, lock_output,
+                                      parse_duration_seconds, runner_profile_from_args, sink_targets_from_args, summary_table,
                                       write_error_log)
 from io_connectors.paths import is_remote
 from runners.gc_tuning import collect_rarely
@@ -32,8 +32,7 @@ def add_stream_options(stream) -> None:
                         help="consumer group; its committed offsets are where a restarted stream resumes")
     stream.add_argument("--out", required=True, help="output directory")
     add_bar_options(stream, allowed_lateness="10m")
-    stream.add_argument("--bars-topic", default="bars", help="Kafka topic for bars (default: bars)")
-    add_sink_options(stream, ("avro", "bigquery"))
+    add_sink_options(stream, streaming=True)
     add_runner_options(stream, "prism")
     stream.add_argument("--watermark-delay", default="5s",
                         help="how far a partition's watermark trails its newest timestamp (default 5s)")
@@ -53,7 +52,7 @@ def stream_config(args):
     from io_connectors.kafka_source import KafkaReadConfig
 
     spec = bar_spec_from_args(args)
-    bigquery = bigquery_target_from_args(args)
+    sinks = sink_targets_from_args(args, streaming=True)
     seconds = {name: parse_duration_seconds(getattr(args, name)) for name in
                ("watermark_delay", "idle_after", "flush_every", "commit_every")}
     if seconds["flush_every"] <= 0 or seconds["idle_after"] <= 0:
@@ -63,8 +62,7 @@ def stream_config(args):
     run = "s" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")  # later runs sort later
     read = KafkaReadConfig(args.kafka, args.topic, args.group, watermark_delay_us=seconds["watermark_delay"] * 1_000_000,
                            idle_after_s=seconds["idle_after"], stop_when_idle_s=stop, run_id=run)
-    targets = OutputTargets(args.out.rstrip("/") or "/", run, tuple(sorted({"parquet", *args.sink})), bigquery,
-                            args.kafka, args.bars_topic, flush_every_s=seconds["flush_every"])
+    targets = OutputTargets(args.out.rstrip("/") or "/", run, sinks, flush_every_s=seconds["flush_every"])
     return StreamConfig(read, spec, targets, commit_every_s=seconds["commit_every"])
 
 

@@ -16,51 +16,18 @@ from __future__ import annotations
 import base64
 import json
 import math
+import time
 from dataclasses import dataclass
 
 import apache_beam as beam
 
+from io_connectors.sinks.bigquery import BigQueryTarget
 from schemas import bigquery_schema
 from transforms.dead_letter import DEAD_LETTER_TAG, dead_letter
 from transforms.event_time import micros_to_datetime
 
 MAX_ROWS_PER_REQUEST = 500
 MAX_ATTEMPTS = 3
-
-
-class BigQueryTargetError(ValueError):
-    """A table name that is not project.dataset.table."""
-
-
-@dataclass(frozen=True)
-class BigQueryTarget:
-    table: str  # project.dataset.table
-    endpoint: str | None = None
-
-    def __post_init__(self):
-        parts = self.table.split(".")
-        if len(parts) != 3 or not all(parts):
-            raise BigQueryTargetError(f"bad BigQuery table {self.table!r}: use project.dataset.table")
-
-    @property
-    def project(self) -> str:
-        return self.table.split(".")[0]
-
-    @property
-    def dataset(self) -> str:
-        return ".".join(self.table.split(".")[:2])
-
-    def named(self, suffix: str) -> "BigQueryTarget":
-        return BigQueryTarget(self.table + suffix, self.endpoint)
-
-    def client(self):
-        from google.cloud import bigquery
-        if not self.endpoint:
-            return bigquery.Client(project=self.project)
-        from google.api_core.client_options import ClientOptions
-        from google.auth.credentials import AnonymousCredentials
-        return bigquery.Client(project=self.project, credentials=AnonymousCredentials(),
-                               client_options=ClientOptions(api_endpoint=self.endpoint))
 
 
 @dataclass(frozen=True)
@@ -75,8 +42,26 @@ BAR_TABLE = TableLayout("bar", "window_start", ("exchange", "symbol"), ("exchang
 DEAD_LETTER_TABLE = TableLayout("dead_letter", "dead_letter_time", ("reason",))
 
 
+CREATE_ATTEMPTS = 4
+
+
 def ensure_table(client, target: BigQueryTarget, layout: TableLayout) -> None:
-    """Create the dataset, the table (partitioned by day, clustered) and its latest view if missing."""
+    """Create the dataset, the table (partitioned by day, clustered) and its latest view if missing.
+    Writers in parallel (a backfill's chunks) create them at once, and the emulator has answered a
+    create that lost such a race with 400 (a failed commit) rather than "already exists": a failed
+    create is tried again, and then finds the table there."""
+    from google.api_core.exceptions import GoogleAPICallError
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            _create_missing(client, target, layout)
+            return
+        except GoogleAPICallError:
+            if attempt + 1 == CREATE_ATTEMPTS:
+                raise
+            time.sleep(0.25 * 2 ** attempt)
+
+
+def _create_missing(client, target: BigQueryTarget, layout: TableLayout) -> None:
     from google.cloud import bigquery
     client.create_dataset(target.dataset, exists_ok=True)
     fields = [bigquery.SchemaField(f["name"], f["type"], mode=f["mode"], description=f["description"])

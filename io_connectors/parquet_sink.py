@@ -121,17 +121,14 @@ BAR_DIRECTORIES = {"parquet": "bars", "avro": "bars_avro"}
 
 
 class _WriteBarPartition(beam.DoFn):
-    """Writes one partition's bars. The sink of record (``counts=True``) also counts them for
-    the run's accounting; additional sinks of the same bars do not, so nothing is counted twice."""
+    """Writes one partition's bars. What the bars hold is counted where they are finalized
+    (``beam_pipelines.outputs``), the same for every sink; the sink of record (``counts_files``)
+    counts its files."""
 
-    def __init__(self, root: str, file_name: str, file_format: str = "parquet", counts: bool = True):
+    def __init__(self, root: str, file_name: str, file_format: str = "parquet", counts_files: bool = True):
         self._root, self._file_name = root.rstrip("/"), file_name
-        self._encode, self._counts = BAR_FILE_FORMATS[file_format], counts
+        self._encode, self._counts_files = BAR_FILE_FORMATS[file_format], counts_files
         self._directory = BAR_DIRECTORIES[file_format]
-        self._rows = beam.metrics.Metrics.counter("cryptobeam", "bar_rows_written")
-        self._filled = beam.metrics.Metrics.counter("cryptobeam", "filled_bars_written")
-        self._final_trades = beam.metrics.Metrics.counter("cryptobeam", "trades_in_final_bars")
-        self._final_duplicates = beam.metrics.Metrics.counter("cryptobeam", "duplicates_in_final_bars")
         self._files = beam.metrics.Metrics.counter("cryptobeam", "bar_files_written")
 
     def process(self, element, pane=beam.DoFn.PaneInfoParam):
@@ -142,19 +139,9 @@ class _WriteBarPartition(beam.DoFn):
                              partition_segment("symbol", symbol), partition_segment("date", day),
                              self._file_name.format(pane=pane.index)])
             write_atomically(self._encode(bars), path)
-            if self._counts:
-                self._count(bars)
+            if self._counts_files:
+                self._files.inc()
             yield WrittenFile(path, max(bar["window_end"] for bar in bars))
-
-    def _count(self, bars: list[dict]) -> None:
-        self._files.inc()
-        self._rows.inc(len(bars))
-        for bar in bars:
-            if bar["is_filled"]:
-                self._filled.inc()
-            elif bar["is_final"]:
-                self._final_trades.inc(bar["trade_count"])
-                self._final_duplicates.inc(bar["duplicate_count"])
 
 
 class _WriteDeadLetterPartition(beam.DoFn):
@@ -220,21 +207,16 @@ def run_of(file_name: str) -> str:
     return match.group("run") if match else ""
 
 
-def WriteBarsParquet(root: str, file_name: str, flush_every_s: float) -> beam.PTransform:
-    """A stream's bars -> ``bars/exchange=…/symbol=…/date=…/<file_name>``, a file per partition per
-    pane. A bounded run's bars are grouped and finalized first, then written by ``WriteBarPartitions``."""
-    return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name), flush_every_s)
-
-
-def WriteBarsAvro(root: str, file_name: str, flush_every_s: float) -> beam.PTransform:
-    """A stream's bars -> ``bars_avro/exchange=…/symbol=…/date=…/<file_name>``, the same bars as the Parquet files."""
-    return _WritePartitions(bar_partition, _WriteBarPartition(root, file_name, "avro", counts=False), flush_every_s)
-
-
-def WriteBarPartitions(root: str, file_name: str, file_format: str = "parquet", counts: bool = True) -> beam.PTransform:
-    """A bounded run's bar partitions, already grouped, ((exchange, symbol, date), bars) -> one file
-    each, in ``bars/`` (Parquet) or ``bars_avro/`` (Avro), named as the stream writers name theirs."""
-    return beam.ParDo(_WriteBarPartition(root, file_name, file_format, counts))
+def write_bar_files(bars, file_format: str, label: str, counts_files: bool):
+    """``bars`` (``beam_pipelines.outputs.BarsToWrite``) -> ``bars/`` (Parquet) or ``bars_avro/`` (Avro)
+    ``exchange=…/symbol=…/date=…/<file>``; returns the ``WrittenFile``s. A bounded run's partitions
+    arrive grouped and finalized, one file each; a stream's bars are grouped here, a file per
+    partition per pane (``flush_every_s``)."""
+    writer = _WriteBarPartition(bars.out, file_name_for(bars.run, file_format, bars.unbounded), file_format,
+                                counts_files)
+    if bars.partitions is not None:
+        return bars.partitions | label >> beam.ParDo(writer)
+    return bars.bars | label >> _WritePartitions(bar_partition, writer, bars.flush_every_s)
 
 
 def WriteDeadLettersParquet(root: str, file_name: str = "part-all.parquet",
