@@ -18,7 +18,7 @@ from beam_pipelines.cli_common import (ERROR_LOG, EXIT_PIPELINE_FAILED, EXIT_UNR
                                       bar_spec_from_args, check_name_option, check_writable, lock_output, parse_duration_seconds,
                                       runner_profile_from_args, sink_targets_from_args, summary_table, write_error_log)
 from beam_pipelines.collect_command import add_collect_parser, run_collect
-from beam_pipelines.manifest import SEAM_FILE
+from beam_pipelines.seams import SEAM_FILES
 from beam_pipelines.stream_command import add_stream_options, run_stream
 from io_connectors.paths import is_remote
 
@@ -120,7 +120,7 @@ def add_backfill_options(backfill: argparse.ArgumentParser) -> None:
     add_sink_options(backfill, streaming=False)
 
 
-RUN_FILES = ("_SUMMARY.json", ERROR_LOG, f"bars/**/{SEAM_FILE}")
+RUN_FILES = ("_SUMMARY.json", ERROR_LOG, SEAM_FILES)
 """What a backfill writes in ``--out`` besides its chunks' files (which its manifests record)."""
 
 
@@ -265,18 +265,13 @@ def run_backfill(args, console: Console) -> int:
             raise PipelineFailed(f"the pipeline failed: {type(error).__name__}: {message} ({where})") from None
         finally:
             set_progress_listener(None)
-    seam_fills = 0
-    if config.spec.fill_gaps and len(chunks) > 1:
-        from beam_pipelines.seams import fill_seams  # writes bars, so imports Beam's sinks: only when needed
-        seam_fills = fill_seams(config.out, config.spec)
+    seams = _fill_seams(config, pipeline_log) if config.spec.fill_gaps and len(chunks) > 1 else Accounting()
     elapsed = time.monotonic() - started
     stale_error_log = os.path.join(config.out, ERROR_LOG)
     if os.path.exists(stale_error_log):  # an earlier attempt's failure, which this run has resumed past
         os.remove(stale_error_log)
     manifests = [m for m in ChunkManifest.all_in(config.out) if m.chunk_id in by_chunk]
-    accounting = Accounting.total([Accounting.from_counters(m.counts) for m in manifests])
-    accounting.filled_bars_written += seam_fills
-    accounting.bar_rows_written += seam_fills
+    accounting = Accounting.total([Accounting.from_counters(m.counts) for m in manifests] + [seams])
     problems = [p for m in manifests for p in m.problems(config.out, check_inputs=False)]
     problems += [f"chunk {m.chunk_id}: {p}" for m in manifests for p in Accounting.from_counters(m.counts).problems()]
     problems += accounting.problems()
@@ -289,6 +284,17 @@ def run_backfill(args, console: Console) -> int:
     for problem in problems:
         console.print(f"[red]accounting does not reconcile: {problem}[/red]")
     return EXIT_UNRECONCILED if problems else 0
+
+
+def _fill_seams(config, pipeline_log: PipelineLog):
+    """The filled bars between chunks, to every sink (``beam_pipelines.seams``); what they add to the accounting."""
+    from beam_pipelines.seams import fill_seams
+    try:
+        return fill_seams(config.out, config.spec, config.sinks)
+    except Exception as error:  # a sink failing, as in a chunk: one line here, the whole story in a log
+        where = write_error_log(config.out, pipeline_log)
+        message = str(error).splitlines()[0] if str(error) else ""
+        raise PipelineFailed(f"the seam fill failed: {type(error).__name__}: {message} ({where})") from None
 
 
 def _workers(requested: int | None, default: int, console: Console) -> int:

@@ -2,7 +2,9 @@
 
 Each chunk fills the gaps it can see. An empty interval between the last bar of one chunk and
 the first bar of the next is filled here, after the chunks, with the same functions the
-streaming-capable FillGaps transform uses, into ``part-seams.parquet`` files that every run
+streaming-capable FillGaps transform uses. The filled bars go through the same outputs as a
+chunk's bars (``beam_pipelines.outputs``), to every sink of the run, as the bounded run
+``seams``: files named ``part-seams.*`` (``manifest.SEAM_FILE`` in ``bars/``), which every run
 rewrites.
 """
 from __future__ import annotations
@@ -11,24 +13,33 @@ import glob
 import os
 from collections import defaultdict
 
-import pyarrow as pa
-import pyarrow.dataset as ds
+from beam_pipelines.accounting import Accounting
 
-from beam_pipelines.manifest import SEAM_FILE
-from io_connectors.atomic_files import write_atomically
-from io_connectors.parquet_sink import bar_partition, bars_parquet_bytes, partition_segment
-from transforms.bar_spec import BarSpec
-from transforms.gap_fill import filled_bar, gaps_between
+SEAM_RUN = "seams"
+SEAM_FILES = "*/**/part-seams.*"
+"""Every file the seam fill writes, under the output directory: bars in each file sink's
+directory, and dead letters of rows a sink rejected."""
 
 
-
-def fill_seams(out: str, spec: BarSpec) -> int:
-    """Write the filled bars no chunk could write; returns how many."""
-    for path in glob.glob(os.path.join(out, "bars", "**", SEAM_FILE), recursive=True):
+def fill_seams(out: str, spec, sinks: tuple) -> Accounting:
+    """Write the filled bars no chunk could write to every sink in ``sinks``
+    (``io_connectors.sinks.SinkTarget``s); returns what was written, as accounting figures."""
+    for path in glob.glob(os.path.join(out, SEAM_FILES), recursive=True):
         os.remove(path)
+    bars = seam_bars(out, spec)
+    return write_seam_bars(bars, out, sinks) if bars else Accounting()
+
+
+def seam_bars(out: str, spec) -> list[dict]:
+    """The filled bars of the empty intervals that no chunk's Parquet bars (in ``out/bars``) cover."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from transforms.gap_fill import filled_bar, gaps_between
+
     bars_dir = os.path.join(out, "bars")
     if not os.path.isdir(bars_dir):
-        return 0
+        return []
     table = ds.dataset(bars_dir, format="parquet", partitioning="hive").to_table(
         columns=["exchange", "symbol", "window_start", "close", "is_filled", "pane_index"])
     closes: dict[tuple, dict[int, tuple[int, float]]] = defaultdict(dict)
@@ -42,15 +53,29 @@ def fill_seams(out: str, spec: BarSpec) -> int:
             filled[key].add(start)
         elif start not in closes[key] or pane >= closes[key][start][0]:
             closes[key][start] = (pane, close)
-    by_partition: dict[tuple, list[dict]] = defaultdict(list)
+    bars = []
     for (exchange, symbol), windows in closes.items():
         settled = {w: close for w, (_, close) in windows.items()}
-        for start, close in gaps_between(None, settled, spec.interval.micros):
-            if start not in filled[(exchange, symbol)]:
-                bar = filled_bar(exchange, symbol, spec, start, close)
-                by_partition[bar_partition(bar)].append(bar)
-    for (exchange, symbol, day), bars in by_partition.items():
-        path = os.path.join(out, "bars", partition_segment("exchange", exchange), partition_segment("symbol", symbol),
-                            partition_segment("date", day), SEAM_FILE)
-        write_atomically(bars_parquet_bytes(sorted(bars, key=lambda b: b["window_start"])), path)
-    return sum(len(b) for b in by_partition.values())
+        bars += [filled_bar(exchange, symbol, spec, start, close)
+                 for start, close in gaps_between(None, settled, spec.interval.micros)
+                 if start not in filled[(exchange, symbol)]]
+    return bars
+
+
+def write_seam_bars(bars: list[dict], out: str, sinks: tuple) -> Accounting:
+    """A small bounded pipeline, in this process, through the outputs a chunk's bars go through."""
+    import apache_beam as beam
+
+    from beam_pipelines.accounting import counters_of
+    from beam_pipelines.outputs import OutputTargets, write_outputs
+    from runners.profiles import in_process_runner
+
+    pipeline = beam.Pipeline(runner=in_process_runner())
+    dead_letters = pipeline | "NoDeadLetters" >> beam.Create([])
+    write_outputs(pipeline | "SeamBars" >> beam.Create(bars), dead_letters, OutputTargets(out, SEAM_RUN, sinks))
+    result = pipeline.run()
+    result.wait_until_finish()
+    counted = Accounting.from_counters(counters_of(result))
+    # The seam files are the run's, not a chunk's: its bar files count only chunks' files.
+    return Accounting(bar_rows_written=counted.bar_rows_written, filled_bars_written=counted.filled_bars_written,
+                      sink_rejections=counted.sink_rejections, sink_dead_letters_written=counted.sink_dead_letters_written)

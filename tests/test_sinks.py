@@ -1,0 +1,179 @@
+"""Sinks as plug-ins (io_connectors.sinks): every sink of a run gets the same bars, seam fills
+included; a sink added to the registry is offered, checked, recorded and fed like the built-in
+ones; the command line lists and checks sinks without importing Beam or a sink's client."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import fastavro
+import pyarrow.parquet as pq
+
+from io_connectors.avro_wire import SchemaStore, decode
+from io_connectors.sinks import SINKS, Sink, SinkWrites
+from io_connectors.sinks.bigquery import BigQueryTarget
+from schemas import field_names
+from tests.helpers import COLLECTED, Collect
+from tests.test_chunked import CLI, backfill, write_days
+from tests.test_kafka import read_topic
+
+ROOT = Path(__file__).resolve().parent.parent
+BAR_FIELDS = field_names("bar")
+KEY = ("exchange", "symbol", "window_start", "is_filled", "pane_index")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def micros(value):
+    """A timestamp as the bar records hold it: microseconds since the epoch (readers return datetimes)."""
+    if not isinstance(value, datetime):
+        return value
+    return (value.replace(tzinfo=value.tzinfo or timezone.utc) - EPOCH) // timedelta(microseconds=1)
+
+
+def comparable(rows) -> list[dict]:
+    """Bars as every sink's reader returns them, reduced to plain values and sorted."""
+    plain = [{k: micros(v) for k, v in row.items() if k in BAR_FIELDS} for row in rows]
+    return sorted(plain, key=lambda b: [b[k] for k in KEY])
+
+
+def parquet_bars(out: Path) -> list[dict]:
+    return comparable(pq.read_table(out / "bars").to_pylist())
+
+
+def avro_bars(out: Path) -> list[dict]:
+    rows = []
+    for path in sorted((out / "bars_avro").rglob("*.avro")):
+        with open(path, "rb") as handle:
+            rows += list(fastavro.reader(handle))
+    return comparable(rows)
+
+
+def test_every_sink_gets_the_seam_fills_of_a_chunked_backfill(tmp_path, bigquery_endpoint, kafka_bootstrap):
+    days = tmp_path / "days"
+    write_days(days, 2, per_day=30, seed=8)  # sparse trades: the midnight lies in an interval neither chunk can fill
+    out = tmp_path / "out"
+    target = BigQueryTarget("local.cryptobeam.seams", bigquery_endpoint)
+    result = backfill(days, out, "--interval", "5m", "--chunk", "1d", "--sink", "avro", "--sink", "bigquery", "--bq-table", target.table,
+                      "--bq-endpoint", bigquery_endpoint, "--sink", "kafka", "--kafka", kafka_bootstrap,
+                      "--kafka-bars-topic", "seam_bars")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    in_parquet = parquet_bars(out)
+    starts = [bar["window_start"] for bar in in_parquet]
+    assert starts == list(range(starts[0], starts[-1] + 1, 300_000_000))  # every interval once, real or filled
+    assert sum(pq.read_metadata(p).num_rows for p in (out / "bars").rglob("part-seams.parquet")) > 0
+    assert list((out / "bars_avro").rglob("part-seams.avro"))
+    summary = json.loads((out / "_SUMMARY.json").read_text())
+    assert summary["reconciled"] and summary["bar_rows_written"] == len(in_parquet)
+
+    assert avro_bars(out) == in_parquet
+    rows = [dict(row.items()) for row in target.client().query(f"SELECT * FROM `{target.table}`").result()]
+    assert comparable(rows) == in_parquet
+    store = SchemaStore.shipped()
+    messages = read_topic(kafka_bootstrap, "seam_bars", len(in_parquet))
+    assert comparable(decode(m.value(), "bar", store) for m in messages) == in_parquet
+
+
+class _CollectingSink(Sink):
+    """A sink added by a test: one class and one registry entry, nothing else."""
+    name = "collect"
+    description = "bars into this process's memory (tests only)"
+
+    def add_options(self, command, streaming):
+        command.add_argument("--collect-into", default=None)
+
+    def target_from_args(self, args, chosen, streaming):
+        if chosen and not args.collect_into:
+            from io_connectors.sinks import SinkOptionError
+            raise SinkOptionError("--sink collect needs --collect-into NAME")
+        return args.collect_into if chosen else None
+
+    def settings(self, target):
+        return {"collect_into": target} if target else {}
+
+    def write(self, bars, target):
+        import apache_beam as beam
+        bars.bars | "WriteBarsCollect" >> beam.Map(Collect(target))
+        return SinkWrites()
+
+
+def test_a_sink_added_to_the_registry_is_offered_checked_recorded_and_fed(tmp_path, monkeypatch, capsys):
+    from beam_pipelines import cli
+    monkeypatch.setitem(SINKS, "collect", _CollectingSink())
+    data = str(ROOT / "data" / "*.zip")
+
+    assert cli.main(["backfill", "--source", "binance-aggtrades", "--input", data, "--out", str(tmp_path / "bad"),
+                     "--sink", "collect"]) == 2
+    assert capsys.readouterr().err.strip() == "cryptobeam: error: --sink collect needs --collect-into NAME"
+
+    out = tmp_path / "out"
+    code = cli.main(["backfill", "--source", "binance-aggtrades", "--input", data, "--out", str(out), "--fill-gaps",
+                     "--no-progress", "--sink", "collect", "--collect-into", "plugged"])
+    assert code == 0, capsys.readouterr()
+    assert comparable(COLLECTED["plugged"]) == parquet_bars(out) and len(COLLECTED["plugged"]) == 2880
+    [manifest] = (out / "_manifests").glob("*.json")
+    settings = json.loads(manifest.read_text())["settings"]
+    assert settings["sinks"] == ["collect", "parquet"] and settings["collect_into"] == "plugged"
+    cli.main(["sinks"])
+    assert "collect" in capsys.readouterr().out
+
+
+def test_manifests_record_sinks_as_before_the_registry_so_earlier_runs_resume():
+    """A chunk written before the registry is reused only if today's settings equal its recorded ones."""
+    from beam_pipelines.cli import build_parser
+    from io_connectors.sinks import recorded_settings, sink_targets
+
+    def recorded(*options):
+        args = build_parser().parse_args(["backfill", "--source", "binance-aggtrades", "--input", "x", "--out", "o",
+                                          *options])
+        return recorded_settings(sink_targets(args, streaming=False))
+
+    assert recorded() == {"sinks": ["parquet"], "bigquery_table": None, "kafka_bars_topic": None}
+    assert recorded("--sink", "kafka", "--kafka", "h:1", "--kafka-bars-topic", "t", "--sink", "avro", "--sink", "bigquery",
+                    "--bq-table", "p.d.t", "--sink", "parquet") == {
+        "sinks": ["avro", "bigquery", "kafka", "parquet"], "bigquery_table": "p.d.t", "kafka_bars_topic": "t"}
+
+
+CHECK_SINKS_WITHOUT_BEAM = """
+import sys
+from beam_pipelines.cli import build_parser
+from beam_pipelines.cli_common import UserError, sink_targets_from_args
+def targets(*options):
+    args = build_parser().parse_args(["backfill", "--source", "binance-aggtrades", "--input", "x", "--out", "o", *options])
+    try:
+        return [name for name, _ in sink_targets_from_args(args, streaming=False)]
+    except UserError as error:
+        return str(error)
+print(targets("--sink", "bigquery", "--bq-table", "p.d.t", "--sink", "avro"))
+print(targets("--sink", "bigtable"))
+print(targets("--bq-table", "p.d.t"))
+print(targets("--sink", "bigquery", "--bq-table", "nodots"))
+print(targets("--sink", "kafka"))
+stream = build_parser().parse_args(["stream", "--kafka", "h:1", "--out", "o", "--bars-topic", "b"])
+print([(name, getattr(target, "topic", None)) for name, target in sink_targets_from_args(stream, streaming=True)])
+print(sorted(m for m in sys.modules if m.startswith(("apache_beam", "google.cloud.bigquery", "confluent_kafka", "pyarrow"))))
+"""
+
+
+def test_sinks_are_offered_and_checked_without_importing_beam_or_a_client():
+    result = subprocess.run([sys.executable, "-c", CHECK_SINKS_WITHOUT_BEAM], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "['parquet', 'avro', 'bigquery']",
+        "unknown --sink 'bigtable'; available: parquet, avro, bigquery, kafka",
+        "--bq-table and --bq-endpoint go with --sink bigquery",
+        "bad BigQuery table 'nodots': use project.dataset.table",
+        "--sink kafka and --kafka HOST:PORT go together",
+        "[('parquet', None), ('kafka', 'b')]",
+        "[]",
+    ]
+
+
+def test_a_bad_sink_option_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
+                             "--out", str(tmp_path / "out"), "--sink", "bigquery"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr == "cryptobeam: error: --sink bigquery needs --bq-table project.dataset.table\n"
