@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import field_names, parsed_avro_schema
-from transforms.information_bars import BarsOptionError, day_bars, parse_threshold
+from transforms.bar_kinds import BarsOptionError, parse_threshold
+from transforms.information_bars import day_bars
 from transforms.trade_chunk import SIDE_NAMES
 
 DAY = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z

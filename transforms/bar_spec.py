@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transforms.bar_kinds import Threshold
 from transforms.interval import Interval, parse_interval
 
 ACCUMULATION_MODES = ("accumulating", "discarding")  # Beam's AccumulationMode, by name
@@ -15,10 +16,11 @@ ACCUMULATION_MODES = ("accumulating", "discarding")  # Beam's AccumulationMode, 
 
 @dataclass(frozen=True)
 class BarSpec:
-    """Interval, trigger and lateness settings.
+    """Interval, trigger and lateness settings, and which bars to build.
 
     The defaults are the batch defaults: no early firings and no allowed lateness, which gives
-    exactly one final (ON_TIME) pane per bar.
+    exactly one final (ON_TIME) pane per bar. The interval is the time bars' and the grain of
+    the lateness and dedupe windows every kind of bar shares.
     """
 
     interval: Interval
@@ -26,6 +28,9 @@ class BarSpec:
     allowed_lateness_seconds: int = 0
     accumulation: str = "accumulating"
     fill_gaps: bool = False
+    time_bars: bool = True
+    thresholds: tuple[Threshold, ...] = ()
+    """Information-driven bars (tick, volume, dollar), one table each."""
 
     @classmethod
     def of(cls, interval: str, **kwargs) -> "BarSpec":

@@ -9,7 +9,8 @@ import apache_beam as beam
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from transforms.bar_spec import BarSpec
-from transforms.partial_bar import PartialBar
+from transforms.dedupe import UniqueRecords
+from transforms.partial_bar import PartialBar, partial_bar
 
 PANE_TIMING_NAMES = {
     PaneInfoTiming.EARLY: "EARLY",
@@ -23,12 +24,23 @@ PANE_TIMING_NAMES = {
 _NO_TRADES = PartialBar()  # immutable, so one instance serves every new accumulator
 
 
+def summary_of(unique: UniqueRecords) -> PartialBar:
+    """A deduplicated chunk's partial bar: the one computed in bulk with the chunk when dedupe
+    removed nothing, else computed from what is left."""
+    if unique.chunk.summary is not None and not unique.duplicate_count:
+        return unique.chunk.summary
+    return partial_bar(unique.chunk, unique.duplicate_count)
+
+
 class MergePartialBars(beam.CombineFn):
+    """Deduplicated chunks in, one partial bar per window out. Chunks become partial bars as they
+    are added, so a runner that combines before its shuffle moves partial bars, not trades."""
+
     def create_accumulator(self):
         return _NO_TRADES
 
-    def add_input(self, accumulator, partial):
-        return accumulator.merge(partial)
+    def add_input(self, accumulator, unique):
+        return accumulator.merge(summary_of(unique))
 
     def merge_accumulators(self, accumulators):
         merged = _NO_TRADES
@@ -84,7 +96,7 @@ def newest_pane_final(bars: list[dict]) -> list[dict]:
 
 
 class ComputeBars(beam.PTransform):
-    """Windowed (window key, PartialBar) -> bar records, one per fired pane."""
+    """Windowed (window key, UniqueRecords) -> bar records, one per fired pane."""
 
     def __init__(self, spec: BarSpec, label=None):
         super().__init__(label)

@@ -1,10 +1,15 @@
-"""Dedupe on (exchange, symbol, trade_id), across files, batches and panes.
+"""Dedupe on a record's identity (for trades: exchange, symbol, trade_id), across files, batches and panes.
 
 Keyed by window: a re-delivered trade carries the same event time, so its copies always meet
 in the same (exchange, symbol, window) key. A copy whose content differs from the first one
 seen is not silently merged: it is dead-lettered as ``conflicting_duplicate``.
+
+What comes out is the window's new records, as a chunk, with how many copies were dropped:
+every computation (time bars, information bars) starts from these.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -12,8 +17,15 @@ from apache_beam.coders import BytesCoder
 from apache_beam.transforms.userstate import BagStateSpec
 
 from transforms.keys import ByWindow
-from transforms.partial_bar import partial_bar
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
+
+
+class UniqueRecords(NamedTuple):
+    """The records of a chunk not seen before in their window, and how many re-delivered copies
+    the chunk held. A chunk with nothing removed keeps the summary computed with it in bulk."""
+    chunk: object
+    duplicate_count: int = 0
+
 
 def classify(ids, content, seen_ids, seen_content):
     """Mark each row new, duplicate or conflicting; return them with what the seen set gains.
@@ -62,7 +74,7 @@ class _DedupeFn(beam.DoFn):
             seen_state.add(_seen_bytes(chunk.id_hash, chunk.content_hash))
             self._duplicates.inc(0)  # Beam reports a counter only once incremented: 0 duplicates is a result
             self._unique.inc(len(chunk))
-            yield window_key, chunk.summary
+            yield window_key, UniqueRecords(chunk)
             return
         new, duplicate, conflict, added_ids, added_content = classify(
             chunk.id_hash, chunk.content_hash, seen_ids, seen_content)
@@ -78,10 +90,10 @@ class _DedupeFn(beam.DoFn):
                     "conflicting_duplicate", "same trade id as an earlier trade, but different time, price, amount or side",
                     "dedupe", chunk.trade_record(i), chunk.source(i), chunk.offset(i), chunk.exchange,
                     chunk.symbol, int(chunk.event_time[i])))
-        if new.all() and chunk.summary is not None:
-            yield window_key, chunk.summary  # nothing removed: the summary computed in bulk stands
+        if new.all():
+            yield window_key, UniqueRecords(chunk)
         elif new.any() or n_duplicates:
-            yield window_key, partial_bar(chunk.take(new), n_duplicates)
+            yield window_key, UniqueRecords(chunk.take(new), n_duplicates)
 
 
 def _seen_bytes(ids: np.ndarray, content: np.ndarray) -> bytes:
@@ -107,7 +119,7 @@ _EMPTY = np.zeros(0, np.uint64)
 
 
 class DedupeTrades(beam.PTransform):
-    """Windowed (window key, TradeChunk) -> (window key, PartialBar of the unique trades), and dead letters."""
+    """Windowed (window key, TradeChunk) -> (window key, UniqueRecords), and dead letters."""
 
     def expand(self, chunks):
         return chunks | "Dedupe" >> beam.ParDo(_DedupeFn()).with_output_types(ByWindow).with_outputs(

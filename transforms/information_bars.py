@@ -13,62 +13,16 @@ history (tardis-machine restarts its bars on every reconnect; these do not):
   depend on the order it is added in, so any grouping of the work gives the same cut;
 - a bar is named by (day, ordinal); it opens and closes at its first and last trade's times.
 
-Beam-free: the command line parses ``--bars`` with it, and the computation's transform
-(``transforms.information_bar_computation``) cuts each day with ``day_bars``.
+Beam-free: ``transforms.information_bar_panes`` cuts each day with ``day_bars`` as the watermark
+releases it; ``transforms.bar_kinds`` names the thresholds.
 """
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 
 import numpy as np
 
-KINDS = ("ticks", "volume", "dollar")
-DAY_MICROS = 86_400_000_000
-_SIZE = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
-
-
-class BarsOptionError(ValueError):
-    """A ``--bars`` value that names no known kind or gives no usable threshold."""
-
-
-@dataclass(frozen=True)
-class Threshold:
-    kind: str
-    size: float
-
-    @property
-    def text(self) -> str:
-        """As the ``interval`` field of its bars names it, e.g. ``ticks:1000`` or ``dollar:1000000``."""
-        size = int(self.size) if float(self.size).is_integer() else self.size
-        return f"{self.kind}:{size}"
-
-    @property
-    def table(self) -> str:
-        """The output table of these bars, beside the time bars' ``bars``."""
-        return f"bars_{self.kind}"
-
-    def measures(self, prices: np.ndarray, amounts: np.ndarray) -> np.ndarray | None:
-        """What each trade adds to its bar; None for ticks, which count trades."""
-        if self.kind == "volume":
-            return amounts
-        if self.kind == "dollar":
-            return prices * amounts
-        return None
-
-
-def parse_threshold(kind: str, size_text: str) -> Threshold:
-    if kind not in KINDS:
-        raise BarsOptionError(f"unknown bar kind {kind!r}: use time, {', '.join(KINDS)}")
-    if not _SIZE.match(size_text.strip()):
-        raise BarsOptionError(f"bad {kind} bar size {size_text!r}: use a positive number, e.g. {kind}:1000")
-    size = float(size_text)
-    if not 0 < size < math.inf or (kind == "ticks" and not size.is_integer()):
-        raise BarsOptionError(f"bad {kind} bar size {size_text!r}: it must be a positive "
-                              f"{'whole number' if kind == 'ticks' else 'finite number'}")
-    return Threshold(kind, size)
-
+from transforms.bar_kinds import DAY_MICROS, Threshold
 
 def trade_order(times: np.ndarray, trade_ids: list[str]) -> np.ndarray:
     """Row order by (event time, id length, id): the one total order of a symbol's trades."""

@@ -44,8 +44,16 @@ def split_by_symbol(batch: pa.Table):
         yield (exchange[first].as_py(), symbol[first].as_py()), batch.take(pa.array(rows, pa.int64()))
 
 
-class KeyBySymbol(beam.PTransform):
-    """Trade batches -> ((exchange, symbol), batch of that pair's trades)."""
+class KeyRecords(beam.PTransform):
+    """Record batches -> (key, batch of that key's records), e.g. ((exchange, symbol), trades)."""
+
+    def __init__(self, record_type=None, label=None):
+        super().__init__(label)
+        from transforms.record_types import record_type as registered
+        self._record_type = record_type or registered("trade")
 
     def expand(self, batches):
-        return batches | beam.FlatMap(split_by_symbol).with_output_types(BatchBySymbol)
+        return batches | beam.FlatMap(self._record_type.split_by_key).with_output_types(self._record_type.batch_by_key_hint)
+
+
+KeyBySymbol = KeyRecords

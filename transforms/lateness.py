@@ -21,21 +21,14 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.bar_spec import BarSpec
-from transforms.event_time import event_times
-from transforms.keys import ChunkByWindow
 from transforms.trade_batch import rows_dead_letters, take_rows
-from transforms.trade_chunk import chunks_of
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
 
 
-def stamped_window_chunks(batch: pa.Table, starts: np.ndarray, pair: tuple[str, str]):
-    """Yield timestamped ((exchange, symbol, window_start_us), TradeChunk) pairs of one pair's batch.
-
-    A chunk's timestamp is its earliest trade's time, which its summary's first trade already holds.
-    """
-    for chunk in chunks_of(batch, starts, pair):
-        key = (chunk.exchange, chunk.symbol, chunk.window_start)
-        yield beam.window.TimestampedValue((key, chunk), Timestamp(micros=chunk.summary.first[0]))
+def stamped_window_chunks(chunks):
+    """Timestamped ((*key, window_start_us), chunk) pairs: a chunk's timestamp is its earliest record's time."""
+    for key, chunk in chunks:
+        yield beam.window.TimestampedValue(((*key, chunk.window_start), chunk), Timestamp(micros=int(chunk.event_time.min())))
 
 
 def too_late_dead_letters(batch, rows, watermark_floor_us: int, expiries: np.ndarray, times: np.ndarray):
@@ -57,8 +50,8 @@ class _RouteTooLateFn(beam.DoFn):
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
     END_OF_INPUT = TimerSpec("end_of_input", TimeDomain.WATERMARK)
 
-    def __init__(self, spec: BarSpec):
-        self._spec = spec
+    def __init__(self, spec: BarSpec, record_type):
+        self._spec, self._record_type = spec, record_type
 
     def process(self, element,
                 floor_state=beam.DoFn.StateParam(WATERMARK_FLOOR),
@@ -66,8 +59,8 @@ class _RouteTooLateFn(beam.DoFn):
                 latest_state=beam.DoFn.StateParam(LATEST_EXPIRY),
                 expiry_timer=beam.DoFn.TimerParam(EXPIRY),
                 end_timer=beam.DoFn.TimerParam(END_OF_INPUT)):
-        pair, batch = element
-        times = event_times(batch)
+        key, batch = element
+        times = batch.column(self._record_type.event_time_field).cast(pa.int64()).to_numpy()
         starts = self._spec.interval.window_start_micros(times)
         expiries = starts + self._spec.interval.micros + self._spec.allowed_lateness_micros
         floor = floor_state.read()
@@ -90,7 +83,7 @@ class _RouteTooLateFn(beam.DoFn):
             next_state.write(earliest)
             expiry_timer.set(Timestamp(micros=earliest))
             end_timer.set(GlobalWindow().max_timestamp())
-        yield from stamped_window_chunks(batch, starts, pair)
+        yield from stamped_window_chunks((key, chunk) for chunk in self._record_type.chunks_of(batch, starts, key))
 
     @on_timer(EXPIRY)
     def on_expiry(self, fired_at=beam.DoFn.TimestampParam,
@@ -118,13 +111,14 @@ class _RouteTooLateFn(beam.DoFn):
 
 
 class RouteTooLate(beam.PTransform):
-    """Per-symbol trade batches -> ``too_late`` dead letters, and the rest cut into timestamped
-    ((exchange, symbol, window start), TradeChunk) pairs ready for windowing."""
+    """Per-key record batches -> ``too_late`` dead letters, and the rest cut into timestamped
+    ((*key, window start), chunk) pairs ready for windowing."""
 
-    def __init__(self, spec: BarSpec, label=None):
+    def __init__(self, spec: BarSpec, record_type=None, label=None):
         super().__init__(label)
-        self._spec = spec
+        from transforms.record_types import record_type as registered
+        self._spec, self._record_type = spec, record_type or registered("trade")
 
-    def expand(self, batches_by_symbol):
-        return batches_by_symbol | "Route" >> beam.ParDo(_RouteTooLateFn(self._spec)).with_output_types(
-            ChunkByWindow).with_outputs(DEAD_LETTER_TAG, main="in_time")
+    def expand(self, batches_by_key):
+        return batches_by_key | "Route" >> beam.ParDo(_RouteTooLateFn(self._spec, self._record_type)).with_output_types(
+            self._record_type.chunk_by_window_hint).with_outputs(DEAD_LETTER_TAG, main="in_time")

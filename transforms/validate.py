@@ -1,4 +1,7 @@
-"""Validate: a parsed trade must have a price, amount and notional in range, a sane time and a known side."""
+"""Validate: records that break their type's rules become dead letters.
+
+The trade rules are here too: a parsed trade must have a price, amount and notional in range, a
+sane time and a known side."""
 from __future__ import annotations
 
 import time
@@ -69,23 +72,24 @@ def invalid_reasons(batch: pa.Table, min_time_us: int, max_time_us: int) -> np.n
 
 
 class _ValidateBatch(beam.DoFn):
-    def __init__(self, min_time_us: int, max_time_us: int):
-        self._min, self._max = min_time_us, max_time_us
+    def __init__(self, record_type, min_time_us: int, max_time_us: int):
+        self._record_type, self._min, self._max = record_type, min_time_us, max_time_us
 
     def process(self, batch: pa.Table):
-        reasons = invalid_rows(batch, self._min, self._max)
+        reasons = self._record_type.invalid_rows(batch, self._min, self._max)
         rejected = reasons.rejected()
         if rejected:
-            yield from (beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter) for letter in _dead_letters(batch, rejected))
+            for reason, n in Counter(reason for _, reason in rejected).items():
+                count_dead_letter("cryptobeam", reason, n)
+            letters = self._record_type.rejected_dead_letters(batch, rejected)
+            yield from (beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter) for letter in letters)
         good = batch if not rejected else take_rows(batch, reasons.good())
         if good.num_rows:
             yield without_payload(good)
 
 
-def _dead_letters(batch: pa.Table, rejected: list[tuple[int, str]]) -> list[dict]:
+def rejected_trade_dead_letters(batch: pa.Table, rejected: list[tuple[int, str]]) -> list[dict]:
     rows, reasons = [i for i, _ in rejected], [reason for _, reason in rejected]
-    for reason, n in Counter(reasons).items():
-        count_dead_letter("cryptobeam", reason, n)
     picked = take_rows(batch.select(["price", "amount", "side"]), rows).to_pylist()
     # Times as integers: past the year 9999 no datetime holds them.
     times = batch.column("event_time").cast(pa.int64()).take(pa.array(rows, pa.int64())).to_pylist()
@@ -94,15 +98,21 @@ def _dead_letters(batch: pa.Table, rejected: list[tuple[int, str]]) -> list[dict
     return rows_dead_letters(batch, rows, reasons, messages, "validate", times)
 
 
-class ValidateTrades(beam.PTransform):
-    """Trade batches -> valid trade batches (payload dropped) and dead letters."""
+class ValidateRecords(beam.PTransform):
+    """Record batches -> valid batches (payload dropped) and dead letters, by the record type's rules
+    (trades by default)."""
 
-    def __init__(self, min_time_us: int | None = None, max_time_us: int | None = None, label=None):
+    def __init__(self, min_time_us: int | None = None, max_time_us: int | None = None, record_type=None, label=None):
         super().__init__(label)
+        from transforms.record_types import record_type as registered
+        self._record_type = record_type or registered("trade")
         default_min, default_max = default_time_bounds()
         self._min = default_min if min_time_us is None else min_time_us
         self._max = default_max if max_time_us is None else max_time_us
 
-    def expand(self, trades):
-        return trades | beam.ParDo(_ValidateBatch(self._min, self._max)).with_output_types(ArrowTableCoder.value_type).with_outputs(
-            DEAD_LETTER_TAG, main="valid")
+    def expand(self, records):
+        return records | beam.ParDo(_ValidateBatch(self._record_type, self._min, self._max)).with_output_types(
+            ArrowTableCoder.value_type).with_outputs(DEAD_LETTER_TAG, main="valid")
+
+
+ValidateTrades = ValidateRecords

@@ -1,0 +1,30 @@
+"""The event-time skeleton: parsed records of any type in, deduplicated chunks per (key, window)
+out, with dead letters for what it rejects. Validate -> Key -> route too-late -> Window -> Dedupe.
+
+Computations (time bars, information bars) start from what it emits. It is applied as labelled
+steps of its caller rather than as a composite of its own, so that the steps keep the names a
+running Dataflow job was launched with (``TradesToBars/Dedupe``...), which ``--update`` needs.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from transforms.bar_spec import BarSpec
+from transforms.dedupe import DedupeTrades
+from transforms.keys import KeyRecords
+from transforms.lateness import RouteTooLate
+from transforms.record_types import RecordType
+from transforms.validate import ValidateRecords
+
+
+def event_time_skeleton(records, record_type: RecordType, spec: BarSpec, time_bounds: tuple):
+    """Returns (unique: windowed ((*key, window start), UniqueRecords), [dead-letter PCollections])."""
+    valid = records | "Validate" >> ValidateRecords(*time_bounds, record_type=record_type)
+    in_time = (valid.valid
+               | "KeyBySymbol" >> KeyRecords(record_type)
+               | "RouteTooLateAndStampEventTime" >> RouteTooLate(spec, record_type))
+    unique = (in_time.in_time
+              | "Window" >> spec.window_into()
+              | "Dedupe" >> DedupeTrades())
+    dedupe_dead_letters = unique.dead_letter | "DeadLettersToGlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+    return unique.unique, [valid.dead_letter, in_time.dead_letter, dedupe_dead_letters]
