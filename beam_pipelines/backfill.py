@@ -14,6 +14,7 @@ from transforms import TradesToBars
 def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
     read = pipeline | "ReadTradeFiles" >> ReadTradeFiles(config.source, config.files, config.batch_rows,
                                                          config.time_slice, config.line_limit)
-    results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parser_for(config.source, config.exchange, config.symbol))
+    results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parser_for(config.source, config.exchange, config.symbol,
+                                                                                   config.instruments))
     dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
     write_outputs(results["bars"], dead_letters, OutputTargets(config.out, config.chunk_id, config.sinks))

@@ -29,4 +29,5 @@ class BackfillConfig:
     sinks: tuple[SinkTarget, ...] = PARQUET_ONLY  # Parquet is always written: manifests and validate read it
     time_slice: TimeSlice = WHOLE_FILE
     chunk_rows: int | None = None  # the planner's row budget per chunk; recorded so reruns plan alike
+    instruments: str | None = None  # the user's instruments CSV over the shipped table
     line_limit: int = DEFAULT_LINE_LIMIT  # longer text lines are dead letters, read in bounded memory

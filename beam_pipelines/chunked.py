@@ -29,7 +29,16 @@ def run_settings(config: BackfillConfig) -> dict:
     return {"source": config.source.name, "interval": spec.interval.text, "fill_gaps": spec.fill_gaps,
             "allowed_lateness_seconds": spec.allowed_lateness_seconds, "accumulation": spec.accumulation,
             "exchange": config.exchange, "symbol": config.symbol, "chunk_rows": config.chunk_rows,
-            **recorded_settings(config.sinks)}
+            **recorded_settings(config.sinks), **_instruments_setting(config.instruments)}
+
+
+def _instruments_setting(path: str | None) -> dict:
+    """A user's instruments file changes the trades' pairs (in dead letters and counters), so a
+    resumed run with another file is another run; without one the settings are as before."""
+    if not path:
+        return {}
+    from io_connectors.instruments import instruments_digest
+    return {"instruments": instruments_digest(path)}
 
 
 def run_chunk(config: BackfillConfig, chunk: Chunk, inputs: list[FileRecord] | None = None) -> ChunkManifest:

@@ -14,8 +14,9 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from beam_pipelines.cli_common import (ERROR_LOG, EXIT_PIPELINE_FAILED, EXIT_UNRECONCILED, EXIT_USER_ERROR, PipelineFailed,
-                                      PipelineLog, UserError, _Parser, add_bar_options, add_runner_options, add_sink_options,
-                                      bar_spec_from_args, check_name_option, check_writable, lock_output, parse_duration_seconds,
+                                      PipelineLog, UserError, _Parser, add_bar_options, add_instruments_option, add_runner_options,
+                                      add_sink_options, bar_spec_from_args, check_name_option, check_writable,
+                                      instruments_from_args, lock_output, parse_duration_seconds,
                                       runner_profile_from_args, sink_targets_from_args, summary_table, write_error_log)
 from beam_pipelines.collect_command import add_collect_parser, run_collect
 from beam_pipelines.seams import SEAM_FILES
@@ -41,6 +42,7 @@ def add_input_options(command: argparse.ArgumentParser) -> None:
                          help="file path or glob (quote it); repeat for more")
     command.add_argument("--symbol", help="symbol to use when the records and file names do not say")
     command.add_argument("--exchange", help="exchange id to record (default: the source's exchange)")
+    add_instruments_option(command)
 
 
 def input_files_and_source(args):
@@ -168,7 +170,8 @@ def _backfill_config(args):
         raise UserError("--chunk-rows must be 0 (never cut) or positive")
     return BackfillConfig(source=source, files=files, spec=spec, out=args.out.rstrip("/") or "/",
                           exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows,
-                          runner=runner, sinks=sinks, chunk_rows=chunk_rows, line_limit=line_limit)
+                          runner=runner, sinks=sinks, chunk_rows=chunk_rows, line_limit=line_limit,
+                          instruments=instruments_from_args(args))
 
 
 def _planning(args) -> bool:
@@ -358,7 +361,8 @@ def run_replay(args, console: Console) -> int:
     plan = ReplayPlan(speed=speed, disorder_us=parse_duration_seconds(args.disorder) * 1_000_000,
                       late_fraction=args.late_fraction, late_by_us=parse_duration_seconds(args.late_by) * 1_000_000,
                       seed=args.seed)
-    trades, read, rejected = load_trades(source, parser_for(source, args.exchange, args.symbol), [f.path for f in files])
+    parser = parser_for(source, args.exchange, args.symbol, instruments_from_args(args))
+    trades, read, rejected = load_trades(source, parser, [f.path for f in files])
     with _progress(args.no_progress) as progress:
         task = progress.add_task("publishing", total=trades.num_rows, files=f"to {args.topic}")
         try:

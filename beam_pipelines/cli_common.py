@@ -56,6 +56,23 @@ def add_bar_options(command: argparse.ArgumentParser, allowed_lateness: str = "0
     command.add_argument("--accumulation", default="accumulating", help="accumulating or discarding panes")
 
 
+def add_instruments_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--instruments", help="CSV exchange,symbol,base,quote that extends or overrides the shipped "
+                                               "table of canonical instruments (e.g. XBTUSD -> BTC/USD)")
+
+
+def instruments_from_args(args) -> str | None:
+    """The user's instruments file, checked now: a bad one is one line and exit 2, not a failed run."""
+    if not args.instruments:
+        return None
+    from io_connectors.instruments import InstrumentsError, read_instruments_file
+    try:
+        read_instruments_file(args.instruments)
+    except InstrumentsError as error:
+        raise UserError(str(error)) from None
+    return args.instruments
+
+
 def bar_spec_from_args(args):
     from transforms import BarSpec
     from transforms.interval import IntervalError
@@ -221,6 +238,8 @@ def summary_table(accounting, elapsed: float, out: str, chunks: int = 1, run: in
         ("  dead-lettered", accounting.dead_letter_rows_written),
         *[(f"    {reason}", n) for reason, n in sorted(accounting.dead_letters_by_reason.items())],
         ("  duplicates", accounting.duplicates),
+        ("unknown instruments: records (distinct symbols)",
+         f"{accounting.instrument_unknown_records:,} ({accounting.distinct_unknown_instruments:,})"),
         ("bars written", accounting.bar_rows_written),
         ("  rejected by a sink (dead-lettered)", accounting.sink_rejections),
         ("  of which filled", accounting.filled_bars_written),

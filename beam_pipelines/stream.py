@@ -12,6 +12,7 @@ import apache_beam as beam
 
 from beam_pipelines.outputs import OutputTargets, write_outputs
 from io_connectors.formats.kafka_avro import parse_avro_messages
+from io_connectors.instruments import with_canonical_instruments
 from io_connectors.kafka_progress import CommitProgress
 from io_connectors.kafka_source import KafkaReadConfig, ReadKafkaTrades
 from transforms import BarSpec, TradesToBars
@@ -23,11 +24,14 @@ class StreamConfig:
     spec: BarSpec
     targets: OutputTargets
     commit_every_s: float = 300
+    instruments: str | None = None
+    """The user's instruments CSV over the shipped table."""
 
 
 def build_stream(pipeline: beam.Pipeline, config: StreamConfig) -> None:
     read = pipeline | "ReadKafka" >> ReadKafkaTrades(config.read)
-    results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parse_avro_messages)
+    results = read.raw | "TradesToBars" >> TradesToBars(config.spec, with_canonical_instruments(parse_avro_messages,
+                                                                                                config.instruments))
     dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
     written = write_outputs(results["bars"], dead_letters, config.targets)
     (written, read.read_progress) | "CommitOffsets" >> CommitProgress(config.read, config.spec, config.commit_every_s)

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from beam_pipelines.cli_common import (EXIT_UNRECONCILED, PipelineFailed, PipelineLog, UserError, add_bar_options,
-                                      add_runner_options, add_sink_options, bar_spec_from_args, check_writable, lock_output,
-                                      parse_duration_seconds, runner_profile_from_args, sink_targets_from_args, summary_table,
+                                      add_instruments_option, add_runner_options, add_sink_options, bar_spec_from_args,
+                                      check_writable, instruments_from_args, lock_output, parse_duration_seconds, runner_profile_from_args, sink_targets_from_args, summary_table,
                                       write_error_log)
 from io_connectors.paths import is_remote
 from runners.gc_tuning import collect_rarely
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 def add_stream_options(stream) -> None:
     stream.add_argument("--kafka", required=True, help="Kafka bootstrap servers, e.g. 127.0.0.1:9092")
     stream.add_argument("--topic", default="trades", help="trades topic (default: trades)")
+    add_instruments_option(stream)
     stream.add_argument("--group", default="cryptobeam-stream",
                         help="consumer group; its committed offsets are where a restarted stream resumes")
     stream.add_argument("--out", required=True, help="output directory")
@@ -63,7 +64,7 @@ def stream_config(args):
     read = KafkaReadConfig(args.kafka, args.topic, args.group, watermark_delay_us=seconds["watermark_delay"] * 1_000_000,
                            idle_after_s=seconds["idle_after"], stop_when_idle_s=stop, run_id=run)
     targets = OutputTargets(args.out.rstrip("/") or "/", run, sinks, flush_every_s=seconds["flush_every"])
-    return StreamConfig(read, spec, targets, commit_every_s=seconds["commit_every"])
+    return StreamConfig(read, spec, targets, commit_every_s=seconds["commit_every"], instruments=instruments_from_args(args))
 
 
 def run_stream(args, console: Console) -> int:

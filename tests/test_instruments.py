@@ -279,3 +279,37 @@ def test_a_chunked_backfill_sums_unknown_symbols_over_its_chunks(tmp_path):
     dead = pq.read_table(out / "dead_letter").to_pylist()
     assert {json.loads(d["payload_string"])["symbol"]: [json.loads(d["payload_string"])[k] for k in ("base", "quote")]
             for d in dead} == EXPECTED_PAIRS
+
+
+def test_the_instruments_option_reaches_the_backfill_and_a_bad_file_is_one_line(tmp_path):
+    """--instruments maps a symbol the shipped table lacks in a real backfill (its trades are no
+    longer counted unknown); a flawed file stops backfill, replay and stream before anything
+    runs, with one line and exit 2."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).parent / "cryptobeam")
+    trades = tmp_path / "in" / "FOOBAR.csv"
+    trades.parent.mkdir()
+    trades.write_text("1381095255,122.00000,0.10000000\n1381179030,123.0,0.2\n")
+    mine = tmp_path / "mine.csv"
+    mine.write_text("exchange,symbol,base,quote\nkraken,FOOBAR,FOO,BAR\n")
+
+    def unknown_records(out, *extra):
+        result = subprocess.run([cli, "backfill", "--source", "kraken-trades", "--input", str(trades), "--out", str(out),
+                                 "--no-progress", *extra], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return json.loads((out / "_SUMMARY.json").read_text())["instrument_unknown_records"]
+
+    assert unknown_records(tmp_path / "without") == 2
+    assert unknown_records(tmp_path / "with", "--instruments", str(mine)) == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("exchange,symbol,base\nkraken,XBTUSD,BTC\n")
+    for command in (["backfill", "--source", "kraken-trades", "--input", str(trades), "--out", str(tmp_path / "b")],
+                    ["replay", "--source", "kraken-trades", "--input", str(trades), "--kafka", "127.0.0.1:1"],
+                    ["stream", "--kafka", "127.0.0.1:1", "--out", str(tmp_path / "s")]):
+        result = subprocess.run([cli, *command, "--instruments", str(bad)], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and "bad.csv" in result.stderr and "Traceback" not in result.stderr, command
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

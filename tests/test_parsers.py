@@ -178,7 +178,7 @@ def test_kraken_csv_seconds_derived_ids_unknown_side(tmp_path):
     path = tmp_path / "XBTUSD.csv"
     path.write_text("1381095255,122.00000,0.10000000\n1381179030.5,123.61000,0.10000000\n1381179030,x,1\n")
     trades, dead = parse_file("kraken-trades", path)
-    assert [(t["symbol"], t["base"], t["quote"], t["side"]) for t in trades] == [("XBTUSD", "XBT", "USD", "unknown")] * 2
+    assert [(t["symbol"], t["base"], t["quote"], t["side"]) for t in trades] == [("XBTUSD", "BTC", "USD", "unknown")] * 2
     ids = [t["trade_id"] for t in trades]
     assert ids[0].startswith("XBTUSD.csv@") and [i.rsplit(":", 1)[1] for i in ids] == ["1", "2"]
     assert micros(trades[1]["event_time"]) == 1381179030_500000
