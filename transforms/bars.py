@@ -10,6 +10,7 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from transforms.bar_spec import BarSpec
 from transforms.dedupe import UniqueRecords
+from transforms.keys import ByWindow
 from transforms.partial_bar import PartialBar, partial_bar
 
 PANE_TIMING_NAMES = {
@@ -33,14 +34,11 @@ def summary_of(unique: UniqueRecords) -> PartialBar:
 
 
 class MergePartialBars(beam.CombineFn):
-    """Deduplicated chunks in, one partial bar per window out. Chunks become partial bars as they
-    are added, so a runner that combines before its shuffle moves partial bars, not trades."""
-
     def create_accumulator(self):
         return _NO_TRADES
 
-    def add_input(self, accumulator, unique):
-        return accumulator.merge(summary_of(unique))
+    def add_input(self, accumulator, partial):
+        return accumulator.merge(partial)
 
     def merge_accumulators(self, accumulators):
         merged = _NO_TRADES
@@ -102,7 +100,10 @@ class ComputeBars(beam.PTransform):
         super().__init__(label)
         self._spec = spec
 
-    def expand(self, partial_bars):
-        return (partial_bars
+    def expand(self, unique):
+        # Summarized before the grouping: a runner that does not combine before its shuffle (the
+        # in-process one, under a trigger with late firings) would otherwise hold and move trades.
+        return (unique
+                | "Summarize" >> beam.MapTuple(lambda key, records: (key, summary_of(records))).with_output_types(ByWindow)
                 | "MergePartials" >> beam.CombinePerKey(MergePartialBars())
                 | "FormatBars" >> beam.ParDo(_FormatBar(self._spec)))
