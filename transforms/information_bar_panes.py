@@ -32,7 +32,6 @@ from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.bar_kinds import DAY_MICROS, Threshold
 from transforms.information_bars import day_bars
 
-PANE_FIELDS = ("pane_timing", "pane_index", "is_final")
 DayKey = typing.Tuple[str, str, int]  # (exchange, symbol, day start us): typed, so timers' keys round-trip
 
 
