@@ -9,6 +9,12 @@ before it is older, so its window is on disk. The resume point travels in the co
 the next run dead-letters re-read messages older than it (``before_resume_point``) instead of
 counting them into a bar again.
 
+Information bars (tick, volume, dollar) count from each UTC day's first trade, and a restarted
+run has none of the previous run's state: it can rebuild a day's bars only from that day's start.
+So when a run builds them, the resume point is the UTC day start at or before the interval
+boundary (``resume_point_us``): the next run re-reads the day and rebuilds its time bars too, which
+``io_connectors.bar_reader.final_bars`` reads as the newest file's.
+
 A commit never passes what the reader has read of a partition (its ``read_progress``): after a
 drain, or for a partition that lags, the messages not yet read are read by the next run. A commit
 the broker cannot take now is tried again until it can (``kafka_source.through_outages``).
@@ -26,10 +32,19 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
 from io_connectors.kafka_source import KafkaReadConfig, _consumer, _retrying, through_outages
+from transforms.bar_kinds import DAY_MICROS
 from transforms.bar_spec import BarSpec
 
 _LOG = logging.getLogger(__name__)
 _KEY = "progress"
+
+
+def resume_point_us(through_us: int, spec: BarSpec) -> int:
+    """Where a restarted run may resume when every bar up to ``through_us`` is written: the interval
+    boundary at or before it, or, when the run builds information bars, the UTC day start at or
+    before that (their counts restart each day, and the next run starts with no state)."""
+    boundary = int(spec.interval.window_start_micros(through_us))
+    return boundary // DAY_MICROS * DAY_MICROS if spec.thresholds else boundary
 
 
 def commit_resume_point(consumer, config: KafkaReadConfig, read_up_to: dict[int, int], resume_us: int) -> dict[int, int]:
@@ -108,7 +123,7 @@ class _CommitProgressFn(beam.DoFn):
                 committed=beam.DoFn.StateParam(COMMITTED),
                 step_timer=beam.DoFn.TimerParam(STEP)):
         written = latest.read() or 0
-        point = self._spec.interval.window_start_micros(min(fired_at.micros - self._hold_back_us, written))
+        point = resume_point_us(min(fired_at.micros - self._hold_back_us, written), self._spec)
         self._commit(point, read_up_to.read() or {}, committed)
         following = fired_at.micros + self._every_us
         if following - self._hold_back_us > written:
@@ -123,7 +138,7 @@ class _CommitProgressFn(beam.DoFn):
                         committed=beam.DoFn.StateParam(COMMITTED)):
         """Drained: every window is final and written, up to what each partition had read."""
         if latest.read():
-            self._commit(latest.read(), read_up_to.read() or {}, committed)
+            self._commit(resume_point_us(latest.read(), self._spec), read_up_to.read() or {}, committed)
 
     def _commit(self, point_us: int, read_up_to: dict[int, int], committed) -> None:
         if point_us <= (committed.read() or 0) or not read_up_to:
