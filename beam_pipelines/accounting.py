@@ -29,9 +29,13 @@ class Accounting:
     """Records whose (exchange, symbol) is not in the instruments table (they keep a best-effort pair)."""
     unknown_instruments: dict[str, int] = field(default_factory=dict)
     """Records per unknown ``exchange:symbol``; per parser, names past the first thousand share ``(more)``."""
+    rows_by_table: dict[str, int] = field(default_factory=dict)
+    """Bar rows (panes) written per table of bars (``bars``, ``bars_ticks``, ...). The bar figures
+    above (rows, filled, trades and duplicates in final bars) are the run's first table's."""
 
     # Figures kept per key, from counters named ``<prefix><key>``; summed key by key over chunks.
-    _BY_KEY = {"dead_letters_by_reason": "dead_letters.", "unknown_instruments": "instrument_unknown."}
+    _BY_KEY = {"dead_letters_by_reason": "dead_letters.", "unknown_instruments": "instrument_unknown.",
+               "rows_by_table": "table_rows."}
 
     @classmethod
     def from_counters(cls, counters: dict[str, int]) -> "Accounting":

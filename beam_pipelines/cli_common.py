@@ -47,7 +47,12 @@ def parse_duration_seconds(text: str) -> int:
 
 def add_bar_options(command: argparse.ArgumentParser, allowed_lateness: str = "0") -> None:
     """What bars to build and how their panes fire: the same for a backfill and a stream."""
-    command.add_argument("--interval", default="1m", help="bar interval: 1s, 1m, 15m, 1h, 4h, 1d, 1w ... (default 1m)")
+    command.add_argument("--bars", action="append", metavar="KIND:SIZE",
+                         help="bars to build, each to its own table; repeat for several: time:1m (the default, "
+                              "to bars/), ticks:1000 (every N trades), volume:50 (every V base units), dollar:1e6 "
+                              "(every D quote units), each to bars_<kind>/")
+    command.add_argument("--interval", default=None,
+                         help="time bar interval: 1s, 1m, 15m, 1h, 4h, 1d, 1w ... (default 1m; same as --bars time:1m)")
     command.add_argument("--fill-gaps", action="store_true",
                          help="emit a bar for each empty interval (O=H=L=C=previous close, volume 0)")
     command.add_argument("--early", default=None, help="early firing period, e.g. 5s (streams only)")
@@ -75,13 +80,19 @@ def instruments_from_args(args) -> str | None:
 
 def bar_spec_from_args(args):
     from transforms import BarSpec
+    from transforms.bar_kinds import BarsOptionError, parse_bars_options
     from transforms.interval import IntervalError
     try:
-        return BarSpec.of(args.interval, fill_gaps=args.fill_gaps,
+        wanted = parse_bars_options(args.bars, args.interval or "1m")
+        if args.interval and args.bars and wanted.time_bars and wanted.interval != args.interval:
+            raise UserError(f"--interval {args.interval} and --bars time:{wanted.interval} disagree: give the interval once")
+        if args.fill_gaps and not wanted.time_bars:
+            raise UserError("--fill-gaps fills the empty windows of time bars: add --bars time:INTERVAL")
+        return BarSpec.of(wanted.interval, fill_gaps=args.fill_gaps,
                           early_firing_seconds=parse_duration_seconds(args.early) if args.early else None,
                           allowed_lateness_seconds=parse_duration_seconds(args.allowed_lateness),
-                          accumulation=args.accumulation)
-    except (IntervalError, ValueError) as error:
+                          accumulation=args.accumulation, time_bars=wanted.time_bars, thresholds=wanted.thresholds)
+    except (IntervalError, BarsOptionError, ValueError) as error:
         raise UserError(str(error)) from None
 
 
@@ -243,6 +254,8 @@ def summary_table(accounting, elapsed: float, out: str, chunks: int = 1, run: in
         ("bars written", accounting.bar_rows_written),
         ("  rejected by a sink (dead-lettered)", accounting.sink_rejections),
         ("  of which filled", accounting.filled_bars_written),
+        *([(f"  {table}", n) for table, n in sorted(accounting.rows_by_table.items())]
+          if set(accounting.rows_by_table) - {"bars"} else []),
         ("bar files", accounting.bar_files_written),
     ]
     for name, value in rows:

@@ -16,6 +16,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from io_connectors.atomic_files import write_json_atomically
+from io_connectors.bar_tables import every_bar_directory
 from io_connectors.paths import is_remote
 
 MANIFEST_DIR = "_manifests"
@@ -142,7 +143,7 @@ def chunk_id_of(manifest_path: str) -> str:
 def chunk_output_files(out: str, chunk_id: str) -> list[str]:
     """Every file a chunk wrote: they all carry its id in their name."""
     found = []
-    for directory in ("bars", "bars_avro", "dead_letter"):
+    for directory in (*every_bar_directory(), "dead_letter"):
         for name in (f"part-{chunk_id}.parquet", f"part-{chunk_id}.avro"):
             found += glob.glob(os.path.join(out, directory, "**", name), recursive=True)
     return sorted(found)
@@ -175,7 +176,7 @@ def remove_previous_run(out: str, also: tuple[str, ...] = ()) -> None:
 
 
 def _remove_empty_directories(out: str) -> None:
-    for top in ("bars", "bars_avro", "dead_letter", MANIFEST_DIR):
+    for top in (*every_bar_directory(), "dead_letter", MANIFEST_DIR):
         for directory, _subdirectories, _files in sorted(os.walk(os.path.join(out, top)), reverse=True):
             if not os.listdir(directory):
                 os.rmdir(directory)

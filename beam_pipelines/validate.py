@@ -1,9 +1,9 @@
 """``cryptobeam validate OUT``: re-check an output directory from scratch.
 
 Manifests against the files on disk; record accounting per chunk (recounted from the files
-themselves) and in total; bar
-invariants; duplicate bars; missing intervals; missing trade-id ranges where ids are
-sequential. Works on backfill output (with manifests) and on stream output (bars only).
+themselves) and in total; for every table of bars, bar invariants, duplicate bars, missing
+trade-id ranges where ids are sequential, and missing intervals (time bars) or ordinals
+(information bars). Works on backfill output (with manifests) and on stream output (bars only).
 """
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ import pyarrow as pa
 from beam_pipelines.accounting import Accounting, written_in_files
 from beam_pipelines.manifest import SEAM_FILE, ChunkManifest
 from io_connectors.bar_reader import read_bars
+from io_connectors.bar_tables import every_bar_directory, every_table
 from io_connectors.parquet_sink import run_of
+from transforms.bar_kinds import parse_threshold
+from transforms.computations import TIME_BARS
 from transforms.interval import parse_interval
 
 SEQUENTIAL_ID_EXCHANGES = ("binance",)  # trade ids without holes: aggTrade ids and trade ids
@@ -32,11 +35,11 @@ class Report:
         self.violations.append(message)
 
 
-def _bars(out: str, report: Report) -> pa.Table | None:
-    if not os.path.isdir(os.path.join(out, "bars")):
+def _bars(out: str, report: Report, name: str = TIME_BARS.name) -> pa.Table | None:
+    if not os.path.isdir(os.path.join(out, name)):
         return None
     unreadable: list[tuple[str, str]] = []
-    table = read_bars(out, unreadable)
+    table = read_bars(out, unreadable, name)
     for path, why in unreadable:
         report.violation(f"{os.path.relpath(path, out)} cannot be read: {why}")
     return table
@@ -46,11 +49,15 @@ def accounting_on_disk(manifest: ChunkManifest, out: str) -> tuple[int, int, int
     """(trades in final bars, duplicates absorbed, dead letters) counted from the chunk's files;
     a file that cannot be read counts nothing (``manifest.problems`` or ``_bars`` reports it)."""
     bar_files, dead_letter_files = [], []
+    counted = accounting_table(manifest.settings)
     for record in manifest.outputs:
         path = record.location(out)
         if os.path.exists(path) and path.endswith(".parquet"):  # other sinks (Avro) repeat the Parquet bars
-            in_dead_letters = os.path.relpath(path, out).split(os.sep)[0] == "dead_letter"
-            (dead_letter_files if in_dead_letters else bar_files).append(path)
+            top = os.path.relpath(path, out).split(os.sep)[0]
+            if top == "dead_letter":
+                dead_letter_files.append(path)
+            elif top == counted:  # every table holds each trade once: the accounting reads one
+                bar_files.append(path)
     written = written_in_files(bar_files, dead_letter_files, unreadable=[])
     return written["trades_in_final_bars"], written["duplicates_in_final_bars"], written["dead_letter_rows_written"]
 
@@ -82,7 +89,7 @@ def check_every_file_is_recorded(out: str, manifests: list[ChunkManifest], repor
     """A backfill's file (named after its chunk, not a stream's pane file) that no manifest records
     holds records no accounting covers: its manifest was lost."""
     recorded = {os.path.normpath(r.location(out)) for m in manifests for r in m.outputs}
-    for top in ("bars", "dead_letter"):
+    for top in (*every_bar_directory(), "dead_letter"):
         for directory, _subdirectories, names in os.walk(os.path.join(out, top)):
             for name in names:
                 path = os.path.normpath(os.path.join(directory, name))
@@ -105,15 +112,7 @@ def check_bars(table: pa.Table, report: Report, fill_gaps: bool | None) -> None:
         interval = parse_interval(bar["interval"]).seconds
         if (bar["window_end"] - bar["window_start"]).total_seconds() != interval:
             report.violation(f"{name}: window_end - window_start is not {bar['interval']}")
-        low, high = bar["low"], bar["high"]
-        if not (low <= bar["open"] <= high and low <= bar["close"] <= high):
-            report.violation(f"{name}: open/close outside [low, high]")
-        vwap = bar["vwap"]
-        slack = RELATIVE_TOLERANCE * abs(high)
-        if vwap is not None and not (low - slack <= vwap <= high + slack):
-            report.violation(f"{name}: vwap {vwap} outside [low, high]")
-        if bar["volume"] < 0 or bar["trade_count"] < 0:
-            report.violation(f"{name}: negative volume or trade count")
+        _check_values(bar, name, report)
         pair = (bar["exchange"], bar["symbol"])
         if bar["window_start"] not in latest.setdefault(pair, {}) or bar["pane_index"] >= latest[pair][bar["window_start"]]["pane_index"]:
             latest[pair][bar["window_start"]] = bar
@@ -146,13 +145,76 @@ def check_trade_ids(exchange: str, symbol: str, bars: list[dict], report: Report
                          f"first {first[0]}..{first[1]}")
 
 
+def accounting_table(settings: dict) -> str:
+    """The table a backfill chunk's accounting counts trades in (``beam_pipelines.outputs``): its
+    time bars, or its first kind of information bars when it built no time bars."""
+    if settings.get("time_bars", True) or not settings.get("bars"):
+        return TIME_BARS.name
+    return parse_threshold(*settings["bars"][0].split(":", 1)).table
+
+
+def check_information_bars(table: pa.Table, report: Report, name: str) -> None:
+    """Per (exchange, symbol, day): each bar's panes unique, its values consistent, its final
+    ordinals 0, 1, ... without a hole, every bar but the day's last at its threshold, and no
+    trade id skipped between bars where ids are sequential."""
+    rows = table.to_pylist()
+    report.checked[name] = len(rows)
+    seen, newest = set(), {}
+    for bar in rows:
+        label = f"{name} {bar['exchange']}/{bar['symbol']} {bar['day']} #{bar['ordinal']}"
+        key = (bar["exchange"], bar["symbol"], bar["day"], bar["ordinal"], bar["pane_index"], run_of(bar["file"]))
+        if key in seen:
+            report.violation(f"{label}: the same bar pane appears twice")
+        seen.add(key)
+        if bar["window_end"] < bar["window_start"] or bar["window_start"].date().isoformat() != bar["day"] \
+                or bar["window_end"].date().isoformat() != bar["day"]:
+            report.violation(f"{label}: its trades are not within its day, first to last")
+        _check_values(bar, label, report)
+        day = newest.setdefault((bar["exchange"], bar["symbol"], bar["day"]), {})
+        if bar["is_final"] and (bar["ordinal"] not in day or bar["file"] >= day[bar["ordinal"]]["file"]):
+            day[bar["ordinal"]] = bar
+    for (exchange, symbol, day), bars in sorted(newest.items()):
+        ordinals = sorted(bars)
+        if ordinals != list(range(len(ordinals))):
+            report.violation(f"{name} {exchange}/{symbol} {day}: final bars' ordinals are not 0..{len(ordinals) - 1}")
+        short = [o for o in ordinals[:-1] if not bars[o]["threshold_reached"]]
+        if short:
+            report.violation(f"{name} {exchange}/{symbol} {day}: bar #{short[0]} is short of its threshold "
+                             "but is not the day's last")
+    by_pair = {}
+    for (exchange, symbol, day), bars in sorted(newest.items()):
+        by_pair.setdefault((exchange, symbol), []).extend(bars[o] for o in sorted(bars))
+    for (exchange, symbol), bars in by_pair.items():
+        if exchange.split("-")[0] in SEQUENTIAL_ID_EXCHANGES:
+            check_trade_ids(exchange, symbol, bars, report)
+
+
+def _check_values(bar: dict, name: str, report: Report) -> None:
+    low, high = bar["low"], bar["high"]
+    if not (low <= bar["open"] <= high and low <= bar["close"] <= high):
+        report.violation(f"{name}: open/close outside [low, high]")
+    vwap = bar["vwap"]
+    slack = RELATIVE_TOLERANCE * abs(high)
+    if vwap is not None and not (low - slack <= vwap <= high + slack):
+        report.violation(f"{name}: vwap {vwap} outside [low, high]")
+    if bar["volume"] < 0 or bar["trade_count"] < 0:
+        report.violation(f"{name}: negative volume or trade count")
+
+
 def validate(out: str) -> Report:
     report = Report()
     manifests = check_manifests(out, report)
     fill_gaps = any(m.settings.get("fill_gaps") for m in manifests) if manifests else None
-    table = _bars(out, report)
-    if table is None:
-        report.violation(f"no bars under {out}/bars")
-    else:
-        check_bars(table, report, fill_gaps)
+    found = False
+    for table in every_table():
+        bars = _bars(out, report, table.name)
+        if bars is None:
+            continue
+        found = True
+        if table == TIME_BARS:
+            check_bars(bars, report, fill_gaps)
+        else:
+            check_information_bars(bars, report, table.name)
+    if not found:
+        report.violation(f"no bars under {out}: neither bars/ nor any other table of bars")
     return report

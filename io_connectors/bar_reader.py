@@ -13,16 +13,20 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from io_connectors.parquet_sink import PARTITION_METADATA_KEY
+from transforms.computations import table_named
 
-BAR_KEY = ("exchange", "symbol", "interval", "window_start", "is_filled")
+def bar_key(table: str = "bars") -> tuple[str, ...]:
+    """What names a bar of a table across its panes and runs."""
+    return ("exchange", "symbol", "interval", *table_named(table).identity)
 
 
-def read_bars(out: str, unreadable: list[tuple[str, str]] | None = None) -> pa.Table:
-    """Every bar row under ``out/bars`` with its partition columns and a ``file`` column.
+def read_bars(out: str, unreadable: list[tuple[str, str]] | None = None, table: str = "bars") -> pa.Table:
+    """Every bar row of a table (``out/bars`` for time bars, ``out/bars_ticks`` and the like)
+    with its partition columns and a ``file`` column.
 
     With ``unreadable`` (a list), files that are not readable Parquet (empty, cut short, garbage)
     are skipped and listed there as (path, why); without it they raise."""
-    root = os.path.join(out, "bars")
+    root = os.path.join(out, table)
     dataset = ds.dataset(root, format="parquet", partitioning="hive", exclude_invalid_files=unreadable is not None)
     if unreadable is not None:
         valid = set(dataset.files)
@@ -58,11 +62,12 @@ def _with_whole_partition_values(fragment, table: pa.Table) -> pa.Table:
     return table
 
 
-def final_bars(out: str) -> list[dict]:
-    """One final row per bar, sorted by bar key."""
+def final_bars(out: str, table: str = "bars") -> list[dict]:
+    """One final row per bar of a table, sorted by bar key."""
     newest: dict[tuple, dict] = {}
-    for bar in read_bars(out).filter(ds.field("is_final")).to_pylist():
-        key = tuple(bar[name] for name in BAR_KEY)
+    key_fields = bar_key(table)
+    for bar in read_bars(out, table=table).filter(ds.field("is_final")).to_pylist():
+        key = tuple(bar[name] for name in key_fields)
         if key not in newest or bar["file"] >= newest[key]["file"]:
             newest[key] = bar
     return [newest[key] for key in sorted(newest)]

@@ -13,6 +13,8 @@ on Dataflow, the Storage Write API would be the better transport.
 """
 from __future__ import annotations
 
+import functools
+
 import base64
 import json
 import math
@@ -23,6 +25,7 @@ import apache_beam as beam
 
 from io_connectors.sinks.bigquery import BigQueryTarget
 from schemas import bigquery_schema
+from transforms.computations import TIME_BARS, OutputTable
 from transforms.dead_letter import DEAD_LETTER_TAG, dead_letter
 from transforms.event_time import micros_to_datetime
 
@@ -102,7 +105,11 @@ def to_json_row(record: dict, schema_name: str) -> dict:
 
 
 def bar_insert_id(bar: dict) -> str:
-    return "|".join(str(bar[k]) for k in ("exchange", "symbol", "interval", "window_start", "is_filled", "pane_index"))
+    return _insert_id(("exchange", "symbol", "interval", "window_start", "is_filled", "pane_index"), bar)
+
+
+def _insert_id(fields: tuple[str, ...], row: dict) -> str:
+    return "|".join(str(row[k]) for k in fields)
 
 
 def dead_letter_insert_id(record: dict) -> str:
@@ -157,9 +164,14 @@ class _WriteRows(beam.PTransform):
                     DEAD_LETTER_TAG, main="written"))
 
 
-def WriteBarsBigQuery(target: BigQueryTarget) -> beam.PTransform:
-    """Bars -> revision rows in ``target``; returns outputs whose ``dead_letter`` holds rejected rows."""
-    return _WriteRows(target, BAR_TABLE, bar_insert_id)
+def WriteBarsBigQuery(target: BigQueryTarget, table: OutputTable = TIME_BARS) -> beam.PTransform:
+    """One table of bars -> revision rows in ``target`` (``<target><suffix>`` for a table other
+    than time bars, e.g. ``…_ticks``); returns outputs whose ``dead_letter`` holds rejected rows."""
+    if table == TIME_BARS:
+        return _WriteRows(target, BAR_TABLE, bar_insert_id)
+    bar_key = ("exchange", "symbol", "interval", *table.identity)
+    layout = TableLayout(table.schema, "window_start", ("exchange", "symbol"), bar_key)
+    return _WriteRows(target.named(table.suffix), layout, functools.partial(_insert_id, (*bar_key, "pane_index")))
 
 
 def WriteDeadLettersBigQuery(target: BigQueryTarget) -> beam.PTransform:

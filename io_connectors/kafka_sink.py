@@ -43,8 +43,8 @@ def produce(producer, topic: str, value: bytes, key: str | None, timestamp_ms: i
 
 
 class _ProduceBars(beam.DoFn):
-    def __init__(self, bootstrap: str, topic: str):
-        self._bootstrap, self._topic = bootstrap, topic
+    def __init__(self, bootstrap: str, topic: str, schema: str = "bar"):
+        self._bootstrap, self._topic, self._schema = bootstrap, topic, schema
         self._sent = beam.metrics.Metrics.counter("cryptobeam", "kafka_bars_sent")
         self._rejected = beam.metrics.Metrics.counter("cryptobeam", "sink_rejections")
         self._outages = beam.metrics.Metrics.counter("cryptobeam", "kafka_broker_outages")
@@ -63,7 +63,7 @@ class _ProduceBars(beam.DoFn):
                 self._failed.append((bar, str(error)))
             else:
                 self._sent.inc()
-        produce(self._producer, self._topic, encode(bar, "bar"), f"{bar['exchange']}:{bar['symbol']}",
+        produce(self._producer, self._topic, encode(bar, self._schema), f"{bar['exchange']}:{bar['symbol']}",
                 bar["window_end"] // 1000, delivered)
 
     def finish_bundle(self):
@@ -90,9 +90,9 @@ class _ProduceBars(beam.DoFn):
 class WriteBarsKafka(beam.PTransform):
     """Bars -> Kafka topic; returns outputs whose ``dead_letter`` holds bars Kafka refused."""
 
-    def __init__(self, bootstrap: str, topic: str = "bars", label=None):
+    def __init__(self, bootstrap: str, topic: str = "bars", schema: str = "bar", label=None):
         super().__init__(label)
-        self._bootstrap, self._topic = bootstrap, topic
+        self._bootstrap, self._topic, self._schema = bootstrap, topic, schema
 
     def expand(self, bars):
-        return bars | beam.ParDo(_ProduceBars(self._bootstrap, self._topic)).with_outputs(DEAD_LETTER_TAG, main="sent")
+        return bars | beam.ParDo(_ProduceBars(self._bootstrap, self._topic, self._schema)).with_outputs(DEAD_LETTER_TAG, main="sent")

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import io
 import json
+import operator
 import re
 from typing import NamedTuple
 from urllib.parse import quote
@@ -30,8 +31,10 @@ from apache_beam.transforms import window as windows
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from io_connectors import bar_tables
 from io_connectors.atomic_files import write_atomically
 from schemas import arrow_schema, parsed_avro_schema
+from transforms.computations import TIME_BARS, OutputTable
 from transforms.event_time import micros_to_datetime
 
 
@@ -100,24 +103,23 @@ def parquet_bytes(table: pa.Table, metadata: dict[bytes, bytes] | None = None) -
     return buffer.getvalue()
 
 
-def bars_parquet_bytes(bars: list[dict]) -> bytes:
-    """A bar partition file: the bar schema without the partition columns the path holds (their
+def bars_parquet_bytes(bars: list[dict], schema: str = "bar") -> bytes:
+    """A bar partition file: the bars' schema without the partition columns the path holds (their
     whole values in the file's metadata, where the path could hold only part of one)."""
-    table = pa.Table.from_pylist(bars, schema=arrow_schema("bar")).drop_columns(list(BAR_PARTITION_COLUMNS))
+    table = pa.Table.from_pylist(bars, schema=arrow_schema(schema)).drop_columns(list(BAR_PARTITION_COLUMNS))
     metadata = partition_values_metadata({name: bars[0][name] for name in BAR_PARTITION_COLUMNS}) if bars else None
     return parquet_bytes(table, metadata)
 
 
-def _avro_bytes(bars: list[dict]) -> bytes:
-    """Avro files carry whole bar records, exactly as ``schemas/bar.avsc`` publishes them."""
+def _avro_bytes(bars: list[dict], schema: str = "bar") -> bytes:
+    """Avro files carry whole bar records, exactly as their schema (``schemas/<schema>.avsc``) publishes them."""
     buffer = io.BytesIO()
-    fastavro.writer(buffer, parsed_avro_schema("bar"), bars, codec="deflate")
+    fastavro.writer(buffer, parsed_avro_schema(schema), bars, codec="deflate")
     return buffer.getvalue()
 
 
 BAR_FILE_FORMATS = {"parquet": bars_parquet_bytes, "avro": _avro_bytes}
-# One directory per format, so a reader of either sees only its own files.
-BAR_DIRECTORIES = {"parquet": "bars", "avro": "bars_avro"}
+assert tuple(BAR_FILE_FORMATS) == bar_tables.BAR_FILE_FORMATS
 
 
 class _WriteBarPartition(beam.DoFn):
@@ -125,20 +127,22 @@ class _WriteBarPartition(beam.DoFn):
     (``beam_pipelines.outputs``), the same for every sink; the sink of record (``counts_files``)
     counts its files."""
 
-    def __init__(self, root: str, file_name: str, file_format: str = "parquet", counts_files: bool = True):
+    def __init__(self, root: str, file_name: str, file_format: str = "parquet", counts_files: bool = True,
+                 table: OutputTable = TIME_BARS):
         self._root, self._file_name = root.rstrip("/"), file_name
         self._encode, self._counts_files = BAR_FILE_FORMATS[file_format], counts_files
-        self._directory = BAR_DIRECTORIES[file_format]
+        self._directory = bar_tables.bar_directory(table.name, file_format)
+        self._schema, self._bar_of = table.schema, operator.itemgetter(*table.identity)
         self._files = beam.metrics.Metrics.counter("cryptobeam", "bar_files_written")
 
     def process(self, element, pane=beam.DoFn.PaneInfoParam):
         (exchange, symbol, day), bars = element
-        bars = sorted(bars, key=lambda b: (b["window_start"], b["is_filled"], b["pane_index"]))
+        bars = sorted(bars, key=lambda b: (self._bar_of(b), b["pane_index"]))
         if bars:  # a runner may fire an empty closing pane (Flink does): no file for it
             path = "/".join([self._root, self._directory, partition_segment("exchange", exchange),
                              partition_segment("symbol", symbol), partition_segment("date", day),
                              self._file_name.format(pane=pane.index)])
-            write_atomically(self._encode(bars), path)
+            write_atomically(self._encode(bars, self._schema), path)
             if self._counts_files:
                 self._files.inc()
             yield WrittenFile(path, max(bar["window_end"] for bar in bars))
@@ -213,7 +217,7 @@ def write_bar_files(bars, file_format: str, label: str, counts_files: bool):
     arrive grouped and finalized, one file each; a stream's bars are grouped here, a file per
     partition per pane (``flush_every_s``)."""
     writer = _WriteBarPartition(bars.out, file_name_for(bars.run, file_format, bars.unbounded), file_format,
-                                counts_files)
+                                counts_files, bars.table)
     if bars.partitions is not None:
         return bars.partitions | label >> beam.ParDo(writer)
     return bars.bars | label >> _WritePartitions(bar_partition, writer, bars.flush_every_s)

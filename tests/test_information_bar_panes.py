@@ -21,7 +21,8 @@ from transforms.bar_kinds import parse_threshold
 DAY = 86_400_000_000
 THRESHOLDS = (parse_threshold("ticks", "7"), parse_threshold("volume", "5"), parse_threshold("dollar", "900"))
 VALUE_FIELDS = ("window_start", "window_end", "open", "high", "low", "close", "volume", "quote_volume", "trade_count",
-                "buy_volume", "sell_volume", "first_trade_id", "last_trade_id", "day", "ordinal", "threshold_reached")
+                "buy_volume", "sell_volume", "first_trade_id", "last_trade_id", "duplicate_count", "day", "ordinal",
+                "threshold_reached")
 
 
 def _trades(seed: int, n: int = 400) -> list[dict]:
@@ -37,8 +38,14 @@ def _trades(seed: int, n: int = 400) -> list[dict]:
 
 
 def _reference(trades: list[dict], threshold) -> dict:
-    """Final bars by (symbol, day, ordinal): unique trades ordered by (time, id), cut one at a time."""
+    """Final bars by (symbol, day, ordinal): unique trades ordered by (time, id), cut one at a time;
+    each minute's re-delivered copies carried by the bar holding that minute's last trade."""
     unique = {(t["symbol"], str(t["trade_id"])): t for t in trades}
+    copies = defaultdict(int)
+    for t in trades:
+        copies[(t["symbol"], t["event_time"] // MINUTE)] += 1
+    for t in unique.values():
+        copies[(t["symbol"], t["event_time"] // MINUTE)] -= 1
     by_day = defaultdict(list)
     for (symbol, trade_id), t in unique.items():
         by_day[(symbol, t["event_time"] // DAY)].append((t["event_time"], trade_id, t["price"], t["amount"], t["side"]))
@@ -53,8 +60,11 @@ def _reference(trades: list[dict], threshold) -> dict:
                 groups.append(current)
                 current, total = [], Fraction(0)
         groups += [current] if current else []
+        last_of_minute = {t[0] // MINUTE: ordinal for ordinal, group in enumerate(groups) for t in group}
         for ordinal, group in enumerate(groups):
-            bars[(symbol, ordinal, day)] = (len(group), group[0][1], group[-1][1], float(sum(Fraction(t[3]) for t in group)))
+            carried = sum(copies[(symbol, minute)] for minute, holder in last_of_minute.items() if holder == ordinal)
+            bars[(symbol, ordinal, day)] = (len(group), group[0][1], group[-1][1], float(sum(Fraction(t[3]) for t in group)),
+                                            carried)
     return bars
 
 
@@ -72,7 +82,7 @@ def _final(bars: list[dict]) -> dict:
 def _as_reference(final: dict) -> dict:
     from datetime import date
     return {(symbol, ordinal, (date.fromisoformat(day) - date(1970, 1, 1)).days):
-            (bar["trade_count"], bar["first_trade_id"], bar["last_trade_id"], bar["volume"])
+            (bar["trade_count"], bar["first_trade_id"], bar["last_trade_id"], bar["volume"], bar["duplicate_count"])
             for (symbol, day, ordinal), bar in final.items()}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transforms.bar_kinds import Threshold
+from transforms.bar_kinds import DAY_MICROS, Threshold
 from transforms.interval import Interval, parse_interval
 
 ACCUMULATION_MODES = ("accumulating", "discarding")  # Beam's AccumulationMode, by name
@@ -43,6 +43,11 @@ class BarSpec:
             raise ValueError("allowed lateness must not be negative")
         if self.early_firing_seconds is not None and self.early_firing_seconds <= 0:
             raise ValueError("the early firing period must be positive")
+        if self.thresholds and self.interval.micros > DAY_MICROS:
+            raise ValueError(f"information bars count from each UTC day's start: an interval of {self.interval.text} "
+                             "would put one window (the grain of their lateness and dedupe) across days; use 1d or less")
+        if not self.time_bars and not self.thresholds:
+            raise ValueError("no bars asked for: time bars, information bars or both")
 
     @property
     def allowed_lateness_micros(self) -> int:

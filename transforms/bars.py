@@ -5,6 +5,8 @@ bookkeeping constant-size, so batch cost grows linearly with the number of windo
 """
 from __future__ import annotations
 
+import operator
+
 import apache_beam as beam
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
@@ -79,15 +81,16 @@ class _FormatBar(beam.DoFn):
         }
 
 
-def newest_pane_final(bars: list[dict]) -> list[dict]:
-    """Mark exactly the newest pane of each bar final, for a caller that has seen every pane.
+def newest_pane_final(bars: list[dict], identity: tuple[str, ...] = ("window_start", "is_filled")) -> list[dict]:
+    """Mark exactly the newest pane of each bar (named by its ``identity`` fields) final, for a
+    caller that has seen every pane; returns them ordered by bar, then pane.
 
     Only valid once no further pane can come, e.g. after a bounded input is exhausted.
     """
-    bars = sorted(bars, key=lambda b: (b["window_start"], b["is_filled"], b["pane_index"]))
+    bar_of = operator.itemgetter(*identity)
+    bars = sorted(bars, key=lambda b: (bar_of(b), b["pane_index"]))
     for i, bar in enumerate(bars):
-        following = bars[i + 1] if i + 1 < len(bars) else None
-        newest = following is None or (following["window_start"], following["is_filled"]) != (bar["window_start"], bar["is_filled"])
+        newest = i + 1 == len(bars) or bar_of(bars[i + 1]) != bar_of(bar)
         if bar["is_final"] != newest:
             bars[i] = {**bar, "is_final": newest}
     return bars

@@ -36,20 +36,32 @@ DayKey = typing.Tuple[str, str, int]  # (exchange, symbol, day start us): typed,
 
 
 def trades_by_day(element):
-    """(window key, UniqueRecords) -> ((exchange, symbol, day start), trade columns) per UTC day
-    the chunk's trades fall in (a chunk of a window longer than a day may span several)."""
-    (exchange, symbol, _window_start), unique = element
+    """(window key, UniqueRecords) -> ((exchange, symbol, day start), (trade columns, {window
+    start: duplicates})) per UTC day the chunk's trades fall in (a chunk of a window longer than
+    a day may span several). The window's duplicates go with its start's day, with no trades if
+    the chunk held only copies."""
+    (exchange, symbol, window_start), unique = element
     chunk = unique.chunk
+    window_day = window_start // DAY_MICROS
+    duplicates = {window_start: unique.duplicate_count} if unique.duplicate_count else {}
     if not len(chunk):
+        if duplicates:
+            yield beam.window.TimestampedValue(((exchange, symbol, window_day * DAY_MICROS), (_NO_TRADES, duplicates)),
+                                               Timestamp(micros=window_start))
         return
-    ids = [chunk.trade_id(i) for i in range(len(chunk))]
+    ids = chunk.trade_ids()
     days = chunk.event_time // DAY_MICROS
     for day in np.unique(days).tolist():
         rows = np.flatnonzero(days == day)
         columns = (chunk.event_time[rows], chunk.price[rows], chunk.amount[rows], chunk.side[rows],
-                   [ids[i] for i in rows.tolist()])
-        yield beam.window.TimestampedValue(((exchange, symbol, day * DAY_MICROS), columns),
+                   [ids[i] for i in rows.tolist()] if len(rows) < len(ids) else ids)
+        yield beam.window.TimestampedValue(((exchange, symbol, day * DAY_MICROS),
+                                            (columns, duplicates if day == window_day else {})),
                                            Timestamp(micros=int(columns[0].min())))
+
+
+_NO_TRADES = (np.array([], dtype=np.int64), np.array([], dtype=np.float64), np.array([], dtype=np.float64),
+              np.array([], dtype=np.int8), [])
 
 
 def _ms_ceiling(micros: int) -> int:
@@ -104,6 +116,8 @@ class _InformationBarsFn(beam.DoFn):
     """Per kind (threshold text), its ``_Progress``."""
     RELEASED_UP_TO = ReadModifyWriteStateSpec("released_up_to", VarIntCoder())
     WAKE_AT = ReadModifyWriteStateSpec("wake_at", VarIntCoder())
+    DUPLICATES = ReadModifyWriteStateSpec("duplicates", PickleCoder())
+    """Window start -> copies dropped there, for windows whose trades are not all in final bars."""
     CLOSED = ReadModifyWriteStateSpec("closed", VarIntCoder())
     """Set once the day's bars are all final and its trades gone; stays, so that a trade that
     still comes is told apart from a new day."""
@@ -111,25 +125,35 @@ class _InformationBarsFn(beam.DoFn):
 
     def __init__(self, thresholds: tuple[Threshold, ...], spec: BarSpec):
         self._thresholds, self._spec = thresholds, spec
+        self._kinds = ",".join(t.text for t in thresholds)
         self._panes = beam.metrics.Metrics.counter("cryptobeam", "information_bar_panes")
 
     def process(self, element, trades=beam.DoFn.StateParam(TRADES), progress_state=beam.DoFn.StateParam(PROGRESS),
                 released_state=beam.DoFn.StateParam(RELEASED_UP_TO), wake_state=beam.DoFn.StateParam(WAKE_AT),
-                closed_state=beam.DoFn.StateParam(CLOSED), wake=beam.DoFn.TimerParam(WAKE)):
-        (exchange, symbol, _day), columns = element
+                closed_state=beam.DoFn.StateParam(CLOSED), duplicates_state=beam.DoFn.StateParam(DUPLICATES),
+                wake=beam.DoFn.TimerParam(WAKE)):
+        (exchange, symbol, _day), (columns, duplicates) = element
         if closed_state.read():
             yield from self._after_final(exchange, symbol, columns)
             return
+        if duplicates:
+            counted = dict(duplicates_state.read() or {})
+            for window, count in duplicates.items():
+                counted[window] = counted.get(window, 0) + count
+            duplicates_state.write(counted)
         closes = [p.last_close for p in (progress_state.read() or {}).values() if p.last_close is not None]
-        if closes:
+        if closes and len(columns[0]):
             before = _rows_up_to(columns, max(closes))  # each would change a final bar
             if len(before):
                 yield from self._after_final(exchange, symbol, _taken(columns, before))
                 columns = _taken(columns, np.setdiff1d(np.arange(len(columns[0])), before))
-                if not len(columns[0]):
-                    return
-        trades.add(columns)
-        times = columns[0]
+        if len(columns[0]):
+            trades.add(columns)
+            times = columns[0]
+        elif duplicates:
+            times = np.array(sorted(duplicates), dtype=np.int64)  # copies only: their windows' bars may change
+        else:
+            return
         released, pending = released_state.read(), wake_state.read()
         late = released is not None and int(times.min()) <= released
         target = _ms_ceiling(int(times.min()) if late else int(times.max()))  # late: revise at once
@@ -142,7 +166,8 @@ class _InformationBarsFn(beam.DoFn):
     def on_wake(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
                 trades=beam.DoFn.StateParam(TRADES), progress_state=beam.DoFn.StateParam(PROGRESS),
                 released_state=beam.DoFn.StateParam(RELEASED_UP_TO), wake_state=beam.DoFn.StateParam(WAKE_AT),
-                closed_state=beam.DoFn.StateParam(CLOSED), wake=beam.DoFn.TimerParam(WAKE)):
+                closed_state=beam.DoFn.StateParam(CLOSED), duplicates_state=beam.DoFn.StateParam(DUPLICATES),
+                wake=beam.DoFn.TimerParam(WAKE)):
         exchange, symbol, day_start = key
         watermark = fired_at.micros
         wake_state.clear()
@@ -150,7 +175,7 @@ class _InformationBarsFn(beam.DoFn):
         if not parts:
             closing = self._closing_time(day_start)
             if watermark >= closing:
-                for state in (progress_state, released_state):
+                for state in (progress_state, released_state, duplicates_state):
                     state.clear()
                 closed_state.write(1)
             else:
@@ -158,12 +183,13 @@ class _InformationBarsFn(beam.DoFn):
             return
         columns = _joined(parts)
         progress = progress_state.read() or {}
+        duplicates = duplicates_state.read() or {}
         targets = []
         for threshold in self._thresholds:
             done = progress.get(threshold.text, _Progress())
             pending = columns if done.last_close is None else _taken(
                 columns, np.setdiff1d(np.arange(len(columns[0])), _rows_up_to(columns, done.last_close)))
-            bars = day_bars(exchange, symbol, threshold, *pending) if len(pending[0]) else []
+            bars = day_bars(exchange, symbol, threshold, *pending, duplicates, self._spec.interval) if len(pending[0]) else []
             done = yield from self._release(threshold, bars, done, watermark, day_start)
             progress[threshold.text] = done
             unreleased_after = int(pending[0].max()) if len(pending[0]) else None
@@ -177,6 +203,10 @@ class _InformationBarsFn(beam.DoFn):
                 trades.clear()
                 if len(kept):
                     trades.add(_taken(columns, kept))
+                settled_before = min(closes)[0]  # a window ending by then has all its trades in final bars
+                if duplicates:
+                    duplicates_state.write({w: n for w, n in duplicates.items()
+                                            if w + self._spec.interval.micros > settled_before})
         wanted = [t for t in targets if t is not None]
         _wake_at(min(wanted) if wanted else self._closing_time(day_start), wake, wake_state)
 
@@ -211,7 +241,7 @@ class _InformationBarsFn(beam.DoFn):
         index = 0 if previous is None else previous[0] + 1
         emitted[bar["ordinal"]] = (index, values)
         self._panes.inc()
-        yield {**bar, "duplicate_count": 0, "pane_timing": "ON_TIME" if index == 0 else "LATE",
+        yield {**bar, "pane_timing": "ON_TIME" if index == 0 else "LATE",
                "pane_index": index, "is_final": final}
 
     def _final_at(self, close_us: int) -> int:
@@ -233,9 +263,9 @@ class _InformationBarsFn(beam.DoFn):
         for time_us, price, amount, trade_id in zip(columns[0].tolist(), columns[1].tolist(), columns[2].tolist(),
                                                     columns[4]):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                "after_bars_final", f"the {self._threshold.text} bars of its day were final", "information_bars",
+                "after_bars_final", f"the {self._kinds} bars of its day were final", "information_bars",
                 {"trade_id": trade_id, "event_time_us": time_us, "price": price, "amount": amount},
-                f"bars:{self._threshold.text}", None, exchange, symbol, time_us))
+                f"bars:{self._kinds}", None, exchange, symbol, time_us))
 
     def _next_wake(self, newest_pending: int | None, done: _Progress, watermark: int, day_start: int) -> int | None:
         """When this kind has more to release or finalize: at the newest trade not yet in a final

@@ -73,9 +73,14 @@ def utc_day(micros: int) -> str:
 
 
 def day_bars(exchange: str, symbol: str, threshold: Threshold, times: np.ndarray, prices: np.ndarray,
-             amounts: np.ndarray, sides: np.ndarray, trade_ids: list[str]) -> list[dict]:
+             amounts: np.ndarray, sides: np.ndarray, trade_ids: list[str], duplicates: dict[int, int] | None = None,
+             interval=None) -> list[dict]:
     """The bars of one UTC day of one (exchange, symbol)'s unique trades, in any arrival order:
-    their value fields (as time bars compute them) and their name. Pane fields are the caller's."""
+    their value fields (as time bars compute them) and their name. Pane fields are the caller's.
+
+    ``duplicates`` (window start -> re-delivered copies dropped there, windows of ``interval``)
+    are carried by the bar holding each window's last trade, so a bar's ``duplicate_count``
+    does not depend on when the copies came; a window none of these trades is in is skipped."""
     from transforms.partial_bar import partial_bars_of_segments
 
     if not len(times):
@@ -86,7 +91,22 @@ def day_bars(exchange: str, symbol: str, threshold: Threshold, times: np.ndarray
     starts, ends, reached = bar_segments(threshold, threshold.measures(prices, amounts), len(times))
     day = utc_day(int(times[0]))
     partials = partial_bars_of_segments(times, prices, amounts, sides, ids.__getitem__, starts, ends)
+    carried = _duplicates_per_bar(times, duplicates, interval, starts)
     return [{"exchange": exchange, "symbol": symbol, "interval": threshold.text,
              "window_start": partial.first[0], "window_end": partial.last[0], **partial.ohlcv(),
-             "is_filled": False, "day": day, "ordinal": ordinal, "threshold_reached": bool(full)}
-            for ordinal, (partial, full) in enumerate(zip(partials, reached.tolist()))]
+             "duplicate_count": duplicate_count, "is_filled": False, "day": day, "ordinal": ordinal,
+             "threshold_reached": bool(full)}
+            for ordinal, (partial, full, duplicate_count) in enumerate(zip(partials, reached.tolist(), carried))]
+
+
+def _duplicates_per_bar(ordered_times: np.ndarray, duplicates: dict[int, int] | None, interval,
+                        starts: np.ndarray) -> list[int]:
+    """Per bar (its first row in ``starts``), the duplicates of the windows whose last trade it holds."""
+    carried = np.zeros(len(ordered_times), dtype=np.int64)
+    if duplicates:
+        windows = interval.window_start_micros(ordered_times)
+        keys = np.array(sorted(duplicates), dtype=np.int64)
+        last = np.searchsorted(windows, keys, side="right") - 1
+        present = (last >= 0) & (windows[np.maximum(last, 0)] == keys)
+        np.add.at(carried, last[present], np.array([duplicates[k] for k in keys.tolist()], dtype=np.int64)[present])
+    return np.add.reduceat(carried, starts).tolist() if len(starts) else []

@@ -140,6 +140,12 @@ class TradeChunk:
     def trade_id(self, i: int) -> str:
         return self.trade_id_bytes[self.trade_id_offsets[i]: self.trade_id_offsets[i + 1]].decode("utf-8")
 
+    def trade_ids(self) -> list[str]:
+        """Every row's trade id, decoded in one pass."""
+        offsets = np.ascontiguousarray(self.trade_id_offsets, dtype=np.int64)
+        ids = pa.LargeStringArray.from_buffers(len(self), pa.py_buffer(offsets), pa.py_buffer(self.trade_id_bytes))
+        return ids.to_pylist()
+
     def source(self, i: int) -> str:
         return self.sources[self.source_index[i]]
 

@@ -8,20 +8,16 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.bar_spec import BarSpec
-from transforms.bars import ComputeBars
+from transforms.computations import COMPUTATIONS
 from transforms.event_time_skeleton import event_time_skeleton
-from transforms.gap_fill import FillGaps
-from transforms.information_bar_panes import ComputeInformationBars
 from transforms.parse import Parser, ParseTrades
 from transforms.record_types import record_type
-
-TIME_BARS_TABLE = "bars"
 
 
 class TradesToBars(beam.PTransform):
     """Parse, then the event-time skeleton (validate, route late data and stamp event time,
-    window, dedupe), then each kind of bar the spec asks for: time bars (with gaps filled if
-    asked) and information bars.
+    window, dedupe), then every computation the spec asks for (``transforms.computations``):
+    time bars (with gaps filled if asked), information bars.
 
     Returns ``{"bars": time bars, "tables": {table: bars of each kind}, "dead_letters": ...}``;
     ``bars`` is None when the spec asks for no time bars.
@@ -38,22 +34,10 @@ class TradesToBars(beam.PTransform):
         parsed = raw_batches | "Parse" >> ParseTrades(self._parser)
         unique, dead_letters = event_time_skeleton(parsed.trades, record_type("trade"), self._spec, self._time_bounds)
         tables = {}
-        if self._spec.time_bars:
-            tables[TIME_BARS_TABLE] = self._time_bars(unique)
-        if self._spec.thresholds:
-            information = unique | "InformationBars" >> ComputeInformationBars(self._spec.thresholds, self._spec)
-            tables.update({t.table: information[t.table] for t in self._spec.thresholds})
-            dead_letters.append(information.dead_letter)
+        for computation in COMPUTATIONS:
+            if computation.tables(self._spec):
+                computed, computation_dead_letters = computation.expand(unique, self._spec)
+                tables.update(computed)
+                dead_letters += computation_dead_letters
         everything_dead = [parsed.dead_letter, *dead_letters] | "AllDeadLetters" >> beam.Flatten()
-        return {"bars": tables.get(TIME_BARS_TABLE), "tables": tables, "dead_letters": everything_dead}
-
-    def _time_bars(self, unique):
-        # Bars carry their window in their fields; downstream they live in the global window,
-        # where each sink applies the windowing its storage needs.
-        bars = (unique
-                | "Bars" >> ComputeBars(self._spec)
-                | "BarsToGlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows()))
-        if self._spec.fill_gaps:
-            filled = bars | "FillGaps" >> FillGaps(self._spec)
-            bars = (bars, filled) | "WithFilledBars" >> beam.Flatten()
-        return bars
+        return {"bars": tables.get("bars"), "tables": tables, "dead_letters": everything_dead}

@@ -44,7 +44,8 @@ class BigQueryTarget:
 
 class BigQuerySink(Sink):
     name = "bigquery"
-    description = "BigQuery tables: bars as revision rows (newest pane in <table>_latest) and <table>_dead_letters"
+    description = ("BigQuery tables: bars as revision rows (newest pane in <table>_latest; information bars in "
+                   "<table>_ticks and the like) and <table>_dead_letters")
 
     def add_options(self, command, streaming: bool) -> None:
         command.add_argument("--bq-table", help="BigQuery table for --sink bigquery: project.dataset.table")
@@ -64,6 +65,8 @@ class BigQuerySink(Sink):
 
     def write(self, bars, target: BigQueryTarget) -> SinkWrites:
         from io_connectors.bigquery_sink import WriteBarsBigQuery, WriteDeadLettersBigQuery
-        sent = bars.bars | "WriteBarsBigQuery" >> WriteBarsBigQuery(target)
+        sent = bars.bars | "WriteBarsBigQuery" >> WriteBarsBigQuery(target, bars.table)
+        if bars.dead_letters is None:  # the run's dead letters come with its first table
+            return SinkWrites(rejected=(sent.dead_letter,))
         dead_sent = bars.dead_letters | "WriteDeadLettersBigQuery" >> WriteDeadLettersBigQuery(target)
         return SinkWrites(rejected=(sent.dead_letter, dead_sent.dead_letter))

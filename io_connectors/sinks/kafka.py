@@ -16,7 +16,8 @@ class KafkaBarsTarget:
 
 class KafkaSink(Sink):
     name = "kafka"
-    description = "a Kafka topic: one Avro message per bar pane, keyed exchange:symbol (a stream always writes it)"
+    description = ("a Kafka topic: one Avro message per bar pane, keyed exchange:symbol; information bars to "
+                   "<topic>_ticks and the like (a stream always writes it)")
     in_stream = ALWAYS
 
     def add_options(self, command, streaming: bool) -> None:
@@ -38,5 +39,6 @@ class KafkaSink(Sink):
 
     def write(self, bars, target: KafkaBarsTarget) -> SinkWrites:
         from io_connectors.kafka_sink import WriteBarsKafka
-        sent = bars.bars | "WriteBarsKafka" >> WriteBarsKafka(target.bootstrap, target.topic)
+        sent = bars.bars | "WriteBarsKafka" >> WriteBarsKafka(target.bootstrap, target.topic + bars.table.suffix,
+                                                              bars.table.schema)
         return SinkWrites(rejected=(sent.dead_letter,))
