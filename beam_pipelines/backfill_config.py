@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from io_connectors.files import DEFAULT_LINE_LIMIT, InputFile
 from io_connectors.sinks import PARQUET_ONLY, SinkTarget
-from io_connectors.source_formats import SourceFormat
+from io_connectors.source_formats import SourceFormat, source_of
 from io_connectors.time_slice import WHOLE_FILE, TimeSlice
 from runners.profiles import RunnerProfile
 from transforms.bar_spec import BarSpec
@@ -17,7 +17,7 @@ from transforms.bar_spec import BarSpec
 
 @dataclass(frozen=True)
 class BackfillConfig:
-    source: SourceFormat
+    source: SourceFormat | None  # --source: the format of files that do not name their own (InputFile.source)
     files: list[InputFile]
     spec: BarSpec
     out: str
@@ -31,3 +31,16 @@ class BackfillConfig:
     chunk_rows: int | None = None  # the planner's row budget per chunk; recorded so reruns plan alike
     instruments: str | None = None  # the user's instruments CSV over the shipped table
     line_limit: int = DEFAULT_LINE_LIMIT  # longer text lines are dead letters, read in bounded memory
+
+    def sources(self) -> dict[str, SourceFormat]:
+        """Every format the run reads, by name, in name order."""
+        found = {s.name: s for s in (source_of(f, self.source) for f in self.files)}
+        if not found and self.source:
+            return {self.source.name: self.source}
+        return dict(sorted(found.items()))
+
+    def source_setting(self):
+        """The run's source as manifests and the summary record it: one source's name, as a run
+        of one always recorded it, or the names of several."""
+        names = list(self.sources())
+        return names[0] if len(names) == 1 else names

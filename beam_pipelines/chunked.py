@@ -26,10 +26,18 @@ from runners.malloc_tuning import reuse_freed_memory
 def run_settings(config: BackfillConfig) -> dict:
     """What must match for an earlier chunk's output to be reused."""
     spec = config.spec
-    return {"source": config.source.name, "interval": spec.interval.text, "fill_gaps": spec.fill_gaps,
+    return {"source": config.source_setting(), "interval": spec.interval.text, "fill_gaps": spec.fill_gaps,
             "allowed_lateness_seconds": spec.allowed_lateness_seconds, "accumulation": spec.accumulation,
             "exchange": config.exchange, "symbol": config.symbol, "chunk_rows": config.chunk_rows,
-            **recorded_settings(config.sinks), **_instruments_setting(config.instruments)}
+            **recorded_settings(config.sinks), **_instruments_setting(config.instruments), **_bars_setting(spec)}
+
+
+def _bars_setting(spec) -> dict:
+    """The kinds of bar a run builds, when other than time bars alone: a run asking for other
+    kinds writes other tables; a run of time bars alone records the settings it always did."""
+    if not spec.thresholds and spec.time_bars:
+        return {}
+    return {"bars": [t.text for t in spec.thresholds], "time_bars": spec.time_bars}
 
 
 def _instruments_setting(path: str | None) -> dict:

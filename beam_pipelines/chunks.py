@@ -6,16 +6,19 @@ files; nothing has to be read to plan. Files without a date in their name are on
 A chunk over the row budget is cut again: dated text files into runs of consecutive files,
 Parquet files into event-time slices at window boundaries (only their time column is read).
 Each piece is a pipeline run of bounded size, which is what keeps a backfill's memory flat
-however large the input.
+however large the input. Information bars count from each UTC day's start, so when they are
+asked for, Parquet is cut only where a UTC day starts too (``cut_boundaries``).
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from io_connectors.files import InputFile, base_name, uncompressed_size
+from io_connectors.source_formats import SOURCES
 from io_connectors.time_slice import WHOLE_FILE, TimeSlice, row_group_time_range, statistics_hold
 
 _DATE = re.compile(r"(\d{4})-(\d{2})(?:-(\d{2}))?")
@@ -110,16 +113,53 @@ def _piece_rows(total_rows: int, row_budget: int) -> int:
     return -(-total_rows // pieces)
 
 
-def split_large_chunks(chunks: list[Chunk], layout: str, interval, row_budget: int | None) -> list[Chunk]:
+DAY_SECONDS = 86_400
+
+
+@dataclass(frozen=True)
+class _Boundaries:
+    """Cut points every ``seconds`` from the epoch, found as ``Interval.window_start_micros`` finds window starts."""
+    seconds: int
+
+    def window_start_micros(self, event_time_us):
+        micros = self.seconds * 1_000_000
+        return event_time_us // micros * micros
+
+
+def cut_boundaries(interval, whole_days: bool):
+    """Where a Parquet chunk may be cut: at the interval's window starts, so no time bar is split;
+    with ``whole_days`` (information bars, which count from each UTC day's start) only at those
+    that start a UTC day too. Windows of whole days (weeks start on Mondays) start days already."""
+    if not whole_days or interval.seconds % DAY_SECONDS == 0:
+        return interval
+    # Epoch-aligned windows shorter than a day, or of hours that do not divide one (5h): their
+    # starts and the days' meet every lcm seconds from the epoch (every day for a divisor).
+    return _Boundaries(math.lcm(interval.seconds, DAY_SECONDS))
+
+
+def chunk_layout(chunk: Chunk, layout: str | None) -> str | None:
+    """The layout of a chunk's files (``layout`` for those that do not name their source), or None
+    when they mix layouts."""
+    layouts = {SOURCES[f.source].layout if f.source else layout for f in chunk.files}
+    return layouts.pop() if len(layouts) == 1 else None
+
+
+def split_large_chunks(chunks: list[Chunk], layout: str | None, interval, row_budget: int | None) -> list[Chunk]:
     """Cut every chunk over ``row_budget`` rows into pieces under it (as far as windows allow),
-    and every chunk over PARALLEL_FROM_ROWS into a multiple of MIN_PIECES pieces."""
+    and every chunk over PARALLEL_FROM_ROWS into a multiple of MIN_PIECES pieces.
+
+    ``layout`` is that of files read as the run's ``--source``; files that name their own source
+    have its layout. A chunk mixing Parquet and text is not cut: a time slice cannot be applied to
+    text, and a piece of each could split one bar between them (``--chunk Nd`` still bounds it).
+    ``interval`` (or ``cut_boundaries``) gives the window starts Parquet is cut at."""
     if not row_budget:
         return chunks
     pieces = []
     for chunk in chunks:
-        if layout == "parquet":
+        layout_of_chunk = chunk_layout(chunk, layout)
+        if layout_of_chunk == "parquet":
             pieces += _time_slices(chunk, interval, row_budget)
-        elif layout == "text":
+        elif layout_of_chunk == "text":
             pieces += _runs_of_dated_files(chunk, row_budget)
         else:
             pieces.append(chunk)

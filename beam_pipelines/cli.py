@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import re
 import sys
 import time
 from datetime import date
@@ -37,27 +38,61 @@ DEFAULT_CHUNK_ROWS = 8_000_000
 
 def add_input_options(command: argparse.ArgumentParser) -> None:
     """The options every command that reads trade files shares."""
-    command.add_argument("--source", required=True, help="input format; see 'cryptobeam sources'")
-    command.add_argument("--input", required=True, action="append",
-                         help="file path or glob (quote it); repeat for more")
+    command.add_argument("--source", help="input format of each --input that names none; see 'cryptobeam sources'")
+    command.add_argument("--input", required=True, action="append", metavar="[SOURCE:]GLOB",
+                         help="file path or glob (quote it), read as --source or as the SOURCE it starts with; "
+                              "repeat for more, of one source or several (e.g. binance-aggtrades:'dumps/*.zip')")
     command.add_argument("--symbol", help="symbol to use when the records and file names do not say")
     command.add_argument("--exchange", help="exchange id to record (default: the source's exchange)")
     add_instruments_option(command)
 
 
 def input_files_and_source(args):
-    """The matched input files and the source format, or a UserError saying what is wrong."""
-    from io_connectors.files import InputError, match_inputs
-    from io_connectors.source_formats import SOURCES
+    """The matched input files, each naming the source it is read as, and the ``--source`` format
+    (None without one), or a UserError saying what is wrong.
 
-    if args.source not in SOURCES:
+    An ``--input`` starting with a source's name and a colon is read as that source; any other is
+    a path or glob read as ``--source``."""
+    from io_connectors.source_formats import SOURCES, split_source_prefix
+
+    if args.source is not None and args.source not in SOURCES:
         raise UserError(f"unknown source {args.source!r}; choose one of: {', '.join(SOURCES)}")
     check_name_option("--symbol", args.symbol)
     check_name_option("--exchange", args.exchange)
+    files: dict[str, object] = {}
+    for text in args.input:
+        name, pattern = split_source_prefix(text)
+        if (name or args.source) is None:
+            raise UserError(f"--input {text!r} names no source{_unknown_source_hint(text)}: write SOURCE:GLOB "
+                            "or pass --source (see 'cryptobeam sources')")
+        for input_file in _matched(pattern, name or args.source, may_name_a_source=name is None):
+            other = files.setdefault(input_file.path, input_file)
+            if other.source != input_file.source:
+                raise UserError(f"{input_file.path!r} is given both as {other.source} and as {input_file.source}")
+    if args.exchange and len({f.source for f in files.values()}) > 1:
+        raise UserError("--exchange names the exchange of every record, so it needs a single source; "
+                        "each of several sources records its own")
+    return sorted(files.values(), key=lambda f: f.path), SOURCES.get(args.source)
+
+
+def _matched(pattern: str, source: str, may_name_a_source: bool):
+    """The files a pattern matches, to be read as ``source``; matching nothing is a UserError, which
+    says so when the text starts like a source that does not exist (``nosuch:...``)."""
+    from io_connectors.files import InputError, match_inputs
+
     try:
-        return match_inputs(args.input), SOURCES[args.source]
+        return match_inputs([pattern], source)
     except InputError as error:
-        raise UserError(str(error)) from None
+        raise UserError(f"{error}{_unknown_source_hint(pattern) if may_name_a_source else ''}") from None
+
+
+def _unknown_source_hint(text: str) -> str:
+    """Said of an --input like ``nosuch:x``: a word before a colon that may be a mistyped source.
+    One letter is a Windows drive, and ``scheme://`` a remote path."""
+    prefix, colon, _ = text.partition(":")
+    if colon and len(prefix) > 1 and not is_remote(text) and "/" not in prefix and "\\" not in prefix:
+        return f" (no source is named {prefix!r})"
+    return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,14 +241,17 @@ def _start_workers_early(args) -> None:
     from beam_pipelines.worker_server import EARLY_START_BYTES, local_input_bytes, start_early
     if args.runner != "direct" or args.workers == 1 or _planning(args):
         return
-    if args.chunk or (args.chunk_rows != 0 and local_input_bytes(args.input) >= EARLY_START_BYTES):
+    # The registry of sources costs more to import than this guess may take: any word before a
+    # colon counts as a source's name here (a local path rarely has one; a wrong guess only costs time).
+    patterns = [re.sub(r"^[\w-]{2,}:(?!//)", "", text) for text in args.input]
+    if args.chunk or (args.chunk_rows != 0 and local_input_bytes(patterns) >= EARLY_START_BYTES):
         start_early()
 
 
 def run_backfill(args, console: Console) -> int:
     from beam_pipelines.accounting import Accounting
     from beam_pipelines.chunked import chunks_to_run, conflicting_settings, default_workers, run_chunks
-    from beam_pipelines.chunks import ChunkError, parse_chunk_days, plan_chunks, split_large_chunks
+    from beam_pipelines.chunks import ChunkError, cut_boundaries, parse_chunk_days, plan_chunks, split_large_chunks
     from beam_pipelines.manifest import ChunkManifest, remove_previous_run
     from io_connectors.atomic_files import write_json_atomically
     from io_connectors.progress import set_progress_listener
@@ -226,7 +264,8 @@ def run_backfill(args, console: Console) -> int:
                              _date_option(args.date_from, "--from"), _date_option(args.date_to, "--to"))
     except ChunkError as error:
         raise UserError(str(error)) from None
-    chunks = split_large_chunks(chunks, config.source.layout, config.spec.interval, config.chunk_rows)
+    boundaries = cut_boundaries(config.spec.interval, whole_days=bool(config.spec.thresholds))
+    chunks = split_large_chunks(chunks, config.source.layout if config.source else None, boundaries, config.chunk_rows)
     conflicts = conflicting_settings(config, chunks)
     if conflicts and not args.overwrite:
         raise UserError(f"{config.out!r} holds chunks built with other settings or cut differently ({conflicts[0]} ...); "
@@ -278,7 +317,7 @@ def run_backfill(args, console: Console) -> int:
     problems = [p for m in manifests for p in m.problems(config.out, check_inputs=False)]
     problems += [f"chunk {m.chunk_id}: {p}" for m in manifests for p in Accounting.from_counters(m.counts).problems()]
     problems += accounting.problems()
-    summary = {"command": "backfill", "source": config.source.name, "interval": config.spec.interval.text,
+    summary = {"command": "backfill", "source": config.source_setting(), "interval": config.spec.interval.text,
                "chunks": len(chunks), "chunks_run": len(todo), "chunks_skipped": len(done),
                "elapsed_seconds": round(elapsed, 3), "reconciled": not problems, "problems": problems,
                **accounting.as_dict()}
@@ -344,10 +383,10 @@ def run_validate(out: str, console: Console) -> int:
 
 
 def run_replay(args, console: Console) -> int:
-    from io_connectors.replay import ReplayPlan, load_trades, replay
-    from io_connectors.source_formats import parser_for
+    from io_connectors.replay import ReplayPlan, load_trades_of_sources, replay
+    from io_connectors.source_formats import SOURCES, parser_for
 
-    files, source = input_files_and_source(args)
+    files, _ = input_files_and_source(args)
     speed = None
     if args.speed != "max":
         try:
@@ -361,8 +400,13 @@ def run_replay(args, console: Console) -> int:
     plan = ReplayPlan(speed=speed, disorder_us=parse_duration_seconds(args.disorder) * 1_000_000,
                       late_fraction=args.late_fraction, late_by_us=parse_duration_seconds(args.late_by) * 1_000_000,
                       seed=args.seed)
-    parser = parser_for(source, args.exchange, args.symbol, instruments_from_args(args))
-    trades, read, rejected = load_trades(source, parser, [f.path for f in files])
+    instruments = instruments_from_args(args)
+    paths_by_source: dict[str, list[str]] = {}
+    for input_file in files:
+        paths_by_source.setdefault(input_file.source, []).append(input_file.path)
+    trades, read, rejected = load_trades_of_sources([
+        (SOURCES[name], parser_for(SOURCES[name], args.exchange, args.symbol, instruments), paths)
+        for name, paths in paths_by_source.items()])
     with _progress(args.no_progress) as progress:
         task = progress.add_task("publishing", total=trades.num_rows, files=f"to {args.topic}")
         try:

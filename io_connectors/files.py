@@ -27,13 +27,15 @@ class InputError(ValueError):
 class InputFile:
     path: str
     size: int
+    source: str | None = None
+    """The name of the input format it is read as (``io_connectors.source_formats``); None: the run's ``--source``."""
 
 
-def match_inputs(patterns: list[str]) -> list[InputFile]:
-    """Expand globs; every pattern must match at least one file."""
+def match_inputs(patterns: list[str], source: str | None = None) -> list[InputFile]:
+    """Expand globs, each file to be read as ``source``; every pattern must match at least one file."""
     found: dict[str, InputFile] = {}
     for pattern in patterns:
-        files = _match_remote(pattern) if is_remote(pattern) else _match_local(pattern)
+        files = _match_remote(pattern, source) if is_remote(pattern) else _match_local(pattern, source)
         if not files:
             raise InputError(f"no input files matched {pattern!r}")
         for f in files:
@@ -41,17 +43,17 @@ def match_inputs(patterns: list[str]) -> list[InputFile]:
     return sorted(found.values(), key=lambda f: f.path)
 
 
-def _match_local(pattern: str) -> list[InputFile]:
-    return [InputFile(p, os.path.getsize(p)) for p in local_files(pattern)]
+def _match_local(pattern: str, source: str | None) -> list[InputFile]:
+    return [InputFile(p, os.path.getsize(p), source) for p in local_files(pattern)]
 
 
-def _match_remote(pattern: str) -> list[InputFile]:
+def _match_remote(pattern: str, source: str | None) -> list[InputFile]:
     from apache_beam.io.filesystems import FileSystems
     try:
         results = FileSystems.match([pattern])[0].metadata_list
     except Exception as error:  # FileSystems raises several types for bad schemes/paths
         raise InputError(f"cannot list {pattern!r}: {error}") from None
-    return [InputFile(m.path, m.size_in_bytes) for m in results if not m.path.endswith("/")]
+    return [InputFile(m.path, m.size_in_bytes, source) for m in results if not m.path.endswith("/")]
 
 
 def base_name(path: str) -> str:

@@ -68,6 +68,14 @@ def load_trades(source: SourceFormat, parser, paths: list[str],
     return pa.concat_tables(tables), read, rejected
 
 
+def load_trades_of_sources(parts: list[tuple[SourceFormat, object, list[str]]]) -> tuple[pa.Table, int, int]:
+    """``load_trades`` of each (source, its parser, its paths), the trades of all of them together."""
+    loaded = [load_trades(source, parser, paths) for source, parser, paths in parts]
+    tables = [trades for trades, _, _ in loaded if trades.num_rows]
+    trades = pa.concat_tables(tables, promote_options="permissive") if tables else loaded[0][0]
+    return trades, sum(read for _, read, _ in loaded), sum(rejected for _, _, rejected in loaded)
+
+
 def _raw_batches(source: SourceFormat, path: str, failures: list[str]):
     """The file's raw batches, as far as they can be read; a read error ends them and is noted."""
     try:

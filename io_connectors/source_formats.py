@@ -1,6 +1,8 @@
 """Input formats: each exchange's files, how to parse them, and how their names give a symbol.
 
 Beam-free, so that the command line can check ``--source`` and plan without importing Beam.
+A run may read several formats (``--input SOURCE:GLOB``): each file knows its own
+(``InputFile.source``), and each raw batch is parsed by its file's format's parser.
 """
 from __future__ import annotations
 
@@ -41,6 +43,27 @@ SOURCES = {s.name: s for s in [
 ]}
 
 
+SOURCE_FORMAT_KEY = "source_format"
+"""Key in ``RawBatch.extra``: the name of the format the batch's file was read as."""
+
+
+def split_source_prefix(text: str) -> tuple[str | None, str]:
+    """``--input`` text as (source name, path or glob): ``binance-aggtrades:dumps/*.zip`` names its
+    source. Only a registered source's name before the first colon is one, so ``gs://...``, ``C:\\...``
+    and any other text is a path or glob as it stands (``./parquet:x`` reads a file named so)."""
+    prefix, colon, rest = text.partition(":")
+    return (prefix, rest) if colon and prefix in SOURCES else (None, text)
+
+
+def source_of(input_file, default: SourceFormat | None) -> SourceFormat:
+    """The format an ``InputFile`` is read as: its own, else the run's ``--source`` (``default``)."""
+    if input_file.source:
+        return SOURCES[input_file.source]
+    if default is None:
+        raise ValueError(f"{input_file.path!r} has no source format")
+    return default
+
+
 def parser_for(source: SourceFormat, exchange: str | None = None, symbol: str | None = None,
                instruments: str | None = None):
     """The source's parser with the user's overrides bound in, its trades carrying canonical base
@@ -51,3 +74,24 @@ def parser_for(source: SourceFormat, exchange: str | None = None, symbol: str | 
     if exchange or source.default_exchange:
         options["exchange"] = exchange or source.default_exchange
     return with_canonical_instruments(functools.partial(source.parser, **options), instruments)
+
+
+def parser_for_sources(sources: dict[str, SourceFormat], exchange: str | None = None, symbol: str | None = None,
+                       instruments: str | None = None):
+    """The parser of a run reading ``sources`` (by name): a single source's own parser, or one that
+    parses each raw batch with the parser of the format its file was read as."""
+    parsers = {name: parser_for(source, exchange, symbol, instruments) for name, source in sources.items()}
+    if len(parsers) == 1:
+        return next(iter(parsers.values()))
+    return ParserBySource(parsers)
+
+
+class ParserBySource:
+    """Several sources in one run: each raw batch goes to its own source's parser (the reader
+    names the format in ``raw.extra[SOURCE_FORMAT_KEY]``), so each source is parsed at its own edge."""
+
+    def __init__(self, parsers: dict[str, Callable]):
+        self._parsers = parsers
+
+    def __call__(self, raw):
+        return self._parsers[raw.extra[SOURCE_FORMAT_KEY]](raw)

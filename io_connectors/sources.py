@@ -13,7 +13,7 @@ from io_connectors.formats import normalized
 from io_connectors.progress import report_progress
 from io_connectors.raw_batch import RawBatch
 from io_connectors.raw_batch_coder import RawBatchCoder
-from io_connectors.source_formats import SourceFormat
+from io_connectors.source_formats import SOURCE_FORMAT_KEY, SourceFormat, source_of
 from io_connectors.time_slice import WHOLE_FILE, TimeSlice, row_group_time_range
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
 
@@ -142,12 +142,14 @@ class _ReadFile(beam.DoFn):
         self._source, self._batch_rows, self._time_slice, self._line_limit = source, batch_rows, time_slice, line_limit
 
     def process(self, input_file: InputFile):
+        source = source_of(input_file, self._source)
         try:
-            for raw in read_raw_batches(self._source, input_file.path, self._batch_rows, self._time_slice,
+            for raw in read_raw_batches(source, input_file.path, self._batch_rows, self._time_slice,
                                         self._line_limit):
                 letters, raw.dead_letters = raw.dead_letters, []
                 yield from _emit_dead_letters(letters)
                 if len(raw):
+                    raw.extra[SOURCE_FORMAT_KEY] = source.name  # which parser takes it, in a run of several sources
                     yield raw
         except Exception as error:  # a corrupt archive, a CSV given as Parquet, an I/O error...
             # The file's records cannot be counted, so the file itself is one record: one dead letter.
@@ -166,9 +168,11 @@ def _emit_dead_letters(letters: list[dict]):
 
 
 class ReadTradeFiles(beam.PTransform):
-    """File list -> raw batches, one file per DoFn call so runners can read files in parallel."""
+    """File list -> raw batches, one file per DoFn call so runners can read files in parallel.
 
-    def __init__(self, source: SourceFormat, files: list[InputFile], batch_rows: int = DEFAULT_BATCH_ROWS,
+    Each file is read as its own format (``InputFile.source``), else as ``source``."""
+
+    def __init__(self, source: SourceFormat | None, files: list[InputFile], batch_rows: int = DEFAULT_BATCH_ROWS,
                  time_slice: TimeSlice = WHOLE_FILE, line_limit: int = DEFAULT_LINE_LIMIT):
         super().__init__()
         self._source, self._files, self._batch_rows, self._time_slice = source, files, batch_rows, time_slice
