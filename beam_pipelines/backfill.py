@@ -20,4 +20,4 @@ def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
     parser = parser_for_sources(config.sources(), config.exchange, config.symbol, config.instruments)
     results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parser)
     dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
-    write_outputs(results["bars"], dead_letters, OutputTargets(config.out, config.chunk_id, config.sinks))
+    write_outputs(results["tables"], dead_letters, OutputTargets(config.out, config.chunk_id, config.sinks))
