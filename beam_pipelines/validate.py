@@ -17,7 +17,6 @@ from beam_pipelines.manifest import SEAM_FILE, ChunkManifest
 from io_connectors.bar_reader import read_bars
 from io_connectors.bar_tables import every_bar_directory, every_table
 from io_connectors.parquet_sink import run_of
-from transforms.bar_kinds import parse_threshold
 from transforms.computations import TIME_BARS
 from transforms.interval import parse_interval
 
@@ -48,16 +47,20 @@ def _bars(out: str, report: Report, name: str = TIME_BARS.name) -> pa.Table | No
 def accounting_on_disk(manifest: ChunkManifest, out: str) -> tuple[int, int, int]:
     """(trades in final bars, duplicates absorbed, dead letters) counted from the chunk's files;
     a file that cannot be read counts nothing (``manifest.problems`` or ``_bars`` reports it)."""
-    bar_files, dead_letter_files = [], []
-    counted = accounting_table(manifest.settings)
+    bar_files: dict[str, list[str]] = {}
+    dead_letter_files = []
     for record in manifest.outputs:
         path = record.location(out)
         if os.path.exists(path) and path.endswith(".parquet"):  # other sinks (Avro) repeat the Parquet bars
             top = os.path.relpath(path, out).split(os.sep)[0]
             if top == "dead_letter":
                 dead_letter_files.append(path)
-            elif top == counted:  # every table holds each trade once: the accounting reads one
-                bar_files.append(path)
+            else:
+                bar_files.setdefault(top, []).append(path)
+    # Every table's final bars hold each unique trade, and each window's duplicates, once: one
+    # table is counted, time bars when the chunk built them.
+    counted = TIME_BARS.name if TIME_BARS.name in bar_files else min(bar_files, default=None)
+    bar_files = bar_files.get(counted, [])
     written = written_in_files(bar_files, dead_letter_files, unreadable=[])
     return written["trades_in_final_bars"], written["duplicates_in_final_bars"], written["dead_letter_rows_written"]
 
@@ -143,14 +146,6 @@ def check_trade_ids(exchange: str, symbol: str, bars: list[dict], report: Report
         first = holes[0]
         report.violation(f"{exchange}/{symbol}: {total} trade id(s) missing in {len(holes)} range(s), "
                          f"first {first[0]}..{first[1]}")
-
-
-def accounting_table(settings: dict) -> str:
-    """The table a backfill chunk's accounting counts trades in (``beam_pipelines.outputs``): its
-    time bars, or its first kind of information bars when it built no time bars."""
-    if settings.get("time_bars", True) or not settings.get("bars"):
-        return TIME_BARS.name
-    return parse_threshold(*settings["bars"][0].split(":", 1)).table
 
 
 def check_information_bars(table: pa.Table, report: Report, name: str) -> None:
