@@ -177,3 +177,40 @@ def test_a_bad_sink_option_is_one_line_and_exit_2(tmp_path):
     result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
                              "--out", str(tmp_path / "out"), "--sink", "bigquery"], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr == "cryptobeam: error: --sink bigquery needs --bq-table project.dataset.table\n"
+
+
+INFORMATION_FIELDS = field_names("information_bar")
+
+
+def information_rows(rows) -> list[dict]:
+    plain = [{k: micros(v) for k, v in row.items() if k in INFORMATION_FIELDS} for row in rows]
+    return sorted(plain, key=lambda b: (b["symbol"], b["day"], b["ordinal"], b["pane_index"]))
+
+
+def test_every_sink_gets_each_table_of_bars(tmp_path, bigquery_endpoint, kafka_bootstrap):
+    """Information bars beside time bars: each table to each sink, under its own name (a BigQuery
+    table and its latest view, a Kafka topic), with its own schema."""
+    out = tmp_path / "out"
+    target = BigQueryTarget("local.cryptobeam.tables", bigquery_endpoint)
+    result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
+                             "--bars", "time:1h", "--bars", "ticks:300", "--sink", "avro", "--sink", "bigquery",
+                             "--bq-table", target.table, "--bq-endpoint", bigquery_endpoint, "--sink", "kafka",
+                             "--kafka", kafka_bootstrap, "--kafka-bars-topic", "tables", "--out", str(out), "--no-progress"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    in_parquet = information_rows(pq.read_table(out / "bars_ticks").to_pylist())
+    assert len(in_parquet) > 30 and {b["interval"] for b in in_parquet} == {"ticks:300"}
+    avro_rows = []
+    for path in sorted((out / "bars_ticks_avro").rglob("*.avro")):
+        with open(path, "rb") as handle:
+            avro_rows += list(fastavro.reader(handle))
+    assert information_rows(avro_rows) == in_parquet
+    client = target.client()
+    assert [f.name for f in client.get_table(f"{target.table}_ticks").schema] == list(INFORMATION_FIELDS)
+    assert information_rows(dict(r.items()) for r in client.query(f"SELECT * FROM `{target.table}_ticks`").result()) == in_parquet
+    latest = list(client.query(f"SELECT * FROM `{target.table}_ticks_latest`").result())
+    assert len(latest) == len({(b["day"], b["ordinal"]) for b in in_parquet})
+    assert comparable(dict(r.items()) for r in client.query(f"SELECT * FROM `{target.table}`").result()) == parquet_bars(out)
+    messages = read_topic(kafka_bootstrap, "tables_ticks", len(in_parquet))
+    assert information_rows(decode(m.value(), "information_bar", SchemaStore.shipped()) for m in messages) == in_parquet
+    assert len(read_topic(kafka_bootstrap, "tables", len(parquet_bars(out)))) == len(parquet_bars(out))
