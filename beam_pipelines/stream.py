@@ -1,5 +1,6 @@
-"""The stream pipeline: Kafka trades -> TradesToBars -> Parquet files, the Kafka ``bars`` topic and
-any other sink, then offset commits for what is written.
+"""The stream pipeline: Kafka trades -> TradesToBars -> every table of bars (time and information
+bars) to Parquet files, the Kafka ``bars`` topics and any other sink, then offset commits for what
+is written.
 
 Only the source, the sinks and the runner differ from the backfill; ``TradesToBars`` is the same
 object with the same settings, which is why a stream's final bars equal a backfill's.
@@ -33,5 +34,5 @@ def build_stream(pipeline: beam.Pipeline, config: StreamConfig) -> None:
     results = read.raw | "TradesToBars" >> TradesToBars(config.spec, with_canonical_instruments(parse_avro_messages,
                                                                                                 config.instruments))
     dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
-    written = write_outputs(results["bars"], dead_letters, config.targets)
+    written = write_outputs(results["tables"], dead_letters, config.targets)
     (written, read.read_progress) | "CommitOffsets" >> CommitProgress(config.read, config.spec, config.commit_every_s)

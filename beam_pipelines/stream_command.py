@@ -74,8 +74,10 @@ def run_stream(args, console: Console) -> int:
     from beam_pipelines.stream import build_stream
     from io_connectors.atomic_files import write_json_atomically
     from io_connectors.kafka_source import partition_starts, request_drain, reset_drain
+    from transforms.computations import output_tables
 
     config = stream_config(args)
+    tables = tuple(table.name for table in output_tables(config.spec))  # the first is the accounting's
     profile = runner_profile_from_args(args, streaming=True)
     lock_output(config.targets.out)
     # Workers in this process (LOOPBACK) see a drain request; elsewhere use the runner's own drain.
@@ -117,7 +119,8 @@ def run_stream(args, console: Console) -> int:
     previous = {s: signal.signal(s, on_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     stop_progress = threading.Event()
     if not args.no_progress:
-        threading.Thread(target=_print_progress, args=(config.targets.out, started, stop_progress), daemon=True).start()
+        threading.Thread(target=_print_progress, args=(config.targets.out, tables, started, stop_progress),
+                         daemon=True).start()
     try:
         result.wait_until_finish()
     except Exception as error:
@@ -135,11 +138,11 @@ def run_stream(args, console: Console) -> int:
         console.print("[yellow]cancelled: open windows were not finalized; the committed offsets resume them[/yellow]")
         return 130
     counters = counters_of(result)  # one metrics query: a remote runner answers it over the network
-    on_disk = {} if is_remote(config.targets.out) else written_by_run(config.targets.out, config.targets.run)
+    on_disk = {} if is_remote(config.targets.out) else written_by_run(config.targets.out, config.targets.run, tables)
     accounting = Accounting.from_counters({**counters, **on_disk})
     problems = accounting.problems()
     summary = {"command": "stream", "run": config.targets.run, "topic": args.topic, "group": args.group,
-               "interval": config.spec.interval.text, "elapsed_seconds": round(elapsed, 3),
+               "interval": config.spec.interval.text, "tables": list(tables), "elapsed_seconds": round(elapsed, 3),
                "reconciled": not problems, "problems": problems,
                "kafka_offset_commits": counters.get("kafka_offset_commits", 0),
                "kafka_broker_outages": counters.get("kafka_broker_outages", 0),
@@ -169,13 +172,22 @@ def _without_job_deadline(profile, options):
     return options
 
 
-def written_by_run(out: str, run: str) -> dict[str, int]:
+def written_by_run(out: str, run: str, tables: tuple[str, ...] = ("bars",)) -> dict[str, int]:
     """What the run's files hold, as the accounting's written figures. Prism has reported drained
     streams finished whose counters missed their last file write (now and then, on a loaded
-    machine), so the report reads the files the run wrote rather than trust the counters."""
+    machine), so the report reads the files the run wrote rather than trust the counters.
+
+    ``tables`` are the run's tables of bars in its order: as the counters do (``beam_pipelines.outputs``),
+    the bar figures are the first table's, and the files and rows are counted for every table."""
+    import pyarrow.parquet as pq
+
     from beam_pipelines.accounting import written_in_files
-    return written_in_files(_files_of_run(os.path.join(out, "bars"), run),
-                            _files_of_run(os.path.join(out, "dead_letter"), run))
+    files = {table: _files_of_run(os.path.join(out, table), run) for table in tables}
+    written = written_in_files(files[tables[0]], _files_of_run(os.path.join(out, "dead_letter"), run))
+    written["bar_files_written"] = sum(len(paths) for paths in files.values())
+    for table, paths in files.items():
+        written[f"table_rows.{table}"] = sum(pq.read_metadata(path).num_rows for path in paths)
+    return written
 
 
 def _files_of_run(directory: str, run: str) -> list[str]:
@@ -195,8 +207,9 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _print_progress(out: str, started: float, stop: threading.Event, every_s: float = 10.0) -> None:
-    """A line every so often: how long, how many bar files are on disk."""
+def _print_progress(out: str, tables: tuple[str, ...], started: float, stop: threading.Event,
+                    every_s: float = 10.0) -> None:
+    """A line every so often: how long, how many bar files (of every table) are on disk."""
     while not stop.wait(every_s):
-        files = sum(len(names) for _root, _dirs, names in os.walk(os.path.join(out, "bars")))
+        files = sum(len(names) for table in tables for _root, _dirs, names in os.walk(os.path.join(out, table)))
         print(json.dumps({"elapsed_s": round(time.monotonic() - started), "bar_files": files}), flush=True)
