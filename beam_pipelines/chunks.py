@@ -144,21 +144,23 @@ def chunk_layout(chunk: Chunk, layout: str | None) -> str | None:
     return layouts.pop() if len(layouts) == 1 else None
 
 
-def split_large_chunks(chunks: list[Chunk], layout: str | None, interval, row_budget: int | None) -> list[Chunk]:
+def split_large_chunks(chunks: list[Chunk], layout: str | None, interval, row_budget: int | None,
+                       whole_days: bool = False) -> list[Chunk]:
     """Cut every chunk over ``row_budget`` rows into pieces under it (as far as windows allow),
     and every chunk over PARALLEL_FROM_ROWS into a multiple of MIN_PIECES pieces.
 
     ``layout`` is that of files read as the run's ``--source``; files that name their own source
     have its layout. A chunk mixing Parquet and text is not cut: a time slice cannot be applied to
     text, and a piece of each could split one bar between them (``--chunk Nd`` still bounds it).
-    ``interval`` (or ``cut_boundaries``) gives the window starts Parquet is cut at."""
+    Parquet is cut at the window starts of ``interval``; with ``whole_days`` (information bars) only
+    at those that start a UTC day (``cut_boundaries``)."""
     if not row_budget:
         return chunks
     pieces = []
     for chunk in chunks:
         layout_of_chunk = chunk_layout(chunk, layout)
         if layout_of_chunk == "parquet":
-            pieces += _time_slices(chunk, interval, row_budget)
+            pieces += _time_slices(chunk, interval, row_budget, cut_boundaries(interval, whole_days))
         elif layout_of_chunk == "text":
             pieces += _runs_of_dated_files(chunk, row_budget)
         else:
@@ -190,9 +192,9 @@ def _runs_of_dated_files(chunk: Chunk, row_budget: int) -> list[Chunk]:
     return [Chunk(f"{chunk.chunk_id}@{first.strftime('%Y%m%d')}", tuple(files)) for first, files in runs.values()]
 
 
-def _time_slices(chunk: Chunk, interval, row_budget: int) -> list[Chunk]:
-    """Event-time slices of a chunk's Parquet files, cut at window starts, each about ``row_budget``
-    rows (counting each window as WINDOW_COST_ROWS more)."""
+def _time_slices(chunk: Chunk, interval, row_budget: int, boundaries) -> list[Chunk]:
+    """Event-time slices of a chunk's Parquet files, cut at window starts that are ``boundaries``,
+    each about ``row_budget`` rows (counting each window of ``interval`` as WINDOW_COST_ROWS more)."""
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -226,12 +228,24 @@ def _time_slices(chunk: Chunk, interval, row_budget: int) -> list[Chunk]:
     pieces = -(-total // row_budget)
     cumulative = np.cumsum(cost)
     targets = np.arange(1, pieces) * (total / pieces)
-    cut_windows = np.unique(np.searchsorted(cumulative, targets, side="right"))
-    cut_windows = cut_windows[(cut_windows > 0) & (cut_windows < len(starts))]
+    cut_windows = _cut_windows(starts, cumulative, targets, boundaries)
     cuts = [None] + [int(starts[i]) for i in cut_windows] + [None]
     return [Chunk(f"{chunk.chunk_id}@{_stamp(low if low is not None else int(starts[0]))}", chunk.files,
                   TimeSlice(low, high, statistics_checked) if len(cuts) > 2 else WHOLE_FILE)
             for low, high in zip(cuts[:-1], cuts[1:])]
+
+
+def _cut_windows(starts, cumulative, targets, boundaries):
+    """The windows to cut before: for each target cost, the last window starting at one of the
+    ``boundaries`` with at most that cost before it (with every window a boundary, the window
+    the target cost falls in)."""
+    import numpy as np
+
+    allowed = np.flatnonzero(boundaries.window_start_micros(starts) == starts)
+    cost_before = np.r_[0, cumulative[:-1]][allowed]
+    chosen = np.searchsorted(cost_before, targets, side="right") - 1
+    cut_windows = np.unique(allowed[chosen[chosen >= 0]])
+    return cut_windows[(cut_windows > 0) & (cut_windows < len(starts))]
 
 
 def _trades_per_window(window_starts):

@@ -251,7 +251,7 @@ def _start_workers_early(args) -> None:
 def run_backfill(args, console: Console) -> int:
     from beam_pipelines.accounting import Accounting
     from beam_pipelines.chunked import chunks_to_run, conflicting_settings, default_workers, run_chunks
-    from beam_pipelines.chunks import ChunkError, cut_boundaries, parse_chunk_days, plan_chunks, split_large_chunks
+    from beam_pipelines.chunks import ChunkError, parse_chunk_days, plan_chunks, split_large_chunks
     from beam_pipelines.manifest import ChunkManifest, remove_previous_run
     from io_connectors.atomic_files import write_json_atomically
     from io_connectors.progress import set_progress_listener
@@ -264,8 +264,9 @@ def run_backfill(args, console: Console) -> int:
                              _date_option(args.date_from, "--from"), _date_option(args.date_to, "--to"))
     except ChunkError as error:
         raise UserError(str(error)) from None
-    boundaries = cut_boundaries(config.spec.interval, whole_days=bool(config.spec.thresholds))
-    chunks = split_large_chunks(chunks, config.source.layout if config.source else None, boundaries, config.chunk_rows)
+    # Information bars count from each UTC day's start, so their chunks hold whole days.
+    chunks = split_large_chunks(chunks, config.source.layout if config.source else None, config.spec.interval,
+                                config.chunk_rows, whole_days=bool(config.spec.thresholds))
     conflicts = conflicting_settings(config, chunks)
     if conflicts and not args.overwrite:
         raise UserError(f"{config.out!r} holds chunks built with other settings or cut differently ({conflicts[0]} ...); "

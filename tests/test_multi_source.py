@@ -197,9 +197,9 @@ def test_parquet_is_cut_only_at_utc_days_when_information_bars_are_asked_for(tmp
     write_two_days_parquet(path)
     whole = Chunk("all", (InputFile(str(path), path.stat().st_size, "parquet"),))
     interval = parse_interval("1m")
-    by_windows = split_large_chunks([whole], None, cut_boundaries(interval, whole_days=False), 500)
-    assert any(p.time_slice.start_us % DAY_US for p in by_windows[1:])  # time bars alone: cut anywhere
-    by_days = split_large_chunks([whole], None, cut_boundaries(interval, whole_days=True), 500)
+    by_windows = split_large_chunks([whole], None, interval, 100_000)
+    assert any(p.time_slice.start_us % DAY_US for p in by_windows[1:])  # time bars alone: cut at any window
+    by_days = split_large_chunks([whole], None, interval, 100_000, whole_days=True)
     starts = [p.time_slice.start_us for p in by_days]
     assert starts[0] is None and starts[1:] == [1_704_067_200_000_000 + DAY_US]
     assert by_days[0].time_slice.end_us == starts[1] and by_days[-1].time_slice.end_us is None
@@ -222,3 +222,19 @@ def test_a_chunk_mixing_parquet_and_text_is_not_cut(tmp_path):
     mixed = Chunk("all", (InputFile(str(path), path.stat().st_size, "parquet"),
                           InputFile("/d/BTCUSDT-aggTrades-2024-01-01.csv", 10**9, "binance-aggtrades")))
     assert split_large_chunks([mixed], None, parse_interval("1m"), 500) == [mixed]
+
+
+def test_information_bars_of_parquet_cut_into_chunks_equal_the_uncut_run(tmp_path):
+    """Tick counts restart at each UTC day: a chunk starting mid-day would restart them there."""
+    path = tmp_path / "trades.parquet"
+    write_two_days_parquet(path)
+    # 100,000 rows (windows count as rows too) would cut these two days into 4 pieces at window starts.
+    outs = {rows: tmp_path / f"rows-{rows}" for rows in ("0", "100000")}
+    for rows, out in outs.items():
+        assert backfill(out, "--source", "parquet", "--input", str(path), "--bars", "ticks:150",
+                        "--chunk-rows", rows) == 0
+    assert [summary(outs[rows])["chunks"] for rows in ("0", "100000")] == [1, 2]
+    ticks = {rows: [{k: v for k, v in bar.items() if k != "file"} for bar in final_bars(str(out), "bars_ticks")]
+             for rows, out in outs.items()}
+    assert len(ticks["0"]) >= 26 and ticks["100000"] == ticks["0"]
+    assert summary(outs["100000"])["reconciled"]
