@@ -120,6 +120,7 @@ def test_a_chunked_run_of_two_sources_equals_the_unchunked_one(inputs, multi_run
     manifests = [json.loads(m.read_text()) for m in sorted((out / "_manifests").glob("*.json"))]
     assert [len(m["inputs"]) for m in manifests] == [2, 2]  # each day: a Binance file and a Coinbase one
     assert summary(out)["records_in"] == summary(multi_run)["records_in"]
+    assert cli.main(["validate", str(out)]) == 0
     # Run again: every chunk is found complete under the same settings.
     assert backfill(out, "--input", f"coinbase-trades:{inputs}/coinbase/*.jsonl",
                     "--input", f"binance-aggtrades:{inputs}/binance/*.zip", "--chunk", "1d") == 0
@@ -238,3 +239,20 @@ def test_information_bars_of_parquet_cut_into_chunks_equal_the_uncut_run(tmp_pat
              for rows, out in outs.items()}
     assert len(ticks["0"]) >= 26 and ticks["100000"] == ticks["0"]
     assert summary(outs["100000"])["reconciled"]
+
+
+def test_replay_publishes_every_source(inputs, kafka_bootstrap, capsys):
+    from io_connectors.avro_wire import SchemaStore, decode
+    from tests.test_kafka import read_topic
+    code = cli.main(["replay", "--input", f"binance-aggtrades:{inputs}/binance/*.zip", "--input",
+                     f"coinbase-trades:{inputs}/coinbase/*.jsonl", "--kafka", kafka_bootstrap, "--topic",
+                     "multi_source_replay", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    messages = read_topic(kafka_bootstrap, "multi_source_replay", 800 + 2 * 301)
+    assert len(messages) == 800 + 2 * 301
+    keys = {m.key().decode() for m in messages}
+    assert keys == {"binance:BTCUSDT", "coinbase:BTC-USD"}
+    store = SchemaStore.shipped()
+    assert {decode(m.value(), "trade", store)["exchange"] for m in messages} == {"binance", "coinbase"}
+    assert cli.main(["replay", "--input", f"{inputs}/binance/*.zip", "--kafka", kafka_bootstrap]) == 2
+    assert "names no source" in capsys.readouterr().err
