@@ -34,8 +34,11 @@ class Accounting:
     above (rows, filled, trades and duplicates in final bars) are the run's first table's."""
 
     # Figures kept per key, from counters named ``<prefix><key>``; summed key by key over chunks.
+    trades_by_table: dict[str, int] = field(default_factory=dict)
+    """Trades in each table's final bars: every table holds each admitted unique trade once."""
+
     _BY_KEY = {"dead_letters_by_reason": "dead_letters.", "unknown_instruments": "instrument_unknown.",
-               "rows_by_table": "table_rows."}
+               "rows_by_table": "table_rows.", "trades_by_table": "table_trades."}
 
     @classmethod
     def from_counters(cls, counters: dict[str, int]) -> "Accounting":
@@ -81,14 +84,23 @@ class Accounting:
                          f" + dead letters written ({self.dead_letter_rows_written}) + duplicates ({self.duplicates})")
         if self.dead_letters != self.dead_letter_rows_written:
             found.append(f"dead letters counted ({self.dead_letters}) != dead letters written ({self.dead_letter_rows_written})")
-        if self.unique_trades != self.trades_in_final_bars:
+        if not self.trades_by_table and self.unique_trades != self.trades_in_final_bars:
             found.append(f"unique trades ({self.unique_trades}) != trades in final bars ({self.trades_in_final_bars})")
+        for table, trades in sorted(self.trades_by_table.items()):
+            admitted = self.unique_trades - self._not_in_table(table)
+            if trades != admitted:
+                found.append(f"table {table}: trades in final bars ({trades}) != unique trades admitted to it ({admitted})")
         if self.sink_rejections != self.sink_dead_letters_written:
             found.append(f"rows rejected by a sink ({self.sink_rejections}) != written as dead letters "
                          f"({self.sink_dead_letters_written})")
         if self.duplicates != self.duplicates_in_final_bars:
             found.append(f"duplicates counted ({self.duplicates}) != duplicates in final bars ({self.duplicates_in_final_bars})")
         return found
+
+    def _not_in_table(self, table: str) -> int:
+        """Unique trades a table's bars leave out as dead letters: information bars refuse a trade
+        that would change a bar already final (``after_bars_final``); time bars refuse none."""
+        return 0 if table == "bars" else self.dead_letters_by_reason.get("after_bars_final", 0)
 
     def as_dict(self) -> dict:
         return asdict(self)

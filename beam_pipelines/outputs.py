@@ -39,14 +39,16 @@ class OutputTargets:
 
 
 class _CountBars(beam.DoFn):
-    """Counts one table's bars, passing them on: its rows (``table_rows.<table>``) and, for the
-    table the accounting reads (``counts_trades``), every bar (pane) written, filled ones, and the
-    trades and duplicates that final bars hold. Elements are lists of bars (a bounded run's
+    """Counts one table's bars, passing them on: its rows (``table_rows.<table>``) and the trades
+    its final bars hold (``table_trades.<table>``) and, for the table the accounting reads
+    (``counts_trades``), every bar (pane) written, filled ones, and the trades and duplicates
+    that final bars hold. Elements are lists of bars (a bounded run's
     partitions) or, with ``one_bar``, single bars (a stream's)."""
 
     def __init__(self, table: str, counts_trades: bool, one_bar: bool = False):
         self._counts_trades, self._one_bar = counts_trades, one_bar
         self._table_rows = beam.metrics.Metrics.counter("cryptobeam", f"table_rows.{table}")
+        self._table_trades = beam.metrics.Metrics.counter("cryptobeam", f"table_trades.{table}")
         self._rows = beam.metrics.Metrics.counter("cryptobeam", "bar_rows_written")
         self._filled = beam.metrics.Metrics.counter("cryptobeam", "filled_bars_written")
         self._final_trades = beam.metrics.Metrics.counter("cryptobeam", "trades_in_final_bars")
@@ -58,9 +60,6 @@ class _CountBars(beam.DoFn):
 
     def _count(self, bars: list[dict]) -> None:
         self._table_rows.inc(len(bars))
-        if not self._counts_trades:
-            return
-        self._rows.inc(len(bars))
         filled = trades = duplicates = 0
         for bar in bars:
             if bar["is_filled"]:
@@ -68,6 +67,11 @@ class _CountBars(beam.DoFn):
             elif bar["is_final"]:
                 trades += bar["trade_count"]
                 duplicates += bar["duplicate_count"]
+        if trades:
+            self._table_trades.inc(trades)
+        if not self._counts_trades:
+            return
+        self._rows.inc(len(bars))
         for counter, value in ((self._filled, filled), (self._final_trades, trades), (self._final_duplicates, duplicates)):
             if value:
                 counter.inc(value)

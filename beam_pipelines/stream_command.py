@@ -187,6 +187,7 @@ def written_by_run(out: str, run: str, tables: tuple[str, ...] = ("bars",)) -> d
     written["bar_files_written"] = sum(len(paths) for paths in files.values())
     for table, paths in files.items():
         written[f"table_rows.{table}"] = sum(pq.read_metadata(path).num_rows for path in paths)
+        written[f"table_trades.{table}"] = written_in_files(paths, [])["trades_in_final_bars"]
     return written
 
 
