@@ -107,11 +107,7 @@ def check_bars(table: pa.Table, report: Report, fill_gaps: bool | None) -> None:
     seen, latest = set(), {}
     for bar in rows:
         name = f"{bar['exchange']}/{bar['symbol']} {bar['window_start'].isoformat()}"
-        # A restarted stream rebuilds open windows, panes numbered afresh: a pane is unique per run.
-        key = (bar["exchange"], bar["symbol"], bar["window_start"], bar["is_filled"], bar["pane_index"], run_of(bar["file"]))
-        if key in seen:
-            report.violation(f"{name}: the same bar pane appears twice")
-        seen.add(key)
+        _check_pane_once(bar, ("window_start", "is_filled"), seen, name, report)
         interval = parse_interval(bar["interval"]).seconds
         if (bar["window_end"] - bar["window_start"]).total_seconds() != interval:
             report.violation(f"{name}: window_end - window_start is not {bar['interval']}")
@@ -157,10 +153,7 @@ def check_information_bars(table: pa.Table, report: Report, name: str) -> None:
     seen, newest = set(), {}
     for bar in rows:
         label = f"{name} {bar['exchange']}/{bar['symbol']} {bar['day']} #{bar['ordinal']}"
-        key = (bar["exchange"], bar["symbol"], bar["day"], bar["ordinal"], bar["pane_index"], run_of(bar["file"]))
-        if key in seen:
-            report.violation(f"{label}: the same bar pane appears twice")
-        seen.add(key)
+        _check_pane_once(bar, ("day", "ordinal"), seen, label, report)
         if bar["window_end"] < bar["window_start"] or bar["window_start"].date().isoformat() != bar["day"] \
                 or bar["window_end"].date().isoformat() != bar["day"]:
             report.violation(f"{label}: its trades are not within its day, first to last")
@@ -182,6 +175,14 @@ def check_information_bars(table: pa.Table, report: Report, name: str) -> None:
     for (exchange, symbol), bars in by_pair.items():
         if exchange.split("-")[0] in SEQUENTIAL_ID_EXCHANGES:
             check_trade_ids(exchange, symbol, bars, report)
+
+
+def _check_pane_once(bar: dict, identity: tuple[str, ...], seen: set, name: str, report: Report) -> None:
+    # A restarted stream rebuilds open bars, panes numbered afresh: a pane is unique per run.
+    key = (bar["exchange"], bar["symbol"], *(bar[k] for k in identity), bar["pane_index"], run_of(bar["file"]))
+    if key in seen:
+        report.violation(f"{name}: the same bar pane appears twice")
+    seen.add(key)
 
 
 def _check_values(bar: dict, name: str, report: Report) -> None:
