@@ -30,7 +30,7 @@ from apache_beam.utils.timestamp import Timestamp
 from transforms.bar_spec import BarSpec
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.bar_kinds import DAY_MICROS, Threshold
-from transforms.information_bars import day_bars
+from transforms.information_bars import day_bars, trade_order
 
 DayKey = typing.Tuple[str, str, int]  # (exchange, symbol, day start us): typed, so timers' keys round-trip
 
@@ -181,15 +181,18 @@ class _InformationBarsFn(beam.DoFn):
             else:
                 _wake_at(closing, wake, wake_state)
             return
-        columns = _joined(parts)
+        joined = _joined(parts)
+        columns = _taken(joined, trade_order(joined[0], joined[4]))  # ordered once for every kind
         progress = progress_state.read() or {}
         duplicates = duplicates_state.read() or {}
         targets = []
         for threshold in self._thresholds:
             done = progress.get(threshold.text, _Progress())
+            # Ordered, the trades in the kind's final bars are a prefix: what is pending follows it.
             pending = columns if done.last_close is None else _taken(
-                columns, np.setdiff1d(np.arange(len(columns[0])), _rows_up_to(columns, done.last_close)))
-            bars = day_bars(exchange, symbol, threshold, *pending, duplicates, self._spec.interval) if len(pending[0]) else []
+                columns, np.arange(len(_rows_up_to(columns, done.last_close)), len(columns[0])))
+            bars = day_bars(exchange, symbol, threshold, *pending, duplicates, self._spec.interval,
+                            ordered=True) if len(pending[0]) else []
             done = yield from self._release(threshold, bars, done, watermark, day_start)
             progress[threshold.text] = done
             unreleased_after = int(pending[0].max()) if len(pending[0]) else None

@@ -25,10 +25,14 @@ import numpy as np
 from transforms.bar_kinds import DAY_MICROS, Threshold
 
 def trade_order(times: np.ndarray, trade_ids: list[str]) -> np.ndarray:
-    """Row order by (event time, id length, id): the one total order of a symbol's trades."""
-    ids = np.array(trade_ids, dtype=object)
-    lengths = np.fromiter((len(i) for i in trade_ids), dtype=np.int64, count=len(trade_ids))
-    return np.lexsort((ids.astype(str) if len(ids) else ids, lengths, times))
+    """Row order by (event time, id length, id): the one total order of a symbol's trades.
+    Lengths count characters and ids compare by code point, as Python's ``len`` and ``<`` do."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    ids = pa.array(trade_ids, type=pa.string())
+    keys = pa.table({"time": times, "length": pc.utf8_length(ids), "id": ids})
+    return pc.sort_indices(keys, sort_keys=[("time", "ascending"), ("length", "ascending"),
+                                            ("id", "ascending")]).to_numpy()
 
 
 def bar_segments(threshold: Threshold, measures: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,20 +78,24 @@ def utc_day(micros: int) -> str:
 
 def day_bars(exchange: str, symbol: str, threshold: Threshold, times: np.ndarray, prices: np.ndarray,
              amounts: np.ndarray, sides: np.ndarray, trade_ids: list[str], duplicates: dict[int, int] | None = None,
-             interval=None) -> list[dict]:
+             interval=None, ordered: bool = False) -> list[dict]:
     """The bars of one UTC day of one (exchange, symbol)'s unique trades, in any arrival order:
     their value fields (as time bars compute them) and their name. Pane fields are the caller's.
 
     ``duplicates`` (window start -> re-delivered copies dropped there, windows of ``interval``)
     are carried by the bar holding each window's last trade, so a bar's ``duplicate_count``
-    does not depend on when the copies came; a window none of these trades is in is skipped."""
+    does not depend on when the copies came; a window none of these trades is in is skipped.
+    ``ordered``: the trades come in ``trade_order`` already."""
     from transforms.partial_bar import partial_bars_of_segments
 
     if not len(times):
         return []
-    order = trade_order(times, trade_ids)
-    times, prices, amounts, sides = times[order], prices[order], amounts[order], sides[order]
-    ids = [trade_ids[i] for i in order.tolist()]
+    if ordered:
+        ids = trade_ids
+    else:
+        order = trade_order(times, trade_ids)
+        times, prices, amounts, sides = times[order], prices[order], amounts[order], sides[order]
+        ids = [trade_ids[i] for i in order.tolist()]
     starts, ends, reached = bar_segments(threshold, threshold.measures(prices, amounts), len(times))
     day = utc_day(int(times[0]))
     partials = partial_bars_of_segments(times, prices, amounts, sides, ids.__getitem__, starts, ends)
