@@ -87,6 +87,20 @@ def summary(out) -> dict:
     return json.loads((Path(out) / "_SUMMARY.json").read_text())
 
 
+def kill_stream(stream) -> None:
+    os.killpg(stream.pid, signal.SIGKILL)  # the stream and its Prism die mid-flight, the replay may go on
+    stream.wait(timeout=30)
+
+
+def resume_after_kill(kafka_bootstrap, topic, out, options, publisher) -> dict:
+    """Once the replay is over, a second run from the committed offsets to the topic's end; its summary."""
+    assert publisher.wait(timeout=120) == 0
+    second = start_stream(kafka_bootstrap, topic, out, *options, "--stop-when-idle", "4s")
+    finish(second, out)
+    assert "resuming from committed offsets" in Path(f"{out}.log").read_text()
+    return summary(out)
+
+
 def test_stream_final_bars_equal_backfill_with_disorder_and_late_data(kafka_bootstrap, tmp_path):
     topic = new_topic(kafka_bootstrap)  # two partitions; the bundled symbol fills one, the other stays idle
     replay(kafka_bootstrap, topic, "--disorder", "2s", "--late-fraction", "0.01", "--late-by", "5m", "--seed", "7")
@@ -189,16 +203,11 @@ def test_killed_and_restarted_stream_ends_with_the_same_final_bars(kafka_bootstr
     while _committed(kafka_bootstrap, topic, topic) <= 0:
         assert time.monotonic() < deadline, "the stream never committed an offset"
         time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)  # the stream and its Prism die mid-flight, the replay may go on
-    first.wait(timeout=30)
+    kill_stream(first)
     killed_at = _committed(kafka_bootstrap, topic, topic)
     # The last windows are committed only at a drain, whether or not the replay was still running.
     assert killed_at < 2 * 3600 * 2, "the first run committed the whole topic before it was killed"
-    assert publisher.wait(timeout=120) == 0
-    second = start_stream(kafka_bootstrap, topic, out, *options, "--stop-when-idle", "4s")
-    finish(second, out)
-    assert "resuming from committed offsets" in Path(f"{out}.log").read_text()
-    run = summary(out)
+    run = resume_after_kill(kafka_bootstrap, topic, out, options, publisher)
     assert run["reconciled"], run["problems"]
     assert run["records_in"] == 2 * 3600 * 2 - killed_at  # the second run re-read only from the committed offset
     assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path, str(trades)))

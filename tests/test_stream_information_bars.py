@@ -5,7 +5,6 @@ the day's bars. Everything real: the session's Kafka broker, Prism, the CLI."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from datetime import datetime, timezone
@@ -21,7 +20,8 @@ from io_connectors.bar_reader import final_bars, read_bars
 from io_connectors.kafka_progress import resume_point_us
 from io_connectors.kafka_source import _retrying
 from io_connectors.parquet_sink import run_of
-from tests.test_stream import cli, finish, new_topic, replay, start_stream, summary, without_panes
+from tests.test_stream import (cli, finish, kill_stream, new_topic, replay, resume_after_kill, start_stream,
+                               summary, without_panes)
 from transforms.bar_kinds import Threshold
 from transforms.bar_spec import BarSpec
 
@@ -188,16 +188,11 @@ def test_killed_and_restarted_stream_rebuilds_the_day_and_ends_with_the_backfill
     while _committed_with_resume_point(kafka_bootstrap, topic)[0] <= 0:
         assert time.monotonic() < deadline and first.poll() is None, Path(f"{out}.log").read_text()[-3000:]
         time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)  # the stream and its Prism die mid-flight, the replay may go on
-    first.wait(timeout=30)
+    kill_stream(first)
     killed_at, resume_us = _committed_with_resume_point(kafka_bootstrap, topic)
     # The tick count restarts each day and the next run has no state: it resumes from the day start.
     assert resume_us == DAY_TWO and 0 < killed_at < total
-    assert publisher.wait(timeout=120) == 0
-    second = start_stream(kafka_bootstrap, topic, out, *options, "--stop-when-idle", "4s")
-    finish(second, out)
-    assert "resuming from committed offsets" in Path(f"{out}.log").read_text()
-    run = summary(out)
+    run = resume_after_kill(kafka_bootstrap, topic, out, options, publisher)
     assert run["reconciled"], run["problems"]
     assert run["records_in"] == total - killed_at  # the second run re-read only from the day start's offset
     backfill = tmp_path / "backfill"
