@@ -39,3 +39,42 @@ def test_matches_a_simple_dictionary_model(chunks):
             assert got == expected
         seen_ids, seen_content = _seen(entries)
         assert sorted(zip(seen_ids.tolist(), seen_content.tolist())) == sorted(model.items())
+
+
+def test_a_window_remembers_its_records_until_the_runner_expires_it():
+    """In the global window, with the step's own timer: a copy is a duplicate until the window's
+    runner expiry (end + allowed lateness + slack) and new after it, once the state is cleared.
+    In a pipeline, RouteTooLate dead-letters such a copy before it reaches dedupe."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.utils.timestamp import Timestamp
+
+    from tests.helpers import COLLECTED, T0, Collect, parse, raw_batch
+    from transforms import BarSpec
+    from transforms.dedupe import DedupeTrades
+    from transforms.record_types import record_type
+
+    spec = BarSpec.of("1m", allowed_lateness_seconds=120)
+    rows = [{"symbol": "BTCUSDT", "trade_id": i, "price": 100.0 + i, "amount": 1.0, "event_time": T0 + i * 1_000_000}
+            for i in (1, 2)]
+    table, _ = parse(raw_batch(rows))
+    trades = record_type("trade")
+    [(key, batch)] = trades.split_by_key(table)
+    [chunk] = trades.chunks_of(batch, spec.interval.window_start_micros(
+        batch.column("event_time").cast("int64").to_numpy()), key)
+    element = beam.window.TimestampedValue(((*key, T0), chunk), Timestamp(micros=T0 + 1_000_000))
+    expiry = spec.runner_expiry_micros(T0)
+    stream = (TestStream()
+              .advance_watermark_to(Timestamp(micros=T0))
+              .add_elements([element])
+              .advance_watermark_to(Timestamp(micros=expiry - 1000))
+              .add_elements([element])
+              .advance_watermark_to(Timestamp(micros=expiry + 1000))
+              .add_elements([element])
+              .advance_watermark_to_infinity())
+    with beam.Pipeline(runner="BundleBasedDirectRunner", options=PipelineOptions([], streaming=True)) as pipeline:
+        unique = pipeline | stream | DedupeTrades(spec.runner_expiry_micros)
+        unique.unique | beam.MapTuple(lambda _key, records: (len(records.chunk), records.duplicate_count)) | beam.Map(
+            Collect("dedupe_expiry"))
+    assert COLLECTED["dedupe_expiry"] == [(2, 0), (0, 2), (2, 0)]

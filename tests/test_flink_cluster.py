@@ -95,20 +95,33 @@ def test_pipeline_api_options_run_on_flink(flink_cluster, local_bars, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_stream_on_flink_equals_local_backfill(flink_cluster, kafka_bootstrap, local_bars, tmp_path):
-    """Replay -> Kafka -> ``cryptobeam stream --runner flink``, ending by itself once
-    the topic has been idle: the read's end must finish the Flink job."""
+def test_stream_on_flink_equals_local_backfill(flink_cluster, kafka_bootstrap, tmp_path):
+    """Replay with disorder and late trades -> Kafka -> ``cryptobeam stream --runner flink --fill-gaps``,
+    ending by itself once the topic has been idle (the read's end must finish the Flink job): the
+    final bars are the local backfill's."""
     from tests.test_stream import finish, new_topic, replay, start_stream, summary
+    from tests.test_stream import backfill_bars
     topic = new_topic(kafka_bootstrap, 2)
-    replay(kafka_bootstrap, topic)
+    replay(kafka_bootstrap, topic, "--disorder", "2s", "--late-fraction", "0.01", "--late-by", "5m", "--seed", "7")
     out = tmp_path / "stream"
     try:
         finish(start_stream(kafka_bootstrap, topic, out, "--runner", "flink", "--flink-master", flink_cluster.flink_master,
-                            "--stop-when-idle", "10s"), out)
+                            "--fill-gaps", "--stop-when-idle", "10s"), out)
     finally:
         flink_cluster.cancel_running_jobs()  # Beam's cancel would not reach the cluster
     assert summary(out)["reconciled"]
-    assert without_panes(final_bars(str(out))) == without_panes(local_bars)
+    assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path, BUNDLED, "--fill-gaps"))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_panes_reach_disk_live_on_flink(flink_cluster, kafka_bootstrap, tmp_path):
+    """ON_TIME panes while the trades still flow, not after the allowed lateness (10 m)."""
+    from tests.test_stream import assert_panes_reach_disk_live
+    try:
+        assert_panes_reach_disk_live(kafka_bootstrap, tmp_path, "--runner", "flink", "--flink-master",
+                                     flink_cluster.flink_master, seconds=90)
+    finally:
+        flink_cluster.cancel_running_jobs()
 
 
 def test_stop_leaves_no_process_behind(tmp_path):
@@ -156,7 +169,7 @@ def test_ctrl_c_stops_a_stream_on_flink_cleanly(flink_cluster, kafka_bootstrap, 
     topic = new_topic(kafka_bootstrap, 1)
     replay(kafka_bootstrap, topic)
     out = tmp_path / "stream"
-    # EARLY panes show the stream is live; on this Flink the watermark moves only when the reads end.
+    # EARLY panes show the stream is live, before any window has closed.
     stream = start_stream(kafka_bootstrap, topic, out, "--runner", "flink", "--flink-master", flink_cluster.flink_master,
                           "--early", "1s")
     try:

@@ -13,12 +13,12 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from io_connectors.bar_reader import final_bars, read_bars
 from io_connectors.kafka_source import _retrying
@@ -161,25 +161,62 @@ def test_too_late_trades_and_stream_bars_account_exactly_for_batch_bars(kafka_bo
     assert sum(late_count.values()) == len(too_late)
 
 
-def test_early_panes_appear_while_trades_flow(kafka_bootstrap, tmp_path):
+def first_arrival(bootstrap: str, topic: str, timeout_s: float = 180) -> tuple[float, int]:
+    """(wall time, event time ms) of the topic's first message, as a reader sees it arrive: the
+    anchor that maps a paced replay's event times to the wall clock."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}", "log_level": 3})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.01)
+            if message is not None and message.error() is None:
+                return time.time(), message.timestamp()[1]
+        raise AssertionError(f"no message reached {topic} in {timeout_s:.0f} s")
+    finally:
+        consumer.close()
+
+
+def assert_panes_reach_disk_live(bootstrap, tmp_path, *runner_args, seconds: int = 60, startup_s: float = 120) -> None:
+    """A replay paced at real time, the default 10 m allowed lateness: once the stream is live (its
+    first EARLY pane is on disk), every window that ends while the replay still publishes has its
+    ON_TIME pane on disk within the watermark delay + --flush-every + 10 s of its end. The stream
+    then stops by itself, with the backfill's final bars. A stateful step holding the watermark
+    back until the lateness has passed makes those panes wait ten minutes."""
     trades = tmp_path / "BTCUSDT-aggTrades-2024-01-01.csv"
-    _synthetic_trades(trades, seconds=150, per_second=10)
-    topic = new_topic(kafka_bootstrap, 2)  # the symbol fills one partition; the idle one must not hold time back
+    _synthetic_trades(trades, seconds=seconds, per_second=20)
+    topic = new_topic(bootstrap, 2)  # the symbol fills one partition; the idle one must not hold time back
     out = tmp_path / "stream"
-    stream = start_stream(kafka_bootstrap, topic, out, "--early", "1s", "--allowed-lateness", "1m",
-                          "--watermark-delay", "1s", "--idle-after", "1s", "--stop-when-idle", "6s")
-    publisher = replay(kafka_bootstrap, topic, "--speed", "15", inputs=str(trades), wait=False)
-    assert publisher.wait(timeout=120) == 0, publisher.stdout.read()
+    watermark_delay_s, flush_s, interval_s = 5, 1, 5
+    stream = start_stream(bootstrap, topic, out, "--interval", f"{interval_s}s", "--early", "1s", "--stop-when-idle", "6s",
+                          *runner_args)
+    with ThreadPoolExecutor(1) as pool:
+        anchor = pool.submit(first_arrival, bootstrap, topic, startup_s)
+        publisher = replay(bootstrap, topic, "--speed", "1", inputs=str(trades), wait=False)
+        first_wall, first_ms = anchor.result()
+    assert publisher.wait(timeout=seconds + 120) == 0, publisher.stdout.read()
     replay_done = time.time()
     finish(stream, out)
     bars = read_bars(str(out)).to_pylist()
-    early = [b for b in bars if b["pane_timing"] == "EARLY"]
-    assert early, "no EARLY pane while trades were flowing"
-    written_during_replay = [p for p in (out / "bars").rglob("*.parquet") if p.stat().st_mtime < replay_done]
-    assert written_during_replay, "panes must reach disk while the replay is still publishing"
-    timings_during_replay = {bar["pane_timing"] for path in written_during_replay for bar in pq.read_table(path).to_pylist()}
-    assert "ON_TIME" in timings_during_replay, "the idle partition held the watermark back"
-    assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path, str(trades)))
+    written = {path.name: path.stat().st_mtime for path in (out / "bars").rglob("*.parquet")}
+    live_from = min(written.values())
+    end_wall = {bar["window_start"]: first_wall + (bar["window_start"].timestamp() * 1000 - first_ms) / 1000 + interval_s
+                for bar in bars}
+    # A window is judged once the stream is live, and only if trades past its end + watermark delay were sent.
+    judged = {w: end for w, end in end_wall.items() if live_from + interval_s <= end <= replay_done - watermark_delay_s}
+    assert len(judged) >= 3, f"only {len(judged)} windows ended between the stream going live and the replay's end"
+    on_time = {bar["window_start"]: written[bar["file"]] for bar in bars if bar["pane_timing"] == "ON_TIME"}
+    delays = {w: on_time.get(w, math.inf) - end for w, end in judged.items()}
+    bound = watermark_delay_s + flush_s + 10
+    assert max(delays.values()) <= bound, f"ON_TIME panes reached disk these seconds after their window ended: {delays}"
+    assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path, str(trades), "--interval",
+                                                                               f"{interval_s}s"))
+    assert summary(out)["reconciled"]
+
+
+def test_panes_reach_disk_live_while_trades_flow(kafka_bootstrap, tmp_path):
+    assert_panes_reach_disk_live(kafka_bootstrap, tmp_path, seconds=40)
 
 
 def _committed(bootstrap, group, topic) -> int:

@@ -67,6 +67,11 @@ class BarSpec:
         """When a window stops taking data: its end plus the allowed lateness."""
         return window_start_us + self.interval.micros + self.allowed_lateness_micros
 
+    def runner_expiry_micros(self, window_start_us: int) -> int:
+        """When the runner stops taking a window's data: our expiry plus its slack. Per-window
+        state downstream of ``RouteTooLate`` lives until then, as the runner's own would."""
+        return self.expiry_micros(window_start_us) + self.runner_slack_micros
+
     def window_into(self):
         """The ``beam.WindowInto`` that puts trades in their bars' windows, with these panes."""
         import apache_beam as beam

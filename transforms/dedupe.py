@@ -1,8 +1,15 @@
 """Dedupe on a record's identity (for trades: exchange, symbol, trade_id), across files, batches and panes.
 
 Keyed by window: a re-delivered trade carries the same event time, so its copies always meet
-in the same (exchange, symbol, window) key. A copy whose content differs from the first one
+in the same (exchange, symbol, window start) key. A copy whose content differs from the first one
 seen is not silently merged: it is dead-lettered as ``conflicting_duplicate``.
+
+The state lives in the global window, cleared by the step's own event-time timer when the
+window expires for the runner (end + allowed lateness + slack), and the records are windowed
+after it. Inside the bars' fixed windows, a runner gives a stateful step a cleanup timer per
+(key, window) that holds the step's output watermark at the window's end until that expiry
+(Beam's Flink runner does): every window downstream would then close only after the allowed
+lateness, however early the watermark passed its end.
 
 What comes out is the window's new records, as a chunk, with how many copies were dropped:
 every computation (time bars, information bars) starts from these.
@@ -14,7 +21,9 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 from apache_beam.coders import BytesCoder
-from apache_beam.transforms.userstate import BagStateSpec
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
 
 from transforms.keys import ByWindow
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
@@ -54,21 +63,27 @@ def classify(ids, content, seen_ids, seen_content):
 
 
 class _DedupeFn(beam.DoFn):
-    """Keyed by (exchange, symbol, window) and run inside the window, so its state lives exactly
-    as long as the window does: the runner clears it when the window expires."""
+    """Keyed by (exchange, symbol, window start), in the global window; a key's state is cleared
+    when its window expires for the runner, which then drops anything later for that window."""
 
     # What this window has seen, append-only: per chunk, the ids it added, then their content
     # hashes, as raw uint64 bytes. A chunk writes only what is new to the window, so a window fed
     # by many small chunks (a live stream) is not rewritten whole each time, and no write clears.
     SEEN = BagStateSpec("seen", BytesCoder())
+    # Named apart from RouteTooLate's "expiry": the in-process runner files a fused stage's timers
+    # by family name, and decodes them with one transform's key coder.
+    EXPIRY = TimerSpec("seen_expiry", TimeDomain.WATERMARK)
 
-    def __init__(self):
+    def __init__(self, expiry_of_window):
+        self._expiry_of_window = expiry_of_window
         self._duplicates = beam.metrics.Metrics.counter("cryptobeam", "duplicates")
         self._unique = beam.metrics.Metrics.counter("cryptobeam", "unique_trades")
 
-    def process(self, element, seen_state=beam.DoFn.StateParam(SEEN)):
+    def process(self, element, seen_state=beam.DoFn.StateParam(SEEN), expiry_timer=beam.DoFn.TimerParam(EXPIRY)):
         window_key, chunk = element
         seen_ids, seen_content = _seen(seen_state.read())
+        if not len(seen_ids):
+            expiry_timer.set(Timestamp(micros=self._expiry_of_window(window_key[-1])))
         if not len(seen_ids) and chunk.distinct_ids and chunk.summary is not None:
             # The window's first chunk, known in bulk to hold no repeated id: nothing to compare.
             seen_state.add(_seen_bytes(chunk.id_hash, chunk.content_hash))
@@ -95,6 +110,11 @@ class _DedupeFn(beam.DoFn):
         elif new.any() or n_duplicates:
             yield window_key, UniqueRecords(chunk.take(new), n_duplicates)
 
+    @on_timer(EXPIRY)
+    def on_expiry(self, seen_state=beam.DoFn.StateParam(SEEN)):
+        seen_state.clear()
+        return []
+
 
 def _seen_bytes(ids: np.ndarray, content: np.ndarray) -> bytes:
     return np.concatenate((ids, content)).astype(np.uint64, copy=False).tobytes()
@@ -119,8 +139,13 @@ _EMPTY = np.zeros(0, np.uint64)
 
 
 class DedupeTrades(beam.PTransform):
-    """Windowed (window key, TradeChunk) -> (window key, UniqueRecords), and dead letters."""
+    """Timestamped (window key, TradeChunk) in the global window -> (window key, UniqueRecords),
+    and dead letters; ``expiry_of_window(window start)`` is when a window's state may go."""
+
+    def __init__(self, expiry_of_window, label=None):
+        super().__init__(label)
+        self._expiry_of_window = expiry_of_window
 
     def expand(self, chunks):
-        return chunks | "Dedupe" >> beam.ParDo(_DedupeFn()).with_output_types(ByWindow).with_outputs(
-            DEAD_LETTER_TAG, main="unique")
+        return chunks | "Dedupe" >> beam.ParDo(_DedupeFn(self._expiry_of_window)).with_output_types(
+            ByWindow).with_outputs(DEAD_LETTER_TAG, main="unique")

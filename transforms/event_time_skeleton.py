@@ -1,13 +1,11 @@
 """The event-time skeleton: parsed records of any type in, deduplicated chunks per (key, window)
-out, with dead letters for what it rejects. Validate -> Key -> route too-late -> Window -> Dedupe.
+out, with dead letters for what it rejects. Validate -> Key -> route too-late -> Dedupe -> Window.
 
 Computations (time bars, information bars) start from what it emits. It is applied as labelled
 steps of its caller rather than as a composite of its own, so that the steps keep the names a
 running Dataflow job was launched with (``TradesToBars/Dedupe``...), which ``--update`` needs.
 """
 from __future__ import annotations
-
-import apache_beam as beam
 
 from transforms.bar_spec import BarSpec
 from transforms.dedupe import DedupeTrades
@@ -23,8 +21,6 @@ def event_time_skeleton(records, record_type: RecordType, spec: BarSpec, time_bo
     in_time = (valid.valid
                | "KeyBySymbol" >> KeyRecords(record_type)
                | "RouteTooLateAndStampEventTime" >> RouteTooLate(spec, record_type))
-    unique = (in_time.in_time
-              | "Window" >> spec.window_into()
-              | "Dedupe" >> DedupeTrades())
-    dedupe_dead_letters = unique.dead_letter | "DeadLettersToGlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-    return unique.unique, [valid.dead_letter, in_time.dead_letter, dedupe_dead_letters]
+    deduplicated = in_time.in_time | "Dedupe" >> DedupeTrades(spec.runner_expiry_micros)
+    unique = deduplicated.unique | "Window" >> spec.window_into()
+    return unique, [valid.dead_letter, in_time.dead_letter, deduplicated.dead_letter]
