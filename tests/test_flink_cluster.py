@@ -67,15 +67,13 @@ def test_python_executable_is_the_pipeline_venv(flink_cluster):
     assert os.access(config["python.executable"], os.X_OK)
 
 
-@pytest.mark.parametrize("environment", ["LOOPBACK", "PROCESS"])
-# LOOPBACK workers' gRPC threads raise "Multiplexer hanging up" when the TaskManager closes their
-# data channel at the end of a job: Beam's shutdown noise, not a failure (a failure fails the run).
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_backfill_on_flink_equals_local_runner(flink_cluster, local_bars, tmp_path, environment):
+def test_backfill_on_flink_equals_local_runner(flink_cluster, local_bars, tmp_path):
+    """PROCESS workers, which the TaskManager starts; LOOPBACK ones (the default) run the pipeline
+    API test below and every stream here."""
     out = tmp_path / "flink"
     result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", BUNDLED, "--out", str(out),
                              "--no-progress", "--runner", "flink", "--flink-master", flink_cluster.flink_master,
-                             "--environment", environment], capture_output=True, text=True, timeout=600)
+                             "--environment", "PROCESS"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     bars = final_bars(str(out))
     assert len(bars) == len(local_bars) > 1000
@@ -84,6 +82,9 @@ def test_backfill_on_flink_equals_local_runner(flink_cluster, local_bars, tmp_pa
     assert jobs and all(job["state"] == "FINISHED" for job in jobs)  # it ran on the cluster, and ended
 
 
+# LOOPBACK workers' gRPC threads raise "Multiplexer hanging up" when the TaskManager closes their
+# data channel at the end of a job: Beam's shutdown noise, not a failure (a failure fails the run).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_pipeline_api_options_run_on_flink(flink_cluster, local_bars, tmp_path):
     """The same options from Python, for users who build the pipeline themselves."""
     out = tmp_path / "flink"
