@@ -78,7 +78,7 @@ def run_stream(args, console: Console) -> int:
 
     config = stream_config(args)
     tables = tuple(table.name for table in output_tables(config.spec))  # the first is the accounting's
-    profile = runner_profile_from_args(args, streaming=True)
+    profile = _named_flink_job(runner_profile_from_args(args, streaming=True), args)
     lock_output(config.targets.out)
     # Workers in this process (LOOPBACK) see a drain request; elsewhere use the runner's own drain.
     drains_here = profile.name != "dataflow" and profile.option_values(True).get("environment_type") == "LOOPBACK"
@@ -97,7 +97,8 @@ def run_stream(args, console: Console) -> int:
     reset_drain()
     if drains_here:  # the in-process workers' first batch would otherwise pay this import (about 0.2 s)
         importlib.import_module("polars")
-    pipeline = beam.Pipeline(runner=profile.runner(), options=_without_job_deadline(profile, profile.options(streaming=True)))
+    options = profile.options(_FLINK_STREAM_FLAGS if profile.name == "flink" else [], streaming=True)
+    pipeline = beam.Pipeline(runner=profile.runner(), options=_without_job_deadline(profile, options))
     build_stream(pipeline, config)
     started = time.monotonic()
     interrupts = {"n": 0}
@@ -106,6 +107,7 @@ def run_stream(args, console: Console) -> int:
     # and run the collector rarely (runners.gc_tuning).
     collect_rarely(collect_first=True)
     pipeline_log = PipelineLog.install()
+    _cancel_previous_flink_job(profile, console)
     result = pipeline.run()
 
     def on_interrupt(_signum, _frame):
@@ -159,6 +161,41 @@ def run_stream(args, console: Console) -> int:
     for problem in problems:
         console.print(f"[red]accounting does not reconcile: {problem}[/red]")
     return EXIT_UNRECONCILED if problems else 0
+
+
+_FLINK_STREAM_FLAGS = ["--number_of_execution_retries=0"]
+"""Flink never restarts a stream's failed job: a restart would read again from the committed
+offsets inside the same run, whose files and counters already hold part of those trades, and a
+job whose LOOPBACK launcher died would restart forever, holding the slots the next run needs
+(Flink's default restart strategy once checkpoints are on). The stream fails instead; its next
+run resumes from the committed offsets."""
+
+
+def _named_flink_job(profile, args):
+    """On Flink, the stream's job is named after its topic and consumer group (unless ``--job-name``
+    names it), so that a later run of the same stream finds it (``_cancel_previous_flink_job``)."""
+    if profile.name != "flink" or profile.job_name:
+        return profile
+    from dataclasses import replace
+    return replace(profile, job_name=f"cryptobeam-stream {args.topic} {args.group}")
+
+
+def _cancel_previous_flink_job(profile, console) -> None:
+    """Cancel a previous run's job of this stream still live on the Flink cluster, and wait until
+    it is over, before submitting. A launcher that was killed cannot cancel its job: with LOOPBACK
+    workers the job fails with them, but with EXTERNAL or PROCESS workers it reads on and commits
+    offsets beside this run, and either way it may still hold the slots this run needs."""
+    if profile.name != "flink":
+        return
+    from runners.local_flink import FlinkError, cancel_jobs_named
+    try:
+        cancelled = cancel_jobs_named(profile.flink_master, profile.job_name)
+    except (OSError, ValueError, KeyError, FlinkError) as error:
+        raise UserError(f"cannot check the Flink cluster at {profile.flink_master} for a previous run of this "
+                        f"stream: {_first_line(error)}") from None
+    if cancelled:
+        console.print(f"[yellow]cancelled the previous run's Flink job {', '.join(cancelled)} "
+                      f"({profile.job_name!r}) before starting this one[/yellow]")
 
 
 def _without_job_deadline(profile, options):

@@ -89,7 +89,8 @@ class RunnerProfile:
                       "experiments": ["prism_disable_sdf_split"]}
         elif self.name == "flink":
             values = {"flink_master": self.flink_master, "flink_version": self.flink_version,
-                      "flink_job_server_jar": self.flink_job_server_jar, "parallelism": self.parallelism or 2}
+                      "flink_job_server_jar": self.flink_job_server_jar, "parallelism": self.parallelism or 2,
+                      "job_name": self.job_name}
             if streaming and self.checkpointing_interval_ms:
                 # Opt-in only: on the 2.62 job server no checkpoint completes while the reads run,
                 # and one completing before the reader's first bundle ends lets the watermark

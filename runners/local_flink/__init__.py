@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -69,6 +70,49 @@ def flink_pipeline_args(cluster: "LocalFlink | str", streaming: bool = False, pa
     return {"runner": "FlinkRunner", "streaming": streaming, **profile.option_values(streaming)}
 
 
+TERMINAL_JOB_STATES = ("FINISHED", "CANCELED", "FAILED")
+
+
+def _rest_url(flink_master: str) -> str:
+    return flink_master if flink_master.startswith(("http://", "https://")) else f"http://{flink_master}"
+
+
+def _rest(flink_master: str, path: str, method: str = "GET", timeout: float = 5):
+    request = urllib.request.Request(f"{_rest_url(flink_master)}{path}", method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def live_jobs_named(flink_master: str, name: str) -> list[str]:
+    """Ids of the jobs called ``name`` that are not over (running, restarting, cancelling, ...)."""
+    return [job["jid"] for job in _rest(flink_master, "/jobs/overview")["jobs"]
+            if job["name"] == name and job["state"] not in TERMINAL_JOB_STATES]
+
+
+def cancel_jobs_named(flink_master: str, name: str, timeout: float = 60) -> list[str]:
+    """Cancel every live job called ``name`` on a session cluster (REST ``host:port``) and wait
+    until they are over, so their slots are free and none of them reads or commits any more.
+
+    A stream's Flink job outlives a launcher that dies without cancelling it: Beam's job server
+    dies with the launcher, and with EXTERNAL or PROCESS workers the job reads on, committing
+    offsets beside the next run's. The next run of the same stream calls this first."""
+    cancelled = live_jobs_named(flink_master, name)
+    for job in cancelled:
+        try:
+            _rest(flink_master, f"/jobs/{job}?mode=cancel", method="PATCH")
+        except urllib.error.HTTPError as error:
+            if error.code != 404:  # it ended meanwhile
+                raise
+    deadline = time.monotonic() + timeout
+    while cancelled and live_jobs_named(flink_master, name):
+        if time.monotonic() > deadline:
+            raise FlinkError(f"the previous Flink job(s) {', '.join(cancelled)} named {name!r} were not cancelled "
+                             f"within {timeout:.0f} s")
+        time.sleep(0.2)
+    return cancelled
+
+
 def _flatten(tree: dict, prefix: str = "") -> dict:
     """Flink reads nested and dotted keys alike; flat keys let ours replace the defaults'."""
     flat = {}
@@ -99,6 +143,19 @@ def _config(home: Path, work: Path, rest_port: int, rpc_port: int, slots: int, j
         **extra,
     })
     return config
+
+
+def _start_service(home: Path, work: Path, service: str, die_with_parent: bool) -> subprocess.Popen:
+    """One of the cluster's JVMs, in its own process group, with the work dir's config."""
+    env = {**os.environ, "FLINK_HOME": str(home), "FLINK_CONF_DIR": str(work / "conf")}
+    # setpriv (util-linux) has the kernel SIGTERM the JVM when its parent dies, even by SIGKILL;
+    # it survives both execs below, so a crashed test session leaves no cluster behind.
+    tie = ["setpriv", "--pdeathsig", "TERM"] if die_with_parent else []
+    # start-foreground execs the JVM in place of the script: our child *is* the JVM, so its pid
+    # and process group are known and poll() tells if it died.
+    return subprocess.Popen([*tie, str(home / "bin" / f"{service}.sh"), "start-foreground"], env=env, cwd=work,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 class LocalFlink:
@@ -139,23 +196,42 @@ class LocalFlink:
         settings = _config(home, work, rest_port, free_port(), slots, jobmanager_memory, taskmanager_memory,
                            config or {})
         (work / "conf" / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=True))
-        env = {**os.environ, "FLINK_HOME": str(home), "FLINK_CONF_DIR": str(work / "conf")}
-        # setpriv (util-linux) has the kernel SIGTERM the JVM when its parent dies, even by SIGKILL;
-        # it survives both execs below, so a crashed test session leaves no cluster behind.
-        tie = ["setpriv", "--pdeathsig", "TERM"] if die_with_parent else []
-        pids, processes = {}, {}
-        for service in SERVICES:
-            # start-foreground execs the JVM in place of the script: our child *is* the JVM, so
-            # its pid and process group are known and poll() tells if it died.
-            processes[service] = subprocess.Popen(
-                [*tie, str(home / "bin" / f"{service}.sh"), "start-foreground"], env=env, cwd=work,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True)
-            pids[service] = processes[service].pid
+        processes = {service: _start_service(home, work, service, die_with_parent) for service in SERVICES}
+        pids = {service: process.pid for service, process in processes.items()}
         (work / "cluster.json").write_text(json.dumps({"rest_port": rest_port, "pids": pids}))
         cluster = cls(work, rest_port, pids)
         cluster._wait_until_ready(processes, timeout)
         return cluster
+
+    def kill_taskmanager(self) -> None:
+        """SIGKILL the TaskManager's process group, as a crashed host would lose it: its tasks fail
+        at once. ``start_taskmanager`` brings a new one."""
+        pid = self.pids["taskmanager"]
+        if self._ours(pid):
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while self._ours(pid) and time.monotonic() < deadline:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.1)
+
+    def start_taskmanager(self, timeout: float = 120, die_with_parent: bool = False) -> None:
+        """Start a new TaskManager (after ``kill_taskmanager``) and wait until the JobManager
+        lists it with every slot free: the dead one's entry stays until its heartbeat times out."""
+        before = {tm["id"] for tm in self.taskmanagers()}
+        process = _start_service(flink_home(), self.work, "taskmanager", die_with_parent)
+        self.pids["taskmanager"] = process.pid
+        (self.work / "cluster.json").write_text(json.dumps({"rest_port": self.rest_port, "pids": self.pids}))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise FlinkError(f"the new Flink taskmanager exited with {process.returncode}; see {self.log_dir}")
+            if any(tm["id"] not in before and tm["freeSlots"] == tm["slotsNumber"] for tm in self.taskmanagers()):
+                return
+            time.sleep(0.5)
+        raise FlinkError(f"the new TaskManager did not register in {timeout:.0f} s; see the logs in {self.log_dir}")
 
     def _wait_until_ready(self, processes: dict[str, subprocess.Popen], timeout: float) -> None:
         deadline = time.monotonic() + timeout
