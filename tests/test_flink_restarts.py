@@ -188,3 +188,28 @@ def test_killed_and_restarted_flink_stream_ends_with_the_backfill_bars(restart_c
     assert len({run_id for run_id, _symbol, _start in per_run}) == ROUNDS + 1, "every run wrote bars"
     jobs = restart_cluster.rest("/jobs/overview")["jobs"]
     assert not {job["state"] for job in jobs} & {"RUNNING", "RESTARTING"}
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_new_run_cancels_the_previous_runs_job_before_submitting(restart_cluster, kafka_bootstrap, tmp_path):
+    """Two runs of one stream (topic and group) must never read side by side: the second cancels
+    the first's Flink job, which a dead launcher could not, and only then submits its own."""
+    topic = new_topic(kafka_bootstrap, 1)
+    out = tmp_path / "stream"
+    flink = ("--runner", "flink", "--flink-master", restart_cluster.flink_master)
+    since_ms = time.time() * 1000
+    first = start_stream(kafka_bootstrap, topic, out, *OPTIONS, *flink)
+    try:
+        wait_until_job_runs(restart_cluster, first, job_name(topic), Path(f"{out}.log"), since_ms)
+        [previous] = [job["jid"] for job in restart_cluster.rest("/jobs/overview")["jobs"]
+                      if job["name"] == job_name(topic) and job["state"] == "RUNNING"]
+        second = start_stream(kafka_bootstrap, topic, tmp_path / "second", *OPTIONS, *flink, "--stop-when-idle", "2s")
+        finish(second, tmp_path / "second", timeout=300)
+        assert first.wait(timeout=60) != 0, "the first run's job was cancelled under it"
+    finally:
+        if first.poll() is None:
+            kill_stream(first)
+        restart_cluster.cancel_running_jobs()
+    assert f"cancelled the previous run's Flink job {previous}" in Path(f"{tmp_path / 'second'}.log").read_text()
+    states = {job["jid"]: job["state"] for job in restart_cluster.rest("/jobs/overview")["jobs"]}
+    assert states[previous] == "CANCELED"
