@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import apache_beam as beam
@@ -118,9 +119,16 @@ def test_stream_on_flink_equals_local_backfill(flink_cluster, kafka_bootstrap, t
 def test_panes_reach_disk_live_on_flink(flink_cluster, kafka_bootstrap, tmp_path):
     """ON_TIME panes while the trades still flow, not after the allowed lateness (10 m)."""
     from tests.test_stream import assert_panes_reach_disk_live
+
+    def until_running(stream, timeout_s=180):
+        deadline = time.monotonic() + timeout_s
+        while not any(job["state"] == "RUNNING" and job["tasks"]["running"] + job["tasks"]["finished"] == job["tasks"]["total"]
+                      for job in flink_cluster.rest("/jobs/overview")["jobs"]):
+            assert stream.poll() is None and time.monotonic() < deadline, "the stream's Flink job never ran"
+            time.sleep(0.5)
     try:
         assert_panes_reach_disk_live(kafka_bootstrap, tmp_path, "--runner", "flink", "--flink-master",
-                                     flink_cluster.flink_master, seconds=90)
+                                     flink_cluster.flink_master, seconds=45, until_running=until_running)
     finally:
         flink_cluster.cancel_running_jobs()
 

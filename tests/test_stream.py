@@ -178,12 +178,14 @@ def first_arrival(bootstrap: str, topic: str, timeout_s: float = 180) -> tuple[f
         consumer.close()
 
 
-def assert_panes_reach_disk_live(bootstrap, tmp_path, *runner_args, seconds: int = 60, startup_s: float = 120) -> None:
+def assert_panes_reach_disk_live(bootstrap, tmp_path, *runner_args, seconds: int = 60, startup_s: float = 120,
+                                 until_running=None) -> None:
     """A replay paced at real time, the default 10 m allowed lateness: once the stream is live (its
     first EARLY pane is on disk), every window that ends while the replay still publishes has its
     ON_TIME pane on disk within the watermark delay + --flush-every + 10 s of its end. The stream
     then stops by itself, with the backfill's final bars. A stateful step holding the watermark
-    back until the lateness has passed makes those panes wait ten minutes."""
+    back until the lateness has passed makes those panes wait ten minutes. ``until_running(stream)``
+    returns once the runner runs the job, so that a slow start does not eat the replay."""
     trades = tmp_path / "BTCUSDT-aggTrades-2024-01-01.csv"
     _synthetic_trades(trades, seconds=seconds, per_second=20)
     topic = new_topic(bootstrap, 2)  # the symbol fills one partition; the idle one must not hold time back
@@ -191,6 +193,8 @@ def assert_panes_reach_disk_live(bootstrap, tmp_path, *runner_args, seconds: int
     watermark_delay_s, flush_s, interval_s = 5, 1, 5
     stream = start_stream(bootstrap, topic, out, "--interval", f"{interval_s}s", "--early", "1s", "--stop-when-idle", "6s",
                           *runner_args)
+    if until_running:
+        until_running(stream)
     with ThreadPoolExecutor(1) as pool:
         anchor = pool.submit(first_arrival, bootstrap, topic, startup_s)
         publisher = replay(bootstrap, topic, "--speed", "1", inputs=str(trades), wait=False)
@@ -216,7 +220,7 @@ def assert_panes_reach_disk_live(bootstrap, tmp_path, *runner_args, seconds: int
 
 
 def test_panes_reach_disk_live_while_trades_flow(kafka_bootstrap, tmp_path):
-    assert_panes_reach_disk_live(kafka_bootstrap, tmp_path, seconds=40)
+    assert_panes_reach_disk_live(kafka_bootstrap, tmp_path, seconds=30)
 
 
 def _committed(bootstrap, group, topic) -> int:
