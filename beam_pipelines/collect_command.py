@@ -1,6 +1,13 @@
-"""``cryptobeam collect``: an exchange's live public trade feed into Kafka, until stopped.
+"""``cryptobeam collect``: exchanges' live public trade feeds into Kafka, until stopped.
 
-    cryptobeam collect --exchange binance --symbols BTCUSDT,ETHUSDT --kafka 127.0.0.1:9092
+    cryptobeam collect --feed binance:BTCUSDT,ETHUSDT --feed coinbase:BTC-USD --feed kraken:BTC/USD \
+        --kafka 127.0.0.1:9092
+    cryptobeam collect --exchange binance --symbols BTCUSDT,ETHUSDT --kafka 127.0.0.1:9092   # one feed
+
+Every feed runs its own websocket session in this one process; all trades go to ``--topic`` and
+every change of a feed's connection to ``--status-topic`` (``schemas/feed_status.avsc``). The
+per-feed options ``--channel``, ``--ws-url`` and ``--rest-url`` take ``EXCHANGE=VALUE``; a plain
+value means the only feed of a one-feed run.
 
 ``add_collect_parser`` adds the sub-command to the ``cryptobeam`` parser and ``run_collect`` runs
 it and returns the exit code: 0 after a clean stop (SIGINT, SIGTERM, ``--max-seconds``,
@@ -12,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 import time
 
 from beam_pipelines.cli_common import EXIT_PIPELINE_FAILED, EXIT_USER_ERROR
+
+PER_FEED_VALUE = re.compile(r"([A-Za-z0-9_]+)=(.*)", re.DOTALL)  # EXCHANGE=VALUE; a URL's scheme has no '='
 
 
 class CollectOptionError(ValueError):
@@ -24,18 +34,25 @@ class CollectOptionError(ValueError):
 
 
 def add_collect_parser(subparsers) -> argparse.ArgumentParser:
-    collect = subparsers.add_parser("collect", help="stream live trades from an exchange's public websocket into Kafka")
-    collect.add_argument("--exchange", required=True, help="binance, coinbase or kraken")
-    collect.add_argument("--symbols", required=True,
-                         help="comma-separated, as the exchange spells them: BTCUSDT (binance), BTC-USD (coinbase), "
-                              "BTC/USD (kraken)")
+    collect = subparsers.add_parser("collect", help="stream live trades from exchanges' public websockets into Kafka")
+    collect.add_argument("--feed", action="append", metavar="EXCHANGE:SYMBOLS",
+                         help="an exchange and its comma-separated symbols, as the exchange spells them; repeat for "
+                              "several exchanges in one process: binance:BTCUSDT,ETHUSDT coinbase:BTC-USD "
+                              "kraken:BTC/USD")
+    collect.add_argument("--exchange", help="one feed's exchange, with --symbols (the same as one --feed)")
+    collect.add_argument("--symbols", help="that feed's comma-separated symbols")
     collect.add_argument("--kafka", required=True, help="Kafka bootstrap servers, e.g. 127.0.0.1:9092")
-    collect.add_argument("--topic", default="trades", help="topic for trades (default: trades)")
+    collect.add_argument("--topic", default="trades", help="topic for every feed's trades (default: trades)")
     collect.add_argument("--dead-letter-topic", default="dead_letters",
                          help="topic for frames that cannot be read (default: dead_letters)")
-    collect.add_argument("--channel", help="binance: aggTrade (default) or trade; coinbase: market_trades; kraken: trade")
-    collect.add_argument("--ws-url", help="websocket base URL (default: the exchange's public endpoint)")
-    collect.add_argument("--rest-url", help="REST base URL used to fill gaps (binance only; default: the public API)")
+    collect.add_argument("--status-topic", default="feed_status",
+                         help="topic for connection-state records per exchange and symbol (default: feed_status)")
+    collect.add_argument("--channel", action="append", metavar="[EXCHANGE=]CHANNEL",
+                         help="binance: aggTrade (default) or trade; coinbase: market_trades; kraken: trade")
+    collect.add_argument("--ws-url", action="append", metavar="[EXCHANGE=]URL",
+                         help="websocket base URL (default: the exchange's public endpoint)")
+    collect.add_argument("--rest-url", action="append", metavar="[EXCHANGE=]URL",
+                         help="REST base URL used to fill gaps (binance only; default: the public API)")
     collect.add_argument("--stale-after", default="30s",
                          help="reconnect when no message arrives for this long, e.g. 30s; 0 disables (default 30s)")
     collect.add_argument("--backoff-base", type=float, default=0.5, help="first reconnect backoff bound, seconds (0.5)")
@@ -43,36 +60,93 @@ def add_collect_parser(subparsers) -> argparse.ArgumentParser:
     collect.add_argument("--rest-attempts", type=int, default=5, help="attempts per REST request before a gap "
                                                                       "is recorded as unfilled (5)")
     collect.add_argument("--max-seconds", type=float, help="stop after this many seconds")
-    collect.add_argument("--max-trades", type=int, help="stop after publishing this many trades")
+    collect.add_argument("--max-trades", type=int, help="stop after publishing this many trades, all feeds together")
     collect.add_argument("--no-progress", action="store_true", help="no periodic progress lines")
     return collect
 
 
-def collector_settings(args):
-    """(feed, settings) from the options, or a CollectOptionError naming what is wrong."""
-    from beam_pipelines.cli_common import UserError, parse_duration_seconds
+def requested_feeds(args) -> list[tuple]:
+    """[(feed, symbols)] from ``--feed`` (or the one-feed ``--exchange``/``--symbols``), checked."""
     from io_connectors.collectors import FEEDS
+    if args.feed and (args.exchange is not None or args.symbols is not None):
+        raise CollectOptionError("give either --feed EXCHANGE:SYMBOLS (repeatable) or --exchange with --symbols, not both")
+    if args.feed:
+        requests = []
+        for text in args.feed:
+            exchange, colon, symbols = text.partition(":")
+            if not colon:
+                raise CollectOptionError(f"--feed {text!r}: expected EXCHANGE:SYMBOLS, e.g. binance:BTCUSDT,ETHUSDT")
+            requests.append((exchange, symbols, f"--feed {text!r}"))
+    elif args.exchange is None or args.symbols is None:
+        raise CollectOptionError("give --feed EXCHANGE:SYMBOLS (repeatable), or --exchange with --symbols")
+    else:
+        requests = [(args.exchange, args.symbols, "--symbols")]
+    chosen: dict[str, tuple] = {}
+    for exchange, symbols_text, where in requests:
+        feed = FEEDS.get(exchange.strip().lower())
+        if feed is None:
+            raise CollectOptionError(f"unknown exchange {exchange!r}; choose one of: {', '.join(FEEDS)}")
+        if feed.name in chosen:
+            raise CollectOptionError(f"{feed.name} is given twice; list all its symbols in one --feed")
+        try:
+            chosen[feed.name] = (feed, feed.canonical_symbols(symbols_text))
+        except ValueError as error:
+            raise CollectOptionError(f"{where}: {error}") from None
+    return list(chosen.values())
+
+
+def per_feed_values(flag: str, values: list[str] | None, feed_names: list[str]) -> dict[str, str]:
+    """``--ws-url binance=ws://...`` per feed; a plain value means the only feed of a one-feed run."""
+    chosen: dict[str, str] = {}
+    for value in values or []:
+        match = PER_FEED_VALUE.fullmatch(value)
+        if match:
+            name, given = match.group(1).lower(), match.group(2)
+            if name not in feed_names:
+                raise CollectOptionError(f"{flag} {value!r}: {name} is not one of this run's feeds "
+                                         f"({', '.join(feed_names)})")
+        elif len(feed_names) > 1:
+            raise CollectOptionError(f"{flag} {value!r}: this run has several feeds; say which, e.g. "
+                                     f"{flag} {feed_names[0]}=...")
+        else:
+            name, given = feed_names[0], value
+        if name in chosen:
+            raise CollectOptionError(f"{flag} is given twice for {name}")
+        chosen[name] = given
+    return chosen
+
+
+def feed_settings(feed, symbols: list[str], channel: str | None, ws_url: str | None, rest_url: str | None):
+    """One feed's settings, its channel and URLs checked against what the exchange offers."""
+    from io_connectors.collectors.collector import FeedSettings
+    channel = channel or feed.channels[0]
+    if channel not in feed.channels:
+        raise CollectOptionError(f"--channel {channel!r} is not a {feed.name} channel; choose: {', '.join(feed.channels)}")
+    ws_url = ws_url or feed.ws_url
+    if not ws_url.startswith(("ws://", "wss://")):
+        raise CollectOptionError(f"--ws-url {ws_url!r} must start with ws:// or wss://")
+    if rest_url and feed.fetch_range is None:
+        raise CollectOptionError(f"--rest-url: {feed.name} missed trades are not fetched over REST")
+    rest_url = rest_url or feed.rest_url
+    if rest_url and not rest_url.startswith(("http://", "https://")):
+        raise CollectOptionError(f"--rest-url {rest_url!r} must start with http:// or https://")
+    return FeedSettings(feed=feed, symbols=tuple(symbols), channel=channel, ws_url=ws_url, rest_url=rest_url)
+
+
+def collector_settings(args):
+    """([feed settings], shared settings) from the options, or a CollectOptionError naming what is wrong."""
+    from beam_pipelines.cli_common import UserError, parse_duration_seconds
     from io_connectors.collectors.backoff import Backoff
     from io_connectors.collectors.collector import CollectorSettings
 
-    feed = FEEDS.get(args.exchange.lower())
-    if feed is None:
-        raise CollectOptionError(f"unknown exchange {args.exchange!r}; choose one of: {', '.join(FEEDS)}")
-    try:
-        symbols = feed.canonical_symbols(args.symbols)
-    except ValueError as error:
-        raise CollectOptionError(f"--symbols: {error}") from None
-    channel = args.channel or feed.channels[0]
-    if channel not in feed.channels:
-        raise CollectOptionError(f"--channel {channel!r} is not a {feed.name} channel; choose: {', '.join(feed.channels)}")
-    ws_url = args.ws_url or feed.ws_url
-    if not ws_url.startswith(("ws://", "wss://")):
-        raise CollectOptionError(f"--ws-url {ws_url!r} must start with ws:// or wss://")
-    if args.rest_url and feed.fetch_range is None:
-        raise CollectOptionError(f"--rest-url: {feed.name} missed trades are not fetched over REST")
-    rest_url = args.rest_url or feed.rest_url
-    if rest_url and not rest_url.startswith(("http://", "https://")):
-        raise CollectOptionError(f"--rest-url {rest_url!r} must start with http:// or https://")
+    requests = requested_feeds(args)
+    names = [feed.name for feed, _ in requests]
+    channels, ws_urls, rest_urls = (per_feed_values(flag, values, names) for flag, values in (
+        ("--channel", args.channel), ("--ws-url", args.ws_url), ("--rest-url", args.rest_url)))
+    feeds = [feed_settings(feed, symbols, channels.get(feed.name), ws_urls.get(feed.name), rest_urls.get(feed.name))
+             for feed, symbols in requests]
+    if args.status_topic in (args.topic, args.dead_letter_topic):
+        raise CollectOptionError(f"--status-topic {args.status_topic!r} must differ from --topic and --dead-letter-topic")
     try:
         stale_after = parse_duration_seconds(args.stale_after)
     except UserError as error:
@@ -85,10 +159,9 @@ def collector_settings(args):
                         ("--max-trades", args.max_trades)):
         if value is not None and not value > 0:
             raise CollectOptionError(f"{flag} must be positive")
-    return feed, CollectorSettings(
-        symbols=tuple(symbols), channel=channel, ws_url=ws_url, rest_url=rest_url, stale_after=stale_after or None,
-        reconnect_backoff=reconnect, rest_attempts=args.rest_attempts, max_seconds=args.max_seconds,
-        max_trades=args.max_trades, progress_every=None if args.no_progress else 10.0)
+    return feeds, CollectorSettings(
+        stale_after=stale_after or None, reconnect_backoff=reconnect, rest_attempts=args.rest_attempts,
+        max_seconds=args.max_seconds, max_trades=args.max_trades, progress_every=None if args.no_progress else 10.0)
 
 
 def _log_to_stderr() -> None:
@@ -116,14 +189,28 @@ async def _until_stopped(collector):
 
 
 def _summary(collector, args, elapsed: float):
+    """One column per feed, and their sum when there are several; undelivered is the shared producer's."""
     from rich.table import Table
-    table = Table(title=f"cryptobeam collect {collector.feed.name} → {args.kafka}/{args.topic}")
+    feeds = collector.feeds
+    table = Table(title=f"cryptobeam collect {', '.join(f.name for f in feeds)} → {args.kafka}/{args.topic}")
     table.add_column("collector")
-    table.add_column("count", justify="right")
-    for label, value in collector.counters.rows():
-        table.add_row(label, f"{value:,}")
-    table.add_row("elapsed", f"{elapsed:,.1f} s")
-    table.add_row("stopped because", collector.stop_reason or "the feed ended")
+    if len(feeds) == 1:
+        columns = [collector.counters.rows()]
+        table.add_column(feeds[0].name, justify="right")
+    else:
+        columns = [f.counters.rows() for f in feeds] + [collector.counters.rows()]
+        for feed in feeds:
+            table.add_column(feed.name, justify="right")
+        table.add_column("all feeds", justify="right")
+    shared = {"undelivered to Kafka"}
+    for index, (label, _) in enumerate(columns[-1]):
+        cells = [f"{column[index][1]:,}" for column in columns]
+        if label in shared and len(columns) > 1:
+            cells[:-1] = [""] * (len(cells) - 1)
+        table.add_row(label, *cells)
+    blank = [""] * (len(columns) - 1)
+    table.add_row("elapsed", *blank, f"{elapsed:,.1f} s")
+    table.add_row("stopped because", *blank, collector.stop_reason or "the feed ended")
     return table
 
 
@@ -141,18 +228,19 @@ def run_collect(args) -> int:
         return EXIT_USER_ERROR
 
     try:
-        feed, settings = collector_settings(args)
+        feeds, settings = collector_settings(args)
         check_reachable(args.kafka)
     except (CollectOptionError, KafkaUnreachable) as error:
         return user_error(str(error))
     _log_to_stderr()
-    collector = Collector(feed, settings, KafkaOutput(args.kafka, args.topic, args.dead_letter_topic))
+    collector = Collector(feeds, settings,
+                          KafkaOutput(args.kafka, args.topic, args.dead_letter_topic, args.status_topic))
     started = time.monotonic()
     rejected = None
     try:
         asyncio.run(_until_stopped(collector))
     except ExchangeRejected as error:  # raised after what was collected has been flushed
-        collector.stop_reason, rejected = "the exchange refused the subscription", error
+        rejected = error
     Console().print(_summary(collector, args, time.monotonic() - started))
     if rejected is not None:
         return user_error(str(rejected))

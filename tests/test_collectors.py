@@ -22,7 +22,7 @@ from beam_pipelines.collect_command import add_collect_parser, run_collect
 from io_connectors.avro_wire import SchemaStore, decode
 from io_connectors.collectors import FEEDS, binance, coinbase, kraken
 from io_connectors.collectors.backoff import Backoff
-from io_connectors.collectors.collector import Collector, CollectorSettings
+from io_connectors.collectors.collector import Collector, CollectorSettings, FeedSettings
 from io_connectors.collectors.frames import ExchangeRejected, FrameError
 from io_connectors.collectors.kafka_output import KafkaOutput, KafkaUnreachable, check_reachable
 from io_connectors.collectors.rest import retry_after_seconds
@@ -215,9 +215,10 @@ def topic(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-def collect(bootstrap: str, feed, trades_topic: str, dead_letter_topic: str, **settings) -> Collector:
-    collector = Collector(feed, CollectorSettings(**{**FAST, **settings}),
-                          KafkaOutput(bootstrap, trades_topic, dead_letter_topic))
+def collect(bootstrap: str, feed, trades_topic: str, dead_letter_topic: str, *, symbols, channel, ws_url,
+            rest_url=None, **settings) -> Collector:
+    collector = Collector([FeedSettings(feed, symbols, channel, ws_url, rest_url)], CollectorSettings(**{**FAST, **settings}),
+                          KafkaOutput(bootstrap, trades_topic, dead_letter_topic, topic("status")))
     asyncio.run(collector.run())
     return collector
 
@@ -290,7 +291,7 @@ def test_binance_every_trade_arrives_through_drops_silence_duplicates_and_gaps(k
     letters = [record for _, record in published(kafka_bootstrap, dead_topic, 3, "dead_letter")]
     assert [d["reason"] for d in letters] == ["malformed", "missing_field", "bad_price"]
     assert [d["payload_bytes"] for d in letters] == [frame.encode() for frame in malformed]
-    assert {(d["stage"], d["source"], d["exchange"]) for d in letters} == {("collect", collector.url, "binance")}
+    assert {(d["stage"], d["source"], d["exchange"]) for d in letters} == {("collect", collector.feeds[0].url, "binance")}
     assert [d["source_offset"] for d in letters] == sorted(d["source_offset"] for d in letters)
 
 

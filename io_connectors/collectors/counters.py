@@ -1,6 +1,7 @@
 """What a collector did, counted: the summary table at the end and the periodic progress lines.
 
 Every trade is accounted for: ``received + gap_trades_fetched == published + duplicates``.
+Each feed counts its own; ``total`` adds them up for a run of several feeds.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class CollectorCounters:
     stale_reconnects: int = 0  # of which forced by the staleness watchdog
     connect_failures: int = 0
     rest_retries: int = 0
+    status_records: int = 0  # feed_status records published, one per symbol and change
     undelivered: int = 0  # messages Kafka did not acknowledge by shutdown
 
     LABELS = {
@@ -31,8 +33,13 @@ class CollectorCounters:
         "trades_unfilled": "trades still missing", "malformed": "malformed frames (dead-lettered)",
         "reconnects": "reconnects", "stale_reconnects": "  of which stale (watchdog)",
         "connect_failures": "failed connection attempts", "rest_retries": "REST retries",
+        "status_records": "feed status records",
         "undelivered": "undelivered to Kafka",
     }
+
+    @classmethod
+    def total(cls, counters: list["CollectorCounters"]) -> "CollectorCounters":
+        return cls(**{f.name: sum(getattr(c, f.name) for c in counters) for f in fields(cls)})
 
     def rows(self) -> list[tuple[str, int]]:
         return [(self.LABELS[f.name], getattr(self, f.name)) for f in fields(self)]

@@ -3,6 +3,9 @@
 Trades are keyed ``exchange:symbol`` so one instrument stays in order on one partition, and carry
 their event time as the message timestamp, exactly like ``cryptobeam replay``. Dead letters go to
 their own topic with the ``dead_letter`` schema, keyed the same way where the exchange is known.
+Connection-state records (``feed_status`` schema) go to the status topic, keyed like the trades of
+their instrument, with the collector's clock as the message timestamp. Several feeds share one
+producer, so one flush at the end covers them all.
 The producer uses the project's settings (idempotence, acks=all, lz4, short linger).
 """
 from __future__ import annotations
@@ -31,9 +34,11 @@ def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
 
 
 class KafkaOutput:
-    def __init__(self, bootstrap: str, trades_topic: str = "trades", dead_letter_topic: str = "dead_letters"):
+    def __init__(self, bootstrap: str, trades_topic: str = "trades", dead_letter_topic: str = "dead_letters",
+                 status_topic: str = "feed_status"):
         from confluent_kafka import Producer
         self.bootstrap, self.trades_topic, self.dead_letter_topic = bootstrap, trades_topic, dead_letter_topic
+        self.status_topic = status_topic
         self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
         self.failed = 0
 
@@ -45,6 +50,10 @@ class KafkaOutput:
         key = ":".join(part for part in (record["exchange"], record["symbol"]) if part)
         self._produce(self.dead_letter_topic, encode(record, "dead_letter"), key or None,
                       record["dead_letter_time"] // 1000)
+
+    def feed_status(self, record: dict) -> None:
+        self._produce(self.status_topic, encode(record, "feed_status"), f"{record['exchange']}:{record['symbol']}",
+                      record["event_time"] // 1000)
 
     def _delivered(self, error, message) -> None:
         if error is not None:
