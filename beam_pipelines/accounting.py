@@ -36,9 +36,15 @@ class Accounting:
     # Figures kept per key, from counters named ``<prefix><key>``; summed key by key over chunks.
     trades_by_table: dict[str, int] = field(default_factory=dict)
     """Trades in each table's final bars: every table holds each admitted unique trade once."""
+    skipped_by_table: dict[str, int] = field(default_factory=dict)
+    """Unique trades a table leaves out by its definition: consolidated bars and venue quality
+    cannot pool a trade with no canonical pair."""
+    skipped_duplicates_by_table: dict[str, int] = field(default_factory=dict)
+    """The duplicates of those trades' windows, left out with them."""
 
     _BY_KEY = {"dead_letters_by_reason": "dead_letters.", "unknown_instruments": "instrument_unknown.",
-               "rows_by_table": "table_rows.", "trades_by_table": "table_trades."}
+               "rows_by_table": "table_rows.", "trades_by_table": "table_trades.",
+               "skipped_by_table": "table_skipped.", "skipped_duplicates_by_table": "table_skipped_duplicates."}
 
     @classmethod
     def from_counters(cls, counters: dict[str, int]) -> "Accounting":
@@ -75,16 +81,29 @@ class Accounting:
 
     @property
     def accounted(self) -> int:
-        return self.trades_in_final_bars + self.dead_letter_rows_written + self.duplicates
+        return self.trades_in_final_bars + self._skipped_by_counted_table() + self.dead_letter_rows_written + self.duplicates
+
+    def _counted_table(self) -> str | None:
+        """The table whose final bars the bar figures count: the run's first (``outputs``)."""
+        from transforms.computations import COMPUTATIONS
+        order = [t.name for c in COMPUTATIONS for t in c.all_tables()]
+        written = [name for name in order if name in self.rows_by_table or name in self.trades_by_table]
+        return written[0] if written else None
+
+    def _skipped_by_counted_table(self, duplicates: bool = False) -> int:
+        skipped = self.skipped_duplicates_by_table if duplicates else self.skipped_by_table
+        return skipped.get(self._counted_table(), 0)
 
     def problems(self) -> list[str]:
         found = []
         if self.records_in != self.accounted:
+            skipped = self._skipped_by_counted_table()
             found.append(f"records read ({self.records_in}) != trades in final bars ({self.trades_in_final_bars})"
-                         f" + dead letters written ({self.dead_letter_rows_written}) + duplicates ({self.duplicates})")
+                         + (f" + trades its table leaves out ({skipped})" if skipped else "")
+                         + f" + dead letters written ({self.dead_letter_rows_written}) + duplicates ({self.duplicates})")
         if self.dead_letters != self.dead_letter_rows_written:
             found.append(f"dead letters counted ({self.dead_letters}) != dead letters written ({self.dead_letter_rows_written})")
-        if not self.trades_by_table and self.unique_trades != self.trades_in_final_bars:
+        if not self.trades_by_table and self.unique_trades != self.trades_in_final_bars + self._skipped_by_counted_table():
             found.append(f"unique trades ({self.unique_trades}) != trades in final bars ({self.trades_in_final_bars})")
         for table, trades in sorted(self.trades_by_table.items()):
             admitted = self.unique_trades - self._not_in_table(table)
@@ -93,14 +112,16 @@ class Accounting:
         if self.sink_rejections != self.sink_dead_letters_written:
             found.append(f"rows rejected by a sink ({self.sink_rejections}) != written as dead letters "
                          f"({self.sink_dead_letters_written})")
-        if self.duplicates != self.duplicates_in_final_bars:
+        if self.duplicates != self.duplicates_in_final_bars + self._skipped_by_counted_table(duplicates=True):
             found.append(f"duplicates counted ({self.duplicates}) != duplicates in final bars ({self.duplicates_in_final_bars})")
         return found
 
     def _not_in_table(self, table: str) -> int:
-        """Unique trades a table's bars leave out as dead letters: information bars refuse a trade
-        that would change a bar already final (``after_bars_final``); time bars refuse none."""
-        return 0 if table == "bars" else self.dead_letters_by_reason.get("after_bars_final", 0)
+        """Unique trades a table's bars leave out: as dead letters, information bars refuse a trade
+        that would change a bar already final (``after_bars_final``; time bars refuse none); by
+        definition, those the table counted as skipped."""
+        refused = 0 if table == "bars" else self.dead_letters_by_reason.get("after_bars_final", 0)
+        return refused + self.skipped_by_table.get(table, 0)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -125,7 +146,8 @@ def written_in_files(bar_files: list[str], dead_letter_files: list[str],
     import pyarrow as pa
     import pyarrow.compute as pc
     bars = _columns_of(bar_files, pa.schema([("is_final", pa.bool_()), ("is_filled", pa.bool_()),
-                                             ("trade_count", pa.int64()), ("duplicate_count", pa.int64())]), unreadable)
+                                             ("trade_count", pa.int64()), ("duplicate_count", pa.int64())]),
+                       unreadable, defaults={"is_filled": False, "duplicate_count": 0})
     final_traded = bars.filter(pc.and_(bars["is_final"], pc.invert(bars["is_filled"])))
     dead = _columns_of(dead_letter_files, pa.schema([("stage", pa.string())]), unreadable)
     from_sinks = _total(pc.equal(dead["stage"], "sink"))  # bars a sink rejected, not input records
@@ -136,13 +158,21 @@ def written_in_files(bar_files: list[str], dead_letter_files: list[str],
             "dead_letter_rows_written": dead.num_rows - from_sinks, "sink_dead_letters_written": from_sinks}
 
 
-def _columns_of(files: list[str], schema, unreadable: list[str] | None):
+def _columns_of(files: list[str], schema, unreadable: list[str] | None, defaults: dict | None = None):
+    """The ``schema``'s columns of every file; a column in ``defaults`` that a table lacks (only
+    time bars are ever filled) is that value in each row."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     tables = []
     for path in files:
         try:
-            tables.append(pq.ParquetFile(path).read(columns=schema.names).cast(schema))
+            parquet = pq.ParquetFile(path)
+            present = set(parquet.schema_arrow.names)
+            table = parquet.read(columns=[n for n in schema.names if n in present or n not in (defaults or {})])
+            for name, value in (defaults or {}).items():
+                if name not in present:
+                    table = table.append_column(name, pa.array([value] * table.num_rows, schema.field(name).type))
+            tables.append(table.select(schema.names).cast(schema))
         except (pa.ArrowException, OSError):
             if unreadable is None:
                 raise

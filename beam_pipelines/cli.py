@@ -264,9 +264,10 @@ def run_backfill(args, console: Console) -> int:
                              _date_option(args.date_from, "--from"), _date_option(args.date_to, "--to"))
     except ChunkError as error:
         raise UserError(str(error)) from None
-    # Information bars count from each UTC day's start, so their chunks hold whole days.
+    # Information bars count from each UTC day's start, and consolidated bars judge venues day by
+    # day, so their chunks hold whole days.
     chunks = split_large_chunks(chunks, config.source.layout if config.source else None, config.spec.interval,
-                                config.chunk_rows, whole_days=bool(config.spec.thresholds))
+                                config.chunk_rows, whole_days=config.spec.day_by_day)
     conflicts = conflicting_settings(config, chunks)
     if conflicts and not args.overwrite:
         raise UserError(f"{config.out!r} holds chunks built with other settings or cut differently ({conflicts[0]} ...); "

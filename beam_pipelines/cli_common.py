@@ -50,7 +50,8 @@ def add_bar_options(command: argparse.ArgumentParser, allowed_lateness: str = "0
     command.add_argument("--bars", action="append", metavar="KIND:SIZE",
                          help="bars to build, each to its own table; repeat for several: time:1m (the default, "
                               "to bars/), ticks:1000 (every N trades), volume:50 (every V base units), dollar:1e6 "
-                              "(every D quote units), each to bars_<kind>/")
+                              "(every D quote units), consolidated:1m (one reference price per canonical pair across "
+                              "venues, to bars_consolidated/ with quality/), each kind to its own table")
     command.add_argument("--interval", default=None,
                          help="time bar interval: 1s, 1m, 15m, 1h, 4h, 1d, 1w ... (default 1m; same as --bars time:1m)")
     command.add_argument("--fill-gaps", action="store_true",
@@ -59,6 +60,18 @@ def add_bar_options(command: argparse.ArgumentParser, allowed_lateness: str = "0
     command.add_argument("--allowed-lateness", default=allowed_lateness,
                          help=f"allowed lateness, e.g. 10m (default {allowed_lateness})")
     command.add_argument("--accumulation", default="accumulating", help="accumulating or discarding panes")
+    consolidated = command.add_argument_group("consolidated bars (--bars consolidated:1m)")
+    consolidated.add_argument("--partitions", type=int, default=12,
+                              help="equal partitions of each window; the price is the mean of their volume-weighted "
+                                   "medians (default 12: 5 s partitions of 1m)")
+    consolidated.add_argument("--deviation", default="2%",
+                              help="exclude a venue whose VWAP is further than this from the other venues' median; "
+                                   "it comes back within half of it (default 2%%)")
+    consolidated.add_argument("--stale-after", default="5m", help="exclude a venue with no trade for this long (default 5m)")
+    consolidated.add_argument("--min-constituents", type=int, default=1,
+                              help="fewer included venues than this: the window has no price (default 1)")
+    consolidated.add_argument("--quote-equivalent", action="append", metavar="QUOTE=AS",
+                              help="count one quote asset as another, e.g. USDT=USD (default: none; repeatable)")
 
 
 def add_instruments_option(command: argparse.ArgumentParser) -> None:
@@ -83,7 +96,7 @@ def bar_spec_from_args(args):
     from transforms.bar_kinds import BarsOptionError, parse_bars_options
     from transforms.interval import IntervalError
     try:
-        wanted = parse_bars_options(args.bars, args.interval or "1m")
+        wanted = parse_bars_options(args.bars, args.interval or "1m", interval_given=bool(args.interval))
         if args.interval and args.bars and wanted.time_bars and wanted.interval != args.interval:
             raise UserError(f"--interval {args.interval} and --bars time:{wanted.interval} disagree: give the interval once")
         if args.fill_gaps and not wanted.time_bars:
@@ -91,9 +104,34 @@ def bar_spec_from_args(args):
         return BarSpec.of(wanted.interval, fill_gaps=args.fill_gaps,
                           early_firing_seconds=parse_duration_seconds(args.early) if args.early else None,
                           allowed_lateness_seconds=parse_duration_seconds(args.allowed_lateness),
-                          accumulation=args.accumulation, time_bars=wanted.time_bars, thresholds=wanted.thresholds)
+                          accumulation=args.accumulation, time_bars=wanted.time_bars, thresholds=wanted.thresholds,
+                          consolidation=consolidation_from_args(args, wanted.consolidated))
     except (IntervalError, BarsOptionError, ValueError) as error:
         raise UserError(str(error)) from None
+
+
+def consolidation_from_args(args, interval_text: str | None):
+    """The ``ConsolidationSpec`` of ``--bars consolidated:W`` and its options, or None."""
+    if interval_text is None:
+        return None
+    from io_connectors.collectors import FEEDS
+    from transforms.consolidation import ConsolidationSpec
+    from transforms.interval import parse_interval
+    deviation_text = args.deviation.strip()
+    try:
+        deviation = float(deviation_text[:-1]) / 100 if deviation_text.endswith("%") else float(deviation_text)
+    except ValueError:
+        raise UserError(f"bad --deviation {args.deviation!r}: use a percentage, e.g. 2%") from None
+    equivalents = []
+    for text in args.quote_equivalent or []:
+        quote, _, counted_as = text.partition("=")
+        if not quote.strip() or not counted_as.strip():
+            raise UserError(f"bad --quote-equivalent {text!r}: use QUOTE=AS, e.g. USDT=USD")
+        equivalents.append((quote.strip().upper(), counted_as.strip().upper()))
+    return ConsolidationSpec(parse_interval(interval_text), partitions=args.partitions, deviation=deviation,
+                             stale_after_seconds=parse_duration_seconds(args.stale_after),
+                             min_constituents=args.min_constituents, quote_equivalents=tuple(equivalents),
+                             sequential_id_exchanges=frozenset(n for n, feed in FEEDS.items() if feed.sequential_ids))
 
 
 def add_runner_options(command: argparse.ArgumentParser, default: str) -> None:

@@ -62,7 +62,7 @@ class _CountBars(beam.DoFn):
         self._table_rows.inc(len(bars))
         filled = trades = duplicates = 0
         for bar in bars:
-            if bar["is_filled"]:
+            if bar.get("is_filled"):  # only time bars are ever filled, and only they have the field
                 filled += 1
             elif bar["is_final"]:
                 trades += bar["trade_count"]

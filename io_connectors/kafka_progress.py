@@ -42,9 +42,10 @@ _KEY = "progress"
 def resume_point_us(through_us: int, spec: BarSpec) -> int:
     """Where a restarted run may resume when every bar up to ``through_us`` is written: the interval
     boundary at or before it, or, when the run builds information bars, the UTC day start at or
-    before that (their counts restart each day, and the next run starts with no state)."""
+    before that (their counts restart each day, and the next run starts with no state), as when it
+    builds consolidated bars (their judgement of venues runs through each day)."""
     boundary = int(spec.interval.window_start_micros(through_us))
-    return boundary // DAY_MICROS * DAY_MICROS if spec.thresholds else boundary
+    return boundary // DAY_MICROS * DAY_MICROS if spec.day_by_day else boundary
 
 
 def commit_resume_point(consumer, config: KafkaReadConfig, read_up_to: dict[int, int], resume_us: int) -> dict[int, int]:

@@ -14,7 +14,7 @@ import fastavro
 import pyarrow as pa
 
 SCHEMA_DIR = Path(__file__).resolve().parent
-SCHEMA_NAMES = ("trade", "bar", "information_bar", "dead_letter")
+SCHEMA_NAMES = ("trade", "bar", "information_bar", "dead_letter", "consolidated_bar", "quality", "feed_status")
 
 
 @lru_cache(maxsize=None)

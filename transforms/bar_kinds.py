@@ -45,7 +45,7 @@ class Threshold:
 
 def parse_threshold(kind: str, size_text: str) -> Threshold:
     if kind not in KINDS:
-        raise BarsOptionError(f"unknown bar kind {kind!r}: use time, {', '.join(KINDS)}")
+        raise BarsOptionError(f"unknown bar kind {kind!r}: use time, {', '.join(KINDS)}, consolidated")
     if not _SIZE.match(size_text.strip()):
         raise BarsOptionError(f"bad {kind} bar size {size_text!r}: use a positive number, e.g. {kind}:1000")
     size = float(size_text)
@@ -65,25 +65,33 @@ class BarsRequest:
     interval: str = "1m"
     time_bars: bool = True
     thresholds: tuple[Threshold, ...] = ()
+    consolidated: str | None = None
+    """The window of consolidated bars across venues (``consolidated:1m``), or None."""
 
 
-def parse_bars_options(values: list[str] | None, interval: str = "1m") -> BarsRequest:
+def parse_bars_options(values: list[str] | None, interval: str = "1m", interval_given: bool = True) -> BarsRequest:
     """``--bars`` values (repeatable) over the ``--interval`` default: ``time:1m``, ``ticks:1000``,
-    ``volume:50``, ``dollar:1e6``. No value means time bars of ``interval``, as before ``--bars``."""
+    ``volume:50``, ``dollar:1e6``, ``consolidated:1m``. No value means time bars of ``interval``, as
+    before ``--bars``. Without time bars the run's interval is the consolidated bars' window when there are some."""
     if not values:
         return BarsRequest(interval)
-    time_intervals, thresholds = [], []
+    time_intervals, thresholds, consolidated = [], [], []
     for value in values:
         kind, _, argument = value.partition(":")
         if not argument:
-            raise BarsOptionError(f"bad --bars {value!r}: use KIND:SIZE, e.g. time:1m, ticks:1000, volume:50, dollar:1e6")
+            raise BarsOptionError(f"bad --bars {value!r}: use KIND:SIZE, e.g. time:1m, ticks:1000, volume:50, dollar:1e6, consolidated:1m")
         if kind == "time":
             time_intervals.append(argument)
+        elif kind == "consolidated":
+            consolidated.append(argument)
         else:
             thresholds.append(parse_threshold(kind, argument))
     kinds = [t.kind for t in thresholds]
-    repeated = sorted({k for k in kinds if kinds.count(k) > 1} | ({"time"} if len(time_intervals) > 1 else set()))
+    repeated = sorted({k for k in kinds if kinds.count(k) > 1} | ({"time"} if len(time_intervals) > 1 else set())
+                      | ({"consolidated"} if len(consolidated) > 1 else set()))
     if repeated:
         raise BarsOptionError(f"--bars {repeated[0]} is given twice: each kind goes to one table (bars, bars_ticks, "
-                              "bars_volume, bars_dollar)")
-    return BarsRequest(time_intervals[0] if time_intervals else interval, bool(time_intervals), tuple(thresholds))
+                              "bars_volume, bars_dollar, bars_consolidated)")
+    run_interval = time_intervals[0] if time_intervals else (interval if interval_given or not consolidated
+                                                              else consolidated[0])
+    return BarsRequest(run_interval, bool(time_intervals), tuple(thresholds), consolidated[0] if consolidated else None)

@@ -31,6 +31,8 @@ class BarSpec:
     time_bars: bool = True
     thresholds: tuple[Threshold, ...] = ()
     """Information-driven bars (tick, volume, dollar), one table each."""
+    consolidation: object = None
+    """``transforms.consolidation.ConsolidationSpec`` for consolidated bars across venues, or None."""
 
     @classmethod
     def of(cls, interval: str, **kwargs) -> "BarSpec":
@@ -46,8 +48,17 @@ class BarSpec:
         if self.thresholds and self.interval.micros > DAY_MICROS:
             raise ValueError(f"information bars count from each UTC day's start: an interval of {self.interval.text} "
                              "would put one window (the grain of their lateness and dedupe) across days; use 1d or less")
-        if not self.time_bars and not self.thresholds:
-            raise ValueError("no bars asked for: time bars, information bars or both")
+        if not self.time_bars and not self.thresholds and self.consolidation is None:
+            raise ValueError("no bars asked for: time bars, information bars, consolidated bars or several")
+        if self.consolidation is not None and self.consolidation.interval.micros % self.interval.micros:
+            raise ValueError(f"consolidated bars of {self.consolidation.interval.text} must be a whole number of the "
+                             f"run's {self.interval.text} windows (the grain of its lateness and dedupe)")
+
+    @property
+    def day_by_day(self) -> bool:
+        """Whether some bars depend on the whole UTC day before them (information bars count from
+        its start, consolidated bars judge venues through it): a backfill then cuts only at midnight."""
+        return bool(self.thresholds) or self.consolidation is not None
 
     @property
     def allowed_lateness_micros(self) -> int:
@@ -72,8 +83,9 @@ class BarSpec:
         state downstream of ``RouteTooLate`` lives until then, as the runner's own would."""
         return self.expiry_micros(window_start_us) + self.runner_slack_micros
 
-    def window_into(self):
-        """The ``beam.WindowInto`` that puts trades in their bars' windows, with these panes."""
+    def window_into(self, interval: Interval | None = None):
+        """The ``beam.WindowInto`` that puts trades in their bars' windows (of ``interval``, the
+        run's by default), with these panes."""
         import apache_beam as beam
         from apache_beam.transforms import trigger as triggers
         from apache_beam.transforms import window as windows
@@ -85,7 +97,7 @@ class BarSpec:
         # stragglers in the slack margin silently.
         trigger = triggers.AfterWatermark(early=early, late=triggers.AfterCount(1))
         return beam.WindowInto(
-            windows.FixedWindows(self.interval.seconds, offset=self.interval.offset_seconds),
+            windows.FixedWindows((interval or self.interval).seconds, offset=(interval or self.interval).offset_seconds),
             trigger=trigger,
             accumulation_mode=getattr(triggers.AccumulationMode, self.accumulation.upper()),
             allowed_lateness=Duration(micros=self.allowed_lateness_micros + self.runner_slack_micros),

@@ -10,12 +10,14 @@ Beam-free at import: the command line plans and checks runs with it before Beam 
 from __future__ import annotations
 
 from transforms.computations.base import Computation, OutputTable
+from transforms.computations.consolidated_bars import ConsolidatedBars
 from transforms.computations.information_bars import InformationBars
 from transforms.computations.time_bars import TIME_BARS, TimeBars
 
 COMPUTATIONS: tuple[Computation, ...] = (
     TimeBars(),
     InformationBars(),
+    ConsolidatedBars(),
 )
 
 

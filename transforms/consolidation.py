@@ -1,0 +1,318 @@
+"""Consolidated reference bars: one price per canonical pair and window from every venue's trades.
+
+The method follows the partitioned, volume-weighted median of the CME CF Bitcoin Reference Rate:
+- the window is split into P equal partitions;
+- in each partition the trades of the included venues are pooled, and their volume-weighted
+  median price taken: trades ordered by price, the median is the price of the first trade at
+  which the cumulative volume reaches half the partition's volume (at exactly half, the lower
+  price). Volumes are compared exactly (``ExactSum``), so the answer never depends on the order
+  trades arrived in;
+- the reference price is the mean of the medians of the partitions that had trades.
+
+Venues are judged window by window, in event-time order, within each UTC day:
+- **deviation:** a venue whose window VWAP is more than θ from the median of the other venues'
+  VWAPs is excluded, and included again only once it is back within θ/2. With an even number of
+  others, the nearer of the two middle VWAPs is the median, so one outlier never drags a good
+  venue out with it;
+- **stale:** a venue whose last trade is more than S before the window's end is excluded;
+- **disconnected:** a venue its collector reported disconnected at the window's end is excluded;
+- a window with fewer than ``min_constituents`` included venues has no price
+  (``insufficient_constituents``); it is never filled from older data.
+
+The judgement state (who is excluded for deviation, each venue's last trade and trade id) starts
+afresh at each UTC midnight, so a day's bars depend on that day's trades alone: a backfill of one
+day equals the same day inside a longer run, and a stream equals the backfill.
+
+Beam-free: the command line plans with ``ConsolidationSpec``; the Beam steps are in
+``transforms.consolidated_bar_panes``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from transforms.bar_kinds import DAY_MICROS
+from transforms.exact_sum import ExactSum
+from transforms.interval import Interval
+
+DEVIATION, STALE, DISCONNECTED = "deviation", "stale", "disconnected"
+INSUFFICIENT_CONSTITUENTS = "insufficient_constituents"
+CONSOLIDATED_EXCHANGE = "consolidated"
+"""The ``exchange`` consolidated bars are stored under; their ``symbol`` is the pair, e.g. BTC/USD."""
+_MAX_RANGES_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class ConsolidationSpec:
+    """What ``--bars consolidated:1m`` and its options ask for."""
+    interval: Interval
+    partitions: int = 12
+    deviation: float = 0.02
+    """θ, as a fraction: 0.02 is 2 %."""
+    stale_after_seconds: float = 300.0
+    min_constituents: int = 1
+    quote_equivalents: tuple[tuple[str, str], ...] = ()
+    """(quote, counted as) pairs, e.g. (("USDT", "USD"),): off unless asked for."""
+    sequential_id_exchanges: frozenset = frozenset()
+    """Exchanges whose trade ids are consecutive integers per symbol, so a skipped id is a missing trade."""
+
+    def __post_init__(self):
+        if DAY_MICROS % self.interval.micros:
+            raise ValueError(f"consolidated bars are judged day by day: their interval must divide a day, "
+                             f"and {self.interval.text} does not")
+        if self.partitions < 1 or self.interval.micros % self.partitions:
+            raise ValueError(f"--partitions {self.partitions}: the {self.interval.text} window must split into "
+                             "that many equal whole-microsecond partitions")
+        if not 0 < self.deviation < 1:
+            raise ValueError("--deviation must be between 0 and 100 %")
+        if self.stale_after_seconds <= 0:
+            raise ValueError("--stale-after must be positive")
+        if self.min_constituents < 1:
+            raise ValueError("--min-constituents must be at least 1")
+
+    def quote_of(self, quote: str) -> str:
+        return dict(self.quote_equivalents).get(quote, quote)
+
+    def settings(self) -> dict:
+        """What must match for an earlier output's consolidated bars to be reused."""
+        return {"interval": self.interval.text, "partitions": self.partitions, "deviation": self.deviation,
+                "stale_after_seconds": self.stale_after_seconds, "min_constituents": self.min_constituents,
+                "quote_equivalents": [list(p) for p in self.quote_equivalents],
+                "sequential_id_exchanges": sorted(self.sequential_id_exchanges)}
+
+
+@dataclass
+class VenueWindow:
+    """One venue's unique trades of one window: mergeable, whatever the grouping or order."""
+    trade_count: int = 0
+    duplicate_count: int = 0
+    volume: ExactSum = ExactSum()
+    quote_volume: ExactSum = ExactSum()
+    last_trade_us: int | None = None
+    partition: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int16))
+    price: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.float64))
+    amount: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.float64))
+    trade_ids: np.ndarray | None = None
+    """Integer ids, for a venue whose ids are consecutive; None otherwise."""
+
+    def merge(self, other: "VenueWindow") -> "VenueWindow":
+        if not (other.trade_count or other.duplicate_count):
+            return self
+        if not (self.trade_count or self.duplicate_count):
+            return other
+        ids = None
+        if self.trade_ids is not None and other.trade_ids is not None:
+            ids = np.concatenate((self.trade_ids, other.trade_ids))
+        elif self.trade_count == 0 or other.trade_count == 0:
+            ids = self.trade_ids if other.trade_count == 0 else other.trade_ids
+        last = [t for t in (self.last_trade_us, other.last_trade_us) if t is not None]
+        return VenueWindow(self.trade_count + other.trade_count, self.duplicate_count + other.duplicate_count,
+                           self.volume + other.volume, self.quote_volume + other.quote_volume,
+                           max(last) if last else None,
+                           np.concatenate((self.partition, other.partition)),
+                           np.concatenate((self.price, other.price)), np.concatenate((self.amount, other.amount)), ids)
+
+    @property
+    def vwap(self) -> float | None:
+        volume = float(self.volume)
+        return float(self.quote_volume) / volume if volume > 0 else None
+
+
+def venue_window(event_time, price, amount, trade_ids: list[str] | None, duplicate_count: int,
+                 window_start_us: int, spec: ConsolidationSpec) -> VenueWindow:
+    """The summary of one venue's unique trades (numpy columns) of the window starting at
+    ``window_start_us``; ``trade_ids`` only for a venue with consecutive ids."""
+    if not len(event_time):
+        return VenueWindow(duplicate_count=duplicate_count)
+    width = spec.interval.micros // spec.partitions
+    partition = ((np.asarray(event_time) - window_start_us) // width).astype(np.int16)
+    volume, quote_volume = ExactSum.of_many([amount, price * amount])
+    ids = None
+    if trade_ids is not None and all(i.isdigit() for i in trade_ids):
+        ids = np.array([int(i) for i in trade_ids], dtype=np.int64)
+    return VenueWindow(len(event_time), duplicate_count, volume, quote_volume, int(np.max(event_time)),
+                       partition, np.asarray(price, dtype=np.float64), np.asarray(amount, dtype=np.float64), ids)
+
+
+def weighted_median(prices: np.ndarray, amounts: np.ndarray) -> float:
+    """The lower volume-weighted median: ordered by price, the price at which the cumulative
+    volume first reaches half the total, compared exactly."""
+    order = np.argsort(prices, kind="stable")
+    prices, amounts = prices[order], amounts[order]
+    cumulative = np.cumsum(amounts)
+    total = float(cumulative[-1])
+    candidate = min(int(np.searchsorted(cumulative, total / 2)), len(prices) - 1)
+    # The float running sum only finds the place; exact sums settle any trade near it.
+    tolerance = 4 * len(amounts) * np.finfo(np.float64).eps * total
+    clear_above = 2 * cumulative[candidate] - total > tolerance
+    clear_below = candidate == 0 or total - 2 * cumulative[candidate - 1] > tolerance
+    if not (clear_above and clear_below):
+        candidate = _exact_median_index(amounts, candidate)
+    return float(prices[candidate])
+
+
+def _exact_median_index(amounts: np.ndarray, near: int) -> int:
+    total = ExactSum.of(amounts)
+
+    def reaches_half(i: int) -> bool:
+        through = ExactSum.of(amounts[: i + 1])
+        twice = through + through
+        return (twice - total).numerator >= 0
+
+    index = near
+    while index > 0 and reaches_half(index - 1):
+        index -= 1
+    while not reaches_half(index):
+        index += 1
+    return index
+
+
+def reference_price(venues: list[VenueWindow], partitions: int) -> tuple[float | None, int]:
+    """(mean of the partitions' weighted medians, partitions with trades) over the pooled trades of ``venues``."""
+    traded = [v for v in venues if v.trade_count]
+    if not traded:
+        return None, 0
+    partition = np.concatenate([v.partition for v in traded])
+    price = np.concatenate([v.price for v in traded])
+    amount = np.concatenate([v.amount for v in traded])
+    positive = amount > 0
+    partition, price, amount = partition[positive], price[positive], amount[positive]
+    if not len(price):
+        return None, 0
+    order = np.argsort(partition, kind="stable")
+    partition, price, amount = partition[order], price[order], amount[order]
+    bounds = np.flatnonzero(np.diff(partition)) + 1
+    starts, ends = np.r_[0, bounds], np.r_[bounds, len(partition)]
+    medians = [weighted_median(price[s:e], amount[s:e]) for s, e in zip(starts.tolist(), ends.tolist())]
+    return math.fsum(medians) / len(medians), len(medians)
+
+
+def median_of_others(vwaps: dict[str, float], venue: str) -> float | None:
+    """The median of the other venues' VWAPs; with an even number of them, the middle one nearer
+    ``venue``'s own VWAP."""
+    others = sorted(v for name, v in vwaps.items() if name != venue)
+    if not others:
+        return None
+    middle = len(others) // 2
+    if len(others) % 2:
+        return others[middle]
+    own = vwaps[venue]
+    low, high = others[middle - 1], others[middle]
+    return low if abs(own - low) <= abs(high - own) else high
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What a pair's venues carry from one window to the next within a day."""
+    deviating: frozenset = frozenset()
+    last_trade_us: tuple = ()
+    """(venue, time) pairs, sorted: every venue seen today and its last trade."""
+    last_trade_id: tuple = ()
+    """(venue, id) pairs for venues with consecutive ids."""
+
+
+def missing_id_ranges(ids: np.ndarray, previous_id: int | None) -> list[tuple[int, int]]:
+    """Ranges of ids skipped in a window: between its sorted distinct ids, and since ``previous_id``."""
+    distinct = np.unique(ids)
+    if previous_id is not None:
+        distinct = np.r_[np.array([previous_id], dtype=np.int64), distinct[distinct > previous_id]]
+    jumps = np.flatnonzero(np.diff(distinct) > 1)
+    return [(int(distinct[j]) + 1, int(distinct[j + 1]) - 1) for j in jumps.tolist()]
+
+
+def _ranges_text(ranges: list[tuple[int, int]]) -> str | None:
+    if not ranges:
+        return None
+    shown = ",".join(f"{a}-{b}" for a, b in ranges[:_MAX_RANGES_SHOWN])
+    return shown + (",..." if len(ranges) > _MAX_RANGES_SHOWN else "")
+
+
+def consolidate_window(pair: tuple[str, str], window_start: int, venues: dict[str, VenueWindow], before: Judgement,
+                       spec: ConsolidationSpec, disconnected: frozenset = frozenset()) -> tuple[dict, list[dict], Judgement]:
+    """One window of one pair: (the consolidated bar's fields, one quality row per venue seen today,
+    the judgement after it). ``venues`` maps ``exchange:symbol`` to its trades in the window."""
+    base, quote = pair
+    window_end = window_start + spec.interval.micros
+    last_trade = dict(before.last_trade_us)
+    for name, venue in venues.items():
+        if venue.last_trade_us is not None:
+            last_trade[name] = max(venue.last_trade_us, last_trade.get(name, venue.last_trade_us))
+    stale_after_us = spec.stale_after_seconds * 1_000_000
+    reasons = {}
+    for name in last_trade:
+        if name in disconnected:
+            reasons[name] = DISCONNECTED
+        elif window_end - last_trade[name] > stale_after_us:
+            reasons[name] = STALE
+    vwaps = {name: v.vwap for name, v in venues.items() if name not in reasons and v.vwap is not None}
+    deviating, peer_deviation = set(before.deviating), {}
+    for name, vwap in vwaps.items():
+        peers = median_of_others(vwaps, name)
+        if peers is None or peers <= 0:
+            continue
+        peer_deviation[name] = abs(vwap / peers - 1)
+        if name in deviating and peer_deviation[name] <= spec.deviation / 2:
+            deviating.discard(name)
+        elif name not in deviating and peer_deviation[name] > spec.deviation:
+            deviating.add(name)
+    for name in vwaps:
+        if name in deviating:
+            reasons[name] = DEVIATION
+    included = sorted(name for name in vwaps if name not in reasons)
+    chosen = [venues[name] for name in included]
+    price, with_trades = reference_price(chosen, spec.partitions)
+    no_price = len(included) < spec.min_constituents or price is None
+    volume = sum((v.volume for v in chosen), ExactSum())
+    quote_volume = sum((v.quote_volume for v in chosen), ExactSum())
+    included_volume = float(volume)
+    shares = {name: float(venues[name].volume) / included_volume for name in included} if included_volume > 0 else {}
+    bar = {
+        "exchange": CONSOLIDATED_EXCHANGE, "symbol": f"{base}/{quote}", "base": base, "quote": quote,
+        "interval": spec.interval.text, "window_start": window_start, "window_end": window_end,
+        "price": None if no_price else price,
+        "no_price_reason": INSUFFICIENT_CONSTITUENTS if no_price else None,
+        "partitions": spec.partitions, "partitions_with_trades": with_trades,
+        "coverage": with_trades / spec.partitions,
+        "volume": included_volume, "quote_volume": float(quote_volume),
+        "vwap": float(quote_volume) / included_volume if included_volume > 0 else None,
+        "included_trade_count": sum(v.trade_count for v in chosen),
+        "trade_count": sum(v.trade_count for v in venues.values()),
+        "constituents": ",".join(included), "constituent_count": len(included),
+        "volume_shares": json.dumps(shares, sort_keys=True),
+        "excluded": json.dumps(dict(sorted(reasons.items())), sort_keys=True),
+        "duplicate_count": sum(v.duplicate_count for v in venues.values()),
+    }
+    last_ids = dict(before.last_trade_id)
+    rows = []
+    for name in sorted(last_trade.keys() | venues.keys()):
+        venue = venues.get(name, VenueWindow())
+        exchange, _, symbol = name.partition(":")
+        ranges = []
+        if exchange in spec.sequential_id_exchanges and venue.trade_ids is not None and len(venue.trade_ids):
+            ranges = missing_id_ranges(venue.trade_ids, last_ids.get(name))
+            last_ids[name] = max(int(venue.trade_ids.max()), last_ids.get(name, -1))
+        vwap = venue.vwap
+        rows.append({
+            "exchange": exchange, "symbol": symbol, "base": base, "quote": quote, "interval": spec.interval.text,
+            "window_start": window_start, "window_end": window_end, "trade_count": venue.trade_count,
+            "volume": float(venue.volume), "vwap": vwap, "volume_share": shares.get(name),
+            "deviation_bps": None if vwap is None or bar["price"] is None else (vwap / bar["price"] - 1) * 10_000,
+            "peer_deviation_bps": peer_deviation[name] * 10_000 if name in peer_deviation else None,
+            "seconds_since_last_trade": (window_end - last_trade[name]) / 1e6 if name in last_trade else None,
+            "missing_trade_ids": sum(b - a + 1 for a, b in ranges), "missing_trade_id_ranges": _ranges_text(ranges),
+            "excluded": name in reasons, "exclusion_reason": reasons.get(name),
+            "duplicate_count": venue.duplicate_count,
+        })
+    after = Judgement(frozenset(deviating), tuple(sorted(last_trade.items())), tuple(sorted(last_ids.items())))
+    return bar, rows, after
+
+
+def consolidate_day(pair: tuple[str, str], windows: dict[int, dict[str, VenueWindow]], spec: ConsolidationSpec,
+                    judgement: Judgement = Judgement()):
+    """Every window of one pair's day, in order: yields (window start, bar, quality rows, judgement after)."""
+    for window_start in sorted(windows):
+        bar, rows, judgement = consolidate_window(pair, window_start, windows[window_start], judgement, spec)
+        yield window_start, bar, rows, judgement
