@@ -226,18 +226,21 @@ class FakeCoinbase(FakeExchange):
 
 class FakeKraken(FakeExchange):
     """WebSocket v2: a status message on connect, a subscribe ack per symbol (or an error for a
-    symbol in ``unknown_symbols``), then ``trade`` snapshots/updates and heartbeats."""
+    symbol in ``unknown_symbols``) after ``answer_after`` seconds, then ``trade`` snapshots/updates
+    and heartbeats."""
 
     heartbeat_every = 0.2
 
-    def __init__(self, trades, scripts, unknown_symbols=()):
+    def __init__(self, trades, scripts, unknown_symbols=(), answer_after: float = 0.0):
         super().__init__(trades, scripts)
         self.unknown_symbols = set(unknown_symbols)
+        self.answer_after = answer_after  # seconds before answering a subscription, as a slow exchange
 
     async def handshake(self, websocket, connection):
         await websocket.send(json.dumps({"channel": "status", "type": "update", "data": [
             {"api_version": "v2", "connection_id": 1, "system": "online", "version": "2.0.0"}]}))
         request = await self.wait_for_message(connection, lambda m: m.get("method") == "subscribe")
+        await asyncio.sleep(self.answer_after)
         for symbol in request["params"]["symbol"]:
             if symbol in self.unknown_symbols:
                 await websocket.send(json.dumps({"error": f"Currency pair not supported {symbol}", "method": "subscribe",

@@ -360,6 +360,9 @@ def test_kraken_silent_feed_trips_the_watchdog_which_resubscribes(kafka_bootstra
     assert_accounted(collector)
     subscribe = {"method": "subscribe", "params": {"channel": "trade", "symbol": ["BTC/USD"], "snapshot": True}}
     assert [c["received"] for c in fake.connections] == [[subscribe], [subscribe]]
+    statuses = [record for _, record in published(kafka_bootstrap, collector.output.status_topic, 4, "feed_status")]
+    assert [(r["status"], r["reason"]) for r in statuses] == [
+        ("connected", None), ("disconnected", "stale"), ("resubscribed", None), ("disconnected", "stopped")]
 
 
 def collect_args(*options: str):

@@ -86,7 +86,8 @@ class FeedCollector:
             await keep_reading(self.url, self.feed.subscriptions(self.spec.symbols, self.spec.channel),
                                self.handle_frame, stale_after=settings.stale_after,
                                backoff=settings.reconnect_backoff, counters=self.counters,
-                               on_connected=self.status.connected, on_disconnected=self.status.disconnected)
+                               on_connected=self.status.connected, on_disconnected=self.status.disconnected,
+                               name=self.name)
         except ExchangeRejected as error:
             self.status.disconnected(f"rejected: {error}")
             raise

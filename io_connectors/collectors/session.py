@@ -49,7 +49,9 @@ def disconnect_reason(error: BaseException, opened: bool) -> str:
 async def keep_reading(url: str, subscriptions: list[dict], on_frame: Callable[[str | bytes], None], *,
                        stale_after: float | None, backoff: Backoff, counters: CollectorCounters,
                        on_connected: Callable[[bool], None] = _ignore,
-                       on_disconnected: Callable[[str], None] = _ignore) -> None:
+                       on_disconnected: Callable[[str], None] = _ignore, name: str = "") -> None:
+    """``name`` (the exchange) leads each log line: several feeds share one log."""
+    where = f"{name} {url}" if name else url
     attempt, connections = 0, 0
     while True:
         opened = False
@@ -61,7 +63,7 @@ async def keep_reading(url: str, subscriptions: list[dict], on_frame: Callable[[
                     counters.reconnects += 1
                 for message in subscriptions:
                     await websocket.send(json.dumps(message))
-                log.info("connected to %s", url)
+                log.info("connected: %s", where)
                 on_connected(connections == 1)
                 while True:
                     try:
@@ -73,15 +75,15 @@ async def keep_reading(url: str, subscriptions: list[dict], on_frame: Callable[[
                     on_frame(frame)
         except StaleConnection as error:
             counters.stale_reconnects += 1
-            log.warning("%s: %s; reconnecting", url, error)
+            log.warning("%s: %s; reconnecting", where, error)
             on_disconnected(disconnect_reason(error, opened))
         except (OSError, TimeoutError, WebSocketException) as error:
             if not opened:
                 counters.connect_failures += 1
-            log.warning("%s: %s (%s: %s)", url, "connection lost" if opened else "cannot connect",
+            log.warning("%s: %s (%s: %s)", where, "connection lost" if opened else "cannot connect",
                         type(error).__name__, error)
             on_disconnected(disconnect_reason(error, opened))
         delay = backoff.delay(attempt)
         attempt += 1
-        log.info("reconnecting to %s in %.2f s", url, delay)
+        log.info("reconnecting in %.2f s: %s", delay, where)
         await asyncio.sleep(delay)
