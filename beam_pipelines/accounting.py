@@ -41,10 +41,18 @@ class Accounting:
     cannot pool a trade with no canonical pair."""
     skipped_duplicates_by_table: dict[str, int] = field(default_factory=dict)
     """The duplicates of those trades' windows, left out with them."""
+    venue_windows: dict[str, int] = field(default_factory=dict)
+    """Consolidated bars: final windows per venue (``exchange:symbol``)..."""
+    venue_exclusions: dict[str, int] = field(default_factory=dict)
+    """... those it was excluded from, per ``venue|reason``..."""
+    venue_missing_ids: dict[str, int] = field(default_factory=dict)
+    """... and the trade ids found missing in them."""
 
     _BY_KEY = {"dead_letters_by_reason": "dead_letters.", "unknown_instruments": "instrument_unknown.",
                "rows_by_table": "table_rows.", "trades_by_table": "table_trades.",
-               "skipped_by_table": "table_skipped.", "skipped_duplicates_by_table": "table_skipped_duplicates."}
+               "skipped_by_table": "table_skipped.", "skipped_duplicates_by_table": "table_skipped_duplicates.",
+               "venue_windows": "venue_windows.", "venue_exclusions": "venue_excluded.",
+               "venue_missing_ids": "venue_missing_ids."}
 
     @classmethod
     def from_counters(cls, counters: dict[str, int]) -> "Accounting":
@@ -73,6 +81,25 @@ class Accounting:
                 else:
                     setattr(total, name, getattr(total, name) + value)
         return total
+
+    def worst_venues(self, limit: int = 3) -> list[tuple[str, str]]:
+        """(venue, what went wrong) for the venues of consolidated bars most often excluded, then
+        with the most missing trade ids; none when nothing went wrong."""
+        excluded: dict[str, dict[str, int]] = {}
+        for key, windows in self.venue_exclusions.items():
+            venue, _, reason = key.rpartition("|")
+            excluded.setdefault(venue, {})[reason] = windows
+        ranked = sorted(set(excluded) | {v for v, n in self.venue_missing_ids.items() if n},
+                        key=lambda v: (-sum(excluded.get(v, {}).values()), -self.venue_missing_ids.get(v, 0), v))
+        worst = []
+        for venue in ranked[:limit]:
+            reasons = excluded.get(venue, {})
+            parts = [f"excluded {sum(reasons.values()):,}/{self.venue_windows.get(venue, 0):,} windows"
+                     f" ({', '.join(f'{r} {n:,}' for r, n in sorted(reasons.items()))})"] if reasons else []
+            if self.venue_missing_ids.get(venue):
+                parts.append(f"{self.venue_missing_ids[venue]:,} trade ids missing")
+            worst.append((venue, "; ".join(parts)))
+        return worst
 
     @property
     def distinct_unknown_instruments(self) -> int:

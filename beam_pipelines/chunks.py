@@ -90,6 +90,36 @@ def plan_chunks(files: list[InputFile], chunk_days: int | None, start: date | No
     return [Chunk(chunk_id, tuple(sorted(group, key=lambda f: f.path))) for chunk_id, group in sorted(groups.items())]
 
 
+def joined_where_dates_overlap(chunks: list[Chunk]) -> list[Chunk]:
+    """Chunks merged wherever their files' dates overlap (a file with no date in its name may hold
+    any day): bars pooled across files, as consolidated bars pool venues, need every file of a day
+    in one chunk, and a monthly file of one venue beside another's daily files would split it."""
+    if len(chunks) < 2:
+        return chunks
+    spans = []
+    for chunk in chunks:
+        dates = [file_date(f.path) for f in chunk.files]
+        spans.append(None if any(d is None for d in dates) else (min(d[0] for d in dates), max(d[1] for d in dates)))
+    if any(span is None for span in spans):
+        return [Chunk("all", tuple(sorted((f for c in chunks for f in c.files), key=lambda f: f.path)))]
+    order = sorted(range(len(chunks)), key=lambda i: spans[i])
+    groups: list[list[int]] = []
+    reach = None
+    for i in order:
+        if groups and spans[i][0] <= reach:
+            groups[-1].append(i)
+            reach = max(reach, spans[i][1])
+        else:
+            groups.append([i])
+            reach = spans[i][1]
+    joined = []
+    for group in groups:
+        members = [chunks[i] for i in group]
+        chunk_id = members[0].chunk_id if len(members) == 1 else f"{members[0].chunk_id}..{members[-1].chunk_id}"
+        joined.append(Chunk(chunk_id, tuple(sorted((f for c in members for f in c.files), key=lambda f: f.path))))
+    return joined
+
+
 # Bytes per record of a text dump, to estimate rows without reading (Binance aggTrades CSV lines
 # are 50-60 bytes; an overestimate of rows only makes chunks smaller).
 TEXT_BYTES_PER_ROW = 50
@@ -162,21 +192,22 @@ def split_large_chunks(chunks: list[Chunk], layout: str | None, interval, row_bu
         if layout_of_chunk == "parquet":
             pieces += _time_slices(chunk, interval, row_budget, cut_boundaries(interval, whole_days))
         elif layout_of_chunk == "text":
-            pieces += _runs_of_dated_files(chunk, row_budget)
+            pieces += _runs_of_dated_files(chunk, row_budget, whole_days)
         else:
             pieces.append(chunk)
     return pieces
 
 
-def _runs_of_dated_files(chunk: Chunk, row_budget: int) -> list[Chunk]:
+def _runs_of_dated_files(chunk: Chunk, row_budget: int, whole_days: bool = False) -> list[Chunk]:
     """Runs of consecutive days, about equal in rows, as few as the budget needs: equal runs
     finish together on parallel workers. A day's files stay in one run. Undated files stay
-    together: nothing says which of them hold the same days."""
+    together: nothing says which of them hold the same days; with ``whole_days``, so do files
+    of more than a day (a month's file holds days of the other files' runs)."""
     dates = [file_date(f.path) for f in chunk.files]
     rows_of = {f.path: uncompressed_size(f.path, f.size) // TEXT_BYTES_PER_ROW for f in chunk.files}
     total = sum(rows_of.values())
     row_budget = _piece_rows(total, row_budget)
-    if total <= row_budget or any(d is None for d in dates):
+    if total <= row_budget or any(d is None or (whole_days and d[0] != d[1]) for d in dates):
         return [chunk]
     days: dict[date, list[InputFile]] = {}
     for (first, _), f in sorted(zip(dates, chunk.files), key=lambda pair: (pair[0], pair[1].path)):

@@ -251,7 +251,8 @@ def _start_workers_early(args) -> None:
 def run_backfill(args, console: Console) -> int:
     from beam_pipelines.accounting import Accounting
     from beam_pipelines.chunked import chunks_to_run, conflicting_settings, default_workers, run_chunks
-    from beam_pipelines.chunks import ChunkError, parse_chunk_days, plan_chunks, split_large_chunks
+    from beam_pipelines.chunks import (ChunkError, joined_where_dates_overlap, parse_chunk_days, plan_chunks,
+                                       split_large_chunks)
     from beam_pipelines.manifest import ChunkManifest, remove_previous_run
     from io_connectors.atomic_files import write_json_atomically
     from io_connectors.progress import set_progress_listener
@@ -264,6 +265,8 @@ def run_backfill(args, console: Console) -> int:
                              _date_option(args.date_from, "--from"), _date_option(args.date_to, "--to"))
     except ChunkError as error:
         raise UserError(str(error)) from None
+    if config.spec.consolidation is not None:  # every venue's trades of a day in one chunk
+        chunks = joined_where_dates_overlap(chunks)
     # Information bars count from each UTC day's start, and consolidated bars judge venues day by
     # day, so their chunks hold whole days.
     chunks = split_large_chunks(chunks, config.source.layout if config.source else None, config.spec.interval,

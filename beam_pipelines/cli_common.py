@@ -295,6 +295,8 @@ def summary_table(accounting, elapsed: float, out: str, chunks: int = 1, run: in
         *([(f"  {table}", n) for table, n in sorted(accounting.rows_by_table.items())]
           if set(accounting.rows_by_table) - {"bars"} else []),
         ("bar files", accounting.bar_files_written),
+        *([("worst venues (consolidated bars)", "")] + [(f"  {venue}", what) for venue, what in worst]
+          if (worst := accounting.worst_venues()) else []),
     ]
     for name, value in rows:
         table.add_row(name, value if isinstance(value, str) else f"{value:,}")

@@ -95,6 +95,18 @@ def _by_day(element, pane=beam.DoFn.PaneInfoParam):
     yield (base, quote, day), (window_start, venues, PANE_TIMING_NAMES[pane.timing])
 
 
+def _count_venue_quality(rows: list[dict]) -> None:
+    """Per venue, over its final rows: windows, exclusions by reason and missing trade ids, for the
+    run summary's worst venues (``beam_pipelines.accounting``)."""
+    for row in rows:
+        venue = f"{row['exchange']}:{row['symbol']}"
+        beam.metrics.Metrics.counter("cryptobeam", f"venue_windows.{venue}").inc()
+        if row["exclusion_reason"]:
+            beam.metrics.Metrics.counter("cryptobeam", f"venue_excluded.{venue}|{row['exclusion_reason']}").inc()
+        if row["missing_trade_ids"]:
+            beam.metrics.Metrics.counter("cryptobeam", f"venue_missing_ids.{venue}").inc(row["missing_trade_ids"])
+
+
 def _ms_ceiling(micros: int) -> int:
     return -(-micros // 1000) * 1000
 
@@ -215,6 +227,8 @@ class _ConsolidateFn(beam.DoFn):
         emitted[window_start] = (index, values, released)
         pane = {"pane_timing": timing, "pane_index": index, "is_final": final}
         self._panes.inc()
+        if final:
+            _count_venue_quality(rows)
         yield beam.pvalue.TaggedOutput(CONSOLIDATED_TABLE, {**bar, **pane})
         for row in rows:
             yield beam.pvalue.TaggedOutput(QUALITY_TABLE, {**row, **pane})

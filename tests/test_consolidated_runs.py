@@ -1,0 +1,158 @@
+"""Consolidated bars end to end through the installed command, on three venues' files in their
+own formats (Binance aggTrades CSV, Coinbase JSON lines, Kraken CSV) across a UTC midnight: the
+backfill equals the independent reference read from the files, a run chunked by day equals a whole
+one, ``validate`` passes and the summary names the venue that drifted; bad options are one line
+and exit 2; and a stream of the same trades replayed through Kafka with disorder and late trades
+ends with the backfill's consolidated bars and quality rows."""
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from io_connectors.bar_reader import final_bars
+from tests import consolidation_reference as reference
+from tests.test_stream import cli, finish, new_topic, start_stream, summary, without_panes
+
+START = datetime(2024, 1, 1, 23, 30, tzinfo=timezone.utc)
+SECONDS = 3600
+MINUTE = 60_000_000
+DRIFT = (datetime(2024, 1, 1, 23, 50, tzinfo=timezone.utc), datetime(2024, 1, 2, 0, 5, tzinfo=timezone.utc))
+OPTIONS = ("--bars", "time:1m", "--bars", "consolidated:1m", "--quote-equivalent", "USDT=USD")
+TABLES = ("bars_consolidated", "quality")
+
+
+def _micros(moment: datetime) -> int:
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+def _venue_trades(seed: int) -> dict[str, list[tuple[datetime, float, float]]]:
+    """(time, price, amount) per venue, a trade every few seconds; Kraken 5 % high for a while."""
+    rng = random.Random(seed)
+    venues = {}
+    for venue in ("binance", "coinbase", "kraken"):
+        trades, second = [], 0.0
+        while second < SECONDS:
+            second += rng.choice([1.5, 2.0, 3.25, 4.0])
+            moment = START + timedelta(seconds=second)
+            level = 42000.0 * (1.05 if venue == "kraken" and DRIFT[0] <= moment < DRIFT[1] else 1.0)
+            trades.append((moment, round(level + rng.choice([-2.5, 0.0, 1.25, 3.0]), 2), rng.choice([0.01, 0.25, 0.5, 1.5])))
+        venues[venue] = trades
+    return venues
+
+
+def _write_inputs(folder: Path, venues: dict) -> list[str]:
+    """The venues' daily files; returns the --input options naming each source."""
+    for day in ("2024-01-01", "2024-01-02"):
+        # Ids run on across days, as Binance's and Coinbase's do.
+        rows = {v: [(i, *t) for i, t in enumerate(trades) if t[0].date().isoformat() == day] for v, trades in venues.items()}
+        (folder / "binance").mkdir(parents=True, exist_ok=True)
+        (folder / "binance" / f"BTCUSDT-aggTrades-{day}.csv").write_text("".join(
+            f"{7000 + i},{p},{a},{7000 + i},{7000 + i},{_micros(t) // 1000},false,true\n" for i, t, p, a in rows["binance"]))
+        (folder / "coinbase").mkdir(exist_ok=True)
+        (folder / "coinbase" / f"BTC-USD_{day}.jsonl").write_text("".join(
+            json.dumps({"time": t.isoformat().replace("+00:00", "Z"), "trade_id": 10**6 + i, "price": str(p), "size": str(a),
+                        "side": "sell"}) + "\n" for i, t, p, a in rows["coinbase"]))
+        (folder / "kraken").mkdir(exist_ok=True)
+        (folder / "kraken" / f"XBTUSD_{day}.csv").write_text("".join(
+            f"{_micros(t) / 1e6:.6f},{p},{a}\n" for _i, t, p, a in rows["kraken"]))
+    return ["--input", f"binance-aggtrades:{folder}/binance/*.csv", "--input", f"coinbase-trades:{folder}/coinbase/*.jsonl",
+            "--input", f"kraken-trades:{folder}/kraken/*.csv"]
+
+
+def _reference(venues: dict) -> dict:
+    names = {"binance": ("binance:BTCUSDT", "USDT"), "coinbase": ("coinbase:BTC-USD", "USD"),
+             "kraken": ("kraken:XBTUSD", "USD")}
+    trades = [(names[v][0], "BTC", names[v][1], f"{v}{i}", _micros(t), p, a)
+              for v, rows in venues.items() for i, (t, p, a) in enumerate(rows)]
+    return reference.reference_bars(trades, MINUTE, quote_as={"USDT": "USD"})
+
+
+def _as_reference(bars: list[dict]) -> dict:
+    return {(bar["symbol"], _micros(bar["window_start"])): {k: bar[k] for k in reference_fields()} for bar in bars}
+
+
+def reference_fields() -> tuple[str, ...]:
+    return ("price", "constituents", "excluded", "coverage", "trade_count", "included_trade_count")
+
+
+@pytest.fixture(scope="module")
+def three_venues(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("venues")
+    venues = _venue_trades(seed=4)
+    return folder, _write_inputs(folder, venues), venues
+
+
+@pytest.fixture(scope="module")
+def whole_backfill(three_venues):
+    folder, inputs, _venues = three_venues
+    out = folder / "whole"
+    result = cli("backfill", *inputs, "--out", str(out), "--no-progress", *OPTIONS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, result.stdout
+
+
+def test_a_backfill_of_three_venues_equals_the_reference_and_validates(three_venues, whole_backfill):
+    _folder, _inputs, venues = three_venues
+    out, printed = whole_backfill
+    bars = final_bars(str(out), table="bars_consolidated")
+    assert _as_reference(bars) == _reference(venues)
+    drifted = [bar for bar in bars if json.loads(bar["excluded"]) == {"kraken:XBTUSD": "deviation"}]
+    assert len(drifted) >= 14 and {bar["symbol"] for bar in bars} == {"BTC/USD"}
+    assert {bar["window_start"].date().isoformat() for bar in bars} == {"2024-01-01", "2024-01-02"}
+    quality = final_bars(str(out), table="quality")
+    assert {(row["exchange"], row["symbol"]) for row in quality} == {("binance", "BTCUSDT"), ("coinbase", "BTC-USD"),
+                                                                    ("kraken", "XBTUSD")}
+    assert sum(row["trade_count"] for row in quality) == sum(len(rows) for rows in venues.values())
+    assert "worst venues" in printed and "kraken:XBTUSD" in printed and "deviation" in printed
+    run = json.loads((out / "_SUMMARY.json").read_text())
+    assert run["reconciled"] and run["venue_exclusions"]["kraken:XBTUSD|deviation"] == len(drifted)
+    checked = cli("validate", str(out))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_run_chunked_by_day_equals_a_whole_run(three_venues, whole_backfill):
+    folder, inputs, _venues = three_venues
+    out = folder / "chunked"
+    result = cli("backfill", *inputs, "--out", str(out), "--no-progress", "--chunk", "1d", "--workers", "2", *OPTIONS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for table in TABLES:
+        assert without_panes(final_bars(str(out), table=table)) == \
+            without_panes(final_bars(str(whole_backfill[0]), table=table)), table
+
+
+@pytest.mark.parametrize("options, message", [
+    (("--bars", "consolidated:7m"), "must divide a day"),
+    (("--bars", "time:1m", "--bars", "consolidated:90s"), "whole number of the run's 1m windows"),
+    (("--bars", "consolidated:1m", "--partitions", "7"), "equal whole-microsecond partitions"),
+    (("--bars", "consolidated:1m", "--deviation", "two"), "bad --deviation"),
+    (("--bars", "consolidated:1m", "--quote-equivalent", "USDT"), "bad --quote-equivalent"),
+    (("--bars", "consolidated:1m", "--min-constituents", "0"), "at least 1"),
+    (("--bars", "consolidated:1m", "--bars", "consolidated:5m"), "given twice"),
+])
+def test_a_bad_consolidated_option_is_one_line_and_exit_2(three_venues, tmp_path, options, message):
+    _folder, inputs, _venues = three_venues
+    result = cli("backfill", *inputs, "--out", str(tmp_path / "out"), "--no-progress", *options)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_stream_of_three_venues_ends_with_the_backfills_consolidated_bars(kafka_bootstrap, three_venues,
+                                                                          whole_backfill, tmp_path):
+    _folder, inputs, _venues = three_venues
+    topic = new_topic(kafka_bootstrap, 2)
+    out = tmp_path / "stream"
+    stream = start_stream(kafka_bootstrap, topic, out, *OPTIONS, "--allowed-lateness", "10m", "--stop-when-idle", "5s")
+    replayed = cli("replay", *inputs, "--kafka", kafka_bootstrap, "--topic", topic, "--no-progress",
+                   "--disorder", "3s", "--late-fraction", "0.02", "--late-by", "4m", "--seed", "7")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    finish(stream, out)
+    for table in TABLES:
+        assert without_panes(final_bars(str(out), table=table)) == \
+            without_panes(final_bars(str(whole_backfill[0]), table=table)), table
+    run = summary(out)
+    assert run["reconciled"], run["problems"]
+    assert run["venue_exclusions"].get("kraken:XBTUSD|deviation")
