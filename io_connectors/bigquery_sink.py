@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from io_connectors.sinks.bigquery import BigQueryTarget
-from schemas import bigquery_schema
+from schemas import bigquery_schema, field_names
 from transforms.computations import TIME_BARS, OutputTable
 from transforms.dead_letter import DEAD_LETTER_TAG, dead_letter
 from transforms.event_time import micros_to_datetime
@@ -76,14 +76,17 @@ def _create_missing(client, target: BigQueryTarget, layout: TableLayout) -> None
     client.create_table(table, exists_ok=True)
     if layout.latest_view_key:
         view = bigquery.Table(f"{target.table}_latest")
-        view.view_query = latest_revision_query(target.table, layout.latest_view_key)
+        view.view_query = latest_revision_query(target.table, layout.latest_view_key,
+                                                "is_filled" in field_names(layout.schema_name))
         client.create_table(view, exists_ok=True)
 
 
-def latest_revision_query(table: str, key: tuple) -> str:
-    """The newest pane of each bar: the highest pane_index; a real bar wins over a filled one."""
+def latest_revision_query(table: str, key: tuple, fillable: bool = True) -> str:
+    """The newest pane of each bar: the highest pane_index; where a table has filled bars
+    (``fillable``: its rows have ``is_filled``), a real bar wins over a filled one."""
+    order = "pane_index DESC, is_filled ASC" if fillable else "pane_index DESC"
     return (f"SELECT * EXCEPT(revision) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
-            f"ORDER BY pane_index DESC, is_filled ASC) AS revision FROM `{table}`) WHERE revision = 1")
+            f"ORDER BY {order}) AS revision FROM `{table}`) WHERE revision = 1")
 
 
 def to_json_row(record: dict, schema_name: str) -> dict:

@@ -4,6 +4,7 @@ ones; the command line lists and checks sinks without importing Beam or a sink's
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -13,6 +14,7 @@ import fastavro
 import pyarrow.parquet as pq
 
 from io_connectors.avro_wire import SchemaStore, decode
+from io_connectors.bar_reader import read_bars
 from io_connectors.sinks import SINKS, Sink, SinkWrites
 from io_connectors.sinks.bigquery import BigQueryTarget
 from schemas import field_names
@@ -214,3 +216,103 @@ def test_every_sink_gets_each_table_of_bars(tmp_path, bigquery_endpoint, kafka_b
     messages = read_topic(kafka_bootstrap, "tables_ticks", len(in_parquet))
     assert information_rows(decode(m.value(), "information_bar", SchemaStore.shipped()) for m in messages) == in_parquet
     assert len(read_topic(kafka_bootstrap, "tables", len(parquet_bars(out)))) == len(parquet_bars(out))
+
+
+VENUES_START = datetime(2024, 1, 1, 23, 50, tzinfo=timezone.utc)
+VENUES_SECONDS = 20 * 60
+MICROS_PER_DAY = 86_400_000_000
+KRAKEN_DRIFT = (datetime(2024, 1, 1, 23, 56, tzinfo=timezone.utc), datetime(2024, 1, 2, 0, 1, tzinfo=timezone.utc))
+
+
+def _venue_trades(seed: int) -> dict[str, list[tuple[datetime, float, float]]]:
+    """(time, price, amount) per venue, a trade every few seconds across a UTC midnight; Kraken 5 %
+    high for a while, so quality rows hold exclusions and consolidated bars their excluded venue."""
+    rng = random.Random(seed)
+    venues = {}
+    for venue in ("binance", "coinbase", "kraken"):
+        trades, second = [], 0.0
+        while second < VENUES_SECONDS:
+            second += rng.choice([2.0, 4.5, 6.0, 9.25])
+            moment = VENUES_START + timedelta(seconds=second)
+            level = 42000.0 * (1.05 if venue == "kraken" and KRAKEN_DRIFT[0] <= moment < KRAKEN_DRIFT[1] else 1.0)
+            trades.append((moment, round(level + rng.choice([-2.5, 0.0, 1.25, 3.0]), 2), rng.choice([0.01, 0.25, 1.5])))
+        venues[venue] = trades
+    return venues
+
+
+def _write_venue_inputs(folder: Path, venues: dict) -> list[str]:
+    """Each venue's daily files in its own format; returns the --input options naming each source."""
+    def at_micros(moment: datetime) -> int:
+        return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+    for day in ("2024-01-01", "2024-01-02"):
+        rows = {v: [(i, *t) for i, t in enumerate(trades) if t[0].date().isoformat() == day] for v, trades in venues.items()}
+        for venue in venues:
+            (folder / venue).mkdir(parents=True, exist_ok=True)
+        (folder / "binance" / f"BTCUSDT-aggTrades-{day}.csv").write_text("".join(
+            f"{7000 + i},{p},{a},{7000 + i},{7000 + i},{at_micros(t) // 1000},false,true\n" for i, t, p, a in rows["binance"]))
+        (folder / "coinbase" / f"BTC-USD_{day}.jsonl").write_text("".join(
+            json.dumps({"time": t.isoformat().replace("+00:00", "Z"), "trade_id": 10**6 + i, "price": str(p), "size": str(a),
+                        "side": "sell"}) + "\n" for i, t, p, a in rows["coinbase"]))
+        (folder / "kraken" / f"XBTUSD_{day}.csv").write_text("".join(
+            f"{at_micros(t) / 1e6:.6f},{p},{a}\n" for _i, t, p, a in rows["kraken"]))
+    return ["--input", f"binance-aggtrades:{folder}/binance/*.csv", "--input", f"coinbase-trades:{folder}/coinbase/*.jsonl",
+            "--input", f"kraken-trades:{folder}/kraken/*.csv"]
+
+
+def table_rows(rows, schema: str) -> list[dict]:
+    """Rows of one table as every sink's reader returns them, reduced to its schema's fields and sorted
+    by what names a row across its panes."""
+    fields = field_names(schema)
+    plain = [{k: micros(v) for k, v in row.items() if k in fields} for row in rows]
+    return sorted(plain, key=lambda r: (r["exchange"], r["symbol"], r["interval"], r["window_start"], r["pane_index"]))
+
+
+def test_every_sink_gets_the_consolidated_bars_and_the_quality_table(tmp_path, bigquery_endpoint, kafka_bootstrap):
+    """Consolidated bars beside time bars, three venues: ``bars_consolidated`` and ``quality`` reach
+    Parquet, Avro, BigQuery (a table and its latest view each) and Kafka (a topic each), each with its
+    own schema, the same rows everywhere."""
+    venues = _venue_trades(seed=11)
+    inputs = _write_venue_inputs(tmp_path / "venues", venues)
+    out = tmp_path / "out"
+    target = BigQueryTarget("local.cryptobeam.venues", bigquery_endpoint)
+    result = subprocess.run([CLI, "backfill", *inputs, "--bars", "time:1m", "--bars", "consolidated:1m",
+                             "--quote-equivalent", "USDT=USD", "--sink", "avro", "--sink", "bigquery",
+                             "--bq-table", target.table, "--bq-endpoint", bigquery_endpoint, "--sink", "kafka",
+                             "--kafka", kafka_bootstrap, "--kafka-bars-topic", "venues", "--out", str(out), "--no-progress"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "_SUMMARY.json").read_text())
+    assert summary["reconciled"] and not (out / "dead_letter").exists()
+    client, store = target.client(), SchemaStore.shipped()
+
+    for table, schema, suffix in (("bars_consolidated", "consolidated_bar", "_consolidated"), ("quality", "quality", "_quality")):
+        in_parquet = table_rows(read_bars(str(out), table=table).to_pylist(), schema)
+        avro_rows = []
+        for path in sorted((out / f"{table}_avro").rglob("*.avro")):
+            with open(path, "rb") as handle:
+                avro_rows += list(fastavro.reader(handle))
+        assert table_rows(avro_rows, schema) == in_parquet, table
+        assert [f.name for f in client.get_table(f"{target.table}{suffix}").schema] == list(field_names(schema))
+        in_bigquery = client.query(f"SELECT * FROM `{target.table}{suffix}`").result()
+        assert table_rows((dict(r.items()) for r in in_bigquery), schema) == in_parquet, table
+        # The latest view: one row per (pair, window) or (venue, window), its newest pane, the final one.
+        latest = client.query(f"SELECT * FROM `{target.table}{suffix}_latest`").result()
+        final = [r for r in in_parquet if r["is_final"]]
+        assert table_rows((dict(r.items()) for r in latest), schema) == final, table
+        assert len(final) == len({(r["exchange"], r["symbol"], r["window_start"]) for r in in_parquet})
+        messages = read_topic(kafka_bootstrap, f"venues{suffix}", len(in_parquet))
+        assert table_rows((decode(m.value(), schema, store) for m in messages), schema) == in_parquet, table
+        if table == "bars_consolidated":
+            assert {(r["exchange"], r["symbol"]) for r in in_parquet} == {("consolidated", "BTC/USD")}
+            assert {m.key() for m in messages} == {b"consolidated:BTC/USD"}
+            assert any(json.loads(r["excluded"]) == {"kraken:XBTUSD": "deviation"} for r in in_parquet)
+            assert len({r["window_start"] // MICROS_PER_DAY for r in in_parquet}) == 2  # both sides of the midnight
+        else:
+            assert {(r["exchange"], r["symbol"]) for r in in_parquet} == {
+                ("binance", "BTCUSDT"), ("coinbase", "BTC-USD"), ("kraken", "XBTUSD")}
+            assert sum(r["trade_count"] for r in final) == sum(len(t) for t in venues.values())
+            assert any(r["exclusion_reason"] == "deviation" for r in in_parquet)
+
+    time_bars = comparable(dict(r.items()) for r in client.query(f"SELECT * FROM `{target.table}`").result())
+    assert time_bars == parquet_bars(out) and len(read_topic(kafka_bootstrap, "venues", len(time_bars))) == len(time_bars)

@@ -7,7 +7,8 @@ from io_connectors.sinks.base import Sink, SinkWrites
 
 class AvroSink(Sink):
     name = "avro"
-    description = "bars_avro/: deflate Avro files of whole bar records, partitioned as the Parquet files"
+    description = ("bars_avro/ (<table>_avro/ for other tables): deflate Avro files of whole records, partitioned as "
+                   "the Parquet files")
 
     def write(self, bars, target) -> SinkWrites:
         from io_connectors.parquet_sink import write_bar_files

@@ -44,8 +44,8 @@ class BigQueryTarget:
 
 class BigQuerySink(Sink):
     name = "bigquery"
-    description = ("BigQuery tables: bars as revision rows (newest pane in <table>_latest; information bars in "
-                   "<table>_ticks and the like) and <table>_dead_letters")
+    description = ("BigQuery tables: bars as revision rows (newest pane in <table>_latest; every other table in "
+                   "its own, <table>_ticks, <table>_consolidated, <table>_quality and the like) and <table>_dead_letters")
 
     def add_options(self, command, streaming: bool) -> None:
         command.add_argument("--bq-table", help="BigQuery table for --sink bigquery: project.dataset.table")

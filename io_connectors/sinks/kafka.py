@@ -16,8 +16,8 @@ class KafkaBarsTarget:
 
 class KafkaSink(Sink):
     name = "kafka"
-    description = ("a Kafka topic: one Avro message per bar pane, keyed exchange:symbol; information bars to "
-                   "<topic>_ticks and the like (a stream always writes it)")
+    description = ("a Kafka topic: one Avro message per bar pane, keyed exchange:symbol; every other table to its "
+                   "own, <topic>_ticks, <topic>_consolidated, <topic>_quality and the like (a stream always writes it)")
     in_stream = ALWAYS
 
     def add_options(self, command, streaming: bool) -> None:

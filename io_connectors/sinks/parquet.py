@@ -7,7 +7,8 @@ from io_connectors.sinks.base import ALWAYS, Sink, SinkWrites
 
 class ParquetSink(Sink):
     name = "parquet"
-    description = "bars/: zstd Parquet files partitioned by exchange, symbol and date (always written)"
+    description = ("bars/ (bars_ticks/, bars_consolidated/, quality/ and the like for other tables): zstd Parquet "
+                   "files partitioned by exchange, symbol and date (always written)")
     in_backfill = ALWAYS
     in_stream = ALWAYS
 
