@@ -41,6 +41,10 @@ class Accounting:
     cannot pool a trade with no canonical pair."""
     skipped_duplicates_by_table: dict[str, int] = field(default_factory=dict)
     """The duplicates of those trades' windows, left out with them."""
+    feed_status: dict[str, int] = field(default_factory=dict)
+    """Collectors' connection-state records a stream read beside its trades (``--status-topic``),
+    reconciled on their own: ``records_in`` = ``unique_trades`` (used) + ``duplicates`` + their
+    dead letters, which are written with the trades' and so counted above."""
     venue_windows: dict[str, int] = field(default_factory=dict)
     """Consolidated bars: final windows per venue (``exchange:symbol``)..."""
     venue_exclusions: dict[str, int] = field(default_factory=dict)
@@ -51,7 +55,7 @@ class Accounting:
     _BY_KEY = {"dead_letters_by_reason": "dead_letters.", "unknown_instruments": "instrument_unknown.",
                "rows_by_table": "table_rows.", "trades_by_table": "table_trades.",
                "skipped_by_table": "table_skipped.", "skipped_duplicates_by_table": "table_skipped_duplicates.",
-               "venue_windows": "venue_windows.", "venue_exclusions": "venue_excluded.",
+               "feed_status": "feed_status.", "venue_windows": "venue_windows.", "venue_exclusions": "venue_excluded.",
                "venue_missing_ids": "venue_missing_ids."}
 
     @classmethod
@@ -108,7 +112,14 @@ class Accounting:
 
     @property
     def accounted(self) -> int:
-        return self.trades_in_final_bars + self._skipped_by_counted_table() + self.dead_letter_rows_written + self.duplicates
+        """What the records read became: trades in final bars (or left out of the counted table
+        by its definition), dead letters, duplicates, and status records used or duplicated."""
+        return (self.trades_in_final_bars + self._skipped_by_counted_table() + self.dead_letter_rows_written
+                + self.duplicates + self.feed_status.get("unique_trades", 0) + self.feed_status.get("duplicates", 0))
+
+    @property
+    def all_records_in(self) -> int:
+        return self.records_in + self.feed_status.get("records_in", 0)
 
     def _counted_table(self) -> str | None:
         """The table whose final bars the bar figures count: the run's first (``outputs``)."""
@@ -123,11 +134,15 @@ class Accounting:
 
     def problems(self) -> list[str]:
         found = []
-        if self.records_in != self.accounted:
-            skipped = self._skipped_by_counted_table()
-            found.append(f"records read ({self.records_in}) != trades in final bars ({self.trades_in_final_bars})"
+        if self.all_records_in != self.accounted:
+            skipped, statuses = self._skipped_by_counted_table(), self.feed_status.get("records_in", 0)
+            found.append(f"records read ({self.records_in}"
+                         + (f" trades + {statuses} status records" if statuses else "")
+                         + f") != trades in final bars ({self.trades_in_final_bars})"
                          + (f" + trades its table leaves out ({skipped})" if skipped else "")
-                         + f" + dead letters written ({self.dead_letter_rows_written}) + duplicates ({self.duplicates})")
+                         + f" + dead letters written ({self.dead_letter_rows_written}) + duplicates ({self.duplicates})"
+                         + (f" + status records used ({self.feed_status.get('unique_trades', 0)}) and duplicated "
+                            f"({self.feed_status.get('duplicates', 0)})" if statuses else ""))
         if self.dead_letters != self.dead_letter_rows_written:
             found.append(f"dead letters counted ({self.dead_letters}) != dead letters written ({self.dead_letter_rows_written})")
         if not self.trades_by_table and self.unique_trades != self.trades_in_final_bars + self._skipped_by_counted_table():

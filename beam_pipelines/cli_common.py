@@ -287,6 +287,9 @@ def summary_table(accounting, elapsed: float, out: str, chunks: int = 1, run: in
         ("  dead-lettered", accounting.dead_letter_rows_written),
         *[(f"    {reason}", n) for reason, n in sorted(accounting.dead_letters_by_reason.items())],
         ("  duplicates", accounting.duplicates),
+        *([("status records read (used / duplicates)",
+            f"{accounting.feed_status.get('records_in', 0):,} ({accounting.feed_status.get('unique_trades', 0):,} / "
+            f"{accounting.feed_status.get('duplicates', 0):,})")] if accounting.feed_status else []),
         ("unknown instruments: records (distinct symbols)",
          f"{accounting.instrument_unknown_records:,} ({accounting.distinct_unknown_instruments:,})"),
         ("bars written", accounting.bar_rows_written),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from beam_pipelines.outputs import OutputTargets, write_outputs
-from io_connectors.formats.kafka_avro import parse_avro_messages
+from io_connectors.formats.kafka_avro import parse_avro_messages, parse_feed_status_messages
 from io_connectors.instruments import with_canonical_instruments
 from io_connectors.kafka_progress import CommitProgress
 from io_connectors.kafka_source import KafkaReadConfig, ReadKafkaTrades
@@ -27,12 +27,22 @@ class StreamConfig:
     commit_every_s: float = 300
     instruments: str | None = None
     """The user's instruments CSV over the shipped table."""
+    status_read: KafkaReadConfig | None = None
+    """The collectors' connection states (``--status-topic``), read beside the trades; read from the
+    topic's start on each run (its offsets are not committed: keep its retention short)."""
 
 
 def build_stream(pipeline: beam.Pipeline, config: StreamConfig) -> None:
     read = pipeline | "ReadKafka" >> ReadKafkaTrades(config.read)
-    results = read.raw | "TradesToBars" >> TradesToBars(config.spec, with_canonical_instruments(parse_avro_messages,
-                                                                                                config.instruments))
-    dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
+    parser = with_canonical_instruments(parse_avro_messages, config.instruments)
+    if config.status_read is None:
+        results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parser)
+        read_dead_letters = [read.dead_letter]
+    else:
+        statuses = pipeline | "ReadFeedStatus" >> ReadKafkaTrades(config.status_read)
+        results = {"trades": read.raw, "feed_status": statuses.raw} | "TradesToBars" >> TradesToBars(
+            config.spec, parser, status_parser=parse_feed_status_messages)
+        read_dead_letters = [read.dead_letter, statuses.dead_letter]
+    dead_letters = (*read_dead_letters, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
     written = write_outputs(results["tables"], dead_letters, config.targets)
     (written, read.read_progress) | "CommitOffsets" >> CommitProgress(config.read, config.spec, config.commit_every_s)

@@ -29,6 +29,9 @@ def add_stream_options(stream) -> None:
     stream.add_argument("--kafka", required=True, help="Kafka bootstrap servers, e.g. 127.0.0.1:9092")
     stream.add_argument("--topic", default="trades", help="trades topic (default: trades)")
     add_instruments_option(stream)
+    stream.add_argument("--status-topic", default=None,
+                        help="with consolidated bars: the collectors' connection states (cryptobeam collect writes "
+                             "them to feed_status), so a venue is excluded while its collector reports it disconnected")
     stream.add_argument("--group", default="cryptobeam-stream",
                         help="consumer group; its committed offsets are where a restarted stream resumes")
     stream.add_argument("--out", required=True, help="output directory")
@@ -64,7 +67,18 @@ def stream_config(args):
     read = KafkaReadConfig(args.kafka, args.topic, args.group, watermark_delay_us=seconds["watermark_delay"] * 1_000_000,
                            idle_after_s=seconds["idle_after"], stop_when_idle_s=stop, run_id=run)
     targets = OutputTargets(args.out.rstrip("/") or "/", run, sinks, flush_every_s=seconds["flush_every"])
-    return StreamConfig(read, spec, targets, commit_every_s=seconds["commit_every"], instruments=instruments_from_args(args))
+    status_read = None
+    if args.status_topic:
+        if spec.consolidation is None:
+            raise UserError("--status-topic tells consolidated bars which venues are disconnected: add --bars consolidated:1m")
+        if args.status_topic == args.topic:
+            raise UserError("--status-topic must not be the trades' --topic")
+        from dataclasses import replace
+        from transforms.feed_status import FEED_STATUS_COUNTERS
+        status_read = replace(read, topic=args.status_topic, run_id=f"{run}-feed-status",
+                              counted_as=FEED_STATUS_COUNTERS, idle_follows_clock=True)
+    return StreamConfig(read, spec, targets, commit_every_s=seconds["commit_every"], instruments=instruments_from_args(args),
+                        status_read=status_read)
 
 
 def run_stream(args, console: Console) -> int:
@@ -89,6 +103,12 @@ def run_stream(args, console: Console) -> int:
             raise UserError(f"cannot read {args.topic!r} from Kafka at {args.kafka}: {_first_line(error)}") from None
         starts = []  # a remote runner's workers may reach a broker this machine cannot: they find the partitions
         console.print(f"[yellow]Kafka at {args.kafka} is not reachable from here; the workers will look it up[/yellow]")
+    if config.status_read is not None and starts:
+        try:
+            partition_starts(config.status_read)
+        except Exception as error:
+            raise UserError(f"cannot read {config.status_read.topic!r} from Kafka at {args.kafka}: "
+                            f"{_first_line(error)}") from None
     resumed = [s for s in starts if s.resume_us]
     console.print(f"streaming {args.topic} ({len(starts) or '?'} partitions"
                   f"{', resuming from committed offsets' if resumed else ''}) → {config.targets.out}; "

@@ -104,6 +104,12 @@ class KafkaReadConfig:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     """This run, as the read positions recorded for ``stop_when_idle`` name it: positions a
     previous run recorded do not count."""
+    counted_as: str = ""
+    """Prefix of the records counted here, for a topic of other records than trades (``feed_status.``)."""
+    idle_follows_clock: bool = False
+    """A caught-up idle partition follows the wall clock rather than the topic's newest timestamp:
+    for a topic of rare records stamped by the clock (collectors' connection states), whose newest
+    record may be hours old while trades flow."""
 
     @property
     def positions_group(self) -> str:
@@ -335,7 +341,7 @@ class _ReadPartitionFn(beam.DoFn):
         self._config = config
         self._read = beam.metrics.Metrics.counter("cryptobeam", "kafka_messages_read")
         # Records that never reach the parser count as read here; the parser counts the rest.
-        self._records_in = beam.metrics.Metrics.counter("cryptobeam", "records_in")
+        self._records_in = beam.metrics.Metrics.counter("cryptobeam", f"{config.counted_as}records_in")
 
     def setup(self):
         self._readers: dict[tuple[str, int], _PartitionReader] = {}
@@ -429,6 +435,8 @@ class _ReadPartitionFn(beam.DoFn):
             return False
         if time.monotonic() >= reader.next_idle_advance:
             newest = through_outages(reader.topic_newest_timestamp_ms, "the topic's newest timestamp")
+            if self._config.idle_follows_clock:
+                newest = max(newest or 0, int(time.time() * 1000))
             if newest is not None:
                 self._advance(watermark, newest * 1000 - self._config.watermark_delay_us)
             reader.next_idle_advance = time.monotonic() + self._config.idle_after_s / 2

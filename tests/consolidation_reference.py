@@ -56,9 +56,12 @@ def _peer_median(own: float, others: list[float]) -> float | None:
 
 
 def reference_bars(trades: list[tuple], width: int, partitions: int = 12, deviation: float = 0.02,
-                   stale_after_us: int = 300_000_000, min_constituents: int = 1, quote_as: dict | None = None) -> dict:
+                   stale_after_us: int = 300_000_000, min_constituents: int = 1, quote_as: dict | None = None,
+                   statuses: list[tuple] = ()) -> dict:
     """Final consolidated bars by (pair "BASE/QUOTE", window start): {price, constituents, excluded,
-    coverage, trade_count, included_trade_count}. Duplicate trade ids of a venue count once."""
+    coverage, trade_count, included_trade_count}. Duplicate trade ids of a venue count once.
+    ``statuses``: (venue, time us, status) of collectors; a venue whose last status at a window's
+    last microsecond, that day, is ``disconnected`` is excluded as disconnected."""
     quote_as = quote_as or {}
     seen, unique = set(), []
     for trade in trades:
@@ -78,6 +81,10 @@ def reference_bars(trades: list[tuple], width: int, partitions: int = 12, deviat
             for venue, venue_trades in venues.items():
                 last_trade[venue] = max([last_trade.get(venue, -1)] + [t for t, _, _ in venue_trades])
             reasons = {v: "stale" for v, t in last_trade.items() if end - t > stale_after_us}
+            for venue in last_trade:
+                known = [(t, status) for v, t, status in statuses if v == venue and t // DAY == start // DAY and t < end]
+                if known and max(known)[1] == "disconnected":
+                    reasons[venue] = "disconnected"
             vwaps = {v: _vwap(ts) for v, ts in venues.items() if v not in reasons and _vwap(ts) is not None}
             for venue, vwap in vwaps.items():
                 peers = _peer_median(vwap, [w for v, w in vwaps.items() if v != venue])

@@ -63,12 +63,12 @@ def _write_inputs(folder: Path, venues: dict) -> list[str]:
             "--input", f"kraken-trades:{folder}/kraken/*.csv"]
 
 
-def _reference(venues: dict) -> dict:
+def _reference(venues: dict, statuses: list[tuple] = ()) -> dict:
     names = {"binance": ("binance:BTCUSDT", "USDT"), "coinbase": ("coinbase:BTC-USD", "USD"),
              "kraken": ("kraken:XBTUSD", "USD")}
     trades = [(names[v][0], "BTC", names[v][1], f"{v}{i}", _micros(t), p, a)
               for v, rows in venues.items() for i, (t, p, a) in enumerate(rows)]
-    return reference.reference_bars(trades, MINUTE, quote_as={"USDT": "USD"})
+    return reference.reference_bars(trades, MINUTE, quote_as={"USDT": "USD"}, statuses=statuses)
 
 
 def _as_reference(bars: list[dict]) -> dict:
@@ -156,3 +156,52 @@ def test_a_stream_of_three_venues_ends_with_the_backfills_consolidated_bars(kafk
     run = summary(out)
     assert run["reconciled"], run["problems"]
     assert run["venue_exclusions"].get("kraken:XBTUSD|deviation")
+
+
+DISCONNECTION = (datetime(2024, 1, 1, 23, 40, 30, tzinfo=timezone.utc), datetime(2024, 1, 1, 23, 45, 10, tzinfo=timezone.utc))
+
+
+def _publish_statuses(bootstrap: str, topic: str) -> list[tuple]:
+    """Coinbase's collector reports its feed down for a few minutes, then back; each record is
+    sent twice, as Kafka may re-deliver. Returns (venue, time us, status) as the reference takes them."""
+    from confluent_kafka import Producer
+
+    from io_connectors.avro_wire import encode
+    events = [("binance", "BTCUSDT", START, "connected"), ("coinbase", "BTC-USD", START, "connected"),
+              ("kraken", "XBTUSD", START, "connected"), ("coinbase", "BTC-USD", DISCONNECTION[0], "disconnected"),
+              ("coinbase", "BTC-USD", DISCONNECTION[1], "resubscribed")]
+    producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0})
+    for exchange, symbol, moment, status in events * 2:
+        record = {"exchange": exchange, "symbol": symbol, "base": "BTC", "quote": "USDT" if exchange == "binance" else "USD",
+                  "status": status, "event_time": _micros(moment), "reason": "closed" if status == "disconnected" else None,
+                  "collector": "test:1"}
+        producer.produce(topic, encode(record, "feed_status"), key=f"{exchange}:{symbol}",
+                         timestamp=_micros(moment) // 1000)
+    assert producer.flush(30) == 0
+    return [(f"{exchange}:{symbol}", _micros(moment), status) for exchange, symbol, moment, status in events]
+
+
+def test_a_stream_excludes_a_venue_while_its_collector_reports_it_disconnected(kafka_bootstrap, three_venues, tmp_path):
+    _folder, inputs, venues = three_venues
+    topic, status_topic = new_topic(kafka_bootstrap, 2), new_topic(kafka_bootstrap, 1)
+    statuses = _publish_statuses(kafka_bootstrap, status_topic)
+    out = tmp_path / "stream"
+    stream = start_stream(kafka_bootstrap, topic, out, *OPTIONS, "--status-topic", status_topic, "--stop-when-idle", "5s")
+    replayed = cli("replay", *inputs, "--kafka", kafka_bootstrap, "--topic", topic, "--no-progress")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    finish(stream, out)
+    bars = final_bars(str(out), table="bars_consolidated")
+    assert _as_reference(bars) == _reference(venues, statuses)
+    down = [bar for bar in bars if json.loads(bar["excluded"]).get("coinbase:BTC-USD") == "disconnected"]
+    assert len(down) == 5, [bar["window_start"] for bar in down]  # the windows ending 23:41 to 23:45
+    run = summary(out)
+    assert run["reconciled"], run["problems"]
+    assert run["feed_status"] == {"records_in": 10, "trades_parsed": 10, "unique_trades": 5, "duplicates": 5}
+    assert run["venue_exclusions"]["coinbase:BTC-USD|disconnected"] == 5
+
+
+def test_a_status_topic_needs_consolidated_bars(kafka_bootstrap, tmp_path):
+    result = cli("stream", "--kafka", kafka_bootstrap, "--topic", "trades", "--status-topic", "feed_status",
+                 "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "add --bars consolidated" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

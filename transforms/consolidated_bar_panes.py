@@ -19,6 +19,7 @@ bounded day is released in a handful of firings; each arriving on-time pane pull
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import typing
 
@@ -30,8 +31,10 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.bar_kinds import DAY_MICROS
 from transforms.bar_spec import BarSpec
+from transforms.event_time import ms_ceiling
 from transforms.bars import PANE_TIMING_NAMES
 from transforms.consolidation import ConsolidationSpec, Judgement, consolidate_window, venue_window
+from transforms.feed_status import DISCONNECTED
 
 CONSOLIDATED_TABLE, QUALITY_TABLE = "bars_consolidated", "quality"
 PairWindowKey = typing.Tuple[str, str, int]  # (base, quote, window start us)
@@ -88,6 +91,36 @@ class _PoolVenues(beam.CombineFn):
         return pooled
 
 
+class VenueStatus(typing.NamedTuple):
+    """A venue's connection states in one window, as its collector reported them."""
+    venue: str
+    times: tuple
+    statuses: tuple
+
+
+def _statuses_by_day(element, spec: ConsolidationSpec):
+    """(window key, UniqueRecords of status records) -> ((base, quote, day start), VenueStatus)."""
+    (exchange, symbol, _window_start), unique = element
+    chunk = unique.chunk
+    if chunk.base is None or chunk.quote is None or not len(chunk):
+        return
+    days = chunk.event_time // DAY_MICROS
+    for day in sorted(set(days.tolist())):
+        rows = [i for i, d in enumerate(days.tolist()) if d == day]
+        yield (chunk.base, spec.quote_of(chunk.quote), day * DAY_MICROS), VenueStatus(
+            f"{exchange}:{symbol}", tuple(int(chunk.event_time[i]) for i in rows), tuple(chunk.status[i] for i in rows))
+
+
+def disconnected_at(log: dict, moment: int) -> frozenset:
+    """The venues whose latest state at ``moment`` (their log: sorted (time, status)) is disconnected."""
+    found = []
+    for venue, entries in log.items():
+        position = bisect.bisect_right(entries, (moment, "\uffff"))
+        if position and entries[position - 1][1] == DISCONNECTED:
+            found.append(venue)
+    return frozenset(found)
+
+
 def _by_day(element, pane=beam.DoFn.PaneInfoParam):
     """Pooled pane -> ((base, quote, day start), (window start, {venue: summary}, pane timing))."""
     (base, quote, window_start), venues = element
@@ -107,15 +140,15 @@ def _count_venue_quality(rows: list[dict]) -> None:
             beam.metrics.Metrics.counter("cryptobeam", f"venue_missing_ids.{venue}").inc(row["missing_trade_ids"])
 
 
-def _ms_ceiling(micros: int) -> int:
-    return -(-micros // 1000) * 1000
-
 
 class _ConsolidateFn(beam.DoFn):
     """All consolidated windows of one (pair, UTC day)."""
 
     ARRIVALS = BagStateSpec("arrivals", PickleCoder())
-    """Pooled panes not yet folded into WINDOWS: (window start, {venue: VenueWindow})."""
+    """Pooled panes not yet folded into WINDOWS: (window start, {venue: VenueWindow}), and
+    ``VenueStatus`` records."""
+    STATUS_LOG = ReadModifyWriteStateSpec("status_log", PickleCoder())
+    """Venue -> its day's connection states so far, sorted (time, status)."""
     WINDOWS = ReadModifyWriteStateSpec("windows", PickleCoder())
     """Window start -> {venue: VenueWindow}, for the windows not yet final."""
     JUDGED = ReadModifyWriteStateSpec("judged", PickleCoder())
@@ -124,6 +157,9 @@ class _ConsolidateFn(beam.DoFn):
     """Window start -> (last pane index, its values, whether a released pane was emitted)."""
     RELEASED = ReadModifyWriteStateSpec("released", VarIntCoder())
     WAKE_AT = ReadModifyWriteStateSpec("wake_at", VarIntCoder())
+    WAKE_FOR_PANES = ReadModifyWriteStateSpec("wake_for_panes", VarIntCoder())
+    """1 while the pending wake was set only by arriving panes, for windows the watermark has
+    (about) passed: such a wake may move later to the newest of them, not a planned one."""
     CLOSED = ReadModifyWriteStateSpec("closed", VarIntCoder())
     WAKE = TimerSpec("consolidate", TimeDomain.WATERMARK)
 
@@ -134,8 +170,19 @@ class _ConsolidateFn(beam.DoFn):
 
     def process(self, element, arrivals=beam.DoFn.StateParam(ARRIVALS), released_state=beam.DoFn.StateParam(RELEASED),
                 wake_state=beam.DoFn.StateParam(WAKE_AT), closed_state=beam.DoFn.StateParam(CLOSED),
-                wake=beam.DoFn.TimerParam(WAKE)):
-        (base, quote, _day), (window_start, venues, timing) = element
+                for_panes_state=beam.DoFn.StateParam(WAKE_FOR_PANES), wake=beam.DoFn.TimerParam(WAKE)):
+        (base, quote, day), value = element
+        released = released_state.read()
+        if isinstance(value, VenueStatus):
+            if not closed_state.read():
+                arrivals.add(value)
+                if released is not None and min(value.times) < released:  # released windows may change
+                    self._wake(ms_ceiling(released), False, wake_state, for_panes_state, wake)
+                elif wake_state.read() is None:  # a day with no trades yet: its state goes when it closes
+                    closing = self._final_at(day + DAY_MICROS - self._consolidation.interval.micros)
+                    self._wake(ms_ceiling(closing), False, wake_state, for_panes_state, wake)
+            return
+        window_start, venues, timing = value
         if closed_state.read():
             # The runner's slack makes this unreachable; if it is reached, the table's accounting
             # check names the trades it lacks, so the run does not reconcile.
@@ -144,18 +191,31 @@ class _ConsolidateFn(beam.DoFn):
                          base, quote, window_start)
             return
         arrivals.add((window_start, venues))
-        released = released_state.read()
         window_end = window_start + self._consolidation.interval.micros
         if released is not None and window_end <= released:
             target = released  # a revision of a released window: at once
-        elif timing == "EARLY":
-            target = max(window_start, released or window_start)
+        elif timing == "EARLY":  # an open window: it may be ahead of the watermark
+            self._wake(ms_ceiling(max(window_start, released or window_start)), False, wake_state, for_panes_state,
+                       wake)
+            return
         else:
             target = window_end
-        target = _ms_ceiling(target)
-        pending = wake_state.read()
+        self._wake(ms_ceiling(target), True, wake_state, for_panes_state, wake)
+
+    @staticmethod
+    def _wake(target: int, for_panes: bool, wake_state, for_panes_state, wake) -> None:
+        """Sets the wake no later than ``target``; but a wake set only for arrived panes moves to
+        the newest of them. Panes arrive for windows the watermark has (about) passed, so that
+        wake still fires at once on a stream, while a bounded run, whose panes all arrive before
+        any wake, releases its day in one firing rather than its first window alone."""
+        pending, pending_for_panes = wake_state.read(), bool(for_panes_state.read())
         if pending is not None:
-            target = min(pending, target)  # never later: a timer pushed on by each arrival would not fire
+            if for_panes and pending_for_panes:
+                target = max(pending, target)
+            else:
+                for_panes = (for_panes and target < pending) or (pending_for_panes and pending <= target)
+                target = min(pending, target)  # a planned wake never moves later, or it might never fire
+        for_panes_state.write(int(for_panes))
         if target != pending:
             wake_state.write(target)
             wake.set(Timestamp(micros=target))
@@ -165,13 +225,22 @@ class _ConsolidateFn(beam.DoFn):
                 arrivals=beam.DoFn.StateParam(ARRIVALS), windows_state=beam.DoFn.StateParam(WINDOWS),
                 judged_state=beam.DoFn.StateParam(JUDGED), emitted_state=beam.DoFn.StateParam(EMITTED),
                 released_state=beam.DoFn.StateParam(RELEASED), wake_state=beam.DoFn.StateParam(WAKE_AT),
-                closed_state=beam.DoFn.StateParam(CLOSED), wake=beam.DoFn.TimerParam(WAKE)):
+                closed_state=beam.DoFn.StateParam(CLOSED), status_state=beam.DoFn.StateParam(STATUS_LOG),
+                for_panes_state=beam.DoFn.StateParam(WAKE_FOR_PANES), wake=beam.DoFn.TimerParam(WAKE)):
         base, quote, day_start = key
         released = released_state.read()
         watermark = max(fired_at.micros, released or fired_at.micros)
         wake_state.clear()
-        windows = self._folded(windows_state.read() or {}, arrivals.read())
+        for_panes_state.clear()
+        arrived = list(arrivals.read())
+        statuses = [a for a in arrived if isinstance(a, VenueStatus)]
+        windows = self._folded(windows_state.read() or {}, [a for a in arrived if not isinstance(a, VenueStatus)])
         arrivals.clear()
+        log = status_state.read() or {}
+        if statuses:
+            for status in statuses:
+                log[status.venue] = sorted({*log.get(status.venue, ()), *zip(status.times, status.statuses)})
+            status_state.write(log)
         judgement = judged_state.read() or Judgement()
         emitted = emitted_state.read() or {}
         interval = self._consolidation.interval.micros
@@ -181,7 +250,7 @@ class _ConsolidateFn(beam.DoFn):
             if not released_now and not self._spec.early_firing_seconds:
                 break
             bar, rows, after = consolidate_window((base, quote), window_start, windows[window_start], judgement,
-                                                  self._consolidation)
+                                                  self._consolidation, disconnected_at(log, window_start + interval - 1))
             final = released_now and self._final_at(window_start) <= watermark
             yield from self._panes_of(window_start, bar, rows, released_now, final, emitted)
             judgement = after
@@ -194,7 +263,7 @@ class _ConsolidateFn(beam.DoFn):
         released_state.write(watermark)
         closing = self._final_at(day_start + DAY_MICROS - interval)
         if not windows and watermark >= closing:
-            for state in (windows_state, judged_state, emitted_state, released_state):
+            for state in (windows_state, judged_state, emitted_state, released_state, status_state):
                 state.clear()
             closed_state.write(1)
             return
@@ -245,26 +314,33 @@ class _ConsolidateFn(beam.DoFn):
         interval = self._consolidation.interval.micros
         unreleased = [w + interval for w in windows if w + interval > watermark]
         if unreleased:
-            return _ms_ceiling(max(unreleased))
+            return ms_ceiling(max(unreleased))
         unfinal = [self._final_at(w) for w in windows if self._final_at(w) > watermark]
-        return _ms_ceiling(max(unfinal) if unfinal else max(closing, watermark + 1))
+        return ms_ceiling(max(unfinal) if unfinal else max(closing, watermark + 1))
 
 
 class ComputeConsolidatedBars(beam.PTransform):
     """Deduplicated trades ((window key, UniqueRecords), windowed) -> consolidated bar panes
     (``bars_consolidated``) and venue quality rows (``quality``), in the global window."""
 
-    def __init__(self, spec: BarSpec, label=None):
+    def __init__(self, spec: BarSpec, statuses=None, label=None):
         super().__init__(label)
-        self._spec = spec
+        self._spec, self._statuses = spec, statuses
 
     def expand(self, unique):
         consolidation = self._spec.consolidation
-        return (unique
-                | "VenueWindows" >> beam.ParDo(_VenueWindows(consolidation)).with_output_types(
-                    typing.Tuple[PairWindowKey, typing.Any])
-                | "PairWindows" >> self._spec.window_into(consolidation.interval)
-                | "PoolVenues" >> beam.CombinePerKey(_PoolVenues())
-                | "ByPairDay" >> beam.FlatMap(_by_day).with_output_types(typing.Tuple[PairDayKey, typing.Any])
-                | "Unwindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                | "Consolidate" >> beam.ParDo(_ConsolidateFn(self._spec)).with_outputs(CONSOLIDATED_TABLE, QUALITY_TABLE))
+        pooled = (unique
+                  | "VenueWindows" >> beam.ParDo(_VenueWindows(consolidation)).with_output_types(
+                      typing.Tuple[PairWindowKey, typing.Any])
+                  | "PairWindows" >> self._spec.window_into(consolidation.interval)
+                  | "PoolVenues" >> beam.CombinePerKey(_PoolVenues())
+                  | "ByPairDay" >> beam.FlatMap(_by_day).with_output_types(typing.Tuple[PairDayKey, typing.Any])
+                  | "Unwindow" >> beam.WindowInto(beam.window.GlobalWindows()))
+        if self._statuses is not None:
+            statuses = (self._statuses
+                        | "StatusesByPairDay" >> beam.FlatMap(_statuses_by_day, consolidation).with_output_types(
+                            typing.Tuple[PairDayKey, typing.Any])
+                        | "UnwindowStatuses" >> beam.WindowInto(beam.window.GlobalWindows()))
+            pooled = (pooled, statuses) | "WithStatuses" >> beam.Flatten()
+        return pooled | "Consolidate" >> beam.ParDo(_ConsolidateFn(self._spec)).with_outputs(CONSOLIDATED_TABLE,
+                                                                                              QUALITY_TABLE)

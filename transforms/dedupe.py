@@ -74,10 +74,10 @@ class _DedupeFn(beam.DoFn):
     # by family name, and decodes them with one transform's key coder.
     EXPIRY = TimerSpec("seen_expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, expiry_of_window):
+    def __init__(self, expiry_of_window, counted_as: str = ""):
         self._expiry_of_window = expiry_of_window
-        self._duplicates = beam.metrics.Metrics.counter("cryptobeam", "duplicates")
-        self._unique = beam.metrics.Metrics.counter("cryptobeam", "unique_trades")
+        self._duplicates = beam.metrics.Metrics.counter("cryptobeam", f"{counted_as}duplicates")
+        self._unique = beam.metrics.Metrics.counter("cryptobeam", f"{counted_as}unique_trades")
 
     def process(self, element, seen_state=beam.DoFn.StateParam(SEEN), expiry_timer=beam.DoFn.TimerParam(EXPIRY)):
         window_key, chunk = element
@@ -142,10 +142,10 @@ class DedupeTrades(beam.PTransform):
     """Timestamped (window key, TradeChunk) in the global window -> (window key, UniqueRecords),
     and dead letters; ``expiry_of_window(window start)`` is when a window's state may go."""
 
-    def __init__(self, expiry_of_window, label=None):
+    def __init__(self, expiry_of_window, counted_as: str = "", label=None):
         super().__init__(label)
-        self._expiry_of_window = expiry_of_window
+        self._expiry_of_window, self._counted_as = expiry_of_window, counted_as
 
     def expand(self, chunks):
-        return chunks | "Dedupe" >> beam.ParDo(_DedupeFn(self._expiry_of_window)).with_output_types(
+        return chunks | "Dedupe" >> beam.ParDo(_DedupeFn(self._expiry_of_window, self._counted_as)).with_output_types(
             ByWindow).with_outputs(DEAD_LETTER_TAG, main="unique")

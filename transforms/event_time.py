@@ -38,3 +38,9 @@ def event_times(batch: pa.Table) -> np.ndarray:
 
 def window_starts(batch: pa.Table, interval: Interval) -> np.ndarray:
     return interval.window_start_micros(event_times(batch))
+
+
+def ms_ceiling(micros: int) -> int:
+    """Rounded up to the millisecond: portable runners keep timers in milliseconds, and a timer
+    that fired before its target would not see the watermark past it."""
+    return -(-micros // 1000) * 1000

@@ -15,12 +15,13 @@ from transforms.record_types import RecordType
 from transforms.validate import ValidateRecords
 
 
-def event_time_skeleton(records, record_type: RecordType, spec: BarSpec, time_bounds: tuple):
-    """Returns (unique: windowed ((*key, window start), UniqueRecords), [dead-letter PCollections])."""
+def event_time_skeleton(records, record_type: RecordType, spec: BarSpec, time_bounds: tuple, counted_as: str = ""):
+    """Returns (unique: windowed ((*key, window start), UniqueRecords), [dead-letter PCollections]).
+    ``counted_as`` prefixes dedupe's counters for records other than trades."""
     valid = records | "Validate" >> ValidateRecords(*time_bounds, record_type=record_type)
     in_time = (valid.valid
                | "KeyBySymbol" >> KeyRecords(record_type)
                | "RouteTooLateAndStampEventTime" >> RouteTooLate(spec, record_type))
-    deduplicated = in_time.in_time | "Dedupe" >> DedupeTrades(spec.runner_expiry_micros)
+    deduplicated = in_time.in_time | "Dedupe" >> DedupeTrades(spec.runner_expiry_micros, counted_as)
     unique = deduplicated.unique | "Window" >> spec.window_into()
     return unique, [valid.dead_letter, in_time.dead_letter, deduplicated.dead_letter]

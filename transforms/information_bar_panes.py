@@ -28,6 +28,7 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.bar_spec import BarSpec
+from transforms.event_time import ms_ceiling
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.bar_kinds import DAY_MICROS, Threshold
 from transforms.information_bars import day_bars, trade_order
@@ -64,15 +65,12 @@ _NO_TRADES = (np.array([], dtype=np.int64), np.array([], dtype=np.float64), np.a
               np.array([], dtype=np.int8), [])
 
 
-def _ms_ceiling(micros: int) -> int:
-    return -(-micros // 1000) * 1000
-
 
 def _wake_at(micros: int, wake, wake_state) -> None:
     """Sets the timer at ``micros`` rounded up to the millisecond: portable runners keep timers
     and timestamps in milliseconds, and a timer that fired before its target would not see the
     watermark past it, and would be set again, for ever."""
-    target = _ms_ceiling(micros)
+    target = ms_ceiling(micros)
     wake_state.write(target)
     wake.set(Timestamp(micros=target))
 
@@ -156,7 +154,7 @@ class _InformationBarsFn(beam.DoFn):
             return
         released, pending = released_state.read(), wake_state.read()
         late = released is not None and int(times.min()) <= released
-        target = _ms_ceiling(int(times.min()) if late else int(times.max()))  # late: revise at once
+        target = ms_ceiling(int(times.min()) if late else int(times.max()))  # late: revise at once
         if pending is not None:
             target = min(pending, target)  # never later: a timer pushed on by each arrival would not fire
         if target != pending:

@@ -31,11 +31,12 @@ def stamped_window_chunks(chunks):
         yield beam.window.TimestampedValue(((*key, chunk.window_start), chunk), Timestamp(micros=int(chunk.event_time.min())))
 
 
-def too_late_dead_letters(batch, rows, watermark_floor_us: int, expiries: np.ndarray, times: np.ndarray):
+def too_late_dead_letters(batch, rows, watermark_floor_us: int, expiries: np.ndarray, times: np.ndarray,
+                          dead_letters_of_rows=rows_dead_letters):
     rows = rows.tolist()
     messages = [f"window closed at {int(expiries[i])} us (end + allowed lateness); watermark had reached "
                 f"{watermark_floor_us} us" for i in rows]
-    return rows_dead_letters(batch, rows, ["too_late"] * len(rows), messages, "lateness", times[rows].tolist())
+    return dead_letters_of_rows(batch, rows, ["too_late"] * len(rows), messages, "lateness", times[rows].tolist())
 
 
 class _RouteTooLateFn(beam.DoFn):
@@ -68,7 +69,8 @@ class _RouteTooLateFn(beam.DoFn):
         if late.any():
             rows = np.flatnonzero(late)
             count_dead_letter("cryptobeam", "too_late", len(rows))
-            for record in too_late_dead_letters(batch, rows, floor, expiries, times):
+            for record in too_late_dead_letters(batch, rows, floor, expiries, times,
+                                                self._record_type.rows_dead_letters):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
             keep = ~late
             batch, starts, expiries = take_rows(batch, keep), starts[keep], expiries[keep]

@@ -19,10 +19,10 @@ Parser = Callable[[object], "tuple[pa.Table, list[dict]]"]
 
 
 class _ParseBatch(beam.DoFn):
-    def __init__(self, parser: Parser):
+    def __init__(self, parser: Parser, counted_as: str = ""):
         self._parser = parser
-        self._records_in = beam.metrics.Metrics.counter("cryptobeam", "records_in")
-        self._parsed = beam.metrics.Metrics.counter("cryptobeam", "trades_parsed")
+        self._records_in = beam.metrics.Metrics.counter("cryptobeam", f"{counted_as}records_in")
+        self._parsed = beam.metrics.Metrics.counter("cryptobeam", f"{counted_as}trades_parsed")
 
     def process(self, raw):
         trades, dead = self._parser(raw)
@@ -37,12 +37,14 @@ class _ParseBatch(beam.DoFn):
 
 
 class ParseTrades(beam.PTransform):
-    """Raw batches -> trade batches (main output) and dead letters (``dead_letter`` output)."""
+    """Raw batches -> trade batches (main output) and dead letters (``dead_letter`` output).
+    ``counted_as`` prefixes its counters for records other than trades (``feed_status.``), which
+    the accounting reconciles on their own."""
 
-    def __init__(self, parser: Parser, label: str | None = None):
+    def __init__(self, parser: Parser, counted_as: str = "", label: str | None = None):
         super().__init__(label)
-        self._parser = parser
+        self._parser, self._counted_as = parser, counted_as
 
     def expand(self, raw_batches):
-        return raw_batches | beam.ParDo(_ParseBatch(self._parser)).with_output_types(ArrowTableCoder.value_type).with_outputs(
+        return raw_batches | beam.ParDo(_ParseBatch(self._parser, self._counted_as)).with_output_types(ArrowTableCoder.value_type).with_outputs(
             DEAD_LETTER_TAG, main="trades")

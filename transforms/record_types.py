@@ -32,6 +32,9 @@ class RecordType:
     ``content_hash`` per row (what dedupe compares), and ``summary`` when known in bulk."""
     chunk_type: type
     """The chunks' class, so that keyed stages get its registered coder."""
+    rows_dead_letters: Callable
+    """(batch, rows, reasons, messages, stage, event times) -> dead letters of those rows, each
+    with its payload and where it came from (the skeleton's later steps reject rows too)."""
 
     @property
     def key_hint(self):
@@ -55,12 +58,21 @@ class RecordType:
 def _trade() -> RecordType:
     from transforms.keys import split_by_symbol
     from transforms.trade_chunk import TradeChunk, chunks_of
+    from transforms.trade_batch import rows_dead_letters
     from transforms.validate import invalid_rows, rejected_trade_dead_letters
     return RecordType("trade", "event_time", ("exchange", "symbol"), "trade_id", invalid_rows,
-                      rejected_trade_dead_letters, split_by_symbol, chunks_of, TradeChunk)
+                      rejected_trade_dead_letters, split_by_symbol, chunks_of, TradeChunk, rows_dead_letters)
 
 
-_FACTORIES = {"trade": _trade}
+def _feed_status() -> RecordType:
+    from transforms import feed_status as rules
+    from transforms.keys import split_by_symbol
+    return RecordType("feed_status", "event_time", ("exchange", "symbol"), "collector", rules.invalid_status_rows,
+                      rules.rejected_status_dead_letters, split_by_symbol, rules.status_chunks_of,
+                      rules.FeedStatusChunk, rules.status_dead_letters)
+
+
+_FACTORIES = {"trade": _trade, "feed_status": _feed_status}
 
 
 def record_type(name: str) -> RecordType:

@@ -32,3 +32,22 @@ def parse_avro_messages(raw: RawBatch, store: SchemaStore | None = None, **_over
         payloads.append(message)
     trades = make_trade_batch(**columns, source=raw.source, source_offset=offsets, payload=payloads)
     return trades, dead
+
+
+def parse_feed_status_messages(raw: RawBatch, store: SchemaStore | None = None, **_overrides):
+    """Collectors' connection-state records (``schemas/feed_status.avsc``) from Kafka messages."""
+    from transforms.feed_status import make_status_batch
+    global _STORE
+    if store is None:
+        _STORE = _STORE or SchemaStore.shipped()
+        store = _STORE
+    records, offsets, payloads, dead = [], [], [], []
+    for message, offset in zip(raw.lines.to_pylist(), raw.line_numbers.tolist()):
+        try:
+            records.append(decode(message, "feed_status", store, timestamps_as_micros=True))
+        except WireFormatError as error:
+            dead.append(dead_letter(error.reason, str(error), "parse", message, raw.source, offset))
+            continue
+        offsets.append(offset)
+        payloads.append(message)
+    return make_status_batch(records, raw.source, offsets, payloads), dead

@@ -30,8 +30,9 @@ class Computation:
         """Every table it can write, asked for or not (readers of an output directory look for them)."""
         raise NotImplementedError
 
-    def expand(self, unique, spec) -> tuple[dict, list]:
-        """Apply it to the deduplicated records ((window key, UniqueRecords), windowed): returns
-        ({table name: bar panes in the global window}, [its dead letters]). Called only when
-        ``tables(spec)`` is not empty, inside ``TradesToBars``, so its step names are scoped there."""
+    def expand(self, unique, spec, others: dict) -> tuple[dict, list]:
+        """Apply it to the deduplicated trades ((window key, UniqueRecords), windowed): returns
+        ({table name: bar panes in the global window}, [its dead letters]). ``others`` holds the
+        deduplicated records of other types the run reads, by type (``feed_status``). Called only
+        when ``tables(spec)`` is not empty, inside ``TradesToBars``, so its step names are scoped there."""
         raise NotImplementedError

@@ -20,8 +20,8 @@ class ConsolidatedBars(Computation):
     def all_tables(self):
         return (CONSOLIDATED_BARS, VENUE_QUALITY)
 
-    def expand(self, unique, spec):
+    def expand(self, unique, spec, others):
         from transforms.consolidated_bar_panes import ComputeConsolidatedBars
-        computed = unique | "ConsolidatedBars" >> ComputeConsolidatedBars(spec)
+        computed = unique | "ConsolidatedBars" >> ComputeConsolidatedBars(spec, others.get("feed_status"))
         return {CONSOLIDATED_BARS.name: computed[CONSOLIDATED_BARS.name],
                 VENUE_QUALITY.name: computed[VENUE_QUALITY.name]}, []

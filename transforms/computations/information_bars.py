@@ -22,7 +22,7 @@ class InformationBars(Computation):
     def all_tables(self):
         return tuple(_table(kind) for kind in KINDS)
 
-    def expand(self, unique, spec):
+    def expand(self, unique, spec, others):
         from transforms.information_bar_panes import ComputeInformationBars
         bars = unique | "InformationBars" >> ComputeInformationBars(spec.thresholds, spec)
         return {t.table: bars[t.table] for t in spec.thresholds}, [bars.dead_letter]

@@ -16,7 +16,7 @@ class TimeBars(Computation):
     def all_tables(self):
         return (TIME_BARS,)
 
-    def expand(self, unique, spec):
+    def expand(self, unique, spec, others):
         import apache_beam as beam
 
         from transforms.bars import ComputeBars
