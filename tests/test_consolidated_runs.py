@@ -124,6 +124,25 @@ def test_a_run_chunked_by_day_equals_a_whole_run(three_venues, whole_backfill):
             without_panes(final_bars(str(whole_backfill[0]), table=table)), table
 
 
+def test_filled_bars_never_count_as_trade_prices(tmp_path):
+    """Forward-filled time bars (``--fill-gaps``) sit beside the consolidated bars, which are
+    computed from trades alone: they are the same with gaps filled or not."""
+    venues = _venue_trades(seed=5)
+    quiet = (START + timedelta(minutes=20), START + timedelta(minutes=24))  # Kraken trades nothing for 4 minutes
+    venues["kraken"] = [t for t in venues["kraken"] if not quiet[0] <= t[0] < quiet[1]]
+    inputs = _write_inputs(tmp_path / "in", venues)
+    outs = {}
+    for name, extra in (("plain", ()), ("filled", ("--fill-gaps",))):
+        outs[name] = tmp_path / name
+        result = cli("backfill", *inputs, "--out", str(outs[name]), "--no-progress", *extra, *OPTIONS)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert sum(bar["is_filled"] for bar in final_bars(str(outs["filled"]))) == 4
+    for table in TABLES:
+        assert without_panes(final_bars(str(outs["filled"]), table=table)) == \
+            without_panes(final_bars(str(outs["plain"]), table=table)), table
+    assert _as_reference(final_bars(str(outs["filled"]), table="bars_consolidated")) == _reference(venues)
+
+
 @pytest.mark.parametrize("options, message", [
     (("--bars", "consolidated:7m"), "must divide a day"),
     (("--bars", "time:1m", "--bars", "consolidated:90s"), "whole number of the run's 1m windows"),
