@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/backfill.py --suite          # the issue-6 set, 3 rounds each: prints tables, writes JSON
     .venv/bin/python benchmarks/backfill.py [--trades 1000000] [--symbols 3] [--days 1] [--format parquet|csv]
     .venv/bin/python benchmarks/backfill.py --scaling 1000000,3000000,10000000     # time per trade vs size
+    .venv/bin/python benchmarks/backfill.py --consolidated [--per-venue 10000000]  # issue 24, 3 rounds
+    .venv/bin/python benchmarks/backfill.py --consolidated --per-venue 1000000 --profile
 
 ``--suite`` runs 1M and 10M trades of 3 symbols over a day, one month of a single symbol in
 Parquet and in Binance CSV, and a windows sweep (1k to 43.2k one-minute windows of one symbol at
@@ -18,7 +20,20 @@ benchmarks/results/). ``--scaling`` repeats the run for each size and prints µs
 should stay flat. polars and duckdb read the same input as cryptobeam: with ``--format csv``,
 the Binance CSV files (polars reading the Parquet copy is timed too, as ``polars_from_parquet_s``).
 
-``--repeat N`` times each input in N rounds of polars, duckdb and cryptobeam (3 with ``--suite``).
+``--consolidated`` (not part of ``--suite``) times consolidated bars across venues: one UTC day of
+BTC/USD on three venues (binance BTCUSDT, coinbase BTC-USD, kraken XBTUSD, ``--per-venue`` trades
+each, one Parquet file each; kraken trades 0.8 % high for twenty minutes, short of the 2 % that
+excludes a venue), run as (a) ``--bars time:1m``, (a1) the same in one chunk on one worker, the
+shape consolidation forces (a day of every venue in one chunk), and (b) ``--bars time:1m --bars
+consolidated:1m --quote-equivalent USDT=USD``. It prints each run's time, trades/s and peak PSS,
+the extra time of (b) over (a) against the issue's target (at most +50 %), and whether (b)'s final
+consolidated prices equal, exactly, those of a polars reference written from the method's text
+(the partitions' lower volume-weighted medians, their mean with ``math.fsum``); the reference does
+not judge venues, so the check also asserts that none was excluded. ``--profile`` instead runs
+(a1) and (b) in-process under cProfile and prints where the time goes.
+
+``--repeat N`` times each input in N rounds of polars, duckdb and cryptobeam (3 with ``--suite``
+and ``--consolidated``).
 Times are medians, and the ratio is the median of each round's own ratio: on a shared 2-core VM
 single runs of the same command vary by 10-20%.
 """
@@ -26,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -37,6 +53,7 @@ import sys
 import tempfile
 import time
 from datetime import date
+from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +63,7 @@ import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from benchmarks.synthetic import write_synthetic_parquet  # noqa: E402
+from benchmarks.synthetic import CONSOLIDATED_VENUES, write_synthetic_parquet, write_synthetic_venues_parquet  # noqa: E402
 
 
 def _polars_bars_of(trades, interval_us: int, ties: list[str]) -> pl.DataFrame:
@@ -146,14 +163,22 @@ def tree_sample(root: int, with_memory: bool = True) -> tuple[float, dict[int, f
 
 def cryptobeam_bars(inputs: str, source: str, out: str) -> tuple[pl.DataFrame, float, float]:
     """Bars from the CLI in a process of its own; returns them, the peak PSS (MB) of that process
-    with its fork server and chunk workers, and the CPU seconds they all used (user + system).
+    with its fork server and chunk workers, and the CPU seconds they all used (user + system)."""
+    peak_mb, cpu_s = run_cryptobeam(["backfill", "--source", source, "--input", inputs, "--interval", "1m",
+                                     "--out", out, "--no-progress"])
+    bars = pl.read_parquet(f"{out}/bars/**/*.parquet", hive_partitioning=True).filter(~pl.col("is_filled"))
+    return bars, peak_mb, cpu_s
+
+
+def run_cryptobeam(arguments: list[str]) -> tuple[float, float]:
+    """Runs the CLI with ``arguments`` in a process of its own; returns the peak PSS (MB) of that
+    process with its fork server and chunk workers, and the CPU seconds they all used.
 
     The workers are the fork server's children, which the CLI never waits for, so their CPU is
     sampled from /proc every 0.25 s (a worker's last 0.25 s can be missed); the CLI's own comes
     from the kernel when it exits."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    process = subprocess.Popen([str(Path(sys.executable).parent / "cryptobeam"), "backfill", "--source", source,
-                                "--input", inputs, "--interval", "1m", "--out", out, "--no-progress"],
+    process = subprocess.Popen([str(Path(sys.executable).parent / "cryptobeam"), *arguments],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = {"mb": 0.0}
     descendants_cpu: dict[int, float] = {}
@@ -177,8 +202,7 @@ def cryptobeam_bars(inputs: str, source: str, out: str) -> tuple[pl.DataFrame, f
         raise SystemExit(f"cryptobeam exited {process.returncode}: {stderr[-2000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) + sum(descendants_cpu.values())
-    bars = pl.read_parquet(f"{out}/bars/**/*.parquet", hive_partitioning=True).filter(~pl.col("is_filled"))
-    return bars, peak["mb"], cpu_s
+    return peak["mb"], cpu_s
 
 
 def write_binance_csv(trades_path: str, directory: str) -> str:
@@ -339,7 +363,225 @@ def run_suite(repeat: int) -> None:
     print(f"written {out_dir / 'backfill-suite.json'}")
 
 
+# ------------------------------------------------------------- consolidated bars (issue 24)
+
+CONSOLIDATED_INTERVAL_US = 60_000_000
+CONSOLIDATED_PARTITIONS = 12
+QUOTE_EQUIVALENT = ("USDT", "USD")
+CONSOLIDATION_TARGET_PCT = 50
+"""Consolidated bars may add at most this much to the run time of time bars alone (issue 24)."""
+VENUE_PAIRS = {("binance", "BTCUSDT"): ("BTC", "USDT"), ("coinbase", "BTC-USD"): ("BTC", "USD"),
+               ("kraken", "XBTUSD"): ("BTC", "USD")}
+"""The synthetic venues' pairs as the exchanges list them, written here rather than read from the
+shipped table, so the reference does not share cryptobeam's lookup."""
+TIME_ONLY, ONE_CHUNK, WITH_CONSOLIDATED = "time_only", "time_only_one_chunk", "with_consolidated"
+CONSOLIDATED_RUNS = {  # name -> the options after --input and --out
+    TIME_ONLY: ["--bars", "time:1m"],
+    # Consolidation needs a day's trades of every venue in one chunk, so its run cannot cut the
+    # day into pieces for two workers: this control has the same shape without consolidating.
+    ONE_CHUNK: ["--bars", "time:1m", "--chunk-rows", "0", "--workers", "1"],
+    WITH_CONSOLIDATED: ["--bars", "time:1m", "--bars", "consolidated:1m", "--quote-equivalent", "=".join(QUOTE_EQUIVALENT)],
+}
+
+
+def polars_consolidated(pattern: str) -> tuple[dict, int]:
+    """Consolidated prices by (pair, window start µs), from the method's text: in each partition of
+    each window the pooled trades ordered by price, the first price at which the running volume
+    reaches half the partition's; the window's price the mean of its non-empty partitions' medians.
+    Returns them and how many partitions the float running sum left in doubt (settled exactly)."""
+    width = CONSOLIDATED_INTERVAL_US // CONSOLIDATED_PARTITIONS
+    quote_as = dict([QUOTE_EQUIVALENT])
+    pairs = pl.DataFrame([{"exchange": e, "symbol": s, "pair": f"{b}/{quote_as.get(q, q)}"}
+                          for (e, s), (b, q) in VENUE_PAIRS.items()])
+    group = ["pair", "window", "part"]
+    trades = (pl.scan_parquet(pattern)
+              .select("exchange", "symbol", pl.col("event_time").cast(pl.Int64).alias("t"), "price", "amount")
+              .filter(pl.col("amount") > 0)
+              .join(pairs.lazy(), on=["exchange", "symbol"], how="inner")
+              .select("pair", "price", "amount",
+                      window=pl.col("t") // CONSOLIDATED_INTERVAL_US * CONSOLIDATED_INTERVAL_US,
+                      part=pl.col("t") % CONSOLIDATED_INTERVAL_US // width))
+    running = (trades.sort([*group, "price"])
+               .with_columns(through=pl.col("amount").cum_sum().over(group))
+               .with_columns(before=pl.col("through") - pl.col("amount"), total=pl.col("through").last().over(group)))
+    # The float running sum is monotone, so exactly one row per partition crosses half; a crossing
+    # within far more than the sum's rounding of half is re-checked with exact fractions.
+    tolerance = 1e-9 * pl.col("total")
+    medians = (running.filter((2 * pl.col("through") >= pl.col("total")) & (2 * pl.col("before") < pl.col("total")))
+               .select(*group, "price",
+                       doubt=((2 * pl.col("through") - pl.col("total")) <= tolerance)
+                       | ((pl.col("total") - 2 * pl.col("before")) <= tolerance))
+               .collect())
+    doubtful = medians.filter(pl.col("doubt")).select(group)
+    settled = {}
+    if doubtful.height:
+        rows = trades.join(doubtful.lazy(), on=group, how="semi").collect()
+        for key, part in rows.group_by(group):
+            settled[tuple(key)] = _exact_weighted_median(part["price"].to_list(), part["amount"].to_list())
+    by_window: dict[tuple, list[float]] = {}
+    for pair, window, part, price, _ in medians.sort(group).iter_rows():
+        by_window.setdefault((pair, window), []).append(settled.get((pair, window, part), price))
+    return {key: (math.fsum(values) / len(values), len(values)) for key, values in by_window.items()}, doubtful.height
+
+
+def _exact_weighted_median(prices: list[float], amounts: list[float]) -> float:
+    ordered = sorted(zip(prices, map(Fraction, amounts)))
+    total, running = sum(a for _, a in ordered), Fraction(0)
+    for price, amount in ordered:
+        running += amount
+        if 2 * running >= total:
+            return price
+    raise AssertionError("a partition with no volume")
+
+
+def cryptobeam_consolidated(out: str) -> pl.DataFrame:
+    """The final consolidated bars of a run."""
+    return (pl.read_parquet(f"{out}/bars_consolidated/**/*.parquet", hive_partitioning=False)
+            .filter(pl.col("is_final"))
+            .select(pl.format("{}/{}", "base", "quote").alias("pair"), pl.col("window_start").cast(pl.Int64).alias("window"),
+                    "price", "partitions_with_trades", "excluded", "constituent_count", "trade_count"))
+
+
+def consolidated_check(ours: pl.DataFrame, reference: dict, trades: int) -> dict:
+    """Whether cryptobeam's final consolidated prices equal the reference's exactly, and that no
+    venue was excluded (the reference does not judge venues: the synthetic day needs no exclusion)."""
+    prices = {(pair, window): (price, used) for pair, window, price, used in
+              ours.select("pair", "window", "price", "partitions_with_trades").iter_rows()}
+    differing = [key for key in reference.keys() | prices.keys() if prices.get(key) != reference.get(key)]
+    excluded = ours.filter(pl.col("excluded") != "{}").height
+    return {"windows": ours.height, "price_mismatches": len(differing) + (ours.height - len(prices)),
+            "windows_with_exclusions": excluded,
+            "windows_short_of_venues": ours.filter(pl.col("constituent_count") != len(VENUE_PAIRS)).height,
+            "trades_counted": int(ours["trade_count"].sum()), "trades_expected": trades}
+
+
+def _agreed(check: dict) -> bool:
+    return (check["price_mismatches"] == 0 and check["windows_with_exclusions"] == 0
+            and check["windows_short_of_venues"] == 0 and check["trades_counted"] == check["trades_expected"])
+
+
+def run_consolidated(per_venue: int, repeat: int) -> dict:
+    """Three venues' day of one pair, timed ``repeat`` times in rounds of the polars reference and
+    cryptobeam's three runs (CONSOLIDATED_RUNS); times are medians, the extra cost of consolidating
+    the median of each round's own."""
+    assert set(VENUE_PAIRS) == set(CONSOLIDATED_VENUES), "the reference must know every synthetic venue's pair"
+    trades = per_venue * len(VENUE_PAIRS)
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        write_synthetic_venues_parquet(tmp, per_venue)
+        pattern = os.path.join(tmp, "*.parquet")
+        for k in range(repeat):
+            (reference, doubtful), reference_s = timed(polars_consolidated, pattern)
+            measured = {}
+            for name, options in CONSOLIDATED_RUNS.items():
+                out = os.path.join(tmp, f"{name}-{k}")
+                (peak_mb, cpu_s), seconds = timed(run_cryptobeam, ["backfill", "--source", "parquet", "--input", pattern,
+                                                                   "--out", out, "--no-progress", *options])
+                check = consolidated_check(cryptobeam_consolidated(out), reference, trades) if name == WITH_CONSOLIDATED else None
+                shutil.rmtree(out)
+                measured[name] = {"s": seconds, "peak": peak_mb, "cpu": cpu_s, "check": check}
+                print(f"round {k + 1}: {name} {seconds:.1f} s", file=sys.stderr)
+            rounds.append({"reference_s": reference_s, "doubtful": doubtful, **measured})
+
+    def median(name, key="s"):
+        return statistics.median(r[name][key] for r in rounds)
+
+    def extra_pct(r, base=TIME_ONLY):
+        return (r[WITH_CONSOLIDATED]["s"] / r[base]["s"] - 1) * 100
+    runs = {name: {"s": round(median(name), 3), "s_each": [round(r[name]["s"], 3) for r in rounds],
+                   "trades_per_s": round(trades / median(name)), "peak_pss_mb": round(max(r[name]["peak"] for r in rounds)),
+                   "cpu_s": round(median(name, "cpu"), 3), "options": " ".join(options)}
+            for name, options in CONSOLIDATED_RUNS.items()}
+    checks = [r[WITH_CONSOLIDATED]["check"] for r in rounds]
+    extra = statistics.median(extra_pct(r) for r in rounds)
+    return {
+        "date": date.today().isoformat(), "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "venues": [f"{e}:{s}" for e, s in VENUE_PAIRS], "trades_per_venue": per_venue, "trades": trades,
+        "rounds": repeat, **runs,
+        "extra_s": round(runs[WITH_CONSOLIDATED]["s"] - runs[TIME_ONLY]["s"], 3),
+        "extra_pct": round(extra, 1), "extra_pct_each": [round(extra_pct(r), 1) for r in rounds],
+        "extra_pct_over_one_chunk": round(statistics.median(extra_pct(r, ONE_CHUNK) for r in rounds), 1),
+        "target_pct": CONSOLIDATION_TARGET_PCT, "within_target": extra <= CONSOLIDATION_TARGET_PCT,
+        "reference": "polars", "reference_s": round(statistics.median(r["reference_s"] for r in rounds), 3),
+        "reference_partitions_settled_exactly": rounds[0]["doubtful"],
+        "agree_with_reference": all(_agreed(c) for c in checks), "check": checks[0],
+    }
+
+
+def print_consolidated(r: dict) -> None:
+    print(f"{len(r['venues'])} venues x {r['trades_per_venue']:,} trades, 1 day, {r['rounds']} round(s), medians:")
+    labels = {TIME_ONLY: "(a) time:1m", ONE_CHUNK: "(a1) time:1m, one chunk, 1 worker",
+              WITH_CONSOLIDATED: "(b) time:1m + consolidated:1m"}
+    for name, label in labels.items():
+        run = r[name]
+        print(f"  {label:<34} {run['s']:>8.2f} s  {run['trades_per_s']:>10,} trades/s  peak PSS {run['peak_pss_mb']:>6,} MB  "
+              f"CPU {run['cpu_s']:.1f} s  (rounds: {', '.join(f'{s:.2f}' for s in run['s_each'])})")
+    verdict = "within" if r["within_target"] else "OVER"
+    print(f"  consolidation adds {r['extra_s']:.2f} s = {r['extra_pct']:.1f} % over (a) (rounds: "
+          f"{', '.join(f'{p:.1f}' for p in r['extra_pct_each'])}); target at most {r['target_pct']} %: {verdict}")
+    print(f"  over the one-chunk control (a1): {r['extra_pct_over_one_chunk']:.1f} %")
+    check = r["check"]
+    print(f"  polars reference {r['reference_s']:.2f} s; agrees exactly: {r['agree_with_reference']} "
+          f"({check['windows']} windows, {check['price_mismatches']} prices differ, "
+          f"{check['windows_with_exclusions']} with exclusions, {r['reference_partitions_settled_exactly']} partitions "
+          f"settled with exact fractions)")
+
+
+# The command's entry point ends with os._exit, which would skip ``python -m cProfile``'s writing
+# of its statistics: call its main() instead.
+_PROFILED_CLI = """
+import cProfile, sys
+from beam_pipelines.cli import main
+profile = cProfile.Profile()
+code = profile.runcall(main, sys.argv[2:])
+profile.dump_stats(sys.argv[1])
+sys.exit(code)
+"""
+
+
+def profile_consolidated(per_venue: int, top: int = 30) -> None:
+    """cProfile of (a1) and (b) run in-process (one worker), on ``per_venue`` trades a venue: the
+    functions with the most time of their own, and the most time under them. The statistics are
+    kept under benchmarks/results/ for pstats or snakeviz."""
+    import pstats
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_synthetic_venues_parquet(tmp, per_venue)
+        for name in (ONE_CHUNK, WITH_CONSOLIDATED):
+            stats_path = str(out_dir / f"profile-consolidated-{per_venue}-{name}.prof")
+            options = list(CONSOLIDATED_RUNS[name])
+            options += [] if "--workers" in options else ["--workers", "1"]
+            command = [sys.executable, "-c", _PROFILED_CLI, stats_path, "backfill", "--source", "parquet",
+                       "--input", os.path.join(tmp, "*.parquet"), "--out", os.path.join(tmp, name), "--no-progress", *options]
+            started = time.perf_counter()
+            finished = subprocess.run(command, capture_output=True, text=True)
+            seconds = time.perf_counter() - started
+            if finished.returncode != 0:
+                raise SystemExit(f"cryptobeam exited {finished.returncode}: {finished.stderr[-2000:]}")
+            print(f"\n=== {name}: {' '.join(options)} ({seconds:.1f} s under cProfile; {stats_path})")
+            stats = pstats.Stats(stats_path)
+            stats.sort_stats("tottime").print_stats(top)
+            stats.sort_stats("cumulative").print_stats(top)
+
+
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT"]
+
+
+def consolidated_main(per_venue: int, repeat: int, profile: bool) -> None:
+    if per_venue < 1:
+        raise SystemExit("--per-venue must be at least 1")
+    if profile:
+        return profile_consolidated(per_venue)
+    results = run_consolidated(per_venue, repeat)
+    print_consolidated(results)
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"backfill-consolidated-{per_venue}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"written {path}")
+    if not results["agree_with_reference"]:
+        raise SystemExit("cryptobeam's consolidated bars disagree with the reference")
 
 
 def main() -> None:
@@ -351,13 +593,20 @@ def main() -> None:
     parser.add_argument("--scaling", help="comma-separated trade counts; prints the curve")
     parser.add_argument("--suite", action="store_true", help="the issue-6 set of runs (several minutes)")
     parser.add_argument("--repeat", type=int, default=None,
-                        help="rounds per input; times are medians (default: 1, or 3 with --suite)")
+                        help="rounds per input; times are medians (default: 1, or 3 with --suite or --consolidated)")
+    parser.add_argument("--consolidated", action="store_true",
+                        help="the issue-24 run: three venues' day of one pair, time bars with and without consolidated bars")
+    parser.add_argument("--per-venue", type=int, default=10_000_000, help="trades per venue with --consolidated")
+    parser.add_argument("--profile", action="store_true",
+                        help="with --consolidated: cProfile the in-process runs instead of timing them")
     args = parser.parse_args()
-    repeat = args.repeat or (3 if args.suite else 1)
+    repeat = args.repeat or (3 if args.suite or args.consolidated else 1)
     if repeat < 1:
         raise SystemExit("--repeat must be at least 1")
     if args.suite:
         return run_suite(repeat)
+    if args.consolidated:
+        return consolidated_main(args.per_venue, repeat, args.profile)
     symbols = SYMBOLS[: args.symbols]
     if args.scaling:
         runs = [run_once(int(n), symbols, args.days, args.format, repeat) for n in args.scaling.split(",")]
