@@ -185,7 +185,7 @@ def _beam_trades(seed: int) -> list[tuple]:
     start = T0 + 86_400_000_000 - 3600_000_000
     trades = []
     for venue, quote in (("binance:BTCUSDT", "USDT"), ("coinbase:BTC-USD", "USD"), ("kraken:XBT/USD", "USD")):
-        for i in range(300):
+        for i in range(150):
             time = start + rng.randrange(2 * 3600) * 1_000_000 + rng.randrange(1_000_000)
             drift = 1.05 if venue.startswith("kraken") and 1800 <= (time - start) // 1_000_000 < 3000 else 1.0
             trades.append((venue, "BTC", quote, str(1000 + i), time, rng.choice([99.5, 100.0, 100.5]) * drift,
@@ -252,7 +252,7 @@ def test_a_stream_with_late_trades_revises_bars_and_ends_with_the_bounded_bars()
     expected = _batch(trades, spec)
     rng = random.Random(2)
     ordered = sorted(trades, key=lambda t: t[4])
-    late = set(rng.sample(range(60, len(ordered) - 60), 30))  # each 4 minutes late: allowed, behind the watermark
+    late = set(rng.sample(range(40, len(ordered) - 40), 20))  # each 4 minutes late: allowed, behind the watermark
     arrivals = sorted((t[4] + (4 * MINUTE if k in late else rng.randrange(2000) * 1000), t)
                       for k, t in enumerate(ordered))
     stream, watermark = TestStream(), 0
