@@ -23,8 +23,8 @@ from runners.profiles import in_process_runner
 from tests import consolidation_reference as reference
 from tests.helpers import COLLECTED, MINUTE, T0, Collect, parse
 from transforms import BarSpec, TradesToBars
-from transforms.consolidation import (ConsolidationSpec, Judgement, consolidate_day, consolidate_window,
-                                      reference_price, venue_window, weighted_median)
+from transforms.consolidation import (ConsolidationSpec, Judgement, consolidate_day, consolidate_window, id_runs_of,
+                                      missing_id_ranges, reference_price, subset_prices, venue_window, weighted_median)
 from transforms.interval import parse_interval
 from transforms.trade_batch import TRADE_FIELDS, make_trade_batch
 
@@ -59,6 +59,32 @@ def test_the_partitioned_price_is_the_reference_price(trades, partitions):
     assert reference_price([venue], partitions) == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, MINUTE - 1), PRICES,
+                          AMOUNTS | st.sampled_from([1e-300, 1e-12, 1e6])), min_size=1, max_size=80),
+       st.sampled_from([1, 5, 12]))
+def test_every_set_of_venues_is_priced_as_those_venues_alone(trades, partitions):
+    spec = ConsolidationSpec(parse_interval("1m"), partitions=partitions)
+    venues = {}
+    for v in range(4):
+        rows = [t for t in trades if t[0] == v]
+        if rows:
+            venues[f"v{v}:X"] = venue_window(np.array([T0 + t for _, t, _, _ in rows]), np.array([p for *_, p, _ in rows]),
+                                             np.array([a for *_, a in rows]), None, 0, T0, spec)
+    priced = subset_prices(venues, partitions)
+    assert len(priced) == 2 ** len(venues) - 1
+    for subset, found in priced.items():
+        assert found == reference_price([venues[name] for name in sorted(subset)], partitions), sorted(subset)
+
+
+def test_missing_ids_are_the_gaps_between_runs_and_since_the_last_window():
+    runs = np.concatenate([id_runs_of(np.array([5, 6, 7, 12, 13])), id_runs_of(np.array([8, 20, 21, 9]))])
+    assert missing_id_ranges(runs, None) == [(10, 11), (14, 19)]
+    assert missing_id_ranges(runs, 2) == [(3, 4), (10, 11), (14, 19)]
+    assert missing_id_ranges(runs, 13) == [(14, 19)]
+    assert missing_id_ranges(id_runs_of(np.array([3, 3, 4])), 2) == []
+
+
 def _venues_of(trades: list[tuple], spec: ConsolidationSpec) -> dict:
     """Reference trade tuples -> {pair: {window start: {venue: VenueWindow}}}, each venue's trades split in
     two summaries merged, as panes and bundles split them."""
@@ -72,7 +98,7 @@ def _venues_of(trades: list[tuple], spec: ConsolidationSpec) -> dict:
             for venue, rows in venues.items():
                 parts = [rows[: len(rows) // 2], rows[len(rows) // 2:]]
                 summaries = [venue_window(np.array([r[0] for r in part], dtype=np.int64), np.array([r[1] for r in part]),
-                                          np.array([r[2] for r in part]), [r[3] for r in part], 0, start, spec)
+                                          np.array([r[2] for r in part]), None, 0, start, spec)
                              for part in parts]
                 out[pair][start][venue] = summaries[0].merge(summaries[1])
     return out
@@ -125,7 +151,7 @@ def _window(start: int, levels: dict[str, float], ids: dict[str, list[int]] | No
     venues = {}
     for name, level in levels.items():
         times = np.array([start + k * 2_500_000 for k in range(24)], dtype=np.int64)
-        trade_ids = [str(i) for i in (ids or {}).get(name, range(24))]
+        trade_ids = np.array(list((ids or {}).get(name, range(24))), dtype=np.int64)
         venues[name] = venue_window(times, np.full(24, level), np.full(24, 0.5), trade_ids, 0, start, SPEC)
     return venues
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import logging
 import typing
+from dataclasses import replace
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
@@ -32,8 +33,8 @@ from apache_beam.utils.timestamp import Timestamp
 from transforms.bar_kinds import DAY_MICROS
 from transforms.bar_spec import BarSpec
 from transforms.event_time import ms_ceiling
-from transforms.bars import PANE_TIMING_NAMES
-from transforms.consolidation import ConsolidationSpec, Judgement, consolidate_window, venue_window
+from transforms.bars import PANE_TIMING_NAMES, summary_of
+from transforms.consolidation import ConsolidationSpec, Judgement, consolidate_window, pooled_window, venue_window
 from transforms.feed_status import DISCONNECTED
 
 CONSOLIDATED_TABLE, QUALITY_TABLE = "bars_consolidated", "quality"
@@ -64,13 +65,20 @@ class _VenueWindows(beam.DoFn):
             return
         spec = self._spec
         start = int(spec.interval.window_start_micros(window_start))
-        ids = chunk.trade_ids() if exchange in spec.sequential_id_exchanges and len(chunk) else None
-        summary = venue_window(chunk.event_time, chunk.price, chunk.amount, ids, unique.duplicate_count, start, spec)
+        ids = chunk.integer_trade_ids() if exchange in spec.sequential_id_exchanges and len(chunk) else None
+        partial = summary_of(unique)  # the exact sums time bars use, computed with the chunk in bulk
+        summary = venue_window(chunk.event_time, chunk.price, chunk.amount, ids, unique.duplicate_count, start, spec,
+                               (partial.volume, partial.quote_volume))
         yield (chunk.base, spec.quote_of(chunk.quote), start), (f"{exchange}:{symbol}", summary)
 
 
 class _PoolVenues(beam.CombineFn):
-    """Each venue's summary of one pair's window, merged venue by venue."""
+    """Each venue's summary of one pair's window, merged venue by venue; out comes the window
+    ready to judge (``PooledWindow``), its prices computed here, in parallel over windows, so the
+    trades never reach the sequential step's state."""
+
+    def __init__(self, partitions: int):
+        self._partitions = partitions
 
     def create_accumulator(self):
         return {}
@@ -88,7 +96,7 @@ class _PoolVenues(beam.CombineFn):
         return merged
 
     def extract_output(self, pooled):
-        return pooled
+        return pooled_window(pooled, self._partitions)
 
 
 class VenueStatus(typing.NamedTuple):
@@ -145,12 +153,12 @@ class _ConsolidateFn(beam.DoFn):
     """All consolidated windows of one (pair, UTC day)."""
 
     ARRIVALS = BagStateSpec("arrivals", PickleCoder())
-    """Pooled panes not yet folded into WINDOWS: (window start, {venue: VenueWindow}), and
+    """Pooled panes not yet folded into WINDOWS: (window start, ``PooledWindow``), and
     ``VenueStatus`` records."""
     STATUS_LOG = ReadModifyWriteStateSpec("status_log", PickleCoder())
     """Venue -> its day's connection states so far, sorted (time, status)."""
     WINDOWS = ReadModifyWriteStateSpec("windows", PickleCoder())
-    """Window start -> {venue: VenueWindow}, for the windows not yet final."""
+    """Window start -> its newest ``PooledWindow``, for the windows not yet final."""
     JUDGED = ReadModifyWriteStateSpec("judged", PickleCoder())
     """The judgement the final windows left: where the first window kept starts from."""
     EMITTED = ReadModifyWriteStateSpec("emitted", PickleCoder())
@@ -186,7 +194,7 @@ class _ConsolidateFn(beam.DoFn):
         if closed_state.read():
             # The runner's slack makes this unreachable; if it is reached, the table's accounting
             # check names the trades it lacks, so the run does not reconcile.
-            self._after_final.inc(sum(v.trade_count for v in venues.values()))
+            self._after_final.inc(sum(v.trade_count for v in venues.venues.values()))
             _log.warning("a pane of %s/%s at %d came after its day's consolidated bars were final",
                          base, quote, window_start)
             return
@@ -273,16 +281,11 @@ class _ConsolidateFn(beam.DoFn):
         wake_state.write(target)
         wake.set(Timestamp(micros=target))
 
-    def _folded(self, windows: dict, arrivals) -> dict:
-        accumulating = self._spec.accumulation == "accumulating"
-        for window_start, venues in arrivals:
-            if accumulating or window_start not in windows:
-                windows[window_start] = venues  # an accumulating pane holds all the window's trades so far
-                continue
-            kept = dict(windows[window_start])
-            for venue, summary in venues.items():
-                kept[venue] = kept[venue].merge(summary) if venue in kept else summary
-            windows[window_start] = kept
+    @staticmethod
+    def _folded(windows: dict, arrivals) -> dict:
+        """The newest pane of each window: pooled panes accumulate (``ComputeConsolidatedBars``)."""
+        for window_start, pooled in arrivals:
+            windows[window_start] = pooled
         return windows
 
     def _panes_of(self, window_start: int, bar: dict, rows: list[dict], released: bool, final: bool, emitted: dict):
@@ -332,8 +335,9 @@ class ComputeConsolidatedBars(beam.PTransform):
         pooled = (unique
                   | "VenueWindows" >> beam.ParDo(_VenueWindows(consolidation)).with_output_types(
                       typing.Tuple[PairWindowKey, typing.Any])
-                  | "PairWindows" >> self._spec.window_into(consolidation.interval)
-                  | "PoolVenues" >> beam.CombinePerKey(_PoolVenues())
+                  # A median is not a sum: every pane holds the whole window so far, whatever --accumulation says.
+                  | "PairWindows" >> replace(self._spec, accumulation="accumulating").window_into(consolidation.interval)
+                  | "PoolVenues" >> beam.CombinePerKey(_PoolVenues(consolidation.partitions))
                   | "ByPairDay" >> beam.FlatMap(_by_day).with_output_types(typing.Tuple[PairDayKey, typing.Any])
                   | "Unwindow" >> beam.WindowInto(beam.window.GlobalWindows()))
         if self._statuses is not None:

@@ -84,6 +84,9 @@ class ConsolidationSpec:
                 "sequential_id_exchanges": sorted(self.sequential_id_exchanges)}
 
 
+_NO_RUNS = np.zeros((0, 2), dtype=np.int64)
+
+
 @dataclass
 class VenueWindow:
     """One venue's unique trades of one window: mergeable, whatever the grouping or order."""
@@ -95,25 +98,31 @@ class VenueWindow:
     partition: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int16))
     price: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.float64))
     amount: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.float64))
-    trade_ids: np.ndarray | None = None
-    """Integer ids, for a venue whose ids are consecutive; None otherwise."""
+    id_runs: np.ndarray | None = None
+    """Its integer trade ids as runs of consecutive ids, rows (first, last), for a venue whose ids
+    are consecutive; None otherwise (or when an id is not an integer)."""
 
     def merge(self, other: "VenueWindow") -> "VenueWindow":
         if not (other.trade_count or other.duplicate_count):
             return self
         if not (self.trade_count or self.duplicate_count):
             return other
-        ids = None
-        if self.trade_ids is not None and other.trade_ids is not None:
-            ids = np.concatenate((self.trade_ids, other.trade_ids))
+        runs = None
+        if self.id_runs is not None and other.id_runs is not None:
+            runs = np.concatenate((self.id_runs, other.id_runs))
         elif self.trade_count == 0 or other.trade_count == 0:
-            ids = self.trade_ids if other.trade_count == 0 else other.trade_ids
+            runs = self.id_runs if other.trade_count == 0 else other.id_runs
         last = [t for t in (self.last_trade_us, other.last_trade_us) if t is not None]
         return VenueWindow(self.trade_count + other.trade_count, self.duplicate_count + other.duplicate_count,
                            self.volume + other.volume, self.quote_volume + other.quote_volume,
                            max(last) if last else None,
                            np.concatenate((self.partition, other.partition)),
-                           np.concatenate((self.price, other.price)), np.concatenate((self.amount, other.amount)), ids)
+                           np.concatenate((self.price, other.price)), np.concatenate((self.amount, other.amount)), runs)
+
+    def without_trades(self) -> "VenueWindow":
+        """Its figures only: what judging the venue needs, once the prices are computed."""
+        return VenueWindow(self.trade_count, self.duplicate_count, self.volume, self.quote_volume, self.last_trade_us,
+                           id_runs=None if self.id_runs is None else normalized_runs(self.id_runs))
 
     @property
     def vwap(self) -> float | None:
@@ -121,26 +130,46 @@ class VenueWindow:
         return float(self.quote_volume) / volume if volume > 0 else None
 
 
-def venue_window(event_time, price, amount, trade_ids: list[str] | None, duplicate_count: int,
-                 window_start_us: int, spec: ConsolidationSpec) -> VenueWindow:
+def venue_window(event_time, price, amount, integer_ids: np.ndarray | None, duplicate_count: int,
+                 window_start_us: int, spec: ConsolidationSpec, sums: tuple | None = None) -> VenueWindow:
     """The summary of one venue's unique trades (numpy columns) of the window starting at
-    ``window_start_us``; ``trade_ids`` only for a venue with consecutive ids."""
+    ``window_start_us``; ``integer_ids`` only for a venue with consecutive ids; ``sums``, the
+    exact (volume, quote volume) when already known."""
     if not len(event_time):
         return VenueWindow(duplicate_count=duplicate_count)
     width = spec.interval.micros // spec.partitions
     partition = ((np.asarray(event_time) - window_start_us) // width).astype(np.int16)
-    volume, quote_volume = ExactSum.of_many([amount, price * amount])
-    ids = None
-    if trade_ids is not None and all(i.isdigit() for i in trade_ids):
-        ids = np.array([int(i) for i in trade_ids], dtype=np.int64)
+    volume, quote_volume = sums if sums is not None else ExactSum.of_many([amount, price * amount])
+    runs = None if integer_ids is None else id_runs_of(integer_ids)
     return VenueWindow(len(event_time), duplicate_count, volume, quote_volume, int(np.max(event_time)),
-                       partition, np.asarray(price, dtype=np.float64), np.asarray(amount, dtype=np.float64), ids)
+                       partition, np.asarray(price, dtype=np.float64), np.asarray(amount, dtype=np.float64), runs)
+
+
+def id_runs_of(ids: np.ndarray) -> np.ndarray:
+    """Integer ids as runs of consecutive ids, rows (first, last)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) > 1 and not (np.diff(ids) == 1).all():
+        ids = np.unique(ids)
+    breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+    starts, ends = np.r_[0, breaks], np.r_[breaks, len(ids)] - 1
+    return np.stack((ids[starts], ids[ends]), axis=1) if len(ids) else _NO_RUNS
+
+
+def normalized_runs(runs: np.ndarray) -> np.ndarray:
+    """Runs sorted and merged where they overlap or touch."""
+    if len(runs) < 2:
+        return runs
+    runs = runs[np.lexsort((runs[:, 1], runs[:, 0]))]
+    reach = np.maximum.accumulate(runs[:, 1])
+    new = np.r_[True, runs[1:, 0] > reach[:-1] + 1]
+    ends = np.maximum.reduceat(runs[:, 1], np.flatnonzero(new))
+    return np.stack((runs[new, 0], ends), axis=1)
 
 
 def weighted_median(prices: np.ndarray, amounts: np.ndarray) -> float:
     """The lower volume-weighted median: ordered by price, the price at which the cumulative
     volume first reaches half the total, compared exactly."""
-    order = np.argsort(prices, kind="stable")
+    order = np.argsort(prices)  # which of equal prices comes first cannot change the median price
     prices, amounts = prices[order], amounts[order]
     cumulative = np.cumsum(amounts)
     total = float(cumulative[-1])
@@ -190,6 +219,83 @@ def reference_price(venues: list[VenueWindow], partitions: int) -> tuple[float |
     return math.fsum(medians) / len(medians), len(medians)
 
 
+MAX_SUBSET_VENUES = 6
+"""Up to this many venues with trades in a window, the price of every set of them is computed
+when the window is pooled, so judging needs no trades; above it the trades are kept."""
+
+
+def subset_prices(venues: dict[str, VenueWindow], partitions: int) -> dict[frozenset, tuple[float | None, int]]:
+    """(price, partitions with trades) for every non-empty set of the venues that traded, as
+    ``reference_price`` gives it for those venues alone.
+
+    The window's pooled trades are ordered once, by (partition, price); each set's volumes (zero
+    outside it) are summed along that order in one pass, and each partition's median is where the
+    running sum first reaches the sum before the partition plus half the partition's own, found
+    by a search. A float comparison decides only where its rounding error cannot; near the half
+    the partition is settled with exact sums."""
+    names = sorted(name for name, venue in venues.items() if venue.trade_count)
+    if not names:
+        return {}
+    chosen = [venues[name] for name in names]
+    code = np.concatenate([np.full(len(v.price), i, dtype=np.int64) for i, v in enumerate(chosen)])
+    partition = np.concatenate([v.partition for v in chosen])
+    price = np.concatenate([v.price for v in chosen])
+    amount = np.concatenate([v.amount for v in chosen])
+    order = np.lexsort((price, partition))
+    code, partition, price, amount = code[order], partition[order], price[order], amount[order]
+    amount = np.where(amount > 0, amount, 0.0)
+    bounds = np.flatnonzero(np.diff(partition)) + 1
+    starts, ends = np.r_[0, bounds], np.r_[bounds, len(partition)]
+    masks = np.arange(1, 1 << len(names), dtype=np.int64)
+    volumes = np.where(((masks[:, None] >> code[None, :]) & 1).astype(bool), amount[None, :], 0.0)
+    running = np.cumsum(volumes, axis=1)
+    before = np.concatenate((np.zeros((len(masks), 1)), running[:, starts[1:] - 1]), axis=1)  # sum before each partition
+    totals = running[:, ends - 1] - before  # each set's volume in each partition
+    tolerance = 8 * len(amount) * np.finfo(np.float64).eps * running[:, -1]
+    traded = np.add.reduceat(volumes > 0, starts, axis=1)  # the set's trades in each partition, counted exactly
+    prices = {}
+    for row, mask in enumerate(masks.tolist()):
+        parts = np.flatnonzero(traded[row])
+        at = _partition_medians(running[row], volumes[row], starts[parts], ends[parts], before[row, parts],
+                                totals[row, parts], tolerance[row])
+        subset = frozenset(name for i, name in enumerate(names) if mask >> i & 1)
+        prices[subset] = (math.fsum(price[at].tolist()) / len(at), len(at)) if len(at) else (None, 0)
+    return prices
+
+
+def _partition_medians(running, volumes, starts, ends, before, totals, tolerance: float) -> np.ndarray:
+    """The rows of the partitions' lower weighted medians, from one set's running volume over the
+    window: each where the running volume first reaches the sum before it plus half its own."""
+    candidates = np.clip(np.searchsorted(running, before + totals / 2), starts, ends - 1)
+    previous = running[np.maximum(candidates - 1, 0)]
+    clear = ((totals > tolerance) & (2 * (running[candidates] - before) - totals > tolerance)
+             & ((candidates == starts) | (totals - 2 * (previous - before) > tolerance)))
+    for k in np.flatnonzero(~clear).tolist():  # near the half, or a volume lost in the window's rounding
+        candidates[k] = starts[k] + _exact_median_index(volumes[starts[k]:ends[k]], int(candidates[k] - starts[k]))
+    return candidates
+
+
+@dataclass
+class PooledWindow:
+    """One pair's window, ready to judge: each venue's figures, and the price of every set of
+    venues that may be included (or, past ``MAX_SUBSET_VENUES``, the trades to compute it)."""
+    venues: dict
+    prices: dict
+    trades: dict | None = None
+
+    def price_of(self, included: list[str], partitions: int) -> tuple[float | None, int]:
+        if self.trades is not None:
+            return reference_price([self.trades[name] for name in included], partitions)
+        return self.prices.get(frozenset(included), (None, 0))
+
+
+def pooled_window(venues: dict[str, VenueWindow], partitions: int) -> PooledWindow:
+    figures = {name: venue.without_trades() for name, venue in venues.items()}
+    if sum(1 for venue in venues.values() if venue.trade_count) > MAX_SUBSET_VENUES:
+        return PooledWindow(figures, {}, venues)
+    return PooledWindow(figures, subset_prices(venues, partitions))
+
+
 def median_of_others(vwaps: dict[str, float], venue: str) -> float | None:
     """The median of the other venues' VWAPs; with an even number of them, the middle one nearer
     ``venue``'s own VWAP."""
@@ -214,13 +320,15 @@ class Judgement:
     """(venue, id) pairs for venues with consecutive ids."""
 
 
-def missing_id_ranges(ids: np.ndarray, previous_id: int | None) -> list[tuple[int, int]]:
-    """Ranges of ids skipped in a window: between its sorted distinct ids, and since ``previous_id``."""
-    distinct = np.unique(ids)
+def missing_id_ranges(runs: np.ndarray, previous_id: int | None) -> list[tuple[int, int]]:
+    """Ranges of ids skipped in a window (its ids as runs): between its runs, and since ``previous_id``."""
+    runs = normalized_runs(runs)
     if previous_id is not None:
-        distinct = np.r_[np.array([previous_id], dtype=np.int64), distinct[distinct > previous_id]]
-    jumps = np.flatnonzero(np.diff(distinct) > 1)
-    return [(int(distinct[j]) + 1, int(distinct[j + 1]) - 1) for j in jumps.tolist()]
+        runs = runs[runs[:, 1] > previous_id]
+        runs = np.concatenate((np.array([[previous_id, previous_id]], dtype=np.int64),
+                               np.stack((np.maximum(runs[:, 0], previous_id + 1), runs[:, 1]), axis=1)))
+    gaps = np.flatnonzero(runs[1:, 0] > runs[:-1, 1] + 1)
+    return [(int(runs[g, 1]) + 1, int(runs[g + 1, 0]) - 1) for g in gaps.tolist()]
 
 
 def _ranges_text(ranges: list[tuple[int, int]]) -> str | None:
@@ -230,10 +338,14 @@ def _ranges_text(ranges: list[tuple[int, int]]) -> str | None:
     return shown + (",..." if len(ranges) > _MAX_RANGES_SHOWN else "")
 
 
-def consolidate_window(pair: tuple[str, str], window_start: int, venues: dict[str, VenueWindow], before: Judgement,
+def consolidate_window(pair: tuple[str, str], window_start: int, pooled, before: Judgement,
                        spec: ConsolidationSpec, disconnected: frozenset = frozenset()) -> tuple[dict, list[dict], Judgement]:
     """One window of one pair: (the consolidated bar's fields, one quality row per venue seen today,
-    the judgement after it). ``venues`` maps ``exchange:symbol`` to its trades in the window."""
+    the judgement after it). ``pooled``: a ``PooledWindow``, or a dict of ``exchange:symbol`` to
+    its trades in the window."""
+    if not isinstance(pooled, PooledWindow):
+        pooled = pooled_window(pooled, spec.partitions)
+    venues = pooled.venues
     base, quote = pair
     window_end = window_start + spec.interval.micros
     last_trade = dict(before.last_trade_us)
@@ -263,7 +375,7 @@ def consolidate_window(pair: tuple[str, str], window_start: int, venues: dict[st
             reasons[name] = DEVIATION
     included = sorted(name for name in vwaps if name not in reasons)
     chosen = [venues[name] for name in included]
-    price, with_trades = reference_price(chosen, spec.partitions)
+    price, with_trades = pooled.price_of(included, spec.partitions)
     no_price = len(included) < spec.min_constituents or price is None
     volume = sum((v.volume for v in chosen), ExactSum())
     quote_volume = sum((v.quote_volume for v in chosen), ExactSum())
@@ -291,9 +403,9 @@ def consolidate_window(pair: tuple[str, str], window_start: int, venues: dict[st
         venue = venues.get(name, VenueWindow())
         exchange, _, symbol = name.partition(":")
         ranges = []
-        if exchange in spec.sequential_id_exchanges and venue.trade_ids is not None and len(venue.trade_ids):
-            ranges = missing_id_ranges(venue.trade_ids, last_ids.get(name))
-            last_ids[name] = max(int(venue.trade_ids.max()), last_ids.get(name, -1))
+        if exchange in spec.sequential_id_exchanges and venue.id_runs is not None and len(venue.id_runs):
+            ranges = missing_id_ranges(venue.id_runs, last_ids.get(name))
+            last_ids[name] = max(int(venue.id_runs[:, 1].max()), last_ids.get(name, -1))
         vwap = venue.vwap
         rows.append({
             "exchange": exchange, "symbol": symbol, "base": base, "quote": quote, "interval": spec.interval.text,

@@ -146,6 +146,17 @@ class TradeChunk:
         ids = pa.LargeStringArray.from_buffers(len(self), pa.py_buffer(offsets), pa.py_buffer(self.trade_id_bytes))
         return ids.to_pylist()
 
+    def integer_trade_ids(self) -> np.ndarray | None:
+        """Every row's trade id as an integer, when every id is one (decimal digits); else None."""
+        offsets = np.ascontiguousarray(self.trade_id_offsets, dtype=np.int64)
+        ids = pa.LargeStringArray.from_buffers(len(self), pa.py_buffer(offsets), pa.py_buffer(self.trade_id_bytes))
+        if not len(ids) or not pc.all(pc.utf8_is_digit(ids)).as_py():
+            return None
+        try:
+            return pc.cast(ids, pa.int64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # digits of other scripts, or past int64
+            return None
+
     def source(self, i: int) -> str:
         return self.sources[self.source_index[i]]
 
