@@ -108,11 +108,18 @@ def test_stream_on_flink_equals_local_backfill(flink_cluster, kafka_bootstrap, t
     out = tmp_path / "stream"
     try:
         finish(start_stream(kafka_bootstrap, topic, out, "--runner", "flink", "--flink-master", flink_cluster.flink_master,
-                            "--fill-gaps", "--stop-when-idle", "10s"), out)
+                            "--fill-gaps", *CONSOLIDATED, "--stop-when-idle", "10s"), out)
     finally:
         flink_cluster.cancel_running_jobs()  # Beam's cancel would not reach the cluster
     assert summary(out)["reconciled"]
-    assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path, BUNDLED, "--fill-gaps"))
+    assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path, BUNDLED, "--fill-gaps",
+                                                                              *CONSOLIDATED))
+    for table in ("bars_consolidated", "quality"):
+        streamed = final_bars(str(out), table=table)
+        assert streamed and without_panes(streamed) == without_panes(final_bars(str(tmp_path / "backfill"), table=table))
+
+
+CONSOLIDATED = ("--bars", "time:1m", "--bars", "consolidated:1m")
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")

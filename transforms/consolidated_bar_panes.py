@@ -130,10 +130,14 @@ def disconnected_at(log: dict, moment: int) -> frozenset:
 
 
 def _by_day(element, pane=beam.DoFn.PaneInfoParam):
-    """Pooled pane -> ((base, quote, day start), (window start, {venue: summary}, pane timing))."""
-    (base, quote, window_start), venues = element
+    """Pooled pane -> ((base, quote, day start), (window start, PooledWindow, pane timing)). A pane
+    with no venue carries nothing and is dropped: Beam's Flink runner fires a window's closing pane
+    with an empty accumulator, which would otherwise replace the window's trades."""
+    (base, quote, window_start), pooled = element
+    if not pooled.venues:
+        return
     day = window_start // DAY_MICROS * DAY_MICROS
-    yield (base, quote, day), (window_start, venues, PANE_TIMING_NAMES[pane.timing])
+    yield (base, quote, day), (window_start, pooled, PANE_TIMING_NAMES[pane.timing])
 
 
 def _count_venue_quality(rows: list[dict]) -> None:
@@ -190,15 +194,15 @@ class _ConsolidateFn(beam.DoFn):
                     closing = self._final_at(day + DAY_MICROS - self._consolidation.interval.micros)
                     self._wake(ms_ceiling(closing), False, wake_state, for_panes_state, wake)
             return
-        window_start, venues, timing = value
+        window_start, pooled, timing = value
         if closed_state.read():
             # The runner's slack makes this unreachable; if it is reached, the table's accounting
             # check names the trades it lacks, so the run does not reconcile.
-            self._after_final.inc(sum(v.trade_count for v in venues.venues.values()))
+            self._after_final.inc(sum(v.trade_count for v in pooled.venues.values()))
             _log.warning("a pane of %s/%s at %d came after its day's consolidated bars were final",
                          base, quote, window_start)
             return
-        arrivals.add((window_start, venues))
+        arrivals.add((window_start, pooled))
         window_end = window_start + self._consolidation.interval.micros
         if released is not None and window_end <= released:
             target = released  # a revision of a released window: at once
