@@ -121,16 +121,11 @@ class Accounting:
     def all_records_in(self) -> int:
         return self.records_in + self.feed_status.get("records_in", 0)
 
-    def _counted_table(self) -> str | None:
-        """The table whose final bars the bar figures count: the run's first (``outputs``)."""
-        from transforms.computations import COMPUTATIONS
-        order = [t.name for c in COMPUTATIONS for t in c.all_tables()]
-        written = [name for name in order if name in self.rows_by_table or name in self.trades_by_table]
-        return written[0] if written else None
-
     def _skipped_by_counted_table(self, duplicates: bool = False) -> int:
+        """Trades (or their duplicates) the table the bar figures count leaves out by its definition."""
+        from transforms.computations import counted_table
         skipped = self.skipped_duplicates_by_table if duplicates else self.skipped_by_table
-        return skipped.get(self._counted_table(), 0)
+        return skipped.get(counted_table(self.rows_by_table.keys() | self.trades_by_table.keys()), 0)
 
     def problems(self) -> list[str]:
         found = []

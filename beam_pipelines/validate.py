@@ -17,7 +17,7 @@ from beam_pipelines.manifest import SEAM_FILE, ChunkManifest
 from io_connectors.bar_reader import read_bars
 from io_connectors.bar_tables import every_bar_directory, every_table
 from io_connectors.parquet_sink import run_of
-from transforms.computations import TIME_BARS
+from transforms.computations import TIME_BARS, counted_table
 from transforms.interval import parse_interval
 
 SEQUENTIAL_ID_EXCHANGES = ("binance",)  # trade ids without holes: aggTrade ids and trade ids
@@ -59,8 +59,7 @@ def accounting_on_disk(manifest: ChunkManifest, out: str) -> tuple[int, int, int
                 bar_files.setdefault(top, []).append(path)
     # Every table's final bars hold each unique trade, and each window's duplicates, once: one
     # table is counted, time bars when the chunk built them.
-    order = [t.name for t in every_table()]
-    counted = min(bar_files, key=lambda t: order.index(t) if t in order else len(order), default=None)
+    counted = counted_table(bar_files)
     written = written_in_files(bar_files.get(counted, []), dead_letter_files, unreadable=[])
     # A table that leaves some trades out by its definition counted them (and their windows'
     # duplicates) as it did.

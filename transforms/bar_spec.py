@@ -74,14 +74,15 @@ class BarSpec:
         """
         return max(self.interval.micros, 60_000_000)
 
-    def expiry_micros(self, window_start_us: int) -> int:
-        """When a window stops taking data: its end plus the allowed lateness."""
-        return window_start_us + self.interval.micros + self.allowed_lateness_micros
+    def expiry_micros(self, window_start_us: int, interval: Interval | None = None) -> int:
+        """When a window (of ``interval``, the run's by default) stops taking data: its end plus
+        the allowed lateness."""
+        return window_start_us + (interval or self.interval).micros + self.allowed_lateness_micros
 
-    def runner_expiry_micros(self, window_start_us: int) -> int:
+    def runner_expiry_micros(self, window_start_us: int, interval: Interval | None = None) -> int:
         """When the runner stops taking a window's data: our expiry plus its slack. Per-window
         state downstream of ``RouteTooLate`` lives until then, as the runner's own would."""
-        return self.expiry_micros(window_start_us) + self.runner_slack_micros
+        return self.expiry_micros(window_start_us, interval) + self.runner_slack_micros
 
     def window_into(self, interval: Interval | None = None):
         """The ``beam.WindowInto`` that puts trades in their bars' windows (of ``interval``, the
@@ -96,8 +97,9 @@ class BarSpec:
         # A late trigger is always present: a finished trigger would make the runner drop
         # stragglers in the slack margin silently.
         trigger = triggers.AfterWatermark(early=early, late=triggers.AfterCount(1))
+        interval = interval or self.interval
         return beam.WindowInto(
-            windows.FixedWindows((interval or self.interval).seconds, offset=(interval or self.interval).offset_seconds),
+            windows.FixedWindows(interval.seconds, offset=interval.offset_seconds),
             trigger=trigger,
             accumulation_mode=getattr(triggers.AccumulationMode, self.accumulation.upper()),
             allowed_lateness=Duration(micros=self.allowed_lateness_micros + self.runner_slack_micros),

@@ -77,9 +77,6 @@ class _PoolVenues(beam.CombineFn):
     ready to judge (``PooledWindow``), its prices computed here, in parallel over windows, so the
     trades never reach the sequential step's state."""
 
-    def __init__(self, partitions: int):
-        self._partitions = partitions
-
     def create_accumulator(self):
         return {}
 
@@ -91,12 +88,12 @@ class _PoolVenues(beam.CombineFn):
     def merge_accumulators(self, accumulators):
         merged = {}
         for pooled in accumulators:
-            for venue, summary in pooled.items():
-                merged[venue] = merged[venue].merge(summary) if venue in merged else summary
+            for item in pooled.items():
+                merged = self.add_input(merged, item)
         return merged
 
     def extract_output(self, pooled):
-        return pooled_window(pooled, self._partitions)
+        return pooled_window(pooled)
 
 
 class VenueStatus(typing.NamedTuple):
@@ -150,7 +147,6 @@ def _count_venue_quality(rows: list[dict]) -> None:
             beam.metrics.Metrics.counter("cryptobeam", f"venue_excluded.{venue}|{row['exclusion_reason']}").inc()
         if row["missing_trade_ids"]:
             beam.metrics.Metrics.counter("cryptobeam", f"venue_missing_ids.{venue}").inc(row["missing_trade_ids"])
-
 
 
 class _ConsolidateFn(beam.DoFn):
@@ -311,8 +307,7 @@ class _ConsolidateFn(beam.DoFn):
 
     def _final_at(self, window_start: int) -> int:
         """When no admissible trade can change the window: its expiry plus the runner's slack."""
-        spec = self._spec
-        return window_start + self._consolidation.interval.micros + spec.allowed_lateness_micros + spec.runner_slack_micros
+        return self._spec.runner_expiry_micros(window_start, self._consolidation.interval)
 
     def _next_wake(self, windows: dict, watermark: int, closing: int) -> int:
         """At the newest window not yet released (not each one's end: a bounded day is released in
@@ -341,7 +336,7 @@ class ComputeConsolidatedBars(beam.PTransform):
                       typing.Tuple[PairWindowKey, typing.Any])
                   # A median is not a sum: every pane holds the whole window so far, whatever --accumulation says.
                   | "PairWindows" >> replace(self._spec, accumulation="accumulating").window_into(consolidation.interval)
-                  | "PoolVenues" >> beam.CombinePerKey(_PoolVenues(consolidation.partitions))
+                  | "PoolVenues" >> beam.CombinePerKey(_PoolVenues())
                   | "ByPairDay" >> beam.FlatMap(_by_day).with_output_types(typing.Tuple[PairDayKey, typing.Any])
                   | "Unwindow" >> beam.WindowInto(beam.window.GlobalWindows()))
         if self._statuses is not None:

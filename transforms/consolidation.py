@@ -168,19 +168,10 @@ def normalized_runs(runs: np.ndarray) -> np.ndarray:
 
 def weighted_median(prices: np.ndarray, amounts: np.ndarray) -> float:
     """The lower volume-weighted median: ordered by price, the price at which the cumulative
-    volume first reaches half the total, compared exactly."""
-    order = np.argsort(prices)  # which of equal prices comes first cannot change the median price
-    prices, amounts = prices[order], amounts[order]
-    cumulative = np.cumsum(amounts)
-    total = float(cumulative[-1])
-    candidate = min(int(np.searchsorted(cumulative, total / 2)), len(prices) - 1)
-    # The float running sum only finds the place; exact sums settle any trade near it.
-    tolerance = 4 * len(amounts) * np.finfo(np.float64).eps * total
-    clear_above = 2 * cumulative[candidate] - total > tolerance
-    clear_below = candidate == 0 or total - 2 * cumulative[candidate - 1] > tolerance
-    if not (clear_above and clear_below):
-        candidate = _exact_median_index(amounts, candidate)
-    return float(prices[candidate])
+    volume first reaches half the total, compared exactly (one partition of one set's trades)."""
+    trades = VenueWindow(len(prices), partition=np.zeros(len(prices), dtype=np.int16), price=np.asarray(prices),
+                         amount=np.asarray(amounts))
+    return _set_prices([trades], np.array([1]))[0][0]
 
 
 def _exact_median_index(amounts: np.ndarray, near: int) -> int:
@@ -199,24 +190,12 @@ def _exact_median_index(amounts: np.ndarray, near: int) -> int:
     return index
 
 
-def reference_price(venues: list[VenueWindow], partitions: int) -> tuple[float | None, int]:
+def reference_price(venues: list[VenueWindow]) -> tuple[float | None, int]:
     """(mean of the partitions' weighted medians, partitions with trades) over the pooled trades of ``venues``."""
     traded = [v for v in venues if v.trade_count]
     if not traded:
         return None, 0
-    partition = np.concatenate([v.partition for v in traded])
-    price = np.concatenate([v.price for v in traded])
-    amount = np.concatenate([v.amount for v in traded])
-    positive = amount > 0
-    partition, price, amount = partition[positive], price[positive], amount[positive]
-    if not len(price):
-        return None, 0
-    order = np.argsort(partition, kind="stable")
-    partition, price, amount = partition[order], price[order], amount[order]
-    bounds = np.flatnonzero(np.diff(partition)) + 1
-    starts, ends = np.r_[0, bounds], np.r_[bounds, len(partition)]
-    medians = [weighted_median(price[s:e], amount[s:e]) for s, e in zip(starts.tolist(), ends.tolist())]
-    return math.fsum(medians) / len(medians), len(medians)
+    return _set_prices(traded, np.array([(1 << len(traded)) - 1]))[0]
 
 
 MAX_SUBSET_VENUES = 6
@@ -224,19 +203,26 @@ MAX_SUBSET_VENUES = 6
 when the window is pooled, so judging needs no trades; above it the trades are kept."""
 
 
-def subset_prices(venues: dict[str, VenueWindow], partitions: int) -> dict[frozenset, tuple[float | None, int]]:
+def subset_prices(venues: dict[str, VenueWindow]) -> dict[frozenset, tuple[float | None, int]]:
     """(price, partitions with trades) for every non-empty set of the venues that traded, as
-    ``reference_price`` gives it for those venues alone.
-
-    The window's pooled trades are ordered once, by (partition, price); each set's volumes (zero
-    outside it) are summed along that order in one pass, and each partition's median is where the
-    running sum first reaches the sum before the partition plus half the partition's own, found
-    by a search. A float comparison decides only where its rounding error cannot; near the half
-    the partition is settled with exact sums."""
+    ``reference_price`` gives it for those venues alone."""
     names = sorted(name for name, venue in venues.items() if venue.trade_count)
     if not names:
         return {}
-    chosen = [venues[name] for name in names]
+    masks = np.arange(1, 1 << len(names), dtype=np.int64)
+    found = _set_prices([venues[name] for name in names], masks)
+    return {frozenset(name for i, name in enumerate(names) if mask >> i & 1): price
+            for mask, price in zip(masks.tolist(), found)}
+
+
+def _set_prices(chosen: list[VenueWindow], masks: np.ndarray) -> list[tuple[float | None, int]]:
+    """(price, partitions with trades) of each set of ``chosen`` (bit i of a mask: venue i).
+
+    The pooled trades are ordered once, by (partition, price); each set's volumes (zero outside
+    it) are summed along that order in one pass, and each partition's median is where the running
+    sum first reaches the sum before the partition plus half the partition's own, found by a
+    search. A float comparison decides only where its rounding error cannot; near the half the
+    partition is settled with exact sums."""
     code = np.concatenate([np.full(len(v.price), i, dtype=np.int64) for i, v in enumerate(chosen)])
     partition = np.concatenate([v.partition for v in chosen])
     price = np.concatenate([v.price for v in chosen])
@@ -246,20 +232,18 @@ def subset_prices(venues: dict[str, VenueWindow], partitions: int) -> dict[froze
     amount = np.where(amount > 0, amount, 0.0)
     bounds = np.flatnonzero(np.diff(partition)) + 1
     starts, ends = np.r_[0, bounds], np.r_[bounds, len(partition)]
-    masks = np.arange(1, 1 << len(names), dtype=np.int64)
     volumes = np.where(((masks[:, None] >> code[None, :]) & 1).astype(bool), amount[None, :], 0.0)
     running = np.cumsum(volumes, axis=1)
     before = np.concatenate((np.zeros((len(masks), 1)), running[:, starts[1:] - 1]), axis=1)  # sum before each partition
     totals = running[:, ends - 1] - before  # each set's volume in each partition
     tolerance = 8 * len(amount) * np.finfo(np.float64).eps * running[:, -1]
     traded = np.add.reduceat(volumes > 0, starts, axis=1)  # the set's trades in each partition, counted exactly
-    prices = {}
-    for row, mask in enumerate(masks.tolist()):
+    prices = []
+    for row in range(len(masks)):
         parts = np.flatnonzero(traded[row])
         at = _partition_medians(running[row], volumes[row], starts[parts], ends[parts], before[row, parts],
                                 totals[row, parts], tolerance[row])
-        subset = frozenset(name for i, name in enumerate(names) if mask >> i & 1)
-        prices[subset] = (math.fsum(price[at].tolist()) / len(at), len(at)) if len(at) else (None, 0)
+        prices.append((math.fsum(price[at].tolist()) / len(at), len(at)) if len(at) else (None, 0))
     return prices
 
 
@@ -283,17 +267,17 @@ class PooledWindow:
     prices: dict
     trades: dict | None = None
 
-    def price_of(self, included: list[str], partitions: int) -> tuple[float | None, int]:
+    def price_of(self, included: list[str]) -> tuple[float | None, int]:
         if self.trades is not None:
-            return reference_price([self.trades[name] for name in included], partitions)
+            return reference_price([self.trades[name] for name in included])
         return self.prices.get(frozenset(included), (None, 0))
 
 
-def pooled_window(venues: dict[str, VenueWindow], partitions: int) -> PooledWindow:
+def pooled_window(venues: dict[str, VenueWindow]) -> PooledWindow:
     figures = {name: venue.without_trades() for name, venue in venues.items()}
     if sum(1 for venue in venues.values() if venue.trade_count) > MAX_SUBSET_VENUES:
         return PooledWindow(figures, {}, venues)
-    return PooledWindow(figures, subset_prices(venues, partitions))
+    return PooledWindow(figures, subset_prices(venues))
 
 
 def median_of_others(vwaps: dict[str, float], venue: str) -> float | None:
@@ -344,7 +328,7 @@ def consolidate_window(pair: tuple[str, str], window_start: int, pooled, before:
     the judgement after it). ``pooled``: a ``PooledWindow``, or a dict of ``exchange:symbol`` to
     its trades in the window."""
     if not isinstance(pooled, PooledWindow):
-        pooled = pooled_window(pooled, spec.partitions)
+        pooled = pooled_window(pooled)
     venues = pooled.venues
     base, quote = pair
     window_end = window_start + spec.interval.micros
@@ -375,7 +359,7 @@ def consolidate_window(pair: tuple[str, str], window_start: int, pooled, before:
             reasons[name] = DEVIATION
     included = sorted(name for name in vwaps if name not in reasons)
     chosen = [venues[name] for name in included]
-    price, with_trades = pooled.price_of(included, spec.partitions)
+    price, with_trades = pooled.price_of(included)
     no_price = len(included) < spec.min_constituents or price is None
     volume = sum((v.volume for v in chosen), ExactSum())
     quote_volume = sum((v.quote_volume for v in chosen), ExactSum())

@@ -249,8 +249,7 @@ class _InformationBarsFn(beam.DoFn):
         """When no admissible trade can come before ``close_us`` any more: the end of its window
         plus the allowed lateness (as the skeleton decides too late), plus the slack a runner's
         own grouping is given for the watermark it sees ahead of the skeleton's."""
-        expiry = self._spec.expiry_micros(int(self._spec.interval.window_start_micros(close_us)))
-        return expiry + self._spec.runner_slack_micros
+        return self._spec.runner_expiry_micros(int(self._spec.interval.window_start_micros(close_us)))
 
     def _closing_time(self, day_start: int) -> int:
         """Past this no trade of the day can be admitted, with the runner's slack, as for a window."""

@@ -140,16 +140,18 @@ class TradeChunk:
     def trade_id(self, i: int) -> str:
         return self.trade_id_bytes[self.trade_id_offsets[i]: self.trade_id_offsets[i + 1]].decode("utf-8")
 
+    def _trade_id_array(self) -> pa.LargeStringArray:
+        """Every row's trade id as one Arrow array over the chunk's buffers, nothing decoded yet."""
+        offsets = np.ascontiguousarray(self.trade_id_offsets, dtype=np.int64)
+        return pa.LargeStringArray.from_buffers(len(self), pa.py_buffer(offsets), pa.py_buffer(self.trade_id_bytes))
+
     def trade_ids(self) -> list[str]:
         """Every row's trade id, decoded in one pass."""
-        offsets = np.ascontiguousarray(self.trade_id_offsets, dtype=np.int64)
-        ids = pa.LargeStringArray.from_buffers(len(self), pa.py_buffer(offsets), pa.py_buffer(self.trade_id_bytes))
-        return ids.to_pylist()
+        return self._trade_id_array().to_pylist()
 
     def integer_trade_ids(self) -> np.ndarray | None:
         """Every row's trade id as an integer, when every id is one (decimal digits); else None."""
-        offsets = np.ascontiguousarray(self.trade_id_offsets, dtype=np.int64)
-        ids = pa.LargeStringArray.from_buffers(len(self), pa.py_buffer(offsets), pa.py_buffer(self.trade_id_bytes))
+        ids = self._trade_id_array()
         if not len(ids) or not pc.all(pc.utf8_is_digit(ids)).as_py():
             return None
         try:

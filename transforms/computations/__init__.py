@@ -27,6 +27,14 @@ def output_tables(spec) -> tuple[OutputTable, ...]:
     return tuple(table for computation in COMPUTATIONS for table in computation.tables(spec))
 
 
+def counted_table(names) -> str | None:
+    """Of the tables named (a run's, or those found in an output), the one whose final bars the
+    accounting counts trades in: the first in the computations' order, time bars when there are any."""
+    order = [table.name for computation in COMPUTATIONS for table in computation.all_tables()]
+    found = [name for name in order if name in names]
+    return found[0] if found else None
+
+
 def table_named(name: str) -> OutputTable:
     """The table of that name, whatever run wrote it (``bars``, ``bars_ticks``, ...)."""
     for computation in COMPUTATIONS:
@@ -36,4 +44,4 @@ def table_named(name: str) -> OutputTable:
     raise KeyError(f"no computation writes a table {name!r}")
 
 
-__all__ = ["COMPUTATIONS", "Computation", "OutputTable", "TIME_BARS", "output_tables", "table_named"]
+__all__ = ["COMPUTATIONS", "Computation", "OutputTable", "TIME_BARS", "counted_table", "output_tables", "table_named"]
