@@ -97,3 +97,48 @@ def run_trades_to_bars(raw_batches, spec, parser=parse):
     result = pipeline.run()
     result.wait_until_finish()
     return list(COLLECTED["bars"]), list(COLLECTED["dead"]), counters_of(result)
+
+
+# --- three venues of one pair, each in its own exchange's file format (consolidated bars) ---
+
+def micros_of(moment) -> int:
+    """A timezone-aware datetime as integer microseconds since the epoch."""
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+def three_venue_trades(seed: int, start, seconds: int, drift: tuple, steps: tuple, amounts: tuple) -> dict:
+    """(time, price, amount) per venue (binance, coinbase, kraken) from ``start`` for ``seconds``,
+    a trade every one of ``steps`` seconds around one level; Kraken 5 % high within ``drift``."""
+    import random
+    from datetime import timedelta
+    rng = random.Random(seed)
+    venues = {}
+    for venue in ("binance", "coinbase", "kraken"):
+        trades, second = [], 0.0
+        while second < seconds:
+            second += rng.choice(steps)
+            moment = start + timedelta(seconds=second)
+            level = 42000.0 * (1.05 if venue == "kraken" and drift[0] <= moment < drift[1] else 1.0)
+            trades.append((moment, round(level + rng.choice([-2.5, 0.0, 1.25, 3.0]), 2), rng.choice(amounts)))
+        venues[venue] = trades
+    return venues
+
+
+def write_three_venue_inputs(folder, venues: dict, days=("2024-01-01", "2024-01-02")) -> list[str]:
+    """Each venue's daily files in its own format (Binance aggTrades CSV, Coinbase JSON lines,
+    Kraken CSV); ids run on across days, as Binance's and Coinbase's do. Returns the ``--input``
+    options naming each source."""
+    import json
+    for day in days:
+        rows = {v: [(i, *t) for i, t in enumerate(trades) if t[0].date().isoformat() == day] for v, trades in venues.items()}
+        for venue in venues:
+            (folder / venue).mkdir(parents=True, exist_ok=True)
+        (folder / "binance" / f"BTCUSDT-aggTrades-{day}.csv").write_text("".join(
+            f"{7000 + i},{p},{a},{7000 + i},{7000 + i},{micros_of(t) // 1000},false,true\n" for i, t, p, a in rows["binance"]))
+        (folder / "coinbase" / f"BTC-USD_{day}.jsonl").write_text("".join(
+            json.dumps({"time": t.isoformat().replace("+00:00", "Z"), "trade_id": 10**6 + i, "price": str(p), "size": str(a),
+                        "side": "sell"}) + "\n" for i, t, p, a in rows["coinbase"]))
+        (folder / "kraken" / f"XBTUSD_{day}.csv").write_text("".join(
+            f"{micros_of(t) / 1e6:.6f},{p},{a}\n" for _i, t, p, a in rows["kraken"]))
+    return ["--input", f"binance-aggtrades:{folder}/binance/*.csv", "--input", f"coinbase-trades:{folder}/coinbase/*.jsonl",
+            "--input", f"kraken-trades:{folder}/kraken/*.csv"]

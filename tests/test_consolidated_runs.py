@@ -7,14 +7,13 @@ ends with the backfill's consolidated bars and quality rows."""
 from __future__ import annotations
 
 import json
-import random
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from io_connectors.bar_reader import final_bars
 from tests import consolidation_reference as reference
+from tests.helpers import micros_of, three_venue_trades, write_three_venue_inputs
 from tests.test_stream import cli, finish, new_topic, start_stream, summary, without_panes
 
 START = datetime(2024, 1, 1, 23, 30, tzinfo=timezone.utc)
@@ -25,42 +24,15 @@ OPTIONS = ("--bars", "time:1m", "--bars", "consolidated:1m", "--quote-equivalent
 TABLES = ("bars_consolidated", "quality")
 
 
-def _micros(moment: datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+_micros = micros_of
 
 
 def _venue_trades(seed: int) -> dict[str, list[tuple[datetime, float, float]]]:
     """(time, price, amount) per venue, a trade every few seconds; Kraken 5 % high for a while."""
-    rng = random.Random(seed)
-    venues = {}
-    for venue in ("binance", "coinbase", "kraken"):
-        trades, second = [], 0.0
-        while second < SECONDS:
-            second += rng.choice([1.5, 2.0, 3.25, 4.0])
-            moment = START + timedelta(seconds=second)
-            level = 42000.0 * (1.05 if venue == "kraken" and DRIFT[0] <= moment < DRIFT[1] else 1.0)
-            trades.append((moment, round(level + rng.choice([-2.5, 0.0, 1.25, 3.0]), 2), rng.choice([0.01, 0.25, 0.5, 1.5])))
-        venues[venue] = trades
-    return venues
+    return three_venue_trades(seed, START, SECONDS, DRIFT, steps=(1.5, 2.0, 3.25, 4.0), amounts=(0.01, 0.25, 0.5, 1.5))
 
 
-def _write_inputs(folder: Path, venues: dict) -> list[str]:
-    """The venues' daily files; returns the --input options naming each source."""
-    for day in ("2024-01-01", "2024-01-02"):
-        # Ids run on across days, as Binance's and Coinbase's do.
-        rows = {v: [(i, *t) for i, t in enumerate(trades) if t[0].date().isoformat() == day] for v, trades in venues.items()}
-        (folder / "binance").mkdir(parents=True, exist_ok=True)
-        (folder / "binance" / f"BTCUSDT-aggTrades-{day}.csv").write_text("".join(
-            f"{7000 + i},{p},{a},{7000 + i},{7000 + i},{_micros(t) // 1000},false,true\n" for i, t, p, a in rows["binance"]))
-        (folder / "coinbase").mkdir(exist_ok=True)
-        (folder / "coinbase" / f"BTC-USD_{day}.jsonl").write_text("".join(
-            json.dumps({"time": t.isoformat().replace("+00:00", "Z"), "trade_id": 10**6 + i, "price": str(p), "size": str(a),
-                        "side": "sell"}) + "\n" for i, t, p, a in rows["coinbase"]))
-        (folder / "kraken").mkdir(exist_ok=True)
-        (folder / "kraken" / f"XBTUSD_{day}.csv").write_text("".join(
-            f"{_micros(t) / 1e6:.6f},{p},{a}\n" for _i, t, p, a in rows["kraken"]))
-    return ["--input", f"binance-aggtrades:{folder}/binance/*.csv", "--input", f"coinbase-trades:{folder}/coinbase/*.jsonl",
-            "--input", f"kraken-trades:{folder}/kraken/*.csv"]
+_write_inputs = write_three_venue_inputs
 
 
 def _reference(venues: dict, statuses: list[tuple] = ()) -> dict:

@@ -4,7 +4,6 @@ ones; the command line lists and checks sinks without importing Beam or a sink's
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -18,7 +17,7 @@ from io_connectors.bar_reader import read_bars
 from io_connectors.sinks import SINKS, Sink, SinkWrites
 from io_connectors.sinks.bigquery import BigQueryTarget
 from schemas import field_names
-from tests.helpers import COLLECTED, Collect
+from tests.helpers import COLLECTED, Collect, three_venue_trades, write_three_venue_inputs
 from tests.test_chunked import CLI, backfill, write_days
 from tests.test_kafka import read_topic
 
@@ -227,37 +226,11 @@ KRAKEN_DRIFT = (datetime(2024, 1, 1, 23, 56, tzinfo=timezone.utc), datetime(2024
 def _venue_trades(seed: int) -> dict[str, list[tuple[datetime, float, float]]]:
     """(time, price, amount) per venue, a trade every few seconds across a UTC midnight; Kraken 5 %
     high for a while, so quality rows hold exclusions and consolidated bars their excluded venue."""
-    rng = random.Random(seed)
-    venues = {}
-    for venue in ("binance", "coinbase", "kraken"):
-        trades, second = [], 0.0
-        while second < VENUES_SECONDS:
-            second += rng.choice([2.0, 4.5, 6.0, 9.25])
-            moment = VENUES_START + timedelta(seconds=second)
-            level = 42000.0 * (1.05 if venue == "kraken" and KRAKEN_DRIFT[0] <= moment < KRAKEN_DRIFT[1] else 1.0)
-            trades.append((moment, round(level + rng.choice([-2.5, 0.0, 1.25, 3.0]), 2), rng.choice([0.01, 0.25, 1.5])))
-        venues[venue] = trades
-    return venues
+    return three_venue_trades(seed, VENUES_START, VENUES_SECONDS, KRAKEN_DRIFT, steps=(2.0, 4.5, 6.0, 9.25),
+                              amounts=(0.01, 0.25, 1.5))
 
 
-def _write_venue_inputs(folder: Path, venues: dict) -> list[str]:
-    """Each venue's daily files in its own format; returns the --input options naming each source."""
-    def at_micros(moment: datetime) -> int:
-        return int(moment.timestamp()) * 1_000_000 + moment.microsecond
-
-    for day in ("2024-01-01", "2024-01-02"):
-        rows = {v: [(i, *t) for i, t in enumerate(trades) if t[0].date().isoformat() == day] for v, trades in venues.items()}
-        for venue in venues:
-            (folder / venue).mkdir(parents=True, exist_ok=True)
-        (folder / "binance" / f"BTCUSDT-aggTrades-{day}.csv").write_text("".join(
-            f"{7000 + i},{p},{a},{7000 + i},{7000 + i},{at_micros(t) // 1000},false,true\n" for i, t, p, a in rows["binance"]))
-        (folder / "coinbase" / f"BTC-USD_{day}.jsonl").write_text("".join(
-            json.dumps({"time": t.isoformat().replace("+00:00", "Z"), "trade_id": 10**6 + i, "price": str(p), "size": str(a),
-                        "side": "sell"}) + "\n" for i, t, p, a in rows["coinbase"]))
-        (folder / "kraken" / f"XBTUSD_{day}.csv").write_text("".join(
-            f"{at_micros(t) / 1e6:.6f},{p},{a}\n" for _i, t, p, a in rows["kraken"]))
-    return ["--input", f"binance-aggtrades:{folder}/binance/*.csv", "--input", f"coinbase-trades:{folder}/coinbase/*.jsonl",
-            "--input", f"kraken-trades:{folder}/kraken/*.csv"]
+_write_venue_inputs = write_three_venue_inputs
 
 
 def table_rows(rows, schema: str) -> list[dict]:
