@@ -35,6 +35,9 @@ setup(
         "websockets>=13,<18",
         "httpx>=0.27,<1",
         "build>=1.2,<2",  # Beam stages setup.py as an sdist for Dataflow workers with it
+        "pyiceberg[sql-sqlite]>=0.12,<0.13",  # --sink iceberg, with its SQL (SQLite) catalog
+        "prometheus-client>=0.20,<1",  # --metrics-port of collect and stream
+        "plotly>=6,<8",  # cryptobeam report: its wheel carries the JavaScript the report embeds
     ],
     extras_require={
         "test": [
@@ -42,6 +45,7 @@ setup(
             "pytest-timeout>=2.3,<3",
             "hypothesis>=6.100,<7",
             "duckdb>=1.1,<3",
+            "playwright>=1.49,<2",  # drives Debian's chromium (scripts/install_chromium.sh) in the report's browser test
         ],
         "profile": [  # what the README's profiling commands use
             "py-spy>=0.4,<1",

@@ -20,6 +20,8 @@ from beam_pipelines.cli_common import (ERROR_LOG, EXIT_PIPELINE_FAILED, EXIT_UNR
                                       instruments_from_args, lock_output, parse_duration_seconds,
                                       runner_profile_from_args, sink_targets_from_args, summary_table, write_error_log)
 from beam_pipelines.collect_command import add_collect_parser, run_collect
+from beam_pipelines.iceberg_command import add_iceberg_parser, run_iceberg
+from beam_pipelines.report_command import add_report_parser, run_report
 from beam_pipelines.seams import SEAM_FILES
 from beam_pipelines.stream_command import add_stream_options, run_stream
 from io_connectors.paths import is_remote
@@ -123,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     flink.add_argument("--slots", type=int, default=2, help="task slots of the TaskManager (default 2)")
     check = commands.add_parser("validate", help="re-check an output directory: checksums, accounting, bars, gaps")
     check.add_argument("out", help="output directory of a backfill or a stream")
+    add_report_parser(commands)
+    add_iceberg_parser(commands)
     dataflow = commands.add_parser("dataflow", help="Google Cloud Dataflow: plan a job offline")
     plan = dataflow.add_subparsers(dest="dataflow_command", parser_class=_Parser, required=True).add_parser(
         "plan", help="build the Dataflow job with Beam's dry run (no network) and write its graph for review")
@@ -529,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_collect(args)
         if args.command == "dataflow":
             return run_plan(args, console)
+        if args.command == "report":
+            return run_report(args, console)
+        if args.command == "iceberg":
+            return run_iceberg(args, console)
         if args.command == "sinks":
             return list_sinks(console)
         return list_sources(console)

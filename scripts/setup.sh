@@ -19,6 +19,7 @@ bash scripts/install_bigquery_emulator.sh   # a real BigQuery emulator for the s
 bash scripts/install_kafka.sh               # Kafka's jars for a real local broker
 bash scripts/install_prism.sh               # Prism, the local streaming runner, from the Go module proxy
 bash scripts/install_flink.sh               # a Flink 1.19 cluster (own venv) and Beam's Flink job server jar
+bash scripts/install_debian_packages.sh     # Prometheus with promtool, and Chromium for the report's browser test
 if [ "${CRYPTOBEAM_SKIP_DEMO:-0}" != "1" ]; then
   .venv/bin/cryptobeam backfill --source binance-aggtrades --input 'data/XRPETH-aggTrades-*.zip' \
     --interval 1m --fill-gaps --out out/ --overwrite
