@@ -62,7 +62,13 @@ def add_collect_parser(subparsers) -> argparse.ArgumentParser:
     collect.add_argument("--max-seconds", type=float, help="stop after this many seconds")
     collect.add_argument("--max-trades", type=int, help="stop after publishing this many trades, all feeds together")
     collect.add_argument("--no-progress", action="store_true", help="no periodic progress lines")
+    add_metrics_port_option(collect)
     return collect
+
+
+def add_metrics_port_option(parser) -> None:
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics on this port, all interfaces (docs/metrics.md); off by default")
 
 
 def requested_feeds(args) -> list[tuple]:
@@ -159,6 +165,8 @@ def collector_settings(args):
                         ("--max-trades", args.max_trades)):
         if value is not None and not value > 0:
             raise CollectOptionError(f"{flag} must be positive")
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        raise CollectOptionError(f"--metrics-port {args.metrics_port} is not a port (1-65535)")
     return feeds, CollectorSettings(
         stale_after=stale_after or None, reconnect_backoff=reconnect, rest_attempts=args.rest_attempts,
         max_seconds=args.max_seconds, max_trades=args.max_trades, progress_every=None if args.no_progress else 10.0)
@@ -214,6 +222,14 @@ def _summary(collector, args, elapsed: float):
     return table
 
 
+def _serve_metrics(port: int | None, collector):
+    """The metrics endpoint reading the collector's live counters, or None without --metrics-port."""
+    if port is None:
+        return None
+    from io_connectors.prometheus_metrics import CollectMetrics, serve_metrics
+    return serve_metrics(port, CollectMetrics(collector))
+
+
 def run_collect(args) -> int:
     import asyncio
 
@@ -222,6 +238,7 @@ def run_collect(args) -> int:
     from io_connectors.collectors.collector import Collector
     from io_connectors.collectors.frames import ExchangeRejected
     from io_connectors.collectors.kafka_output import KafkaOutput, KafkaUnreachable, check_reachable
+    from io_connectors.prometheus_metrics import MetricsPortInUse
 
     def user_error(message: str) -> int:
         print(f"cryptobeam: error: {message}", file=sys.stderr)
@@ -235,12 +252,20 @@ def run_collect(args) -> int:
     _log_to_stderr()
     collector = Collector(feeds, settings,
                           KafkaOutput(args.kafka, args.topic, args.dead_letter_topic, args.status_topic))
+    try:
+        metrics = _serve_metrics(args.metrics_port, collector)
+    except MetricsPortInUse as error:
+        collector.output.close(0)
+        return user_error(str(error))
     started = time.monotonic()
     rejected = None
     try:
         asyncio.run(_until_stopped(collector))
     except ExchangeRejected as error:  # raised after what was collected has been flushed
         rejected = error
+    finally:
+        if metrics is not None:
+            metrics.close()
     Console().print(_summary(collector, args, time.monotonic() - started))
     if rejected is not None:
         return user_error(str(rejected))

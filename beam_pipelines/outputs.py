@@ -17,7 +17,9 @@ unique trade once.
 """
 from __future__ import annotations
 
+import bisect
 import functools
+import time
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -53,9 +55,15 @@ class _CountBars(beam.DoFn):
         self._filled = beam.metrics.Metrics.counter("cryptobeam", "filled_bars_written")
         self._final_trades = beam.metrics.Metrics.counter("cryptobeam", "trades_in_final_bars")
         self._final_duplicates = beam.metrics.Metrics.counter("cryptobeam", "duplicates_in_final_bars")
+        if one_bar:
+            self._latency = _PaneLatency(table)
 
     def process(self, element):
-        self._count([element] if self._one_bar else element[1])
+        if self._one_bar:
+            self._count([element])
+            self._latency.observe(element)
+        else:
+            self._count(element[1])
         yield element
 
     def _count(self, bars: list[dict]) -> None:
@@ -75,6 +83,33 @@ class _CountBars(beam.DoFn):
         for counter, value in ((self._filled, filled), (self._final_trades, trades), (self._final_duplicates, duplicates)):
             if value:
                 counter.inc(value)
+
+
+class _PaneLatency:
+    """A stream's written panes for its metrics endpoint (``io_connectors.prometheus_metrics``):
+    each pane's wall-clock time minus its window end, counted into fixed buckets (Beam has no
+    histogram metric; an early pane, written before its window ends, counts as 0), and, for
+    time bars, the newest window end whose on-time or late pane was written: the watermark has
+    passed it, so it bounds the watermark from below. Streams only: a bounded run writes its
+    bars when its input is over, so their latency says nothing, and its hot path stays as it is."""
+
+    WATERMARK_PASSED = ("ON_TIME", "LATE")
+
+    def __init__(self, table: str):
+        from io_connectors import prometheus_metrics as metrics
+        self._bounds_us = [bound * 1_000_000 for bound in metrics.PANE_LATENCY_BUCKETS_S]
+        self._buckets = [beam.metrics.Metrics.counter("cryptobeam", metrics.pane_latency_counter(table, bound))
+                         for bound in (*metrics.PANE_LATENCY_BUCKETS_S, None)]
+        self._sum_ms = beam.metrics.Metrics.counter("cryptobeam", f"{metrics.PANE_LATENCY_SUM_MS}{table}")
+        self._watermark = (beam.metrics.Metrics.distribution("cryptobeam", metrics.WATERMARK_PASSED_US)
+                           if table == TIME_BARS.name else None)
+
+    def observe(self, bar: dict) -> None:
+        latency_us = max(0, time.time_ns() // 1000 - bar["window_end"])
+        self._buckets[bisect.bisect_left(self._bounds_us, latency_us)].inc()
+        self._sum_ms.inc(latency_us // 1000)
+        if self._watermark is not None and bar["pane_timing"] in self.WATERMARK_PASSED and not bar.get("is_filled"):
+            self._watermark.update(bar["window_end"])
 
 
 class FinalizeBoundedBars(beam.PTransform):

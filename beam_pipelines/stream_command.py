@@ -18,6 +18,7 @@ from beam_pipelines.cli_common import (EXIT_UNRECONCILED, PipelineFailed, Pipeli
                                       add_instruments_option, add_runner_options, add_sink_options, bar_spec_from_args,
                                       check_writable, instruments_from_args, lock_output, parse_duration_seconds, runner_profile_from_args, sink_targets_from_args, summary_table,
                                       write_error_log)
+from beam_pipelines.collect_command import add_metrics_port_option
 from io_connectors.paths import is_remote
 from runners.gc_tuning import collect_rarely
 
@@ -48,6 +49,7 @@ def add_stream_options(stream) -> None:
     stream.add_argument("--flush-every", default="5s", help="write a Parquet file per partition this often (default 5s)")
     stream.add_argument("--commit-every", default="5m", help="commit offsets every this much event time (default 5m)")
     stream.add_argument("--no-progress", action="store_true", help="do not print progress lines")
+    add_metrics_port_option(stream)
 
 
 def stream_config(args):
@@ -62,6 +64,8 @@ def stream_config(args):
     if seconds["flush_every"] <= 0 or seconds["idle_after"] <= 0:
         raise UserError("--flush-every and --idle-after must be positive")
     stop = parse_duration_seconds(args.stop_when_idle) if args.stop_when_idle else None
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        raise UserError(f"--metrics-port {args.metrics_port} is not a port (1-65535)")
     check_writable(args.out)
     run = "s" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")  # later runs sort later
     read = KafkaReadConfig(args.kafka, args.topic, args.group, watermark_delay_us=seconds["watermark_delay"] * 1_000_000,
@@ -128,7 +132,15 @@ def run_stream(args, console: Console) -> int:
     collect_rarely(collect_first=True)
     pipeline_log = PipelineLog.install()
     _cancel_previous_flink_job(profile, console)
-    result = pipeline.run()
+    metrics = _metrics_endpoint(args.metrics_port)
+    try:
+        result = pipeline.run()
+    except BaseException:
+        if metrics is not None:
+            metrics.close()
+        raise
+    if metrics is not None:
+        metrics.watch(result, config.read)
 
     def on_interrupt(_signum, _frame):
         interrupts["n"] += 1
@@ -153,6 +165,8 @@ def run_stream(args, console: Console) -> int:
         raise PipelineFailed(f"the stream failed: {type(error).__name__}: {_first_line(error)} ({where})") from None
     finally:
         stop_progress.set()
+        if metrics is not None:
+            metrics.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     elapsed = time.monotonic() - started
@@ -181,6 +195,17 @@ def run_stream(args, console: Console) -> int:
     for problem in problems:
         console.print(f"[red]accounting does not reconcile: {problem}[/red]")
     return EXIT_UNRECONCILED if problems else 0
+
+
+def _metrics_endpoint(port: int | None):
+    """The Prometheus endpoint (``--metrics-port``), serving before the job starts; None without one."""
+    if port is None:
+        return None
+    from io_connectors.prometheus_metrics import MetricsPortInUse, StreamMetricsEndpoint
+    try:
+        return StreamMetricsEndpoint(port)
+    except MetricsPortInUse as error:
+        raise UserError(str(error)) from None
 
 
 _FLINK_STREAM_FLAGS = ["--number_of_execution_retries=0"]

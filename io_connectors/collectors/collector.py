@@ -26,7 +26,7 @@ import httpx
 from io_connectors.collectors.backoff import Backoff
 from io_connectors.collectors.counters import CollectorCounters
 from io_connectors.collectors.feed import ExchangeFeed
-from io_connectors.collectors.feed_status import FeedStatus
+from io_connectors.collectors.feed_status import CONNECTED, RESUBSCRIBED, FeedStatus
 from io_connectors.collectors.frames import ExchangeRejected, FrameError, now_micros
 from io_connectors.collectors.kafka_output import KafkaOutput
 from io_connectors.collectors.rest import RestClient, RestError
@@ -77,6 +77,15 @@ class FeedCollector:
         self._rest_turn = asyncio.Lock()  # one REST fill at a time per exchange: gaps must not become a request storm
         self._fills: set[asyncio.Task] = set()
         self._rest: RestClient | None = None
+        # Figures the counters keep per feed, kept per symbol or reason for the metrics endpoint
+        # (io_connectors.prometheus_metrics); plain dicts, which a scrape in another thread copies whole.
+        self.received_by_symbol: dict[str, int] = dict.fromkeys(spec.symbols, 0)
+        self.newest_trade_us: dict[str, int] = {}  # event time of each symbol's newest published trade
+        self.dead_letters_by_reason: dict[str, int] = {}
+
+    @property
+    def connected(self) -> bool:
+        return self.status.status in (CONNECTED, RESUBSCRIBED)
 
     async def read(self, http: httpx.AsyncClient) -> None:
         """Read until cancelled; a refused subscription marks the feed disconnected and ends it."""
@@ -99,6 +108,7 @@ class FeedCollector:
             trades = self.feed.parse_frame(frame, now_micros())
         except FrameError as error:
             self.counters.malformed += 1
+            self.dead_letters_by_reason[error.reason] = self.dead_letters_by_reason.get(error.reason, 0) + 1
             if self.counters.malformed <= LOGGED_MALFORMED or self.counters.malformed % 1000 == 0:
                 log.warning("%s: malformed frame #%d (%s: %s), dead-lettered: %.200r", self.name,
                             self.counters.frames, error.reason, error, frame)
@@ -107,6 +117,8 @@ class FeedCollector:
             return
         self.counters.received += len(trades)
         for trade in trades:
+            symbol = trade["symbol"]
+            self.received_by_symbol[symbol] = self.received_by_symbol.get(symbol, 0) + 1
             self._accept(trade, live=True)
 
     def _publish_status(self, record: dict) -> None:
@@ -122,6 +134,8 @@ class FeedCollector:
             return
         self.output.trade(trade)
         self.counters.published += 1
+        if trade["event_time"] > self.newest_trade_us.get(trade["symbol"], 0):
+            self.newest_trade_us[trade["symbol"]] = trade["event_time"]
         self._on_published()
 
     def _on_gap(self, gap: Gap) -> None:

@@ -64,6 +64,11 @@ class KafkaOutput:
     def _produce(self, topic: str, value: bytes, key: str | None, timestamp_ms: int) -> None:
         produce(self._producer, topic, value, key, timestamp_ms, self._delivered)
 
+    def pending(self) -> int:
+        """Messages handed to the producer and not yet acknowledged (0 once closed)."""
+        producer = self._producer
+        return len(producer) if producer is not None else 0
+
     def close(self, timeout: float = 30.0) -> int:
         """Wait for every message to be acknowledged, then let the producer go; the number that were not."""
         undelivered = self._producer.flush(timeout) + self.failed
