@@ -10,6 +10,7 @@ from __future__ import annotations
 from io_connectors.sinks.avro import AvroSink
 from io_connectors.sinks.base import ALWAYS, CHOSEN, NOT_OFFERED, Sink, SinkOptionError, SinkTarget, SinkWrites
 from io_connectors.sinks.bigquery import BigQuerySink
+from io_connectors.sinks.iceberg import IcebergSink
 from io_connectors.sinks.kafka import KafkaSink
 from io_connectors.sinks.parquet import ParquetSink
 
@@ -18,6 +19,7 @@ SINKS: dict[str, Sink] = {s.name: s for s in [
     AvroSink(),
     BigQuerySink(),
     KafkaSink(),
+    IcebergSink(),
 ]}
 
 PARQUET_ONLY = (SinkTarget("parquet"),)
