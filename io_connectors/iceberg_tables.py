@@ -66,7 +66,7 @@ def open_catalog(target: IcebergTarget):
         catalog.list_namespaces()  # a lazy client (REST, Glue) connects here, not when it is made
         return catalog
     except Exception as error:  # any client's own failure: the user sees the catalog and why
-        raise IcebergError(f"cannot open Iceberg catalog {target.catalog}: {one_line(error)}") from None
+        raise IcebergError(f"cannot open Iceberg catalog {target.shown}: {one_line(error)}") from None
 
 
 def one_line(error: BaseException) -> str:
@@ -77,6 +77,11 @@ def one_line(error: BaseException) -> str:
 def check_catalog(target: IcebergTarget) -> None:
     """What the sink needs before a run: the catalog reachable, namespace ``market`` there, and each
     table it can write either absent or writable with its ``.avsc`` schema (see ``incompatibility``)."""
+    try:
+        import pyiceberg_core  # noqa: F401  pyiceberg computes day() partition values with it
+    except ImportError:
+        raise IcebergError("--sink iceberg needs pyiceberg-core for its day partitions: "
+                           "pip install 'pyiceberg[pyiceberg-core]'") from None
     catalog = open_catalog(target)
     ensure_namespace(catalog)
     existing = {name for _namespace, name in _listed(catalog)}

@@ -123,6 +123,41 @@ def test_a_rerun_chunk_replaces_its_rows_without_duplicates(backfilled):
         assert again == before[table], table
 
 
+
+
+def write_trades_parquet(path: Path, per_symbol: int = 1200) -> None:
+    """Normalized trades of two symbols over an hour of 2024-01-01, and one with a bad price."""
+    start_us, span_us = 1_704_067_200_000_000, 3600 * 1_000_000
+    rows = [{"exchange": "binance", "symbol": symbol, "trade_id": str(i), "price": 100 + i % 17 * 0.5,
+             "amount": 0.5 + i % 7 / 10, "side": "buy" if i % 3 else "sell", "event_time": start_us + i * span_us // per_symbol}
+            for symbol in ("BTCUSDT", "ETHUSDT") for i in range(per_symbol)]
+    rows.append({**rows[5], "trade_id": "bad-price", "price": -1.0})
+    pq.write_table(pa.Table.from_pylist(rows, pa.schema([
+        ("exchange", pa.string()), ("symbol", pa.string()), ("trade_id", pa.string()), ("price", pa.float64()),
+        ("amount", pa.float64()), ("side", pa.string()), ("event_time", pa.timestamp("us", tz="UTC"))])),
+        path, row_group_size=500)
+
+
+def test_rerunning_one_time_slice_keeps_the_other_slices_of_the_same_symbol_and_day(tmp_path):
+    """A Parquet file cut into time slices (--chunk-rows), written by two workers at once: every slice
+    shares one (exchange, symbol, day), and a re-run slice replaces its own bars and nothing else."""
+    path = tmp_path / "trades.parquet"
+    write_trades_parquet(path)
+    out = tmp_path / "out"
+    options = ["backfill", "--source", "parquet", "--input", str(path), "--fill-gaps", "--chunk-rows", "3000", "--workers", "2",
+               "--out", str(out), "--no-progress", *catalog_options(tmp_path)]
+    assert cli.main(options) == 0
+    manifests = sorted((out / "_manifests").glob("*.json"))
+    assert len(manifests) >= 3, "the file was cut into time slices"
+    expected = plain(read_bars(str(out)).to_pylist(), "bar")
+    dead = plain(pq.read_table(out / "dead_letter").to_pylist(), "dead_letter")
+    assert len(expected) == 2 * 60 and len(dead) == 1
+    assert plain(iceberg_rows(tmp_path, "bars").to_pylist(), "bar") == expected
+    manifests[1].unlink()
+    assert cli.main(options) == 0
+    assert plain(iceberg_rows(tmp_path, "bars").to_pylist(), "bar") == expected
+    assert len(iceberg_rows(tmp_path, "dead_letters")) == 1
+
 def pane(bar: dict, index: int, final: bool, close: float) -> dict:
     return {**bar, "pane_index": index, "is_final": final, "close": close,
             "pane_timing": "LATE" if final else "EARLY"}

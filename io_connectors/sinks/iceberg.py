@@ -12,6 +12,7 @@ the tables themselves, ``io_connectors.iceberg_tables``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from io_connectors.sinks.base import Sink, SinkOptionError, SinkWrites
@@ -25,6 +26,11 @@ class IcebergTarget:
     """The catalog's URI, local paths made absolute (chunk workers and runners' workers open it too)."""
     warehouse: str | None = None
     properties: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def shown(self) -> str:
+        """The catalog's URI without a password, for messages and manifests."""
+        return re.sub(r"^([a-z0-9+.-]+://[^/@:]*):[^/@]*@", r"\1:***@", self.catalog, flags=re.IGNORECASE)
 
     def catalog_properties(self) -> dict[str, str]:
         """What pyiceberg's ``load_catalog`` is given: the URI, the warehouse and the user's properties."""
@@ -88,7 +94,7 @@ class IcebergSink(Sink):
         return target
 
     def settings(self, target: IcebergTarget | None) -> dict:
-        return {"iceberg_catalog": target.catalog, "iceberg_warehouse": target.warehouse} if target else {}
+        return {"iceberg_catalog": target.shown, "iceberg_warehouse": target.warehouse} if target else {}
 
     def write(self, bars, target: IcebergTarget) -> SinkWrites:
         from io_connectors.iceberg_sink import WriteBarsIceberg, WriteDeadLettersIceberg
