@@ -228,8 +228,10 @@ def arrow_rows(rows: list[dict], schema: str, table) -> pa.Table:
 
 def commit(catalog, table: str, write, schema: str | None = None) -> int:
     """``write(transaction, table)`` in one transaction, committed once; made again on a freshly
-    loaded table when another writer committed first. Returns the snapshot id committed."""
-    from pyiceberg.exceptions import CommitFailedException
+    loaded table when another writer committed first and pyiceberg's own retry (which rebases the
+    same files on the new snapshot) could not, e.g. because the other writer added rows in what
+    this one replaces. Returns the snapshot id committed."""
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
     for attempt in range(COMMIT_ATTEMPTS):
         loaded = ensure_table(catalog, table, schema)
         try:
@@ -237,8 +239,10 @@ def commit(catalog, table: str, write, schema: str | None = None) -> int:
                 warnings.filterwarnings("ignore", "Delete operation did not match any records")
                 with loaded.transaction() as transaction:
                     write(transaction, loaded)
-            return catalog.load_table(identifier(table)).metadata.current_snapshot_id
-        except (CommitFailedException, *_busy_errors()) as error:
+            return loaded.metadata.current_snapshot_id  # the transaction updated it to its own commit
+        except (CommitFailedException, ValidationException, *_busy_errors()) as error:
+            # ValidationException: another writer added rows where this commit replaces rows
+            # (pyiceberg's own retry found the conflict): the whole write is made again on them.
             if attempt + 1 == COMMIT_ATTEMPTS:
                 raise
             _LOG.info("%s: commit lost to another writer (%s), trying again", identifier(table), one_line(error))
