@@ -267,6 +267,14 @@ def test_a_metrics_port_in_use_is_one_error_line_and_exit_2(kafka_bootstrap, tak
         assert "Traceback" not in result.stderr
 
 
+def test_a_metrics_port_that_is_no_port_is_a_user_error(capsys):
+    from beam_pipelines.collect_command import run_collect
+    from tests.test_collectors import collect_args
+    assert run_collect(collect_args("--exchange", "binance", "--symbols", "BTCUSDT", "--kafka", "127.0.0.1:9",
+                                    "--metrics-port", "0")) == 2
+    assert capsys.readouterr().err == "cryptobeam: error: --metrics-port 0 is not a port (1-65535)\n"
+
+
 def test_beam_counters_become_prometheus_metrics():
     counters = {"records_in": 120, "duplicates": 3, "dead_letters.malformed": 2, "dead_letters.too_late": 1,
                 "table_rows.bars": 7, "venue_excluded.binance:BTCUSDT|deviation": 4,
