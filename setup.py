@@ -35,7 +35,7 @@ setup(
         "websockets>=13,<18",
         "httpx>=0.27,<1",
         "build>=1.2,<2",  # Beam stages setup.py as an sdist for Dataflow workers with it
-        "pyiceberg[sql-sqlite]>=0.12,<0.13",  # --sink iceberg, with its SQL (SQLite) catalog
+        "pyiceberg[sql-sqlite,pyiceberg-core]>=0.12,<0.13",  # --sink iceberg: SQL (SQLite) catalog; -core writes day() partitions
         "prometheus-client>=0.20,<1",  # --metrics-port of collect and stream
         "plotly>=6,<8",  # cryptobeam report: its wheel carries the JavaScript the report embeds
     ],

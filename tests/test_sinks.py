@@ -165,7 +165,7 @@ def test_sinks_are_offered_and_checked_without_importing_beam_or_a_client():
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "['parquet', 'avro', 'bigquery']",
-        "unknown --sink 'bigtable'; available: parquet, avro, bigquery, kafka",
+        "unknown --sink 'bigtable'; available: parquet, avro, bigquery, kafka, iceberg",
         "--bq-table and --bq-endpoint go with --sink bigquery",
         "bad BigQuery table 'nodots': use project.dataset.table",
         "--sink kafka and --kafka HOST:PORT go together",
