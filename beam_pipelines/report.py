@@ -300,9 +300,10 @@ def duration_text(micros: int) -> str:
 
 # --- figures -------------------------------------------------------------------------------------
 
-def _times(micros) -> list:
-    """Bucket starts as timezone-naive UTC datetimes (plotly draws them as given)."""
-    return pl.Series(micros, dtype=pl.Int64).cast(pl.Datetime("us")).to_list()
+def _times(micros):
+    """Bucket starts as UTC date-time text (plotly draws them as given), in a numpy array: plotly
+    takes arrays whole where it checks lists item by item."""
+    return pl.Series(micros, dtype=pl.Int64).cast(pl.Datetime("us")).dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy()
 
 
 def _shown_at(step_us: int, interval_us: int, what: str) -> str:
@@ -340,17 +341,17 @@ def symbol_chart(exchange: str, symbol: str, interval: str, bars: pl.DataFrame, 
         figure.add_trace(_candles(filled_only, "filled (no trades)", increasing=grey, decreasing=grey), row=1, col=1)
     holding_filled = with_bars.filter(pl.col("filled") > 0)
     if holding_filled.height:
-        figure.add_trace(go.Scatter(x=_times(holding_filled["bucket_us"]), y=holding_filled["low"].to_list(),
+        figure.add_trace(go.Scatter(x=_times(holding_filled["bucket_us"]), y=holding_filled["low"].to_numpy(),
                                     mode="markers", name="holds filled bar(s)",
                                     marker={"symbol": "triangle-up", "color": "#6c6c6c", "size": 6},
-                                    customdata=holding_filled["filled"].to_list(),
+                                    customdata=holding_filled["filled"].to_numpy(),
                                     hovertemplate="%{customdata} filled bar(s)<extra></extra>"), row=1, col=1)
     if gaps:
         last_close = shown.select("bucket_us", "missing", pl.col("close").forward_fill().backward_fill()) \
                           .filter(pl.col("missing") > 0)
-        figure.add_trace(go.Scatter(x=_times(last_close["bucket_us"]), y=last_close["close"].to_list(), mode="markers",
+        figure.add_trace(go.Scatter(x=_times(last_close["bucket_us"]), y=last_close["close"].to_numpy(), mode="markers",
                                     name="gap (missing windows)", marker={"symbol": "x", "color": "#d62728", "size": 8},
-                                    customdata=last_close["missing"].to_list(),
+                                    customdata=last_close["missing"].to_numpy(),
                                     hovertemplate="%{customdata} missing window(s)<extra></extra>"), row=1, col=1)
         if len(gaps) <= MAX_GAP_SHADES:
             for start, stop, _ in gaps:
@@ -358,9 +359,9 @@ def symbol_chart(exchange: str, symbol: str, interval: str, bars: pl.DataFrame, 
                 figure.add_shape(type="rect", xref="x", yref="paper", x0=_times([start - step // 2])[0],
                                  x1=_times([stop - step // 2])[0],
                                  y0=0, y1=1, fillcolor="rgba(214,39,40,0.12)", line={"width": 0}, layer="below")
-    figure.add_trace(go.Bar(x=_times(with_bars["bucket_us"]), y=with_bars["trade_count"].to_list(), name="trades",
+    figure.add_trace(go.Bar(x=_times(with_bars["bucket_us"]), y=with_bars["trade_count"].to_numpy(), name="trades",
                             width=width, marker={"color": "#1f77b4"}, showlegend=False), row=2, col=1)
-    figure.add_trace(go.Bar(x=_times(with_bars["bucket_us"]), y=with_bars["duplicate_count"].to_list(),
+    figure.add_trace(go.Bar(x=_times(with_bars["bucket_us"]), y=with_bars["duplicate_count"].to_numpy(),
                             width=width, name="duplicates", marker={"color": "#ff7f0e"}, showlegend=False), row=3, col=1)
     edges = _times([int(shown["bucket_us"][0]) - step, int(shown["bucket_us"][-1]) + step])
     figure.update_xaxes(range=edges)  # a single bucket still shows at its own width
@@ -371,8 +372,8 @@ def symbol_chart(exchange: str, symbol: str, interval: str, bars: pl.DataFrame, 
 
 def _candles(buckets: pl.DataFrame, name: str, **colours):
     import plotly.graph_objects as go
-    return go.Candlestick(x=_times(buckets["bucket_us"]), open=buckets["open"].to_list(), high=buckets["high"].to_list(),
-                          low=buckets["low"].to_list(), close=buckets["close"].to_list(), name=name, **colours)
+    return go.Candlestick(x=_times(buckets["bucket_us"]), open=buckets["open"].to_numpy(), high=buckets["high"].to_numpy(),
+                          low=buckets["low"].to_numpy(), close=buckets["close"].to_numpy(), name=name, **colours)
 
 
 def dead_letter_chart(dead: pl.DataFrame, interval_us: int, max_points: int) -> Chart:
@@ -392,14 +393,14 @@ def dead_letter_chart(dead: pl.DataFrame, interval_us: int, max_points: int) -> 
     rows = 2 if timed.height else 1
     figure = make_subplots(rows=rows, cols=1, vertical_spacing=0.15, row_heights=[0.35, 0.65][:rows] if rows == 2 else None,
                            subplot_titles=("total by reason", f"by event time, per {duration_text(step)}")[:rows])
-    figure.add_trace(go.Bar(x=totals["label"].to_list(), y=totals["len"].to_list(), name="total", showlegend=False,
+    figure.add_trace(go.Bar(x=totals["label"].to_list(), y=totals["len"].to_numpy(), name="total", showlegend=False,
                             marker={"color": "#7f7f7f"}), row=1, col=1)
     per_bucket = (timed.group_by(pl.col("label"), bucket_of(pl.col("event_us"), step).alias("bucket_us")).len()
                   .sort(["label", "bucket_us"]))
     for label in totals["label"].to_list():
         part = per_bucket.filter(pl.col("label") == label)
         if part.height:
-            figure.add_trace(go.Bar(x=_times(part["bucket_us"]), y=part["len"].to_list(), name=label, width=step / 1000),
+            figure.add_trace(go.Bar(x=_times(part["bucket_us"]), y=part["len"].to_numpy(), name=label, width=step / 1000),
                             row=2, col=1)
     figure.update_layout(title={"text": title}, barmode="stack", height=560 if rows == 2 else 320, bargap=0)
     return Chart("dead-letters", title.split("<br>")[0], figure, "chart-dead-letters")
@@ -418,7 +419,7 @@ def late_chart(late_panes: pl.DataFrame, too_late: pl.DataFrame, interval_us: in
         counts = (pl.DataFrame({"t": column}).group_by(bucket_of(pl.col("t"), step).alias("bucket_us")).len()
                   .sort("bucket_us"))
         if counts.height:
-            figure.add_trace(go.Bar(x=_times(counts["bucket_us"]), y=counts["len"].to_list(), name=name, width=step / 1000))
+            figure.add_trace(go.Bar(x=_times(counts["bucket_us"]), y=counts["len"].to_numpy(), name=name, width=step / 1000))
     title = (f"late data: {late_panes.height:,} late pane(s), {too_late.height:,} too-late record(s) — per "
              f"{duration_text(step)} (panes by window start, records by event time)")
     figure.update_layout(title={"text": title}, barmode="stack", height=420, bargap=0)
@@ -449,13 +450,13 @@ def consolidated_chart(base: str, quote: str, quality: pl.DataFrame, max_points:
         # Every bucket is on the line's x: a window with no deviation breaks the line, never bridged.
         mean = every_bucket.join(bucketed.filter(pl.col("venue") == venue).group_by("bucket_us")
                                  .agg(pl.col("deviation_bps").mean()), on="bucket_us", how="left").sort("bucket_us")
-        figure.add_trace(go.Scatter(x=_times(mean["bucket_us"]), y=mean["deviation_bps"].to_list(), mode="lines",
+        figure.add_trace(go.Scatter(x=_times(mean["bucket_us"]), y=mean["deviation_bps"].to_numpy(), mode="lines",
                                     name=venue, connectgaps=False), row=1, col=1)
     reasons = (excluded.with_columns(label=pl.format("{} · {}", "venue", pl.col("exclusion_reason").fill_null("unknown")))
                .group_by("label", "bucket_us").len().sort(["label", "bucket_us"]))
     for label in sorted(set(reasons["label"].to_list())):
         part = reasons.filter(pl.col("label") == label)
-        figure.add_trace(go.Bar(x=_times(part["bucket_us"]), y=part["len"].to_list(), name=f"excluded: {label}",
+        figure.add_trace(go.Bar(x=_times(part["bucket_us"]), y=part["len"].to_numpy(), name=f"excluded: {label}",
                                 width=step / 1000),
                          row=2, col=1)
     figure.update_layout(title={"text": title}, barmode="stack", height=620, bargap=0)
