@@ -306,6 +306,11 @@ def _times(micros):
     return pl.Series(micros, dtype=pl.Int64).cast(pl.Datetime("us")).dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy()
 
 
+def _padded(buckets: pl.Series, step_us: int):
+    """An x range a bucket wider than the data on each side: a single bucket shows at its own width."""
+    return _times([int(buckets.min()) - step_us, int(buckets.max()) + step_us])
+
+
 def _shown_at(step_us: int, interval_us: int, what: str) -> str:
     if step_us == interval_us:
         return ""
@@ -363,8 +368,7 @@ def symbol_chart(exchange: str, symbol: str, interval: str, bars: pl.DataFrame, 
                             width=width, marker={"color": "#1f77b4"}, showlegend=False), row=2, col=1)
     figure.add_trace(go.Bar(x=_times(with_bars["bucket_us"]), y=with_bars["duplicate_count"].to_numpy(),
                             width=width, name="duplicates", marker={"color": "#ff7f0e"}, showlegend=False), row=3, col=1)
-    edges = _times([int(shown["bucket_us"][0]) - step, int(shown["bucket_us"][-1]) + step])
-    figure.update_xaxes(range=edges)  # a single bucket still shows at its own width
+    figure.update_xaxes(range=_padded(shown["bucket_us"], step))
     figure.update_layout(title={"text": title}, height=720, xaxis_rangeslider_visible=False, bargap=0,
                          legend={"orientation": "h", "y": -0.06})
     return Chart("bars", title.split("<br>")[0], figure, f"chart-bars-{index}")
@@ -402,6 +406,8 @@ def dead_letter_chart(dead: pl.DataFrame, interval_us: int, max_points: int) -> 
         if part.height:
             figure.add_trace(go.Bar(x=_times(part["bucket_us"]), y=part["len"].to_numpy(), name=label, width=step / 1000),
                             row=2, col=1)
+    if timed.height:
+        figure.update_xaxes(range=_padded(bucket_of(timed["event_us"], step), step), row=2, col=1)
     figure.update_layout(title={"text": title}, barmode="stack", height=560 if rows == 2 else 320, bargap=0)
     return Chart("dead-letters", title.split("<br>")[0], figure, "chart-dead-letters")
 
@@ -422,6 +428,7 @@ def late_chart(late_panes: pl.DataFrame, too_late: pl.DataFrame, interval_us: in
             figure.add_trace(go.Bar(x=_times(counts["bucket_us"]), y=counts["len"].to_numpy(), name=name, width=step / 1000))
     title = (f"late data: {late_panes.height:,} late pane(s), {too_late.height:,} too-late record(s) — per "
              f"{duration_text(step)} (panes by window start, records by event time)")
+    figure.update_xaxes(range=_padded(bucket_of(moments, step), step))
     figure.update_layout(title={"text": title}, barmode="stack", height=420, bargap=0)
     return Chart("late", title, figure, "chart-late")
 
@@ -459,6 +466,7 @@ def consolidated_chart(base: str, quote: str, quality: pl.DataFrame, max_points:
         figure.add_trace(go.Bar(x=_times(part["bucket_us"]), y=part["len"].to_numpy(), name=f"excluded: {label}",
                                 width=step / 1000),
                          row=2, col=1)
+    figure.update_xaxes(range=_padded(every_bucket["bucket_us"], step))
     figure.update_layout(title={"text": title}, barmode="stack", height=620, bargap=0)
     return Chart("consolidated", title.split("<br>")[0], figure, f"chart-consolidated-{index}")
 
@@ -588,8 +596,9 @@ def page_html(data: OutputData, charts: list[Chart]) -> str:
         notes.append("no late panes and no too-late records")
     if data.bars is None:
         notes.append("no time bars (bars/)")
-    body.append('<section id="notes"><h2>Notes</h2><ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-                + "</ul></section>")
+    if notes:
+        body.append('<section id="notes"><h2>Notes</h2><ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+                    + "</ul></section>")
     config = {"displaylogo": False, "responsive": True}
     for section, heading in sections.items():
         divs = [f'<div class="chart">{pio.to_html(chart.figure, full_html=False, include_plotlyjs=False, div_id=chart.chart_id, config=config)}</div>'
