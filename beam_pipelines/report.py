@@ -638,8 +638,9 @@ def describe(result: ReportResult) -> str:
     by_section: dict[str, int] = {}
     for chart in result.charts:
         by_section[chart.section] = by_section.get(chart.section, 0) + 1
-    names = {"bars": "symbol", "dead-letters": "dead letters", "late": "late data", "consolidated": "consolidated pair"}
-    parts = [f"{n} {names[s]}{'s' if n > 1 and s in ('bars', 'consolidated') else ''}" for s, n in by_section.items()]
+    counted = {"bars": ("symbol", "symbols"), "consolidated": ("consolidated pair", "consolidated pairs")}
+    named = {"dead-letters": "dead letters", "late": "late data"}
+    parts = [f"{n} {counted[s][n > 1]}" if s in counted else named[s] for s, n in by_section.items()]
     return (f"report written: {result.path} ({size_text(result.size)}, {len(result.charts)} chart(s)"
             + (f": {', '.join(parts)}" if parts else "") + f", {result.seconds:.1f} s)")
 
