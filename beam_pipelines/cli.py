@@ -161,7 +161,7 @@ def add_backfill_options(backfill: argparse.ArgumentParser) -> None:
     add_sink_options(backfill, streaming=False)
 
 
-RUN_FILES = ("_SUMMARY.json", ERROR_LOG, SEAM_FILES)
+RUN_FILES = ("_SUMMARY.json", ERROR_LOG, SEAM_FILES, "report.html")  # report.html: of the previous run's output
 """What a backfill writes in ``--out`` besides its chunks' files (which its manifests record)."""
 
 

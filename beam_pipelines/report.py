@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from beam_pipelines.cli_common import UserError
+from beam_pipelines.report_command import DEFAULT_MAX_POINTS
 
 REPORT_NAME = "report.html"
 SUMMARY_NAME = "_SUMMARY.json"
@@ -45,7 +46,6 @@ INFORMATION_TABLES = ("bars_ticks", "bars_volume", "bars_dollar")
 PARTITION_METADATA_KEY = b"cryptobeam.partition"
 """``io_connectors.parquet_sink``'s key for partition values cut short in a path; named here so
 that reading stays Beam-free (a test checks the two agree)."""
-DEFAULT_MAX_POINTS = 3000
 DISPLAY_STEPS_S = (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 14400, 21600, 43200,
                    86400, 172800, 604800)
 """Display steps a long series is downsampled to: the smallest multiple of the bar interval that fits."""

@@ -10,9 +10,12 @@ import argparse
 
 from beam_pipelines.cli_common import UserError
 
+DEFAULT_MAX_POINTS = 3000
+"""Most buckets a chart shows: a month of 1m bars is drawn at 15m. Here, not in ``report``, so that
+building the command line never imports polars and pyarrow."""
+
 
 def add_report_parser(subparsers) -> argparse.ArgumentParser:
-    from beam_pipelines.report import DEFAULT_MAX_POINTS
     report = subparsers.add_parser("report", help="write OUT/report.html: charts of bars, gaps, dead letters and "
                                                   "accounting, one self-contained page that opens offline")
     report.add_argument("out", help="output directory of a backfill or a stream")
