@@ -47,7 +47,7 @@ setup(
             "duckdb>=1.1,<3",
             "playwright>=1.49,<2",  # drives Debian's chromium (scripts/install_chromium.sh) in the report's browser test
         ],
-        "profile": [  # what the README's profiling commands use
+        "profile": [  # what CONTRIBUTING.md's profiling commands use
             "py-spy>=0.4,<1",
             "pyinstrument>=5,<6",
         ],

@@ -145,7 +145,7 @@ def add_runner_options(command: argparse.ArgumentParser, default: str) -> None:
     group.add_argument("--flink-version", help="flink: 1.19 (default), 1.20, 2.0, 2.1 or 2.2, matching the cluster")
     group.add_argument("--flink-job-server-jar", help="flink: Beam's job-server jar (default: the one set-up fetched)")
     group.add_argument("--parallelism", type=int, help="flink: parallelism (default 2)")
-    group.add_argument("--checkpointing-interval", help="flink streams: Flink checkpoints every, e.g. 30s (default: none; see the README before using)")
+    group.add_argument("--checkpointing-interval", help="flink streams: Flink checkpoints every, e.g. 30s (default: none; read docs/operations.md#flink before using)")
     group.add_argument("--project", help="dataflow: Google Cloud project")
     group.add_argument("--region", help="dataflow: region, e.g. europe-west1")
     group.add_argument("--temp-location", help="dataflow: gs:// path for temporary files")
