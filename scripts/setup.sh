@@ -10,8 +10,15 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel  # Beam builds the sdist Dataflow workers install
-.venv/bin/python -m pip install --quiet -e ".[test]"
+# The packages are installed again only when what decides them changed since the last set-up
+# that finished: setup.py (and this script). Each install_*.sh below installs only what is missing.
+STAMP=.venv/.cryptobeam-installed
+WANTED="$(cat setup.py scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANTED" ] || [ ! -x .venv/bin/cryptobeam ]; then
+  rm -f "$STAMP"
+  .venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel  # Beam builds the sdist Dataflow workers install
+  .venv/bin/python -m pip install --quiet -e ".[test]"
+fi
 # The project is installed editable, so its own modules are imported from here; where the
 # environment sets PYTHONDONTWRITEBYTECODE they would be compiled again at every start.
 .venv/bin/python -m compileall -q beam_pipelines transforms io_connectors runners schemas benchmarks >/dev/null
@@ -20,6 +27,7 @@ bash scripts/install_kafka.sh               # Kafka's jars for a real local brok
 bash scripts/install_prism.sh               # Prism, the local streaming runner, from the Go module proxy
 bash scripts/install_flink.sh               # a Flink 1.19 cluster (own venv) and Beam's Flink job server jar
 bash scripts/install_debian_packages.sh     # Prometheus with promtool, and Chromium for the report's browser test
+echo "$WANTED" > "$STAMP"
 if [ "${CRYPTOBEAM_SKIP_DEMO:-0}" != "1" ]; then
   .venv/bin/cryptobeam backfill --source binance-aggtrades --input 'data/XRPETH-aggTrades-*.zip' \
     --interval 1m --fill-gaps --out out/ --overwrite

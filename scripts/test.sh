@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the test suite; installs (or refreshes) .venv first, so a fresh clone needs nothing else.
+# Run the test suite; sets up first what is missing (all of it on a fresh clone, nothing once it is there).
 #   bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
