@@ -123,8 +123,8 @@ def joined_where_dates_overlap(chunks: list[Chunk]) -> list[Chunk]:
 # Bytes per record of a text dump, to estimate rows without reading (Binance aggTrades CSV lines
 # are 50-60 bytes; an overestimate of rows only makes chunks smaller).
 TEXT_BYTES_PER_ROW = 50
-# The in-process runner spends about 130 µs of state and bundle bookkeeping per window and about
-# 1 µs per trade (measured with pyinstrument on 43,200 one-minute windows of 23 trades).
+# A window's state and bundle bookkeeping, in trades: the in-process runner's cost per window
+# over its cost per trade (docs/benchmarks.md#figures-behind-design-choices).
 WINDOW_COST_ROWS = 120
 # A chunk of at least this many rows is cut into a multiple of MIN_PIECES pieces, even when under
 # the budget, so that every worker gets an equal share (below it, a second worker's start-up and

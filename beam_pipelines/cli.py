@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 # Trades per chunk on the in-process runner: it holds a chunk's window chunks in memory, so this
-# bounds a worker's memory (measured: about 0.6 GB for 5M trades of 3 symbols over a day), and
-# the fewer chunks, the less each run's fixed cost (pipeline set-up, a bundle of timers, a file
-# per date) repeats. At 8M, a month of one symbol (10M trades, 43,200 windows) is two pieces, one
-# per worker: 0.6 s faster than the four pieces of a 6M budget, at 70 MB more peak PSS.
+# bounds a worker's memory, and the fewer chunks, the less each run's fixed cost (pipeline set-up,
+# a bundle of timers, a file per date) repeats. It is large enough that a month of one symbol is
+# two pieces, one per worker on two cores; a smaller budget cuts it into more pieces, each paying
+# the fixed cost, for little less memory (docs/benchmarks.md#figures-behind-design-choices).
 DEFAULT_CHUNK_ROWS = 8_000_000
 
 
@@ -558,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
 def entry_point() -> None:
     code = main()
     # Everything is written and reported by now. Run the exit handlers, then skip the interpreter's
-    # teardown of the Beam, Arrow and polars modules, which adds about 0.3 s to every command.
+    # teardown of the Beam, Arrow and polars modules: nothing is left for it to do, and every
+    # command would wait for it.
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -6,7 +6,7 @@ exactly as long as the command that started it.
   output beside a rerun. With the server gone, its workers get SIGKILL too (``die_with_parent``).
 - It exits at once instead of tearing down the Beam, Arrow and polars modules it imported. It
   holds the command's stdout and stderr, so a caller reading them through a pipe would otherwise
-  wait out that teardown (about half a second).
+  wait out that teardown.
 """
 import atexit
 import os

@@ -2,7 +2,7 @@
 
 ``add_report_parser`` adds the sub-command to the ``cryptobeam`` parser; ``run_report`` runs it.
 The work (reading the output, building the charts and the page) is ``beam_pipelines.report``'s,
-which is Beam-free: this command starts in well under a second.
+which is Beam-free, so this command never waits for Beam to import.
 """
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ def run_stream(args, console: Console) -> int:
                   f"{'Ctrl-C drains' if drains_here else 'Ctrl-C cancels (drain with the runner, e.g. gcloud dataflow jobs drain)'}")
 
     reset_drain()
-    if drains_here:  # the in-process workers' first batch would otherwise pay this import (about 0.2 s)
+    if drains_here:  # the in-process workers' first batch would otherwise pay this import, delaying its panes
         importlib.import_module("polars")
     options = profile.options(_FLINK_STREAM_FLAGS if profile.name == "flink" else [], streaming=True)
     pipeline = beam.Pipeline(runner=profile.runner(), options=_without_job_deadline(profile, options))
@@ -127,8 +127,8 @@ def run_stream(args, console: Console) -> int:
     started = time.monotonic()
     interrupts = {"n": 0}
     # Everything built so far lives as long as the stream: keep it out of the cyclic collector,
-    # whose full passes over it paused the in-process workers 0.12 s every 5-8 s at 20k trades/s,
-    # and run the collector rarely (runners.gc_tuning).
+    # whose full passes over it would pause the in-process workers again and again, and run the
+    # collector rarely (runners.gc_tuning).
     collect_rarely(collect_first=True)
     pipeline_log = PipelineLog.install()
     _cancel_previous_flink_job(profile, console)
@@ -245,7 +245,7 @@ def _cancel_previous_flink_job(profile, console) -> None:
 
 def _without_job_deadline(profile, options):
     """Beam's portable runner follows a job's state over a gRPC stream whose deadline is
-    ``--job_server_timeout`` (300 s by default): a stream running longer failed with
+    ``--job_server_timeout`` (300 s by default): a stream running longer fails with
     DEADLINE_EXCEEDED. Prism's job server is started here by the runner, so nothing is gained
     by a deadline on it."""
     if profile.name == "prism":
@@ -255,9 +255,9 @@ def _without_job_deadline(profile, options):
 
 
 def written_by_run(out: str, run: str, tables: tuple[str, ...] = ("bars",)) -> dict[str, int]:
-    """What the run's files hold, as the accounting's written figures. Prism has reported drained
-    streams finished whose counters missed their last file write (now and then, on a loaded
-    machine), so the report reads the files the run wrote rather than trust the counters.
+    """What the run's files hold, as the accounting's written figures. Prism can report a drained
+    stream finished before its counters include the last file write (on a loaded machine), so the
+    report reads the files the run wrote rather than trust the counters.
 
     ``tables`` are the run's tables of bars in its order: as the counters do (``beam_pipelines.outputs``),
     the bar figures are the first table's, and the files and rows are counted for every table."""

@@ -1,8 +1,9 @@
 """Where chunk workers come from: a fork server that has imported the pipeline code once.
 
-A spawned worker spends about a second importing Beam, pyarrow and polars before its first chunk,
-and ends with a full interpreter teardown. Workers forked from a server that already holds those
-modules start warm and exit at once; started before planning, the server's imports overlap it.
+A spawned worker imports Beam, pyarrow and polars before its first chunk, which costs more than
+a small chunk's work, and ends with a full interpreter teardown. Workers forked from a server that
+already holds those modules start warm and exit at once; started before planning, the server's
+imports overlap it.
 This module imports nothing heavy, so the command line can start the server first thing.
 """
 from __future__ import annotations
@@ -30,8 +31,9 @@ WORKER_MODULES = (
     "polars",  # imported where a chunk first needs it (transforms.trade_chunk), not by planning
 )
 
-# Inputs smaller than this (bytes on disk; 2M trades of Parquet are about 30 MB) rarely make more
-# than one chunk (see chunks.PARALLEL_FROM_ROWS): no server is started early for them.
+# Inputs smaller than this (bytes on disk, a little under the Parquet size of
+# chunks.PARALLEL_FROM_ROWS trades) rarely make more than one chunk: no server is started early
+# for them.
 EARLY_START_BYTES = 24 << 20
 
 

@@ -34,8 +34,8 @@ not judge venues, so the check also asserts that none was excluded. ``--profile`
 
 ``--repeat N`` times each input in N rounds of polars, duckdb and cryptobeam (3 with ``--suite``
 and ``--consolidated``).
-Times are medians, and the ratio is the median of each round's own ratio: on a shared 2-core VM
-single runs of the same command vary by 10-20%.
+Times are medians, and the ratio is the median of each round's own ratio: on a shared VM single
+runs of the same command vary too much to compare one by one.
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 def tree_sample(root: int, with_memory: bool = True) -> tuple[float, dict[int, float]]:
     """(summed PSS in MB, CPU seconds so far per process) of a process and all its descendants.
-    PSS costs up to 50 ms a sample on large processes (the kernel walks their page tables), so
+    PSS is slow to read on large processes (the kernel walks their page tables), so
     ``with_memory=False`` skips it.
 
     PSS, not RSS: chunk workers fork from a server that has imported Beam, Arrow and polars, and

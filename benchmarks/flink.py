@@ -71,7 +71,7 @@ STREAM_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
 BACKFILL_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 SAMPLE_S = 0.5
 FLINK_CONFIG = {"metrics.fetcher.update-interval": 1000}
-"""The REST API refreshes its metrics every 10 s by default: too coarse to time a 30 s read."""
+"""The REST API refreshes its metrics every 10 s by default: too coarse to time a read phase."""
 BAR_COLUMNS = ("exchange", "symbol", "window_start", "open", "high", "low", "close", "volume", "trade_count")
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 

@@ -122,9 +122,9 @@ def prepare(rate: int, seconds: float, lead_s: float) -> tuple[float, list]:
 
 def warmed_producer(bootstrap: str, warmup_topic: str, timeout_s: float = 60) -> tuple[Producer, float]:
     """A producer whose first delivery is done, and how long it took. On a fresh broker the first
-    trade was once acknowledged 11-15 s later than the schedule allowed for, and the stream,
-    started meanwhile, stopped idle before any trade came; warming up before the stream's launch
-    keeps that out of the measured round."""
+    delivery can be acknowledged far later than the schedule allows for, and a stream started
+    meanwhile would stop idle before any trade came; warming up before the stream's launch keeps
+    that out of the measured round."""
     producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
     delivered: list = []
     began = time.monotonic()

@@ -50,7 +50,7 @@ CREATE_ATTEMPTS = 4
 
 def ensure_table(client, target: BigQueryTarget, layout: TableLayout) -> None:
     """Create the dataset, the table (partitioned by day, clustered) and its latest view if missing.
-    Writers in parallel (a backfill's chunks) create them at once, and the emulator has answered a
+    Writers in parallel (a backfill's chunks) create them at once, and the emulator can answer a
     create that lost such a race with 400 (a failed commit) rather than "already exists": a failed
     create is tried again, and then finds the table there."""
     from google.api_core.exceptions import GoogleAPICallError

@@ -1,8 +1,8 @@
 """A faster batch GroupByKey for the in-process runner, with the same output.
 
 In batch, FnApiRunner groups every (key, window) through Beam's GeneralTriggerDriver, which
-simulates the trigger state machine per window: about 290 µs per window here, the largest
-cost of a backfill of sparse trades (43,200 one-minute windows per symbol-month). For the
+simulates the trigger state machine per window, the largest cost of a backfill of sparse
+trades (43,200 one-minute windows per symbol-month). For the
 windowings a batch run can only fire once per window (a non-merging WindowFn, an
 ``AfterWatermark`` trigger with no early firings, output at the end of the window), that
 driver's result is known: one ON_TIME pane per window, index 0, holding the window's values

@@ -2,11 +2,10 @@
 
 A backfill allocates and frees arrays of megabytes per batch. With glibc's defaults each one
 is a fresh mmap whose pages fault in again, which on small VMs and sandboxes costs more than
-the arithmetic on them (measured here: 15% of a backfill chunk, and half its system time).
-Raising the mmap and trim thresholds lets the heap keep and reuse those pages; peak memory is
-unchanged, since the same arrays are live either way. Arrow's buffers are then taken from that
-same heap: its default pool (mimalloc) hands freed pages back as well (measured here: 9% of a
-backfill chunk's CPU went to faulting them in again).
+the arithmetic on them. Raising the mmap and trim thresholds lets the heap keep and reuse those
+pages; peak memory is unchanged, since the same arrays are live either way. Arrow's buffers are
+then taken from that same heap: its default pool (mimalloc) hands freed pages back as well, to
+be faulted in again.
 """
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ class RunnerProfile:
             # Prism's dynamic splits hand a split bundle's rest to another bundle at once, which
             # may run the same key of a stateful stage beside the first part, each from the same
             # committed state: one part's state and timers are then lost (information bars
-            # missed a day's first trades that way). A bundle is never split here.
+            # would miss a day's first trades). A bundle is never split here.
             values = {"prism_location": self.prism_location, "prism_log_level": "error",
                       "experiments": ["prism_disable_sdf_split"]}
         elif self.name == "flink":
@@ -156,8 +156,8 @@ def in_process_runner():
     per window built directly (``runners.batch_grouping``).
 
     The embedded worker keeps state in this process already; its cache only adds cost, and
-    sizing each cached value with objsize walks every loaded module (about 1 ms per state
-    access here), which would dominate a backfill's run time.
+    sizing each cached value with objsize walks every loaded module on every state access,
+    which would dominate a backfill's run time.
     """
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
 

@@ -2,9 +2,9 @@
 
 Beam measures the mean element size of every PCollection by encoding sampled elements, and it
 samples the first ten of each. With Beam's fallback coder that means pickling a whole batch
-(a 250,000-trade table is 30 MB) only to take its length: 40 such encodings were a fifth of a
-backfill chunk's CPU. These coders encode exactly as that fallback does, with pickle, but give
-the size from the value's own byte count, which costs nothing.
+(tens of megabytes) only to take its length, a large share of a backfill chunk's CPU. These
+coders encode exactly as that fallback does, with pickle, but give the size from the value's own
+byte count, which costs nothing.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The fast path for delimited text: a batch without one bad line, converted by Arrow's CSV reader.
 
-The line-by-line path (``delimited``) gives every line its own verdict, at about 0.45 µs a line.
+The line-by-line path (``delimited``) gives every line its own verdict, at a cost per line.
 Exchange dumps rarely hold a bad line, and for a clean batch Arrow's reader converts the wanted
 columns in one pass at a fraction of that. The fast path answers only when its answer is certain
 to be the line-by-line path's; on any doubt it returns None and the caller takes the
