@@ -2,12 +2,14 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HYPOTHESIS_PROFILE", "default")
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
+
+# The shared helpers assert too; rewritten like the test modules', their failures explain themselves.
+pytest.register_assert_rewrite("tests.support")
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
@@ -16,11 +18,11 @@ settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 
 def pytest_terminal_summary(terminalreporter):
-    fuzz = sys.modules.get("tests.test_fuzz")
-    if fuzz and fuzz.LINES_RUN["examples"]:
-        terminalreporter.write_line(f"fuzz: {fuzz.LINES_RUN['examples']} examples, {fuzz.LINES_RUN['lines']} hostile "
+    from tests.support.fuzz_tally import LINES_RUN
+    if LINES_RUN["examples"]:
+        terminalreporter.write_line(f"fuzz: {LINES_RUN['examples']} examples, {LINES_RUN['lines']} hostile "
                                     "lines and rows through the whole pipeline, all reconciled")
-        by_format = fuzz.LINES_RUN.get("by_format")
+        by_format = LINES_RUN.get("by_format")
         if by_format:
             terminalreporter.write_line("fuzz, hostile records per input format: " + ", ".join(
                 f"{name} {count:,}" for name, count in sorted(by_format.items())))
@@ -29,7 +31,7 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture(scope="session")
 def bigquery_endpoint(tmp_path_factory):
     """A real BigQuery emulator on a free localhost port, for the whole test session."""
-    from tests.bigquery_emulator import BigQueryEmulator
+    from tests.support.bigquery_emulator import BigQueryEmulator
     emulator = BigQueryEmulator(tmp_path_factory.mktemp("bigquery"))
     yield emulator.endpoint
     emulator.stop()
@@ -42,3 +44,12 @@ def kafka_bootstrap(tmp_path_factory):
     broker = LocalKafka.start(tmp_path_factory.mktemp("kafka"))
     yield broker.bootstrap
     broker.stop()
+
+
+@pytest.fixture
+def background():
+    """Local fake exchanges serving in a background thread, closed after the test."""
+    from tests.support.fake_exchanges import Background
+    servers = Background()
+    yield servers
+    servers.close()

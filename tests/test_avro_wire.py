@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import io
 import subprocess
-import sys
-from pathlib import Path
 
 import fastavro
 import numpy as np
@@ -19,7 +17,8 @@ from io_connectors.avro_wire import SchemaStore, WireFormatError, decode, encode
 from io_connectors.formats.kafka_avro import parse_avro_messages
 from io_connectors.raw_batch import RawBatch
 from schemas import avro_schema, parsed_avro_schema
-from tests.helpers import T0, run_trades_to_bars
+from tests.support.helpers import T0, run_trades_to_bars
+from tests.support.paths import BUNDLED, CLI
 from transforms import BarSpec
 
 TRADE = {"exchange": "binance", "symbol": "BTCUSDT", "base": "BTC", "quote": "USDT", "trade_id": "7",
@@ -140,10 +139,8 @@ def test_a_kafka_trade_from_year_146000_is_a_dead_letter_not_a_crash():
 
 
 def test_avro_sink_holds_the_same_bars_as_parquet(tmp_path):
-    cli = str(Path(sys.executable).parent / "cryptobeam")
     out = tmp_path / "out"
-    root = Path(__file__).resolve().parent.parent
-    result = subprocess.run([cli, "backfill", "--source", "binance-aggtrades", "--input", str(root / "data" / "*.zip"),
+    result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", BUNDLED,
                              "--fill-gaps", "--sink", "avro", "--out", str(out), "--no-progress"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -157,6 +154,6 @@ def test_avro_sink_holds_the_same_bars_as_parquet(tmp_path):
     for a, p in zip(sorted(avro_rows, key=key), sorted(parquet_rows, key=key)):
         assert (a["open"], a["close"], a["volume"], a["trade_count"], a["symbol"]) == (
             p["open"], p["close"], p["volume"], p["trade_count"], p["symbol"])
-    bad = subprocess.run([cli, "backfill", "--source", "binance-aggtrades", "--input", str(root / "data" / "*.zip"),
+    bad = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", BUNDLED,
                           "--sink", "bigtable", "--out", str(tmp_path / "o2")], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown --sink" in bad.stderr

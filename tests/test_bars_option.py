@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from io_connectors.bar_reader import final_bars, read_bars
-from tests.test_cli import ROOT, cryptobeam
+from tests.support.commands import cryptobeam
+from tests.support.paths import ROOT
 
 INPUT = "data/XRPETH-aggTrades-*.zip"
 BARS = ("--bars", "ticks:300", "--bars", "volume:2000", "--bars", "dollar:1.5")

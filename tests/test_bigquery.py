@@ -3,8 +3,6 @@ leave the latest-revision view unchanged, rejected rows become dead letters."""
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -12,12 +10,10 @@ import pyarrow.parquet as pq
 from io_connectors.bigquery_sink import BAR_TABLE, BigQueryTarget, _InsertRows, bar_insert_id
 from runners.profiles import in_process_runner
 from schemas import field_names
-from tests.helpers import COLLECTED, Collect
+from tests.support.helpers import COLLECTED, Collect
+from tests.support.paths import CLI, ROOT
 from transforms import BarSpec
 from transforms.gap_fill import filled_bar
-
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "cryptobeam")
 
 
 def query(target: BigQueryTarget, sql: str):

@@ -10,50 +10,14 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "cryptobeam")
-
-
-def write_days(folder: Path, days: int, per_day: int = 3000, seed: int = 5, first=date(2024, 1, 1)) -> None:
-    """Daily Binance aggTrades zips with contiguous ids and some empty minutes."""
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    agg_id, price = 1_000_000, 42000.0
-    for d in range(days):
-        day = first + timedelta(days=d)
-        start = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
-        times = sorted(rng.randrange(start, start + 86_400_000) for _ in range(per_day))
-        lines = []
-        for t in times:
-            price = round(price * (1 + rng.gauss(0, 3e-4)), 2)
-            lines.append(f"{agg_id},{price:.2f},{rng.randint(1, 900) / 1000:.3f},{agg_id},{agg_id},{t},"
-                         f"{rng.choice(['True', 'False'])},True")
-            agg_id += 1
-        name = f"BTCUSDT-aggTrades-{day.isoformat()}"
-        with zipfile.ZipFile(folder / f"{name}.zip", "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(f"{name}.csv", "\n".join(lines) + "\n")
-
-
-def backfill(inputs: Path, out: Path, *extra, **kwargs):
-    return subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(inputs / "*.zip"),
-                           "--interval", "1m", "--fill-gaps", "--out", str(out), "--no-progress", *extra],
-                          capture_output=True, text=True, timeout=600, **kwargs)
-
-
-def bars_of(out: Path) -> list[dict]:
-    rows = pq.read_table(out / "bars").drop_columns(["date"]).to_pylist()
-    return sorted(rows, key=lambda b: (b["symbol"], b["window_start"], b["is_filled"], b["pane_index"]))
-
-
-def summary(out: Path) -> dict:
-    return json.loads((out / "_SUMMARY.json").read_text())
+from tests.support.backfills import backfill, write_days
+from tests.support.outputs import bars_of, summary
+from tests.support.paths import CLI, ROOT
 
 
 @pytest.fixture(scope="module")

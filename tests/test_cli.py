@@ -12,13 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from io_connectors.output_lock import LOCK_NAME
-
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "cryptobeam")
-
-
-def cryptobeam(*args, cwd=ROOT):
-    return subprocess.run([CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+from tests.support.commands import cryptobeam
+from tests.support.paths import ROOT
 
 
 def test_backfill_bundled_data_end_to_end(tmp_path):

@@ -21,12 +21,10 @@ from io_connectors.collectors import FEEDS
 from io_connectors.collectors.backoff import Backoff
 from io_connectors.collectors.collector import Collector, CollectorSettings, FeedSettings
 from io_connectors.collectors.kafka_output import KafkaOutput
-from tests.fake_exchanges import FakeBinance, FakeCoinbase, FakeKraken, make_trades
-from tests.test_collectors import (ROOT, STORE, assert_exactly_the_fake_trades, background, collect_args,  # noqa: F401
-                                   published, refs, topic)
-from tests.test_kafka import read_topic
-
-CLI = str(ROOT / ".venv" / "bin" / "cryptobeam")
+from tests.support.collectors import STORE, assert_exactly_the_fake_trades, collect_args, published, refs, topic
+from tests.support.fake_exchanges import FakeBinance, FakeCoinbase, FakeKraken, make_trades
+from tests.support.kafka import read_topic
+from tests.support.paths import CLI
 
 
 class LongestWait(random.Random):

@@ -4,7 +4,6 @@ arrives despite dropped connections, silent feeds, duplicates and gaps (filled o
 429), malformed frames become dead letters, and SIGTERM stops cleanly with everything flushed."""
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
@@ -12,14 +11,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
-from beam_pipelines.collect_command import add_collect_parser, run_collect
-from io_connectors.avro_wire import SchemaStore, decode
+from beam_pipelines.collect_command import run_collect
 from io_connectors.collectors import FEEDS, binance, coinbase, kraken
 from io_connectors.collectors.backoff import Backoff
 from io_connectors.collectors.collector import Collector, CollectorSettings, FeedSettings
@@ -27,12 +23,11 @@ from io_connectors.collectors.frames import ExchangeRejected, FrameError
 from io_connectors.collectors.kafka_output import KafkaOutput, KafkaUnreachable, check_reachable
 from io_connectors.collectors.rest import retry_after_seconds
 from io_connectors.collectors.trade_ids import Gap, TradeIds
-from tests.fake_exchanges import (Background, FakeBinance, FakeBinanceRest, FakeCoinbase, FakeKraken, make_trades)
-from tests.test_kafka import read_topic
+from tests.support.collectors import assert_exactly_the_fake_trades, collect_args, published, refs, topic
+from tests.support.fake_exchanges import (FakeBinance, FakeBinanceRest, FakeCoinbase, FakeKraken, make_trades)
+from tests.support.paths import ROOT
 from transforms.event_time import datetime_to_micros
 
-ROOT = Path(__file__).resolve().parent.parent
-STORE = SchemaStore.shipped()
 FAST = dict(stale_after=1.0, reconnect_backoff=Backoff(0.05, 0.2), rest_backoff=Backoff(0.05, 0.2),
             max_seconds=30, progress_every=None)
 
@@ -204,17 +199,6 @@ def test_symbols_are_checked_against_how_each_exchange_spells_them():
 
 # --- against fake exchanges and a real Kafka broker -------------------------------------------
 
-@pytest.fixture
-def background():
-    servers = Background()
-    yield servers
-    servers.close()
-
-
-def topic(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
 def collect(bootstrap: str, feed, trades_topic: str, dead_letter_topic: str, *, symbols, channel, ws_url,
             rest_url=None, **settings) -> Collector:
     collector = Collector([FeedSettings(feed, symbols, channel, ws_url, rest_url)], CollectorSettings(**{**FAST, **settings}),
@@ -223,32 +207,10 @@ def collect(bootstrap: str, feed, trades_topic: str, dead_letter_topic: str, *, 
     return collector
 
 
-def published(bootstrap: str, name: str, expected: int, schema: str = "trade") -> list[tuple]:
-    """(message, decoded record) for each message on the topic."""
-    return [(m, decode(m.value(), schema, STORE)) for m in read_topic(bootstrap, name, expected, timeout_s=20)]
-
-
-def refs(symbol: str, first: int, last: int) -> list[tuple[str, int]]:
-    return [(symbol, i) for i in range(first, last + 1)]
-
-
 def assert_accounted(collector: Collector):
     c = collector.counters
     assert c.received + c.gap_trades_fetched == c.published + c.duplicates
     assert c.undelivered == 0
-
-
-def assert_exactly_the_fake_trades(messages, fake_trades, exchange: str):
-    by_id = {(t.symbol, t.trade_id): t for t in fake_trades}
-    got = [(r["symbol"], int(r["trade_id"])) for _, r in messages]
-    assert sorted(got) == sorted(by_id) and len(got) == len(set(got))
-    for message, record in messages:
-        fake = by_id[(record["symbol"], int(record["trade_id"]))]
-        assert message.key() == f"{exchange}:{fake.symbol}".encode()
-        assert datetime_to_micros(record["event_time"]) == fake.time_us and message.timestamp()[1] == fake.time_ms
-        assert (record["exchange"], record["price"], record["amount"], record["side"]) == (
-            exchange, fake.price, fake.amount, fake.taker_side)
-        assert record["receive_time"] is not None
 
 
 @pytest.mark.parametrize("channel", ["aggTrade", "trade"])
@@ -363,12 +325,6 @@ def test_kraken_silent_feed_trips_the_watchdog_which_resubscribes(kafka_bootstra
     statuses = [record for _, record in published(kafka_bootstrap, collector.output.status_topic, 4, "feed_status")]
     assert [(r["status"], r["reason"]) for r in statuses] == [
         ("connected", None), ("disconnected", "stale"), ("resubscribed", None), ("disconnected", "stopped")]
-
-
-def collect_args(*options: str):
-    parser = argparse.ArgumentParser(prog="cryptobeam")
-    add_collect_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["collect", *options])
 
 
 @pytest.mark.parametrize("options, message", [

@@ -12,9 +12,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from io_connectors.bar_reader import final_bars
-from tests import consolidation_reference as reference
-from tests.helpers import micros_of, three_venue_trades, write_three_venue_inputs
-from tests.test_stream import cli, finish, new_topic, start_stream, summary, without_panes
+from tests.support import consolidation_reference as reference
+from tests.support.commands import cli
+from tests.support.helpers import micros_of, three_venue_trades, write_three_venue_inputs
+from tests.support.outputs import summary, without_panes
+from tests.support.streams import finish, new_topic, start_stream
 
 START = datetime(2024, 1, 1, 23, 30, tzinfo=timezone.utc)
 SECONDS = 3600

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from io_connectors.instruments import with_canonical_instruments
 from io_connectors.raw_batch import RawBatch
 from runners.profiles import in_process_runner
-from tests import consolidation_reference as reference
-from tests.helpers import COLLECTED, MINUTE, T0, Collect, parse
+from tests.support import consolidation_reference as reference
+from tests.support.helpers import COLLECTED, MINUTE, T0, Collect, parse
 from transforms import BarSpec, TradesToBars
 from transforms.consolidation import (ConsolidationSpec, Judgement, consolidate_day, consolidate_window, id_runs_of,
                                       missing_id_ranges, reference_price, subset_prices, venue_window, weighted_median)

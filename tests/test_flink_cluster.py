@@ -19,7 +19,8 @@ from io_connectors.bar_reader import final_bars
 from io_connectors.files import match_inputs
 from io_connectors.source_formats import SOURCES
 from runners.local_flink import FlinkError, LocalFlink, flink_job_server_jar, flink_pipeline_args
-from tests.test_stream import BUNDLED, CLI, ROOT, without_panes
+from tests.support.outputs import without_panes
+from tests.support.paths import BUNDLED, CLI, ROOT
 from transforms import BarSpec
 
 
@@ -101,8 +102,8 @@ def test_stream_on_flink_equals_local_backfill(flink_cluster, kafka_bootstrap, t
     """Replay with disorder and late trades -> Kafka -> ``cryptobeam stream --runner flink --fill-gaps``,
     ending by itself once the topic has been idle (the read's end must finish the Flink job): the
     final bars are the local backfill's."""
-    from tests.test_stream import finish, new_topic, replay, start_stream, summary
-    from tests.test_stream import backfill_bars
+    from tests.support.outputs import summary
+    from tests.support.streams import backfill_bars, finish, new_topic, replay, start_stream
     topic = new_topic(kafka_bootstrap, 2)
     replay(kafka_bootstrap, topic, "--disorder", "2s", "--late-fraction", "0.01", "--late-by", "5m", "--seed", "7")
     out = tmp_path / "stream"
@@ -125,7 +126,7 @@ CONSOLIDATED = ("--bars", "time:1m", "--bars", "consolidated:1m")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_panes_reach_disk_live_on_flink(flink_cluster, kafka_bootstrap, tmp_path):
     """ON_TIME panes while the trades still flow, not after the allowed lateness (10 m)."""
-    from tests.test_stream import assert_panes_reach_disk_live
+    from tests.support.streams import assert_panes_reach_disk_live
 
     def until_running(stream, timeout_s=180):
         deadline = time.monotonic() + timeout_s
@@ -181,7 +182,8 @@ def test_ctrl_c_stops_a_stream_on_flink_cleanly(flink_cluster, kafka_bootstrap, 
     (not left running or restarting), and what it read is accounted for."""
     import signal
 
-    from tests.test_stream import finish, new_topic, replay, start_stream, summary, wait_for_bar_files
+    from tests.support.outputs import summary
+    from tests.support.streams import finish, new_topic, replay, start_stream, wait_for_bar_files
     topic = new_topic(kafka_bootstrap, 1)
     replay(kafka_bootstrap, topic)
     out = tmp_path / "stream"

@@ -20,14 +20,15 @@ import pytest
 from io_connectors.bar_reader import final_bars, read_bars
 from io_connectors.parquet_sink import run_of
 from runners.local_flink import LocalFlink
-from tests.test_stream import (_committed, _synthetic_trades, backfill_bars, finish, kill_stream, new_topic, replay,
-                               start_stream, summary, without_panes)
+from tests.support.outputs import summary, without_panes
+from tests.support.streams import (backfill_bars, committed_offset, finish, kill_stream, new_topic, replay,
+                                   start_stream, synthetic_trades)
 
 ROUNDS = int(os.environ.get("CRYPTOBEAM_FLINK_RESTART_ROUNDS", "2"))
 CHUNK_SECONDS = 5 * 60  # the feed is published in chunks of this much event time, paced
 CHUNKS_PER_ROUND = 8  # at most this many chunks for a run to commit before it is killed
 TRADES_PER_SECOND = 5
-FEED_START_S = 1_704_067_200  # 2024-01-01, where tests.test_stream's synthetic trades start
+FEED_START_S = 1_704_067_200  # 2024-01-01, where tests.support.streams' synthetic trades start
 SPEED = 120
 OPTIONS = ("--allowed-lateness", "1m", "--commit-every", "1m", "--watermark-delay", "2s")
 
@@ -68,7 +69,7 @@ class Feed:
         self.bootstrap, self.topic = bootstrap, topic
         self.whole = directory / "whole" / "ETHUSDT-aggTrades-2024-01-01.csv"
         self.whole.parent.mkdir(parents=True)
-        _synthetic_trades(self.whole, seconds=chunks * CHUNK_SECONDS, per_second=TRADES_PER_SECOND)
+        synthetic_trades(self.whole, seconds=chunks * CHUNK_SECONDS, per_second=TRADES_PER_SECOND)
         lines = self.whole.read_text().splitlines(keepends=True)
         self.trades = len(lines)
         per_chunk = CHUNK_SECONDS * TRADES_PER_SECOND
@@ -115,12 +116,12 @@ def keep_publishing_until_committed_past(feed: Feed, out: Path, stream, committe
         feed.publish_next("--speed", str(SPEED))
         published_until = feed.published_until - CHUNK_SECONDS / 2
         while newest_window_written_since(out, since_ms) < published_until:
-            if (committed := _committed(feed.bootstrap, feed.topic, feed.topic)) > committed_before:
+            if (committed := committed_offset(feed.bootstrap, feed.topic, feed.topic)) > committed_before:
                 return committed
             assert stream.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, f"no commit past offset {committed_before} in {timeout_s:.0f} s"
             time.sleep(0.5)
-        if (committed := _committed(feed.bootstrap, feed.topic, feed.topic)) > committed_before:
+        if (committed := committed_offset(feed.bootstrap, feed.topic, feed.topic)) > committed_before:
             return committed
 
 
@@ -171,7 +172,7 @@ def test_killed_and_restarted_flink_stream_ends_with_the_backfill_bars(restart_c
             rounds.append(kill_round(restart_cluster, feed, out, kill, committed))
             committed = rounds[-1]["committed_at_kill"]
         feed.publish_rest()
-        committed = _committed(kafka_bootstrap, topic, topic)  # a killed run may have committed after the check
+        committed = committed_offset(kafka_bootstrap, topic, topic)  # a killed run may have committed after the check
         last = start_stream(kafka_bootstrap, topic, out, *OPTIONS, "--runner", "flink", "--flink-master",
                             restart_cluster.flink_master, "--stop-when-idle", "4s")
         finish(last, out, timeout=300)

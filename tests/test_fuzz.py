@@ -27,7 +27,6 @@ import re
 import subprocess
 import sys
 import zipfile
-from collections import Counter
 from pathlib import Path
 
 import fastavro
@@ -40,15 +39,14 @@ from hypothesis import strategies as st
 from io_connectors.files import InputFile
 from io_connectors.source_formats import SOURCES, parser_for
 from io_connectors.sources import read_raw_batches
-from tests.helpers import run_trades_to_bars
+from tests.support.fuzz_tally import LINES_RUN
+from tests.support.helpers import run_trades_to_bars
+from tests.support.paths import ROOT
 from transforms import BarSpec
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = int(os.environ.get("CRYPTOBEAM_FUZZ_EXAMPLES", "8"))
 RECORDS_PER_FORMAT = int(os.environ.get("CRYPTOBEAM_FUZZ_RECORDS", "10500"))
 SEED = int(os.environ.get("CRYPTOBEAM_FUZZ_SEED", "21"))
-# Reported in the test session summary (conftest.py): totals, and records per input format.
-LINES_RUN = {"lines": 0, "examples": 0, "by_format": Counter()}
 BAR_VALUES = ("open", "high", "low", "close", "volume", "quote_volume", "vwap", "buy_volume", "sell_volume")
 
 MS = 1_704_067_200_000  # 2024-01-01 in ms
@@ -424,7 +422,7 @@ def run_backfill_pipeline(source_name: str, paths: list[Path], batch_rows: int):
     from beam_pipelines.accounting import counters_of
     from io_connectors.sources import ReadTradeFiles
     from runners.profiles import in_process_runner
-    from tests.helpers import Collect
+    from tests.support.helpers import Collect
     from transforms import TradesToBars
 
     source = SOURCES[source_name]
@@ -436,7 +434,7 @@ def run_backfill_pipeline(source_name: str, paths: list[Path], batch_rows: int):
     (read.dead_letter, results["dead_letters"]) | beam.Flatten() | "CollectDead" >> beam.Map(Collect("fuzz_dead"))
     result = pipeline.run()
     result.wait_until_finish()
-    from tests.helpers import COLLECTED
+    from tests.support.helpers import COLLECTED
     return list(COLLECTED["fuzz_bars"]), list(COLLECTED["fuzz_dead"]), counters_of(result)
 
 

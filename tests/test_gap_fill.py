@@ -1,7 +1,7 @@
 """Gap fill follows the exchange kline convention and only fills between a symbol's first and last bar."""
 from __future__ import annotations
 
-from tests.helpers import MINUTE, T0, raw_batch, run_trades_to_bars
+from tests.support.helpers import MINUTE, T0, raw_batch, run_trades_to_bars
 from transforms import BarSpec
 
 

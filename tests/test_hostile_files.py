@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tests.test_chunked import CLI, bars_of, summary
+from tests.support.outputs import bars_of, summary
+from tests.support.paths import CLI
 
 MS_2024 = 1_704_067_200_000  # 2024-01-01T00:00:00Z in ms
 MIB = 2**20

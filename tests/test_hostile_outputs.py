@@ -15,9 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from io_connectors.bar_reader import final_bars, read_bars
+from tests.support.paths import CLI, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "cryptobeam")
 T0_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
 HEADER = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
 

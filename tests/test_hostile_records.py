@@ -6,7 +6,6 @@ import gzip
 import json
 import math
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -17,11 +16,11 @@ import pytest
 
 from io_connectors.source_formats import SOURCES, parser_for
 from io_connectors.sources import read_raw_batches
-from tests.helpers import T0
+from tests.support.helpers import T0
+from tests.support.paths import CLI
 from transforms.trade_batch import make_trade_batch
 from transforms.validate import LARGEST_VALUE, SMALLEST_VALUE, invalid_reasons
 
-CLI = str(Path(sys.executable).parent / "cryptobeam")
 MS = T0 // 1000
 MINUTE_MS = 60_000
 BAR_VALUES = ("open", "high", "low", "close", "volume", "quote_volume", "vwap", "buy_volume", "sell_volume")
@@ -106,7 +105,7 @@ def test_trades_that_would_overflow_a_bar_are_dead_letters_and_the_backfill_reco
 
 def test_the_rule_is_per_trade_so_any_batching_gives_the_same_bars_and_dead_letters():
     """The stream cuts trades into other batches than the backfill: the verdicts must not move."""
-    from tests.helpers import raw_batch, run_trades_to_bars
+    from tests.support.helpers import raw_batch, run_trades_to_bars
     from transforms import BarSpec
     values = [(1.7e308, 1.0), (1e280, 1.0), (1e154, 1e154), (1e-320, 1.0), (2.5, 4.0), (1e280, 1.0), (1e-160, 1e-150)]
     rows = [{"symbol": "BTCUSDT", "trade_id": i, "price": p, "amount": a, "event_time": T0 + i}

@@ -20,9 +20,9 @@ from io_connectors.bar_reader import final_bars, read_bars
 from io_connectors.iceberg_tables import append, iceberg_schema, newest_revisions, open_catalog, partition_spec
 from io_connectors.sinks.iceberg import IcebergTarget
 from schemas import field_names
-from tests.helpers import new_kafka_topic, replay_files, stream_until_idle
+from tests.support.helpers import new_kafka_topic, replay_files, stream_until_idle
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 SOURCE = "binance-aggtrades"
 MALFORMED = "not,a,trade\n12,x,1,12,12,oops,true,true\n"

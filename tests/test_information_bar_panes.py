@@ -14,7 +14,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
 
 from runners.profiles import in_process_runner
-from tests.helpers import COLLECTED, MINUTE, T0, Collect, parse, raw_batch
+from tests.support.helpers import COLLECTED, MINUTE, T0, Collect, parse, raw_batch
 from transforms import BarSpec, TradesToBars
 from transforms.bar_kinds import parse_threshold
 

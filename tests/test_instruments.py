@@ -24,8 +24,8 @@ from io_connectors.instruments import (SHIPPED_TABLE, InstrumentsError, canonica
 from io_connectors.raw_batch import RawBatch
 from io_connectors.source_formats import SOURCES, parser_for
 from io_connectors.sources import read_raw_batches
-from tests.helpers import run_trades_to_bars
-from tests.test_chunked import CLI
+from tests.support.helpers import run_trades_to_bars
+from tests.support.paths import CLI
 from transforms.bar_spec import BarSpec
 from transforms.trade_batch import make_trade_batch
 

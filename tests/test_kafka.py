@@ -2,29 +2,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
-from confluent_kafka import Consumer, TopicPartition
 
 from io_connectors.avro_wire import SchemaStore, decode
-
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "cryptobeam")
-
-
-def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 60) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{topic}", "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False, "log_level": 3})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    messages, waited = [], 0.0
-    while len(messages) < expected and waited < timeout_s:
-        batch = consumer.consume(num_messages=1000, timeout=1.0)
-        waited += 1.0
-        messages += [m for m in batch if m.error() is None]
-    consumer.close()
-    return messages
+from tests.support.kafka import read_topic
+from tests.support.paths import CLI, ROOT
 
 
 def test_bars_to_kafka_equal_parquet(kafka_bootstrap, tmp_path):

@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -31,12 +30,11 @@ from io_connectors.prometheus_metrics import (PANE_LATENCY_BUCKETS_S, PANE_LATEN
                                               StreamSnapshot, pane_latency_counter, serve_metrics)
 from runners.local_kafka import create_topics
 from runners.ports import free_port
-from tests.fake_exchanges import FakeBinance, FakeBinanceRest, make_trades
-from tests.test_collectors import background, refs, topic  # noqa: F401 (background is a fixture)
-from tests.test_kafka import read_topic
+from tests.support.collectors import refs, topic
+from tests.support.fake_exchanges import FakeBinance, FakeBinanceRest, make_trades
+from tests.support.kafka import read_topic
+from tests.support.paths import CLI, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "cryptobeam")
 PROMETHEUS = "/usr/bin/prometheus"
 MINUTE_US = 60_000_000
 
@@ -269,7 +267,7 @@ def test_a_metrics_port_in_use_is_one_error_line_and_exit_2(kafka_bootstrap, tak
 
 def test_a_metrics_port_that_is_no_port_is_a_user_error(capsys):
     from beam_pipelines.collect_command import run_collect
-    from tests.test_collectors import collect_args
+    from tests.support.collectors import collect_args
     assert run_collect(collect_args("--exchange", "binance", "--symbols", "BTCUSDT", "--kafka", "127.0.0.1:9",
                                     "--metrics-port", "0")) == 2
     assert capsys.readouterr().err == "cryptobeam: error: --metrics-port 0 is not a port (1-65535)\n"

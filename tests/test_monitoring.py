@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from io_connectors.prometheus_metrics import METRICS, exported_series
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "monitoring"
 PROMTOOL = "/usr/bin/promtool"
 METRIC_NAME = re.compile(r"\bcryptobeam_[a-z0-9_]+\b")

@@ -20,7 +20,8 @@ from beam_pipelines.chunks import DAY_SECONDS, Chunk, cut_boundaries, split_larg
 from io_connectors.bar_reader import final_bars
 from io_connectors.files import InputFile, match_inputs
 from io_connectors.source_formats import SOURCES, split_source_prefix
-from tests.test_chunked import summary, write_days
+from tests.support.backfills import write_days
+from tests.support.outputs import summary
 from transforms.bar_kinds import parse_threshold
 from transforms.bar_spec import BarSpec
 from transforms.interval import parse_interval
@@ -243,7 +244,7 @@ def test_information_bars_of_parquet_cut_into_chunks_equal_the_uncut_run(tmp_pat
 
 def test_replay_publishes_every_source(inputs, kafka_bootstrap, capsys):
     from io_connectors.avro_wire import SchemaStore, decode
-    from tests.test_kafka import read_topic
+    from tests.support.kafka import read_topic
     code = cli.main(["replay", "--input", f"binance-aggtrades:{inputs}/binance/*.zip", "--input",
                      f"coinbase-trades:{inputs}/coinbase/*.jsonl", "--kafka", kafka_bootstrap, "--topic",
                      "multi_source_replay", "--no-progress"])

@@ -6,9 +6,9 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
+
 NOT_SHIPPED = {"tests", "benchmarks", "scripts"}
 
 

@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
 
-from tests.helpers import COLLECTED, MINUTE, T0, Collect, parse, raw_batch
+from tests.support.helpers import COLLECTED, MINUTE, T0, Collect, parse, raw_batch
 from transforms import BarSpec, TradesToBars
 
 
@@ -91,7 +91,7 @@ def test_too_late_goes_to_dead_letters_not_silence():
 
 def test_batch_defaults_give_one_on_time_pane_per_bar_and_finalizing_marks_it_final():
     from transforms.bars import newest_pane_final
-    from tests.helpers import run_trades_to_bars
+    from tests.support.helpers import run_trades_to_bars
     rows = [trade(i, i * 7) for i in range(1, 40)]
     bars, _, _ = run_trades_to_bars([raw_batch(rows[:20]), raw_batch(rows[20:])], BarSpec.of("1m"))
     assert len({b["window_start"] for b in bars}) == len(bars) == 5

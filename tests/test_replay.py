@@ -3,16 +3,12 @@ trades held back, pacing by speed."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import zipfile
-from pathlib import Path
 
 from io_connectors.avro_wire import SchemaStore, decode
-from tests.test_kafka import read_topic
-
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "cryptobeam")
+from tests.support.kafka import read_topic
+from tests.support.paths import CLI, ROOT
 
 
 def replay(*args, timeout=300):

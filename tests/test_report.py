@@ -32,10 +32,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_pipelines.report import downsample
-from tests.helpers import three_venue_trades, write_three_venue_inputs
+from tests.support.helpers import three_venue_trades, write_three_venue_inputs
+from tests.support.paths import CLI, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "cryptobeam")
 CHROMIUM = "/usr/bin/chromium"
 MINUTE = 60_000_000
 

@@ -12,8 +12,10 @@ import pytest
 from io_connectors.bar_reader import final_bars
 from runners.ports import free_port
 from runners.profiles import RunnerError, profile_for
-from tests.test_stream import (BUNDLED, ROOT, backfill_bars, cli, finish, new_topic, replay, start_stream, summary,
-                               without_panes)
+from tests.support.commands import cli
+from tests.support.outputs import summary, without_panes
+from tests.support.paths import BUNDLED, ROOT
+from tests.support.streams import backfill_bars, finish, new_topic, replay, start_stream
 
 
 @pytest.mark.parametrize("name, flags, message", [

@@ -17,11 +17,11 @@ from io_connectors.bar_reader import read_bars
 from io_connectors.sinks import SINKS, Sink, SinkWrites
 from io_connectors.sinks.bigquery import BigQueryTarget
 from schemas import field_names
-from tests.helpers import COLLECTED, Collect, three_venue_trades, write_three_venue_inputs
-from tests.test_chunked import CLI, backfill, write_days
-from tests.test_kafka import read_topic
+from tests.support.backfills import backfill, write_days
+from tests.support.helpers import COLLECTED, Collect, three_venue_trades, write_three_venue_inputs
+from tests.support.kafka import read_topic
+from tests.support.paths import CLI, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BAR_FIELDS = field_names("bar")
 KEY = ("exchange", "symbol", "window_start", "is_filled", "pane_index")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -6,99 +6,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from io_connectors.bar_reader import final_bars, read_bars
-from io_connectors.kafka_source import _retrying
 from io_connectors.parquet_sink import run_of
-from runners.local_kafka import create_topics
-from tests.test_kafka import read_topic
-
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "cryptobeam")
-BUNDLED = str(ROOT / "data" / "*.zip")
-PANE_FIELDS = ("pane_timing", "pane_index", "is_final", "file")
-
-
-def new_topic(bootstrap: str, partitions: int = 2) -> str:
-    name = f"trades_{uuid.uuid4().hex[:8]}"
-    create_topics(bootstrap, {name: partitions})
-    return name
-
-
-def cli(*args, timeout=600):
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def replay(bootstrap, topic, *extra, inputs=BUNDLED, source="binance-aggtrades", wait=True):
-    command = [CLI, "replay", "--source", source, "--input", inputs, "--kafka", bootstrap, "--topic", topic,
-               "--no-progress", *extra]
-    if not wait:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def start_stream(bootstrap, topic, out, *extra, group=None):
-    """A stream in its own process group, so a test can kill it together with its Prism."""
-    log = open(f"{out}.log", "a")
-    return subprocess.Popen([CLI, "stream", "--kafka", bootstrap, "--topic", topic, "--group", group or topic,
-                             "--out", str(out), "--flush-every", "1s", "--no-progress", *extra],
-                            stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def finish(process, out, timeout=240) -> None:
-    returncode = process.wait(timeout=timeout)
-    assert returncode == 0, Path(f"{out}.log").read_text()[-3000:]
-
-
-def backfill_bars(tmp_path, inputs=BUNDLED, *extra, source="binance-aggtrades") -> list[dict]:
-    out = tmp_path / "backfill"
-    result = cli("backfill", "--source", source, "--input", inputs, "--out", str(out), "--no-progress", *extra)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return final_bars(str(out))
-
-
-def without_panes(bars: list[dict]) -> list[dict]:
-    return [{k: v for k, v in bar.items() if k not in PANE_FIELDS} for bar in bars]
-
-
-def wait_for_bar_files(stream, out, timeout_s: float) -> None:
-    """Until the running stream has written its first bar file."""
-    deadline = time.monotonic() + timeout_s
-    while not (out / "bars").exists() or not list((out / "bars").rglob("*.parquet")):
-        assert time.monotonic() < deadline and stream.poll() is None, Path(f"{out}.log").read_text()[-2000:]
-        time.sleep(0.2)
-
-
-def summary(out) -> dict:
-    return json.loads((Path(out) / "_SUMMARY.json").read_text())
-
-
-def kill_stream(stream) -> None:
-    os.killpg(stream.pid, signal.SIGKILL)  # the stream and its Prism die mid-flight, the replay may go on
-    stream.wait(timeout=30)
-
-
-def resume_after_kill(kafka_bootstrap, topic, out, options, publisher) -> dict:
-    """Once the replay is over, a second run from the committed offsets to the topic's end; its summary."""
-    assert publisher.wait(timeout=120) == 0
-    second = start_stream(kafka_bootstrap, topic, out, *options, "--stop-when-idle", "4s")
-    finish(second, out)
-    assert "resuming from committed offsets" in Path(f"{out}.log").read_text()
-    return summary(out)
+from tests.support.commands import cli
+from tests.support.kafka import read_topic
+from tests.support.outputs import summary, without_panes
+from tests.support.paths import BUNDLED
+from tests.support.streams import (assert_panes_reach_disk_live, backfill_bars, committed_offset, finish, kill_stream,
+                                   new_topic, replay, resume_after_kill, start_stream, synthetic_trades,
+                                   wait_for_bar_files)
 
 
 def test_stream_final_bars_equal_backfill_with_disorder_and_late_data(kafka_bootstrap, tmp_path):
@@ -120,17 +44,9 @@ def test_stream_final_bars_equal_backfill_with_disorder_and_late_data(kafka_boot
     assert sent, "bars also go to the Kafka bars topic"
 
 
-def _synthetic_trades(path: Path, seconds: int, per_second: int, start_ms: int = 1_704_067_200_000) -> None:
-    rows = []
-    for i in range(seconds * per_second):
-        t = start_ms + i * 1000 // per_second
-        rows.append(f"{i},{100 + (i % 17) * 0.5},{1 + i % 3},{i},{i},{t},{'true' if i % 2 else 'false'},true\n")
-    path.write_text("".join(rows))
-
-
 def test_too_late_trades_and_stream_bars_account_exactly_for_batch_bars(kafka_bootstrap, tmp_path):
     trades = tmp_path / "BTCUSDT-aggTrades-2024-01-01.csv"
-    _synthetic_trades(trades, seconds=20 * 60, per_second=5)
+    synthetic_trades(trades, seconds=20 * 60, per_second=5)
     topic = new_topic(kafka_bootstrap, 1)
     out = tmp_path / "stream"
     stream = start_stream(kafka_bootstrap, topic, out, "--allowed-lateness", "1m", "--watermark-delay", "2s",
@@ -161,79 +77,13 @@ def test_too_late_trades_and_stream_bars_account_exactly_for_batch_bars(kafka_bo
     assert sum(late_count.values()) == len(too_late)
 
 
-def first_arrival(bootstrap: str, topic: str, timeout_s: float = 180) -> tuple[float, int]:
-    """(wall time, event time ms) of the topic's first message, as a reader sees it arrive: the
-    anchor that maps a paced replay's event times to the wall clock."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}", "log_level": 3})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.01)
-            if message is not None and message.error() is None:
-                return time.time(), message.timestamp()[1]
-        raise AssertionError(f"no message reached {topic} in {timeout_s:.0f} s")
-    finally:
-        consumer.close()
-
-
-def assert_panes_reach_disk_live(bootstrap, tmp_path, *runner_args, seconds: int = 60, startup_s: float = 120,
-                                 until_running=None) -> None:
-    """A replay paced at real time, the default 10 m allowed lateness: once the stream is live (its
-    first EARLY pane is on disk), every window that ends while the replay still publishes has its
-    ON_TIME pane on disk within the watermark delay + --flush-every + 10 s of its end. The stream
-    then stops by itself, with the backfill's final bars. A stateful step holding the watermark
-    back until the lateness has passed makes those panes wait ten minutes. ``until_running(stream)``
-    returns once the runner runs the job, so that a slow start does not eat the replay."""
-    trades = tmp_path / "BTCUSDT-aggTrades-2024-01-01.csv"
-    _synthetic_trades(trades, seconds=seconds, per_second=20)
-    topic = new_topic(bootstrap, 2)  # the symbol fills one partition; the idle one must not hold time back
-    out = tmp_path / "stream"
-    watermark_delay_s, flush_s, interval_s = 5, 1, 5
-    stream = start_stream(bootstrap, topic, out, "--interval", f"{interval_s}s", "--early", "1s", "--stop-when-idle", "6s",
-                          *runner_args)
-    if until_running:
-        until_running(stream)
-    with ThreadPoolExecutor(1) as pool:
-        anchor = pool.submit(first_arrival, bootstrap, topic, startup_s)
-        publisher = replay(bootstrap, topic, "--speed", "1", inputs=str(trades), wait=False)
-        first_wall, first_ms = anchor.result()
-    assert publisher.wait(timeout=seconds + 120) == 0, publisher.stdout.read()
-    replay_done = time.time()
-    finish(stream, out)
-    bars = read_bars(str(out)).to_pylist()
-    written = {path.name: path.stat().st_mtime for path in (out / "bars").rglob("*.parquet")}
-    live_from = min(written.values())
-    end_wall = {bar["window_start"]: first_wall + (bar["window_start"].timestamp() * 1000 - first_ms) / 1000 + interval_s
-                for bar in bars}
-    # A window is judged once the stream is live, and only if trades past its end + watermark delay were sent.
-    judged = {w: end for w, end in end_wall.items() if live_from + interval_s <= end <= replay_done - watermark_delay_s}
-    assert len(judged) >= 3, f"only {len(judged)} windows ended between the stream going live and the replay's end"
-    on_time = {bar["window_start"]: written[bar["file"]] for bar in bars if bar["pane_timing"] == "ON_TIME"}
-    delays = {w: on_time.get(w, math.inf) - end for w, end in judged.items()}
-    bound = watermark_delay_s + flush_s + 10
-    assert max(delays.values()) <= bound, f"ON_TIME panes reached disk these seconds after their window ended: {delays}"
-    assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path, str(trades), "--interval",
-                                                                               f"{interval_s}s"))
-    assert summary(out)["reconciled"]
-
-
 def test_panes_reach_disk_live_while_trades_flow(kafka_bootstrap, tmp_path):
     assert_panes_reach_disk_live(kafka_bootstrap, tmp_path, seconds=30)
 
 
-def _committed(bootstrap, group, topic) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 3})
-    try:  # retried while the broker creates its offsets topic
-        return _retrying(lambda: consumer.committed([TopicPartition(topic, 0)], timeout=10), 30)[0].offset
-    finally:
-        consumer.close()
-
-
 def test_killed_and_restarted_stream_ends_with_the_same_final_bars(kafka_bootstrap, tmp_path):
     trades = tmp_path / "ETHUSDT-aggTrades-2024-01-01.csv"
-    _synthetic_trades(trades, seconds=2 * 3600, per_second=2)
+    synthetic_trades(trades, seconds=2 * 3600, per_second=2)
     topic = new_topic(kafka_bootstrap, 1)
     out = tmp_path / "stream"
     options = ("--allowed-lateness", "10m", "--commit-every", "10m")
@@ -241,11 +91,11 @@ def test_killed_and_restarted_stream_ends_with_the_same_final_bars(kafka_bootstr
     publisher = replay(kafka_bootstrap, topic, "--speed", "1000", "--disorder", "2s", "--late-fraction", "0.01",
                        "--late-by", "5m", "--seed", "5", inputs=str(trades), wait=False)
     deadline = time.monotonic() + 120
-    while _committed(kafka_bootstrap, topic, topic) <= 0:
+    while committed_offset(kafka_bootstrap, topic, topic) <= 0:
         assert time.monotonic() < deadline, "the stream never committed an offset"
         time.sleep(0.2)
     kill_stream(first)
-    killed_at = _committed(kafka_bootstrap, topic, topic)
+    killed_at = committed_offset(kafka_bootstrap, topic, topic)
     # The last windows are committed only at a drain, whether or not the replay was still running.
     assert killed_at < 2 * 3600 * 2, "the first run committed the whole topic before it was killed"
     run = resume_after_kill(kafka_bootstrap, topic, out, options, publisher)
@@ -271,7 +121,7 @@ def test_ctrl_c_drains_every_open_window_and_commits_what_was_read(kafka_bootstr
     windows = {(b["symbol"], b["window_start"]) for b in bars}
     finals = Counter((b["symbol"], b["window_start"]) for b in bars if b["is_final"])
     assert set(finals) == windows and set(finals.values()) == {1}, "every open window got exactly one final pane"
-    assert _committed(kafka_bootstrap, topic, topic) == run["records_in"], "drained: every record read is committed"
+    assert committed_offset(kafka_bootstrap, topic, topic) == run["records_in"], "drained: every record read is committed"
 
 
 def test_stream_refuses_a_batch_runner_and_a_missing_prism(kafka_bootstrap, tmp_path):

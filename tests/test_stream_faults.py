@@ -17,7 +17,9 @@ from confluent_kafka import Producer
 from io_connectors.avro_wire import encode
 from io_connectors.bar_reader import final_bars, read_bars
 from runners.local_kafka import LocalKafka, create_topics
-from tests.test_stream import finish, new_topic, start_stream, summary, wait_for_bar_files
+from tests.support.outputs import summary
+from tests.support.paths import ROOT
+from tests.support.streams import finish, new_topic, start_stream, wait_for_bar_files
 
 
 def _trade(i: int, symbol: str = "BTCUSDT") -> bytes:
@@ -182,7 +184,7 @@ def test_a_stream_outlives_the_job_servers_deadline(kafka_bootstrap, tmp_path):
     result = subprocess.run([sys.executable, "-c", _SHORT_JOB_DEADLINE, "stream", "--kafka", kafka_bootstrap,
                              "--topic", topic, "--group", topic, "--out", str(out), "--no-progress",
                              "--stop-when-idle", "12s"], capture_output=True, text=True, timeout=180,
-                            cwd=Path(__file__).resolve().parent.parent)
+                            cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert summary(out)["elapsed_seconds"] > 8 and summary(out)["records_in"] == 10
 

@@ -20,8 +20,9 @@ from io_connectors.bar_reader import final_bars, read_bars
 from io_connectors.kafka_progress import resume_point_us
 from io_connectors.kafka_source import _retrying
 from io_connectors.parquet_sink import run_of
-from tests.test_stream import (cli, finish, kill_stream, new_topic, replay, resume_after_kill, start_stream,
-                               summary, without_panes)
+from tests.support.commands import cli
+from tests.support.outputs import summary, without_panes
+from tests.support.streams import finish, kill_stream, new_topic, replay, resume_after_kill, start_stream
 from transforms.bar_kinds import Threshold
 from transforms.bar_spec import BarSpec
 

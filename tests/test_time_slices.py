@@ -13,7 +13,9 @@ import pytest
 
 from beam_pipelines.chunks import Chunk, _piece_rows, split_large_chunks
 from io_connectors.files import InputFile
-from tests.test_chunked import CLI, bars_of, summary, write_days
+from tests.support.backfills import write_days
+from tests.support.outputs import bars_of, summary
+from tests.support.paths import CLI
 from transforms.interval import parse_interval
 
 START_US = 1_704_067_200_000_000  # 2024-01-01

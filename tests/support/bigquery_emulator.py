@@ -9,8 +9,8 @@ import urllib.request
 from pathlib import Path
 
 from runners.ports import free_port
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 EMULATOR = ROOT / ".tools" / "bigquery-emulator"
 
 
