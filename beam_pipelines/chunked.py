@@ -15,8 +15,14 @@ from beam_pipelines.accounting import Accounting, counters_of
 from beam_pipelines.backfill_config import BackfillConfig
 from beam_pipelines.chunks import Chunk
 from beam_pipelines.cli_common import PipelineLog
-from beam_pipelines.manifest import (ChunkManifest, FileRecord, chunk_output_files, input_path,
-                                     remove_stale_outputs, remove_temporary_files)
+from beam_pipelines.manifest import (
+    ChunkManifest,
+    FileRecord,
+    chunk_output_files,
+    input_path,
+    remove_stale_outputs,
+    remove_temporary_files,
+)
 from beam_pipelines.worker_server import die_with_parent, worker_context
 from io_connectors.sinks import recorded_settings
 from runners.gc_tuning import collect_rarely, collecting_rarely

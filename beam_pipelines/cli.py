@@ -14,11 +14,30 @@ import time
 from datetime import date
 from typing import TYPE_CHECKING
 
-from beam_pipelines.cli_common import (ERROR_LOG, EXIT_PIPELINE_FAILED, EXIT_UNRECONCILED, EXIT_USER_ERROR, PipelineFailed,
-                                      PipelineLog, UserError, _Parser, add_bar_options, add_instruments_option, add_runner_options,
-                                      add_sink_options, bar_spec_from_args, check_name_option, check_writable,
-                                      instruments_from_args, lock_output, parse_duration_seconds,
-                                      runner_profile_from_args, sink_targets_from_args, summary_table, write_error_log)
+from beam_pipelines.cli_common import (
+    ERROR_LOG,
+    EXIT_PIPELINE_FAILED,
+    EXIT_UNRECONCILED,
+    EXIT_USER_ERROR,
+    PipelineFailed,
+    PipelineLog,
+    UserError,
+    _Parser,
+    add_bar_options,
+    add_instruments_option,
+    add_runner_options,
+    add_sink_options,
+    bar_spec_from_args,
+    check_name_option,
+    check_writable,
+    instruments_from_args,
+    lock_output,
+    parse_duration_seconds,
+    runner_profile_from_args,
+    sink_targets_from_args,
+    summary_table,
+    write_error_log,
+)
 from beam_pipelines.collect_command import add_collect_parser, run_collect
 from beam_pipelines.iceberg_command import add_iceberg_parser, run_iceberg
 from beam_pipelines.report_command import add_report_parser, run_report
@@ -255,8 +274,13 @@ def _start_workers_early(args) -> None:
 def run_backfill(args, console: Console) -> int:
     from beam_pipelines.accounting import Accounting
     from beam_pipelines.chunked import chunks_to_run, conflicting_settings, default_workers, run_chunks
-    from beam_pipelines.chunks import (ChunkError, joined_where_dates_overlap, parse_chunk_days, plan_chunks,
-                                       split_large_chunks)
+    from beam_pipelines.chunks import (
+        ChunkError,
+        joined_where_dates_overlap,
+        parse_chunk_days,
+        plan_chunks,
+        split_large_chunks,
+    )
     from beam_pipelines.manifest import ChunkManifest, remove_previous_run
     from io_connectors.atomic_files import write_json_atomically
     from io_connectors.progress import set_progress_listener
@@ -486,8 +510,9 @@ def run_flink(args, console: Console) -> int:
 
 
 def list_sources(console: Console) -> int:
-    from io_connectors.source_formats import SOURCES
     from rich.table import Table
+
+    from io_connectors.source_formats import SOURCES
     table = Table(title="input formats (--source)")
     table.add_column("name")
     table.add_column("what")
@@ -498,8 +523,9 @@ def list_sources(console: Console) -> int:
 
 
 def list_sinks(console: Console) -> int:
-    from io_connectors.sinks import ALWAYS, NOT_OFFERED, SINKS
     from rich.table import Table
+
+    from io_connectors.sinks import ALWAYS, NOT_OFFERED, SINKS
     shown = {ALWAYS: "always", NOT_OFFERED: "no"}
     table = Table(title="outputs (--sink)")
     for column in ("name", "backfill", "stream", "what"):

@@ -320,8 +320,8 @@ def _shown_at(step_us: int, interval_us: int, what: str) -> str:
 def symbol_chart(exchange: str, symbol: str, interval: str, bars: pl.DataFrame, max_points: int, index: int) -> Chart:
     """Candlesticks (traded buckets, and buckets holding a filled bar in grey with a marker), gaps
     marked and shaded; trades and duplicates per bucket below on the same time axis."""
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     from transforms.interval import parse_interval
     parsed = parse_interval(interval)
@@ -383,8 +383,8 @@ def _candles(buckets: pl.DataFrame, name: str, **colours):
 def dead_letter_chart(dead: pl.DataFrame, interval_us: int, max_points: int) -> Chart:
     """Totals by reason, and over time by each record's event time; records without one (a line
     that did not parse) count in the totals only."""
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
     labelled = dead.with_columns(label=pl.when(pl.col("stage") == "sink").then(pl.format("{} (sink)", "reason"))
                                  .otherwise(pl.col("reason")))
     totals = labelled.group_by("label").len().sort("len", descending=True)
@@ -436,8 +436,8 @@ def late_chart(late_panes: pl.DataFrame, too_late: pl.DataFrame, interval_us: in
 def consolidated_chart(base: str, quote: str, quality: pl.DataFrame, max_points: int, index: int) -> Chart:
     """Each venue's deviation from the reference price (mean per bucket when downsampled), and the
     windows it was excluded from, by reason."""
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     from transforms.interval import parse_interval
     parsed = parse_interval(quality["interval"][0])

@@ -27,9 +27,8 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_report(args, console) -> int:
-    from io_connectors.paths import is_remote
-
     from beam_pipelines.report import describe, write_report
+    from io_connectors.paths import is_remote
     if is_remote(args.out):
         raise UserError(f"report reads a local directory; copy {args.out} here first")
     out = args.out.rstrip("/") or "/"

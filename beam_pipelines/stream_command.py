@@ -14,10 +14,25 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from beam_pipelines.cli_common import (EXIT_UNRECONCILED, PipelineFailed, PipelineLog, UserError, add_bar_options,
-                                      add_instruments_option, add_runner_options, add_sink_options, bar_spec_from_args,
-                                      check_writable, instruments_from_args, lock_output, parse_duration_seconds, runner_profile_from_args, sink_targets_from_args, summary_table,
-                                      write_error_log)
+from beam_pipelines.cli_common import (
+    EXIT_UNRECONCILED,
+    PipelineFailed,
+    PipelineLog,
+    UserError,
+    add_bar_options,
+    add_instruments_option,
+    add_runner_options,
+    add_sink_options,
+    bar_spec_from_args,
+    check_writable,
+    instruments_from_args,
+    lock_output,
+    parse_duration_seconds,
+    runner_profile_from_args,
+    sink_targets_from_args,
+    summary_table,
+    write_error_log,
+)
 from beam_pipelines.collect_command import add_metrics_port_option
 from io_connectors.paths import is_remote
 from runners.gc_tuning import collect_rarely
@@ -78,6 +93,7 @@ def stream_config(args):
         if args.status_topic == args.topic:
             raise UserError("--status-topic must not be the trades' --topic")
         from dataclasses import replace
+
         from transforms.feed_status import FEED_STATUS_COUNTERS
         status_read = replace(read, topic=args.status_topic, run_id=f"{run}-feed-status",
                               counted_as=FEED_STATUS_COUNTERS, idle_follows_clock=True)

@@ -47,10 +47,10 @@ import platform
 import resource
 import shutil
 import statistics
-import threading
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import date
 from fractions import Fraction

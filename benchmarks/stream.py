@@ -48,9 +48,9 @@ from rich.table import Table  # noqa: E402
 
 from io_connectors.avro_wire import SchemaStore, decode, encode  # noqa: E402
 from io_connectors.kafka_sink import PRODUCER_SETTINGS, produce  # noqa: E402
+from runners.local_kafka import LocalKafka, create_topics  # noqa: E402
 from transforms.event_time import datetime_to_micros  # noqa: E402
 from transforms.interval import parse_interval  # noqa: E402
-from runners.local_kafka import LocalKafka, create_topics  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "cryptobeam")
 # Sustained: every trade reaches a final bar, the publisher held the rate, and in the last quarter

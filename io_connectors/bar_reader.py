@@ -15,6 +15,7 @@ import pyarrow.dataset as ds
 from io_connectors.parquet_sink import PARTITION_METADATA_KEY
 from transforms.computations import table_named
 
+
 def bar_key(table: str = "bars") -> tuple[str, ...]:
     """What names a bar of a table across its panes and runs."""
     return ("exchange", "symbol", "interval", *table_named(table).identity)

@@ -13,9 +13,8 @@ on Dataflow, the Storage Write API would be the better transport.
 """
 from __future__ import annotations
 
-import functools
-
 import base64
+import functools
 import json
 import math
 import time

@@ -119,8 +119,16 @@ def ensure_namespace(catalog) -> None:
 # --- schemas, from the .avsc files ---
 
 def iceberg_type(avro_type):
-    from pyiceberg.types import (BinaryType, BooleanType, DoubleType, FloatType, IntegerType, LongType, StringType,
-                                 TimestamptzType)
+    from pyiceberg.types import (
+        BinaryType,
+        BooleanType,
+        DoubleType,
+        FloatType,
+        IntegerType,
+        LongType,
+        StringType,
+        TimestamptzType,
+    )
     if isinstance(avro_type, dict):
         if avro_type.get("logicalType") == "timestamp-micros":
             return TimestamptzType()  # Avro's timestamp-micros is an instant (UTC), as Iceberg's timestamptz

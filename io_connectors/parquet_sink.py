@@ -26,17 +26,16 @@ from urllib.parse import quote
 
 import apache_beam as beam
 import fastavro
-from apache_beam.transforms import trigger as triggers
-from apache_beam.transforms import window as windows
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.transforms import trigger as triggers
+from apache_beam.transforms import window as windows
 
 from io_connectors import bar_tables
 from io_connectors.atomic_files import write_atomically
 from schemas import arrow_schema, parsed_avro_schema
 from transforms.computations import TIME_BARS, OutputTable
 from transforms.event_time import micros_to_datetime
-
 
 MICROS_PER_DAY = 86_400_000_000
 

@@ -1,14 +1,13 @@
 """The in-process runner's direct batch grouping gives exactly what Beam's trigger driver gives."""
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from apache_beam.transforms import trigger as triggers
 from apache_beam.transforms import window as windows
 from apache_beam.transforms.core import Windowing
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runners.batch_grouping import OnTimeBatchDriver, create_trigger_driver, fires_once_on_time
 from transforms.bar_spec import BarSpec

@@ -24,7 +24,7 @@ from io_connectors.collectors.kafka_output import KafkaOutput, KafkaUnreachable,
 from io_connectors.collectors.rest import retry_after_seconds
 from io_connectors.collectors.trade_ids import Gap, TradeIds
 from tests.support.collectors import assert_exactly_the_fake_trades, collect_args, published, refs, topic
-from tests.support.fake_exchanges import (FakeBinance, FakeBinanceRest, FakeCoinbase, FakeKraken, make_trades)
+from tests.support.fake_exchanges import FakeBinance, FakeBinanceRest, FakeCoinbase, FakeKraken, make_trades
 from tests.support.paths import ROOT
 from transforms.event_time import datetime_to_micros
 

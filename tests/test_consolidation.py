@@ -23,8 +23,18 @@ from runners.profiles import in_process_runner
 from tests.support import consolidation_reference as reference
 from tests.support.helpers import COLLECTED, MINUTE, T0, Collect, parse
 from transforms import BarSpec, TradesToBars
-from transforms.consolidation import (ConsolidationSpec, Judgement, consolidate_day, consolidate_window, id_runs_of,
-                                      missing_id_ranges, reference_price, subset_prices, venue_window, weighted_median)
+from transforms.consolidation import (
+    ConsolidationSpec,
+    Judgement,
+    consolidate_day,
+    consolidate_window,
+    id_runs_of,
+    missing_id_ranges,
+    reference_price,
+    subset_prices,
+    venue_window,
+    weighted_median,
+)
 from transforms.interval import parse_interval
 from transforms.trade_batch import TRADE_FIELDS, make_trade_batch
 

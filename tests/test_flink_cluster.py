@@ -24,7 +24,6 @@ from tests.support.paths import BUNDLED, CLI, ROOT
 from transforms import BarSpec
 
 
-
 @pytest.fixture(scope="session")
 def flink_cluster(tmp_path_factory):
     """One JobManager and one TaskManager for the whole test session; they die with it."""

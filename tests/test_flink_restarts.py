@@ -21,8 +21,16 @@ from io_connectors.bar_reader import final_bars, read_bars
 from io_connectors.parquet_sink import run_of
 from runners.local_flink import LocalFlink
 from tests.support.outputs import summary, without_panes
-from tests.support.streams import (backfill_bars, committed_offset, finish, kill_stream, new_topic, replay,
-                                   start_stream, synthetic_trades)
+from tests.support.streams import (
+    backfill_bars,
+    committed_offset,
+    finish,
+    kill_stream,
+    new_topic,
+    replay,
+    start_stream,
+    synthetic_trades,
+)
 
 ROUNDS = int(os.environ.get("CRYPTOBEAM_FLINK_RESTART_ROUNDS", "2"))
 CHUNK_SECONDS = 5 * 60  # the feed is published in chunks of this much event time, paced

@@ -14,7 +14,8 @@ from pathlib import Path
 import fastavro
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.outputs import bars_of, summary
 from tests.support.paths import CLI

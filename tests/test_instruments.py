@@ -19,8 +19,16 @@ from hypothesis import strategies as st
 from beam_pipelines.accounting import Accounting
 from io_connectors.avro_wire import encode
 from io_connectors.formats.kafka_avro import parse_avro_messages
-from io_connectors.instruments import (SHIPPED_TABLE, InstrumentsError, canonical_asset, canonical_pair,
-                                       instruments_digest, load_instruments, read_instruments_file, with_canonical_instruments)
+from io_connectors.instruments import (
+    SHIPPED_TABLE,
+    InstrumentsError,
+    canonical_asset,
+    canonical_pair,
+    instruments_digest,
+    load_instruments,
+    read_instruments_file,
+    with_canonical_instruments,
+)
 from io_connectors.raw_batch import RawBatch
 from io_connectors.source_formats import SOURCES, parser_for
 from io_connectors.sources import read_raw_batches

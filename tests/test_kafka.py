@@ -40,6 +40,7 @@ def test_kafka_up_status_down(tmp_path):
 
 def test_kafka_up_restarts_a_stopped_broker_with_its_data(tmp_path):
     from confluent_kafka import Producer
+
     from runners.local_kafka import create_topics
     work = str(tmp_path / "kafka")
     kafka = lambda action: subprocess.run([CLI, "kafka", action, "--dir", work], capture_output=True, text=True, timeout=180)

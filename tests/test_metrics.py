@@ -26,8 +26,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from io_connectors.prometheus_metrics import (PANE_LATENCY_BUCKETS_S, PANE_LATENCY_SUM_MS, StreamMetrics,
-                                              StreamSnapshot, pane_latency_counter, serve_metrics)
+from io_connectors.prometheus_metrics import (
+    PANE_LATENCY_BUCKETS_S,
+    PANE_LATENCY_SUM_MS,
+    StreamMetrics,
+    StreamSnapshot,
+    pane_latency_counter,
+    serve_metrics,
+)
 from runners.local_kafka import create_topics
 from runners.ports import free_port
 from tests.support.collectors import refs, topic

@@ -90,8 +90,8 @@ def test_too_late_goes_to_dead_letters_not_silence():
 
 
 def test_batch_defaults_give_one_on_time_pane_per_bar_and_finalizing_marks_it_final():
-    from transforms.bars import newest_pane_final
     from tests.support.helpers import run_trades_to_bars
+    from transforms.bars import newest_pane_final
     rows = [trade(i, i * 7) for i in range(1, 40)]
     bars, _, _ = run_trades_to_bars([raw_batch(rows[:20]), raw_batch(rows[20:])], BarSpec.of("1m"))
     assert len({b["window_start"] for b in bars}) == len(bars) == 5

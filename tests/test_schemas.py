@@ -6,10 +6,10 @@ import io
 import fastavro
 import pyarrow as pa
 
-from schemas import SCHEMA_NAMES, arrow_schema, avro_schema, beam_row_type, field_names, parsed_avro_schema
-from transforms.gap_fill import filled_bar
-from transforms import BarSpec
 from io_connectors.parquet_sink import partition_segment
+from schemas import SCHEMA_NAMES, arrow_schema, avro_schema, beam_row_type, field_names, parsed_avro_schema
+from transforms import BarSpec
+from transforms.gap_fill import filled_bar
 
 
 def test_arrow_and_beam_follow_avro():

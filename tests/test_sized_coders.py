@@ -8,15 +8,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from io_connectors.files import InputFile
 from io_connectors.raw_batch import RawBatch
 from io_connectors.raw_batch_coder import RawBatchCoder
 from io_connectors.source_formats import SOURCES, parser_for
 from io_connectors.sources import ReadTradeFiles
-from io_connectors.files import InputFile
 from transforms import BarSpec
-from transforms.parse import ParseTrades
 from transforms.keys import KeyBySymbol
 from transforms.lateness import RouteTooLate
+from transforms.parse import ParseTrades
 from transforms.sized_coders import ArrowTableCoder, TradeChunkCoder
 from transforms.trade_batch import make_trade_batch
 from transforms.trade_chunk import chunks_of

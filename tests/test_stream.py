@@ -20,9 +20,19 @@ from tests.support.commands import cli
 from tests.support.kafka import read_topic
 from tests.support.outputs import summary, without_panes
 from tests.support.paths import BUNDLED
-from tests.support.streams import (assert_panes_reach_disk_live, backfill_bars, committed_offset, finish, kill_stream,
-                                   new_topic, replay, resume_after_kill, start_stream, synthetic_trades,
-                                   wait_for_bar_files)
+from tests.support.streams import (
+    assert_panes_reach_disk_live,
+    backfill_bars,
+    committed_offset,
+    finish,
+    kill_stream,
+    new_topic,
+    replay,
+    resume_after_kill,
+    start_stream,
+    synthetic_trades,
+    wait_for_bar_files,
+)
 
 
 def test_stream_final_bars_equal_backfill_with_disorder_and_late_data(kafka_bootstrap, tmp_path):

@@ -32,9 +32,9 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.bar_kinds import DAY_MICROS
 from transforms.bar_spec import BarSpec
-from transforms.event_time import ms_ceiling
 from transforms.bars import PANE_TIMING_NAMES, summary_of
 from transforms.consolidation import ConsolidationSpec, Judgement, consolidate_window, pooled_window, venue_window
+from transforms.event_time import ms_ceiling
 from transforms.feed_status import DISCONNECTED
 
 CONSOLIDATED_TABLE, QUALITY_TABLE = "bars_consolidated", "quality"

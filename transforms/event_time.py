@@ -9,7 +9,6 @@ import pyarrow as pa
 
 from transforms.interval import Interval
 
-
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MICROSECOND = timedelta(microseconds=1)
 

@@ -27,10 +27,10 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.bar_spec import BarSpec
-from transforms.event_time import ms_ceiling
-from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.bar_kinds import DAY_MICROS, Threshold
+from transforms.bar_spec import BarSpec
+from transforms.dead_letter import DEAD_LETTER_TAG
+from transforms.event_time import ms_ceiling
 from transforms.information_bars import day_bars, trade_order
 
 DayKey = typing.Tuple[str, str, int]  # (exchange, symbol, day start us): typed, so timers' keys round-trip

@@ -24,6 +24,7 @@ import numpy as np
 
 from transforms.bar_kinds import DAY_MICROS, Threshold
 
+
 def trade_order(times: np.ndarray, trade_ids: list[str]) -> np.ndarray:
     """Row order by (event time, id length, id): the one total order of a symbol's trades.
     Lengths count characters and ids compare by code point, as Python's ``len`` and ``<`` do."""

@@ -21,8 +21,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.bar_spec import BarSpec
-from transforms.trade_batch import rows_dead_letters, take_rows
 from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
+from transforms.trade_batch import rows_dead_letters, take_rows
 
 
 def stamped_window_chunks(chunks):

@@ -57,8 +57,8 @@ class RecordType:
 
 def _trade() -> RecordType:
     from transforms.keys import split_by_symbol
-    from transforms.trade_chunk import TradeChunk, chunks_of
     from transforms.trade_batch import rows_dead_letters
+    from transforms.trade_chunk import TradeChunk, chunks_of
     from transforms.validate import invalid_rows, rejected_trade_dead_letters
     return RecordType("trade", "event_time", ("exchange", "symbol"), "trade_id", invalid_rows,
                       rejected_trade_dead_letters, split_by_symbol, chunks_of, TradeChunk, rows_dead_letters)

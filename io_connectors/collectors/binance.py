@@ -13,8 +13,18 @@ from functools import lru_cache
 from typing import NamedTuple, Sequence
 
 from io_connectors.collectors.feed import ExchangeFeed
-from io_connectors.collectors.frames import (ExchangeRejected, FrameError, decimal, decode_json, field, integer,
-                                             json_object, now_micros, one_of, trade_record)
+from io_connectors.collectors.frames import (
+    ExchangeRejected,
+    FrameError,
+    decimal,
+    decode_json,
+    field,
+    integer,
+    json_object,
+    now_micros,
+    one_of,
+    trade_record,
+)
 from io_connectors.collectors.rest import RestClient, RestError
 from io_connectors.formats.symbols import BINANCE_QUOTES, split_by_quote
 

@@ -13,8 +13,17 @@ from functools import lru_cache
 from typing import Sequence
 
 from io_connectors.collectors.feed import ExchangeFeed
-from io_connectors.collectors.frames import (ExchangeRejected, decimal, decode_json, field, json_object, list_field,
-                                             one_of, rfc3339_micros, trade_record)
+from io_connectors.collectors.frames import (
+    ExchangeRejected,
+    decimal,
+    decode_json,
+    field,
+    json_object,
+    list_field,
+    one_of,
+    rfc3339_micros,
+    trade_record,
+)
 from io_connectors.formats.symbols import split_by_separator
 
 EXCHANGE = "coinbase"

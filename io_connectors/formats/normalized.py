@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from io_connectors.raw_batch import RawBatch
+from transforms.arrow_arrays import one_array
 from transforms.dead_letter import dead_letter
 from transforms.row_reasons import FirstReasons
-from transforms.arrow_arrays import one_array
 from transforms.trade_batch import make_trade_batch
 
 REQUIRED = ["exchange", "symbol", "trade_id", "price", "amount", "side", "event_time"]
