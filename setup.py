@@ -3,6 +3,7 @@
 setup.py (not only pyproject.toml) because Dataflow workers install the pipeline's packages
 through ``--setup_file``.
 """
+
 from setuptools import find_packages, setup
 
 # Every data file the code opens at run time, by package: an installed (non-editable) cryptobeam
@@ -19,7 +20,7 @@ setup(
     name="cryptobeam",
     version="0.1.0",
     description="Event-time OHLCV/VWAP bars, data-quality reports and dead letters from crypto trades, "
-                "one Apache Beam code path for backfill and live streams.",
+    "one Apache Beam code path for backfill and live streams.",
     python_requires=">=3.11,<3.14",
     packages=find_packages(exclude=["tests", "tests.*", "benchmarks", "benchmarks.*", "scripts", "scripts.*"]),
     package_data=PACKAGE_DATA,

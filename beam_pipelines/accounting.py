@@ -4,6 +4,7 @@ The figures come from Beam metrics, which every runner reports, so the same chec
 locally and on a cluster. Beside the reconciliation they carry what the run met that it could
 not map: records whose instrument is not in the instruments table, per symbol.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -52,11 +53,18 @@ class Accounting:
     venue_missing_ids: dict[str, int] = field(default_factory=dict)
     """... and the trade ids found missing in them."""
 
-    _BY_KEY = {"dead_letters_by_reason": "dead_letters.", "unknown_instruments": "instrument_unknown.",
-               "rows_by_table": "table_rows.", "trades_by_table": "table_trades.",
-               "skipped_by_table": "table_skipped.", "skipped_duplicates_by_table": "table_skipped_duplicates.",
-               "feed_status": "feed_status.", "venue_windows": "venue_windows.", "venue_exclusions": "venue_excluded.",
-               "venue_missing_ids": "venue_missing_ids."}
+    _BY_KEY = {
+        "dead_letters_by_reason": "dead_letters.",
+        "unknown_instruments": "instrument_unknown.",
+        "rows_by_table": "table_rows.",
+        "trades_by_table": "table_trades.",
+        "skipped_by_table": "table_skipped.",
+        "skipped_duplicates_by_table": "table_skipped_duplicates.",
+        "feed_status": "feed_status.",
+        "venue_windows": "venue_windows.",
+        "venue_exclusions": "venue_excluded.",
+        "venue_missing_ids": "venue_missing_ids.",
+    }
 
     @classmethod
     def from_counters(cls, counters: dict[str, int]) -> "Accounting":
@@ -68,7 +76,7 @@ class Accounting:
                     getattr(accounting, name).update(value)
             elif prefixed:
                 kept, prefix = prefixed[0]
-                getattr(accounting, kept)[name[len(prefix):]] = value
+                getattr(accounting, kept)[name[len(prefix) :]] = value
             elif hasattr(accounting, name) and not name.startswith("_"):
                 setattr(accounting, name, value)
         return accounting
@@ -93,13 +101,21 @@ class Accounting:
         for key, windows in self.venue_exclusions.items():
             venue, _, reason = key.rpartition("|")
             excluded.setdefault(venue, {})[reason] = windows
-        ranked = sorted(set(excluded) | {v for v, n in self.venue_missing_ids.items() if n},
-                        key=lambda v: (-sum(excluded.get(v, {}).values()), -self.venue_missing_ids.get(v, 0), v))
+        ranked = sorted(
+            set(excluded) | {v for v, n in self.venue_missing_ids.items() if n},
+            key=lambda v: (-sum(excluded.get(v, {}).values()), -self.venue_missing_ids.get(v, 0), v),
+        )
         worst = []
         for venue in ranked[:limit]:
             reasons = excluded.get(venue, {})
-            parts = [f"excluded {sum(reasons.values()):,}/{self.venue_windows.get(venue, 0):,} windows"
-                     f" ({', '.join(f'{r} {n:,}' for r, n in sorted(reasons.items()))})"] if reasons else []
+            parts = (
+                [
+                    f"excluded {sum(reasons.values()):,}/{self.venue_windows.get(venue, 0):,} windows"
+                    f" ({', '.join(f'{r} {n:,}' for r, n in sorted(reasons.items()))})"
+                ]
+                if reasons
+                else []
+            )
             if self.venue_missing_ids.get(venue):
                 parts.append(f"{self.venue_missing_ids[venue]:,} trade ids missing")
             worst.append((venue, "; ".join(parts)))
@@ -114,8 +130,14 @@ class Accounting:
     def accounted(self) -> int:
         """What the records read became: trades in final bars (or left out of the counted table
         by its definition), dead letters, duplicates, and status records used or duplicated."""
-        return (self.trades_in_final_bars + self._skipped_by_counted_table() + self.dead_letter_rows_written
-                + self.duplicates + self.feed_status.get("unique_trades", 0) + self.feed_status.get("duplicates", 0))
+        return (
+            self.trades_in_final_bars
+            + self._skipped_by_counted_table()
+            + self.dead_letter_rows_written
+            + self.duplicates
+            + self.feed_status.get("unique_trades", 0)
+            + self.feed_status.get("duplicates", 0)
+        )
 
     @property
     def all_records_in(self) -> int:
@@ -124,6 +146,7 @@ class Accounting:
     def _skipped_by_counted_table(self, duplicates: bool = False) -> int:
         """Trades (or their duplicates) the table the bar figures count leaves out by its definition."""
         from transforms.computations import counted_table
+
         skipped = self.skipped_duplicates_by_table if duplicates else self.skipped_by_table
         return skipped.get(counted_table(self.rows_by_table.keys() | self.trades_by_table.keys()), 0)
 
@@ -131,26 +154,43 @@ class Accounting:
         found = []
         if self.all_records_in != self.accounted:
             skipped, statuses = self._skipped_by_counted_table(), self.feed_status.get("records_in", 0)
-            found.append(f"records read ({self.records_in}"
-                         + (f" trades + {statuses} status records" if statuses else "")
-                         + f") != trades in final bars ({self.trades_in_final_bars})"
-                         + (f" + trades its table leaves out ({skipped})" if skipped else "")
-                         + f" + dead letters written ({self.dead_letter_rows_written}) + duplicates ({self.duplicates})"
-                         + (f" + status records used ({self.feed_status.get('unique_trades', 0)}) and duplicated "
-                            f"({self.feed_status.get('duplicates', 0)})" if statuses else ""))
+            found.append(
+                f"records read ({self.records_in}"
+                + (f" trades + {statuses} status records" if statuses else "")
+                + f") != trades in final bars ({self.trades_in_final_bars})"
+                + (f" + trades its table leaves out ({skipped})" if skipped else "")
+                + f" + dead letters written ({self.dead_letter_rows_written}) + duplicates ({self.duplicates})"
+                + (
+                    f" + status records used ({self.feed_status.get('unique_trades', 0)}) and duplicated "
+                    f"({self.feed_status.get('duplicates', 0)})"
+                    if statuses
+                    else ""
+                )
+            )
         if self.dead_letters != self.dead_letter_rows_written:
-            found.append(f"dead letters counted ({self.dead_letters}) != dead letters written ({self.dead_letter_rows_written})")
-        if not self.trades_by_table and self.unique_trades != self.trades_in_final_bars + self._skipped_by_counted_table():
+            found.append(
+                f"dead letters counted ({self.dead_letters}) != dead letters written ({self.dead_letter_rows_written})"
+            )
+        if (
+            not self.trades_by_table
+            and self.unique_trades != self.trades_in_final_bars + self._skipped_by_counted_table()
+        ):
             found.append(f"unique trades ({self.unique_trades}) != trades in final bars ({self.trades_in_final_bars})")
         for table, trades in sorted(self.trades_by_table.items()):
             admitted = self.unique_trades - self._not_in_table(table)
             if trades != admitted:
-                found.append(f"table {table}: trades in final bars ({trades}) != unique trades admitted to it ({admitted})")
+                found.append(
+                    f"table {table}: trades in final bars ({trades}) != unique trades admitted to it ({admitted})"
+                )
         if self.sink_rejections != self.sink_dead_letters_written:
-            found.append(f"rows rejected by a sink ({self.sink_rejections}) != written as dead letters "
-                         f"({self.sink_dead_letters_written})")
+            found.append(
+                f"rows rejected by a sink ({self.sink_rejections}) != written as dead letters "
+                f"({self.sink_dead_letters_written})"
+            )
         if self.duplicates != self.duplicates_in_final_bars + self._skipped_by_counted_table(duplicates=True):
-            found.append(f"duplicates counted ({self.duplicates}) != duplicates in final bars ({self.duplicates_in_final_bars})")
+            found.append(
+                f"duplicates counted ({self.duplicates}) != duplicates in final bars ({self.duplicates_in_final_bars})"
+            )
         return found
 
     def _not_in_table(self, table: str) -> int:
@@ -175,24 +215,40 @@ def counters_of(result, namespace: str = "cryptobeam") -> dict[str, int]:
     return totals
 
 
-def written_in_files(bar_files: list[str], dead_letter_files: list[str],
-                     unreadable: list[str] | None = None) -> dict[str, int]:
+def written_in_files(
+    bar_files: list[str], dead_letter_files: list[str], unreadable: list[str] | None = None
+) -> dict[str, int]:
     """The accounting's written figures, counted from bar and dead-letter Parquet files rather
     than from counters. With ``unreadable`` (a list), a file that cannot be read counts nothing
     and is listed there; without it, it raises."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    bars = _columns_of(bar_files, pa.schema([("is_final", pa.bool_()), ("is_filled", pa.bool_()),
-                                             ("trade_count", pa.int64()), ("duplicate_count", pa.int64())]),
-                       unreadable, defaults={"is_filled": False, "duplicate_count": 0})
+
+    bars = _columns_of(
+        bar_files,
+        pa.schema(
+            [
+                ("is_final", pa.bool_()),
+                ("is_filled", pa.bool_()),
+                ("trade_count", pa.int64()),
+                ("duplicate_count", pa.int64()),
+            ]
+        ),
+        unreadable,
+        defaults={"is_filled": False, "duplicate_count": 0},
+    )
     final_traded = bars.filter(pc.and_(bars["is_final"], pc.invert(bars["is_filled"])))
     dead = _columns_of(dead_letter_files, pa.schema([("stage", pa.string())]), unreadable)
     from_sinks = _total(pc.equal(dead["stage"], "sink"))  # bars a sink rejected, not input records
-    return {"bar_files_written": len(bar_files), "bar_rows_written": bars.num_rows,
-            "filled_bars_written": _total(bars["is_filled"]),
-            "trades_in_final_bars": _total(final_traded["trade_count"]),
-            "duplicates_in_final_bars": _total(final_traded["duplicate_count"]),
-            "dead_letter_rows_written": dead.num_rows - from_sinks, "sink_dead_letters_written": from_sinks}
+    return {
+        "bar_files_written": len(bar_files),
+        "bar_rows_written": bars.num_rows,
+        "filled_bars_written": _total(bars["is_filled"]),
+        "trades_in_final_bars": _total(final_traded["trade_count"]),
+        "duplicates_in_final_bars": _total(final_traded["duplicate_count"]),
+        "dead_letter_rows_written": dead.num_rows - from_sinks,
+        "sink_dead_letters_written": from_sinks,
+    }
 
 
 def _columns_of(files: list[str], schema, unreadable: list[str] | None, defaults: dict | None = None):
@@ -200,6 +256,7 @@ def _columns_of(files: list[str], schema, unreadable: list[str] | None, defaults
     time bars are ever filled) is that value in each row."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     tables = []
     for path in files:
         try:
@@ -219,4 +276,5 @@ def _columns_of(files: list[str], schema, unreadable: list[str] | None, defaults
 
 def _total(column) -> int:
     import pyarrow.compute as pc
+
     return int(pc.sum(column).as_py() or 0)

@@ -3,6 +3,7 @@ sink (``io_connectors.sinks``) the run asks for. Rows a sink rejects join the de
 
 Files of several formats can be read in one run: each raw batch is parsed by its own file's
 format's parser, and the parsed trades meet in one chain."""
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -15,8 +16,9 @@ from transforms import TradesToBars
 
 
 def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
-    read = pipeline | "ReadTradeFiles" >> ReadTradeFiles(config.source, config.files, config.batch_rows,
-                                                         config.time_slice, config.line_limit)
+    read = pipeline | "ReadTradeFiles" >> ReadTradeFiles(
+        config.source, config.files, config.batch_rows, config.time_slice, config.line_limit
+    )
     parser = parser_for_sources(config.sources(), config.exchange, config.symbol, config.instruments)
     results = read.raw | "TradesToBars" >> TradesToBars(config.spec, parser)
     dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()

@@ -3,6 +3,7 @@
 Beam-free: the command line builds and plans it, and hands it to chunk workers, without
 importing Beam (``beam_pipelines.backfill`` builds the pipeline from it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

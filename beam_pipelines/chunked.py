@@ -4,6 +4,7 @@ A chunk's files carry its id in their names, so re-running it (after a crash, or
 input changed) overwrites exactly its files, each atomically. Chunks run in worker processes, in parallel up to
 the number of cores; workers die with their parent, so a killed run leaves nothing running.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,10 +33,19 @@ from runners.malloc_tuning import reuse_freed_memory
 def run_settings(config: BackfillConfig) -> dict:
     """What must match for an earlier chunk's output to be reused."""
     spec = config.spec
-    return {"source": config.source_setting(), "interval": spec.interval.text, "fill_gaps": spec.fill_gaps,
-            "allowed_lateness_seconds": spec.allowed_lateness_seconds, "accumulation": spec.accumulation,
-            "exchange": config.exchange, "symbol": config.symbol, "chunk_rows": config.chunk_rows,
-            **recorded_settings(config.sinks), **_instruments_setting(config.instruments), **_bars_setting(spec)}
+    return {
+        "source": config.source_setting(),
+        "interval": spec.interval.text,
+        "fill_gaps": spec.fill_gaps,
+        "allowed_lateness_seconds": spec.allowed_lateness_seconds,
+        "accumulation": spec.accumulation,
+        "exchange": config.exchange,
+        "symbol": config.symbol,
+        "chunk_rows": config.chunk_rows,
+        **recorded_settings(config.sinks),
+        **_instruments_setting(config.instruments),
+        **_bars_setting(spec),
+    }
 
 
 def _bars_setting(spec) -> dict:
@@ -53,6 +63,7 @@ def _instruments_setting(path: str | None) -> dict:
     if not path:
         return {}
     from io_connectors.instruments import instruments_digest
+
     return {"instruments": instruments_digest(path)}
 
 
@@ -66,11 +77,13 @@ def run_chunk(config: BackfillConfig, chunk: Chunk, inputs: list[FileRecord] | N
 
     from beam_pipelines.backfill import build_backfill
 
-    manifest = ChunkManifest(chunk.chunk_id, run_settings(config),
-                             inputs=inputs or input_records(chunk), started_at=time.time())
+    manifest = ChunkManifest(
+        chunk.chunk_id, run_settings(config), inputs=inputs or input_records(chunk), started_at=time.time()
+    )
     manifest.write(config.out)
-    chunk_config = dataclasses.replace(config, files=list(chunk.files), chunk_id=chunk.chunk_id,
-                                       time_slice=chunk.time_slice)
+    chunk_config = dataclasses.replace(
+        config, files=list(chunk.files), chunk_id=chunk.chunk_id, time_slice=chunk.time_slice
+    )
     pipeline = beam.Pipeline(runner=config.runner.runner(), options=config.runner.options())
     build_backfill(pipeline, chunk_config)
     result = pipeline.run()
@@ -99,7 +112,8 @@ def chunks_to_run(config: BackfillConfig, chunks: list[Chunk]) -> tuple[list[Chu
     for chunk in chunks:
         manifest = existing.get(chunk.chunk_id)
         same_inputs = manifest is not None and sorted(r.path for r in manifest.inputs) == sorted(
-            input_path(f.path) for f in chunk.files)
+            input_path(f.path) for f in chunk.files
+        )
         if same_inputs and manifest.settings == run_settings(config) and not manifest.problems(config.out):
             done.append(chunk)
         else:
@@ -115,9 +129,14 @@ def conflicting_settings(config: BackfillConfig, chunks: list[Chunk]) -> list[st
     planned = {c.chunk_id for c in chunks}
     inputs = {input_path(f.path) for c in chunks for f in c.files}
     manifests, damaged = ChunkManifest.scan(config.out)
-    return sorted({m.chunk_id for m in manifests
-                   if m.settings != ours or (m.chunk_id not in planned and inputs & {r.path for r in m.inputs})}
-                  | {chunk_id for chunk_id in damaged if chunk_id not in planned})
+    return sorted(
+        {
+            m.chunk_id
+            for m in manifests
+            if m.settings != ours or (m.chunk_id not in planned and inputs & {r.path for r in m.inputs})
+        }
+        | {chunk_id for chunk_id in damaged if chunk_id not in planned}
+    )
 
 
 def _start_worker(command_pid: int) -> None:
@@ -145,8 +164,9 @@ def run_chunks(config: BackfillConfig, chunks: list[Chunk], workers: int, on_don
     # by checksumming its inputs: the chunks that start first get theirs from here meanwhile.
     first_inputs = {chunk.chunk_id: input_records(chunk) for chunk in chunks[:workers]}
     manifests = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_start_worker,
-                             initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=worker_context(), initializer=_start_worker, initargs=(os.getpid(),)
+    ) as pool:
         pending = {pool.submit(run_chunk, config, chunk, first_inputs.get(chunk.chunk_id)) for chunk in chunks}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)

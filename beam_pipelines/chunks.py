@@ -9,6 +9,7 @@ Each piece is a pipeline run of bounded size, which is what keeps a backfill's m
 however large the input. Information bars count from each UTC day's start, so when they are
 asked for, Parquet is cut only where a UTC day starts too (``cut_boundaries``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,8 +60,9 @@ def parse_chunk_days(text: str) -> int:
     return int(match.group(1))
 
 
-def plan_chunks(files: list[InputFile], chunk_days: int | None, start: date | None = None,
-                end: date | None = None) -> list[Chunk]:
+def plan_chunks(
+    files: list[InputFile], chunk_days: int | None, start: date | None = None, end: date | None = None
+) -> list[Chunk]:
     """Group files into chunks of ``chunk_days`` days (aligned to ``start`` or the first date).
 
     Without ``chunk_days`` there is one chunk, ``all``. ``start``/``end`` keep only files whose
@@ -71,8 +73,11 @@ def plan_chunks(files: list[InputFile], chunk_days: int | None, start: date | No
         undated = [f.path for f in files if dated[f.path] is None]
         if undated:
             raise ChunkError(f"cannot place {undated[0]!r} in a date range: its name has no date")
-        files = [f for f in files
-                 if (end is None or dated[f.path][0] <= end) and (start is None or dated[f.path][1] >= start)]
+        files = [
+            f
+            for f in files
+            if (end is None or dated[f.path][0] <= end) and (start is None or dated[f.path][1] >= start)
+        ]
         if not files:
             raise ChunkError("no input file falls between --from and --to")
     if not chunk_days:
@@ -149,6 +154,7 @@ DAY_SECONDS = 86_400
 @dataclass(frozen=True)
 class _Boundaries:
     """Cut points every ``seconds`` from the epoch, found as ``Interval.window_start_micros`` finds window starts."""
+
     seconds: int
 
     def window_start_micros(self, event_time_us):
@@ -174,8 +180,9 @@ def chunk_layout(chunk: Chunk, layout: str | None) -> str | None:
     return layouts.pop() if len(layouts) == 1 else None
 
 
-def split_large_chunks(chunks: list[Chunk], layout: str | None, interval, row_budget: int | None,
-                       whole_days: bool = False) -> list[Chunk]:
+def split_large_chunks(
+    chunks: list[Chunk], layout: str | None, interval, row_budget: int | None, whole_days: bool = False
+) -> list[Chunk]:
     """Cut every chunk over ``row_budget`` rows into pieces under it (as far as windows allow),
     and every chunk over PARALLEL_FROM_ROWS into a multiple of MIN_PIECES pieces.
 
@@ -261,9 +268,14 @@ def _time_slices(chunk: Chunk, interval, row_budget: int, boundaries) -> list[Ch
     targets = np.arange(1, pieces) * (total / pieces)
     cut_windows = _cut_windows(starts, cumulative, targets, boundaries)
     cuts = [None] + [int(starts[i]) for i in cut_windows] + [None]
-    return [Chunk(f"{chunk.chunk_id}@{_stamp(low if low is not None else int(starts[0]))}", chunk.files,
-                  TimeSlice(low, high, statistics_checked) if len(cuts) > 2 else WHOLE_FILE)
-            for low, high in zip(cuts[:-1], cuts[1:])]
+    return [
+        Chunk(
+            f"{chunk.chunk_id}@{_stamp(low if low is not None else int(starts[0]))}",
+            chunk.files,
+            TimeSlice(low, high, statistics_checked) if len(cuts) > 2 else WHOLE_FILE,
+        )
+        for low, high in zip(cuts[:-1], cuts[1:])
+    ]
 
 
 def _cut_windows(starts, cumulative, targets, boundaries):
@@ -291,4 +303,5 @@ def _trades_per_window(window_starts):
 
 def _stamp(micros: int) -> str:
     from transforms.event_time import micros_to_datetime
+
     return micros_to_datetime(micros).strftime("%Y%m%dT%H%M%S")

@@ -3,6 +3,7 @@
 User errors print one line and exit 2; a run whose records do not reconcile exits 1; a
 pipeline that fails while running prints one line, keeps its traceback in ``_ERROR.log`` and exits 3.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,9 +61,14 @@ DEFAULT_CHUNK_ROWS = 8_000_000
 def add_input_options(command: argparse.ArgumentParser) -> None:
     """The options every command that reads trade files shares."""
     command.add_argument("--source", help="input format of each --input that names none; see 'cryptobeam sources'")
-    command.add_argument("--input", required=True, action="append", metavar="[SOURCE:]GLOB",
-                         help="file path or glob (quote it), read as --source or as the SOURCE it starts with; "
-                              "repeat for more, of one source or several (e.g. binance-aggtrades:'dumps/*.zip')")
+    command.add_argument(
+        "--input",
+        required=True,
+        action="append",
+        metavar="[SOURCE:]GLOB",
+        help="file path or glob (quote it), read as --source or as the SOURCE it starts with; "
+        "repeat for more, of one source or several (e.g. binance-aggtrades:'dumps/*.zip')",
+    )
     command.add_argument("--symbol", help="symbol to use when the records and file names do not say")
     command.add_argument("--exchange", help="exchange id to record (default: the source's exchange)")
     add_instruments_option(command)
@@ -84,15 +90,19 @@ def input_files_and_source(args):
     for text in args.input:
         name, pattern = split_source_prefix(text)
         if (name or args.source) is None:
-            raise UserError(f"--input {text!r} names no source{_unknown_source_hint(text)}: write SOURCE:GLOB "
-                            "or pass --source (see 'cryptobeam sources')")
+            raise UserError(
+                f"--input {text!r} names no source{_unknown_source_hint(text)}: write SOURCE:GLOB "
+                "or pass --source (see 'cryptobeam sources')"
+            )
         for input_file in _matched(pattern, name or args.source, may_name_a_source=name is None):
             other = files.setdefault(input_file.path, input_file)
             if other.source != input_file.source:
                 raise UserError(f"{input_file.path!r} is given both as {other.source} and as {input_file.source}")
     if args.exchange and len({f.source for f in files.values()}) > 1:
-        raise UserError("--exchange names the exchange of every record, so it needs a single source; "
-                        "each of several sources records its own")
+        raise UserError(
+            "--exchange names the exchange of every record, so it needs a single source; "
+            "each of several sources records its own"
+        )
     return sorted(files.values(), key=lambda f: f.path), SOURCES.get(args.source)
 
 
@@ -148,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_iceberg_parser(commands)
     dataflow = commands.add_parser("dataflow", help="Google Cloud Dataflow: plan a job offline")
     plan = dataflow.add_subparsers(dest="dataflow_command", parser_class=_Parser, required=True).add_parser(
-        "plan", help="build the Dataflow job with Beam's dry run (no network) and write its graph for review")
+        "plan", help="build the Dataflow job with Beam's dry run (no network) and write its graph for review"
+    )
     jobs = plan.add_subparsers(dest="job", parser_class=_Parser, required=True)
     for name, add_options in (("backfill", add_backfill_options), ("stream", add_stream_options)):
         job = jobs.add_parser(name, help=f"plan a {name}")
@@ -164,19 +175,28 @@ def add_backfill_options(backfill: argparse.ArgumentParser) -> None:
     add_bar_options(backfill)
     add_runner_options(backfill, "direct")
     backfill.add_argument("--batch-rows", type=int, default=250_000, help="records per raw batch")
-    backfill.add_argument("--max-line-bytes", type=int, default=None,
-                          help="a longer text line is one malformed dead letter (default 1 MiB)")
+    backfill.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=None,
+        help="a longer text line is one malformed dead letter (default 1 MiB)",
+    )
     backfill.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    backfill.add_argument("--overwrite", action="store_true",
-                          help="replace an earlier run in --out that used other settings")
+    backfill.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run in --out that used other settings"
+    )
     backfill.add_argument("--from", dest="date_from", help="first date to backfill (YYYY-MM-DD, from file names)")
     backfill.add_argument("--to", dest="date_to", help="last date to backfill (YYYY-MM-DD, inclusive)")
     backfill.add_argument("--chunk", help="split the work into chunks of N days (e.g. 1d) that resume independently")
     backfill.add_argument("--workers", type=int, default=None, help="chunks run in parallel (default: up to 2)")
-    backfill.add_argument("--chunk-rows", type=int, default=None,
-                          help="cut chunks larger than this many trades (Parquet by event time at window "
-                               "boundaries, dated text files by file) so memory stays flat; 0 never cuts "
-                               f"(default: {DEFAULT_CHUNK_ROWS:,} on the direct runner, 0 on clusters)")
+    backfill.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=None,
+        help="cut chunks larger than this many trades (Parquet by event time at window "
+        "boundaries, dated text files by file) so memory stays flat; 0 never cuts "
+        f"(default: {DEFAULT_CHUNK_ROWS:,} on the direct runner, 0 on clusters)",
+    )
     add_sink_options(backfill, streaming=False)
 
 
@@ -191,8 +211,10 @@ def _check_inputs_outside(files, out: str) -> None:
     root = os.path.realpath(out)
     for input_file in files:
         if not is_remote(input_file.path) and os.path.commonpath([root, os.path.realpath(input_file.path)]) == root:
-            raise UserError(f"input {input_file.path!r} is inside the output directory {out!r}; "
-                            "choose an --out that holds no inputs")
+            raise UserError(
+                f"input {input_file.path!r} is inside the output directory {out!r}; "
+                "choose an --out that holds no inputs"
+            )
 
 
 def _date_option(text: str | None, flag: str):
@@ -206,18 +228,22 @@ def _date_option(text: str | None, flag: str):
 
 def _backfill_config(args):
     from beam_pipelines.backfill_config import BackfillConfig
+
     files, source = input_files_and_source(args)
     sinks = sink_targets_from_args(args, streaming=False)
     if args.batch_rows <= 0:
         raise UserError("--batch-rows must be positive")
     from io_connectors.files import DEFAULT_LINE_LIMIT
+
     line_limit = DEFAULT_LINE_LIMIT if args.max_line_bytes is None else args.max_line_bytes
     if line_limit <= 0:
         raise UserError("--max-line-bytes must be positive")
     spec = bar_spec_from_args(args)
     if spec.early_firing_seconds is not None:
-        raise UserError("--early needs a streaming run (cryptobeam stream); a backfill's input is complete, so "
-                        "each bar gets its final pane at once")
+        raise UserError(
+            "--early needs a streaming run (cryptobeam stream); a backfill's input is complete, so "
+            "each bar gets its final pane at once"
+        )
     check_writable(args.out)
     _check_inputs_outside(files, args.out)
     runner = runner_profile_from_args(args, streaming=False, dry_run=_planning(args))
@@ -226,10 +252,20 @@ def _backfill_config(args):
         chunk_rows = DEFAULT_CHUNK_ROWS if runner.name == "direct" else 0
     if chunk_rows < 0:
         raise UserError("--chunk-rows must be 0 (never cut) or positive")
-    return BackfillConfig(source=source, files=files, spec=spec, out=args.out.rstrip("/") or "/",
-                          exchange=args.exchange, symbol=args.symbol, batch_rows=args.batch_rows,
-                          runner=runner, sinks=sinks, chunk_rows=chunk_rows, line_limit=line_limit,
-                          instruments=instruments_from_args(args))
+    return BackfillConfig(
+        source=source,
+        files=files,
+        spec=spec,
+        out=args.out.rstrip("/") or "/",
+        exchange=args.exchange,
+        symbol=args.symbol,
+        batch_rows=args.batch_rows,
+        runner=runner,
+        sinks=sinks,
+        chunk_rows=chunk_rows,
+        line_limit=line_limit,
+        instruments=instruments_from_args(args),
+    )
 
 
 def _planning(args) -> bool:
@@ -240,28 +276,33 @@ def run_plan(args, console: Console) -> int:
     import apache_beam as beam
 
     from beam_pipelines.dataflow_plan import write_plan
+
     streaming = args.job == "stream"
     if streaming:
         from beam_pipelines.stream import build_stream
         from beam_pipelines.stream_command import stream_config
+
         config = stream_config(args)
         profile = runner_profile_from_args(args, streaming=True, dry_run=True)
         build = build_stream
     else:
         from beam_pipelines.backfill import build_backfill
+
         config = _backfill_config(args)
         profile, build = config.runner, build_backfill
     pipeline = beam.Pipeline(runner=profile.runner(), options=profile.options(streaming=streaming))
     build(pipeline, config)
     written = write_plan(pipeline.run(), args.plan_out)
-    console.print(f"Dataflow {args.job} job planned offline (dry run, nothing submitted): "
-                  f"{', '.join(str(p) for p in written)}")
+    console.print(
+        f"Dataflow {args.job} job planned offline (dry run, nothing submitted): {', '.join(str(p) for p in written)}"
+    )
     return 0
 
 
 def _start_workers_early(args) -> None:
     """A large local backfill will run chunks in workers: start the server they fork from now."""
     from beam_pipelines.worker_server import EARLY_START_BYTES, local_input_bytes, start_early
+
     if args.runner != "direct" or args.workers == 1 or _planning(args):
         return
     # The registry of sources costs more to import than this guess may take: any word before a
@@ -289,20 +330,31 @@ def run_backfill(args, console: Console) -> int:
     workers = _workers(args.workers, default_workers(), console)
     lock_output(config.out)
     try:
-        chunks = plan_chunks(config.files, parse_chunk_days(args.chunk) if args.chunk else None,
-                             _date_option(args.date_from, "--from"), _date_option(args.date_to, "--to"))
+        chunks = plan_chunks(
+            config.files,
+            parse_chunk_days(args.chunk) if args.chunk else None,
+            _date_option(args.date_from, "--from"),
+            _date_option(args.date_to, "--to"),
+        )
     except ChunkError as error:
         raise UserError(str(error)) from None
     if config.spec.consolidation is not None:  # every venue's trades of a day in one chunk
         chunks = joined_where_dates_overlap(chunks)
     # Information bars count from each UTC day's start, and consolidated bars judge venues day by
     # day, so their chunks hold whole days.
-    chunks = split_large_chunks(chunks, config.source.layout if config.source else None, config.spec.interval,
-                                config.chunk_rows, whole_days=config.spec.day_by_day)
+    chunks = split_large_chunks(
+        chunks,
+        config.source.layout if config.source else None,
+        config.spec.interval,
+        config.chunk_rows,
+        whole_days=config.spec.day_by_day,
+    )
     conflicts = conflicting_settings(config, chunks)
     if conflicts and not args.overwrite:
-        raise UserError(f"{config.out!r} holds chunks built with other settings or cut differently ({conflicts[0]} ...); "
-                        "pass --overwrite to replace that run")
+        raise UserError(
+            f"{config.out!r} holds chunks built with other settings or cut differently ({conflicts[0]} ...); "
+            "pass --overwrite to replace that run"
+        )
     if args.overwrite:
         remove_previous_run(config.out, RUN_FILES)
     todo, done = chunks_to_run(config, chunks)
@@ -317,20 +369,33 @@ def run_backfill(args, console: Console) -> int:
 
             def on_file(files=0, bytes=0):
                 seen["files"] += files
-                progress.update(task, advance=bytes, files=f"{seen['files']}/{len(files_)} files",
-                                description="reading" if seen["files"] < len(files_) else "building bars")
+                progress.update(
+                    task,
+                    advance=bytes,
+                    files=f"{seen['files']}/{len(files_)} files",
+                    description="reading" if seen["files"] < len(files_) else "building bars",
+                )
+
             files_ = files
             set_progress_listener(on_file)
         else:
-            task = progress.add_task("chunks", total=len(chunks), completed=len(done),
-                                     files=f"{len(done)} already complete, {len(todo)} to run")
+            task = progress.add_task(
+                "chunks",
+                total=len(chunks),
+                completed=len(done),
+                files=f"{len(done)} already complete, {len(todo)} to run",
+            )
         records_done = {"n": 0}
 
         def on_chunk(manifest):
             records_done["n"] += manifest.counts.get("records_in", 0)
             rate = records_done["n"] / max(time.monotonic() - started, 1e-9)
-            progress.update(task, advance=1 if len(chunks) > 1 else 0,
-                            files=f"last {manifest.chunk_id}, {records_done['n']:,} records, {rate:,.0f} records/s")
+            progress.update(
+                task,
+                advance=1 if len(chunks) > 1 else 0,
+                files=f"last {manifest.chunk_id}, {records_done['n']:,} records, {rate:,.0f} records/s",
+            )
+
         pipeline_log = PipelineLog.install()
         try:
             run_chunks(config, todo, workers, on_chunk)
@@ -350,10 +415,18 @@ def run_backfill(args, console: Console) -> int:
     problems = [p for m in manifests for p in m.problems(config.out, check_inputs=False)]
     problems += [f"chunk {m.chunk_id}: {p}" for m in manifests for p in Accounting.from_counters(m.counts).problems()]
     problems += accounting.problems()
-    summary = {"command": "backfill", "source": config.source_setting(), "interval": config.spec.interval.text,
-               "chunks": len(chunks), "chunks_run": len(todo), "chunks_skipped": len(done),
-               "elapsed_seconds": round(elapsed, 3), "reconciled": not problems, "problems": problems,
-               **accounting.as_dict()}
+    summary = {
+        "command": "backfill",
+        "source": config.source_setting(),
+        "interval": config.spec.interval.text,
+        "chunks": len(chunks),
+        "chunks_run": len(todo),
+        "chunks_skipped": len(done),
+        "elapsed_seconds": round(elapsed, 3),
+        "reconciled": not problems,
+        "problems": problems,
+        **accounting.as_dict(),
+    }
     write_json_atomically(summary, f"{config.out}/_SUMMARY.json")
     console.print(summary_table(accounting, elapsed, config.out, len(chunks), len(todo), len(done)))
     for problem in problems:
@@ -364,6 +437,7 @@ def run_backfill(args, console: Console) -> int:
 def _fill_seams(config, pipeline_log: PipelineLog):
     """The filled bars between chunks, to every sink (``beam_pipelines.seams``); what they add to the accounting."""
     from beam_pipelines.seams import fill_seams
+
     try:
         return fill_seams(config.out, config.spec, config.sinks)
     except Exception as error:  # a sink failing, as in a chunk: one line here, the whole story in a log
@@ -388,17 +462,28 @@ def _workers(requested: int | None, default: int, console: Console) -> int:
 def _progress(disabled: bool) -> Progress:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
-                    TextColumn("{task.fields[files]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), disable=disabled, transient=False)
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+        TextColumn("{task.fields[files]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=disabled,
+        transient=False,
+    )
 
 
 def run_validate(out: str, console: Console) -> int:
     from beam_pipelines.validate import validate
+
     if not os.path.isdir(out):
         raise UserError(f"{out!r} is not a directory")
     report = validate(out)
     from rich.table import Table
+
     table = Table(title=f"cryptobeam validate {out}")
     table.add_column("checked")
     table.add_column("count", justify="right")
@@ -430,30 +515,43 @@ def run_replay(args, console: Console) -> int:
             raise UserError(f"bad --speed {args.speed!r}: a positive multiple of real time, or max")
     if not 0 <= args.late_fraction <= 1:
         raise UserError("--late-fraction must be between 0 and 1")
-    plan = ReplayPlan(speed=speed, disorder_us=parse_duration_seconds(args.disorder) * 1_000_000,
-                      late_fraction=args.late_fraction, late_by_us=parse_duration_seconds(args.late_by) * 1_000_000,
-                      seed=args.seed)
+    plan = ReplayPlan(
+        speed=speed,
+        disorder_us=parse_duration_seconds(args.disorder) * 1_000_000,
+        late_fraction=args.late_fraction,
+        late_by_us=parse_duration_seconds(args.late_by) * 1_000_000,
+        seed=args.seed,
+    )
     instruments = instruments_from_args(args)
     paths_by_source: dict[str, list[str]] = {}
     for input_file in files:
         paths_by_source.setdefault(input_file.source, []).append(input_file.path)
-    trades, read, rejected = load_trades_of_sources([
-        (SOURCES[name], parser_for(SOURCES[name], args.exchange, args.symbol, instruments), paths)
-        for name, paths in paths_by_source.items()])
+    trades, read, rejected = load_trades_of_sources(
+        [
+            (SOURCES[name], parser_for(SOURCES[name], args.exchange, args.symbol, instruments), paths)
+            for name, paths in paths_by_source.items()
+        ]
+    )
     with _progress(args.no_progress) as progress:
         task = progress.add_task("publishing", total=trades.num_rows, files=f"to {args.topic}")
         try:
-            report = replay(trades, args.kafka, args.topic, plan,
-                            on_progress=lambda n: progress.update(task, completed=n))
+            report = replay(
+                trades, args.kafka, args.topic, plan, on_progress=lambda n: progress.update(task, completed=n)
+            )
         except RuntimeError as error:
             raise PipelineFailed(str(error)) from None
         progress.update(task, completed=trades.num_rows)
     from rich.table import Table
+
     table = Table(title=f"cryptobeam replay → {args.kafka}/{args.topic}")
     table.add_column("records")
     table.add_column("count", justify="right")
-    for name, value in [("read", read), ("rejected by the parser (not published)", rejected),
-                        ("published", report.published), ("  of which held back as late", report.late)]:
+    for name, value in [
+        ("read", read),
+        ("rejected by the parser (not published)", rejected),
+        ("published", report.published),
+        ("  of which held back as late", report.late),
+    ]:
         table.add_row(name, f"{value:,}")
     table.add_row("elapsed", f"{report.seconds:,.1f} s ({report.published / max(report.seconds, 1e-9):,.0f} trades/s)")
     console.print(table)
@@ -462,6 +560,7 @@ def run_replay(args, console: Console) -> int:
 
 def run_kafka(args, console: Console) -> int:
     from runners.local_kafka import KafkaError, LocalKafka
+
     try:
         if args.action == "up":
             broker = LocalKafka.start(args.dir, port=args.port)
@@ -485,11 +584,14 @@ def run_kafka(args, console: Console) -> int:
 
 def run_flink(args, console: Console) -> int:
     from runners.local_flink import FLINK_VERSION, FlinkError, LocalFlink
+
     try:
         if args.action == "up":
             cluster = LocalFlink.start(args.dir, slots=args.slots)
-            console.print(f"Flink {FLINK_VERSION} is up: --runner flink --flink-master {cluster.flink_master} "
-                          f"(web UI {cluster.rest_url}, work dir {cluster.work})")
+            console.print(
+                f"Flink {FLINK_VERSION} is up: --runner flink --flink-master {cluster.flink_master} "
+                f"(web UI {cluster.rest_url}, work dir {cluster.work})"
+            )
         elif args.action == "down":
             LocalFlink.attach(args.dir).stop()
             console.print("Flink is down")
@@ -501,9 +603,11 @@ def run_flink(args, console: Console) -> int:
             if overview is None:
                 console.print(f"Flink is not running (no cluster answers for {args.dir})")
                 return 1
-            console.print(f"Flink {overview['flink-version']} is running: {overview['taskmanagers']} TaskManager(s), "
-                          f"{overview['slots-available']}/{overview['slots-total']} slots free, "
-                          f"{overview['jobs-running']} job(s) running")
+            console.print(
+                f"Flink {overview['flink-version']} is running: {overview['taskmanagers']} TaskManager(s), "
+                f"{overview['slots-available']}/{overview['slots-total']} slots free, "
+                f"{overview['jobs-running']} job(s) running"
+            )
     except FlinkError as error:
         raise UserError(str(error)) from None
     return 0
@@ -513,6 +617,7 @@ def list_sources(console: Console) -> int:
     from rich.table import Table
 
     from io_connectors.source_formats import SOURCES
+
     table = Table(title="input formats (--source)")
     table.add_column("name")
     table.add_column("what")
@@ -526,12 +631,15 @@ def list_sinks(console: Console) -> int:
     from rich.table import Table
 
     from io_connectors.sinks import ALWAYS, NOT_OFFERED, SINKS
+
     shown = {ALWAYS: "always", NOT_OFFERED: "no"}
     table = Table(title="outputs (--sink)")
     for column in ("name", "backfill", "stream", "what"):
         table.add_column(column)
     for sink in SINKS.values():
-        table.add_row(sink.name, *(shown.get(sink.use(streaming), "--sink") for streaming in (False, True)), sink.description)
+        table.add_row(
+            sink.name, *(shown.get(sink.use(streaming), "--sink") for streaming in (False, True)), sink.description
+        )
     console.print(table)
     return 0
 
@@ -542,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "backfill":
             _start_workers_early(args)  # before rich loads: each ms here delays the workers
         from rich.console import Console
+
         console = Console()
         if args.command == "backfill":
             return run_backfill(args, console)

@@ -1,5 +1,6 @@
 """What the ``cryptobeam`` commands share: exit codes, user errors, the bar and sink options,
 and the end-of-run summary table."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,6 +38,7 @@ class _Parser(argparse.ArgumentParser):
 def parse_duration_seconds(text: str) -> int:
     """'0', '30s', '10m', '2h' -> seconds."""
     from transforms.interval import IntervalError, parse_interval
+
     if text.strip() in ("0", "0s"):
         return 0
     try:
@@ -47,36 +49,65 @@ def parse_duration_seconds(text: str) -> int:
 
 def add_bar_options(command: argparse.ArgumentParser, allowed_lateness: str = "0") -> None:
     """What bars to build and how their panes fire: the same for a backfill and a stream."""
-    command.add_argument("--bars", action="append", metavar="KIND:SIZE",
-                         help="bars to build, each to its own table; repeat for several: time:1m (the default, "
-                              "to bars/), ticks:1000 (every N trades), volume:50 (every V base units), dollar:1e6 "
-                              "(every D quote units), consolidated:1m (one reference price per canonical pair across "
-                              "venues, to bars_consolidated/ with quality/), each kind to its own table")
-    command.add_argument("--interval", default=None,
-                         help="time bar interval: 1s, 1m, 15m, 1h, 4h, 1d, 1w ... (default 1m; same as --bars time:1m)")
-    command.add_argument("--fill-gaps", action="store_true",
-                         help="emit a bar for each empty interval (O=H=L=C=previous close, volume 0)")
+    command.add_argument(
+        "--bars",
+        action="append",
+        metavar="KIND:SIZE",
+        help="bars to build, each to its own table; repeat for several: time:1m (the default, "
+        "to bars/), ticks:1000 (every N trades), volume:50 (every V base units), dollar:1e6 "
+        "(every D quote units), consolidated:1m (one reference price per canonical pair across "
+        "venues, to bars_consolidated/ with quality/), each kind to its own table",
+    )
+    command.add_argument(
+        "--interval",
+        default=None,
+        help="time bar interval: 1s, 1m, 15m, 1h, 4h, 1d, 1w ... (default 1m; same as --bars time:1m)",
+    )
+    command.add_argument(
+        "--fill-gaps", action="store_true", help="emit a bar for each empty interval (O=H=L=C=previous close, volume 0)"
+    )
     command.add_argument("--early", default=None, help="early firing period, e.g. 5s (streams only)")
-    command.add_argument("--allowed-lateness", default=allowed_lateness,
-                         help=f"allowed lateness, e.g. 10m (default {allowed_lateness})")
+    command.add_argument(
+        "--allowed-lateness", default=allowed_lateness, help=f"allowed lateness, e.g. 10m (default {allowed_lateness})"
+    )
     command.add_argument("--accumulation", default="accumulating", help="accumulating or discarding panes")
     consolidated = command.add_argument_group("consolidated bars (--bars consolidated:1m)")
-    consolidated.add_argument("--partitions", type=int, default=12,
-                              help="equal partitions of each window; the price is the mean of their volume-weighted "
-                                   "medians (default 12: 5 s partitions of 1m)")
-    consolidated.add_argument("--deviation", default="2%",
-                              help="exclude a venue whose VWAP is further than this from the other venues' median; "
-                                   "it comes back within half of it (default 2%%)")
-    consolidated.add_argument("--stale-after", default="5m", help="exclude a venue with no trade for this long (default 5m)")
-    consolidated.add_argument("--min-constituents", type=int, default=1,
-                              help="fewer included venues than this: the window has no price (default 1)")
-    consolidated.add_argument("--quote-equivalent", action="append", metavar="QUOTE=AS",
-                              help="count one quote asset as another, e.g. USDT=USD (default: none; repeatable)")
+    consolidated.add_argument(
+        "--partitions",
+        type=int,
+        default=12,
+        help="equal partitions of each window; the price is the mean of their volume-weighted "
+        "medians (default 12: 5 s partitions of 1m)",
+    )
+    consolidated.add_argument(
+        "--deviation",
+        default="2%",
+        help="exclude a venue whose VWAP is further than this from the other venues' median; "
+        "it comes back within half of it (default 2%%)",
+    )
+    consolidated.add_argument(
+        "--stale-after", default="5m", help="exclude a venue with no trade for this long (default 5m)"
+    )
+    consolidated.add_argument(
+        "--min-constituents",
+        type=int,
+        default=1,
+        help="fewer included venues than this: the window has no price (default 1)",
+    )
+    consolidated.add_argument(
+        "--quote-equivalent",
+        action="append",
+        metavar="QUOTE=AS",
+        help="count one quote asset as another, e.g. USDT=USD (default: none; repeatable)",
+    )
 
 
 def add_instruments_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--instruments", help="CSV exchange,symbol,base,quote that extends or overrides the shipped "
-                                               "table of canonical instruments (e.g. XBTUSD -> BTC/USD)")
+    command.add_argument(
+        "--instruments",
+        help="CSV exchange,symbol,base,quote that extends or overrides the shipped "
+        "table of canonical instruments (e.g. XBTUSD -> BTC/USD)",
+    )
 
 
 def instruments_from_args(args) -> str | None:
@@ -84,6 +115,7 @@ def instruments_from_args(args) -> str | None:
     if not args.instruments:
         return None
     from io_connectors.instruments import InstrumentsError, read_instruments_file
+
     try:
         read_instruments_file(args.instruments)
     except InstrumentsError as error:
@@ -95,17 +127,25 @@ def bar_spec_from_args(args):
     from transforms import BarSpec
     from transforms.bar_kinds import BarsOptionError, parse_bars_options
     from transforms.interval import IntervalError
+
     try:
         wanted = parse_bars_options(args.bars, args.interval or "1m", interval_given=bool(args.interval))
         if args.interval and args.bars and wanted.time_bars and wanted.interval != args.interval:
-            raise UserError(f"--interval {args.interval} and --bars time:{wanted.interval} disagree: give the interval once")
+            raise UserError(
+                f"--interval {args.interval} and --bars time:{wanted.interval} disagree: give the interval once"
+            )
         if args.fill_gaps and not wanted.time_bars:
             raise UserError("--fill-gaps fills the empty windows of time bars: add --bars time:INTERVAL")
-        return BarSpec.of(wanted.interval, fill_gaps=args.fill_gaps,
-                          early_firing_seconds=parse_duration_seconds(args.early) if args.early else None,
-                          allowed_lateness_seconds=parse_duration_seconds(args.allowed_lateness),
-                          accumulation=args.accumulation, time_bars=wanted.time_bars, thresholds=wanted.thresholds,
-                          consolidation=consolidation_from_args(args, wanted.consolidated))
+        return BarSpec.of(
+            wanted.interval,
+            fill_gaps=args.fill_gaps,
+            early_firing_seconds=parse_duration_seconds(args.early) if args.early else None,
+            allowed_lateness_seconds=parse_duration_seconds(args.allowed_lateness),
+            accumulation=args.accumulation,
+            time_bars=wanted.time_bars,
+            thresholds=wanted.thresholds,
+            consolidation=consolidation_from_args(args, wanted.consolidated),
+        )
     except (IntervalError, BarsOptionError, ValueError) as error:
         raise UserError(str(error)) from None
 
@@ -117,6 +157,7 @@ def consolidation_from_args(args, interval_text: str | None):
     from io_connectors.collectors import FEEDS
     from transforms.consolidation import ConsolidationSpec
     from transforms.interval import parse_interval
+
     deviation_text = args.deviation.strip()
     try:
         deviation = float(deviation_text[:-1]) / 100 if deviation_text.endswith("%") else float(deviation_text)
@@ -128,24 +169,36 @@ def consolidation_from_args(args, interval_text: str | None):
         if not quote.strip() or not counted_as.strip():
             raise UserError(f"bad --quote-equivalent {text!r}: use QUOTE=AS, e.g. USDT=USD")
         equivalents.append((quote.strip().upper(), counted_as.strip().upper()))
-    return ConsolidationSpec(parse_interval(interval_text), partitions=args.partitions, deviation=deviation,
-                             stale_after_seconds=parse_duration_seconds(args.stale_after),
-                             min_constituents=args.min_constituents, quote_equivalents=tuple(equivalents),
-                             sequential_id_exchanges=frozenset(n for n, feed in FEEDS.items() if feed.sequential_ids))
+    return ConsolidationSpec(
+        parse_interval(interval_text),
+        partitions=args.partitions,
+        deviation=deviation,
+        stale_after_seconds=parse_duration_seconds(args.stale_after),
+        min_constituents=args.min_constituents,
+        quote_equivalents=tuple(equivalents),
+        sequential_id_exchanges=frozenset(n for n, feed in FEEDS.items() if feed.sequential_ids),
+    )
 
 
 def add_runner_options(command: argparse.ArgumentParser, default: str) -> None:
     """``--runner`` and the flags each runner needs; the same for a backfill and a stream."""
     group = command.add_argument_group("runner")
-    group.add_argument("--runner", default=default, help=f"direct, prism, flink, dataflow or portable (default {default})")
+    group.add_argument(
+        "--runner", default=default, help=f"direct, prism, flink, dataflow or portable (default {default})"
+    )
     group.add_argument("--prism-location", help="prism: the binary (default: the one set-up built)")
     group.add_argument("--environment", help="flink/portable: Python workers LOOPBACK (default), PROCESS or EXTERNAL")
-    group.add_argument("--environment-config", help="flink/portable: worker pool host:port (EXTERNAL) or boot command JSON (PROCESS)")
+    group.add_argument(
+        "--environment-config", help="flink/portable: worker pool host:port (EXTERNAL) or boot command JSON (PROCESS)"
+    )
     group.add_argument("--flink-master", help="flink: the JobManager's REST address, host:port")
     group.add_argument("--flink-version", help="flink: 1.19 (default), 1.20, 2.0, 2.1 or 2.2, matching the cluster")
     group.add_argument("--flink-job-server-jar", help="flink: Beam's job-server jar (default: the one set-up fetched)")
     group.add_argument("--parallelism", type=int, help="flink: parallelism (default 2)")
-    group.add_argument("--checkpointing-interval", help="flink streams: Flink checkpoints every, e.g. 30s (default: none; read docs/operations.md#flink before using)")
+    group.add_argument(
+        "--checkpointing-interval",
+        help="flink streams: Flink checkpoints every, e.g. 30s (default: none; read docs/operations.md#flink before using)",
+    )
     group.add_argument("--project", help="dataflow: Google Cloud project")
     group.add_argument("--region", help="dataflow: region, e.g. europe-west1")
     group.add_argument("--temp-location", help="dataflow: gs:// path for temporary files")
@@ -158,6 +211,7 @@ def add_runner_options(command: argparse.ArgumentParser, default: str) -> None:
 
 def runner_profile_from_args(args, streaming: bool, dry_run: bool = False):
     from runners.profiles import RUNNER_FLAGS, RunnerError, profile_for
+
     flags = {name: getattr(args, name) for name in RUNNER_FLAGS}
     if args.checkpointing_interval:
         flags["checkpointing_interval_ms"] = parse_duration_seconds(args.checkpointing_interval) * 1000
@@ -172,12 +226,17 @@ def runner_profile_from_args(args, streaming: bool, dry_run: bool = False):
 def add_sink_options(command: argparse.ArgumentParser, streaming: bool) -> None:
     """``--sink`` and each sink's own options, from the registry (``io_connectors.sinks``)."""
     from io_connectors.sinks import ALWAYS, offered
+
     sinks = offered(streaming)
     always = [name for name, sink in sinks.items() if sink.use(streaming) == ALWAYS]
     extra = [name for name, sink in sinks.items() if sink.use(streaming) != ALWAYS]
-    command.add_argument("--sink", action="append", default=[],
-                         help=f"extra output besides {', '.join(always)}: {', '.join(extra)} "
-                              "(repeatable; 'cryptobeam sinks' lists them)")
+    command.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        help=f"extra output besides {', '.join(always)}: {', '.join(extra)} "
+        "(repeatable; 'cryptobeam sinks' lists them)",
+    )
     for sink in sinks.values():
         sink.add_options(command, streaming)
 
@@ -185,6 +244,7 @@ def add_sink_options(command: argparse.ArgumentParser, streaming: bool) -> None:
 def sink_targets_from_args(args, streaming: bool):
     """The sinks the run writes to, each with its target (``io_connectors.sinks.sink_targets``)."""
     from io_connectors.sinks import SinkOptionError, sink_targets
+
     try:
         return sink_targets(args, streaming)
     except SinkOptionError as error:
@@ -238,10 +298,11 @@ def write_error_log(out: str, pipeline_log: PipelineLog | None = None) -> str:
     """The current exception's traceback (after what the runners logged) in ``out/_ERROR.log``;
     returns where it went, or why it could not be written (a full disk must not hide the error)."""
     import traceback
+
     path = os.path.join(out, ERROR_LOG)
     try:
         with open(path, "w") as handle:
-            for line in (pipeline_log.lines if pipeline_log else ()):
+            for line in pipeline_log.lines if pipeline_log else ():
                 print(line, file=handle)
             traceback.print_exc(file=handle)
         return f"full traceback in {path}"
@@ -252,6 +313,7 @@ def write_error_log(out: str, pipeline_log: PipelineLog | None = None) -> str:
 def lock_output(out: str) -> None:
     """Hold ``out`` for this command (``io_connectors.output_lock``); a held one is a user error."""
     from io_connectors.output_lock import OutputLocked, lock_output_directory
+
     try:
         lock_output_directory(out)
     except OutputLocked as error:
@@ -273,33 +335,55 @@ def check_writable(out: str) -> None:
         raise UserError(f"output directory {out!r} is not writable: {error.strerror or error}") from None
 
 
-def summary_table(accounting, elapsed: float, out: str, chunks: int = 1, run: int = 1, skipped: int = 0,
-                  command: str = "backfill") -> Table:
+def summary_table(
+    accounting, elapsed: float, out: str, chunks: int = 1, run: int = 1, skipped: int = 0, command: str = "backfill"
+) -> Table:
     from rich.table import Table
+
     table = Table(title=f"cryptobeam {command} → {out}", show_header=True, header_style="bold")
     table.add_column("records", justify="left")
     table.add_column("count", justify="right")
     rate = accounting.records_in / elapsed if elapsed > 0 and run else 0.0
     rows = [
-        *([("chunks (run / skipped as complete)", f"{chunks:,} ({run:,} / {skipped:,})")] if command == "backfill" else []),
+        *(
+            [("chunks (run / skipped as complete)", f"{chunks:,} ({run:,} / {skipped:,})")]
+            if command == "backfill"
+            else []
+        ),
         ("records read", accounting.records_in),
         ("  in final bars", accounting.trades_in_final_bars),
         ("  dead-lettered", accounting.dead_letter_rows_written),
         *[(f"    {reason}", n) for reason, n in sorted(accounting.dead_letters_by_reason.items())],
         ("  duplicates", accounting.duplicates),
-        *([("status records read (used / duplicates)",
-            f"{accounting.feed_status.get('records_in', 0):,} ({accounting.feed_status.get('unique_trades', 0):,} / "
-            f"{accounting.feed_status.get('duplicates', 0):,})")] if accounting.feed_status else []),
-        ("unknown instruments: records (distinct symbols)",
-         f"{accounting.instrument_unknown_records:,} ({accounting.distinct_unknown_instruments:,})"),
+        *(
+            [
+                (
+                    "status records read (used / duplicates)",
+                    f"{accounting.feed_status.get('records_in', 0):,} ({accounting.feed_status.get('unique_trades', 0):,} / "
+                    f"{accounting.feed_status.get('duplicates', 0):,})",
+                )
+            ]
+            if accounting.feed_status
+            else []
+        ),
+        (
+            "unknown instruments: records (distinct symbols)",
+            f"{accounting.instrument_unknown_records:,} ({accounting.distinct_unknown_instruments:,})",
+        ),
         ("bars written", accounting.bar_rows_written),
         ("  rejected by a sink (dead-lettered)", accounting.sink_rejections),
         ("  of which filled", accounting.filled_bars_written),
-        *([(f"  {table}", n) for table, n in sorted(accounting.rows_by_table.items())]
-          if set(accounting.rows_by_table) - {"bars"} else []),
+        *(
+            [(f"  {table}", n) for table, n in sorted(accounting.rows_by_table.items())]
+            if set(accounting.rows_by_table) - {"bars"}
+            else []
+        ),
         ("bar files", accounting.bar_files_written),
-        *([("worst venues (consolidated bars)", "")] + [(f"  {venue}", what) for venue, what in worst]
-          if (worst := accounting.worst_venues()) else []),
+        *(
+            [("worst venues (consolidated bars)", "")] + [(f"  {venue}", what) for venue, what in worst]
+            if (worst := accounting.worst_venues())
+            else []
+        ),
     ]
     for name, value in rows:
         table.add_row(name, value if isinstance(value, str) else f"{value:,}")

@@ -15,6 +15,7 @@ it and returns the exit code: 0 after a clean stop (SIGINT, SIGTERM, ``--max-sec
 broker and an exchange refusing the subscription), 3 when Kafka did not take every message.
 Also runnable alone: ``python -m beam_pipelines.collect_command collect ...``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,30 +36,59 @@ class CollectOptionError(ValueError):
 
 def add_collect_parser(subparsers) -> argparse.ArgumentParser:
     collect = subparsers.add_parser("collect", help="stream live trades from exchanges' public websockets into Kafka")
-    collect.add_argument("--feed", action="append", metavar="EXCHANGE:SYMBOLS",
-                         help="an exchange and its comma-separated symbols, as the exchange spells them; repeat for "
-                              "several exchanges in one process: binance:BTCUSDT,ETHUSDT coinbase:BTC-USD "
-                              "kraken:BTC/USD")
+    collect.add_argument(
+        "--feed",
+        action="append",
+        metavar="EXCHANGE:SYMBOLS",
+        help="an exchange and its comma-separated symbols, as the exchange spells them; repeat for "
+        "several exchanges in one process: binance:BTCUSDT,ETHUSDT coinbase:BTC-USD "
+        "kraken:BTC/USD",
+    )
     collect.add_argument("--exchange", help="one feed's exchange, with --symbols (the same as one --feed)")
     collect.add_argument("--symbols", help="that feed's comma-separated symbols")
     collect.add_argument("--kafka", required=True, help="Kafka bootstrap servers, e.g. 127.0.0.1:9092")
     collect.add_argument("--topic", default="trades", help="topic for every feed's trades (default: trades)")
-    collect.add_argument("--dead-letter-topic", default="dead_letters",
-                         help="topic for frames that cannot be read (default: dead_letters)")
-    collect.add_argument("--status-topic", default="feed_status",
-                         help="topic for connection-state records per exchange and symbol (default: feed_status)")
-    collect.add_argument("--channel", action="append", metavar="[EXCHANGE=]CHANNEL",
-                         help="binance: aggTrade (default) or trade; coinbase: market_trades; kraken: trade")
-    collect.add_argument("--ws-url", action="append", metavar="[EXCHANGE=]URL",
-                         help="websocket base URL (default: the exchange's public endpoint)")
-    collect.add_argument("--rest-url", action="append", metavar="[EXCHANGE=]URL",
-                         help="REST base URL used to fill gaps (binance only; default: the public API)")
-    collect.add_argument("--stale-after", default="30s",
-                         help="reconnect when no message arrives for this long, e.g. 30s; 0 disables (default 30s)")
+    collect.add_argument(
+        "--dead-letter-topic",
+        default="dead_letters",
+        help="topic for frames that cannot be read (default: dead_letters)",
+    )
+    collect.add_argument(
+        "--status-topic",
+        default="feed_status",
+        help="topic for connection-state records per exchange and symbol (default: feed_status)",
+    )
+    collect.add_argument(
+        "--channel",
+        action="append",
+        metavar="[EXCHANGE=]CHANNEL",
+        help="binance: aggTrade (default) or trade; coinbase: market_trades; kraken: trade",
+    )
+    collect.add_argument(
+        "--ws-url",
+        action="append",
+        metavar="[EXCHANGE=]URL",
+        help="websocket base URL (default: the exchange's public endpoint)",
+    )
+    collect.add_argument(
+        "--rest-url",
+        action="append",
+        metavar="[EXCHANGE=]URL",
+        help="REST base URL used to fill gaps (binance only; default: the public API)",
+    )
+    collect.add_argument(
+        "--stale-after",
+        default="30s",
+        help="reconnect when no message arrives for this long, e.g. 30s; 0 disables (default 30s)",
+    )
     collect.add_argument("--backoff-base", type=float, default=0.5, help="first reconnect backoff bound, seconds (0.5)")
     collect.add_argument("--backoff-max", type=float, default=30.0, help="largest reconnect backoff, seconds (30)")
-    collect.add_argument("--rest-attempts", type=int, default=5, help="attempts per REST request before a gap "
-                                                                      "is recorded as unfilled (5)")
+    collect.add_argument(
+        "--rest-attempts",
+        type=int,
+        default=5,
+        help="attempts per REST request before a gap is recorded as unfilled (5)",
+    )
     collect.add_argument("--max-seconds", type=float, help="stop after this many seconds")
     collect.add_argument("--max-trades", type=int, help="stop after publishing this many trades, all feeds together")
     collect.add_argument("--no-progress", action="store_true", help="no periodic progress lines")
@@ -67,15 +97,22 @@ def add_collect_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def add_metrics_port_option(parser) -> None:
-    parser.add_argument("--metrics-port", type=int, metavar="PORT",
-                        help="serve Prometheus metrics on this port, all interfaces (docs/metrics.md); off by default")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port, all interfaces (docs/metrics.md); off by default",
+    )
 
 
 def requested_feeds(args) -> list[tuple]:
     """[(feed, symbols)] from ``--feed`` (or the one-feed ``--exchange``/``--symbols``), checked."""
     from io_connectors.collectors import FEEDS
+
     if args.feed and (args.exchange is not None or args.symbols is not None):
-        raise CollectOptionError("give either --feed EXCHANGE:SYMBOLS (repeatable) or --exchange with --symbols, not both")
+        raise CollectOptionError(
+            "give either --feed EXCHANGE:SYMBOLS (repeatable) or --exchange with --symbols, not both"
+        )
     if args.feed:
         requests = []
         for text in args.feed:
@@ -109,11 +146,13 @@ def per_feed_values(flag: str, values: list[str] | None, feed_names: list[str]) 
         if match:
             name, given = match.group(1).lower(), match.group(2)
             if name not in feed_names:
-                raise CollectOptionError(f"{flag} {value!r}: {name} is not one of this run's feeds "
-                                         f"({', '.join(feed_names)})")
+                raise CollectOptionError(
+                    f"{flag} {value!r}: {name} is not one of this run's feeds ({', '.join(feed_names)})"
+                )
         elif len(feed_names) > 1:
-            raise CollectOptionError(f"{flag} {value!r}: this run has several feeds; say which, e.g. "
-                                     f"{flag} {feed_names[0]}=...")
+            raise CollectOptionError(
+                f"{flag} {value!r}: this run has several feeds; say which, e.g. {flag} {feed_names[0]}=..."
+            )
         else:
             name, given = feed_names[0], value
         if name in chosen:
@@ -125,9 +164,12 @@ def per_feed_values(flag: str, values: list[str] | None, feed_names: list[str]) 
 def feed_settings(feed, symbols: list[str], channel: str | None, ws_url: str | None, rest_url: str | None):
     """One feed's settings, its channel and URLs checked against what the exchange offers."""
     from io_connectors.collectors.collector import FeedSettings
+
     channel = channel or feed.channels[0]
     if channel not in feed.channels:
-        raise CollectOptionError(f"--channel {channel!r} is not a {feed.name} channel; choose: {', '.join(feed.channels)}")
+        raise CollectOptionError(
+            f"--channel {channel!r} is not a {feed.name} channel; choose: {', '.join(feed.channels)}"
+        )
     ws_url = ws_url or feed.ws_url
     if not ws_url.startswith(("ws://", "wss://")):
         raise CollectOptionError(f"--ws-url {ws_url!r} must start with ws:// or wss://")
@@ -147,12 +189,18 @@ def collector_settings(args):
 
     requests = requested_feeds(args)
     names = [feed.name for feed, _ in requests]
-    channels, ws_urls, rest_urls = (per_feed_values(flag, values, names) for flag, values in (
-        ("--channel", args.channel), ("--ws-url", args.ws_url), ("--rest-url", args.rest_url)))
-    feeds = [feed_settings(feed, symbols, channels.get(feed.name), ws_urls.get(feed.name), rest_urls.get(feed.name))
-             for feed, symbols in requests]
+    channels, ws_urls, rest_urls = (
+        per_feed_values(flag, values, names)
+        for flag, values in (("--channel", args.channel), ("--ws-url", args.ws_url), ("--rest-url", args.rest_url))
+    )
+    feeds = [
+        feed_settings(feed, symbols, channels.get(feed.name), ws_urls.get(feed.name), rest_urls.get(feed.name))
+        for feed, symbols in requests
+    ]
     if args.status_topic in (args.topic, args.dead_letter_topic):
-        raise CollectOptionError(f"--status-topic {args.status_topic!r} must differ from --topic and --dead-letter-topic")
+        raise CollectOptionError(
+            f"--status-topic {args.status_topic!r} must differ from --topic and --dead-letter-topic"
+        )
     try:
         stale_after = parse_duration_seconds(args.stale_after)
     except UserError as error:
@@ -161,20 +209,29 @@ def collector_settings(args):
         reconnect = Backoff(base=args.backoff_base, cap=args.backoff_max)
     except ValueError:
         raise CollectOptionError("--backoff-base must be positive and at most --backoff-max") from None
-    for flag, value in (("--rest-attempts", args.rest_attempts), ("--max-seconds", args.max_seconds),
-                        ("--max-trades", args.max_trades)):
+    for flag, value in (
+        ("--rest-attempts", args.rest_attempts),
+        ("--max-seconds", args.max_seconds),
+        ("--max-trades", args.max_trades),
+    ):
         if value is not None and not value > 0:
             raise CollectOptionError(f"{flag} must be positive")
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         raise CollectOptionError(f"--metrics-port {args.metrics_port} is not a port (1-65535)")
     return feeds, CollectorSettings(
-        stale_after=stale_after or None, reconnect_backoff=reconnect, rest_attempts=args.rest_attempts,
-        max_seconds=args.max_seconds, max_trades=args.max_trades, progress_every=None if args.no_progress else 10.0)
+        stale_after=stale_after or None,
+        reconnect_backoff=reconnect,
+        rest_attempts=args.rest_attempts,
+        max_seconds=args.max_seconds,
+        max_trades=args.max_trades,
+        progress_every=None if args.no_progress else 10.0,
+    )
 
 
 def _log_to_stderr() -> None:
     from rich.console import Console
     from rich.logging import RichHandler
+
     logger = logging.getLogger("cryptobeam.collect")
     logger.setLevel(logging.INFO)
     if not any(getattr(h, "_cryptobeam_collect", False) for h in logger.handlers):
@@ -186,6 +243,7 @@ def _log_to_stderr() -> None:
 async def _until_stopped(collector):
     """Run the collector; SIGINT and SIGTERM ask it to stop cleanly (and flush) instead of dying."""
     import asyncio
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, collector.stop, f"received {sig.name}")
@@ -199,6 +257,7 @@ async def _until_stopped(collector):
 def _summary(collector, args, elapsed: float):
     """One column per feed, and their sum when there are several; undelivered is the shared producer's."""
     from rich.table import Table
+
     feeds = collector.feeds
     table = Table(title=f"cryptobeam collect {', '.join(f.name for f in feeds)} → {args.kafka}/{args.topic}")
     table.add_column("collector")
@@ -227,6 +286,7 @@ def _serve_metrics(port: int | None, collector):
     if port is None:
         return None
     from io_connectors.prometheus_metrics import CollectMetrics, serve_metrics
+
     return serve_metrics(port, CollectMetrics(collector))
 
 
@@ -250,8 +310,9 @@ def run_collect(args) -> int:
     except (CollectOptionError, KafkaUnreachable) as error:
         return user_error(str(error))
     _log_to_stderr()
-    collector = Collector(feeds, settings,
-                          KafkaOutput(args.kafka, args.topic, args.dead_letter_topic, args.status_topic))
+    collector = Collector(
+        feeds, settings, KafkaOutput(args.kafka, args.topic, args.dead_letter_topic, args.status_topic)
+    )
     try:
         metrics = _serve_metrics(args.metrics_port, collector)
     except MetricsPortInUse as error:
@@ -270,8 +331,10 @@ def run_collect(args) -> int:
     if rejected is not None:
         return user_error(str(rejected))
     if collector.counters.undelivered:
-        print(f"cryptobeam: error: {collector.counters.undelivered:,} message(s) were not delivered to Kafka",
-              file=sys.stderr)
+        print(
+            f"cryptobeam: error: {collector.counters.undelivered:,} message(s) were not delivered to Kafka",
+            file=sys.stderr,
+        )
         return EXIT_PIPELINE_FAILED
     return 0
 

@@ -5,6 +5,7 @@
 - ``plan.txt``: a readable summary: the options, then every transform with its URN and the
   coders of the PCollections it produces.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,9 @@ def plan_summary(pipeline_proto, options: dict) -> str:
         transform = components.transforms[transform_id]
         outputs = [components.pcollections[p] for p in transform.outputs.values()]
         coders = ", ".join(_coder_name(components, o.coder_id) for o in outputs)
-        lines.append(f"  {transform.unique_name}  [{transform.spec.urn or 'composite'}]" + (f"  -> {coders}" if coders else ""))
+        lines.append(
+            f"  {transform.unique_name}  [{transform.spec.urn or 'composite'}]" + (f"  -> {coders}" if coders else "")
+        )
     lines.append("environments:")
     for environment_id, environment in sorted(components.environments.items()):
         lines.append(f"  {environment_id}: {environment.urn}")

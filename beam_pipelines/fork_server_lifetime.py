@@ -8,6 +8,7 @@ exactly as long as the command that started it.
   holds the command's stdout and stderr, so a caller reading them through a pipe would otherwise
   wait out that teardown.
 """
+
 import atexit
 import os
 

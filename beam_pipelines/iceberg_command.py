@@ -8,6 +8,7 @@ until they are expired. It takes the sink's catalog options.
 
 ``add_iceberg_parser`` adds the sub-command to the ``cryptobeam`` parser; ``run_iceberg`` runs it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,13 +18,19 @@ from beam_pipelines.cli_common import UserError
 
 def add_iceberg_parser(subparsers) -> argparse.ArgumentParser:
     from io_connectors.sinks.iceberg import add_catalog_options
+
     iceberg = subparsers.add_parser("iceberg", help="maintain the Iceberg tables of --sink iceberg")
     actions = iceberg.add_subparsers(dest="iceberg_command", parser_class=type(iceberg), required=True)
-    compact = actions.add_parser("compact", help="rewrite bar tables to the newest revision (pane) of each bar, "
-                                                 "one atomic commit per table")
+    compact = actions.add_parser(
+        "compact", help="rewrite bar tables to the newest revision (pane) of each bar, one atomic commit per table"
+    )
     add_catalog_options(compact)
-    compact.add_argument("--table", action="append", metavar="NAME",
-                         help="a table of namespace market to compact, e.g. bars (repeatable; default: every bar table)")
+    compact.add_argument(
+        "--table",
+        action="append",
+        metavar="NAME",
+        help="a table of namespace market to compact, e.g. bars (repeatable; default: every bar table)",
+    )
     return iceberg
 
 
@@ -31,6 +38,7 @@ def run_iceberg(args, console) -> int:
     from io_connectors.iceberg_tables import IcebergError, bar_tables_in, compact, identifier, open_catalog
     from io_connectors.sinks import SinkOptionError
     from io_connectors.sinks.iceberg import target_of
+
     try:
         catalog = open_catalog(target_of(args))
         present = bar_tables_in(catalog)

@@ -6,6 +6,7 @@ input and output still has the size and checksum recorded. Outputs are recorded 
 output directory, so a directory can be moved or copied and still checked; inputs by absolute
 path. A manifest that cannot be read is damaged: its chunk runs again, and ``validate`` reports it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -105,10 +106,16 @@ class ChunkManifest:
             manifest = cls(**data)
         except (OSError, ValueError, TypeError, AttributeError) as error:
             raise DamagedManifest(f"{type(error).__name__}: {error}") from None
-        records_typed = all(isinstance(r.path, str) and isinstance(r.size, int) and isinstance(r.sha256, str)
-                            for r in manifest.inputs + manifest.outputs)
-        if manifest.chunk_id != chunk_id_of(path) or not isinstance(manifest.settings, dict) \
-                or not isinstance(manifest.counts, dict) or not records_typed:
+        records_typed = all(
+            isinstance(r.path, str) and isinstance(r.size, int) and isinstance(r.sha256, str)
+            for r in manifest.inputs + manifest.outputs
+        )
+        if (
+            manifest.chunk_id != chunk_id_of(path)
+            or not isinstance(manifest.settings, dict)
+            or not isinstance(manifest.counts, dict)
+            or not records_typed
+        ):
             raise DamagedManifest("its chunk id, settings, counts or files are not what a manifest holds")
         return manifest
 
@@ -137,7 +144,7 @@ class ChunkManifest:
 
 
 def chunk_id_of(manifest_path: str) -> str:
-    return os.path.basename(manifest_path)[:-len(".json")]
+    return os.path.basename(manifest_path)[: -len(".json")]
 
 
 def chunk_output_files(out: str, chunk_id: str) -> list[str]:

@@ -15,6 +15,7 @@ sink sees them, so every sink writes the bars counted. The accounting counts tra
 run's first table only (time bars when there are any): each table's final bars hold every
 unique trade once.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -80,7 +81,11 @@ class _CountBars(beam.DoFn):
         if not self._counts_trades:
             return
         self._rows.inc(len(bars))
-        for counter, value in ((self._filled, filled), (self._final_trades, trades), (self._final_duplicates, duplicates)):
+        for counter, value in (
+            (self._filled, filled),
+            (self._final_trades, trades),
+            (self._final_duplicates, duplicates),
+        ):
             if value:
                 counter.inc(value)
 
@@ -97,12 +102,18 @@ class _PaneLatency:
 
     def __init__(self, table: str):
         from io_connectors import prometheus_metrics as metrics
+
         self._bounds_us = [bound * 1_000_000 for bound in metrics.PANE_LATENCY_BUCKETS_S]
-        self._buckets = [beam.metrics.Metrics.counter("cryptobeam", metrics.pane_latency_counter(table, bound))
-                         for bound in (*metrics.PANE_LATENCY_BUCKETS_S, None)]
+        self._buckets = [
+            beam.metrics.Metrics.counter("cryptobeam", metrics.pane_latency_counter(table, bound))
+            for bound in (*metrics.PANE_LATENCY_BUCKETS_S, None)
+        ]
         self._sum_ms = beam.metrics.Metrics.counter("cryptobeam", f"{metrics.PANE_LATENCY_SUM_MS}{table}")
-        self._watermark = (beam.metrics.Metrics.distribution("cryptobeam", metrics.WATERMARK_PASSED_US)
-                           if table == TIME_BARS.name else None)
+        self._watermark = (
+            beam.metrics.Metrics.distribution("cryptobeam", metrics.WATERMARK_PASSED_US)
+            if table == TIME_BARS.name
+            else None
+        )
 
     def observe(self, bar: dict) -> None:
         latency_us = max(0, time.time_ns() // 1000 - bar["window_end"])
@@ -124,11 +135,13 @@ class FinalizeBoundedBars(beam.PTransform):
 
     def expand(self, bars):
         identity = self._identity
-        return (bars
-                | "KeyByPartition" >> beam.Map(lambda bar: (bar_partition(bar), bar))
-                | "AllPanesOfPartition" >> beam.GroupByKey()
-                | "MarkNewestPaneFinal" >> beam.MapTuple(
-                    lambda partition, panes: (partition, newest_pane_final(list(panes), identity))))
+        return (
+            bars
+            | "KeyByPartition" >> beam.Map(lambda bar: (bar_partition(bar), bar))
+            | "AllPanesOfPartition" >> beam.GroupByKey()
+            | "MarkNewestPaneFinal"
+            >> beam.MapTuple(lambda partition, panes: (partition, newest_pane_final(list(panes), identity)))
+        )
 
 
 class BarsToWrite:
@@ -170,8 +183,11 @@ class _WriteTable(beam.PTransform):
     def expand(self, bars):
         table, targets = self._table, self._targets
         if targets.flush_every_s is None:
-            partitions = (bars | "FinalizeBoundedBars" >> FinalizeBoundedBars(table.identity)
-                          | "CountFinalizedBars" >> beam.ParDo(_CountBars(table.name, self._counts_trades)))
+            partitions = (
+                bars
+                | "FinalizeBoundedBars" >> FinalizeBoundedBars(table.identity)
+                | "CountFinalizedBars" >> beam.ParDo(_CountBars(table.name, self._counts_trades))
+            )
             to_write = BarsToWrite(targets, table, self._dead_letters, partitions=partitions)
         else:
             counted = bars | "CountBars" >> beam.ParDo(_CountBars(table.name, self._counts_trades, one_bar=True))
@@ -204,6 +220,7 @@ def write_outputs(tables, dead_letters, targets: OutputTargets):
     if rejected:
         dead_letters = (dead_letters, *rejected) | "WithSinkRejections" >> beam.Flatten()
     dead_letter_file = file_name_for(targets.run, "parquet", targets.flush_every_s is not None)
-    dead_written = dead_letters | "WriteDeadLetters" >> WriteDeadLettersParquet(targets.out, dead_letter_file,
-                                                                                targets.flush_every_s)
+    dead_written = dead_letters | "WriteDeadLetters" >> WriteDeadLettersParquet(
+        targets.out, dead_letter_file, targets.flush_every_s
+    )
     return (*files, dead_written) | "FilesWritten" >> beam.Flatten()

@@ -22,6 +22,7 @@ Design:
 * plotly.js is embedded once in the page's head and every chart is a div that calls it, so the
   page opens offline and stays one file.
 """
+
 from __future__ import annotations
 
 import html
@@ -46,8 +47,28 @@ INFORMATION_TABLES = ("bars_ticks", "bars_volume", "bars_dollar")
 PARTITION_METADATA_KEY = b"cryptobeam.partition"
 """``io_connectors.parquet_sink``'s key for partition values cut short in a path; named here so
 that reading stays Beam-free (a test checks the two agree)."""
-DISPLAY_STEPS_S = (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 14400, 21600, 43200,
-                   86400, 172800, 604800)
+DISPLAY_STEPS_S = (
+    1,
+    5,
+    10,
+    15,
+    30,
+    60,
+    120,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    7200,
+    10800,
+    14400,
+    21600,
+    43200,
+    86400,
+    172800,
+    604800,
+)
 """Display steps a long series is downsampled to: the smallest multiple of the bar interval that fits."""
 MAX_GAP_SHADES = 300
 """Beyond this many gap ranges a chart marks gaps with markers only (shapes are costly to draw)."""
@@ -59,6 +80,7 @@ Progress = Callable[[str], None]
 @dataclass
 class OutputData:
     """What the report reads from an output directory."""
+
     out: str
     summary: dict | None
     bars: pl.DataFrame | None = None
@@ -92,18 +114,24 @@ class ReportResult:
 
 # --- reading -------------------------------------------------------------------------------------
 
+
 def check_output_directory(out: str) -> None:
     """A missing, foreign or empty directory is the user's mistake: one clear line."""
     if not os.path.exists(out):
         raise UserError(f"{out} does not exist: give the --out directory of a backfill or a stream")
     if not os.path.isdir(out):
         raise UserError(f"{out} is not a directory: give the --out directory of a backfill or a stream")
-    tables = [name for name in (TIME_BARS, CONSOLIDATED, QUALITY, DEAD_LETTERS, *INFORMATION_TABLES)
-              if _data_files(os.path.join(out, name))]
+    tables = [
+        name
+        for name in (TIME_BARS, CONSOLIDATED, QUALITY, DEAD_LETTERS, *INFORMATION_TABLES)
+        if _data_files(os.path.join(out, name))
+    ]
     if not tables and not os.path.isfile(os.path.join(out, SUMMARY_NAME)):
         what = "is empty" if not os.listdir(out) else "is not a cryptobeam output"
-        raise UserError(f"{out} {what}: it has no {SUMMARY_NAME} and no bars/ or dead_letter/ files "
-                        "(run cryptobeam backfill --out or cryptobeam stream --out first)")
+        raise UserError(
+            f"{out} {what}: it has no {SUMMARY_NAME} and no bars/ or dead_letter/ files "
+            "(run cryptobeam backfill --out or cryptobeam stream --out first)"
+        )
 
 
 def read_summary(out: str) -> dict | None:
@@ -114,7 +142,9 @@ def read_summary(out: str) -> dict | None:
         with open(path, encoding="utf-8") as handle:
             summary = json.load(handle)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} cannot be read ({type(error).__name__}: {error}); run cryptobeam validate {out}") from None
+        raise UserError(
+            f"{path} cannot be read ({type(error).__name__}: {error}); run cryptobeam validate {out}"
+        ) from None
     if not isinstance(summary, dict) or "records_in" not in summary:
         raise UserError(f"{path} is not a cryptobeam run summary (no records_in)")
     return summary
@@ -126,9 +156,25 @@ def read_output(out: str, progress: Progress = lambda _: None) -> OutputData:
     if data.summary is None:
         data.notes.append(f"no {SUMMARY_NAME}: the run did not finish (or is still running), so there is no accounting")
     progress("reading bars/")
-    bars = read_table(out, TIME_BARS, ["interval", "window_start", "open", "high", "low", "close", "volume",
-                                       "trade_count", "duplicate_count", "is_filled", "pane_timing", "is_final"],
-                      data.notes)
+    bars = read_table(
+        out,
+        TIME_BARS,
+        [
+            "interval",
+            "window_start",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "trade_count",
+            "duplicate_count",
+            "is_filled",
+            "pane_timing",
+            "is_final",
+        ],
+        data.notes,
+    )
     if bars is not None:
         data.bars = final_time_bars(bars)
         data.late_panes = _late_panes(bars, TIME_BARS)
@@ -141,8 +187,12 @@ def read_output(out: str, progress: Progress = lambda _: None) -> OutputData:
     if consolidated is not None:
         late = _late_panes(consolidated, CONSOLIDATED)
         data.late_panes = late if data.late_panes is None else pl.concat([data.late_panes, late])
-    quality = read_table(out, QUALITY, ["base", "quote", "interval", "window_start", "deviation_bps", "excluded",
-                                        "exclusion_reason", "is_final"], data.notes)
+    quality = read_table(
+        out,
+        QUALITY,
+        ["base", "quote", "interval", "window_start", "deviation_bps", "excluded", "exclusion_reason", "is_final"],
+        data.notes,
+    )
     if quality is not None:
         data.quality = final_quality(quality)
     for table in INFORMATION_TABLES:
@@ -152,8 +202,13 @@ def read_output(out: str, progress: Progress = lambda _: None) -> OutputData:
     return data
 
 
-def read_table(out: str, table: str, columns: list[str], notes: list[str],
-               partitions: tuple[str, ...] = ("exchange", "symbol", "date")) -> pl.DataFrame | None:
+def read_table(
+    out: str,
+    table: str,
+    columns: list[str],
+    notes: list[str],
+    partitions: tuple[str, ...] = ("exchange", "symbol", "date"),
+) -> pl.DataFrame | None:
     """The ``columns`` of every readable Parquet file of a table, with its partition columns and a
     ``file`` column (a later run's file sorts later); None when the table is absent. A file that
     cannot be read is left out and named in ``notes``: the report shows what it can."""
@@ -162,8 +217,9 @@ def read_table(out: str, table: str, columns: list[str], notes: list[str],
     if not files:
         return None
     partitioning = ds.partitioning(pa.schema([(name, pa.string()) for name in partitions]), flavor="hive")
-    dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=root,
-                         exclude_invalid_files=True)
+    dataset = ds.dataset(
+        files, format="parquet", partitioning=partitioning, partition_base_dir=root, exclude_invalid_files=True
+    )
     readable = set(dataset.files)
     for path in files:
         if path not in readable:
@@ -176,7 +232,9 @@ def read_table(out: str, table: str, columns: list[str], notes: list[str],
         except (pa.ArrowException, OSError) as error:
             notes.append(f"{os.path.relpath(fragment.path, out)} cannot be read ({type(error).__name__}): left out")
             continue
-        tables.append(part.append_column("file", pa.array([os.path.basename(fragment.path)] * part.num_rows, pa.string())))
+        tables.append(
+            part.append_column("file", pa.array([os.path.basename(fragment.path)] * part.num_rows, pa.string()))
+        )
     if not tables:
         return None
     return pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
@@ -205,36 +263,54 @@ def final_time_bars(rows: pl.DataFrame) -> pl.DataFrame:
     """One final bar per window: the newest file's final pane of each bar; a window with a traded
     bar and a filled one (a stream filled it, then a late trade arrived) is shown traded."""
     key = ["exchange", "symbol", "interval", "window_start"]
-    return (rows.filter(pl.col("is_final"))
-            .sort("file", maintain_order=True).unique(subset=[*key, "is_filled"], keep="last", maintain_order=True)
-            .sort("is_filled", maintain_order=True).unique(subset=key, keep="first", maintain_order=True)
-            .with_columns(window_us=pl.col("window_start").dt.epoch("us"))
-            .drop("window_start", "pane_timing", "is_final", "file", "date")
-            .sort(["exchange", "symbol", "interval", "window_us"]))
+    return (
+        rows.filter(pl.col("is_final"))
+        .sort("file", maintain_order=True)
+        .unique(subset=[*key, "is_filled"], keep="last", maintain_order=True)
+        .sort("is_filled", maintain_order=True)
+        .unique(subset=key, keep="first", maintain_order=True)
+        .with_columns(window_us=pl.col("window_start").dt.epoch("us"))
+        .drop("window_start", "pane_timing", "is_final", "file", "date")
+        .sort(["exchange", "symbol", "interval", "window_us"])
+    )
 
 
 def final_quality(rows: pl.DataFrame) -> pl.DataFrame:
     key = ["exchange", "symbol", "interval", "window_start"]
-    return (rows.filter(pl.col("is_final")).sort("file", maintain_order=True)
-            .unique(subset=key, keep="last", maintain_order=True)
-            .select("base", "quote", "interval", venue=pl.format("{}:{}", "exchange", "symbol"),
-                    window_us=pl.col("window_start").dt.epoch("us"), deviation_bps=pl.col("deviation_bps"),
-                    excluded=pl.col("excluded"), exclusion_reason=pl.col("exclusion_reason"))
-            .sort(["base", "quote", "venue", "window_us"]))
+    return (
+        rows.filter(pl.col("is_final"))
+        .sort("file", maintain_order=True)
+        .unique(subset=key, keep="last", maintain_order=True)
+        .select(
+            "base",
+            "quote",
+            "interval",
+            venue=pl.format("{}:{}", "exchange", "symbol"),
+            window_us=pl.col("window_start").dt.epoch("us"),
+            deviation_bps=pl.col("deviation_bps"),
+            excluded=pl.col("excluded"),
+            exclusion_reason=pl.col("exclusion_reason"),
+        )
+        .sort(["base", "quote", "venue", "window_us"])
+    )
 
 
 def _late_panes(rows: pl.DataFrame, table: str) -> pl.DataFrame:
-    return (rows.filter(pl.col("pane_timing") == "LATE")
-            .select(table=pl.lit(table), window_us=pl.col("window_start").dt.epoch("us")))
+    return rows.filter(pl.col("pane_timing") == "LATE").select(
+        table=pl.lit(table), window_us=pl.col("window_start").dt.epoch("us")
+    )
 
 
 # --- downsampling --------------------------------------------------------------------------------
 
+
 def display_step(span_us: int, interval_us: int, max_points: int) -> int:
     """The smallest display step (a multiple of the interval, from DISPLAY_STEPS_S) at which a
     series spanning ``span_us`` has at most ``max_points`` buckets."""
+
     def fits(step: int) -> bool:
         return -(-span_us // step) <= max_points
+
     if fits(interval_us):
         return interval_us
     for seconds in DISPLAY_STEPS_S:
@@ -258,25 +334,47 @@ def downsample(bars: pl.DataFrame, interval_us: int, step_us: int, offset_us: in
     (null with no bar), ``bars`` and ``filled`` counted, and ``missing``: windows between the
     series' first and last bar that fall in the bucket and have no bar (gaps)."""
     if bars.is_empty():
-        return pl.DataFrame(schema={"bucket_us": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
-                                    "close": pl.Float64, "volume": pl.Float64, "trade_count": pl.Int64,
-                                    "duplicate_count": pl.Int64, "bars": pl.Int64, "filled": pl.Int64,
-                                    "missing": pl.Int64})
+        return pl.DataFrame(
+            schema={
+                "bucket_us": pl.Int64,
+                "open": pl.Float64,
+                "high": pl.Float64,
+                "low": pl.Float64,
+                "close": pl.Float64,
+                "volume": pl.Float64,
+                "trade_count": pl.Int64,
+                "duplicate_count": pl.Int64,
+                "bars": pl.Int64,
+                "filled": pl.Int64,
+                "missing": pl.Int64,
+            }
+        )
     bars = bars.sort("window_us")
     first, last = int(bars["window_us"][0]), int(bars["window_us"][-1])
     end = last + interval_us
-    grouped = (bars.group_by(bucket_of(pl.col("window_us"), step_us, offset_us).alias("bucket_us"), maintain_order=True)
-               .agg(pl.col("open").first(), pl.col("high").max(), pl.col("low").min(), pl.col("close").last(),
-                    pl.col("volume").sum(), pl.col("trade_count").sum(), pl.col("duplicate_count").sum(),
-                    bars=pl.len().cast(pl.Int64), filled=pl.col("is_filled").cast(pl.Int64).sum()))
+    grouped = bars.group_by(
+        bucket_of(pl.col("window_us"), step_us, offset_us).alias("bucket_us"), maintain_order=True
+    ).agg(
+        pl.col("open").first(),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").last(),
+        pl.col("volume").sum(),
+        pl.col("trade_count").sum(),
+        pl.col("duplicate_count").sum(),
+        bars=pl.len().cast(pl.Int64),
+        filled=pl.col("is_filled").cast(pl.Int64).sum(),
+    )
     first_bucket = (first - offset_us) // step_us * step_us + offset_us
     buckets = pl.DataFrame({"bucket_us": pl.int_range(first_bucket, end, step_us, dtype=pl.Int64, eager=True)})
     low = pl.max_horizontal(pl.col("bucket_us"), pl.lit(first))
     high = pl.min_horizontal(pl.col("bucket_us") + step_us, pl.lit(end))
     windows_before = lambda moment: -((first - moment) // interval_us)  # ceil((moment - first) / interval)  # noqa: E731
-    return (buckets.join(grouped, on="bucket_us", how="left", coalesce=True)
-            .with_columns(pl.col("bars").fill_null(0), pl.col("filled").fill_null(0))
-            .with_columns(missing=(windows_before(high) - windows_before(low) - pl.col("bars")).cast(pl.Int64)))
+    return (
+        buckets.join(grouped, on="bucket_us", how="left", coalesce=True)
+        .with_columns(pl.col("bars").fill_null(0), pl.col("filled").fill_null(0))
+        .with_columns(missing=(windows_before(high) - windows_before(low) - pl.col("bars")).cast(pl.Int64))
+    )
 
 
 def gap_ranges(buckets: pl.DataFrame, step_us: int) -> list[tuple[int, int, int]]:
@@ -299,6 +397,7 @@ def duration_text(micros: int) -> str:
 
 
 # --- figures -------------------------------------------------------------------------------------
+
 
 def _times(micros):
     """Bucket starts as UTC date-time text (plotly draws them as given), in a numpy array: plotly
@@ -324,6 +423,7 @@ def symbol_chart(exchange: str, symbol: str, interval: str, bars: pl.DataFrame, 
     from plotly.subplots import make_subplots
 
     from transforms.interval import parse_interval
+
     parsed = parse_interval(interval)
     first, last = int(bars["window_us"].min()), int(bars["window_us"].max())
     step = display_step(last + parsed.micros - first, parsed.micros, max_points)
@@ -332,52 +432,123 @@ def symbol_chart(exchange: str, symbol: str, interval: str, bars: pl.DataFrame, 
     gaps = gap_ranges(shown, step)
     missing = int(shown["missing"].sum())
     filled = int(shown["filled"].sum())
-    title = (f"{exchange} {symbol} · {interval} bars{_shown_at(step, parsed.micros, 'bars')}<br><sup>"
-             f"{int(shown['bars'].sum()):,} bars, {filled:,} filled (no trades), {missing:,} missing windows in "
-             f"{len(gaps):,} gap(s)</sup>")
-    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.6, 0.2, 0.2],
-                           subplot_titles=("price", f"trades per {per}", f"duplicates absorbed per {per}"))
+    title = (
+        f"{exchange} {symbol} · {interval} bars{_shown_at(step, parsed.micros, 'bars')}<br><sup>"
+        f"{int(shown['bars'].sum()):,} bars, {filled:,} filled (no trades), {missing:,} missing windows in "
+        f"{len(gaps):,} gap(s)</sup>"
+    )
+    figure = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.04,
+        row_heights=[0.6, 0.2, 0.2],
+        subplot_titles=("price", f"trades per {per}", f"duplicates absorbed per {per}"),
+    )
     with_bars = shown.filter(pl.col("bars") > 0)
     width = step / 1000  # a bar on a date axis is as wide as its bucket, in milliseconds
-    traded, filled_only = with_bars.filter(pl.col("filled") < pl.col("bars")), with_bars.filter(pl.col("filled") == pl.col("bars"))
+    traded, filled_only = (
+        with_bars.filter(pl.col("filled") < pl.col("bars")),
+        with_bars.filter(pl.col("filled") == pl.col("bars")),
+    )
     figure.add_trace(_candles(traded, "traded"), row=1, col=1)
     if filled_only.height:
         grey = {"line": {"color": "#8c8c8c"}, "fillcolor": "#d0d0d0"}
         figure.add_trace(_candles(filled_only, "filled (no trades)", increasing=grey, decreasing=grey), row=1, col=1)
     holding_filled = with_bars.filter(pl.col("filled") > 0)
     if holding_filled.height:
-        figure.add_trace(go.Scatter(x=_times(holding_filled["bucket_us"]), y=holding_filled["low"].to_numpy(),
-                                    mode="markers", name="holds filled bar(s)",
-                                    marker={"symbol": "triangle-up", "color": "#6c6c6c", "size": 6},
-                                    customdata=holding_filled["filled"].to_numpy(),
-                                    hovertemplate="%{customdata} filled bar(s)<extra></extra>"), row=1, col=1)
+        figure.add_trace(
+            go.Scatter(
+                x=_times(holding_filled["bucket_us"]),
+                y=holding_filled["low"].to_numpy(),
+                mode="markers",
+                name="holds filled bar(s)",
+                marker={"symbol": "triangle-up", "color": "#6c6c6c", "size": 6},
+                customdata=holding_filled["filled"].to_numpy(),
+                hovertemplate="%{customdata} filled bar(s)<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
     if gaps:
-        last_close = shown.select("bucket_us", "missing", pl.col("close").forward_fill().backward_fill()) \
-                          .filter(pl.col("missing") > 0)
-        figure.add_trace(go.Scatter(x=_times(last_close["bucket_us"]), y=last_close["close"].to_numpy(), mode="markers",
-                                    name="gap (missing windows)", marker={"symbol": "x", "color": "#d62728", "size": 8},
-                                    customdata=last_close["missing"].to_numpy(),
-                                    hovertemplate="%{customdata} missing window(s)<extra></extra>"), row=1, col=1)
+        last_close = shown.select("bucket_us", "missing", pl.col("close").forward_fill().backward_fill()).filter(
+            pl.col("missing") > 0
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=_times(last_close["bucket_us"]),
+                y=last_close["close"].to_numpy(),
+                mode="markers",
+                name="gap (missing windows)",
+                marker={"symbol": "x", "color": "#d62728", "size": 8},
+                customdata=last_close["missing"].to_numpy(),
+                hovertemplate="%{customdata} missing window(s)<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
         if len(gaps) <= MAX_GAP_SHADES:
             for start, stop, _ in gaps:
                 # Candles and bars are centred on their bucket's start: so is the shading.
-                figure.add_shape(type="rect", xref="x", yref="paper", x0=_times([start - step // 2])[0],
-                                 x1=_times([stop - step // 2])[0],
-                                 y0=0, y1=1, fillcolor="rgba(214,39,40,0.12)", line={"width": 0}, layer="below")
-    figure.add_trace(go.Bar(x=_times(with_bars["bucket_us"]), y=with_bars["trade_count"].to_numpy(), name="trades",
-                            width=width, marker={"color": "#1f77b4"}, showlegend=False), row=2, col=1)
-    figure.add_trace(go.Bar(x=_times(with_bars["bucket_us"]), y=with_bars["duplicate_count"].to_numpy(),
-                            width=width, name="duplicates", marker={"color": "#ff7f0e"}, showlegend=False), row=3, col=1)
+                figure.add_shape(
+                    type="rect",
+                    xref="x",
+                    yref="paper",
+                    x0=_times([start - step // 2])[0],
+                    x1=_times([stop - step // 2])[0],
+                    y0=0,
+                    y1=1,
+                    fillcolor="rgba(214,39,40,0.12)",
+                    line={"width": 0},
+                    layer="below",
+                )
+    figure.add_trace(
+        go.Bar(
+            x=_times(with_bars["bucket_us"]),
+            y=with_bars["trade_count"].to_numpy(),
+            name="trades",
+            width=width,
+            marker={"color": "#1f77b4"},
+            showlegend=False,
+        ),
+        row=2,
+        col=1,
+    )
+    figure.add_trace(
+        go.Bar(
+            x=_times(with_bars["bucket_us"]),
+            y=with_bars["duplicate_count"].to_numpy(),
+            width=width,
+            name="duplicates",
+            marker={"color": "#ff7f0e"},
+            showlegend=False,
+        ),
+        row=3,
+        col=1,
+    )
     figure.update_xaxes(range=_padded(shown["bucket_us"], step))
-    figure.update_layout(title={"text": title}, height=720, xaxis_rangeslider_visible=False, bargap=0,
-                         legend={"orientation": "h", "y": -0.06})
+    figure.update_layout(
+        title={"text": title},
+        height=720,
+        xaxis_rangeslider_visible=False,
+        bargap=0,
+        legend={"orientation": "h", "y": -0.06},
+    )
     return Chart("bars", title.split("<br>")[0], figure, f"chart-bars-{index}")
 
 
 def _candles(buckets: pl.DataFrame, name: str, **colours):
     import plotly.graph_objects as go
-    return go.Candlestick(x=_times(buckets["bucket_us"]), open=buckets["open"].to_numpy(), high=buckets["high"].to_numpy(),
-                          low=buckets["low"].to_numpy(), close=buckets["close"].to_numpy(), name=name, **colours)
+
+    return go.Candlestick(
+        x=_times(buckets["bucket_us"]),
+        open=buckets["open"].to_numpy(),
+        high=buckets["high"].to_numpy(),
+        low=buckets["low"].to_numpy(),
+        close=buckets["close"].to_numpy(),
+        name=name,
+        **colours,
+    )
 
 
 def dead_letter_chart(dead: pl.DataFrame, interval_us: int, max_points: int) -> Chart:
@@ -385,27 +556,51 @@ def dead_letter_chart(dead: pl.DataFrame, interval_us: int, max_points: int) -> 
     that did not parse) count in the totals only."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    labelled = dead.with_columns(label=pl.when(pl.col("stage") == "sink").then(pl.format("{} (sink)", "reason"))
-                                 .otherwise(pl.col("reason")))
+
+    labelled = dead.with_columns(
+        label=pl.when(pl.col("stage") == "sink").then(pl.format("{} (sink)", "reason")).otherwise(pl.col("reason"))
+    )
     totals = labelled.group_by("label").len().sort("len", descending=True)
     timed = labelled.filter(pl.col("event_us").is_not_null())
     untimed = labelled.height - timed.height
     step = _step_of(timed["event_us"], interval_us, max_points) if timed.height else interval_us
-    title = (f"dead letters by reason: {labelled.height:,}" + (f" — over time shown per {duration_text(step)}"
-                                                              if timed.height else "")
-             + (f"<br><sup>{untimed:,} without an event time count in the totals only</sup>" if untimed else ""))
+    title = (
+        f"dead letters by reason: {labelled.height:,}"
+        + (f" — over time shown per {duration_text(step)}" if timed.height else "")
+        + (f"<br><sup>{untimed:,} without an event time count in the totals only</sup>" if untimed else "")
+    )
     rows = 2 if timed.height else 1
-    figure = make_subplots(rows=rows, cols=1, vertical_spacing=0.15, row_heights=[0.35, 0.65][:rows] if rows == 2 else None,
-                           subplot_titles=("total by reason", f"by event time, per {duration_text(step)}")[:rows])
-    figure.add_trace(go.Bar(x=totals["label"].to_list(), y=totals["len"].to_numpy(), name="total", showlegend=False,
-                            marker={"color": "#7f7f7f"}), row=1, col=1)
-    per_bucket = (timed.group_by(pl.col("label"), bucket_of(pl.col("event_us"), step).alias("bucket_us")).len()
-                  .sort(["label", "bucket_us"]))
+    figure = make_subplots(
+        rows=rows,
+        cols=1,
+        vertical_spacing=0.15,
+        row_heights=[0.35, 0.65][:rows] if rows == 2 else None,
+        subplot_titles=("total by reason", f"by event time, per {duration_text(step)}")[:rows],
+    )
+    figure.add_trace(
+        go.Bar(
+            x=totals["label"].to_list(),
+            y=totals["len"].to_numpy(),
+            name="total",
+            showlegend=False,
+            marker={"color": "#7f7f7f"},
+        ),
+        row=1,
+        col=1,
+    )
+    per_bucket = (
+        timed.group_by(pl.col("label"), bucket_of(pl.col("event_us"), step).alias("bucket_us"))
+        .len()
+        .sort(["label", "bucket_us"])
+    )
     for label in totals["label"].to_list():
         part = per_bucket.filter(pl.col("label") == label)
         if part.height:
-            figure.add_trace(go.Bar(x=_times(part["bucket_us"]), y=part["len"].to_numpy(), name=label, width=step / 1000),
-                            row=2, col=1)
+            figure.add_trace(
+                go.Bar(x=_times(part["bucket_us"]), y=part["len"].to_numpy(), name=label, width=step / 1000),
+                row=2,
+                col=1,
+            )
     if timed.height:
         figure.update_xaxes(range=_padded(bucket_of(timed["event_us"], step), step), row=2, col=1)
     figure.update_layout(title={"text": title}, barmode="stack", height=560 if rows == 2 else 320, bargap=0)
@@ -415,19 +610,30 @@ def dead_letter_chart(dead: pl.DataFrame, interval_us: int, max_points: int) -> 
 def late_chart(late_panes: pl.DataFrame, too_late: pl.DataFrame, interval_us: int, max_points: int) -> Chart:
     """LATE panes by their window's start, and too-late records (dead letters) by event time."""
     import plotly.graph_objects as go
+
     moments = pl.concat([late_panes["window_us"], too_late["event_us"].drop_nulls()])
     step = _step_of(moments, interval_us, max_points)
     figure = go.Figure()
-    series = [(f"late panes ({table})", late_panes.filter(pl.col("table") == table)["window_us"])
-              for table in sorted(set(late_panes["table"].to_list()))]
+    series = [
+        (f"late panes ({table})", late_panes.filter(pl.col("table") == table)["window_us"])
+        for table in sorted(set(late_panes["table"].to_list()))
+    ]
     series.append(("too-late records (dead-lettered)", too_late["event_us"].drop_nulls()))
     for name, column in series:
-        counts = (pl.DataFrame({"t": column}).group_by(bucket_of(pl.col("t"), step).alias("bucket_us")).len()
-                  .sort("bucket_us"))
+        counts = (
+            pl.DataFrame({"t": column})
+            .group_by(bucket_of(pl.col("t"), step).alias("bucket_us"))
+            .len()
+            .sort("bucket_us")
+        )
         if counts.height:
-            figure.add_trace(go.Bar(x=_times(counts["bucket_us"]), y=counts["len"].to_numpy(), name=name, width=step / 1000))
-    title = (f"late data: {late_panes.height:,} late pane(s), {too_late.height:,} too-late record(s) — per "
-             f"{duration_text(step)} (panes by window start, records by event time)")
+            figure.add_trace(
+                go.Bar(x=_times(counts["bucket_us"]), y=counts["len"].to_numpy(), name=name, width=step / 1000)
+            )
+    title = (
+        f"late data: {late_panes.height:,} late pane(s), {too_late.height:,} too-late record(s) — per "
+        f"{duration_text(step)} (panes by window start, records by event time)"
+    )
     figure.update_xaxes(range=_padded(bucket_of(moments, step), step))
     figure.update_layout(title={"text": title}, barmode="stack", height=420, bargap=0)
     return Chart("late", title, figure, "chart-late")
@@ -440,6 +646,7 @@ def consolidated_chart(base: str, quote: str, quality: pl.DataFrame, max_points:
     from plotly.subplots import make_subplots
 
     from transforms.interval import parse_interval
+
     parsed = parse_interval(quality["interval"][0])
     first, last = int(quality["window_us"].min()), int(quality["window_us"].max())
     step = display_step(last + parsed.micros - first, parsed.micros, max_points)
@@ -448,24 +655,52 @@ def consolidated_chart(base: str, quote: str, quality: pl.DataFrame, max_points:
     every_bucket = pl.DataFrame({"bucket_us": pl.int_range(first_bucket, last + 1, step, dtype=pl.Int64, eager=True)})
     bucketed = quality.with_columns(bucket_us=bucket_of(pl.col("window_us"), step, parsed.offset_micros))
     excluded = bucketed.filter(pl.col("excluded"))
-    title = (f"{base}/{quote} consolidated: venues' deviation from the reference price"
-             f"{_shown_at(step, parsed.micros, 'windows')}<br><sup>{excluded.height:,} venue-window(s) excluded</sup>")
-    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.6, 0.4],
-                           subplot_titles=("deviation_bps" + (f" (mean per {per})" if step != parsed.micros else ""),
-                                           f"exclusions per {per}, by venue and reason"))
+    title = (
+        f"{base}/{quote} consolidated: venues' deviation from the reference price"
+        f"{_shown_at(step, parsed.micros, 'windows')}<br><sup>{excluded.height:,} venue-window(s) excluded</sup>"
+    )
+    figure = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        row_heights=[0.6, 0.4],
+        subplot_titles=(
+            "deviation_bps" + (f" (mean per {per})" if step != parsed.micros else ""),
+            f"exclusions per {per}, by venue and reason",
+        ),
+    )
     for venue in sorted(set(bucketed["venue"].to_list())):
         # Every bucket is on the line's x: a window with no deviation breaks the line, never bridged.
-        mean = every_bucket.join(bucketed.filter(pl.col("venue") == venue).group_by("bucket_us")
-                                 .agg(pl.col("deviation_bps").mean()), on="bucket_us", how="left").sort("bucket_us")
-        figure.add_trace(go.Scatter(x=_times(mean["bucket_us"]), y=mean["deviation_bps"].to_numpy(), mode="lines",
-                                    name=venue, connectgaps=False), row=1, col=1)
-    reasons = (excluded.with_columns(label=pl.format("{} · {}", "venue", pl.col("exclusion_reason").fill_null("unknown")))
-               .group_by("label", "bucket_us").len().sort(["label", "bucket_us"]))
+        mean = every_bucket.join(
+            bucketed.filter(pl.col("venue") == venue).group_by("bucket_us").agg(pl.col("deviation_bps").mean()),
+            on="bucket_us",
+            how="left",
+        ).sort("bucket_us")
+        figure.add_trace(
+            go.Scatter(
+                x=_times(mean["bucket_us"]),
+                y=mean["deviation_bps"].to_numpy(),
+                mode="lines",
+                name=venue,
+                connectgaps=False,
+            ),
+            row=1,
+            col=1,
+        )
+    reasons = (
+        excluded.with_columns(label=pl.format("{} · {}", "venue", pl.col("exclusion_reason").fill_null("unknown")))
+        .group_by("label", "bucket_us")
+        .len()
+        .sort(["label", "bucket_us"])
+    )
     for label in sorted(set(reasons["label"].to_list())):
         part = reasons.filter(pl.col("label") == label)
-        figure.add_trace(go.Bar(x=_times(part["bucket_us"]), y=part["len"].to_numpy(), name=f"excluded: {label}",
-                                width=step / 1000),
-                         row=2, col=1)
+        figure.add_trace(
+            go.Bar(x=_times(part["bucket_us"]), y=part["len"].to_numpy(), name=f"excluded: {label}", width=step / 1000),
+            row=2,
+            col=1,
+        )
     figure.update_xaxes(range=_padded(every_bucket["bucket_us"], step))
     figure.update_layout(title={"text": title}, barmode="stack", height=620, bargap=0)
     return Chart("consolidated", title.split("<br>")[0], figure, f"chart-consolidated-{index}")
@@ -487,9 +722,16 @@ def build_charts(data: OutputData, max_points: int, progress: Progress = lambda 
     if data.dead_letters is not None and data.dead_letters.height:
         progress("chart of dead letters")
         charts.append(dead_letter_chart(data.dead_letters, interval_us, max_points))
-    late = data.late_panes if data.late_panes is not None else pl.DataFrame(schema={"table": pl.String, "window_us": pl.Int64})
-    too_late = (data.dead_letters.filter(pl.col("reason") == "too_late") if data.dead_letters is not None
-                else pl.DataFrame(schema={"reason": pl.String, "stage": pl.String, "event_us": pl.Int64}))
+    late = (
+        data.late_panes
+        if data.late_panes is not None
+        else pl.DataFrame(schema={"table": pl.String, "window_us": pl.Int64})
+    )
+    too_late = (
+        data.dead_letters.filter(pl.col("reason") == "too_late")
+        if data.dead_letters is not None
+        else pl.DataFrame(schema={"reason": pl.String, "stage": pl.String, "event_us": pl.Int64})
+    )
     if late.height or too_late["event_us"].drop_nulls().len():
         progress("chart of late data")
         charts.append(late_chart(late, too_late, interval_us, max_points))
@@ -503,6 +745,7 @@ def build_charts(data: OutputData, max_points: int, progress: Progress = lambda 
 
 def _run_interval_us(data: OutputData) -> int:
     from transforms.interval import IntervalError, parse_interval
+
     candidates = [(data.summary or {}).get("interval")]
     if data.bars is not None and data.bars.height:
         candidates.append(data.bars["interval"][0])
@@ -538,32 +781,56 @@ def accounting_html(summary: dict | None) -> str:
     if summary is None:
         return f'<p class="warning" id="no-summary">No {SUMMARY_NAME}: no accounting to show.</p>'
     from beam_pipelines.accounting import Accounting
+
     figures = {name: value for name, value in summary.items() if name in Accounting.__dataclass_fields__}
     accounting = Accounting.from_counters(figures)
     problems = list(dict.fromkeys([*summary.get("problems", []), *accounting.problems()]))
     reconciles = not problems and summary.get("reconciled", False)
-    skipped = accounting.accounted - accounting.trades_in_final_bars - accounting.dead_letter_rows_written \
-        - accounting.duplicates - accounting.feed_status.get("unique_trades", 0) - accounting.feed_status.get("duplicates", 0)
-    identity = (f"records read {accounting.all_records_in:,} {'=' if accounting.all_records_in == accounting.accounted else '≠'} "
-                f"in final bars {accounting.trades_in_final_bars:,}"
-                + (f" + left out by the table's definition {skipped:,}" if skipped else "")
-                + f" + dead-lettered {accounting.dead_letter_rows_written:,} + duplicates {accounting.duplicates:,}"
-                + (f" + status records {accounting.feed_status.get('unique_trades', 0) + accounting.feed_status.get('duplicates', 0):,}"
-                   if accounting.feed_status else "")
-                + f" = {accounting.accounted:,}")
-    rows = "".join(f'<tr data-key="{key}"><th>{html.escape(label)}</th><td>{int(summary[key]):,}</td></tr>'
-                   for key, label in ACCOUNTING_ROWS if isinstance(summary.get(key), (int, float)))
-    by_reason = "".join(f'<tr data-key="dead_letters_by_reason.{html.escape(reason)}"><th>dead letters: '
-                        f'{html.escape(reason)}</th><td>{int(count):,}</td></tr>'
-                        for reason, count in sorted(summary.get("dead_letters_by_reason", {}).items()))
-    exclusions = "".join(f'<tr data-key="venue_exclusions.{html.escape(key)}"><th>excluded windows: '
-                         f'{html.escape(key.replace("|", " · "))}</th><td>{int(count):,}</td></tr>'
-                         for key, count in sorted(summary.get("venue_exclusions", {}).items()))
-    verdict = (f'<p id="reconciled" class="{"ok" if reconciles else "bad"}">'
-               f'{"Reconciles" if reconciles else "Does not reconcile"}: {html.escape(identity)}</p>')
+    skipped = (
+        accounting.accounted
+        - accounting.trades_in_final_bars
+        - accounting.dead_letter_rows_written
+        - accounting.duplicates
+        - accounting.feed_status.get("unique_trades", 0)
+        - accounting.feed_status.get("duplicates", 0)
+    )
+    identity = (
+        f"records read {accounting.all_records_in:,} {'=' if accounting.all_records_in == accounting.accounted else '≠'} "
+        f"in final bars {accounting.trades_in_final_bars:,}"
+        + (f" + left out by the table's definition {skipped:,}" if skipped else "")
+        + f" + dead-lettered {accounting.dead_letter_rows_written:,} + duplicates {accounting.duplicates:,}"
+        + (
+            f" + status records {accounting.feed_status.get('unique_trades', 0) + accounting.feed_status.get('duplicates', 0):,}"
+            if accounting.feed_status
+            else ""
+        )
+        + f" = {accounting.accounted:,}"
+    )
+    rows = "".join(
+        f'<tr data-key="{key}"><th>{html.escape(label)}</th><td>{int(summary[key]):,}</td></tr>'
+        for key, label in ACCOUNTING_ROWS
+        if isinstance(summary.get(key), (int, float))
+    )
+    by_reason = "".join(
+        f'<tr data-key="dead_letters_by_reason.{html.escape(reason)}"><th>dead letters: '
+        f"{html.escape(reason)}</th><td>{int(count):,}</td></tr>"
+        for reason, count in sorted(summary.get("dead_letters_by_reason", {}).items())
+    )
+    exclusions = "".join(
+        f'<tr data-key="venue_exclusions.{html.escape(key)}"><th>excluded windows: '
+        f"{html.escape(key.replace('|', ' · '))}</th><td>{int(count):,}</td></tr>"
+        for key, count in sorted(summary.get("venue_exclusions", {}).items())
+    )
+    verdict = (
+        f'<p id="reconciled" class="{"ok" if reconciles else "bad"}">'
+        f"{'Reconciles' if reconciles else 'Does not reconcile'}: {html.escape(identity)}</p>"
+    )
     listed = "".join(f"<li>{html.escape(problem)}</li>" for problem in problems)
-    return (verdict + (f'<ul class="bad">{listed}</ul>' if listed else "")
-            + f'<table id="accounting">{rows}{by_reason}{exclusions}</table>')
+    return (
+        verdict
+        + (f'<ul class="bad">{listed}</ul>' if listed else "")
+        + f'<table id="accounting">{rows}{by_reason}{exclusions}</table>'
+    )
 
 
 PAGE_STYLE = """
@@ -579,17 +846,34 @@ th { text-align: left; font-weight: normal; color: #444; } td { text-align: righ
 def page_html(data: OutputData, charts: list[Chart]) -> str:
     import plotly.io as pio
     from plotly.offline import get_plotlyjs
+
     summary = data.summary or {}
     source = summary.get("source")
-    meta = " · ".join(html.escape(str(part)) for part in (
-        data.out, summary.get("command"), ", ".join(source) if isinstance(source, list) else source, f"interval {summary['interval']}" if "interval" in summary else None,
-        f"report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}") if part)
-    sections = {"bars": "Bars per symbol", "dead-letters": "Dead letters", "late": "Late and too-late data",
-                "consolidated": "Consolidated bars: deviation and exclusions"}
-    body = [f"<h1>cryptobeam report</h1><p class=\"meta\">{meta}</p>",
-            f'<section id="accounting-section"><h2>Accounting</h2>{accounting_html(data.summary)}</section>']
-    notes = data.notes + [f"{table}: {count:,} final bars (information bars are not charted)"
-                          for table, count in data.other_tables.items()]
+    meta = " · ".join(
+        html.escape(str(part))
+        for part in (
+            data.out,
+            summary.get("command"),
+            ", ".join(source) if isinstance(source, list) else source,
+            f"interval {summary['interval']}" if "interval" in summary else None,
+            f"report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}",
+        )
+        if part
+    )
+    sections = {
+        "bars": "Bars per symbol",
+        "dead-letters": "Dead letters",
+        "late": "Late and too-late data",
+        "consolidated": "Consolidated bars: deviation and exclusions",
+    }
+    body = [
+        f'<h1>cryptobeam report</h1><p class="meta">{meta}</p>',
+        f'<section id="accounting-section"><h2>Accounting</h2>{accounting_html(data.summary)}</section>',
+    ]
+    notes = data.notes + [
+        f"{table}: {count:,} final bars (information bars are not charted)"
+        for table, count in data.other_tables.items()
+    ]
     if data.dead_letters is None or not data.dead_letters.height:
         notes.append("no dead letters")
     if not any(chart.section == "late" for chart in charts):
@@ -597,22 +881,31 @@ def page_html(data: OutputData, charts: list[Chart]) -> str:
     if data.bars is None:
         notes.append("no time bars (bars/)")
     if notes:
-        body.append('<section id="notes"><h2>Notes</h2><ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-                    + "</ul></section>")
+        body.append(
+            '<section id="notes"><h2>Notes</h2><ul>'
+            + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+            + "</ul></section>"
+        )
     config = {"displaylogo": False, "responsive": True}
     for section, heading in sections.items():
-        divs = [f'<div class="chart">{pio.to_html(chart.figure, full_html=False, include_plotlyjs=False, div_id=chart.chart_id, config=config)}</div>'
-                for chart in charts if chart.section == section]
+        divs = [
+            f'<div class="chart">{pio.to_html(chart.figure, full_html=False, include_plotlyjs=False, div_id=chart.chart_id, config=config)}</div>'
+            for chart in charts
+            if chart.section == section
+        ]
         if divs:
             body.append(f'<section id="{section}"><h2>{heading}</h2>{"".join(divs)}</section>')
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>cryptobeam report: {html.escape(data.out)}</title><style>{PAGE_STYLE}</style>"
-            f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n<body>{"".join(body)}</body></html>\n')
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>cryptobeam report: {html.escape(data.out)}</title><style>{PAGE_STYLE}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n<body>{"".join(body)}</body></html>\n'
+    )
 
 
 def write_report(out: str, max_points: int = DEFAULT_MAX_POINTS, progress: Progress = lambda _: None) -> ReportResult:
     """Read ``out`` and write ``out/report.html``; returns what was written."""
     from io_connectors.atomic_files import write_atomically
+
     if max_points < 10:
         raise UserError("--max-points must be at least 10")
     started = time.monotonic()
@@ -641,6 +934,8 @@ def describe(result: ReportResult) -> str:
     counted = {"bars": ("symbol", "symbols"), "consolidated": ("consolidated pair", "consolidated pairs")}
     named = {"dead-letters": "dead letters", "late": "late data"}
     parts = [f"{n} {counted[s][n > 1]}" if s in counted else named[s] for s, n in by_section.items()]
-    return (f"report written: {result.path} ({size_text(result.size)}, {len(result.charts)} chart(s)"
-            + (f": {', '.join(parts)}" if parts else "") + f", {result.seconds:.1f} s)")
-
+    return (
+        f"report written: {result.path} ({size_text(result.size)}, {len(result.charts)} chart(s)"
+        + (f": {', '.join(parts)}" if parts else "")
+        + f", {result.seconds:.1f} s)"
+    )

@@ -4,6 +4,7 @@
 The work (reading the output, building the charts and the page) is ``beam_pipelines.report``'s,
 which is Beam-free, so this command never waits for Beam to import.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,12 +17,19 @@ building the command line never imports polars and pyarrow."""
 
 
 def add_report_parser(subparsers) -> argparse.ArgumentParser:
-    report = subparsers.add_parser("report", help="write OUT/report.html: charts of bars, gaps, dead letters and "
-                                                  "accounting, one self-contained page that opens offline")
+    report = subparsers.add_parser(
+        "report",
+        help="write OUT/report.html: charts of bars, gaps, dead letters and "
+        "accounting, one self-contained page that opens offline",
+    )
     report.add_argument("out", help="output directory of a backfill or a stream")
-    report.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
-                        help="most buckets a chart shows; longer series are downsampled to a coarser step, which "
-                             f"the chart's title names (default {DEFAULT_MAX_POINTS:,}: a month of 1m bars at 15m)")
+    report.add_argument(
+        "--max-points",
+        type=int,
+        default=DEFAULT_MAX_POINTS,
+        help="most buckets a chart shows; longer series are downsampled to a coarser step, which "
+        f"the chart's title names (default {DEFAULT_MAX_POINTS:,}: a month of 1m bars at 15m)",
+    )
     report.add_argument("--no-progress", action="store_true", help="do not show progress")
     return report
 
@@ -29,6 +37,7 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
 def run_report(args, console) -> int:
     from beam_pipelines.report import describe, write_report
     from io_connectors.paths import is_remote
+
     if is_remote(args.out):
         raise UserError(f"report reads a local directory; copy {args.out} here first")
     out = args.out.rstrip("/") or "/"

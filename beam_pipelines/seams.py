@@ -7,6 +7,7 @@ chunk's bars (``beam_pipelines.outputs``), to every sink of the run, as the boun
 ``seams``: files named ``part-seams.*`` (``manifest.SEAM_FILE`` in ``bars/``), which every run
 rewrites.
 """
+
 from __future__ import annotations
 
 import glob
@@ -41,13 +42,19 @@ def seam_bars(out: str, spec) -> list[dict]:
     if not os.path.isdir(bars_dir):
         return []
     table = ds.dataset(bars_dir, format="parquet", partitioning="hive").to_table(
-        columns=["exchange", "symbol", "window_start", "close", "is_filled", "pane_index"])
+        columns=["exchange", "symbol", "window_start", "close", "is_filled", "pane_index"]
+    )
     closes: dict[tuple, dict[int, tuple[int, float]]] = defaultdict(dict)
     filled: dict[tuple, set[int]] = defaultdict(set)
     starts = table.column("window_start").cast(pa.int64()).to_pylist()
     for exchange, symbol, start, close, is_filled, pane in zip(
-            table.column("exchange").to_pylist(), table.column("symbol").to_pylist(), starts,
-            table.column("close").to_pylist(), table.column("is_filled").to_pylist(), table.column("pane_index").to_pylist()):
+        table.column("exchange").to_pylist(),
+        table.column("symbol").to_pylist(),
+        starts,
+        table.column("close").to_pylist(),
+        table.column("is_filled").to_pylist(),
+        table.column("pane_index").to_pylist(),
+    ):
         key = (str(exchange), str(symbol))
         if is_filled:
             filled[key].add(start)
@@ -56,9 +63,11 @@ def seam_bars(out: str, spec) -> list[dict]:
     bars = []
     for (exchange, symbol), windows in closes.items():
         settled = {w: close for w, (_, close) in windows.items()}
-        bars += [filled_bar(exchange, symbol, spec, start, close)
-                 for start, close in gaps_between(None, settled, spec.interval.micros)
-                 if start not in filled[(exchange, symbol)]]
+        bars += [
+            filled_bar(exchange, symbol, spec, start, close)
+            for start, close in gaps_between(None, settled, spec.interval.micros)
+            if start not in filled[(exchange, symbol)]
+        ]
     return bars
 
 
@@ -77,5 +86,9 @@ def write_seam_bars(bars: list[dict], out: str, sinks: tuple) -> Accounting:
     result.wait_until_finish()
     counted = Accounting.from_counters(counters_of(result))
     # The seam files are the run's, not a chunk's: its bar files count only chunks' files.
-    return Accounting(bar_rows_written=counted.bar_rows_written, filled_bars_written=counted.filled_bars_written,
-                      sink_rejections=counted.sink_rejections, sink_dead_letters_written=counted.sink_dead_letters_written)
+    return Accounting(
+        bar_rows_written=counted.bar_rows_written,
+        filled_bars_written=counted.filled_bars_written,
+        sink_rejections=counted.sink_rejections,
+        sink_dead_letters_written=counted.sink_dead_letters_written,
+    )

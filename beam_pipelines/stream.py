@@ -5,6 +5,7 @@ is written.
 Only the source, the sinks and the runner differ from the backfill; ``TradesToBars`` is the same
 object with the same settings, which is why a stream's final bars equal a backfill's.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,7 +42,8 @@ def build_stream(pipeline: beam.Pipeline, config: StreamConfig) -> None:
     else:
         statuses = pipeline | "ReadFeedStatus" >> ReadKafkaTrades(config.status_read)
         results = {"trades": read.raw, "feed_status": statuses.raw} | "TradesToBars" >> TradesToBars(
-            config.spec, parser, status_parser=parse_feed_status_messages)
+            config.spec, parser, status_parser=parse_feed_status_messages
+        )
         read_dead_letters = [read.dead_letter, statuses.dead_letter]
     dead_letters = (*read_dead_letters, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
     written = write_outputs(results["tables"], dead_letters, config.targets)

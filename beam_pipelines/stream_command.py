@@ -3,6 +3,7 @@
 Ctrl-C drains: the reads stop, the watermark reaches the end of time, every open window fires
 its final pane, the files are flushed and the offsets committed; a second Ctrl-C cancels.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -45,23 +46,40 @@ def add_stream_options(stream) -> None:
     stream.add_argument("--kafka", required=True, help="Kafka bootstrap servers, e.g. 127.0.0.1:9092")
     stream.add_argument("--topic", default="trades", help="trades topic (default: trades)")
     add_instruments_option(stream)
-    stream.add_argument("--status-topic", default=None,
-                        help="with consolidated bars: the collectors' connection states (cryptobeam collect writes "
-                             "them to feed_status), so a venue is excluded while its collector reports it disconnected")
-    stream.add_argument("--group", default="cryptobeam-stream",
-                        help="consumer group; its committed offsets are where a restarted stream resumes")
+    stream.add_argument(
+        "--status-topic",
+        default=None,
+        help="with consolidated bars: the collectors' connection states (cryptobeam collect writes "
+        "them to feed_status), so a venue is excluded while its collector reports it disconnected",
+    )
+    stream.add_argument(
+        "--group",
+        default="cryptobeam-stream",
+        help="consumer group; its committed offsets are where a restarted stream resumes",
+    )
     stream.add_argument("--out", required=True, help="output directory")
     add_bar_options(stream, allowed_lateness="10m")
     add_sink_options(stream, streaming=True)
     add_runner_options(stream, "prism")
-    stream.add_argument("--watermark-delay", default="5s",
-                        help="how far a partition's watermark trails its newest timestamp (default 5s)")
-    stream.add_argument("--idle-after", default="5s",
-                        help="a caught-up partition silent this long stops holding the watermark back (default 5s)")
-    stream.add_argument("--stop-when-idle", default=None,
-                        help="drain and stop once every partition is read to its end and no partition has received "
-                             "a message for this long, e.g. 30s")
-    stream.add_argument("--flush-every", default="5s", help="write a Parquet file per partition this often (default 5s)")
+    stream.add_argument(
+        "--watermark-delay",
+        default="5s",
+        help="how far a partition's watermark trails its newest timestamp (default 5s)",
+    )
+    stream.add_argument(
+        "--idle-after",
+        default="5s",
+        help="a caught-up partition silent this long stops holding the watermark back (default 5s)",
+    )
+    stream.add_argument(
+        "--stop-when-idle",
+        default=None,
+        help="drain and stop once every partition is read to its end and no partition has received "
+        "a message for this long, e.g. 30s",
+    )
+    stream.add_argument(
+        "--flush-every", default="5s", help="write a Parquet file per partition this often (default 5s)"
+    )
     stream.add_argument("--commit-every", default="5m", help="commit offsets every this much event time (default 5m)")
     stream.add_argument("--no-progress", action="store_true", help="do not print progress lines")
     add_metrics_port_option(stream)
@@ -74,8 +92,10 @@ def stream_config(args):
 
     spec = bar_spec_from_args(args)
     sinks = sink_targets_from_args(args, streaming=True)
-    seconds = {name: parse_duration_seconds(getattr(args, name)) for name in
-               ("watermark_delay", "idle_after", "flush_every", "commit_every")}
+    seconds = {
+        name: parse_duration_seconds(getattr(args, name))
+        for name in ("watermark_delay", "idle_after", "flush_every", "commit_every")
+    }
     if seconds["flush_every"] <= 0 or seconds["idle_after"] <= 0:
         raise UserError("--flush-every and --idle-after must be positive")
     stop = parse_duration_seconds(args.stop_when_idle) if args.stop_when_idle else None
@@ -83,22 +103,43 @@ def stream_config(args):
         raise UserError(f"--metrics-port {args.metrics_port} is not a port (1-65535)")
     check_writable(args.out)
     run = "s" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")  # later runs sort later
-    read = KafkaReadConfig(args.kafka, args.topic, args.group, watermark_delay_us=seconds["watermark_delay"] * 1_000_000,
-                           idle_after_s=seconds["idle_after"], stop_when_idle_s=stop, run_id=run)
+    read = KafkaReadConfig(
+        args.kafka,
+        args.topic,
+        args.group,
+        watermark_delay_us=seconds["watermark_delay"] * 1_000_000,
+        idle_after_s=seconds["idle_after"],
+        stop_when_idle_s=stop,
+        run_id=run,
+    )
     targets = OutputTargets(args.out.rstrip("/") or "/", run, sinks, flush_every_s=seconds["flush_every"])
     status_read = None
     if args.status_topic:
         if spec.consolidation is None:
-            raise UserError("--status-topic tells consolidated bars which venues are disconnected: add --bars consolidated:1m")
+            raise UserError(
+                "--status-topic tells consolidated bars which venues are disconnected: add --bars consolidated:1m"
+            )
         if args.status_topic == args.topic:
             raise UserError("--status-topic must not be the trades' --topic")
         from dataclasses import replace
 
         from transforms.feed_status import FEED_STATUS_COUNTERS
-        status_read = replace(read, topic=args.status_topic, run_id=f"{run}-feed-status",
-                              counted_as=FEED_STATUS_COUNTERS, idle_follows_clock=True)
-    return StreamConfig(read, spec, targets, commit_every_s=seconds["commit_every"], instruments=instruments_from_args(args),
-                        status_read=status_read)
+
+        status_read = replace(
+            read,
+            topic=args.status_topic,
+            run_id=f"{run}-feed-status",
+            counted_as=FEED_STATUS_COUNTERS,
+            idle_follows_clock=True,
+        )
+    return StreamConfig(
+        read,
+        spec,
+        targets,
+        commit_every_s=seconds["commit_every"],
+        instruments=instruments_from_args(args),
+        status_read=status_read,
+    )
 
 
 def run_stream(args, console: Console) -> int:
@@ -127,12 +168,15 @@ def run_stream(args, console: Console) -> int:
         try:
             partition_starts(config.status_read)
         except Exception as error:
-            raise UserError(f"cannot read {config.status_read.topic!r} from Kafka at {args.kafka}: "
-                            f"{_first_line(error)}") from None
+            raise UserError(
+                f"cannot read {config.status_read.topic!r} from Kafka at {args.kafka}: {_first_line(error)}"
+            ) from None
     resumed = [s for s in starts if s.resume_us]
-    console.print(f"streaming {args.topic} ({len(starts) or '?'} partitions"
-                  f"{', resuming from committed offsets' if resumed else ''}) → {config.targets.out}; "
-                  f"{'Ctrl-C drains' if drains_here else 'Ctrl-C cancels (drain with the runner, e.g. gcloud dataflow jobs drain)'}")
+    console.print(
+        f"streaming {args.topic} ({len(starts) or '?'} partitions"
+        f"{', resuming from committed offsets' if resumed else ''}) → {config.targets.out}; "
+        f"{'Ctrl-C drains' if drains_here else 'Ctrl-C cancels (drain with the runner, e.g. gcloud dataflow jobs drain)'}"
+    )
 
     reset_drain()
     if drains_here:  # the in-process workers' first batch would otherwise pay this import, delaying its panes
@@ -166,16 +210,20 @@ def run_stream(args, console: Console) -> int:
         else:
             interrupts["n"] = max(interrupts["n"], 2)
             result.cancel()
+
     previous = {s: signal.signal(s, on_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     stop_progress = threading.Event()
     if not args.no_progress:
-        threading.Thread(target=_print_progress, args=(config.targets.out, tables, started, stop_progress),
-                         daemon=True).start()
+        threading.Thread(
+            target=_print_progress, args=(config.targets.out, tables, started, stop_progress), daemon=True
+        ).start()
     try:
         result.wait_until_finish()
     except Exception as error:
         if interrupts["n"] > 1:  # the runner reports a cancelled job as a failure
-            console.print("[yellow]cancelled: open windows were not finalized; the committed offsets resume them[/yellow]")
+            console.print(
+                "[yellow]cancelled: open windows were not finalized; the committed offsets resume them[/yellow]"
+            )
             return 130
         where = write_error_log(config.targets.out, pipeline_log)
         raise PipelineFailed(f"the stream failed: {type(error).__name__}: {_first_line(error)} ({where})") from None
@@ -193,12 +241,21 @@ def run_stream(args, console: Console) -> int:
     on_disk = {} if is_remote(config.targets.out) else written_by_run(config.targets.out, config.targets.run, tables)
     accounting = Accounting.from_counters({**counters, **on_disk})
     problems = accounting.problems()
-    summary = {"command": "stream", "run": config.targets.run, "topic": args.topic, "group": args.group,
-               "interval": config.spec.interval.text, "tables": list(tables), "elapsed_seconds": round(elapsed, 3),
-               "reconciled": not problems, "problems": problems,
-               "kafka_offset_commits": counters.get("kafka_offset_commits", 0),
-               "kafka_broker_outages": counters.get("kafka_broker_outages", 0),
-               "kafka_broker_retries": counters.get("kafka_broker_retries", 0), **accounting.as_dict()}
+    summary = {
+        "command": "stream",
+        "run": config.targets.run,
+        "topic": args.topic,
+        "group": args.group,
+        "interval": config.spec.interval.text,
+        "tables": list(tables),
+        "elapsed_seconds": round(elapsed, 3),
+        "reconciled": not problems,
+        "problems": problems,
+        "kafka_offset_commits": counters.get("kafka_offset_commits", 0),
+        "kafka_broker_outages": counters.get("kafka_broker_outages", 0),
+        "kafka_broker_retries": counters.get("kafka_broker_retries", 0),
+        **accounting.as_dict(),
+    }
     # Files minus counters, where they differ: how often, and by how much, the runner miscounts.
     missed = {name: value - counters.get(name, 0) for name, value in on_disk.items() if value != counters.get(name, 0)}
     if missed:
@@ -206,8 +263,10 @@ def run_stream(args, console: Console) -> int:
     write_json_atomically(summary, os.path.join(config.targets.out, "_SUMMARY.json"))
     console.print(summary_table(accounting, elapsed, config.targets.out, command="stream"))
     if summary["kafka_broker_outages"]:
-        console.print(f"[yellow]the Kafka broker was unavailable {summary['kafka_broker_outages']} time(s); "
-                      f"the stream waited ({summary['kafka_broker_retries']} retries) and went on[/yellow]")
+        console.print(
+            f"[yellow]the Kafka broker was unavailable {summary['kafka_broker_outages']} time(s); "
+            f"the stream waited ({summary['kafka_broker_retries']} retries) and went on[/yellow]"
+        )
     for problem in problems:
         console.print(f"[red]accounting does not reconcile: {problem}[/red]")
     return EXIT_UNRECONCILED if problems else 0
@@ -218,6 +277,7 @@ def _metrics_endpoint(port: int | None):
     if port is None:
         return None
     from io_connectors.prometheus_metrics import MetricsPortInUse, StreamMetricsEndpoint
+
     try:
         return StreamMetricsEndpoint(port)
     except MetricsPortInUse as error:
@@ -238,6 +298,7 @@ def _named_flink_job(profile, args):
     if profile.name != "flink" or profile.job_name:
         return profile
     from dataclasses import replace
+
     return replace(profile, job_name=f"cryptobeam-stream {args.topic} {args.group}")
 
 
@@ -249,14 +310,19 @@ def _cancel_previous_flink_job(profile, console) -> None:
     if profile.name != "flink":
         return
     from runners.local_flink import FlinkError, cancel_jobs_named
+
     try:
         cancelled = cancel_jobs_named(profile.flink_master, profile.job_name)
     except (OSError, ValueError, KeyError, FlinkError) as error:
-        raise UserError(f"cannot check the Flink cluster at {profile.flink_master} for a previous run of this "
-                        f"stream: {_first_line(error)}") from None
+        raise UserError(
+            f"cannot check the Flink cluster at {profile.flink_master} for a previous run of this "
+            f"stream: {_first_line(error)}"
+        ) from None
     if cancelled:
-        console.print(f"[yellow]cancelled the previous run's Flink job {', '.join(cancelled)} "
-                      f"({profile.job_name!r}) before starting this one[/yellow]")
+        console.print(
+            f"[yellow]cancelled the previous run's Flink job {', '.join(cancelled)} "
+            f"({profile.job_name!r}) before starting this one[/yellow]"
+        )
 
 
 def _without_job_deadline(profile, options):
@@ -266,6 +332,7 @@ def _without_job_deadline(profile, options):
     by a deadline on it."""
     if profile.name == "prism":
         from apache_beam.options.pipeline_options import PortableOptions
+
         options.view_as(PortableOptions).job_server_timeout = None
     return options
 
@@ -278,6 +345,7 @@ def written_by_run(out: str, run: str, tables: tuple[str, ...] = ("bars",)) -> d
     ``tables`` are the run's tables of bars in its order: as the counters do (``beam_pipelines.outputs``),
     the bar figures are the first table's, and the files and rows are counted for every table."""
     from beam_pipelines.accounting import written_in_files
+
     files = {table: _files_of_run(os.path.join(out, table), run) for table in tables}
     written = written_in_files(files[tables[0]], _files_of_run(os.path.join(out, "dead_letter"), run))
     for table, paths in files.items():  # each table's files read once: the first's figures are above
@@ -293,6 +361,7 @@ def _files_of_run(directory: str, run: str) -> list[str]:
     import pyarrow.dataset as ds
 
     from io_connectors.parquet_sink import run_of
+
     try:
         files = ds.dataset(directory, format="parquet").files
     except FileNotFoundError:
@@ -305,8 +374,9 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _print_progress(out: str, tables: tuple[str, ...], started: float, stop: threading.Event,
-                    every_s: float = 10.0) -> None:
+def _print_progress(
+    out: str, tables: tuple[str, ...], started: float, stop: threading.Event, every_s: float = 10.0
+) -> None:
     """A line every so often: how long, how many bar files (of every table) are on disk."""
     while not stop.wait(every_s):
         files = sum(len(names) for table in tables for _root, _dirs, names in os.walk(os.path.join(out, table)))

@@ -5,6 +5,7 @@ themselves) and in total; for every table of bars, bar invariants, duplicate bar
 trade-id ranges where ids are sequential, and missing intervals (time bars) or ordinals
 (information bars). Works on backfill output (with manifests) and on stream output (bars only).
 """
+
 from __future__ import annotations
 
 import os
@@ -66,8 +67,11 @@ def accounting_on_disk(manifest: ChunkManifest, out: str) -> tuple[int, int, int
     accounting = Accounting.from_counters(manifest.counts)
     skipped = accounting.skipped_by_table.get(counted, 0)
     skipped_duplicates = accounting.skipped_duplicates_by_table.get(counted, 0)
-    return (written["trades_in_final_bars"] + skipped, written["duplicates_in_final_bars"] + skipped_duplicates,
-            written["dead_letter_rows_written"])
+    return (
+        written["trades_in_final_bars"] + skipped,
+        written["duplicates_in_final_bars"] + skipped_duplicates,
+        written["dead_letter_rows_written"],
+    )
 
 
 def check_manifests(out: str, report: Report) -> list[ChunkManifest]:
@@ -83,8 +87,10 @@ def check_manifests(out: str, report: Report) -> list[ChunkManifest]:
         trades, duplicates, dead = accounting_on_disk(manifest, out)
         records = manifest.counts.get("records_in", 0)
         if records != trades + duplicates + dead:
-            report.violation(f"chunk {manifest.chunk_id}: records read ({records}) != trades in final bars on disk "
-                             f"({trades}) + duplicates ({duplicates}) + dead letters on disk ({dead})")
+            report.violation(
+                f"chunk {manifest.chunk_id}: records read ({records}) != trades in final bars on disk "
+                f"({trades}) + duplicates ({duplicates}) + dead letters on disk ({dead})"
+            )
     total = Accounting.total([Accounting.from_counters(m.counts) for m in manifests])
     for problem in total.problems():
         report.violation(f"all chunks: {problem}")
@@ -102,8 +108,9 @@ def check_every_file_is_recorded(out: str, manifests: list[ChunkManifest], repor
             for name in names:
                 path = os.path.normpath(os.path.join(directory, name))
                 if name.startswith("part-") and not run_of(name) and name != SEAM_FILE and path not in recorded:
-                    report.violation(f"{os.path.relpath(path, out)} is recorded by no manifest, so its records "
-                                     "are not accounted for")
+                    report.violation(
+                        f"{os.path.relpath(path, out)} is recorded by no manifest, so its records are not accounted for"
+                    )
 
 
 def check_bars(table: pa.Table, report: Report, fill_gaps: bool | None) -> None:
@@ -118,7 +125,10 @@ def check_bars(table: pa.Table, report: Report, fill_gaps: bool | None) -> None:
             report.violation(f"{name}: window_end - window_start is not {bar['interval']}")
         _check_values(bar, name, report)
         pair = (bar["exchange"], bar["symbol"])
-        if bar["window_start"] not in latest.setdefault(pair, {}) or bar["pane_index"] >= latest[pair][bar["window_start"]]["pane_index"]:
+        if (
+            bar["window_start"] not in latest.setdefault(pair, {})
+            or bar["pane_index"] >= latest[pair][bar["window_start"]]["pane_index"]
+        ):
             latest[pair][bar["window_start"]] = bar
     for (exchange, symbol), windows in latest.items():
         starts = sorted(windows)
@@ -145,8 +155,9 @@ def check_trade_ids(exchange: str, symbol: str, bars: list[dict], report: Report
     if holes:
         total = sum(b - a + 1 for a, b in holes)
         first = holes[0]
-        report.violation(f"{exchange}/{symbol}: {total} trade id(s) missing in {len(holes)} range(s), "
-                         f"first {first[0]}..{first[1]}")
+        report.violation(
+            f"{exchange}/{symbol}: {total} trade id(s) missing in {len(holes)} range(s), first {first[0]}..{first[1]}"
+        )
 
 
 def check_information_bars(table: pa.Table, report: Report, name: str) -> None:
@@ -159,8 +170,11 @@ def check_information_bars(table: pa.Table, report: Report, name: str) -> None:
     for bar in rows:
         label = f"{name} {bar['exchange']}/{bar['symbol']} {bar['day']} #{bar['ordinal']}"
         _check_pane_once(bar, ("day", "ordinal"), seen, label, report)
-        if bar["window_end"] < bar["window_start"] or bar["window_start"].date().isoformat() != bar["day"] \
-                or bar["window_end"].date().isoformat() != bar["day"]:
+        if (
+            bar["window_end"] < bar["window_start"]
+            or bar["window_start"].date().isoformat() != bar["day"]
+            or bar["window_end"].date().isoformat() != bar["day"]
+        ):
             report.violation(f"{label}: its trades are not within its day, first to last")
         _check_values(bar, label, report)
         day = newest.setdefault((bar["exchange"], bar["symbol"], bar["day"]), {})
@@ -172,8 +186,9 @@ def check_information_bars(table: pa.Table, report: Report, name: str) -> None:
             report.violation(f"{name} {exchange}/{symbol} {day}: final bars' ordinals are not 0..{len(ordinals) - 1}")
         short = [o for o in ordinals[:-1] if not bars[o]["threshold_reached"]]
         if short:
-            report.violation(f"{name} {exchange}/{symbol} {day}: bar #{short[0]} is short of its threshold "
-                             "but is not the day's last")
+            report.violation(
+                f"{name} {exchange}/{symbol} {day}: bar #{short[0]} is short of its threshold but is not the day's last"
+            )
     by_pair = {}
     for (exchange, symbol, day), bars in sorted(newest.items()):
         by_pair.setdefault((exchange, symbol), []).extend(bars[o] for o in sorted(bars))

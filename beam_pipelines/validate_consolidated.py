@@ -1,5 +1,6 @@
 """``validate``'s checks of consolidated bars (``bars_consolidated``) and of the venue quality
 table (``quality``): each on its own, then the two against each other, window by window."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,10 @@ def check_consolidated_bars(table: pa.Table, report) -> None:
             report.violation(f"{label}: a price must be missing exactly when the window has too few constituents")
         if bar["price"] is not None and not (bar["price"] > 0 and math.isfinite(bar["price"])):
             report.violation(f"{label}: price {bar['price']} is not a positive number")
-        if not 0 <= bar["partitions_with_trades"] <= bar["partitions"] \
-                or bar["coverage"] != bar["partitions_with_trades"] / bar["partitions"]:
+        if (
+            not 0 <= bar["partitions_with_trades"] <= bar["partitions"]
+            or bar["coverage"] != bar["partitions_with_trades"] / bar["partitions"]
+        ):
             report.violation(f"{label}: coverage is not partitions with trades / partitions")
         constituents = [c for c in bar["constituents"].split(",") if c]
         shares = json.loads(bar["volume_shares"])
@@ -76,8 +79,9 @@ def check_venue_quality(table: pa.Table, consolidated: pa.Table | None, report) 
         if key in seen:
             report.violation(f"{label}: the same row pane appears twice")
         seen.add(key)
-        if row["excluded"] != (row["exclusion_reason"] is not None) or \
-                (row["exclusion_reason"] is not None and row["exclusion_reason"] not in _REASONS):
+        if row["excluded"] != (row["exclusion_reason"] is not None) or (
+            row["exclusion_reason"] is not None and row["exclusion_reason"] not in _REASONS
+        ):
             report.violation(f"{label}: excluded and exclusion_reason ({row['exclusion_reason']}) disagree")
         if (row["vwap"] is None) != (row["trade_count"] == 0):
             report.violation(f"{label}: a VWAP must be there exactly when the venue traded")

@@ -6,6 +6,7 @@ already holds those modules start warm and exit at once; started before planning
 imports overlap it.
 This module imports nothing heavy, so the command line can start the server first thing.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -37,6 +37,7 @@ and ``--consolidated``).
 Times are medians, and the ratio is the median of each round's own ratio: on a shared VM single
 runs of the same command vary too much to compare one by one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,12 +70,20 @@ from benchmarks.synthetic import CONSOLIDATED_VENUES, write_synthetic_parquet, w
 def _polars_bars_of(trades, interval_us: int, ties: list[str]) -> pl.DataFrame:
     """1-minute bars of trades with exchange, symbol, t (µs), price and amount; ``ties`` orders
     trades of one microsecond (open and close are the first and last)."""
-    bars = (trades.with_columns(window_start=(pl.col("t") // interval_us) * interval_us)
-            .sort(["symbol", "t", *ties])
-            .group_by(["exchange", "symbol", "window_start"], maintain_order=True)
-            .agg(open=pl.col("price").first(), high=pl.col("price").max(), low=pl.col("price").min(),
-                 close=pl.col("price").last(), volume=pl.col("amount").sum(),
-                 quote_volume=(pl.col("price") * pl.col("amount")).sum(), trade_count=pl.len()))
+    bars = (
+        trades.with_columns(window_start=(pl.col("t") // interval_us) * interval_us)
+        .sort(["symbol", "t", *ties])
+        .group_by(["exchange", "symbol", "window_start"], maintain_order=True)
+        .agg(
+            open=pl.col("price").first(),
+            high=pl.col("price").max(),
+            low=pl.col("price").min(),
+            close=pl.col("price").last(),
+            volume=pl.col("amount").sum(),
+            quote_volume=(pl.col("price") * pl.col("amount")).sum(),
+            trade_count=pl.len(),
+        )
+    )
     return bars.collect() if isinstance(bars, pl.LazyFrame) else bars
 
 
@@ -91,30 +100,49 @@ def _duckdb_bars_of(trades_sql: str, interval_us: int, ties: str):
 
 def polars_bars(path: str, interval_us: int) -> pl.DataFrame:
     frame = pl.read_parquet(path)
-    return _polars_bars_of(frame.with_columns(t=pl.col("event_time").cast(pl.Int64),
-                                              id_len=pl.col("trade_id").str.len_chars()),
-                           interval_us, ["id_len", "trade_id"])
+    return _polars_bars_of(
+        frame.with_columns(t=pl.col("event_time").cast(pl.Int64), id_len=pl.col("trade_id").str.len_chars()),
+        interval_us,
+        ["id_len", "trade_id"],
+    )
 
 
 def duckdb_bars(path: str, interval_us: int):
-    return _duckdb_bars_of(f"SELECT *, epoch_us(event_time) AS us FROM read_parquet('{path}')", interval_us,
-                           "length(trade_id), trade_id")
+    return _duckdb_bars_of(
+        f"SELECT *, epoch_us(event_time) AS us FROM read_parquet('{path}')", interval_us, "length(trade_id), trade_id"
+    )
 
 
 # Binance aggTrades CSV columns, and the symbol in a file's name, for the references reading it.
-AGG_TRADES_COLUMNS = {"trade_id": "BIGINT", "price": "DOUBLE", "amount": "DOUBLE", "first_trade_id": "BIGINT",
-                      "last_trade_id": "BIGINT", "ms": "BIGINT", "is_buyer_maker": "BOOLEAN", "is_best_match": "BOOLEAN"}
+AGG_TRADES_COLUMNS = {
+    "trade_id": "BIGINT",
+    "price": "DOUBLE",
+    "amount": "DOUBLE",
+    "first_trade_id": "BIGINT",
+    "last_trade_id": "BIGINT",
+    "ms": "BIGINT",
+    "is_buyer_maker": "BOOLEAN",
+    "is_best_match": "BOOLEAN",
+}
 SYMBOL_IN_NAME = r"([A-Z0-9]+)-aggTrades-[^/]*$"
 
 
 def polars_bars_csv(pattern: str, interval_us: int) -> pl.DataFrame:
     """The same bars from Binance aggTrades CSV files, as a polars user would read them."""
     types = {"BIGINT": pl.Int64, "DOUBLE": pl.Float64, "BOOLEAN": pl.Boolean}
-    frame = pl.scan_csv(pattern, has_header=False, schema={k: types[v] for k, v in AGG_TRADES_COLUMNS.items()},
-                        include_file_paths="path")
-    return _polars_bars_of(frame.with_columns(exchange=pl.lit("binance"), t=pl.col("ms") * 1000,
-                                              symbol=pl.col("path").str.extract(SYMBOL_IN_NAME)),
-                           interval_us, ["trade_id"])
+    frame = pl.scan_csv(
+        pattern,
+        has_header=False,
+        schema={k: types[v] for k, v in AGG_TRADES_COLUMNS.items()},
+        include_file_paths="path",
+    )
+    return _polars_bars_of(
+        frame.with_columns(
+            exchange=pl.lit("binance"), t=pl.col("ms") * 1000, symbol=pl.col("path").str.extract(SYMBOL_IN_NAME)
+        ),
+        interval_us,
+        ["trade_id"],
+    )
 
 
 def duckdb_bars_csv(pattern: str, interval_us: int):
@@ -122,7 +150,9 @@ def duckdb_bars_csv(pattern: str, interval_us: int):
     return _duckdb_bars_of(
         f"""SELECT *, 'binance' AS exchange, ms * 1000 AS us, regexp_extract(filename, '{SYMBOL_IN_NAME}', 1) AS symbol
             FROM read_csv('{pattern}', header = false, columns = {{{columns}}}, filename = true)""",
-        interval_us, "trade_id")
+        interval_us,
+        "trade_id",
+    )
 
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -164,8 +194,9 @@ def tree_sample(root: int, with_memory: bool = True) -> tuple[float, dict[int, f
 def cryptobeam_bars(inputs: str, source: str, out: str) -> tuple[pl.DataFrame, float, float]:
     """Bars from the CLI in a process of its own; returns them, the peak PSS (MB) of that process
     with its fork server and chunk workers, and the CPU seconds they all used (user + system)."""
-    peak_mb, cpu_s = run_cryptobeam(["backfill", "--source", source, "--input", inputs, "--interval", "1m",
-                                     "--out", out, "--no-progress"])
+    peak_mb, cpu_s = run_cryptobeam(
+        ["backfill", "--source", source, "--input", inputs, "--interval", "1m", "--out", out, "--no-progress"]
+    )
     bars = pl.read_parquet(f"{out}/bars/**/*.parquet", hive_partitioning=True).filter(~pl.col("is_filled"))
     return bars, peak_mb, cpu_s
 
@@ -178,8 +209,12 @@ def run_cryptobeam(arguments: list[str]) -> tuple[float, float]:
     sampled from /proc every 0.25 s (a worker's last 0.25 s can be missed); the CLI's own comes
     from the kernel when it exits."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    process = subprocess.Popen([str(Path(sys.executable).parent / "cryptobeam"), *arguments],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "cryptobeam"), *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak = {"mb": 0.0}
     descendants_cpu: dict[int, float] = {}
     done = threading.Event()
@@ -193,6 +228,7 @@ def run_cryptobeam(arguments: list[str]) -> tuple[float, float]:
             for pid, seconds in cpu.items():
                 if pid != process.pid:
                     descendants_cpu[pid] = max(descendants_cpu.get(pid, 0.0), seconds)
+
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     _, stderr = process.communicate()
@@ -207,13 +243,20 @@ def run_cryptobeam(arguments: list[str]) -> tuple[float, float]:
 
 def write_binance_csv(trades_path: str, directory: str) -> str:
     """The same trades as Binance aggTrades CSV files, one per symbol and day, as Binance publishes them."""
-    frame = pl.read_parquet(trades_path).with_columns(ms=pl.col("event_time").cast(pl.Int64) // 1000,
-                                                      day=pl.col("event_time").dt.date())
+    frame = pl.read_parquet(trades_path).with_columns(
+        ms=pl.col("event_time").cast(pl.Int64) // 1000, day=pl.col("event_time").dt.date()
+    )
     for (symbol, day), part in frame.group_by(["symbol", "day"]):
-        part.select(pl.col("trade_id"), pl.col("price"), pl.col("amount"), pl.col("trade_id").alias("first"),
-                    pl.col("trade_id").alias("last"), pl.col("ms"), (pl.col("side") == "sell").alias("maker"),
-                    pl.lit(True).alias("best")).write_csv(os.path.join(directory, f"{symbol}-aggTrades-{day}.csv"),
-                                                          include_header=False)
+        part.select(
+            pl.col("trade_id"),
+            pl.col("price"),
+            pl.col("amount"),
+            pl.col("trade_id").alias("first"),
+            pl.col("trade_id").alias("last"),
+            pl.col("ms"),
+            (pl.col("side") == "sell").alias("maker"),
+            pl.lit(True).alias("best"),
+        ).write_csv(os.path.join(directory, f"{symbol}-aggTrades-{day}.csv"), include_header=False)
     return os.path.join(directory, "*-aggTrades-*.csv")
 
 
@@ -242,9 +285,13 @@ def run_once(trades: int, symbols: list[str], days: float, input_format: str, re
         path = os.path.join(tmp, "trades.parquet")
         write_synthetic_parquet(path, trades, symbols, days)
         interval_us = 60_000_000
-        inputs, source = (write_binance_csv(path, tmp), "binance-aggtrades") if input_format == "csv" else (path, "parquet")
+        inputs, source = (
+            (write_binance_csv(path, tmp), "binance-aggtrades") if input_format == "csv" else (path, "parquet")
+        )
         # The references read the same input as cryptobeam; for CSV, polars from Parquet is kept too.
-        polars_of, duckdb_of = (polars_bars_csv, duckdb_bars_csv) if input_format == "csv" else (polars_bars, duckdb_bars)
+        polars_of, duckdb_of = (
+            (polars_bars_csv, duckdb_bars_csv) if input_format == "csv" else (polars_bars, duckdb_bars)
+        )
         for k in range(repeat):
             polars_result, polars_s = timed(polars_of, inputs, interval_us)
             duck_result, duck_s = timed(duckdb_of, inputs, interval_us)
@@ -252,20 +299,39 @@ def run_once(trades: int, symbols: list[str], days: float, input_format: str, re
             out = os.path.join(tmp, f"out{k}")
             (ours, peak_pss_mb, cpu_s), ours_s = timed(cryptobeam_bars, inputs, source, out)
             shutil.rmtree(out)
-            rounds.append({"ours_s": ours_s, "polars_s": polars_s, "duck_s": duck_s, "peak": peak_pss_mb, "cpu": cpu_s,
-                           "ratio": ours_s / polars_s, "windows": ours.height, "polars_parquet_s": polars_parquet_s,
-                           "agree_polars": agree(polars_result, ours), "agree_duckdb": agree(duck_result, ours)})
+            rounds.append(
+                {
+                    "ours_s": ours_s,
+                    "polars_s": polars_s,
+                    "duck_s": duck_s,
+                    "peak": peak_pss_mb,
+                    "cpu": cpu_s,
+                    "ratio": ours_s / polars_s,
+                    "windows": ours.height,
+                    "polars_parquet_s": polars_parquet_s,
+                    "agree_polars": agree(polars_result, ours),
+                    "agree_duckdb": agree(duck_result, ours),
+                }
+            )
 
     def median(key):
         return statistics.median(r[key] for r in rounds)
+
     ours_s, polars_s, duck_s = median("ours_s"), median("polars_s"), median("duck_s")
     return {
-        "date": date.today().isoformat(), "machine": f"{platform.machine()} {os.cpu_count()} cores",
-        "format": input_format, "trades": trades, "symbols": len(symbols), "windows": rounds[0]["windows"],
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "format": input_format,
+        "trades": trades,
+        "symbols": len(symbols),
+        "windows": rounds[0]["windows"],
         "rounds": repeat,
-        "cryptobeam_s": round(ours_s, 3), "polars_s": round(polars_s, 3), "duckdb_s": round(duck_s, 3),
+        "cryptobeam_s": round(ours_s, 3),
+        "polars_s": round(polars_s, 3),
+        "duckdb_s": round(duck_s, 3),
         "cryptobeam_s_each": [round(r["ours_s"], 3) for r in rounds],
-        "cryptobeam_trades_per_s": round(trades / ours_s), "polars_trades_per_s": round(trades / polars_s),
+        "cryptobeam_trades_per_s": round(trades / ours_s),
+        "polars_trades_per_s": round(trades / polars_s),
         "duckdb_trades_per_s": round(trades / duck_s),
         "polars_over_cryptobeam": round(median("ratio"), 2),
         "polars_over_cryptobeam_each": [round(r["ratio"], 2) for r in rounds],
@@ -293,10 +359,15 @@ def with_net(result: dict, startup: dict, label: str) -> dict:
     """Adds wall and CPU time per trade net of the fixed start-up (``startup``: a 1,000-trade run)."""
     net = max(result["cryptobeam_s"] - startup["cryptobeam_s"], 1e-9)
     net_cpu = max(result["cryptobeam_cpu_s"] - startup["cryptobeam_cpu_s"], 1e-9)
-    return {"label": label, **result, "startup_s": round(startup["cryptobeam_s"], 3), "net_s": round(net, 3),
-            "net_us_per_trade": round(net / result["trades"] * 1e6, 3),
-            "net_cpu_us_per_trade": round(net_cpu / result["trades"] * 1e6, 3),
-            "throughput_vs_polars": round(1 / result["polars_over_cryptobeam"], 3)}
+    return {
+        "label": label,
+        **result,
+        "startup_s": round(startup["cryptobeam_s"], 3),
+        "net_s": round(net, 3),
+        "net_us_per_trade": round(net / result["trades"] * 1e6, 3),
+        "net_cpu_us_per_trade": round(net_cpu / result["trades"] * 1e6, 3),
+        "throughput_vs_polars": round(1 / result["polars_over_cryptobeam"], 3),
+    }
 
 
 def ratio_range(result: dict) -> str:
@@ -308,45 +379,91 @@ def ratio_range(result: dict) -> str:
 def print_suite(runs: list[dict], sweep: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
-    table = Table(title=f"cryptobeam backfill vs polars and duckdb, 1m bars, {date.today()}, {platform.machine()} "
-                        f"{os.cpu_count()} cores")
-    for column in ("input", "trades", "windows", "cryptobeam s", "trades/s", "net CPU µs/trade", "polars s", "duckdb s",
-                   "vs polars (rounds)", "polars from Parquet s", "peak PSS MB", "agree"):
+
+    table = Table(
+        title=f"cryptobeam backfill vs polars and duckdb, 1m bars, {date.today()}, {platform.machine()} "
+        f"{os.cpu_count()} cores"
+    )
+    for column in (
+        "input",
+        "trades",
+        "windows",
+        "cryptobeam s",
+        "trades/s",
+        "net CPU µs/trade",
+        "polars s",
+        "duckdb s",
+        "vs polars (rounds)",
+        "polars from Parquet s",
+        "peak PSS MB",
+        "agree",
+    ):
         table.add_column(column, justify="right")
     for r in runs:
-        table.add_row(r["label"], f"{r['trades']:,}", f"{r['windows']:,}", f"{r['cryptobeam_s']:.2f}",
-                      f"{r['cryptobeam_trades_per_s']:,}", f"{r['net_cpu_us_per_trade']:.2f}", f"{r['polars_s']:.2f}",
-                      f"{r['duckdb_s']:.2f}",
-                      f"1/{r['polars_over_cryptobeam']:.1f} ({ratio_range(r)})", f"{r['polars_from_parquet_s']:.2f}",
-                      f"{r['cryptobeam_peak_pss_mb']:,}",
-                      "yes" if r["agree_with_polars"] and r["agree_with_duckdb"] else "NO")
+        table.add_row(
+            r["label"],
+            f"{r['trades']:,}",
+            f"{r['windows']:,}",
+            f"{r['cryptobeam_s']:.2f}",
+            f"{r['cryptobeam_trades_per_s']:,}",
+            f"{r['net_cpu_us_per_trade']:.2f}",
+            f"{r['polars_s']:.2f}",
+            f"{r['duckdb_s']:.2f}",
+            f"1/{r['polars_over_cryptobeam']:.1f} ({ratio_range(r)})",
+            f"{r['polars_from_parquet_s']:.2f}",
+            f"{r['cryptobeam_peak_pss_mb']:,}",
+            "yes" if r["agree_with_polars"] and r["agree_with_duckdb"] else "NO",
+        )
     Console(width=200).print(table)
-    curve = Table(title=f"time per trade, 1 symbol, {SWEEP_TRADES_PER_WINDOW} trades per 1m window "
-                        f"(start-up {sweep[0]['startup_s']:.2f} s subtracted for 'net')")
-    for column in ("windows", "trades", "cryptobeam s", "µs/trade", "net µs/trade", "net CPU µs/trade", "peak PSS MB",
-                   "agree"):
+    curve = Table(
+        title=f"time per trade, 1 symbol, {SWEEP_TRADES_PER_WINDOW} trades per 1m window "
+        f"(start-up {sweep[0]['startup_s']:.2f} s subtracted for 'net')"
+    )
+    for column in (
+        "windows",
+        "trades",
+        "cryptobeam s",
+        "µs/trade",
+        "net µs/trade",
+        "net CPU µs/trade",
+        "peak PSS MB",
+        "agree",
+    ):
         curve.add_column(column, justify="right")
     for r in sweep:
-        curve.add_row(f"{r['windows']:,}", f"{r['trades']:,}", f"{r['cryptobeam_s']:.2f}", f"{r['cryptobeam_us_per_trade']:.2f}",
-                      f"{r['net_us_per_trade']:.2f}", f"{r['net_cpu_us_per_trade']:.2f}", f"{r['cryptobeam_peak_pss_mb']:,}",
-                      "yes" if r["agree_with_polars"] and r["agree_with_duckdb"] else "NO")
+        curve.add_row(
+            f"{r['windows']:,}",
+            f"{r['trades']:,}",
+            f"{r['cryptobeam_s']:.2f}",
+            f"{r['cryptobeam_us_per_trade']:.2f}",
+            f"{r['net_us_per_trade']:.2f}",
+            f"{r['net_cpu_us_per_trade']:.2f}",
+            f"{r['cryptobeam_peak_pss_mb']:,}",
+            "yes" if r["agree_with_polars"] and r["agree_with_duckdb"] else "NO",
+        )
     Console(width=200).print(curve)
     size = [r for r in runs if r["days"] == 1.0]
 
     def spread(rows, key):
         return max(r[key] for r in rows) / min(r[key] for r in rows)
-    print(f"spread of net time per trade (target: within 1.5x): 1M -> 10M wall {spread(size, 'net_us_per_trade'):.2f}x, "
-          f"CPU {spread(size, 'net_cpu_us_per_trade'):.2f}x; 1k -> 43.2k windows wall {spread(sweep, 'net_us_per_trade'):.2f}x, "
-          f"CPU {spread(sweep, 'net_cpu_us_per_trade'):.2f}x; "
-          f"all agree: {all(r['agree_with_polars'] and r['agree_with_duckdb'] for r in runs + sweep)}")
+
+    print(
+        f"spread of net time per trade (target: within 1.5x): 1M -> 10M wall {spread(size, 'net_us_per_trade'):.2f}x, "
+        f"CPU {spread(size, 'net_cpu_us_per_trade'):.2f}x; 1k -> 43.2k windows wall {spread(sweep, 'net_us_per_trade'):.2f}x, "
+        f"CPU {spread(sweep, 'net_cpu_us_per_trade'):.2f}x; "
+        f"all agree: {all(r['agree_with_polars'] and r['agree_with_duckdb'] for r in runs + sweep)}"
+    )
 
 
 def run_suite(repeat: int) -> None:
     startup = run_once(1_000, ["BTCUSDT"], 1.0, "parquet", repeat)
     runs = []
     for label, trades, n_symbols, days, input_format in SUITE:
-        runs.append(with_net({**run_once(trades, SYMBOLS[:n_symbols], days, input_format, repeat), "days": days},
-                             startup, label))
+        runs.append(
+            with_net(
+                {**run_once(trades, SYMBOLS[:n_symbols], days, input_format, repeat), "days": days}, startup, label
+            )
+        )
         print(f"done: {label}", file=sys.stderr)
     sweep = []
     for windows in SWEEP_WINDOWS:
@@ -356,10 +473,18 @@ def run_suite(repeat: int) -> None:
     print_suite(runs, sweep)
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "backfill-suite.json").write_text(json.dumps({"date": date.today().isoformat(),
-                                                             "machine": f"{platform.platform()}, {os.cpu_count()} cores",
-                                                             "startup": startup, "runs": runs, "windows_sweep": sweep},
-                                                            indent=2))
+    (out_dir / "backfill-suite.json").write_text(
+        json.dumps(
+            {
+                "date": date.today().isoformat(),
+                "machine": f"{platform.platform()}, {os.cpu_count()} cores",
+                "startup": startup,
+                "runs": runs,
+                "windows_sweep": sweep,
+            },
+            indent=2,
+        )
+    )
     print(f"written {out_dir / 'backfill-suite.json'}")
 
 
@@ -370,8 +495,11 @@ CONSOLIDATED_PARTITIONS = 12
 QUOTE_EQUIVALENT = ("USDT", "USD")
 CONSOLIDATION_TARGET_PCT = 50
 """Consolidated bars may add at most this much to the run time of time bars alone (issue 24)."""
-VENUE_PAIRS = {("binance", "BTCUSDT"): ("BTC", "USDT"), ("coinbase", "BTC-USD"): ("BTC", "USD"),
-               ("kraken", "XBTUSD"): ("BTC", "USD")}
+VENUE_PAIRS = {
+    ("binance", "BTCUSDT"): ("BTC", "USDT"),
+    ("coinbase", "BTC-USD"): ("BTC", "USD"),
+    ("kraken", "XBTUSD"): ("BTC", "USD"),
+}
 """The synthetic venues' pairs as the exchanges list them, written here rather than read from the
 shipped table, so the reference does not share cryptobeam's lookup."""
 TIME_ONLY, ONE_CHUNK, WITH_CONSOLIDATED = "time_only", "time_only_one_chunk", "with_consolidated"
@@ -380,7 +508,14 @@ CONSOLIDATED_RUNS = {  # name -> the options after --input and --out
     # Consolidation needs a day's trades of every venue in one chunk, so its run cannot cut the
     # day into pieces for two workers: this control has the same shape without consolidating.
     ONE_CHUNK: ["--bars", "time:1m", "--chunk-rows", "0", "--workers", "1"],
-    WITH_CONSOLIDATED: ["--bars", "time:1m", "--bars", "consolidated:1m", "--quote-equivalent", "=".join(QUOTE_EQUIVALENT)],
+    WITH_CONSOLIDATED: [
+        "--bars",
+        "time:1m",
+        "--bars",
+        "consolidated:1m",
+        "--quote-equivalent",
+        "=".join(QUOTE_EQUIVALENT),
+    ],
 }
 
 
@@ -391,27 +526,41 @@ def polars_consolidated(pattern: str) -> tuple[dict, int]:
     Returns them and how many partitions the float running sum left in doubt (settled exactly)."""
     width = CONSOLIDATED_INTERVAL_US // CONSOLIDATED_PARTITIONS
     quote_as = dict([QUOTE_EQUIVALENT])
-    pairs = pl.DataFrame([{"exchange": e, "symbol": s, "pair": f"{b}/{quote_as.get(q, q)}"}
-                          for (e, s), (b, q) in VENUE_PAIRS.items()])
+    pairs = pl.DataFrame(
+        [{"exchange": e, "symbol": s, "pair": f"{b}/{quote_as.get(q, q)}"} for (e, s), (b, q) in VENUE_PAIRS.items()]
+    )
     group = ["pair", "window", "part"]
-    trades = (pl.scan_parquet(pattern)
-              .select("exchange", "symbol", pl.col("event_time").cast(pl.Int64).alias("t"), "price", "amount")
-              .filter(pl.col("amount") > 0)
-              .join(pairs.lazy(), on=["exchange", "symbol"], how="inner")
-              .select("pair", "price", "amount",
-                      window=pl.col("t") // CONSOLIDATED_INTERVAL_US * CONSOLIDATED_INTERVAL_US,
-                      part=pl.col("t") % CONSOLIDATED_INTERVAL_US // width))
-    running = (trades.sort([*group, "price"])
-               .with_columns(through=pl.col("amount").cum_sum().over(group))
-               .with_columns(before=pl.col("through") - pl.col("amount"), total=pl.col("through").last().over(group)))
+    trades = (
+        pl.scan_parquet(pattern)
+        .select("exchange", "symbol", pl.col("event_time").cast(pl.Int64).alias("t"), "price", "amount")
+        .filter(pl.col("amount") > 0)
+        .join(pairs.lazy(), on=["exchange", "symbol"], how="inner")
+        .select(
+            "pair",
+            "price",
+            "amount",
+            window=pl.col("t") // CONSOLIDATED_INTERVAL_US * CONSOLIDATED_INTERVAL_US,
+            part=pl.col("t") % CONSOLIDATED_INTERVAL_US // width,
+        )
+    )
+    running = (
+        trades.sort([*group, "price"])
+        .with_columns(through=pl.col("amount").cum_sum().over(group))
+        .with_columns(before=pl.col("through") - pl.col("amount"), total=pl.col("through").last().over(group))
+    )
     # The float running sum is monotone, so exactly one row per partition crosses half; a crossing
     # within far more than the sum's rounding of half is re-checked with exact fractions.
     tolerance = 1e-9 * pl.col("total")
-    medians = (running.filter((2 * pl.col("through") >= pl.col("total")) & (2 * pl.col("before") < pl.col("total")))
-               .select(*group, "price",
-                       doubt=((2 * pl.col("through") - pl.col("total")) <= tolerance)
-                       | ((pl.col("total") - 2 * pl.col("before")) <= tolerance))
-               .collect())
+    medians = (
+        running.filter((2 * pl.col("through") >= pl.col("total")) & (2 * pl.col("before") < pl.col("total")))
+        .select(
+            *group,
+            "price",
+            doubt=((2 * pl.col("through") - pl.col("total")) <= tolerance)
+            | ((pl.col("total") - 2 * pl.col("before")) <= tolerance),
+        )
+        .collect()
+    )
     doubtful = medians.filter(pl.col("doubt")).select(group)
     settled = {}
     if doubtful.height:
@@ -436,28 +585,47 @@ def _exact_weighted_median(prices: list[float], amounts: list[float]) -> float:
 
 def cryptobeam_consolidated(out: str) -> pl.DataFrame:
     """The final consolidated bars of a run."""
-    return (pl.read_parquet(f"{out}/bars_consolidated/**/*.parquet", hive_partitioning=False)
-            .filter(pl.col("is_final"))
-            .select(pl.format("{}/{}", "base", "quote").alias("pair"), pl.col("window_start").cast(pl.Int64).alias("window"),
-                    "price", "partitions_with_trades", "excluded", "constituent_count", "trade_count"))
+    return (
+        pl.read_parquet(f"{out}/bars_consolidated/**/*.parquet", hive_partitioning=False)
+        .filter(pl.col("is_final"))
+        .select(
+            pl.format("{}/{}", "base", "quote").alias("pair"),
+            pl.col("window_start").cast(pl.Int64).alias("window"),
+            "price",
+            "partitions_with_trades",
+            "excluded",
+            "constituent_count",
+            "trade_count",
+        )
+    )
 
 
 def consolidated_check(ours: pl.DataFrame, reference: dict, trades: int) -> dict:
     """Whether cryptobeam's final consolidated prices equal the reference's exactly, and that no
     venue was excluded (the reference does not judge venues: the synthetic day needs no exclusion)."""
-    prices = {(pair, window): (price, used) for pair, window, price, used in
-              ours.select("pair", "window", "price", "partitions_with_trades").iter_rows()}
+    prices = {
+        (pair, window): (price, used)
+        for pair, window, price, used in ours.select("pair", "window", "price", "partitions_with_trades").iter_rows()
+    }
     differing = [key for key in reference.keys() | prices.keys() if prices.get(key) != reference.get(key)]
     excluded = ours.filter(pl.col("excluded") != "{}").height
-    return {"windows": ours.height, "price_mismatches": len(differing) + (ours.height - len(prices)),
-            "windows_with_exclusions": excluded,
-            "windows_short_of_venues": ours.filter(pl.col("constituent_count") != len(VENUE_PAIRS)).height,
-            "trades_counted": int(ours["trade_count"].sum()), "trades_expected": trades}
+    return {
+        "windows": ours.height,
+        "price_mismatches": len(differing) + (ours.height - len(prices)),
+        "windows_with_exclusions": excluded,
+        "windows_short_of_venues": ours.filter(pl.col("constituent_count") != len(VENUE_PAIRS)).height,
+        "trades_counted": int(ours["trade_count"].sum()),
+        "trades_expected": trades,
+    }
 
 
 def _agreed(check: dict) -> bool:
-    return (check["price_mismatches"] == 0 and check["windows_with_exclusions"] == 0
-            and check["windows_short_of_venues"] == 0 and check["trades_counted"] == check["trades_expected"])
+    return (
+        check["price_mismatches"] == 0
+        and check["windows_with_exclusions"] == 0
+        and check["windows_short_of_venues"] == 0
+        and check["trades_counted"] == check["trades_expected"]
+    )
 
 
 def run_consolidated(per_venue: int, repeat: int) -> dict:
@@ -475,9 +643,15 @@ def run_consolidated(per_venue: int, repeat: int) -> dict:
             measured = {}
             for name, options in CONSOLIDATED_RUNS.items():
                 out = os.path.join(tmp, f"{name}-{k}")
-                (peak_mb, cpu_s), seconds = timed(run_cryptobeam, ["backfill", "--source", "parquet", "--input", pattern,
-                                                                   "--out", out, "--no-progress", *options])
-                check = consolidated_check(cryptobeam_consolidated(out), reference, trades) if name == WITH_CONSOLIDATED else None
+                (peak_mb, cpu_s), seconds = timed(
+                    run_cryptobeam,
+                    ["backfill", "--source", "parquet", "--input", pattern, "--out", out, "--no-progress", *options],
+                )
+                check = (
+                    consolidated_check(cryptobeam_consolidated(out), reference, trades)
+                    if name == WITH_CONSOLIDATED
+                    else None
+                )
                 shutil.rmtree(out)
                 measured[name] = {"s": seconds, "peak": peak_mb, "cpu": cpu_s, "check": check}
                 print(f"round {k + 1}: {name} {seconds:.1f} s", file=sys.stderr)
@@ -488,43 +662,68 @@ def run_consolidated(per_venue: int, repeat: int) -> dict:
 
     def extra_pct(r, base=TIME_ONLY):
         return (r[WITH_CONSOLIDATED]["s"] / r[base]["s"] - 1) * 100
-    runs = {name: {"s": round(median(name), 3), "s_each": [round(r[name]["s"], 3) for r in rounds],
-                   "trades_per_s": round(trades / median(name)), "peak_pss_mb": round(max(r[name]["peak"] for r in rounds)),
-                   "cpu_s": round(median(name, "cpu"), 3), "options": " ".join(options)}
-            for name, options in CONSOLIDATED_RUNS.items()}
+
+    runs = {
+        name: {
+            "s": round(median(name), 3),
+            "s_each": [round(r[name]["s"], 3) for r in rounds],
+            "trades_per_s": round(trades / median(name)),
+            "peak_pss_mb": round(max(r[name]["peak"] for r in rounds)),
+            "cpu_s": round(median(name, "cpu"), 3),
+            "options": " ".join(options),
+        }
+        for name, options in CONSOLIDATED_RUNS.items()
+    }
     checks = [r[WITH_CONSOLIDATED]["check"] for r in rounds]
     extra = statistics.median(extra_pct(r) for r in rounds)
     return {
-        "date": date.today().isoformat(), "machine": f"{platform.machine()} {os.cpu_count()} cores",
-        "venues": [f"{e}:{s}" for e, s in VENUE_PAIRS], "trades_per_venue": per_venue, "trades": trades,
-        "rounds": repeat, **runs,
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "venues": [f"{e}:{s}" for e, s in VENUE_PAIRS],
+        "trades_per_venue": per_venue,
+        "trades": trades,
+        "rounds": repeat,
+        **runs,
         "extra_s": round(runs[WITH_CONSOLIDATED]["s"] - runs[TIME_ONLY]["s"], 3),
-        "extra_pct": round(extra, 1), "extra_pct_each": [round(extra_pct(r), 1) for r in rounds],
+        "extra_pct": round(extra, 1),
+        "extra_pct_each": [round(extra_pct(r), 1) for r in rounds],
         "extra_pct_over_one_chunk": round(statistics.median(extra_pct(r, ONE_CHUNK) for r in rounds), 1),
-        "target_pct": CONSOLIDATION_TARGET_PCT, "within_target": extra <= CONSOLIDATION_TARGET_PCT,
-        "reference": "polars", "reference_s": round(statistics.median(r["reference_s"] for r in rounds), 3),
+        "target_pct": CONSOLIDATION_TARGET_PCT,
+        "within_target": extra <= CONSOLIDATION_TARGET_PCT,
+        "reference": "polars",
+        "reference_s": round(statistics.median(r["reference_s"] for r in rounds), 3),
         "reference_partitions_settled_exactly": rounds[0]["doubtful"],
-        "agree_with_reference": all(_agreed(c) for c in checks), "check": checks[0],
+        "agree_with_reference": all(_agreed(c) for c in checks),
+        "check": checks[0],
     }
 
 
 def print_consolidated(r: dict) -> None:
     print(f"{len(r['venues'])} venues x {r['trades_per_venue']:,} trades, 1 day, {r['rounds']} round(s), medians:")
-    labels = {TIME_ONLY: "(a) time:1m", ONE_CHUNK: "(a1) time:1m, one chunk, 1 worker",
-              WITH_CONSOLIDATED: "(b) time:1m + consolidated:1m"}
+    labels = {
+        TIME_ONLY: "(a) time:1m",
+        ONE_CHUNK: "(a1) time:1m, one chunk, 1 worker",
+        WITH_CONSOLIDATED: "(b) time:1m + consolidated:1m",
+    }
     for name, label in labels.items():
         run = r[name]
-        print(f"  {label:<34} {run['s']:>8.2f} s  {run['trades_per_s']:>10,} trades/s  peak PSS {run['peak_pss_mb']:>6,} MB  "
-              f"CPU {run['cpu_s']:.1f} s  (rounds: {', '.join(f'{s:.2f}' for s in run['s_each'])})")
+        print(
+            f"  {label:<34} {run['s']:>8.2f} s  {run['trades_per_s']:>10,} trades/s  peak PSS {run['peak_pss_mb']:>6,} MB  "
+            f"CPU {run['cpu_s']:.1f} s  (rounds: {', '.join(f'{s:.2f}' for s in run['s_each'])})"
+        )
     verdict = "within" if r["within_target"] else "OVER"
-    print(f"  consolidation adds {r['extra_s']:.2f} s = {r['extra_pct']:.1f} % over (a) (rounds: "
-          f"{', '.join(f'{p:.1f}' for p in r['extra_pct_each'])}); target at most {r['target_pct']} %: {verdict}")
+    print(
+        f"  consolidation adds {r['extra_s']:.2f} s = {r['extra_pct']:.1f} % over (a) (rounds: "
+        f"{', '.join(f'{p:.1f}' for p in r['extra_pct_each'])}); target at most {r['target_pct']} %: {verdict}"
+    )
     print(f"  over the one-chunk control (a1): {r['extra_pct_over_one_chunk']:.1f} %")
     check = r["check"]
-    print(f"  polars reference {r['reference_s']:.2f} s; agrees exactly: {r['agree_with_reference']} "
-          f"({check['windows']} windows, {check['price_mismatches']} prices differ, "
-          f"{check['windows_with_exclusions']} with exclusions, {r['reference_partitions_settled_exactly']} partitions "
-          f"settled with exact fractions)")
+    print(
+        f"  polars reference {r['reference_s']:.2f} s; agrees exactly: {r['agree_with_reference']} "
+        f"({check['windows']} windows, {check['price_mismatches']} prices differ, "
+        f"{check['windows_with_exclusions']} with exclusions, {r['reference_partitions_settled_exactly']} partitions "
+        f"settled with exact fractions)"
+    )
 
 
 # The command's entry point ends with os._exit, which would skip ``python -m cProfile``'s writing
@@ -544,6 +743,7 @@ def profile_consolidated(per_venue: int, top: int = 30) -> None:
     functions with the most time of their own, and the most time under them. The statistics are
     kept under benchmarks/results/ for pstats or snakeviz."""
     import pstats
+
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -552,8 +752,21 @@ def profile_consolidated(per_venue: int, top: int = 30) -> None:
             stats_path = str(out_dir / f"profile-consolidated-{per_venue}-{name}.prof")
             options = list(CONSOLIDATED_RUNS[name])
             options += [] if "--workers" in options else ["--workers", "1"]
-            command = [sys.executable, "-c", _PROFILED_CLI, stats_path, "backfill", "--source", "parquet",
-                       "--input", os.path.join(tmp, "*.parquet"), "--out", os.path.join(tmp, name), "--no-progress", *options]
+            command = [
+                sys.executable,
+                "-c",
+                _PROFILED_CLI,
+                stats_path,
+                "backfill",
+                "--source",
+                "parquet",
+                "--input",
+                os.path.join(tmp, "*.parquet"),
+                "--out",
+                os.path.join(tmp, name),
+                "--no-progress",
+                *options,
+            ]
             started = time.perf_counter()
             finished = subprocess.run(command, capture_output=True, text=True)
             seconds = time.perf_counter() - started
@@ -592,13 +805,23 @@ def main() -> None:
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     parser.add_argument("--scaling", help="comma-separated trade counts; prints the curve")
     parser.add_argument("--suite", action="store_true", help="the issue-6 set of runs (several minutes)")
-    parser.add_argument("--repeat", type=int, default=None,
-                        help="rounds per input; times are medians (default: 1, or 3 with --suite or --consolidated)")
-    parser.add_argument("--consolidated", action="store_true",
-                        help="the issue-24 run: three venues' day of one pair, time bars with and without consolidated bars")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="rounds per input; times are medians (default: 1, or 3 with --suite or --consolidated)",
+    )
+    parser.add_argument(
+        "--consolidated",
+        action="store_true",
+        help="the issue-24 run: three venues' day of one pair, time bars with and without consolidated bars",
+    )
     parser.add_argument("--per-venue", type=int, default=10_000_000, help="trades per venue with --consolidated")
-    parser.add_argument("--profile", action="store_true",
-                        help="with --consolidated: cProfile the in-process runs instead of timing them")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="with --consolidated: cProfile the in-process runs instead of timing them",
+    )
     args = parser.parse_args()
     repeat = args.repeat or (3 if args.suite or args.consolidated else 1)
     if repeat < 1:
@@ -610,10 +833,14 @@ def main() -> None:
     symbols = SYMBOLS[: args.symbols]
     if args.scaling:
         runs = [run_once(int(n), symbols, args.days, args.format, repeat) for n in args.scaling.split(",")]
-        print(f"{'trades':>12} {'cryptobeam s':>13} {'µs/trade':>9} {'polars s':>9} {'ratio':>6} {'peak PSS MB':>12} agree")
+        print(
+            f"{'trades':>12} {'cryptobeam s':>13} {'µs/trade':>9} {'polars s':>9} {'ratio':>6} {'peak PSS MB':>12} agree"
+        )
         for r in runs:
-            print(f"{r['trades']:>12,} {r['cryptobeam_s']:>13} {r['cryptobeam_us_per_trade']:>9} {r['polars_s']:>9} "
-                  f"{r['polars_over_cryptobeam']:>6} {r['cryptobeam_peak_pss_mb']:>12} {r['agree_with_polars'] and r['agree_with_duckdb']}")
+            print(
+                f"{r['trades']:>12,} {r['cryptobeam_s']:>13} {r['cryptobeam_us_per_trade']:>9} {r['polars_s']:>9} "
+                f"{r['polars_over_cryptobeam']:>6} {r['cryptobeam_peak_pss_mb']:>12} {r['agree_with_polars'] and r['agree_with_duckdb']}"
+            )
         (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
         (ROOT / "benchmarks" / "results" / f"scaling-{args.format}.json").write_text(json.dumps(runs, indent=2))
         return

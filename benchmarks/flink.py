@@ -34,6 +34,7 @@ used on average. ``other`` is the rest of the machine (not this benchmark): the 
 
 Prints tables and writes JSON to benchmarks/results/flink-<environment>-<stream>-<backfill>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,6 +79,7 @@ _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 # ----------------------------------------------------------------------------- CPU per process
 
+
 def _proc_stat(pid: str) -> tuple[int, float] | None:
     """(parent pid, CPU seconds so far) of one process."""
     try:
@@ -112,8 +114,14 @@ class CpuSampler(threading.Thread):
     A process's group is decided by its command line (the Kafka and Flink work dirs, Beam's job
     server jar, Python SDK workers) or by descent from the benchmark's ``cryptobeam`` process."""
 
-    GROUPS = ("Flink TaskManager", "Flink JobManager", "Beam job server", "Kafka broker",
-              "cryptobeam (+LOOPBACK workers)", "Python workers (PROCESS)")
+    GROUPS = (
+        "Flink TaskManager",
+        "Flink JobManager",
+        "Beam job server",
+        "Kafka broker",
+        "cryptobeam (+LOOPBACK workers)",
+        "Python workers (PROCESS)",
+    )
 
     def __init__(self, kafka_dir: Path, flink_dir: Path):
         super().__init__(daemon=True)
@@ -199,6 +207,7 @@ class CpuSampler(threading.Thread):
 
 
 # ----------------------------------------------------------------------------- Flink REST
+
 
 def new_job(cluster: LocalFlink, known: set[str]) -> dict | None:
     """The cluster's job that is not in ``known``, if one has been submitted."""
@@ -296,12 +305,14 @@ class JobWatcher(threading.Thread):
 
 # ----------------------------------------------------------------------------- runs
 
+
 def publish_trades(bootstrap: str, topic: str, n: int, partitions: int) -> float:
     """Publishes ``n`` synthetic trades in event-time order, symbol i to partition i mod
     ``partitions`` so that the partitions hold as many each; returns the seconds it took."""
     trades = synthetic_trades(n, list(STREAM_SYMBOLS))
-    trades = trades.set_column(trades.schema.get_field_index("event_time"), "event_time",
-                               trades["event_time"].cast(pa.int64())).sort_by("event_time")
+    trades = trades.set_column(
+        trades.schema.get_field_index("event_time"), "event_time", trades["event_time"].cast(pa.int64())
+    ).sort_by("event_time")
     create_topics(bootstrap, {topic: partitions})
     producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
     failed = []
@@ -310,9 +321,14 @@ def publish_trades(bootstrap: str, topic: str, n: int, partitions: int) -> float
         partition = STREAM_SYMBOLS.index(record["symbol"]) % partitions
         while True:
             try:
-                producer.produce(topic, value=encode(record, "trade"), key=f"{record['exchange']}:{record['symbol']}",
-                                 partition=partition, timestamp=record["event_time"] // 1000,
-                                 on_delivery=lambda error, _m: failed.append(error) if error else None)
+                producer.produce(
+                    topic,
+                    value=encode(record, "trade"),
+                    key=f"{record['exchange']}:{record['symbol']}",
+                    partition=partition,
+                    timestamp=record["event_time"] // 1000,
+                    on_delivery=lambda error, _m: failed.append(error) if error else None,
+                )
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -327,8 +343,9 @@ class RunFailed(RuntimeError):
     """A ``cryptobeam`` command failed or outlived its time: its round is reported as failed."""
 
 
-def run_command(command: list[str], log_path: Path, cpu: CpuSampler, cluster: LocalFlink | None,
-                trades: int, timeout_s: float) -> dict:
+def run_command(
+    command: list[str], log_path: Path, cpu: CpuSampler, cluster: LocalFlink | None, trades: int, timeout_s: float
+) -> dict:
     """Runs one ``cryptobeam`` command, following its Flink job (if any) and CPU per process."""
     watcher = JobWatcher(cluster, cpu, trades) if cluster is not None else None
     load = load_average()
@@ -352,24 +369,63 @@ def run_command(command: list[str], log_path: Path, cpu: CpuSampler, cluster: Lo
         if cluster is not None:
             cluster.cancel_running_jobs()  # a job left behind would skew the next round
     if returncode != 0:
-        raise RunFailed(f"{command[1]} exited {returncode}; its log ends: "
-                        + log_path.read_text(errors="replace")[-1500:])
-    return {"start": start, "end": end, "watcher": watcher, "load": load,
-            "flink_job_s": watcher.job_seconds() if watcher else None,
-            "summary": json.loads((Path(command[command.index("--out") + 1]) / "_SUMMARY.json").read_text())}
+        raise RunFailed(
+            f"{command[1]} exited {returncode}; its log ends: " + log_path.read_text(errors="replace")[-1500:]
+        )
+    return {
+        "start": start,
+        "end": end,
+        "watcher": watcher,
+        "load": load,
+        "flink_job_s": watcher.job_seconds() if watcher else None,
+        "summary": json.loads((Path(command[command.index("--out") + 1]) / "_SUMMARY.json").read_text()),
+    }
 
 
 def flink_options(cluster: LocalFlink, parallelism: int, environment: str) -> list[str]:
-    return ["--runner", "flink", "--flink-master", cluster.flink_master, "--parallelism", str(parallelism),
-            "--environment", environment]
+    return [
+        "--runner",
+        "flink",
+        "--flink-master",
+        cluster.flink_master,
+        "--parallelism",
+        str(parallelism),
+        "--environment",
+        environment,
+    ]
 
 
-def stream_round(kafka: LocalKafka, cluster: LocalFlink, cpu: CpuSampler, topic: str, trades: int,
-                 parallelism: int, environment: str, idle_s: float, work: Path, timeout_s: float) -> dict:
+def stream_round(
+    kafka: LocalKafka,
+    cluster: LocalFlink,
+    cpu: CpuSampler,
+    topic: str,
+    trades: int,
+    parallelism: int,
+    environment: str,
+    idle_s: float,
+    work: Path,
+    timeout_s: float,
+) -> dict:
     out = work / f"stream-p{parallelism}"
-    command = [CLI, "stream", "--kafka", kafka.bootstrap, "--topic", topic,
-               "--group", f"bench-p{parallelism}-{uuid.uuid4().hex[:6]}", "--out", str(out), "--interval", "1m",
-               *flink_options(cluster, parallelism, environment), "--stop-when-idle", f"{idle_s:g}s", "--no-progress"]
+    command = [
+        CLI,
+        "stream",
+        "--kafka",
+        kafka.bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        f"bench-p{parallelism}-{uuid.uuid4().hex[:6]}",
+        "--out",
+        str(out),
+        "--interval",
+        "1m",
+        *flink_options(cluster, parallelism, environment),
+        "--stop-when-idle",
+        f"{idle_s:g}s",
+        "--no-progress",
+    ]
     run = run_command(command, work / f"stream-p{parallelism}.log", cpu, cluster, trades, timeout_s)
     watcher: JobWatcher = run["watcher"]
     launched, exited = run["start"][0], run["end"][0]
@@ -381,19 +437,30 @@ def stream_round(kafka: LocalKafka, cluster: LocalFlink, cpu: CpuSampler, topic:
     drain_s = max(exited - done[0] - idle_s, 0.0)
     summary, bars = run["summary"], final_bars(str(out))
     return {
-        "parallelism": parallelism, "environment": environment, "trades": trades,
-        "load_before": run["load"], "load_after": load_average(),
+        "parallelism": parallelism,
+        "environment": environment,
+        "trades": trades,
+        "load_before": run["load"],
+        "load_after": load_average(),
         "job_running_after_s": round(watcher.running_at - launched, 1) if watcher.running_at else None,
-        "startup_s": round(first[0] - launched, 1), "read_s": round(read_s, 1), "drain_s": round(drain_s, 1),
-        "idle_wait_s": idle_s, "wall_s": round(exited - launched, 1),
+        "startup_s": round(first[0] - launched, 1),
+        "read_s": round(read_s, 1),
+        "drain_s": round(drain_s, 1),
+        "idle_wait_s": idle_s,
+        "wall_s": round(exited - launched, 1),
         "trades_per_s": round(trades / read_s),
         "steady_trades_per_s": round((c90 - c10) / max(t90 - t10, 1e-9)),
         "end_to_end_trades_per_s": round(trades / (read_s + drain_s)),
-        "records_in": summary["records_in"], "reconciled": summary["reconciled"],
+        "records_in": summary["records_in"],
+        "reconciled": summary["reconciled"],
         "trades_in_final_bars": summary["trades_in_final_bars"],
-        "final_bars": len(bars), "final_bar_trades": sum(bar["trade_count"] for bar in bars),
-        "ok": (summary["records_in"] == trades and summary["reconciled"]
-               and sum(bar["trade_count"] for bar in bars) == trades),
+        "final_bars": len(bars),
+        "final_bar_trades": sum(bar["trade_count"] for bar in bars),
+        "ok": (
+            summary["records_in"] == trades
+            and summary["reconciled"]
+            and sum(bar["trade_count"] for bar in bars) == trades
+        ),
         "cores_during_read": watcher.read_cores(),
         "cores_whole_run": CpuSampler.cores(run["start"], run["end"]),
         "flink_job_s": run["flink_job_s"],
@@ -412,13 +479,34 @@ def comparable(bars: list[dict]) -> list[tuple]:
     return sorted(rows)
 
 
-def backfill_round(cpu: CpuSampler, cluster: LocalFlink | None, inputs: Path, trades: int, parallelism: int | None,
-                   environment: str, work: Path, timeout_s: float, batch_rows: int | None = None) -> tuple[dict, list[tuple]]:
+def backfill_round(
+    cpu: CpuSampler,
+    cluster: LocalFlink | None,
+    inputs: Path,
+    trades: int,
+    parallelism: int | None,
+    environment: str,
+    work: Path,
+    timeout_s: float,
+    batch_rows: int | None = None,
+) -> tuple[dict, list[tuple]]:
     name = "direct" if cluster is None else f"flink-p{parallelism}"
     out = work / f"backfill-{name}"
-    command = [CLI, "backfill", "--source", "parquet", "--input", str(inputs), "--interval", "1m", "--out", str(out),
-               "--no-progress", *([] if cluster is None else flink_options(cluster, parallelism, environment)),
-               *([] if batch_rows is None else ["--batch-rows", str(batch_rows)])]
+    command = [
+        CLI,
+        "backfill",
+        "--source",
+        "parquet",
+        "--input",
+        str(inputs),
+        "--interval",
+        "1m",
+        "--out",
+        str(out),
+        "--no-progress",
+        *([] if cluster is None else flink_options(cluster, parallelism, environment)),
+        *([] if batch_rows is None else ["--batch-rows", str(batch_rows)]),
+    ]
     run = run_command(command, work / f"backfill-{name}.log", cpu, cluster, trades, timeout_s)
     watcher: JobWatcher | None = run["watcher"]
     launched, exited = run["start"][0], run["end"][0]
@@ -426,14 +514,22 @@ def backfill_round(cpu: CpuSampler, cluster: LocalFlink | None, inputs: Path, tr
     summary, bars = run["summary"], final_bars(str(out))
     shutil.rmtree(out, ignore_errors=True)
     result = {
-        "runner": "direct" if cluster is None else "flink", "parallelism": parallelism, "batch_rows": batch_rows,
-        "environment": None if cluster is None else environment, "trades": trades,
-        "load_before": run["load"], "load_after": load_average(),
-        "wall_s": round(exited - launched, 1), "trades_per_s": round(trades / (exited - launched)),
+        "runner": "direct" if cluster is None else "flink",
+        "parallelism": parallelism,
+        "batch_rows": batch_rows,
+        "environment": None if cluster is None else environment,
+        "trades": trades,
+        "load_before": run["load"],
+        "load_after": load_average(),
+        "wall_s": round(exited - launched, 1),
+        "trades_per_s": round(trades / (exited - launched)),
         "job_running_after_s": round(watcher.running_at - launched, 1) if watcher and watcher.running_at else None,
         "first_trades_after_s": round(first[0] - launched, 1) if first else None,
-        "records_in": summary["records_in"], "reconciled": summary["reconciled"], "final_bars": len(bars),
-        "cores_whole_run": CpuSampler.cores(run["start"], run["end"]), "flink_job_s": run["flink_job_s"],
+        "records_in": summary["records_in"],
+        "reconciled": summary["reconciled"],
+        "final_bars": len(bars),
+        "cores_whole_run": CpuSampler.cores(run["start"], run["end"]),
+        "flink_job_s": run["flink_job_s"],
         "progress": [(round(t - launched, 2), count) for t, count in watcher.progress] if watcher else None,
     }
     return result, comparable(bars)
@@ -441,9 +537,16 @@ def backfill_round(cpu: CpuSampler, cluster: LocalFlink | None, inputs: Path, tr
 
 # ----------------------------------------------------------------------------- report
 
-SHOWN_GROUPS = {"TaskManager": "Flink TaskManager", "JobManager": "Flink JobManager", "job server": "Beam job server",
-                "Kafka": "Kafka broker", "cryptobeam": "cryptobeam (+LOOPBACK workers)",
-                "PROCESS workers": "Python workers (PROCESS)", "other": "other", "machine": "machine"}
+SHOWN_GROUPS = {
+    "TaskManager": "Flink TaskManager",
+    "JobManager": "Flink JobManager",
+    "job server": "Beam job server",
+    "Kafka": "Kafka broker",
+    "cryptobeam": "cryptobeam (+LOOPBACK workers)",
+    "PROCESS workers": "Python workers (PROCESS)",
+    "other": "other",
+    "machine": "machine",
+}
 
 
 def cores_cells(cores: dict | None) -> list[str]:
@@ -451,39 +554,77 @@ def cores_cells(cores: dict | None) -> list[str]:
 
 
 def print_stream(rounds: list[dict], partitions: int, console: Console) -> None:
-    table = Table(title=f"stream on Flink: {rounds[0]['trades']:,} trades pre-published to {partitions} partitions "
-                        "(cores = average CPU cores used during the read)")
-    for column in ("parallelism", "start-up s", "read s", "trades/s", "steady trades/s", "drain s",
-                   "end-to-end trades/s", "ok", *SHOWN_GROUPS, "load 1m before/after"):
+    table = Table(
+        title=f"stream on Flink: {rounds[0]['trades']:,} trades pre-published to {partitions} partitions "
+        "(cores = average CPU cores used during the read)"
+    )
+    for column in (
+        "parallelism",
+        "start-up s",
+        "read s",
+        "trades/s",
+        "steady trades/s",
+        "drain s",
+        "end-to-end trades/s",
+        "ok",
+        *SHOWN_GROUPS,
+        "load 1m before/after",
+    ):
         table.add_column(column, justify="right")
     for r in rounds:
-        table.add_row(str(r["parallelism"]), f"{r['startup_s']:.1f}", f"{r['read_s']:.1f}", f"{r['trades_per_s']:,}",
-                      f"{r['steady_trades_per_s']:,}", f"{r['drain_s']:.1f}", f"{r['end_to_end_trades_per_s']:,}",
-                      "yes" if r["ok"] else "NO", *cores_cells(r["cores_during_read"]),
-                      f"{r['load_before'].split()[0]} / {r['load_after'].split()[0]}")
+        table.add_row(
+            str(r["parallelism"]),
+            f"{r['startup_s']:.1f}",
+            f"{r['read_s']:.1f}",
+            f"{r['trades_per_s']:,}",
+            f"{r['steady_trades_per_s']:,}",
+            f"{r['drain_s']:.1f}",
+            f"{r['end_to_end_trades_per_s']:,}",
+            "yes" if r["ok"] else "NO",
+            *cores_cells(r["cores_during_read"]),
+            f"{r['load_before'].split()[0]} / {r['load_after'].split()[0]}",
+        )
     console.print(table)
 
 
 def print_backfill(rounds: list[dict], console: Console) -> None:
-    table = Table(title=f"backfill: {rounds[0]['trades']:,} trades, 3 symbols, 1 day, 1m bars "
-                        "(cores = average CPU cores used over the run)")
-    for column in ("runner", "wall s", "trades/s", "vs direct", "job running after s", "first trades after s",
-                   "Flink job s",
-                   "bars equal direct", *SHOWN_GROUPS, "load 1m before/after"):
+    table = Table(
+        title=f"backfill: {rounds[0]['trades']:,} trades, 3 symbols, 1 day, 1m bars "
+        "(cores = average CPU cores used over the run)"
+    )
+    for column in (
+        "runner",
+        "wall s",
+        "trades/s",
+        "vs direct",
+        "job running after s",
+        "first trades after s",
+        "Flink job s",
+        "bars equal direct",
+        *SHOWN_GROUPS,
+        "load 1m before/after",
+    ):
         table.add_column(column, justify="right")
     direct_s = rounds[0]["wall_s"]
     for r in rounds:
         runner = "direct" if r["runner"] == "direct" else f"flink p={r['parallelism']}"
-        table.add_row(runner, f"{r['wall_s']:.1f}", f"{r['trades_per_s']:,}", f"{r['wall_s'] / direct_s:.1f}x",
-                      "" if r["job_running_after_s"] is None else f"{r['job_running_after_s']:.1f}",
-                      "" if r["first_trades_after_s"] is None else f"{r['first_trades_after_s']:.1f}",
-                      "" if r["flink_job_s"] is None else f"{r['flink_job_s']:.1f}",
-                      "yes" if r["bars_equal_direct"] else "NO", *cores_cells(r["cores_whole_run"]),
-                      f"{r['load_before'].split()[0]} / {r['load_after'].split()[0]}")
+        table.add_row(
+            runner,
+            f"{r['wall_s']:.1f}",
+            f"{r['trades_per_s']:,}",
+            f"{r['wall_s'] / direct_s:.1f}x",
+            "" if r["job_running_after_s"] is None else f"{r['job_running_after_s']:.1f}",
+            "" if r["first_trades_after_s"] is None else f"{r['first_trades_after_s']:.1f}",
+            "" if r["flink_job_s"] is None else f"{r['flink_job_s']:.1f}",
+            "yes" if r["bars_equal_direct"] else "NO",
+            *cores_cells(r["cores_whole_run"]),
+            f"{r['load_before'].split()[0]} / {r['load_after'].split()[0]}",
+        )
     console.print(table)
 
 
 # ----------------------------------------------------------------------------- main
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -491,18 +632,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backfill-trades", type=int, default=200_000, help="trades for the backfill (0: none)")
     parser.add_argument("--partitions", type=int, default=2, help="partitions of the stream's topic (at least 2)")
     parser.add_argument("--parallelisms", default="1,2", help="Flink parallelisms to run, e.g. 1,2")
-    parser.add_argument("--environment", default="LOOPBACK", choices=["LOOPBACK", "PROCESS"],
-                        help="where Flink runs the Python workers")
+    parser.add_argument(
+        "--environment", default="LOOPBACK", choices=["LOOPBACK", "PROCESS"], help="where Flink runs the Python workers"
+    )
     parser.add_argument("--stop-when-idle", type=float, default=5.0, help="the stream's --stop-when-idle, seconds")
-    parser.add_argument("--taskmanager-memory", default="1536m",
-                        help="the TaskManager's process size (LocalFlink's default: 1536m)")
-    parser.add_argument("--managed-fraction", type=float, default=None,
-                        help="taskmanager.memory.managed.fraction (Flink's default: 0.4); less leaves more heap, "
-                             "which a backfill's large per-symbol-day elements need")
-    parser.add_argument("--flink-batch-rows", type=int, default=50_000,
-                        help="the Flink backfills' --batch-rows: a batch of one symbol is one element, which Flink's "
-                             "batch sorter must hold in one sort buffer and its gRPC data plane in direct memory "
-                             "(the default 250,000 rows, about 35 MB, failed both at 10M trades)")
+    parser.add_argument(
+        "--taskmanager-memory", default="1536m", help="the TaskManager's process size (LocalFlink's default: 1536m)"
+    )
+    parser.add_argument(
+        "--managed-fraction",
+        type=float,
+        default=None,
+        help="taskmanager.memory.managed.fraction (Flink's default: 0.4); less leaves more heap, "
+        "which a backfill's large per-symbol-day elements need",
+    )
+    parser.add_argument(
+        "--flink-batch-rows",
+        type=int,
+        default=50_000,
+        help="the Flink backfills' --batch-rows: a batch of one symbol is one element, which Flink's "
+        "batch sorter must hold in one sort buffer and its gRPC data plane in direct memory "
+        "(the default 250,000 rows, about 35 MB, failed both at 10M trades)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="longest run of one command, seconds")
     args = parser.parse_args()
     if args.partitions < 2:
@@ -516,20 +667,40 @@ def run_rounds(args: argparse.Namespace, results: dict, save, work: Path) -> Non
     kafka = LocalKafka.start(work / "kafka") if args.stream_trades else None
     cluster = None
     cpu = CpuSampler(work / "kafka", work / "flink")
-    config = {**FLINK_CONFIG, **({"taskmanager.memory.managed.fraction": args.managed_fraction}
-                                 if args.managed_fraction is not None else {})}
+    config = {
+        **FLINK_CONFIG,
+        **({"taskmanager.memory.managed.fraction": args.managed_fraction} if args.managed_fraction is not None else {}),
+    }
     try:
-        cluster = LocalFlink.start(work / "flink", slots=max(args.parallelisms), die_with_parent=True,
-                                   taskmanager_memory=args.taskmanager_memory, config=config)
+        cluster = LocalFlink.start(
+            work / "flink",
+            slots=max(args.parallelisms),
+            die_with_parent=True,
+            taskmanager_memory=args.taskmanager_memory,
+            config=config,
+        )
         cpu.start()
         if args.stream_trades:
             topic = f"bench_trades_{uuid.uuid4().hex[:6]}"
-            results["stream_publish_s"] = round(publish_trades(kafka.bootstrap, topic, args.stream_trades,
-                                                               args.partitions), 1)
+            results["stream_publish_s"] = round(
+                publish_trades(kafka.bootstrap, topic, args.stream_trades, args.partitions), 1
+            )
             for parallelism in args.parallelisms:
                 try:
-                    results["stream"].append(stream_round(kafka, cluster, cpu, topic, args.stream_trades, parallelism,
-                                                          args.environment, args.stop_when_idle, work, args.timeout))
+                    results["stream"].append(
+                        stream_round(
+                            kafka,
+                            cluster,
+                            cpu,
+                            topic,
+                            args.stream_trades,
+                            parallelism,
+                            args.environment,
+                            args.stop_when_idle,
+                            work,
+                            args.timeout,
+                        )
+                    )
                 except RunFailed as failure:
                     results["stream"].append({"parallelism": parallelism, "failed": str(failure)})
                 save()
@@ -537,14 +708,24 @@ def run_rounds(args: argparse.Namespace, results: dict, save, work: Path) -> Non
         if args.backfill_trades:
             inputs = work / "trades.parquet"
             write_synthetic_parquet(str(inputs), args.backfill_trades, BACKFILL_SYMBOLS)
-            direct, expected = backfill_round(cpu, None, inputs, args.backfill_trades, None, args.environment, work,
-                                              args.timeout)
+            direct, expected = backfill_round(
+                cpu, None, inputs, args.backfill_trades, None, args.environment, work, args.timeout
+            )
             results["backfill"].append({**direct, "bars_equal_direct": True})
             save()
             for parallelism in args.parallelisms:
                 try:
-                    result, bars = backfill_round(cpu, cluster, inputs, args.backfill_trades, parallelism,
-                                                  args.environment, work, args.timeout, args.flink_batch_rows)
+                    result, bars = backfill_round(
+                        cpu,
+                        cluster,
+                        inputs,
+                        args.backfill_trades,
+                        parallelism,
+                        args.environment,
+                        work,
+                        args.timeout,
+                        args.flink_batch_rows,
+                    )
                     results["backfill"].append({**result, "bars_equal_direct": bars == expected})
                 except RunFailed as failure:
                     results["backfill"].append({"runner": "flink", "parallelism": parallelism, "failed": str(failure)})
@@ -560,16 +741,24 @@ def run_rounds(args: argparse.Namespace, results: dict, save, work: Path) -> Non
 
 def main() -> None:
     args = parse_args()
-    results = {"date": date.today().isoformat(), "machine": f"{platform.platform()}, {os.cpu_count()} cores",
-               "environment": args.environment, "partitions": args.partitions,
-               "taskmanager_memory": args.taskmanager_memory, "managed_fraction": args.managed_fraction,
-               "load_at_start": load_average(), "stream": [], "backfill": []}
+    results = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.platform()}, {os.cpu_count()} cores",
+        "environment": args.environment,
+        "partitions": args.partitions,
+        "taskmanager_memory": args.taskmanager_memory,
+        "managed_fraction": args.managed_fraction,
+        "load_at_start": load_average(),
+        "stream": [],
+        "backfill": [],
+    }
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"flink-{args.environment.lower()}-{args.stream_trades}-{args.backfill_trades}.json"
 
     def save():
         path.write_text(json.dumps(results, indent=2))
+
     with tempfile.TemporaryDirectory(prefix="flink-bench-") as tmp:
         run_rounds(args, results, save, Path(tmp))
     save()
@@ -581,7 +770,9 @@ def main() -> None:
     if results["backfill"]:
         print_backfill([r for r in results["backfill"] if "failed" not in r], console)
     print(f"written {path}")
-    if not all(r.get("ok") for r in results["stream"]) or not all(r.get("bars_equal_direct") for r in results["backfill"]):
+    if not all(r.get("ok") for r in results["stream"]) or not all(
+        r.get("bars_equal_direct") for r in results["backfill"]
+    ):
         raise SystemExit("a round failed, lost or double-counted trades, or made bars unlike the direct runner's")
 
 

@@ -9,6 +9,7 @@ run drains the topic, and its final bars must equal the backfill's with the acco
 Prints each round (what was killed, the committed offsets, how the launcher and the Flink job
 ended) and the test's verdict.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     env = {**os.environ, "CRYPTOBEAM_FLINK_RESTART_ROUNDS": str(args.rounds)}
-    return subprocess.run([sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider",
-                           "tests/test_flink_restarts.py"], cwd=ROOT, env=env).returncode
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", "tests/test_flink_restarts.py"],
+        cwd=ROOT,
+        env=env,
+    ).returncode
 
 
 if __name__ == "__main__":

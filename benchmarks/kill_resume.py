@@ -7,6 +7,7 @@ over, so a resumed run is killed too), then runs it to completion. The round pas
 final bars equal those of a clean run, ``validate`` finds nothing and every record is accounted
 for. Prints one line per round and a summary; exits 1 if any round lost or changed anything.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,14 +30,29 @@ CLI = str(Path(sys.executable).parent / "cryptobeam")
 
 
 def backfill_command(inputs: str, out: Path, source: str) -> list[str]:
-    return [CLI, "backfill", "--source", source, "--input", inputs, "--chunk", "1d", "--interval", "1m",
-            "--fill-gaps", "--out", str(out), "--no-progress"]
+    return [
+        CLI,
+        "backfill",
+        "--source",
+        source,
+        "--input",
+        inputs,
+        "--chunk",
+        "1d",
+        "--interval",
+        "1m",
+        "--fill-gaps",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
 
 
 def killed_after(command: list[str], seconds: float) -> bool:
     """Run ``command`` and SIGKILL its whole process group after ``seconds``; True if it was killed."""
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         process.wait(timeout=seconds)
         return False
@@ -71,16 +87,21 @@ def main() -> int:
         killed_at = [delay for delay in delays if killed_after(backfill_command(args.input, out, args.source), delay)]
         kills += len(killed_at)
         started = time.monotonic()
-        finish = subprocess.run(backfill_command(args.input, out, args.source), cwd=ROOT, capture_output=True, text=True)
+        finish = subprocess.run(
+            backfill_command(args.input, out, args.source), cwd=ROOT, capture_output=True, text=True
+        )
         summary = json.loads((out / "_SUMMARY.json").read_text()) if (out / "_SUMMARY.json").exists() else {}
         valid = subprocess.run([CLI, "validate", str(out)], cwd=ROOT, capture_output=True, text=True).returncode == 0
         same = comparable(final_bars(str(out))) == expected
         lost = records - summary.get("records_in", 0)
         ok = finish.returncode == 0 and valid and same and lost == 0 and summary.get("reconciled")
         failures += not ok
-        print(f"round {round_number}: killed after {killed_at} s, resume exit {finish.returncode} in "
-              f"{time.monotonic() - started:.1f} s, chunks skipped {summary.get('chunks_skipped')}, "
-              f"bars equal {same}, validate {'ok' if valid else 'FAILED'}, records lost {lost}", flush=True)
+        print(
+            f"round {round_number}: killed after {killed_at} s, resume exit {finish.returncode} in "
+            f"{time.monotonic() - started:.1f} s, chunks skipped {summary.get('chunks_skipped')}, "
+            f"bars equal {same}, validate {'ok' if valid else 'FAILED'}, records lost {lost}",
+            flush=True,
+        )
     print(f"{args.rounds} rounds, {kills} SIGKILLs, {failures} failed; {records:,} records per run")
     return 1 if failures else 0
 

@@ -11,6 +11,7 @@ letters). Then, in each round, times the backfill (``--fill-gaps``, the command 
 its own, as a user runs it) and the report on its output, and prints both times (medians), their
 ratio and the report's size and charts. Results go to benchmarks/results/report.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,11 @@ def write_month(directory: str, trades: int, symbols: list[str]) -> list[str]:
         start = START_MICROS + (k * DAYS * DAY_MICROS) // QUIET_HOURS + 7 * hour
         quiet |= (times >= start) & (times < start + hour)
     kept = table.filter(pc.invert(quiet))
-    kept = kept.take(np.sort(np.concatenate([np.arange(kept.num_rows), np.linspace(0, kept.num_rows - 1, REDELIVERED,
-                                                                                    dtype=np.int64)])))
+    kept = kept.take(
+        np.sort(
+            np.concatenate([np.arange(kept.num_rows), np.linspace(0, kept.num_rows - 1, REDELIVERED, dtype=np.int64)])
+        )
+    )
     pq.write_table(kept, os.path.join(directory, "month.parquet"), compression="zstd")
     csv_dir = os.path.join(directory, "csv")
     os.makedirs(csv_dir)
@@ -68,8 +72,11 @@ def write_month(directory: str, trades: int, symbols: list[str]) -> list[str]:
 
 def run_report(out: str) -> tuple[str, float]:
     started = time.perf_counter()
-    finished = subprocess.run([str(Path(sys.executable).parent / "cryptobeam"), "report", out, "--no-progress"],
-                              capture_output=True, text=True)
+    finished = subprocess.run(
+        [str(Path(sys.executable).parent / "cryptobeam"), "report", out, "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if finished.returncode != 0:
         raise SystemExit(f"cryptobeam report exited {finished.returncode}: {finished.stderr[-2000:]}")
@@ -96,32 +103,61 @@ def main() -> None:
         inputs = write_month(tmp, args.trades, SYMBOLS[: args.symbols])
         for k in range(args.repeat):
             out = os.path.join(tmp, f"out-{k}")
-            (peak_mb, _cpu), backfill_s = timed(run_cryptobeam, ["backfill", *inputs, "--interval", "1m", "--fill-gaps",
-                                                                 "--out", out, "--no-progress"])
+            (peak_mb, _cpu), backfill_s = timed(
+                run_cryptobeam, ["backfill", *inputs, "--interval", "1m", "--fill-gaps", "--out", out, "--no-progress"]
+            )
             bars, filled = bars_written(out)
             line, report_s = run_report(out)
             size = os.path.getsize(os.path.join(out, "report.html"))
-            rounds.append({"backfill_s": backfill_s, "report_s": report_s, "bars": bars, "filled": filled,
-                           "report_bytes": size, "report_line": line, "backfill_peak_pss_mb": peak_mb})
+            rounds.append(
+                {
+                    "backfill_s": backfill_s,
+                    "report_s": report_s,
+                    "bars": bars,
+                    "filled": filled,
+                    "report_bytes": size,
+                    "report_line": line,
+                    "backfill_peak_pss_mb": peak_mb,
+                }
+            )
             print(f"round {k + 1}: backfill {backfill_s:.2f} s, report {report_s:.2f} s", file=sys.stderr)
             shutil.rmtree(out)
     backfill_s = statistics.median(r["backfill_s"] for r in rounds)
     report_s = statistics.median(r["report_s"] for r in rounds)
     charts = re.search(r"(\d+) chart", rounds[0]["report_line"])
-    results = {"date": date.today().isoformat(), "machine": f"{platform.machine()} {os.cpu_count()} cores",
-               "trades": args.trades, "symbols": args.symbols, "days": DAYS, "rounds": args.repeat,
-               "bars": rounds[0]["bars"], "filled_bars": rounds[0]["filled"],
-               "backfill_s": round(backfill_s, 3), "backfill_s_each": [round(r["backfill_s"], 3) for r in rounds],
-               "report_s": round(report_s, 3), "report_s_each": [round(r["report_s"], 3) for r in rounds],
-               "report_over_backfill": round(report_s / backfill_s, 3), "within_target": report_s <= backfill_s,
-               "report_bytes": rounds[0]["report_bytes"], "charts": int(charts.group(1)) if charts else None,
-               "report_line": rounds[0]["report_line"]}
-    print(f"{args.symbols} symbol(s) x {DAYS} days of 1m bars: {results['bars']:,} bars ({results['filled_bars']:,} filled) "
-          f"from {args.trades:,} trades, {args.repeat} round(s), medians:")
-    print(f"  backfill (--fill-gaps)  {backfill_s:6.2f} s  (rounds: {', '.join(f'{s:.2f}' for s in results['backfill_s_each'])})")
-    print(f"  report                  {report_s:6.2f} s  (rounds: {', '.join(f'{s:.2f}' for s in results['report_s_each'])})")
-    print(f"  report / backfill = {results['report_over_backfill']:.2f}: "
-          f"{'within' if results['within_target'] else 'OVER'} the target (the report takes no longer than the backfill)")
+    results = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "trades": args.trades,
+        "symbols": args.symbols,
+        "days": DAYS,
+        "rounds": args.repeat,
+        "bars": rounds[0]["bars"],
+        "filled_bars": rounds[0]["filled"],
+        "backfill_s": round(backfill_s, 3),
+        "backfill_s_each": [round(r["backfill_s"], 3) for r in rounds],
+        "report_s": round(report_s, 3),
+        "report_s_each": [round(r["report_s"], 3) for r in rounds],
+        "report_over_backfill": round(report_s / backfill_s, 3),
+        "within_target": report_s <= backfill_s,
+        "report_bytes": rounds[0]["report_bytes"],
+        "charts": int(charts.group(1)) if charts else None,
+        "report_line": rounds[0]["report_line"],
+    }
+    print(
+        f"{args.symbols} symbol(s) x {DAYS} days of 1m bars: {results['bars']:,} bars ({results['filled_bars']:,} filled) "
+        f"from {args.trades:,} trades, {args.repeat} round(s), medians:"
+    )
+    print(
+        f"  backfill (--fill-gaps)  {backfill_s:6.2f} s  (rounds: {', '.join(f'{s:.2f}' for s in results['backfill_s_each'])})"
+    )
+    print(
+        f"  report                  {report_s:6.2f} s  (rounds: {', '.join(f'{s:.2f}' for s in results['report_s_each'])})"
+    )
+    print(
+        f"  report / backfill = {results['report_over_backfill']:.2f}: "
+        f"{'within' if results['within_target'] else 'OVER'} the target (the report takes no longer than the backfill)"
+    )
     print(f"  {results['report_line']}")
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(exist_ok=True)

@@ -23,6 +23,7 @@ the stream writes its bars to a Kafka topic that this script consumes as they ar
 
 Prints a table and writes JSON under benchmarks/results/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,15 @@ class BarsCollector(threading.Thread):
         self.panes: list[tuple[float, dict]] = []
         self.errors: list[str] = []
         self._stop_event = threading.Event()
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                                   "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 3})
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
         self._consumer.subscribe([topic])
         self._store = SchemaStore.shipped()
 
@@ -102,8 +110,18 @@ class BarsCollector(threading.Thread):
 def _encoded(i: int, start: float, rate: int, price: float) -> tuple[str, int, bytes]:
     symbol = SYMBOLS[i % len(SYMBOLS)]
     event_us = int((start + i / rate) * 1_000_000)
-    record = {"exchange": "bench", "symbol": symbol, "base": None, "quote": None, "trade_id": str(i),
-              "price": price, "amount": 1.0, "side": "buy", "event_time": event_us, "receive_time": None}
+    record = {
+        "exchange": "bench",
+        "symbol": symbol,
+        "base": None,
+        "quote": None,
+        "trade_id": str(i),
+        "price": price,
+        "amount": 1.0,
+        "side": "buy",
+        "event_time": event_us,
+        "receive_time": None,
+    }
     return symbol, event_us, encode(record, "trade")
 
 
@@ -128,15 +146,23 @@ def warmed_producer(bootstrap: str, warmup_topic: str, timeout_s: float = 60) ->
     producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
     delivered: list = []
     began = time.monotonic()
-    produce(producer, warmup_topic, b"warm-up", None, int(time.time() * 1000),
-            lambda error, _message: delivered.append(error))
+    produce(
+        producer,
+        warmup_topic,
+        b"warm-up",
+        None,
+        int(time.time() * 1000),
+        lambda error, _message: delivered.append(error),
+    )
     producer.flush(timeout_s)
     if delivered != [None]:
         raise RuntimeError(f"the broker did not take a warm-up message within {timeout_s:.0f} s: {delivered}")
     return producer, time.monotonic() - began
 
 
-def publish(producer: Producer, topic: str, rate: int, start: float, messages: list) -> tuple[dict, float, int, float | None]:
+def publish(
+    producer: Producer, topic: str, rate: int, start: float, messages: list
+) -> tuple[dict, float, int, float | None]:
     """Sends each message at its event time. Returns per-symbol lists of (event time µs, send wall
     time s) in send order, the rate achieved, how many messages the broker did not take, and when
     (wall time) the broker acknowledged the first one."""
@@ -148,6 +174,7 @@ def publish(producer: Producer, topic: str, rate: int, start: float, messages: l
             failed["n"] += 1
         elif not first_ack:
             first_ack.append(time.time())
+
     total = len(messages)
     sent: dict[str, list[tuple[int, float]]] = defaultdict(list)
     step = max(1, rate // 100)  # publish in 10 ms slices
@@ -156,7 +183,7 @@ def publish(producer: Producer, topic: str, rate: int, start: float, messages: l
         if wait > 0:
             time.sleep(wait)
         now = time.time()
-        for symbol, event_us, value in messages[first:first + step]:
+        for symbol, event_us, value in messages[first : first + step]:
             produce(producer, topic, value, f"bench:{symbol}", event_us // 1000, on_delivery)
             sent[symbol].append((event_us, max(now, event_us / 1e6)))
     achieved = total / max(time.time() - start, 1e-9)
@@ -192,7 +219,7 @@ def latencies(panes: list[tuple[float, dict]], sent: dict, interval_us: int) -> 
                     on_time.append(arrived - window_end_s)  # windows only the drain closes do not count
                 if bar["trade_count"] > counted:
                     if bar["pane_timing"] == "EARLY":
-                        sends_counted = in_window[counted:bar["trade_count"]]
+                        sends_counted = in_window[counted : bar["trade_count"]]
                         first_pane += (arrived - sends_counted).tolist()
                         tail_pane += (arrived - sends_counted[sends_counted >= tail_from]).tolist()
                         steady_pane += (arrived - sends_counted[sends_counted >= steady_from]).tolist()
@@ -202,10 +229,18 @@ def latencies(panes: list[tuple[float, dict]], sent: dict, interval_us: int) -> 
 
     def pct(values, q):
         return round(float(np.percentile(values, q)), 3) if values else None
-    return {"early_p50_s": pct(first_pane, 50), "early_p99_s": pct(first_pane, 99), "early_samples": len(first_pane),
-            "tail_early_p99_s": pct(tail_pane, 99), "steady_early_p50_s": pct(steady_pane, 50),
-            "steady_early_p99_s": pct(steady_pane, 99),
-            "on_time_p50_s": pct(on_time, 50), "on_time_p99_s": pct(on_time, 99), "final_trades": final_trades}
+
+    return {
+        "early_p50_s": pct(first_pane, 50),
+        "early_p99_s": pct(first_pane, 99),
+        "early_samples": len(first_pane),
+        "tail_early_p99_s": pct(tail_pane, 99),
+        "steady_early_p50_s": pct(steady_pane, 50),
+        "steady_early_p99_s": pct(steady_pane, 99),
+        "on_time_p50_s": pct(on_time, 50),
+        "on_time_p99_s": pct(on_time, 99),
+        "final_trades": final_trades,
+    }
 
 
 def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, interval: str, work: Path) -> dict:
@@ -221,11 +256,37 @@ def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, interval
     launched = time.time()
     # Silence before the first trade is not the end of the topic: the stream waits out the lead too.
     stop_when_idle_s = STOP_WHEN_IDLE_S + max(0.0, start - launched)
-    stream = subprocess.Popen([CLI, "stream", "--kafka", bootstrap, "--topic", trades_topic, "--group", tag,
-                               "--bars-topic", bars_topic, "--out", str(out), "--interval", interval,
-                               "--early", f"{early_s:g}s", "--allowed-lateness", "1m", "--watermark-delay", f"{WATERMARK_DELAY_S:g}s",
-                               "--idle-after", "2s", "--stop-when-idle", f"{stop_when_idle_s:.0f}s", "--no-progress"],
-                              stdout=log, stderr=subprocess.STDOUT)  # Prism and its workers start meanwhile
+    stream = subprocess.Popen(
+        [
+            CLI,
+            "stream",
+            "--kafka",
+            bootstrap,
+            "--topic",
+            trades_topic,
+            "--group",
+            tag,
+            "--bars-topic",
+            bars_topic,
+            "--out",
+            str(out),
+            "--interval",
+            interval,
+            "--early",
+            f"{early_s:g}s",
+            "--allowed-lateness",
+            "1m",
+            "--watermark-delay",
+            f"{WATERMARK_DELAY_S:g}s",
+            "--idle-after",
+            "2s",
+            "--stop-when-idle",
+            f"{stop_when_idle_s:.0f}s",
+            "--no-progress",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # Prism and its workers start meanwhile
     sent, achieved, undelivered, first_ack = publish(producer, trades_topic, rate, start, messages)
     published_s = time.time() - start
     returncode = stream.wait(timeout=600)
@@ -233,24 +294,37 @@ def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, interval
     log.close()
     summary_path = out / "_SUMMARY.json"
     stream_summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    result = {"rate": rate, "seconds": seconds, "published": sum(len(v) for v in sent.values()) - undelivered,
-              "undelivered": undelivered,
-              "achieved_rate": round(achieved), "publish_seconds": round(published_s, 1), "stream_exit": returncode,
-              "panes_collected": len(collector.panes), "collector_errors": sorted(set(collector.errors))[:5],
-              # Where a round went wrong: what the stream itself counted, how long after its launch
-              # the broker took the first trade, and how long the stream ran.
-              "stream_records_in": stream_summary.get("records_in"),
-              "stream_elapsed_s": stream_summary.get("elapsed_seconds"),
-              "first_trade_acked_after_launch_s": None if first_ack is None else round(first_ack - launched, 2),
-              "producer_warmup_s": round(warmup_s, 2),
-              **latencies(collector.panes, sent, parse_interval(interval).micros)}
+    result = {
+        "rate": rate,
+        "seconds": seconds,
+        "published": sum(len(v) for v in sent.values()) - undelivered,
+        "undelivered": undelivered,
+        "achieved_rate": round(achieved),
+        "publish_seconds": round(published_s, 1),
+        "stream_exit": returncode,
+        "panes_collected": len(collector.panes),
+        "collector_errors": sorted(set(collector.errors))[:5],
+        # Where a round went wrong: what the stream itself counted, how long after its launch
+        # the broker took the first trade, and how long the stream ran.
+        "stream_records_in": stream_summary.get("records_in"),
+        "stream_elapsed_s": stream_summary.get("elapsed_seconds"),
+        "first_trade_acked_after_launch_s": None if first_ack is None else round(first_ack - launched, 2),
+        "producer_warmup_s": round(warmup_s, 2),
+        **latencies(collector.panes, sent, parse_interval(interval).micros),
+    }
     result["read_all"] = result["stream_records_in"] == result["published"]
-    result["sustained"] = (returncode == 0 and result["read_all"] and result["final_trades"] == result["published"]
-                           and result["achieved_rate"] >= 0.95 * rate
-                           and result["tail_early_p99_s"] is not None and result["tail_early_p99_s"] <= SUSTAINED_LAG_S)
+    result["sustained"] = (
+        returncode == 0
+        and result["read_all"]
+        and result["final_trades"] == result["published"]
+        and result["achieved_rate"] >= 0.95 * rate
+        and result["tail_early_p99_s"] is not None
+        and result["tail_early_p99_s"] <= SUSTAINED_LAG_S
+    )
     result["kept_up"] = result["sustained"] and result["early_p99_s"] <= 2 * early_s
-    result["kept_up_after_warmup"] = (result["sustained"] and result["steady_early_p99_s"] is not None
-                                      and result["steady_early_p99_s"] <= 2 * early_s)  # None: a run shorter than the warm-up
+    result["kept_up_after_warmup"] = (
+        result["sustained"] and result["steady_early_p99_s"] is not None and result["steady_early_p99_s"] <= 2 * early_s
+    )  # None: a run shorter than the warm-up
     if result["final_trades"] != result["published"] or not result["read_all"]:
         result["stream_log_tail"] = (work / f"stream-{rate}.log").read_text(errors="replace").splitlines()[-40:]
     return result
@@ -259,11 +333,17 @@ def run_rate(bootstrap: str, rate: int, seconds: float, early_s: float, interval
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="1000,5000,20000")
-    parser.add_argument("--find-max", default="", help="more rates to try in order after --rates, stopping at the "
-                        "first that is not sustained (e.g. 30000,40000,60000)")
+    parser.add_argument(
+        "--find-max",
+        default="",
+        help="more rates to try in order after --rates, stopping at the "
+        "first that is not sustained (e.g. 30000,40000,60000)",
+    )
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--early", type=float, default=1.0, help="early firing period, seconds")
-    parser.add_argument("--interval", default="10s", help="bar interval (default 10s, so a run sees many windows close)")
+    parser.add_argument(
+        "--interval", default="10s", help="bar interval (default 10s, so a run sees many windows close)"
+    )
     parser.add_argument("--keep", help="keep the broker's and streams' logs and outputs in this directory")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cryptobeam-stream-bench-") as tmp:
@@ -271,8 +351,10 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         broker = LocalKafka.start(work / "kafka")
         try:
-            results = [run_rate(broker.bootstrap, int(rate), args.seconds, args.early, args.interval, work)
-                       for rate in args.rates.split(",")]
+            results = [
+                run_rate(broker.bootstrap, int(rate), args.seconds, args.early, args.interval, work)
+                for rate in args.rates.split(",")
+            ]
             for rate in [r for r in args.find_max.split(",") if r]:
                 results.append(run_rate(broker.bootstrap, int(rate), args.seconds, args.early, args.interval, work))
                 if not results[-1]["sustained"]:
@@ -280,39 +362,72 @@ def main() -> None:
         finally:
             broker.stop()
     table = Table(title=f"cryptobeam stream on Prism, {args.interval} bars, early {args.early:g}s, {date.today()}")
-    for column in ("trades/s asked", "achieved", "published", "in final bars", "event→EARLY p50 / p99 s",
-                   f"after {WARMUP_S:g} s: p50 / p99 s", "last-quarter EARLY p99 s", "window end→ON_TIME p50 / p99 s",
-                   "sustained", "kept up (whole run / after warm-up)"):
+    for column in (
+        "trades/s asked",
+        "achieved",
+        "published",
+        "in final bars",
+        "event→EARLY p50 / p99 s",
+        f"after {WARMUP_S:g} s: p50 / p99 s",
+        "last-quarter EARLY p99 s",
+        "window end→ON_TIME p50 / p99 s",
+        "sustained",
+        "kept up (whole run / after warm-up)",
+    ):
         table.add_column(column, justify="right")
     for r in results:
-        table.add_row(f"{r['rate']:,}", f"{r['achieved_rate']:,}", f"{r['published']:,}", f"{r['final_trades']:,}",
-                      f"{r['early_p50_s']} / {r['early_p99_s']}", f"{r['steady_early_p50_s']} / {r['steady_early_p99_s']}",
-                      f"{r['tail_early_p99_s']}", f"{r['on_time_p50_s']} / {r['on_time_p99_s']}",
-                      "yes" if r["sustained"] else "NO",
-                      f"{'yes' if r['kept_up'] else 'NO'} / {'yes' if r['kept_up_after_warmup'] else 'NO'}")
+        table.add_row(
+            f"{r['rate']:,}",
+            f"{r['achieved_rate']:,}",
+            f"{r['published']:,}",
+            f"{r['final_trades']:,}",
+            f"{r['early_p50_s']} / {r['early_p99_s']}",
+            f"{r['steady_early_p50_s']} / {r['steady_early_p99_s']}",
+            f"{r['tail_early_p99_s']}",
+            f"{r['on_time_p50_s']} / {r['on_time_p99_s']}",
+            "yes" if r["sustained"] else "NO",
+            f"{'yes' if r['kept_up'] else 'NO'} / {'yes' if r['kept_up_after_warmup'] else 'NO'}",
+        )
     Console(width=200).print(table)
     for r in results:
         if r["undelivered"]:
-            print(f"{r['rate']:,} trades/s: {r['undelivered']:,} messages the broker did not take (not counted as published)")
+            print(
+                f"{r['rate']:,} trades/s: {r['undelivered']:,} messages the broker did not take (not counted as published)"
+            )
         if r["collector_errors"] or not r["panes_collected"]:
-            print(f"{r['rate']:,} trades/s: {r['panes_collected']} panes collected from the bars topic; "
-                  f"collector errors: {r['collector_errors'] or 'none'}")
+            print(
+                f"{r['rate']:,} trades/s: {r['panes_collected']} panes collected from the bars topic; "
+                f"collector errors: {r['collector_errors'] or 'none'}"
+            )
         if r["final_trades"] != r["published"]:
-            print(f"{r['rate']:,} trades/s: {r['final_trades']:,} of {r['published']:,} trades in final bars; the stream "
-                  f"read {r['stream_records_in']} records, exited {r['stream_exit']} after {r['stream_elapsed_s']} s; "
-                  f"the broker took the first trade {r['first_trade_acked_after_launch_s']} s after the stream's launch, "
-                  f"and the producer's warm-up message {r['producer_warmup_s']} s (its log's tail is in the JSON)")
+            print(
+                f"{r['rate']:,} trades/s: {r['final_trades']:,} of {r['published']:,} trades in final bars; the stream "
+                f"read {r['stream_records_in']} records, exited {r['stream_exit']} after {r['stream_elapsed_s']} s; "
+                f"the broker took the first trade {r['first_trade_acked_after_launch_s']} s after the stream's launch, "
+                f"and the producer's warm-up message {r['producer_warmup_s']} s (its log's tail is in the JSON)"
+            )
     unread = [r for r in results if not r["read_all"]]
     for r in unread:
-        Console(stderr=True).print(f"[red]FAILED: at {r['rate']:,} trades/s the stream read {r['stream_records_in']} of "
-                                   f"{r['published']:,} published trades (exit {r['stream_exit']})[/red]")
+        Console(stderr=True).print(
+            f"[red]FAILED: at {r['rate']:,} trades/s the stream read {r['stream_records_in']} of "
+            f"{r['published']:,} published trades (exit {r['stream_exit']})[/red]"
+        )
     sustained = [r["rate"] for r in results if r["sustained"]]
     print(f"highest sustained rate tried: {max(sustained):,} trades/s" if sustained else "no rate was sustained")
     target = ROOT / "benchmarks" / "results" / "stream.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps({"date": str(date.today()), "machine": platform.platform(), "early_s": args.early,
-                                  "interval": args.interval,
-                                  "results": results}, indent=2))
+    target.write_text(
+        json.dumps(
+            {
+                "date": str(date.today()),
+                "machine": platform.platform(),
+                "early_s": args.early,
+                "interval": args.interval,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     print(f"written {target}")
     if unread:
         sys.exit(1)

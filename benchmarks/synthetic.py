@@ -1,4 +1,5 @@
 """Synthetic trades for benchmarks: random walks per symbol, written in the normalized schema."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,9 +21,18 @@ def synthetic_trades(n: int, symbols: list[str], days: float = 1.0, seed: int = 
         times = np.sort(rng.integers(START_MICROS, START_MICROS + int(days * DAY_MICROS), k))
         prices = np.round(100 * np.exp(np.cumsum(rng.normal(0, 2e-4, k))), 4)
         amounts = np.round(rng.lognormal(0, 1, k), 6) + 1e-6
-        tables.append(make_trade_batch(
-            exchange="binance", symbol=symbol, trade_id=np.arange(1, k + 1).astype(str), price=prices, amount=amounts,
-            side=np.where(rng.random(k) < 0.5, "buy", "sell"), event_time=times, source="synthetic"))
+        tables.append(
+            make_trade_batch(
+                exchange="binance",
+                symbol=symbol,
+                trade_id=np.arange(1, k + 1).astype(str),
+                price=prices,
+                amount=amounts,
+                side=np.where(rng.random(k) < 0.5, "buy", "sell"),
+                event_time=times,
+                source="synthetic",
+            )
+        )
     return pa.concat_tables(tables).select(TRADE_FIELDS)
 
 
@@ -54,9 +64,15 @@ def synthetic_venue_trades(n_per_venue: int, seed: int = 11) -> dict[str, pa.Tab
             level *= np.where((offset >= DRIFT_MICROS[0]) & (offset < DRIFT_MICROS[1]), 1 + DRIFT, 1.0)
         amounts = np.round(rng.lognormal(-3, 1.5, n_per_venue), 6) + 1e-6
         venues[exchange] = make_trade_batch(
-            exchange=exchange, symbol=symbol, trade_id=np.arange(1, n_per_venue + 1).astype(str),
-            price=np.round(level, 2), amount=amounts, side=np.where(rng.random(n_per_venue) < 0.5, "buy", "sell"),
-            event_time=START_MICROS + offset, source="synthetic").select(TRADE_FIELDS)
+            exchange=exchange,
+            symbol=symbol,
+            trade_id=np.arange(1, n_per_venue + 1).astype(str),
+            price=np.round(level, 2),
+            amount=amounts,
+            side=np.where(rng.random(n_per_venue) < 0.5, "buy", "sell"),
+            event_time=START_MICROS + offset,
+            source="synthetic",
+        ).select(TRADE_FIELDS)
     return venues
 
 

@@ -4,6 +4,7 @@ A reader, or a crash, never sees a partial file under its final name. Local path
 operating system directly; other schemes (gs://, s3://) go through Beam's FileSystems, imported
 only for them, so the command line can write its summary without importing Beam.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,6 +43,7 @@ def _fsync_directory(directory: str) -> None:
 
 def _write_remote(data: bytes, directory: str, temporary: str, final_path: str) -> None:
     from apache_beam.io.filesystems import FileSystems
+
     if not FileSystems.exists(directory):
         try:
             FileSystems.mkdirs(directory)

@@ -7,6 +7,7 @@ work. A message that cannot be decoded raises ``WireFormatError`` with a reason 
 dead letter: ``not_single_object_encoded``, ``unknown_schema``, ``incompatible_schema`` or
 ``malformed``.
 """
+
 from __future__ import annotations
 
 import io
@@ -76,8 +77,11 @@ class SchemaStore:
 def _without_timestamp_types(schema):
     """The schema with its timestamp-micros annotations dropped: the bytes are the same longs."""
     if isinstance(schema, dict):
-        return {k: _without_timestamp_types(v) for k, v in schema.items()
-                if not (k == "logicalType" and v == "timestamp-micros")}
+        return {
+            k: _without_timestamp_types(v)
+            for k, v in schema.items()
+            if not (k == "logicalType" and v == "timestamp-micros")
+        }
     if isinstance(schema, list):
         return [_without_timestamp_types(item) for item in schema]
     return schema
@@ -98,11 +102,17 @@ class _ParsedSchemaReader(_SchemalessReader):
     """fastavro's record reader given a schema parsed once, so no call re-parses it. It is not a
     public API, so it is used only after reading a probe record exactly as the public reader does."""
 
-    _OPTIONS = {"return_record_name": False, "return_record_name_override": False, "handle_unicode_errors": "strict",
-                "return_named_type": False, "return_named_type_override": False}
+    _OPTIONS = {
+        "return_record_name": False,
+        "return_record_name_override": False,
+        "handle_unicode_errors": "strict",
+        "return_named_type": False,
+        "return_named_type_override": False,
+    }
 
     def __init__(self):
         from fastavro._read import _default_named_schemas, _read_data, parse_schema
+
         self._named, self._read_data, self._parse = _default_named_schemas, _read_data, parse_schema
 
     def prepare(self, schema: dict):
@@ -114,9 +124,15 @@ class _ParsedSchemaReader(_SchemalessReader):
 
 
 def _record_reader() -> _SchemalessReader:
-    probe_schema = {"type": "record", "name": "probe", "fields": [
-        {"name": "n", "type": "long"}, {"name": "s", "type": ["null", "string"]},
-        {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}}]}
+    probe_schema = {
+        "type": "record",
+        "name": "probe",
+        "fields": [
+            {"name": "n", "type": "long"},
+            {"name": "s", "type": ["null", "string"]},
+            {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        ],
+    }
     record = {"n": -3, "s": "é", "t": 1_700_000_000_000_001}
     body = io.BytesIO()
     fastavro.schemaless_writer(body, fastavro.parse_schema(probe_schema), record)
@@ -124,7 +140,8 @@ def _record_reader() -> _SchemalessReader:
         fast = _ParsedSchemaReader()
         public = _SchemalessReader()
         same = fast.read(io.BytesIO(body.getvalue()), fast.prepare(probe_schema)) == public.read(
-            io.BytesIO(body.getvalue()), public.prepare(probe_schema))
+            io.BytesIO(body.getvalue()), public.prepare(probe_schema)
+        )
         return fast if same else public
     except Exception:  # noqa: BLE001 - another fastavro: its public reader is always right
         return _SchemalessReader()
@@ -157,14 +174,16 @@ def decode(message: bytes, reader_schema, store: SchemaStore, timestamps_as_micr
     if message is None:  # a Kafka tombstone: a key with no value
         raise WireFormatError("not_single_object_encoded", "the message has no value (a Kafka tombstone)")
     if len(message) < HEADER_SIZE or message[:2] != MAGIC:
-        raise WireFormatError("not_single_object_encoded", "the message does not start with the Avro single-object header")
+        raise WireFormatError(
+            "not_single_object_encoded", "the message does not start with the Avro single-object header"
+        )
     key = message[2:HEADER_SIZE]
     writer = store.writer_schema(key)
     if writer is None:
         raise WireFormatError("unknown_schema", f"no schema with fingerprint {key.hex()} is known")
     body = io.BytesIO(message[HEADER_SIZE:])
     try:
-        if isinstance(reader_schema, str) and key == _shipped_header(reader_schema)[len(MAGIC):]:
+        if isinstance(reader_schema, str) and key == _shipped_header(reader_schema)[len(MAGIC) :]:
             record = store.read_as_written(key, body, timestamps_as_micros)  # the usual message: nothing to resolve
         else:
             reader = parsed_avro_schema(reader_schema) if isinstance(reader_schema, str) else reader_schema
@@ -172,9 +191,13 @@ def decode(message: bytes, reader_schema, store: SchemaStore, timestamps_as_micr
             if timestamps_as_micros:
                 record = {k: datetime_to_micros(v) if isinstance(v, datetime) else v for k, v in record.items()}
     except fastavro.read.SchemaResolutionError as error:
-        raise WireFormatError("incompatible_schema", f"cannot read this writer schema as the reader schema: {error}") from None
+        raise WireFormatError(
+            "incompatible_schema", f"cannot read this writer schema as the reader schema: {error}"
+        ) from None
     except (EOFError, ValueError, IndexError, UnicodeDecodeError, TypeError, OverflowError) as error:
-        raise WireFormatError("malformed", f"the Avro body cannot be decoded: {type(error).__name__}: {error}") from None
+        raise WireFormatError(
+            "malformed", f"the Avro body cannot be decoded: {type(error).__name__}: {error}"
+        ) from None
     if body.tell() != len(message) - HEADER_SIZE:
         raise WireFormatError("malformed", "bytes left over after the Avro record")
     return record

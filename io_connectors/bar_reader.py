@@ -4,6 +4,7 @@ A bar may have several panes (EARLY, ON_TIME, LATE), and a restarted stream writ
 pane of the windows it rebuilt a second time. The final bars are the ``is_final`` rows, one per
 bar, the newest file winning: files are named ``part-<run>-…`` and a later run sorts later.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,14 @@ def read_bars(out: str, unreadable: list[tuple[str, str]] | None = None, table: 
                 raise
             unreadable.append((fragment.path, f"{type(error).__name__}: {error}"))
             continue
-        tables.append(table.append_column("file", pa.array([os.path.basename(fragment.path)] * table.num_rows, pa.string())))
-    return pa.concat_tables(tables) if tables else dataset.schema.empty_table().append_column("file", pa.array([], pa.string()))
+        tables.append(
+            table.append_column("file", pa.array([os.path.basename(fragment.path)] * table.num_rows, pa.string()))
+        )
+    return (
+        pa.concat_tables(tables)
+        if tables
+        else dataset.schema.empty_table().append_column("file", pa.array([], pa.string()))
+    )
 
 
 def _data_files(root: str) -> list[str]:

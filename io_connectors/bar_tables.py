@@ -4,6 +4,7 @@ so a reader of one sees only its own files.
 
 Beam-free: manifests, ``validate`` and the seam fill find a run's files with it.
 """
+
 from __future__ import annotations
 
 from transforms.computations import COMPUTATIONS, OutputTable

@@ -11,6 +11,7 @@ Why not Beam's WriteToBigQuery: it has no endpoint option, and its failed-row ou
 method; this DoFn behaves the same against the emulator and in production. At very high volume
 on Dataflow, the Storage Write API would be the better transport.
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,7 +41,9 @@ class TableLayout:
     latest_view_key: tuple | None = None  # columns identifying one bar, for the latest-revision view
 
 
-BAR_TABLE = TableLayout("bar", "window_start", ("exchange", "symbol"), ("exchange", "symbol", "interval", "window_start"))
+BAR_TABLE = TableLayout(
+    "bar", "window_start", ("exchange", "symbol"), ("exchange", "symbol", "interval", "window_start")
+)
 DEAD_LETTER_TABLE = TableLayout("dead_letter", "dead_letter_time", ("reason",))
 
 
@@ -53,6 +56,7 @@ def ensure_table(client, target: BigQueryTarget, layout: TableLayout) -> None:
     create that lost such a race with 400 (a failed commit) rather than "already exists": a failed
     create is tried again, and then finds the table there."""
     from google.api_core.exceptions import GoogleAPICallError
+
     for attempt in range(CREATE_ATTEMPTS):
         try:
             _create_missing(client, target, layout)
@@ -60,23 +64,28 @@ def ensure_table(client, target: BigQueryTarget, layout: TableLayout) -> None:
         except GoogleAPICallError:
             if attempt + 1 == CREATE_ATTEMPTS:
                 raise
-            time.sleep(0.25 * 2 ** attempt)
+            time.sleep(0.25 * 2**attempt)
 
 
 def _create_missing(client, target: BigQueryTarget, layout: TableLayout) -> None:
     from google.cloud import bigquery
+
     client.create_dataset(target.dataset, exists_ok=True)
-    fields = [bigquery.SchemaField(f["name"], f["type"], mode=f["mode"], description=f["description"])
-              for f in bigquery_schema(layout.schema_name)]
+    fields = [
+        bigquery.SchemaField(f["name"], f["type"], mode=f["mode"], description=f["description"])
+        for f in bigquery_schema(layout.schema_name)
+    ]
     table = bigquery.Table(target.table, schema=fields)
-    table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY,
-                                                        field=layout.partition_field)
+    table.time_partitioning = bigquery.TimePartitioning(
+        type_=bigquery.TimePartitioningType.DAY, field=layout.partition_field
+    )
     table.clustering_fields = list(layout.clustering)
     client.create_table(table, exists_ok=True)
     if layout.latest_view_key:
         view = bigquery.Table(f"{target.table}_latest")
-        view.view_query = latest_revision_query(target.table, layout.latest_view_key,
-                                                "is_filled" in field_names(layout.schema_name))
+        view.view_query = latest_revision_query(
+            target.table, layout.latest_view_key, "is_filled" in field_names(layout.schema_name)
+        )
         client.create_table(view, exists_ok=True)
 
 
@@ -84,8 +93,10 @@ def latest_revision_query(table: str, key: tuple, fillable: bool = True) -> str:
     """The newest pane of each bar: the highest pane_index; where a table has filled bars
     (``fillable``: its rows have ``is_filled``), a real bar wins over a filled one."""
     order = "pane_index DESC, is_filled ASC" if fillable else "pane_index DESC"
-    return (f"SELECT * EXCEPT(revision) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
-            f"ORDER BY {order}) AS revision FROM `{table}`) WHERE revision = 1")
+    return (
+        f"SELECT * EXCEPT(revision) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
+        f"ORDER BY {order}) AS revision FROM `{table}`) WHERE revision = 1"
+    )
 
 
 def to_json_row(record: dict, schema_name: str) -> dict:
@@ -134,7 +145,9 @@ class _InsertRows(beam.DoFn):
             if not pending:
                 return
             rows = [to_json_row(r, self._layout.schema_name) for r in pending]
-            errors = self._client.insert_rows_json(self._target.table, rows, row_ids=[self._insert_id(r) for r in pending])
+            errors = self._client.insert_rows_json(
+                self._target.table, rows, row_ids=[self._insert_id(r) for r in pending]
+            )
             failed = {e["index"]: e["errors"] for e in errors}
             self._rows.inc(len(pending) - len(failed))
             retry = []
@@ -143,15 +156,32 @@ class _InsertRows(beam.DoFn):
                     retry.append(pending[index])
                     continue
                 self._rejected.inc()
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                    "bigquery_rejected", json.dumps(reasons), "sink", json.dumps(rows[index], default=str),
-                    self._target.table, None, pending[index].get("exchange"), pending[index].get("symbol")))
+                yield beam.pvalue.TaggedOutput(
+                    DEAD_LETTER_TAG,
+                    dead_letter(
+                        "bigquery_rejected",
+                        json.dumps(reasons),
+                        "sink",
+                        json.dumps(rows[index], default=str),
+                        self._target.table,
+                        None,
+                        pending[index].get("exchange"),
+                        pending[index].get("symbol"),
+                    ),
+                )
             pending = retry
         for record in pending:  # still stopped after every attempt: never silently lost
             self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                "bigquery_rejected", "still stopped after retries", "sink", json.dumps(record, default=str),
-                self._target.table))
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG,
+                dead_letter(
+                    "bigquery_rejected",
+                    "still stopped after retries",
+                    "sink",
+                    json.dumps(record, default=str),
+                    self._target.table,
+                ),
+            )
 
 
 class _WriteRows(beam.PTransform):
@@ -160,10 +190,14 @@ class _WriteRows(beam.PTransform):
         self._target, self._layout, self._insert_id = target, layout, insert_id
 
     def expand(self, records):
-        return (records
-                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=MAX_ROWS_PER_REQUEST)
-                | "Insert" >> beam.ParDo(_InsertRows(self._target, self._layout, self._insert_id)).with_outputs(
-                    DEAD_LETTER_TAG, main="written"))
+        return (
+            records
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=MAX_ROWS_PER_REQUEST)
+            | "Insert"
+            >> beam.ParDo(_InsertRows(self._target, self._layout, self._insert_id)).with_outputs(
+                DEAD_LETTER_TAG, main="written"
+            )
+        )
 
 
 def WriteBarsBigQuery(target: BigQueryTarget, table: OutputTable = TIME_BARS) -> beam.PTransform:

@@ -4,6 +4,7 @@ Paths go through Beam's FileSystems, so the same code reads local disks, gs:// a
 patterns are matched without Beam (``io_connectors.paths``): the command line matches inputs while
 it plans, and a local backfill's chunk workers should not wait for it to import Beam.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -49,6 +50,7 @@ def _match_local(pattern: str, source: str | None) -> list[InputFile]:
 
 def _match_remote(pattern: str, source: str | None) -> list[InputFile]:
     from apache_beam.io.filesystems import FileSystems
+
     try:
         results = FileSystems.match([pattern])[0].metadata_list
     except Exception as error:  # FileSystems raises several types for bad schemes/paths
@@ -65,6 +67,7 @@ def open_members(path: str):
     or each file inside a zip archive (hidden ones too: nothing in an archive goes unread). Streams
     are read block by block, so a member's size does not decide the memory a read takes."""
     from apache_beam.io.filesystems import FileSystems
+
     with FileSystems.open(path, compression_type="uncompressed") as handle:
         lower = path.lower()
         if lower.endswith(".zip"):
@@ -111,6 +114,7 @@ LONG_LINE_HEAD_BYTES = 1024
 @dataclass(frozen=True)
 class LongLine:
     """A line over the line limit: only its number, length and first bytes are kept."""
+
     number: int
     length: int
     head: bytes
@@ -162,13 +166,14 @@ def text_batches(stream, batch_rows: int, line_limit: int = DEFAULT_LINE_LIMIT, 
             cut = len(data) if last else data.rfind(b"\n") + 1
             if len(data) - cut <= line_limit + 1:  # + 1: the CR of a CRLF the next block completes
                 used_lines, used_bytes = yield from _batches_of_lines(
-                    data, cut, number, batch_rows, line_limit, carry_limit=None if last else block_bytes)
+                    data, cut, number, batch_rows, line_limit, carry_limit=None if last else block_bytes
+                )
                 number, pending = number + used_lines, data[used_bytes:]
                 continue
             # The unfinished line is over the limit already: pass on the lines before it, then skip to its end.
             used_lines, _ = yield from _batches_of_lines(data, cut, number, batch_rows, line_limit)
             number, pending = number + used_lines, b""
-            seen = data[cut:cut + LONG_LINE_HEAD_BYTES], len(data) - cut, data[-1:]
+            seen = data[cut : cut + LONG_LINE_HEAD_BYTES], len(data) - cut, data[-1:]
             data = block = None  # not held while the rest of the line is read
             (length, head), pending = _skip_line(*seen, blocks)
             yield _NO_LINES, _NO_NUMBERS, [LongLine(number, length, head)]
@@ -230,22 +235,23 @@ def _skip_line(head: bytes, length: int, last_byte: bytes, blocks) -> tuple[tupl
     rest = b""
     for block, _ in blocks:
         end = block.find(b"\n")
-        head += block[:max(0, min(LONG_LINE_HEAD_BYTES - len(head), end if end >= 0 else len(block)))]
+        head += block[: max(0, min(LONG_LINE_HEAD_BYTES - len(head), end if end >= 0 else len(block)))]
         if end < 0:
             length, last_byte = length + len(block), block[-1:]
             continue
         length += end
-        if (block[end - 1:end] if end else last_byte) == b"\r":
+        if (block[end - 1 : end] if end else last_byte) == b"\r":
             length -= 1
-        rest = block[end + 1:]
+        rest = block[end + 1 :]
         break
     else:  # the stream ended within the line
         length -= last_byte == b"\r"
     return (length, head[:length]), rest
 
 
-def _batches_of_lines(data: bytes, end: int, number: int, batch_rows: int, line_limit: int,
-                      carry_limit: int | None = None):
+def _batches_of_lines(
+    data: bytes, end: int, number: int, batch_rows: int, line_limit: int, carry_limit: int | None = None
+):
     """Yield the batches of the lines in ``data[:end]``, the first numbered ``number``; return
     (lines used, bytes used). With ``carry_limit``, ``data[:end]`` ends with a line break and only
     whole batches are used, unless the lines left over hold more than ``carry_limit`` bytes."""
@@ -260,8 +266,9 @@ def _batches_of_lines(data: bytes, end: int, number: int, batch_rows: int, line_
     if used and (ends[:used] - starts[:used] > line_limit).any():
         long = ends[:used] - starts[:used] > line_limit
     for first, last in _batch_ranges(starts, ends, 0, used, batch_rows):
-        yield _lines_kept(raw, starts[first:last], ends[first:last], number + first,
-                          None if long is None else long[first:last])
+        yield _lines_kept(
+            raw, starts[first:last], ends[first:last], number + first, None if long is None else long[first:last]
+        )
     return used, int(starts[used]) if used < len(starts) else end
 
 
@@ -270,8 +277,14 @@ def _lines_kept(raw: np.ndarray, starts: np.ndarray, ends: np.ndarray, number: i
     numbers = np.arange(number, number + len(starts), dtype=np.int64)
     if long is None or not long.any():
         return _binary_lines(raw, starts, ends), numbers, []
-    long_lines = [LongLine(int(numbers[i]), int(ends[i] - starts[i]), raw[starts[i]:min(ends[i], starts[i] + LONG_LINE_HEAD_BYTES)].tobytes())
-                  for i in np.flatnonzero(long)]
+    long_lines = [
+        LongLine(
+            int(numbers[i]),
+            int(ends[i] - starts[i]),
+            raw[starts[i] : min(ends[i], starts[i] + LONG_LINE_HEAD_BYTES)].tobytes(),
+        )
+        for i in np.flatnonzero(long)
+    ]
     keep = ~long
     if not keep.any():
         return _NO_LINES, _NO_NUMBERS, long_lines

@@ -20,6 +20,7 @@ on a fresh table, then fails the bundle, which the runner retries: replaying a f
 panes again (revision rows, as a restarted stream's), and ``bars_latest`` still returns one
 row per bar (docs/iceberg.md).
 """
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -65,8 +66,9 @@ class _WriteTable(beam.PTransform):
         return records | "OneCommit" >> _WritePartitions(lambda _record: table, committer, self._flush_every_s)
 
 
-def WriteBarsIceberg(target: IcebergTarget, table: OutputTable = TIME_BARS,
-                     flush_every_s: float | None = None) -> beam.PTransform:
+def WriteBarsIceberg(
+    target: IcebergTarget, table: OutputTable = TIME_BARS, flush_every_s: float | None = None
+) -> beam.PTransform:
     """One table of bar panes -> ``market.<table>``; returns the commits' ``WrittenFile``s."""
     return _WriteTable(target, table.name, table.schema, flush_every_s)
 

@@ -20,6 +20,7 @@ symbol, interval) at one of its window starts, so re-running a chunk leaves the 
 chunks sharing a day (other symbols of the exchange, other time slices of a file, the seam fill)
 keep each other's rows. A stream appends each flush's panes (``append``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,9 +59,11 @@ def identifier(table: str) -> str:
 
 # --- the catalog ---
 
+
 def open_catalog(target: IcebergTarget):
     """The catalog, reached now: IcebergError, one line, when it cannot be."""
     from pyiceberg.catalog import load_catalog
+
     try:
         catalog = load_catalog("cryptobeam", **target.catalog_properties())
         catalog.list_namespaces()  # a lazy client (REST, Glue) connects here, not when it is made
@@ -80,8 +83,9 @@ def check_catalog(target: IcebergTarget) -> None:
     try:
         import pyiceberg_core  # noqa: F401  pyiceberg computes day() partition values with it
     except ImportError:
-        raise IcebergError("--sink iceberg needs pyiceberg-core for its day partitions: "
-                           "pip install 'pyiceberg[pyiceberg-core]'") from None
+        raise IcebergError(
+            "--sink iceberg needs pyiceberg-core for its day partitions: pip install 'pyiceberg[pyiceberg-core]'"
+        ) from None
     catalog = open_catalog(target)
     ensure_namespace(catalog)
     existing = {name for _namespace, name in _listed(catalog)}
@@ -108,6 +112,7 @@ def _load(catalog, table: str):
 
 def ensure_namespace(catalog) -> None:
     from pyiceberg.exceptions import NamespaceAlreadyExistsError
+
     try:
         catalog.create_namespace_if_not_exists(NAMESPACE)
     except NamespaceAlreadyExistsError:  # created by a writer in parallel
@@ -117,6 +122,7 @@ def ensure_namespace(catalog) -> None:
 
 
 # --- schemas, from the .avsc files ---
+
 
 def iceberg_type(avro_type):
     from pyiceberg.types import (
@@ -129,12 +135,20 @@ def iceberg_type(avro_type):
         StringType,
         TimestamptzType,
     )
+
     if isinstance(avro_type, dict):
         if avro_type.get("logicalType") == "timestamp-micros":
             return TimestamptzType()  # Avro's timestamp-micros is an instant (UTC), as Iceberg's timestamptz
         return iceberg_type(avro_type["type"])
-    return {"string": StringType(), "double": DoubleType(), "float": FloatType(), "long": LongType(),
-            "int": IntegerType(), "boolean": BooleanType(), "bytes": BinaryType()}[avro_type]
+    return {
+        "string": StringType(),
+        "double": DoubleType(),
+        "float": FloatType(),
+        "long": LongType(),
+        "int": IntegerType(),
+        "boolean": BooleanType(),
+        "bytes": BinaryType(),
+    }[avro_type]
 
 
 def iceberg_schema(name: str):
@@ -144,11 +158,13 @@ def iceberg_schema(name: str):
     from pyiceberg.types import NestedField
 
     from schemas import _non_null
+
     fields = []
     for field_id, field in enumerate(avro_schema(name)["fields"], start=1):
         inner, nullable = _non_null(field["type"])
-        fields.append(NestedField(field_id, field["name"], iceberg_type(inner), required=not nullable,
-                                  doc=field.get("doc")))
+        fields.append(
+            NestedField(field_id, field["name"], iceberg_type(inner), required=not nullable, doc=field.get("doc"))
+        )
     return Schema(*fields)
 
 
@@ -156,10 +172,12 @@ def partition_spec(schema, table: str):
     """Bars: day(window_start), exchange. Dead letters: day(dead_letter_time), reason (module docstring)."""
     from pyiceberg.partitioning import PartitionField, PartitionSpec
     from pyiceberg.transforms import DayTransform, IdentityTransform
+
     time_field, value_field = ("dead_letter_time", "reason") if table == DEAD_LETTERS else ("window_start", "exchange")
     return PartitionSpec(
         PartitionField(schema.find_field(time_field).field_id, 1000, DayTransform(), f"{time_field}_day"),
-        PartitionField(schema.find_field(value_field).field_id, 1001, IdentityTransform(), value_field))
+        PartitionField(schema.find_field(value_field).field_id, 1001, IdentityTransform(), value_field),
+    )
 
 
 _PROMOTIONS = {("int", "long"), ("float", "double")}
@@ -187,15 +205,23 @@ def evolved(existing, wanted):
     (old rows have no value for it), so old snapshots stay readable with their own schema."""
     from pyiceberg.schema import Schema
     from pyiceberg.types import NestedField
+
     names = set(existing._name_to_id)
-    return Schema(*[f if f.name in names or not f.required else
-                    NestedField(f.field_id, f.name, f.field_type, required=False, doc=f.doc) for f in wanted.fields])
+    return Schema(
+        *[
+            f
+            if f.name in names or not f.required
+            else NestedField(f.field_id, f.name, f.field_type, required=False, doc=f.doc)
+            for f in wanted.fields
+        ]
+    )
 
 
 def ensure_table(catalog, table: str, schema: str | None = None):
     """The table, created when missing (partitioned, see ``partition_spec``) or evolved to its
     ``.avsc`` schema; IcebergError when its schema cannot take the rows."""
     from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
+
     schema = schema or known_tables()[table]
     wanted = iceberg_schema(schema)
     for attempt in range(COMMIT_ATTEMPTS):
@@ -204,7 +230,9 @@ def ensure_table(catalog, table: str, schema: str | None = None):
         except NoSuchTableError:
             ensure_namespace(catalog)
             try:
-                return catalog.create_table(identifier(table), schema=wanted, partition_spec=partition_spec(wanted, table))
+                return catalog.create_table(
+                    identifier(table), schema=wanted, partition_spec=partition_spec(wanted, table)
+                )
             except TableAlreadyExistsError:  # created by a writer in parallel
                 continue
         problem = incompatibility(found.schema(), wanted)
@@ -224,13 +252,16 @@ def ensure_table(catalog, table: str, schema: str | None = None):
 
 # --- writes ---
 
+
 def arrow_rows(rows: list[dict], schema: str, table) -> pa.Table:
     """Records (as the pipeline holds them) as Arrow in the table's current schema: its columns in
     its order, a column the records lack (an older field) null."""
     given = pa.Table.from_pylist(rows, schema=arrow_schema(schema))
     target = table.schema().as_arrow()
-    columns = [given.column(f.name).cast(f.type) if f.name in given.column_names else pa.nulls(len(given), f.type)
-               for f in target]
+    columns = [
+        given.column(f.name).cast(f.type) if f.name in given.column_names else pa.nulls(len(given), f.type)
+        for f in target
+    ]
     return pa.Table.from_arrays(columns, schema=target)
 
 
@@ -240,6 +271,7 @@ def commit(catalog, table: str, write, schema: str | None = None) -> int:
     same files on the new snapshot) could not, e.g. because the other writer added rows in what
     this one replaces. Returns the snapshot id committed."""
     from pyiceberg.exceptions import CommitFailedException, ValidationException
+
     for attempt in range(COMMIT_ATTEMPTS):
         loaded = ensure_table(catalog, table, schema)
         try:
@@ -288,19 +320,30 @@ def bars_replaced(bars: list[dict]):
     """The rows of exactly these bars, every revision: per (exchange, symbol, interval), those at one
     of their window starts (bounded by the first and last, so Iceberg reads only their days)."""
     from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In, LessThanOrEqual
+
     starts: dict[tuple, set[int]] = defaultdict(set)
     for bar in bars:
         starts[(bar["exchange"], bar["symbol"], bar["interval"])].add(bar["window_start"])
-    return _any_of([And(EqualTo("exchange", exchange), EqualTo("symbol", symbol), EqualTo("interval", interval),
-                        GreaterThanOrEqual("window_start", min(windows)), LessThanOrEqual("window_start", max(windows)),
-                        In("window_start", windows))
-                    for (exchange, symbol, interval), windows in sorted(starts.items())])
+    return _any_of(
+        [
+            And(
+                EqualTo("exchange", exchange),
+                EqualTo("symbol", symbol),
+                EqualTo("interval", interval),
+                GreaterThanOrEqual("window_start", min(windows)),
+                LessThanOrEqual("window_start", max(windows)),
+                In("window_start", windows),
+            )
+            for (exchange, symbol, interval), windows in sorted(starts.items())
+        ]
+    )
 
 
 def dead_letters_replaced(records: list[dict]):
     """The dead letters of exactly these records: per source, those at one of their offsets (or,
     for records with none, every one of that source without an offset)."""
     from pyiceberg.expressions import And, EqualTo, In, IsNull
+
     offsets: dict[str, set[int]] = defaultdict(set)
     without_offset: set[str] = set()
     for record in records:
@@ -308,18 +351,22 @@ def dead_letters_replaced(records: list[dict]):
             without_offset.add(record["source"])
         else:
             offsets[record["source"]].add(record["source_offset"])
-    return _any_of([And(EqualTo("source", source), In("source_offset", found)) for source, found in sorted(offsets.items())]
-                   + [And(EqualTo("source", source), IsNull("source_offset")) for source in sorted(without_offset)])
+    return _any_of(
+        [And(EqualTo("source", source), In("source_offset", found)) for source, found in sorted(offsets.items())]
+        + [And(EqualTo("source", source), IsNull("source_offset")) for source in sorted(without_offset)]
+    )
 
 
 def _any_of(expressions: list):
     from pyiceberg.expressions import AlwaysFalse, Or
+
     if not expressions:
         return AlwaysFalse()
     return expressions[0] if len(expressions) == 1 else Or(*expressions)
 
 
 # --- reading and compaction ---
+
 
 def bar_key(table: str) -> tuple[str, ...]:
     """What names one bar of a table across its panes (as ``io_connectors.bar_reader.bar_key``)."""
@@ -330,8 +377,12 @@ def newest_revisions(rows: pa.Table, table: str) -> pa.Table:
     """The newest pane of each bar: a final pane first, then the highest pane index (a restarted
     stream's panes count again from 0, and its final pane holds the same trades)."""
     key = list(bar_key(table))
-    numbered = rows.select(key + ["is_final", "pane_index"]).append_column("row", pa.array(range(rows.num_rows), pa.int64()))
-    ordered = numbered.sort_by([(name, "ascending") for name in key] + [("is_final", "descending"), ("pane_index", "descending")])
+    numbered = rows.select(key + ["is_final", "pane_index"]).append_column(
+        "row", pa.array(range(rows.num_rows), pa.int64())
+    )
+    ordered = numbered.sort_by(
+        [(name, "ascending") for name in key] + [("is_final", "descending"), ("pane_index", "descending")]
+    )
     first = ordered.group_by(key, use_threads=False).aggregate([("row", "first")])
     kept = first.column("row_first")
     return rows.take(pc.take(kept, pc.sort_indices(kept)))  # in the table's own order
@@ -341,6 +392,7 @@ def compact(catalog, table: str) -> tuple[int, int]:
     """Rewrite the partitions holding older revisions to the newest revision of each bar, in one
     commit (made again on a fresh table if a stream committed meanwhile); (rows before, after)."""
     from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
+
     counts = [0, 0]
 
     def rewrite(transaction, loaded):
@@ -351,8 +403,16 @@ def compact(catalog, table: str) -> tuple[int, int]:
             return
         days = _partitions_with_revisions(rows, newest, table)
         day_us = 86_400_000_000
-        replaced = _any_of([And(EqualTo("exchange", exchange), GreaterThanOrEqual("window_start", day * day_us),
-                                LessThan("window_start", (day + 1) * day_us)) for exchange, day in days])
+        replaced = _any_of(
+            [
+                And(
+                    EqualTo("exchange", exchange),
+                    GreaterThanOrEqual("window_start", day * day_us),
+                    LessThan("window_start", (day + 1) * day_us),
+                )
+                for exchange, day in days
+            ]
+        )
         starts = pc.cast(newest.column("window_start"), pa.int64()).to_numpy() // day_us
         keep = pa.array([(e, int(d)) in days for e, d in zip(newest.column("exchange").to_pylist(), starts)])
         transaction.overwrite(newest.filter(keep), replaced)
@@ -364,11 +424,13 @@ def compact(catalog, table: str) -> tuple[int, int]:
 def _partitions_with_revisions(rows: pa.Table, newest: pa.Table, table: str) -> set[tuple[str, int]]:
     """(exchange, day number) of the partitions that hold more rows than bars."""
     from collections import Counter
+
     day_us = 86_400_000_000
 
     def per_partition(data):
         starts = pc.cast(data.column("window_start"), pa.int64()).to_numpy() // day_us
         return Counter(zip(data.column("exchange").to_pylist(), (int(d) for d in starts)))
+
     before, after = per_partition(rows), per_partition(newest)
     return {partition for partition, count in before.items() if count != after[partition]}
 
@@ -379,5 +441,17 @@ def bar_tables_in(catalog) -> list[str]:
     return [name for name in known_tables() if name in existing and name != DEAD_LETTERS]
 
 
-__all__ = ["DEAD_LETTERS", "NAMESPACE", "IcebergError", "append", "check_catalog", "compact", "ensure_table",
-           "iceberg_schema", "known_tables", "newest_revisions", "open_catalog", "replace"]
+__all__ = [
+    "DEAD_LETTERS",
+    "NAMESPACE",
+    "IcebergError",
+    "append",
+    "check_catalog",
+    "compact",
+    "ensure_table",
+    "iceberg_schema",
+    "known_tables",
+    "newest_revisions",
+    "open_catalog",
+    "replace",
+]

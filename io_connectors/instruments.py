@@ -14,6 +14,7 @@ canonical, only for a symbol the table does not know.
 
 Beam-free and cheap to import: the command line checks ``--instruments`` without Beam.
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,9 +41,27 @@ ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
 # Kraken's legacy four-letter codes: X for crypto, Z for fiat. Only these: a four-letter code
 # that merely starts with X or Z is another asset.
 KRAKEN_LEGACY_ASSETS = {
-    "XXBT": "BTC", "XETH": "ETH", "XLTC": "LTC", "XXRP": "XRP", "XXLM": "XLM", "XXMR": "XMR", "XETC": "ETC",
-    "XZEC": "ZEC", "XREP": "REP", "XMLN": "MLN", "XXDG": "DOGE", "XICN": "ICN", "XNMC": "NMC", "XXVN": "XVN",
-    "ZUSD": "USD", "ZEUR": "EUR", "ZGBP": "GBP", "ZCAD": "CAD", "ZJPY": "JPY", "ZAUD": "AUD", "ZCHF": "CHF",
+    "XXBT": "BTC",
+    "XETH": "ETH",
+    "XLTC": "LTC",
+    "XXRP": "XRP",
+    "XXLM": "XLM",
+    "XXMR": "XMR",
+    "XETC": "ETC",
+    "XZEC": "ZEC",
+    "XREP": "REP",
+    "XMLN": "MLN",
+    "XXDG": "DOGE",
+    "XICN": "ICN",
+    "XNMC": "NMC",
+    "XXVN": "XVN",
+    "ZUSD": "USD",
+    "ZEUR": "EUR",
+    "ZGBP": "GBP",
+    "ZCAD": "CAD",
+    "ZJPY": "JPY",
+    "ZAUD": "AUD",
+    "ZCHF": "CHF",
 }
 
 UNKNOWN_RECORDS_COUNTER = "instrument_unknown_records"
@@ -89,8 +108,10 @@ def best_effort_pair(exchange: str, symbol: str, known_assets: frozenset = froze
         base, quote = split_by_separator(symbol)
         if base is not None:
             return canonical_asset(base, exchange), canonical_asset(quote, exchange)
-    splits = [(canonical_asset(base, exchange), canonical_asset(quote, exchange))
-              for base, quote in _suffix_splits(symbol, KRAKEN_QUOTES if exchange == "kraken" else BINANCE_QUOTES)]
+    splits = [
+        (canonical_asset(base, exchange), canonical_asset(quote, exchange))
+        for base, quote in _suffix_splits(symbol, KRAKEN_QUOTES if exchange == "kraken" else BINANCE_QUOTES)
+    ]
     for base, quote in splits:
         if base in known_assets:
             return base, quote
@@ -111,6 +132,7 @@ def _suffix_splits(symbol: str, quotes: list[str]) -> list[tuple[str, str]]:
 
 # ---------------------------------------------------------------------- the table
 
+
 def _rows_of(text: str, name: str) -> dict[tuple[str, str], Pair]:
     """The rows of an instruments CSV, checked; any flaw raises InstrumentsError naming the line."""
     table: dict[tuple[str, str], Pair] = {}
@@ -118,8 +140,9 @@ def _rows_of(text: str, name: str) -> dict[tuple[str, str], Pair]:
     try:
         header = next(reader, None)
         if header is None or [h.strip().lower() for h in header] != COLUMNS:
-            raise InstrumentsError(f"{name} line 1: expected the header {','.join(COLUMNS)}, got "
-                                   f"{_shown(','.join(header or []))}")
+            raise InstrumentsError(
+                f"{name} line 1: expected the header {','.join(COLUMNS)}, got {_shown(','.join(header or []))}"
+            )
         for row in reader:
             line = reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -136,8 +159,10 @@ def _rows_of(text: str, name: str) -> dict[tuple[str, str], Pair]:
                     raise InstrumentsError(f"{name} line {line}: {column} holds a control character")
             key, pair = lookup_key(values[0], values[1]), (values[2].upper(), values[3].upper())
             if table.get(key, pair) != pair:
-                raise InstrumentsError(f"{name} line {line}: {values[0]} {values[1]} is listed again as "
-                                       f"{pair[0]}/{pair[1]}, before as {table[key][0]}/{table[key][1]}")
+                raise InstrumentsError(
+                    f"{name} line {line}: {values[0]} {values[1]} is listed again as "
+                    f"{pair[0]}/{pair[1]}, before as {table[key][0]}/{table[key][1]}"
+                )
             table[key] = pair
     except csv.Error as error:
         raise InstrumentsError(f"{name} line {reader.line_num}: not CSV: {error}") from None
@@ -165,10 +190,10 @@ def read_instruments_file(path: str) -> dict[tuple[str, str], Pair]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
+        line = data[: error.start].count(b"\n") + 1
         raise InstrumentsError(f"{name} line {line}: not UTF-8") from None
     if "\x00" in text:
-        raise InstrumentsError(f"{name} line {text[:text.index(chr(0))].count(chr(10)) + 1}: holds a NUL byte")
+        raise InstrumentsError(f"{name} line {text[: text.index(chr(0))].count(chr(10)) + 1}: holds a NUL byte")
     return _rows_of(text, name)
 
 
@@ -202,8 +227,14 @@ def instruments_digest(path: str | None = None) -> str:
     return hashlib.sha256(rows.encode("utf-8")).hexdigest()[:16]
 
 
-def canonical_pair(table: dict, exchange: str, symbol: str, base: str | None = None,
-                   quote: str | None = None, known_assets: frozenset | None = None) -> tuple[Pair, bool]:
+def canonical_pair(
+    table: dict,
+    exchange: str,
+    symbol: str,
+    base: str | None = None,
+    quote: str | None = None,
+    known_assets: frozenset | None = None,
+) -> tuple[Pair, bool]:
     """((base, quote), known) of one trade's instrument: the table's pair, else the record's own
     pair made canonical, else a best-effort split of the symbol."""
     key = lookup_key(exchange, symbol)
@@ -216,6 +247,7 @@ def canonical_pair(table: dict, exchange: str, symbol: str, base: str | None = N
 
 
 # ---------------------------------------------------------------------- applying it to batches
+
 
 @dataclass
 class _Resolved:
@@ -273,7 +305,7 @@ class CanonicalInstruments:
             index = pa.array(codes, pa.int32())
         for name, values in (("base", resolved.base), ("quote", resolved.quote)):
             distinct = pa.array(values, pa.string())
-            column = (pa.repeat(distinct[0], batch.num_rows) if index is None else distinct.take(index))
+            column = pa.repeat(distinct[0], batch.num_rows) if index is None else distinct.take(index)
             batch = batch.set_column(batch.schema.get_field_index(name), batch.schema.field(name), column)
         return batch
 
@@ -316,7 +348,7 @@ class CanonicalInstruments:
         name = f"{exchange}:{symbol}"
         if len(name) > MAX_FIELD_CHARS or not name.isprintable():
             digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
-            name = f"{name[:MAX_FIELD_CHARS - 14].encode('unicode_escape').decode('ascii')[:MAX_FIELD_CHARS - 14]}…{digest}"
+            name = f"{name[: MAX_FIELD_CHARS - 14].encode('unicode_escape').decode('ascii')[: MAX_FIELD_CHARS - 14]}…{digest}"
         if name not in self._named_unknown:
             if len(self._named_unknown) >= MAX_NAMED_UNKNOWN:
                 return MORE_UNKNOWN
@@ -348,7 +380,9 @@ def _distinct_rows(columns: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
     for column in columns:
         encoded = one_array(pc.dictionary_encode(column, null_encoding="encode"))
         combined = codes * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False)
-        codes = one_array(pc.dictionary_encode(pa.array(combined))).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        codes = (
+            one_array(pc.dictionary_encode(pa.array(combined))).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        )
     new = np.empty(len(codes), bool)
     new[0] = True
     new[1:] = codes[1:] > np.maximum.accumulate(codes)[:-1]

@@ -19,6 +19,7 @@ A commit never passes what the reader has read of a partition (its ``read_progre
 drain, or for a partition that lags, the messages not yet read are read by the next run. A commit
 the broker cannot take now is tried again until it can (``kafka_source.through_outages``).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,21 +49,32 @@ def resume_point_us(through_us: int, spec: BarSpec) -> int:
     return boundary // DAY_MICROS * DAY_MICROS if spec.day_by_day else boundary
 
 
-def commit_resume_point(consumer, config: KafkaReadConfig, read_up_to: dict[int, int], resume_us: int) -> dict[int, int]:
+def commit_resume_point(
+    consumer, config: KafkaReadConfig, read_up_to: dict[int, int], resume_us: int
+) -> dict[int, int]:
     """Commit, per partition read so far, the first offset at or after ``resume_us``, but never
     past what was read (``read_up_to``: partition -> next offset); returns the offsets."""
     from confluent_kafka import KafkaException, TopicPartition
+
     partitions = sorted(read_up_to)
-    found = consumer.offsets_for_times([TopicPartition(config.topic, p, resume_us // 1000) for p in partitions], timeout=10)
+    found = consumer.offsets_for_times(
+        [TopicPartition(config.topic, p, resume_us // 1000) for p in partitions], timeout=10
+    )
     for tp in found:
         if tp.error is not None:
             raise KafkaException(tp.error)
     metadata = json.dumps({"resume_us": resume_us})
     # No message at or after the point (offset -1): every message up to what was read is older.
-    offsets = {tp.partition: min(tp.offset, read_up_to[tp.partition]) if tp.offset >= 0 else read_up_to[tp.partition]
-               for tp in found}
-    _retrying(lambda: consumer.commit(offsets=[TopicPartition(config.topic, p, o, metadata) for p, o in offsets.items()],
-                                      asynchronous=False), 30)
+    offsets = {
+        tp.partition: min(tp.offset, read_up_to[tp.partition]) if tp.offset >= 0 else read_up_to[tp.partition]
+        for tp in found
+    }
+    _retrying(
+        lambda: consumer.commit(
+            offsets=[TopicPartition(config.topic, p, o, metadata) for p, o in offsets.items()], asynchronous=False
+        ),
+        30,
+    )
     return offsets
 
 
@@ -91,12 +103,15 @@ class _CommitProgressFn(beam.DoFn):
         if consumer is not None:
             consumer.close()
 
-    def process(self, element,
-                latest=beam.DoFn.StateParam(LATEST_WRITTEN),
-                read_up_to=beam.DoFn.StateParam(READ_UP_TO),
-                next_step=beam.DoFn.StateParam(NEXT_STEP),
-                step_timer=beam.DoFn.TimerParam(STEP),
-                end_timer=beam.DoFn.TimerParam(END_OF_INPUT)):
+    def process(
+        self,
+        element,
+        latest=beam.DoFn.StateParam(LATEST_WRITTEN),
+        read_up_to=beam.DoFn.StateParam(READ_UP_TO),
+        next_step=beam.DoFn.StateParam(NEXT_STEP),
+        step_timer=beam.DoFn.TimerParam(STEP),
+        end_timer=beam.DoFn.TimerParam(END_OF_INPUT),
+    ):
         _, (kind, value) = element
         if kind == "read":
             partition, next_offset = value
@@ -117,12 +132,15 @@ class _CommitProgressFn(beam.DoFn):
             end_timer.set(GlobalWindow().max_timestamp())
 
     @on_timer(STEP)
-    def on_step(self, fired_at=beam.DoFn.TimestampParam,
-                latest=beam.DoFn.StateParam(LATEST_WRITTEN),
-                read_up_to=beam.DoFn.StateParam(READ_UP_TO),
-                next_step=beam.DoFn.StateParam(NEXT_STEP),
-                committed=beam.DoFn.StateParam(COMMITTED),
-                step_timer=beam.DoFn.TimerParam(STEP)):
+    def on_step(
+        self,
+        fired_at=beam.DoFn.TimestampParam,
+        latest=beam.DoFn.StateParam(LATEST_WRITTEN),
+        read_up_to=beam.DoFn.StateParam(READ_UP_TO),
+        next_step=beam.DoFn.StateParam(NEXT_STEP),
+        committed=beam.DoFn.StateParam(COMMITTED),
+        step_timer=beam.DoFn.TimerParam(STEP),
+    ):
         written = latest.read() or 0
         point = resume_point_us(min(fired_at.micros - self._hold_back_us, written), self._spec)
         self._commit(point, read_up_to.read() or {}, committed)
@@ -134,9 +152,12 @@ class _CommitProgressFn(beam.DoFn):
         step_timer.set(Timestamp(micros=following))
 
     @on_timer(END_OF_INPUT)
-    def on_end_of_input(self, latest=beam.DoFn.StateParam(LATEST_WRITTEN),
-                        read_up_to=beam.DoFn.StateParam(READ_UP_TO),
-                        committed=beam.DoFn.StateParam(COMMITTED)):
+    def on_end_of_input(
+        self,
+        latest=beam.DoFn.StateParam(LATEST_WRITTEN),
+        read_up_to=beam.DoFn.StateParam(READ_UP_TO),
+        committed=beam.DoFn.StateParam(COMMITTED),
+    ):
         """Drained: every window is final and written, up to what each partition had read."""
         if latest.read():
             self._commit(resume_point_us(latest.read(), self._spec), read_up_to.read() or {}, committed)
@@ -144,10 +165,13 @@ class _CommitProgressFn(beam.DoFn):
     def _commit(self, point_us: int, read_up_to: dict[int, int], committed) -> None:
         if point_us <= (committed.read() or 0) or not read_up_to:
             return
-        offsets = through_outages(lambda: commit_resume_point(self._consumer, self._config, read_up_to, point_us),
-                                  "an offset commit")
+        offsets = through_outages(
+            lambda: commit_resume_point(self._consumer, self._config, read_up_to, point_us), "an offset commit"
+        )
         if offsets is None:  # drained while the broker was away: the next run resumes from the previous commit
-            _LOG.warning("%s: resume point %d us not committed, the broker was unavailable", self._config.group_id, point_us)
+            _LOG.warning(
+                "%s: resume point %d us not committed, the broker was unavailable", self._config.group_id, point_us
+            )
             return
         committed.write(point_us)
         self._commits.inc()
@@ -165,6 +189,4 @@ class CommitProgress(beam.PTransform):
         written_files, read_progress = inputs
         written = written_files | "Written" >> beam.Map(lambda file: (_KEY, ("written", file.through_us)))
         read = read_progress | "Read" >> beam.Map(lambda progress: (_KEY, ("read", progress)))
-        return ((written, read)
-                | "Both" >> beam.Flatten()
-                | "Commit" >> beam.ParDo(self._fn))
+        return (written, read) | "Both" >> beam.Flatten() | "Commit" >> beam.ParDo(self._fn)

@@ -6,6 +6,7 @@ a short linger. A message Kafka finally refuses becomes a dead letter with Kafka
 that is away is waited for: a bundle ends only once each of its messages has been delivered or
 refused, which librdkafka settles within ``message.timeout.ms`` (5 minutes by default).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,6 +53,7 @@ class _ProduceBars(beam.DoFn):
 
     def setup(self):
         from confluent_kafka import Producer
+
         self._producer = Producer({"bootstrap.servers": self._bootstrap, **PRODUCER_SETTINGS})
 
     def start_bundle(self):
@@ -63,8 +65,15 @@ class _ProduceBars(beam.DoFn):
                 self._failed.append((bar, str(error)))
             else:
                 self._sent.inc()
-        produce(self._producer, self._topic, encode(bar, self._schema), f"{bar['exchange']}:{bar['symbol']}",
-                bar["window_end"] // 1000, delivered)
+
+        produce(
+            self._producer,
+            self._topic,
+            encode(bar, self._schema),
+            f"{bar['exchange']}:{bar['symbol']}",
+            bar["window_end"] // 1000,
+            delivered,
+        )
 
     def finish_bundle(self):
         waited = 0
@@ -73,13 +82,26 @@ class _ProduceBars(beam.DoFn):
                 self._outages.inc()
             self._retries.inc()  # each further wait is one more try, as for the source's broker calls
             waited += FLUSH_STEP_S
-            logging.getLogger(__name__).warning("%d bar message(s) still undelivered to Kafka after %d s; waiting "
-                                                "for the broker", remaining, waited)
+            logging.getLogger(__name__).warning(
+                "%d bar message(s) still undelivered to Kafka after %d s; waiting for the broker", remaining, waited
+            )
         for bar, error in self._failed:
             self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, GlobalWindows.windowed_value(dead_letter(
-                "kafka_rejected", error, "sink", json.dumps(bar, default=str), f"kafka:{self._topic}",
-                None, bar["exchange"], bar["symbol"])))
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG,
+                GlobalWindows.windowed_value(
+                    dead_letter(
+                        "kafka_rejected",
+                        error,
+                        "sink",
+                        json.dumps(bar, default=str),
+                        f"kafka:{self._topic}",
+                        None,
+                        bar["exchange"],
+                        bar["symbol"],
+                    )
+                ),
+            )
 
     def teardown(self):
         producer = getattr(self, "_producer", None)
@@ -95,4 +117,6 @@ class WriteBarsKafka(beam.PTransform):
         self._bootstrap, self._topic, self._schema = bootstrap, topic, schema
 
     def expand(self, bars):
-        return bars | beam.ParDo(_ProduceBars(self._bootstrap, self._topic, self._schema)).with_outputs(DEAD_LETTER_TAG, main="sent")
+        return bars | beam.ParDo(_ProduceBars(self._bootstrap, self._topic, self._schema)).with_outputs(
+            DEAD_LETTER_TAG, main="sent"
+        )

@@ -26,6 +26,7 @@ and Dataflow alike.
   retried with capped exponential backoff until the broker answers, counted in
   ``kafka_broker_outages`` and ``kafka_broker_retries``; only a fatal client error fails the read.
 """
+
 from __future__ import annotations
 
 import json
@@ -119,6 +120,7 @@ class KafkaReadConfig:
 class PartitionStart:
     """Where one partition's read begins: its first offset, and the event time (µs) the previous
     run had written everything before (0 on a first run)."""
+
     topic: str
     partition: int
     offset: int
@@ -127,14 +129,24 @@ class PartitionStart:
 
 def _consumer(config: KafkaReadConfig, **extra):
     from confluent_kafka import Consumer
-    return Consumer({"bootstrap.servers": config.bootstrap, "group.id": config.group_id,
-                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                     "enable.partition.eof": False, "log_level": 3, **extra})
+
+    return Consumer(
+        {
+            "bootstrap.servers": config.bootstrap,
+            "group.id": config.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "log_level": 3,
+            **extra,
+        }
+    )
 
 
 def topic_partitions(consumer, topic: str, timeout: float) -> list[int]:
     """The topic's partition numbers, or KafkaException if the topic does not exist."""
     from confluent_kafka import KafkaException
+
     metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if metadata is None or metadata.error is not None or not metadata.partitions:
         raise KafkaException(f"topic {topic!r} does not exist")
@@ -145,11 +157,13 @@ def partition_starts(config: KafkaReadConfig, timeout: float = 30) -> list[Parti
     """Each partition's starting point: the group's committed offset (and the event time stored
     with it), else the partition's earliest offset."""
     from confluent_kafka import TopicPartition
+
     consumer = _consumer(config)
     try:
         partitions = topic_partitions(consumer, config.topic, timeout)
-        committed = _retrying(lambda: consumer.committed([TopicPartition(config.topic, p) for p in partitions],
-                                                         timeout=timeout), timeout)
+        committed = _retrying(
+            lambda: consumer.committed([TopicPartition(config.topic, p) for p in partitions], timeout=timeout), timeout
+        )
         starts = []
         for tp in committed:
             if tp.offset >= 0:
@@ -165,8 +179,12 @@ def partition_starts(config: KafkaReadConfig, timeout: float = 30) -> list[Parti
 def _retrying(call, timeout: float):
     """Group-coordinator calls fail while Kafka creates its offsets topic; they are retriable."""
     from confluent_kafka import KafkaError, KafkaException
-    coordinator_busy = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                        KafkaError.COORDINATOR_NOT_AVAILABLE}
+
+    coordinator_busy = {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -184,6 +202,7 @@ def through_outages(call, what: str):
     exponential backoff until it succeeds. Returns None if a drain is requested while waiting
     (the caller then does without the answer); a fatal client error is raised."""
     from confluent_kafka import KafkaException
+
     delay, first_failure = OUTAGE_BACKOFF_S[0], None
     while True:
         try:
@@ -196,16 +215,22 @@ def through_outages(call, what: str):
                 first_failure = time.monotonic()
                 beam.metrics.Metrics.counter("cryptobeam", "kafka_broker_outages").inc()
             beam.metrics.Metrics.counter("cryptobeam", "kafka_broker_retries").inc()
-            logging.getLogger(__name__).warning("Kafka broker unavailable for %s (%.0f s so far, next try in %.1f s): %s",
-                                                what, time.monotonic() - first_failure, delay, error)
+            logging.getLogger(__name__).warning(
+                "Kafka broker unavailable for %s (%.0f s so far, next try in %.1f s): %s",
+                what,
+                time.monotonic() - first_failure,
+                delay,
+                error,
+            )
             if _DRAIN.wait(delay):
                 return None
             delay = min(delay * 2, OUTAGE_BACKOFF_S[1])
             continue
         if first_failure is not None:
             _note_broker_away()
-            logging.getLogger(__name__).warning("Kafka broker answers %s again after %.1f s", what,
-                                                time.monotonic() - first_failure)
+            logging.getLogger(__name__).warning(
+                "Kafka broker answers %s again after %.1f s", what, time.monotonic() - first_failure
+            )
         return result
 
 
@@ -253,6 +278,7 @@ class _PartitionReader:
 
     def __init__(self, config: KafkaReadConfig, start: PartitionStart):
         from confluent_kafka import TopicPartition
+
         self._config, self._start = config, start
         self._consumer = _consumer(config, **{"fetch.wait.max.ms": 50, "queued.min.messages": 20000})
         self._tp = TopicPartition(start.topic, start.partition)
@@ -267,6 +293,7 @@ class _PartitionReader:
 
     def seek(self, offset: int) -> None:
         from confluent_kafka import TopicPartition
+
         if self.position != offset:
             self._consumer.assign([TopicPartition(self._start.topic, self._start.partition, offset)])
             self.position = offset
@@ -287,9 +314,12 @@ class _PartitionReader:
     def observe_topic(self) -> dict[int, int]:
         """Every partition's high watermark now; notes when any last moved (``topic_silent_since``)."""
         from confluent_kafka import TopicPartition
+
         topic = self._start.topic
-        highs = {p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[1]
-                 for p in topic_partitions(self._consumer, topic, 5)}
+        highs = {
+            p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[1]
+            for p in topic_partitions(self._consumer, topic, 5)
+        }
         if highs != self._topic_highs:  # the first look, too: what came before it is unknown
             self._topic_highs, self.topic_silent_since = highs, time.monotonic()
         return highs
@@ -298,20 +328,24 @@ class _PartitionReader:
         """Records this partition's position for the other readers, then whether every partition's
         recorded position (this run's) has reached its high watermark in ``highs``."""
         from confluent_kafka import TopicPartition
+
         if self._positions is None:
             self._positions = _consumer(self._config, **{"group.id": self._config.positions_group})
         if self.position is not None and self.position != self._recorded_position:
             mark = TopicPartition(self._start.topic, self._start.partition, self.position, self._config.run_id)
             _retrying(lambda: self._positions.commit(offsets=[mark], asynchronous=False), 30)
             self._recorded_position = self.position
-        recorded = _retrying(lambda: self._positions.committed(
-            [TopicPartition(self._start.topic, p) for p in sorted(highs)], timeout=5), 30)
+        recorded = _retrying(
+            lambda: self._positions.committed([TopicPartition(self._start.topic, p) for p in sorted(highs)], timeout=5),
+            30,
+        )
         return all(tp.metadata == self._config.run_id and tp.offset >= highs[tp.partition] for tp in recorded)
 
     def topic_newest_timestamp_ms(self) -> int | None:
         """The newest message timestamp over all partitions of the topic: where an idle
         partition's watermark may safely move."""
         from confluent_kafka import TopicPartition
+
         partitions = topic_partitions(self._consumer, self._start.topic, 5)
         probe = _consumer(self._config)
         newest = None
@@ -355,9 +389,12 @@ class _ReadPartitionFn(beam.DoFn):
             self._readers[key] = _PartitionReader(self._config, start)
         return self._readers[key]
 
-    def process(self, start: PartitionStart,
-                tracker=beam.DoFn.RestrictionParam(_PartitionOffsets()),
-                watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+    def process(
+        self,
+        start: PartitionStart,
+        tracker=beam.DoFn.RestrictionParam(_PartitionOffsets()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
+    ):
         reader = self._reader(start)
         reader.seek(tracker.current_restriction().start)
         source = f"kafka:{start.topic}/{start.partition}"
@@ -400,18 +437,29 @@ class _ReadPartitionFn(beam.DoFn):
             message = messages[i]
             self._records_in.inc()
             count_dead_letter("cryptobeam", "before_resume_point")
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                "before_resume_point",
-                f"timestamp {int(times_ms[i])} ms is before {start.resume_us} us, up to which the previous run "
-                "had written its bars; this record may already be counted there", "source",
-                message.value(), source, message.offset()))
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG,
+                dead_letter(
+                    "before_resume_point",
+                    f"timestamp {int(times_ms[i])} ms is before {start.resume_us} us, up to which the previous run "
+                    "had written its bars; this record may already be counted there",
+                    "source",
+                    message.value(),
+                    source,
+                    message.offset(),
+                ),
+            )
         kept = [m for m, old in zip(messages, resumed.tolist()) if not old]
         if kept:
             kept_ms = times_ms[~resumed]
             yield beam.window.TimestampedValue(
-                RawBatch(source=source, lines=[m.value() for m in kept],
-                         line_numbers=np.array([m.offset() for m in kept], dtype=np.int64)),
-                Timestamp(micros=int(kept_ms.min()) * 1000))
+                RawBatch(
+                    source=source,
+                    lines=[m.value() for m in kept],
+                    line_numbers=np.array([m.offset() for m in kept], dtype=np.int64),
+                ),
+                Timestamp(micros=int(kept_ms.min()) * 1000),
+            )
         self._advance(watermark, int(times_ms.max()) * 1000 - self._config.watermark_delay_us)
         # What this partition has read: offset commits never pass it (io_connectors.kafka_progress).
         yield beam.pvalue.TaggedOutput(PROGRESS_TAG, (start.partition, messages[-1].offset() + 1))
@@ -478,8 +526,12 @@ class ReadKafkaTrades(beam.PTransform):
         self._config = config
 
     def expand(self, pipeline):
-        return (pipeline
-                | "Start" >> beam.Impulse()
-                | "Partitions" >> beam.ParDo(_DiscoverPartitions(self._config))
-                | "ReadPartitions" >> beam.ParDo(_ReadPartitionFn(self._config)).with_output_types(RawBatchCoder.value_type)
-                .with_outputs(DEAD_LETTER_TAG, PROGRESS_TAG, main="raw"))
+        return (
+            pipeline
+            | "Start" >> beam.Impulse()
+            | "Partitions" >> beam.ParDo(_DiscoverPartitions(self._config))
+            | "ReadPartitions"
+            >> beam.ParDo(_ReadPartitionFn(self._config))
+            .with_output_types(RawBatchCoder.value_type)
+            .with_outputs(DEAD_LETTER_TAG, PROGRESS_TAG, main="raw")
+        )

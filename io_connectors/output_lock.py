@@ -4,6 +4,7 @@ The lock belongs to the command's open file, so the kernel releases it when the 
 however it ends; a killed run never leaves a stale lock behind (its chunk workers, which do not
 hold the lock, die with it). Remote outputs (gs://, s3://) are not locked.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -33,8 +34,9 @@ def lock_output_directory(out: str) -> None:
     except BlockingIOError:
         holder = _holder(descriptor)
         os.close(descriptor)
-        raise OutputLocked(f"another cryptobeam run{holder} is writing to {out!r}; wait for it to end "
-                           "or choose another --out") from None
+        raise OutputLocked(
+            f"another cryptobeam run{holder} is writing to {out!r}; wait for it to end or choose another --out"
+        ) from None
     os.ftruncate(descriptor, 0)
     os.write(descriptor, str(os.getpid()).encode())
     _HELD[key] = descriptor

@@ -13,6 +13,7 @@ and ends in ``~`` and a hash of the whole value, which such a file keeps in its 
 (``cryptobeam.partition``); ``io_connectors.bar_reader`` restores it. Read a whole output with hive partitioning, e.g.
 ``pyarrow.parquet.read_table("out/bars")`` or duckdb's ``read_parquet('out/bars/**/*.parquet', hive_partitioning=true)``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -126,8 +127,14 @@ class _WriteBarPartition(beam.DoFn):
     (``beam_pipelines.outputs``), the same for every sink; the sink of record (``counts_files``)
     counts its files."""
 
-    def __init__(self, root: str, file_name: str, file_format: str = "parquet", counts_files: bool = True,
-                 table: OutputTable = TIME_BARS):
+    def __init__(
+        self,
+        root: str,
+        file_name: str,
+        file_format: str = "parquet",
+        counts_files: bool = True,
+        table: OutputTable = TIME_BARS,
+    ):
         self._root, self._file_name = root.rstrip("/"), file_name
         self._encode, self._counts_files = BAR_FILE_FORMATS[file_format], counts_files
         self._directory = bar_tables.bar_directory(table.name, file_format)
@@ -138,9 +145,16 @@ class _WriteBarPartition(beam.DoFn):
         (exchange, symbol, day), bars = element
         bars = sorted(bars, key=lambda b: (self._bar_of(b), b["pane_index"]))
         if bars:  # a runner may fire an empty closing pane (Flink does): no file for it
-            path = "/".join([self._root, self._directory, partition_segment("exchange", exchange),
-                             partition_segment("symbol", symbol), partition_segment("date", day),
-                             self._file_name.format(pane=pane.index)])
+            path = "/".join(
+                [
+                    self._root,
+                    self._directory,
+                    partition_segment("exchange", exchange),
+                    partition_segment("symbol", symbol),
+                    partition_segment("date", day),
+                    self._file_name.format(pane=pane.index),
+                ]
+            )
             write_atomically(self._encode(bars, self._schema), path)
             if self._counts_files:
                 self._files.inc()
@@ -157,8 +171,14 @@ class _WriteDeadLetterPartition(beam.DoFn):
         reason, records = element
         records = sorted(records, key=lambda r: (r["source"], r["source_offset"] or 0))
         if records:  # no file for an empty pane
-            path = "/".join([self._root, "dead_letter", partition_segment("reason", reason),
-                             self._file_name.format(pane=pane.index)])
+            path = "/".join(
+                [
+                    self._root,
+                    "dead_letter",
+                    partition_segment("reason", reason),
+                    self._file_name.format(pane=pane.index),
+                ]
+            )
             table = pa.Table.from_pylist(records, schema=arrow_schema("dead_letter")).drop_columns(["reason"])
             write_atomically(parquet_bytes(table), path)
             from_sinks = sum(1 for r in records if r["stage"] == "sink")  # bars a sink rejected, not input records
@@ -188,10 +208,9 @@ class _WritePartitions(beam.PTransform):
                 windows.GlobalWindows(),
                 trigger=triggers.Repeatedly(triggers.AfterProcessingTime(self._flush_every_s)),
                 accumulation_mode=triggers.AccumulationMode.DISCARDING,
-                timestamp_combiner=windows.TimestampCombiner.OUTPUT_AT_EARLIEST)
-        return (keyed
-                | "GroupPartitions" >> beam.GroupByKey()
-                | "WriteFiles" >> beam.ParDo(self._writer))
+                timestamp_combiner=windows.TimestampCombiner.OUTPUT_AT_EARLIEST,
+            )
+        return keyed | "GroupPartitions" >> beam.GroupByKey() | "WriteFiles" >> beam.ParDo(self._writer)
 
 
 def file_name_for(run: str, extension: str, unbounded: bool) -> str:
@@ -215,14 +234,16 @@ def write_bar_files(bars, file_format: str, label: str, counts_files: bool):
     ``exchange=…/symbol=…/date=…/<file>``; returns the ``WrittenFile``s. A bounded run's partitions
     arrive grouped and finalized, one file each; a stream's bars are grouped here, a file per
     partition per pane (``flush_every_s``)."""
-    writer = _WriteBarPartition(bars.out, file_name_for(bars.run, file_format, bars.unbounded), file_format,
-                                counts_files, bars.table)
+    writer = _WriteBarPartition(
+        bars.out, file_name_for(bars.run, file_format, bars.unbounded), file_format, counts_files, bars.table
+    )
     if bars.partitions is not None:
         return bars.partitions | label >> beam.ParDo(writer)
     return bars.bars | label >> _WritePartitions(bar_partition, writer, bars.flush_every_s)
 
 
-def WriteDeadLettersParquet(root: str, file_name: str = "part-all.parquet",
-                            flush_every_s: float | None = None) -> beam.PTransform:
+def WriteDeadLettersParquet(
+    root: str, file_name: str = "part-all.parquet", flush_every_s: float | None = None
+) -> beam.PTransform:
     """Dead letters -> ``dead_letter/reason=…/<file_name>``."""
     return _WritePartitions(lambda record: record["reason"], _WriteDeadLetterPartition(root, file_name), flush_every_s)

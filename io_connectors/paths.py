@@ -3,6 +3,7 @@
 The standard library only: the command uses it first thing, to decide whether to start the chunk
 workers' fork server, and again to match the inputs it plans with, so both see the same files.
 """
+
 from __future__ import annotations
 
 import glob

@@ -4,6 +4,7 @@ On the local runner DoFns run in the CLI's process, so a callback installed by t
 drive its progress bar. On a cluster no callback is installed and these calls do nothing;
 the runner's own UI shows progress there.
 """
+
 from __future__ import annotations
 
 import threading

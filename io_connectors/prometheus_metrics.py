@@ -22,6 +22,7 @@ Beam has no histogram metric, so the stream counts written panes into the fixed 
 ``PANE_LATENCY_BUCKETS_S`` with one Beam counter per bucket (``beam_pipelines.outputs``), which
 ``StreamMetrics`` turns back into a Prometheus histogram.
 """
+
 from __future__ import annotations
 
 import errno
@@ -59,33 +60,56 @@ EXCHANGE, SYMBOL = ("exchange",), ("exchange", "symbol")
 COUNTER_FIELDS = {
     # CollectorCounters field -> metric, per exchange
     "frames": _collect("frames_received_total", "counter", EXCHANGE, "Websocket frames received."),
-    "published": _collect("trades_published_total", "counter", EXCHANGE,
-                          "Trades published to Kafka (live and fetched over REST), duplicates excluded."),
+    "published": _collect(
+        "trades_published_total",
+        "counter",
+        EXCHANGE,
+        "Trades published to Kafka (live and fetched over REST), duplicates excluded.",
+    ),
     "duplicates": _collect("duplicates_total", "counter", EXCHANGE, "Trades seen before, dropped."),
     "gaps_detected": _collect("gaps_detected_total", "counter", EXCHANGE, "Jumps in consecutive trade ids."),
-    "gap_trades_fetched": _collect("gap_trades_fetched_total", "counter", EXCHANGE,
-                                   "Missed trades fetched over REST to fill gaps."),
+    "gap_trades_fetched": _collect(
+        "gap_trades_fetched_total", "counter", EXCHANGE, "Missed trades fetched over REST to fill gaps."
+    ),
     "gaps_unfilled": _collect("gaps_unfilled_total", "counter", EXCHANGE, "Gaps REST could not fill entirely."),
-    "trades_unfilled": _collect("gap_trades_missing_total", "counter", EXCHANGE,
-                                "Trade ids of unfilled gaps that are still missing."),
-    "reconnects": _collect("reconnects_total", "counter", EXCHANGE, "Websocket connections made again after the first."),
-    "stale_reconnects": _collect("stale_reconnects_total", "counter", EXCHANGE,
-                                 "Reconnects forced by the staleness watchdog (no frame for --stale-after)."),
+    "trades_unfilled": _collect(
+        "gap_trades_missing_total", "counter", EXCHANGE, "Trade ids of unfilled gaps that are still missing."
+    ),
+    "reconnects": _collect(
+        "reconnects_total", "counter", EXCHANGE, "Websocket connections made again after the first."
+    ),
+    "stale_reconnects": _collect(
+        "stale_reconnects_total",
+        "counter",
+        EXCHANGE,
+        "Reconnects forced by the staleness watchdog (no frame for --stale-after).",
+    ),
     "connect_failures": _collect("connect_failures_total", "counter", EXCHANGE, "Connection attempts that failed."),
     "rest_retries": _collect("rest_retries_total", "counter", EXCHANGE, "REST requests retried."),
     "status_records": _collect("status_records_total", "counter", EXCHANGE, "feed_status records published."),
 }
-COLLECT_TRADES_RECEIVED = _collect("trades_received_total", "counter", SYMBOL,
-                                   "Trades in websocket frames, duplicates included.")
-COLLECT_DEAD_LETTERS = _collect("dead_letters_total", "counter", ("exchange", "reason"),
-                                "Frames that could not be read, dead-lettered, by reason.")
-COLLECT_NEWEST_TRADE = _collect("newest_trade_timestamp_seconds", "gauge", SYMBOL,
-                                "Event time of the newest trade published, unix seconds; staleness is time() - it.")
+COLLECT_TRADES_RECEIVED = _collect(
+    "trades_received_total", "counter", SYMBOL, "Trades in websocket frames, duplicates included."
+)
+COLLECT_DEAD_LETTERS = _collect(
+    "dead_letters_total", "counter", ("exchange", "reason"), "Frames that could not be read, dead-lettered, by reason."
+)
+COLLECT_NEWEST_TRADE = _collect(
+    "newest_trade_timestamp_seconds",
+    "gauge",
+    SYMBOL,
+    "Event time of the newest trade published, unix seconds; staleness is time() - it.",
+)
 COLLECT_CONNECTED = _collect("feed_connected", "gauge", EXCHANGE, "1 while the feed's websocket is subscribed, else 0.")
-COLLECT_PRODUCE_ERRORS = _collect("kafka_produce_errors_total", "counter", (),
-                                  "Messages Kafka reported as not delivered (each is lost unless the run is repeated).")
-COLLECT_PENDING = _collect("kafka_pending_messages", "gauge", (),
-                           "Messages handed to the producer and not yet acknowledged by Kafka.")
+COLLECT_PRODUCE_ERRORS = _collect(
+    "kafka_produce_errors_total",
+    "counter",
+    (),
+    "Messages Kafka reported as not delivered (each is lost unless the run is repeated).",
+)
+COLLECT_PENDING = _collect(
+    "kafka_pending_messages", "gauge", (), "Messages handed to the producer and not yet acknowledged by Kafka."
+)
 
 PANE_LATENCY_BUCKETS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
 """Upper bounds of the event-to-pane latency buckets, seconds (``+Inf`` follows)."""
@@ -93,37 +117,76 @@ PANE_LATENCY_BUCKETS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
 STREAM_COUNTERS = {
     # Beam counter (name, or prefix of name.<label value>) -> metric
     "records_in": _stream("trades_read_total", "counter", (), "Records read from the trades topic."),
-    "duplicates": _stream("duplicates_total", "counter", (), "Trades read again (same exchange, symbol, id), not counted twice."),
-    "dead_letters.": _stream("dead_letters_total", "counter", ("reason",), "Records that became dead letters, by reason."),
+    "duplicates": _stream(
+        "duplicates_total", "counter", (), "Trades read again (same exchange, symbol, id), not counted twice."
+    ),
+    "dead_letters.": _stream(
+        "dead_letters_total", "counter", ("reason",), "Records that became dead letters, by reason."
+    ),
     "table_rows.": _stream("bar_rows_written_total", "counter", ("table",), "Bar panes written, per table of bars."),
     "table_trades.": _stream("trades_in_final_bars_total", "counter", ("table",), "Trades in final bars, per table."),
-    "venue_windows.": _stream("venue_windows_total", "counter", ("venue",),
-                              "Consolidated bars: final windows per venue (exchange:symbol)."),
-    "venue_excluded.": _stream("venue_exclusions_total", "counter", ("venue", "reason"),
-                               "Consolidated bars: final windows a venue was excluded from, by reason."),
-    "venue_missing_ids.": _stream("venue_missing_trade_ids_total", "counter", ("venue",),
-                                  "Consolidated bars: trade ids found missing per venue."),
-    "kafka_offset_commits": _stream("kafka_offset_commits_total", "counter", (), "Offset commits of the consumer group."),
-    "kafka_broker_outages": _stream("kafka_broker_outages_total", "counter", (), "Times the Kafka broker was unavailable."),
+    "venue_windows.": _stream(
+        "venue_windows_total", "counter", ("venue",), "Consolidated bars: final windows per venue (exchange:symbol)."
+    ),
+    "venue_excluded.": _stream(
+        "venue_exclusions_total",
+        "counter",
+        ("venue", "reason"),
+        "Consolidated bars: final windows a venue was excluded from, by reason.",
+    ),
+    "venue_missing_ids.": _stream(
+        "venue_missing_trade_ids_total", "counter", ("venue",), "Consolidated bars: trade ids found missing per venue."
+    ),
+    "kafka_offset_commits": _stream(
+        "kafka_offset_commits_total", "counter", (), "Offset commits of the consumer group."
+    ),
+    "kafka_broker_outages": _stream(
+        "kafka_broker_outages_total", "counter", (), "Times the Kafka broker was unavailable."
+    ),
     "sink_rejections": _stream("sink_rejections_total", "counter", (), "Bar rows a sink rejected (dead-lettered)."),
 }
-STREAM_PANE_LATENCY = _stream("pane_latency_seconds", "histogram", ("table",),
-                              "Wall-clock time a bar pane is written minus its window end (early panes count as 0).")
-STREAM_WATERMARK = _stream("watermark_timestamp_seconds", "gauge", (),
-                           "A lower bound of the stream's watermark, unix seconds: the newest time-bar window end "
-                           "whose on-time or late pane was written.")
-STREAM_WATERMARK_LAG = _stream("watermark_lag_seconds", "gauge", (),
-                               "Now minus cryptobeam_stream_watermark_timestamp_seconds.")
-STREAM_CONSUMER_LAG = _stream("consumer_lag_messages", "gauge", ("topic", "partition"),
-                              "Messages past the consumer group's committed offset (the partition's start offset "
-                              "before the first commit): what a restart would read.")
-STREAM_SNAPSHOT_TIME = _stream("metrics_snapshot_timestamp_seconds", "gauge", (),
-                               "When the launcher last read the job's metrics, unix seconds.")
+STREAM_PANE_LATENCY = _stream(
+    "pane_latency_seconds",
+    "histogram",
+    ("table",),
+    "Wall-clock time a bar pane is written minus its window end (early panes count as 0).",
+)
+STREAM_WATERMARK = _stream(
+    "watermark_timestamp_seconds",
+    "gauge",
+    (),
+    "A lower bound of the stream's watermark, unix seconds: the newest time-bar window end "
+    "whose on-time or late pane was written.",
+)
+STREAM_WATERMARK_LAG = _stream(
+    "watermark_lag_seconds", "gauge", (), "Now minus cryptobeam_stream_watermark_timestamp_seconds."
+)
+STREAM_CONSUMER_LAG = _stream(
+    "consumer_lag_messages",
+    "gauge",
+    ("topic", "partition"),
+    "Messages past the consumer group's committed offset (the partition's start offset "
+    "before the first commit): what a restart would read.",
+)
+STREAM_SNAPSHOT_TIME = _stream(
+    "metrics_snapshot_timestamp_seconds", "gauge", (), "When the launcher last read the job's metrics, unix seconds."
+)
 
 METRICS: tuple[Metric, ...] = (
-    *COUNTER_FIELDS.values(), COLLECT_TRADES_RECEIVED, COLLECT_DEAD_LETTERS, COLLECT_NEWEST_TRADE, COLLECT_CONNECTED,
-    COLLECT_PRODUCE_ERRORS, COLLECT_PENDING, *STREAM_COUNTERS.values(), STREAM_PANE_LATENCY, STREAM_WATERMARK,
-    STREAM_WATERMARK_LAG, STREAM_CONSUMER_LAG, STREAM_SNAPSHOT_TIME)
+    *COUNTER_FIELDS.values(),
+    COLLECT_TRADES_RECEIVED,
+    COLLECT_DEAD_LETTERS,
+    COLLECT_NEWEST_TRADE,
+    COLLECT_CONNECTED,
+    COLLECT_PRODUCE_ERRORS,
+    COLLECT_PENDING,
+    *STREAM_COUNTERS.values(),
+    STREAM_PANE_LATENCY,
+    STREAM_WATERMARK,
+    STREAM_WATERMARK_LAG,
+    STREAM_CONSUMER_LAG,
+    STREAM_SNAPSHOT_TIME,
+)
 
 # Beam metrics the stream's pipeline writes for this module (beam_pipelines.outputs._CountBars).
 PANE_LATENCY_BUCKET = "pane_latency_bucket."  # pane_latency_bucket.<table>|<upper bound or +Inf>
@@ -135,8 +198,11 @@ def exported_series() -> set[str]:
     """Every series name a query can use: a histogram is its ``_bucket``, ``_count`` and ``_sum``."""
     names = set()
     for metric in METRICS:
-        names |= ({f"{metric.name}{s}" for s in ("_bucket", "_count", "_sum")} if metric.kind == "histogram"
-                  else {metric.name})
+        names |= (
+            {f"{metric.name}{s}" for s in ("_bucket", "_count", "_sum")}
+            if metric.kind == "histogram"
+            else {metric.name}
+        )
     return names
 
 
@@ -152,6 +218,7 @@ class MetricsPortInUse(RuntimeError):
 @dataclass
 class MetricsServer:
     """A running metrics endpoint; ``close()`` frees its port."""
+
     port: int
     registry: CollectorRegistry
     _server: object = None
@@ -167,6 +234,7 @@ class MetricsServer:
 def serve_metrics(port: int, collector: Collector, address: str = "0.0.0.0") -> MetricsServer:
     """Serve ``collector`` alone (no process or platform metrics of another library) on ``port``."""
     from prometheus_client import start_http_server
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     try:
@@ -188,6 +256,7 @@ def _family(metric: Metric, labels: tuple[str, ...] | None = None):
 
 
 # --- collect ---------------------------------------------------------------------------------
+
 
 class CollectMetrics(Collector):
     """A live collector's figures at scrape time (``io_connectors.collectors.collector.Collector``)."""
@@ -222,9 +291,11 @@ class CollectMetrics(Collector):
 
 # --- stream ----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class StreamSnapshot:
     """What the launcher last learned about the running job."""
+
     counters: dict[str, int] = field(default_factory=dict)
     watermark_us: int | None = None
     consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -240,6 +311,7 @@ def live_metric_results(result):
         return result.metrics()
     from apache_beam.portability.api import beam_job_api_pb2
     from apache_beam.runners.portability.portable_runner import PortableMetrics
+
     return PortableMetrics(job_service.GetJobMetrics(beam_job_api_pb2.GetJobMetricsRequest(job_id=job_id)))
 
 
@@ -247,6 +319,7 @@ def beam_figures(metric_results, namespace: str = "cryptobeam") -> tuple[dict[st
     """(each counter summed over steps, the watermark bound in µs or None), committed values
     where the runner has them, as ``beam_pipelines.accounting.counters_of`` reads them."""
     from apache_beam.metrics.metric import MetricsFilter
+
     found = metric_results.query(MetricsFilter().with_namespace(namespace))
     counters: dict[str, int] = {}
     for counter in found["counters"]:
@@ -266,6 +339,7 @@ def consumer_lag(consumer, topic: str, timeout: float = 5.0) -> dict[tuple[str, 
     from confluent_kafka import TopicPartition
 
     from io_connectors.kafka_source import topic_partitions
+
     partitions = topic_partitions(consumer, topic, timeout)
     committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
     lag = {}
@@ -318,6 +392,7 @@ class StreamMetricsPoller:
         try:
             if self._consumer is None:
                 from io_connectors.kafka_source import _consumer
+
                 self._consumer = _consumer(self._read)
             lag = consumer_lag(self._consumer, self._read.topic)
         except Exception as error:  # the broker away: the job's figures are still worth serving
@@ -357,7 +432,7 @@ def _stream_counters(counters: dict[str, int]):
         else:
             for name, value in sorted(counters.items()):
                 if name.startswith(source):
-                    key = name[len(source):]
+                    key = name[len(source) :]
                     values = key.rsplit("|", 1) if len(metric.labels) == 2 else [key]
                     if len(values) == len(metric.labels):
                         family.add_metric(values, value)
@@ -369,7 +444,7 @@ def _pane_latency(counters: dict[str, int]):
     per_table: dict[str, dict[str, int]] = {}
     for name, value in counters.items():
         if name.startswith(PANE_LATENCY_BUCKET):
-            table, _, bound = name[len(PANE_LATENCY_BUCKET):].rpartition("|")
+            table, _, bound = name[len(PANE_LATENCY_BUCKET) :].rpartition("|")
             per_table.setdefault(table, {})[bound] = value
     family = _family(STREAM_PANE_LATENCY)
     for table, counts in sorted(per_table.items()):

@@ -1,4 +1,5 @@
 """A raw batch: records exactly as read, before any parsing, with where they came from."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

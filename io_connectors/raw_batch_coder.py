@@ -3,6 +3,7 @@
 Kept apart from ``raw_batch`` because it needs Beam, and the command line reads the parsers
 (which use ``RawBatch``) while it plans, before Beam is needed.
 """
+
 from __future__ import annotations
 
 from io_connectors.raw_batch import RawBatch

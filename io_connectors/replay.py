@@ -5,6 +5,7 @@ its event time as the message timestamp. Pacing follows event time at ``speed`` 
 (or as fast as possible). ``disorder`` shuffles trades within a bound, and ``late_fraction`` of
 them are held back by ``late_by``: what a live feed does to a stream processor.
 """
+
 from __future__ import annotations
 
 import time
@@ -38,8 +39,9 @@ class ReplayReport:
     seconds: float = 0.0
 
 
-def load_trades(source: SourceFormat, parser, paths: list[str],
-                unreadable: list[str] | None = None) -> tuple[pa.Table, int, int]:
+def load_trades(
+    source: SourceFormat, parser, paths: list[str], unreadable: list[str] | None = None
+) -> tuple[pa.Table, int, int]:
     """(valid trades, records read, records rejected by the parser).
 
     As in a backfill, a record the parser or the reader cannot use is rejected alone, the
@@ -116,8 +118,14 @@ def replay(trades: pa.Table, bootstrap: str, topic: str, plan: ReplayPlan, on_pr
                 time.sleep(wait)
         row = rows[row_index]
         record = {**row, "event_time": int(times[row_index]), "receive_time": receive_times[row_index]}
-        produce(producer, topic, encode(record, "trade"), f"{row['exchange']}:{row['symbol']}",
-                int(times[row_index]) // 1000, lambda error, _m: failures.append(error) if error else None)
+        produce(
+            producer,
+            topic,
+            encode(record, "trade"),
+            f"{row['exchange']}:{row['symbol']}",
+            int(times[row_index]) // 1000,
+            lambda error, _m: failures.append(error) if error else None,
+        )
         if on_progress and n % 5000 == 0:
             on_progress(n)
     remaining = producer.flush(60)

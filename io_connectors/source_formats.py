@@ -4,6 +4,7 @@ Beam-free, so that the command line can check ``--source`` and plan without impo
 A run may read several formats (``--input SOURCE:GLOB``): each file knows its own
 (``InputFile.source``), and each raw batch is parsed by its file's format's parser.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,22 +26,62 @@ class SourceFormat:
     symbol_from_name: Callable[[str], str | None] | None = None
 
 
-SOURCES = {s.name: s for s in [
-    SourceFormat("binance-aggtrades", "Binance public data aggTrades CSV (.zip or .csv)", binance.parse_aggtrades,
-                 "text", "binance", binance_symbol_from_name),
-    SourceFormat("binance-trades", "Binance public data trades CSV (.zip or .csv)", binance.parse_trades,
-                 "text", "binance", binance_symbol_from_name),
-    SourceFormat("tardis-trades", "Tardis.dev normalized trades CSV (.csv or .csv.gz)", tardis.parse_tardis_trades,
-                 "text", None, None),
-    SourceFormat("coinbase-trades", "Coinbase Exchange trades, JSON lines", coinbase.parse_coinbase_trades,
-                 "text", "coinbase", leading_symbol_from_name),
-    SourceFormat("kraken-trades", "Kraken trade history CSV (timestamp,price,volume)", kraken.parse_kraken_trades,
-                 "text", "kraken", leading_symbol_from_name),
-    SourceFormat("parquet", "Parquet files in the normalized trade schema", normalized.parse_normalized,
-                 "parquet", None, None),
-    SourceFormat("avro", "Avro files in the normalized trade schema", normalized.parse_normalized,
-                 "avro", None, None),
-]}
+SOURCES = {
+    s.name: s
+    for s in [
+        SourceFormat(
+            "binance-aggtrades",
+            "Binance public data aggTrades CSV (.zip or .csv)",
+            binance.parse_aggtrades,
+            "text",
+            "binance",
+            binance_symbol_from_name,
+        ),
+        SourceFormat(
+            "binance-trades",
+            "Binance public data trades CSV (.zip or .csv)",
+            binance.parse_trades,
+            "text",
+            "binance",
+            binance_symbol_from_name,
+        ),
+        SourceFormat(
+            "tardis-trades",
+            "Tardis.dev normalized trades CSV (.csv or .csv.gz)",
+            tardis.parse_tardis_trades,
+            "text",
+            None,
+            None,
+        ),
+        SourceFormat(
+            "coinbase-trades",
+            "Coinbase Exchange trades, JSON lines",
+            coinbase.parse_coinbase_trades,
+            "text",
+            "coinbase",
+            leading_symbol_from_name,
+        ),
+        SourceFormat(
+            "kraken-trades",
+            "Kraken trade history CSV (timestamp,price,volume)",
+            kraken.parse_kraken_trades,
+            "text",
+            "kraken",
+            leading_symbol_from_name,
+        ),
+        SourceFormat(
+            "parquet",
+            "Parquet files in the normalized trade schema",
+            normalized.parse_normalized,
+            "parquet",
+            None,
+            None,
+        ),
+        SourceFormat(
+            "avro", "Avro files in the normalized trade schema", normalized.parse_normalized, "avro", None, None
+        ),
+    ]
+}
 
 
 SOURCE_FORMAT_KEY = "source_format"
@@ -64,8 +105,9 @@ def source_of(input_file, default: SourceFormat | None) -> SourceFormat:
     return default
 
 
-def parser_for(source: SourceFormat, exchange: str | None = None, symbol: str | None = None,
-               instruments: str | None = None):
+def parser_for(
+    source: SourceFormat, exchange: str | None = None, symbol: str | None = None, instruments: str | None = None
+):
     """The source's parser with the user's overrides bound in, its trades carrying canonical base
     and quote (the shipped instruments table, extended by the ``instruments`` CSV if given).
 
@@ -76,8 +118,12 @@ def parser_for(source: SourceFormat, exchange: str | None = None, symbol: str | 
     return with_canonical_instruments(functools.partial(source.parser, **options), instruments)
 
 
-def parser_for_sources(sources: dict[str, SourceFormat], exchange: str | None = None, symbol: str | None = None,
-                       instruments: str | None = None):
+def parser_for_sources(
+    sources: dict[str, SourceFormat],
+    exchange: str | None = None,
+    symbol: str | None = None,
+    instruments: str | None = None,
+):
     """The parser of a run reading ``sources`` (by name): a single source's own parser, or one that
     parses each raw batch with the parser of the format its file was read as."""
     parsers = {name: parser_for(source, exchange, symbol, instruments) for name, source in sources.items()}

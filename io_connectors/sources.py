@@ -1,5 +1,6 @@
 """Bounded sources: input files read into raw batches for ``TradesToBars``, by their format
 (``io_connectors.source_formats``)."""
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -20,8 +21,13 @@ from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_lett
 DEFAULT_BATCH_ROWS = 250_000
 
 
-def read_raw_batches(source: SourceFormat, path: str, batch_rows: int = DEFAULT_BATCH_ROWS,
-                     time_slice: TimeSlice = WHOLE_FILE, line_limit: int = DEFAULT_LINE_LIMIT):
+def read_raw_batches(
+    source: SourceFormat,
+    path: str,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    time_slice: TimeSlice = WHOLE_FILE,
+    line_limit: int = DEFAULT_LINE_LIMIT,
+):
     """Yield the raw batches of one input file, or of its rows in ``time_slice`` (Parquet only).
 
     What cannot be passed on as records (a line over ``line_limit`` bytes, the rest of a damaged
@@ -46,16 +52,33 @@ def read_raw_batches(source: SourceFormat, path: str, batch_rows: int = DEFAULT_
 def _text_member_batches(member: str, stream, hint: str | None, batch_rows: int, line_limit: int):
     try:
         for lines, numbers, long_lines in text_batches(stream, batch_rows, line_limit):
-            yield RawBatch(source=member, symbol_hint=hint, lines=lines, line_numbers=numbers,
-                           dead_letters=[_long_line_dead_letter(line, member, line_limit) for line in long_lines])
+            yield RawBatch(
+                source=member,
+                symbol_hint=hint,
+                lines=lines,
+                line_numbers=numbers,
+                dead_letters=[_long_line_dead_letter(line, member, line_limit) for line in long_lines],
+            )
     except DamagedStream as damage:  # the lines before the damage were passed on; the rest is one record
-        yield RawBatch(source=member, symbol_hint=hint, lines=[], line_numbers=np.zeros(0, np.int64), dead_letters=[
-            dead_letter("unreadable_file", str(damage), "read", None, member, damage.next_line)])
+        yield RawBatch(
+            source=member,
+            symbol_hint=hint,
+            lines=[],
+            line_numbers=np.zeros(0, np.int64),
+            dead_letters=[dead_letter("unreadable_file", str(damage), "read", None, member, damage.next_line)],
+        )
 
 
 def _long_line_dead_letter(line, member: str, line_limit: int) -> dict:
-    return dead_letter("malformed", f"a line of {line.length:,} bytes, over the {line_limit:,}-byte line limit: "
-                       f"the payload is its first {len(line.head):,} bytes", "read", line.head, member, line.number)
+    return dead_letter(
+        "malformed",
+        f"a line of {line.length:,} bytes, over the {line_limit:,}-byte line limit: "
+        f"the payload is its first {len(line.head):,} bytes",
+        "read",
+        line.head,
+        member,
+        line.number,
+    )
 
 
 def _parquet_slice_batches(path: str, batch_rows: int, time_slice: TimeSlice):
@@ -65,13 +88,17 @@ def _parquet_slice_batches(path: str, batch_rows: int, time_slice: TimeSlice):
     schema = footer.schema.to_arrow_schema()
     # Rows outside the slice are decoded too (a row group is the unit of reading), so the
     # low-cardinality text columns are read as dictionaries: cheap to decode and to filter.
-    categorical = [name for name in ("exchange", "symbol", "side", "source") if name in schema.names
-                   and pa.types.is_string(schema.field(name).type)]
+    categorical = [
+        name
+        for name in ("exchange", "symbol", "side", "source")
+        if name in schema.names and pa.types.is_string(schema.field(name).type)
+    ]
     parquet = pq.ParquetFile(path, metadata=footer, read_dictionary=categorical)
     first_rows = np.cumsum([0] + [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]) + 1
     for group in range(parquet.num_row_groups):
         if not time_slice.may_hold(row_group_time_range(parquet, group)) and not _unchecked_group_holds_rows(
-                parquet, group, time_slice):
+            parquet, group, time_slice
+        ):
             continue
         row = int(first_rows[group])
         for record_batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group]):
@@ -81,8 +108,12 @@ def _parquet_slice_batches(path: str, batch_rows: int, time_slice: TimeSlice):
                 yield RawBatch(source=path, table=table, first_row=row)
             elif keep.any():
                 rows = np.flatnonzero(keep)
-                yield RawBatch(source=path, table=table.take(pa.array(rows, pa.int64())), first_row=row + int(rows[0]),
-                               row_numbers=rows.astype(np.int64) + row)
+                yield RawBatch(
+                    source=path,
+                    table=table.take(pa.array(rows, pa.int64())),
+                    first_row=row + int(rows[0]),
+                    row_numbers=rows.astype(np.int64) + row,
+                )
             row += record_batch.num_rows
 
 
@@ -99,6 +130,7 @@ def _avro_batches(path: str, batch_rows: int):
     """The file's records, ``batch_rows`` at a time; if the file is damaged partway, the records
     before the damage, then one dead letter for the rest."""
     from apache_beam.io.filesystems import FileSystems
+
     with FileSystems.open(path, compression_type="uncompressed") as handle:
         records, row = [], 1
         reader = iter(fastavro.reader(handle))  # a header that cannot be read: the whole file is unreadable
@@ -111,9 +143,21 @@ def _avro_batches(path: str, batch_rows: int):
                 if records:
                     yield RawBatch(source=path, table=_records_table(records), first_row=row)
                     row += len(records)
-                yield RawBatch(source=path, table=pa.table({}), first_row=row, dead_letters=[dead_letter(
-                    "unreadable_file", f"damaged from record {row:,}: {type(error).__name__}: {error}", "read", None,
-                    path, row)])
+                yield RawBatch(
+                    source=path,
+                    table=pa.table({}),
+                    first_row=row,
+                    dead_letters=[
+                        dead_letter(
+                            "unreadable_file",
+                            f"damaged from record {row:,}: {type(error).__name__}: {error}",
+                            "read",
+                            None,
+                            path,
+                            row,
+                        )
+                    ],
+                )
                 return
             records.append(record)
             if len(records) == batch_rows:
@@ -144,8 +188,7 @@ class _ReadFile(beam.DoFn):
     def process(self, input_file: InputFile):
         source = source_of(input_file, self._source)
         try:
-            for raw in read_raw_batches(source, input_file.path, self._batch_rows, self._time_slice,
-                                        self._line_limit):
+            for raw in read_raw_batches(source, input_file.path, self._batch_rows, self._time_slice, self._line_limit):
                 letters, raw.dead_letters = raw.dead_letters, []
                 yield from _emit_dead_letters(letters)
                 if len(raw):
@@ -153,8 +196,9 @@ class _ReadFile(beam.DoFn):
                     yield raw
         except Exception as error:  # a corrupt archive, a CSV given as Parquet, an I/O error...
             # The file's records cannot be counted, so the file itself is one record: one dead letter.
-            yield from _emit_dead_letters([dead_letter(
-                "unreadable_file", f"{type(error).__name__}: {error}", "read", None, input_file.path)])
+            yield from _emit_dead_letters(
+                [dead_letter("unreadable_file", f"{type(error).__name__}: {error}", "read", None, input_file.path)]
+            )
         report_progress(files=1, bytes=input_file.size)
 
 
@@ -172,15 +216,25 @@ class ReadTradeFiles(beam.PTransform):
 
     Each file is read as its own format (``InputFile.source``), else as ``source``."""
 
-    def __init__(self, source: SourceFormat | None, files: list[InputFile], batch_rows: int = DEFAULT_BATCH_ROWS,
-                 time_slice: TimeSlice = WHOLE_FILE, line_limit: int = DEFAULT_LINE_LIMIT):
+    def __init__(
+        self,
+        source: SourceFormat | None,
+        files: list[InputFile],
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        time_slice: TimeSlice = WHOLE_FILE,
+        line_limit: int = DEFAULT_LINE_LIMIT,
+    ):
         super().__init__()
         self._source, self._files, self._batch_rows, self._time_slice = source, files, batch_rows, time_slice
         self._line_limit = line_limit
 
     def expand(self, pbegin):
         """Returns raw batches (main output) and ``dead_letter`` for what cannot be read."""
-        return (pbegin
-                | "ListFiles" >> beam.Create(self._files)
-                | "ReadFiles" >> beam.ParDo(_ReadFile(self._source, self._batch_rows, self._time_slice, self._line_limit))
-                .with_output_types(RawBatchCoder.value_type).with_outputs(DEAD_LETTER_TAG, main="raw"))
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(self._files)
+            | "ReadFiles"
+            >> beam.ParDo(_ReadFile(self._source, self._batch_rows, self._time_slice, self._line_limit))
+            .with_output_types(RawBatchCoder.value_type)
+            .with_outputs(DEAD_LETTER_TAG, main="raw")
+        )

@@ -10,6 +10,7 @@ can get them wrong: every row must still reach its slice. The planner reads ever
 so it checks the statistics too; a slice skips a group unread only when they were found right,
 and otherwise reads the group's times to see whether any of its rows are in the slice.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

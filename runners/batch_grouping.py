@@ -11,6 +11,7 @@ trigger follows. ``OnTimeBatchDriver`` builds
 exactly that directly. Every other windowing, and anything that is not a batch grouping,
 goes to Beam's own driver unchanged; ``tests/test_batch_grouping.py`` checks the two agree.
 """
+
 from __future__ import annotations
 
 from apache_beam.transforms import trigger as triggers
@@ -18,8 +19,10 @@ from apache_beam.transforms.window import NonMergingWindowFn, TimestampCombiner
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
 # The on-time pane is the last one exactly when no late firing can follow.
-ON_TIME_PANES = {late: PaneInfo(is_first=True, is_last=late, timing=PaneInfoTiming.ON_TIME, index=0,
-                                nonspeculative_index=0) for late in (True, False)}
+ON_TIME_PANES = {
+    late: PaneInfo(is_first=True, is_last=late, timing=PaneInfoTiming.ON_TIME, index=0, nonspeculative_index=0)
+    for late in (True, False)
+}
 _beams_driver = triggers.create_trigger_driver
 
 
@@ -47,15 +50,23 @@ class OnTimeBatchDriver(triggers.TriggerDriver):
 
 def fires_once_on_time(windowing) -> bool:
     trigger = windowing.triggerfn
-    return (isinstance(windowing.windowfn, NonMergingWindowFn)
-            and isinstance(trigger, triggers.AfterWatermark) and trigger.early is None
-            and windowing.timestamp_combiner == TimestampCombiner.OUTPUT_AT_EOW)
+    return (
+        isinstance(windowing.windowfn, NonMergingWindowFn)
+        and isinstance(trigger, triggers.AfterWatermark)
+        and trigger.early is None
+        and windowing.timestamp_combiner == TimestampCombiner.OUTPUT_AT_EOW
+    )
 
 
 def create_trigger_driver(windowing, is_batch=False, phased_combine_fn=None, clock=None):
     driver = _beams_driver(windowing, is_batch, phased_combine_fn, clock)
-    if is_batch and phased_combine_fn is None and clock is None and fires_once_on_time(windowing) \
-            and isinstance(driver, triggers.GeneralTriggerDriver):
+    if (
+        is_batch
+        and phased_combine_fn is None
+        and clock is None
+        and fires_once_on_time(windowing)
+        and isinstance(driver, triggers.GeneralTriggerDriver)
+    ):
         return OnTimeBatchDriver(windowing, driver)
     return driver
 
@@ -63,6 +74,7 @@ def create_trigger_driver(windowing, is_batch=False, phased_combine_fn=None, clo
 def install() -> None:
     """Use it for the in-process runner's batch groupings (idempotent)."""
     from apache_beam.runners.portability.fn_api_runner import execution
+
     execution.trigger = _TriggerModule()
 
 

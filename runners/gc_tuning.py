@@ -7,6 +7,7 @@ and more often as the heap grows, all of them, for no garbage found. Freezing wh
 the run (modules, the pipeline) takes it out of every pass; a higher first threshold makes passes
 rare. Neither changes what is freed, so peak memory stays the same.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -7,6 +7,7 @@ pages; peak memory is unchanged, since the same arrays are live either way. Arro
 then taken from that same heap: its default pool (mimalloc) hands freed pages back as well, to
 be faulted in again.
 """
+
 from __future__ import annotations
 
 import ctypes

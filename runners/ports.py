@@ -1,4 +1,5 @@
 """Free localhost ports for the local services (Kafka, Flink, job services, emulators)."""
+
 from __future__ import annotations
 
 import socket

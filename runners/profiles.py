@@ -17,6 +17,7 @@ Python workers never run in local Docker: LOOPBACK (in this process, for a clust
 machine), PROCESS (a boot command on each worker host) or EXTERNAL (a worker pool you start with
 ``python -m apache_beam.runners.worker.worker_pool_main`` next to each TaskManager).
 """
+
 from __future__ import annotations
 
 import json
@@ -69,12 +70,17 @@ class RunnerProfile:
     def runner(self):
         if self.name == "direct":
             return in_process_runner()
-        return {"prism": "PrismRunner", "flink": "FlinkRunner", "dataflow": "DataflowRunner",
-                "portable": "PortableRunner"}[self.name]
+        return {
+            "prism": "PrismRunner",
+            "flink": "FlinkRunner",
+            "dataflow": "DataflowRunner",
+            "portable": "PortableRunner",
+        }[self.name]
 
     def options(self, extra_args: list[str] | None = None, streaming: bool = False):
         """Beam's ``PipelineOptions`` for this profile (Beam is imported here, not when a profile is made)."""
         from apache_beam.options.pipeline_options import PipelineOptions
+
         return PipelineOptions(extra_args or [], streaming=streaming, **self.option_values(streaming))
 
     def option_values(self, streaming: bool = False) -> dict:
@@ -85,26 +91,41 @@ class RunnerProfile:
             # may run the same key of a stateful stage beside the first part, each from the same
             # committed state: one part's state and timers are then lost (information bars
             # would miss a day's first trades). A bundle is never split here.
-            values = {"prism_location": self.prism_location, "prism_log_level": "error",
-                      "experiments": ["prism_disable_sdf_split"]}
+            values = {
+                "prism_location": self.prism_location,
+                "prism_log_level": "error",
+                "experiments": ["prism_disable_sdf_split"],
+            }
         elif self.name == "flink":
-            values = {"flink_master": self.flink_master, "flink_version": self.flink_version,
-                      "flink_job_server_jar": self.flink_job_server_jar, "parallelism": self.parallelism or 2,
-                      "job_name": self.job_name}
+            values = {
+                "flink_master": self.flink_master,
+                "flink_version": self.flink_version,
+                "flink_job_server_jar": self.flink_job_server_jar,
+                "parallelism": self.parallelism or 2,
+                "job_name": self.job_name,
+            }
             if streaming and self.checkpointing_interval_ms:
                 # Opt-in only: on the 2.62 job server no checkpoint completes while the reads run,
                 # and one completing before the reader's first bundle ends lets the watermark
                 # pass every trade read (README, Streams on Flink). Beam keeps Flink's sources
                 # open forever once checkpointing is on, so a stream that ends (--stop-when-idle,
                 # a drain) would never finish without the shutdown.
-                values.update(checkpointing_interval=self.checkpointing_interval_ms,
-                              shutdown_sources_after_idle_ms=1000)
+                values.update(
+                    checkpointing_interval=self.checkpointing_interval_ms, shutdown_sources_after_idle_ms=1000
+                )
         elif self.name == "dataflow":
             staging = self.staging_location or f"{self.temp_location.rstrip('/')}/staging"
-            values = {"project": self.project, "region": self.region, "temp_location": self.temp_location,
-                      "staging_location": staging, "setup_file": str(SETUP_FILE), "save_main_session": False,
-                      "max_num_workers": self.max_workers or 10, "machine_type": self.machine_type or "n2-standard-2",
-                      "experiments": ["use_runner_v2"]}
+            values = {
+                "project": self.project,
+                "region": self.region,
+                "temp_location": self.temp_location,
+                "staging_location": staging,
+                "setup_file": str(SETUP_FILE),
+                "save_main_session": False,
+                "max_num_workers": self.max_workers or 10,
+                "machine_type": self.machine_type or "n2-standard-2",
+                "experiments": ["use_runner_v2"],
+            }
             if self.job_name:
                 values["job_name"] = self.job_name
             if streaming:
@@ -126,7 +147,9 @@ class RunnerProfile:
         return {k: v for k, v in asdict(self).items() if v not in (None, False)}
 
 
-RUNNER_FLAGS = tuple(f.name for f in fields(RunnerProfile) if f.name not in ("name", "dry_run", "checkpointing_interval_ms"))
+RUNNER_FLAGS = tuple(
+    f.name for f in fields(RunnerProfile) if f.name not in ("name", "dry_run", "checkpointing_interval_ms")
+)
 """The profile fields that are command-line flags of the same name (``--flink-master`` ...)."""
 
 
@@ -135,19 +158,25 @@ def process_environment_config() -> str:
     builds it), starting workers with the pipeline venv's python and without a venv of its own."""
     boot = ROOT / ".tools" / "flink" / "bin" / "beam-python-boot"
     if not os.access(boot, os.X_OK):
-        raise RunnerError(f"Beam's Python boot program is missing ({boot}): run `bash scripts/install_flink.sh`, "
-                          "or pass --environment-config")
+        raise RunnerError(
+            f"Beam's Python boot program is missing ({boot}): run `bash scripts/install_flink.sh`, "
+            "or pass --environment-config"
+        )
     path = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
-    return json.dumps({"command": str(boot.resolve()), "env": {"PATH": path, "RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT": "1"}})
+    return json.dumps(
+        {"command": str(boot.resolve()), "env": {"PATH": path, "RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT": "1"}}
+    )
 
 
 def prism_binary(explicit: str | None = None) -> str:
     """The Prism binary to use: ``--prism-location``, ``$CRYPTOBEAM_PRISM``, or the one set-up built."""
     candidate = Path(explicit or os.environ.get("CRYPTOBEAM_PRISM") or INSTALLED_PRISM)
     if not (candidate.is_file() and os.access(candidate, os.X_OK)):
-        raise RunnerError(f"Prism is not installed at {candidate}: run `bash scripts/setup.sh` (or "
-                          "`bash scripts/install_prism.sh`), or pass --prism-location; a stream never falls "
-                          "back to a batch runner")
+        raise RunnerError(
+            f"Prism is not installed at {candidate}: run `bash scripts/setup.sh` (or "
+            "`bash scripts/install_prism.sh`), or pass --prism-location; a stream never falls "
+            "back to a batch runner"
+        )
     return str(candidate.resolve())
 
 
@@ -188,8 +217,10 @@ def profile_for(name: str, streaming: bool = False, **flags) -> RunnerProfile:
     profile = RunnerProfile(name, **{k: v for k, v in flags.items() if v is not None})
     if profile.environment is not None:
         if profile.environment.upper() not in ENVIRONMENTS:
-            raise RunnerError(f"--environment must be one of {', '.join(ENVIRONMENTS)} (never DOCKER: Python "
-                              f"workers do not run in local Docker), got {profile.environment!r}")
+            raise RunnerError(
+                f"--environment must be one of {', '.join(ENVIRONMENTS)} (never DOCKER: Python "
+                f"workers do not run in local Docker), got {profile.environment!r}"
+            )
         if name in ("direct", "prism", "dataflow"):
             raise RunnerError(f"--environment applies to --runner flink or portable, not {name}")
         profile = replace(profile, environment=profile.environment.upper())
@@ -201,12 +232,16 @@ def profile_for(name: str, streaming: bool = False, **flags) -> RunnerProfile:
         _require(profile, flink_master=profile.flink_master)
         version = profile.flink_version or DEFAULT_FLINK_VERSION
         if version not in FLINK_VERSIONS:
-            raise RunnerError(f"--flink-version {version} is not supported by apache-beam 2.77; use one of "
-                              f"{', '.join(FLINK_VERSIONS)}, matching the cluster")
+            raise RunnerError(
+                f"--flink-version {version} is not supported by apache-beam 2.77; use one of "
+                f"{', '.join(FLINK_VERSIONS)}, matching the cluster"
+            )
         jar = profile.flink_job_server_jar or _installed_flink_jar(version)
         if not jar or not Path(jar).is_file():
-            raise RunnerError(f"no Beam Flink {version} job-server jar at {jar or '.tools/flink/jars'}: run "
-                              "`bash scripts/install_flink.sh`, or pass --flink-job-server-jar")
+            raise RunnerError(
+                f"no Beam Flink {version} job-server jar at {jar or '.tools/flink/jars'}: run "
+                "`bash scripts/install_flink.sh`, or pass --flink-job-server-jar"
+            )
         profile = replace(profile, flink_version=version, flink_job_server_jar=str(Path(jar).resolve()))
     elif name == "dataflow":
         _require(profile, project=profile.project, region=profile.region, temp_location=profile.temp_location)

@@ -6,6 +6,7 @@ worker (Arrow decoding Parquet, polars hashing) only competes with the other wor
 cores. A value the user set in the environment is kept. The in-process path is left alone: a
 single chunk has the cores to itself.
 """
+
 import os
 
 os.environ.setdefault("POLARS_MAX_THREADS", "1")  # polars sizes its pool once, when imported

@@ -3,6 +3,7 @@
 Arrow schemas (for Parquet) and Beam row types (for schema-aware transforms and sinks)
 are derived from them here, never written by hand, so the three can never drift apart.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,9 @@ def _python_type(avro_type):
         if avro_type.get("logicalType") == "timestamp-micros":
             return int
         return _python_type(avro_type["type"])
-    return {"string": str, "double": float, "float": float, "long": int, "int": int,
-            "boolean": bool, "bytes": bytes}[avro_type]
+    return {"string": str, "double": float, "float": float, "long": int, "int": int, "boolean": bool, "bytes": bytes}[
+        avro_type
+    ]
 
 
 @lru_cache(maxsize=None)
@@ -101,8 +103,15 @@ def _bigquery_type(avro_type) -> str:
         if avro_type.get("logicalType") == "timestamp-micros":
             return "TIMESTAMP"
         return _bigquery_type(avro_type["type"])
-    return {"string": "STRING", "double": "FLOAT64", "float": "FLOAT64", "long": "INT64", "int": "INT64",
-            "boolean": "BOOL", "bytes": "BYTES"}[avro_type]
+    return {
+        "string": "STRING",
+        "double": "FLOAT64",
+        "float": "FLOAT64",
+        "long": "INT64",
+        "int": "INT64",
+        "boolean": "BOOL",
+        "bytes": "BYTES",
+    }[avro_type]
 
 
 def bigquery_schema(name: str) -> list[dict]:
@@ -110,6 +119,12 @@ def bigquery_schema(name: str) -> list[dict]:
     fields = []
     for f in avro_schema(name)["fields"]:
         inner, nullable = _non_null(f["type"])
-        fields.append({"name": f["name"], "type": _bigquery_type(inner), "mode": "NULLABLE" if nullable else "REQUIRED",
-                       "description": f.get("doc", "")})
+        fields.append(
+            {
+                "name": f["name"],
+                "type": _bigquery_type(inner),
+                "mode": "NULLABLE" if nullable else "REQUIRED",
+                "description": f.get("doc", ""),
+            }
+        )
     return fields

@@ -4,6 +4,7 @@ Synthetic but shaped like the real files of October 2019: no header, millisecond
 8 columns, thin trading with empty minutes (so --fill-gaps has work to do), ids that run on
 from one day's file to the next. Deterministic: re-running gives identical files.
 """
+
 from __future__ import annotations
 
 import io
@@ -34,8 +35,10 @@ def main() -> None:
             quantity = round(rng.lognormvariate(4.5, 1.3), 0) or 1.0
             fills = rng.choice([1, 1, 1, 2, 3])
             buyer_maker = rng.random() < 0.5
-            lines.append(f"{agg_id},{price:.8f},{quantity:.8f},{trade_id},{trade_id + fills - 1},{t},"
-                         f"{'True' if buyer_maker else 'False'},True")
+            lines.append(
+                f"{agg_id},{price:.8f},{quantity:.8f},{trade_id},{trade_id + fills - 1},{t},"
+                f"{'True' if buyer_maker else 'False'},True"
+            )
             agg_id += 1
             trade_id += fills
         name = f"XRPETH-aggTrades-{day}"

@@ -15,23 +15,27 @@ settings.register_profile("default", deadline=None, suppress_health_check=[Healt
 settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 
-
-
 def pytest_terminal_summary(terminalreporter):
     from tests.support.fuzz_tally import LINES_RUN
+
     if LINES_RUN["examples"]:
-        terminalreporter.write_line(f"fuzz: {LINES_RUN['examples']} examples, {LINES_RUN['lines']} hostile "
-                                    "lines and rows through the whole pipeline, all reconciled")
+        terminalreporter.write_line(
+            f"fuzz: {LINES_RUN['examples']} examples, {LINES_RUN['lines']} hostile "
+            "lines and rows through the whole pipeline, all reconciled"
+        )
         by_format = LINES_RUN.get("by_format")
         if by_format:
-            terminalreporter.write_line("fuzz, hostile records per input format: " + ", ".join(
-                f"{name} {count:,}" for name, count in sorted(by_format.items())))
+            terminalreporter.write_line(
+                "fuzz, hostile records per input format: "
+                + ", ".join(f"{name} {count:,}" for name, count in sorted(by_format.items()))
+            )
 
 
 @pytest.fixture(scope="session")
 def bigquery_endpoint(tmp_path_factory):
     """A real BigQuery emulator on a free localhost port, for the whole test session."""
     from tests.support.bigquery_emulator import BigQueryEmulator
+
     emulator = BigQueryEmulator(tmp_path_factory.mktemp("bigquery"))
     yield emulator.endpoint
     emulator.stop()
@@ -41,6 +45,7 @@ def bigquery_endpoint(tmp_path_factory):
 def kafka_bootstrap(tmp_path_factory):
     """A real single-node Kafka broker (KRaft) on a free localhost port, for the whole test session."""
     from runners.local_kafka import LocalKafka
+
     broker = LocalKafka.start(tmp_path_factory.mktemp("kafka"))
     yield broker.bootstrap
     broker.stop()
@@ -50,6 +55,7 @@ def kafka_bootstrap(tmp_path_factory):
 def background():
     """Local fake exchanges serving in a background thread, closed after the test."""
     from tests.support.fake_exchanges import Background
+
     servers = Background()
     yield servers
     servers.close()

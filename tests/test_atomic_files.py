@@ -1,4 +1,5 @@
 """Files appear whole, and writers racing to create the same directory all succeed."""
+
 from __future__ import annotations
 
 import os
@@ -20,6 +21,7 @@ def test_losing_the_race_to_create_a_directory_still_writes(tmp_path, monkeypatc
             calls.append(path)
             real_makedirs(directory)  # the other writer wins
         return real_makedirs(path, *args, **kwargs)
+
     monkeypatch.setattr(atomic_files.os, "makedirs", raced_makedirs)
     write_atomically(b"bars", f"{directory}/part-0.parquet")
     assert calls == [str(directory)]
@@ -38,6 +40,7 @@ def test_many_writers_into_one_new_directory(tmp_path):
             write_atomically(str(i).encode(), f"{directory}/part-{i}.parquet")
         except Exception as error:  # noqa: BLE001 - the test reports any failure
             errors.append(error)
+
     threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
     for thread in threads:
         thread.start()

@@ -1,5 +1,6 @@
 """Kafka wire format: Avro single-object encoding, schema evolution both ways, dead letters for
 what cannot be read; and the Avro file sink."""
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,18 @@ from tests.support.helpers import T0, run_trades_to_bars
 from tests.support.paths import BUNDLED, CLI
 from transforms import BarSpec
 
-TRADE = {"exchange": "binance", "symbol": "BTCUSDT", "base": "BTC", "quote": "USDT", "trade_id": "7",
-         "price": 93000.5, "amount": 0.25, "side": "sell", "event_time": T0 + 5, "receive_time": None}
+TRADE = {
+    "exchange": "binance",
+    "symbol": "BTCUSDT",
+    "base": "BTC",
+    "quote": "USDT",
+    "trade_id": "7",
+    "price": 93000.5,
+    "amount": 0.25,
+    "side": "sell",
+    "event_time": T0 + 5,
+    "receive_time": None,
+}
 
 
 def trade_v2() -> dict:
@@ -68,7 +79,9 @@ def test_incompatible_unknown_and_malformed_messages_raise_with_a_reason():
         decode(encode(TRADE, "trade"), fastavro.parse_schema(strict, _write_hint=False), store)
     assert error.value.reason == "incompatible_schema"
     with pytest.raises(WireFormatError) as error:
-        decode(encode({**TRADE, "venue_sequence": 1}, fastavro.parse_schema(trade_v2(), _write_hint=False)), "trade", store)
+        decode(
+            encode({**TRADE, "venue_sequence": 1}, fastavro.parse_schema(trade_v2(), _write_hint=False)), "trade", store
+        )
     assert error.value.reason == "unknown_schema"  # v2 was never added to this store
     with pytest.raises(WireFormatError) as error:
         decode(b'{"json": true}', "trade", store)
@@ -78,13 +91,21 @@ def test_incompatible_unknown_and_malformed_messages_raise_with_a_reason():
     assert error.value.reason == "malformed"
 
 
-trade_record = st.fixed_dictionaries({
-    "exchange": st.text(max_size=8), "symbol": st.text(max_size=12), "base": st.none() | st.text(max_size=5),
-    "quote": st.none() | st.text(max_size=5), "trade_id": st.text(max_size=20),
-    "price": st.floats(allow_nan=False), "amount": st.floats(allow_nan=False), "side": st.sampled_from(["buy", "sell", "unknown"]),
-    # Within the years 1-9999, so that fastavro's reference can make datetimes of them.
-    "event_time": st.integers(-62_135_596_800_000_000, 253_402_300_799_999_999),
-    "receive_time": st.none() | st.integers(0, 253_402_300_799_999_999)})
+trade_record = st.fixed_dictionaries(
+    {
+        "exchange": st.text(max_size=8),
+        "symbol": st.text(max_size=12),
+        "base": st.none() | st.text(max_size=5),
+        "quote": st.none() | st.text(max_size=5),
+        "trade_id": st.text(max_size=20),
+        "price": st.floats(allow_nan=False),
+        "amount": st.floats(allow_nan=False),
+        "side": st.sampled_from(["buy", "sell", "unknown"]),
+        # Within the years 1-9999, so that fastavro's reference can make datetimes of them.
+        "event_time": st.integers(-62_135_596_800_000_000, 253_402_300_799_999_999),
+        "receive_time": st.none() | st.integers(0, 253_402_300_799_999_999),
+    }
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -101,7 +122,9 @@ def test_decoding_agrees_with_fastavros_public_reader(record):
 def test_timestamps_as_micros_also_when_schemas_are_resolved():
     store = SchemaStore.shipped()
     older_writer = encode({**TRADE, "receive_time": T0 + 9}, "trade")
-    decoded = decode(older_writer, fastavro.parse_schema(trade_v2(), _write_hint=False), store, timestamps_as_micros=True)
+    decoded = decode(
+        older_writer, fastavro.parse_schema(trade_v2(), _write_hint=False), store, timestamps_as_micros=True
+    )
     assert (decoded["event_time"], decoded["receive_time"], decoded["venue_sequence"]) == (T0 + 5, T0 + 9, None)
 
 
@@ -126,7 +149,9 @@ def test_kafka_messages_through_the_one_code_path():
     bars, dead, counters = run_trades_to_bars([raw], BarSpec.of("1m"), parse_avro_messages)
     assert sum(b["trade_count"] for b in bars) == 5 and counters["duplicates"] == 1
     assert sorted((d["reason"], d["source"], d["source_offset"]) for d in dead) == [
-        ("malformed", "kafka:trades/0", 107), ("not_single_object_encoded", "kafka:trades/0", 106)]
+        ("malformed", "kafka:trades/0", 107),
+        ("not_single_object_encoded", "kafka:trades/0", 106),
+    ]
     assert dead[0]["payload_bytes"] in (b"garbage", good[1][:12])
 
 
@@ -140,9 +165,24 @@ def test_a_kafka_trade_from_year_146000_is_a_dead_letter_not_a_crash():
 
 def test_avro_sink_holds_the_same_bars_as_parquet(tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", BUNDLED,
-                             "--fill-gaps", "--sink", "avro", "--out", str(out), "--no-progress"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            CLI,
+            "backfill",
+            "--source",
+            "binance-aggtrades",
+            "--input",
+            BUNDLED,
+            "--fill-gaps",
+            "--sink",
+            "avro",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     avro_rows = []
     for path in sorted((out / "bars_avro").rglob("*.avro")):
@@ -153,7 +193,26 @@ def test_avro_sink_holds_the_same_bars_as_parquet(tmp_path):
     assert len(avro_rows) == len(parquet_rows) == 2880
     for a, p in zip(sorted(avro_rows, key=key), sorted(parquet_rows, key=key)):
         assert (a["open"], a["close"], a["volume"], a["trade_count"], a["symbol"]) == (
-            p["open"], p["close"], p["volume"], p["trade_count"], p["symbol"])
-    bad = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", BUNDLED,
-                          "--sink", "bigtable", "--out", str(tmp_path / "o2")], capture_output=True, text=True)
+            p["open"],
+            p["close"],
+            p["volume"],
+            p["trade_count"],
+            p["symbol"],
+        )
+    bad = subprocess.run(
+        [
+            CLI,
+            "backfill",
+            "--source",
+            "binance-aggtrades",
+            "--input",
+            BUNDLED,
+            "--sink",
+            "bigtable",
+            "--out",
+            str(tmp_path / "o2"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "unknown --sink" in bad.stderr

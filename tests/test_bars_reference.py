@@ -1,4 +1,5 @@
 """Bars equal an independent duckdb computation, whatever the order, batching and duplication of input."""
+
 from __future__ import annotations
 
 import math
@@ -12,16 +13,18 @@ from transforms import BarSpec
 
 FIELDS = ["open", "high", "low", "close", "volume", "quote_volume", "buy_volume", "sell_volume"]
 
-trade = st.fixed_dictionaries({
-    "symbol": st.sampled_from(["BTCUSDT", "ETHUSDT"]),
-    "exchange": st.sampled_from(["binance", "coinbase"]),
-    "trade_id": st.integers(1, 400),
-    "price": st.floats(0.0001, 1e6, allow_nan=False, allow_infinity=False),
-    "amount": st.floats(1e-8, 1e4, allow_nan=False, allow_infinity=False),
-    "side": st.sampled_from(["buy", "sell", "unknown"]),
-    # Several trades per millisecond, so ties in event time are common and ids must break them.
-    "event_time": st.integers(0, 12 * MINUTE // 1000).map(lambda ms: T0 + ms * 1000),
-})
+trade = st.fixed_dictionaries(
+    {
+        "symbol": st.sampled_from(["BTCUSDT", "ETHUSDT"]),
+        "exchange": st.sampled_from(["binance", "coinbase"]),
+        "trade_id": st.integers(1, 400),
+        "price": st.floats(0.0001, 1e6, allow_nan=False, allow_infinity=False),
+        "amount": st.floats(1e-8, 1e4, allow_nan=False, allow_infinity=False),
+        "side": st.sampled_from(["buy", "sell", "unknown"]),
+        # Several trades per millisecond, so ties in event time are common and ids must break them.
+        "event_time": st.integers(0, 12 * MINUTE // 1000).map(lambda ms: T0 + ms * 1000),
+    }
+)
 
 
 def consistent(trades: list[dict]) -> list[dict]:
@@ -61,7 +64,9 @@ def test_bars_match_duckdb_under_disorder_and_duplicates(trades, rng: random.Ran
     assert dead == []
     assert_bars_equal(bars, reference_bars(delivered))
     assert counters["records_in"] == len(delivered)
-    assert counters["duplicates"] == len(delivered) - len({(t["exchange"], t["symbol"], t["trade_id"]) for t in delivered})
+    assert counters["duplicates"] == len(delivered) - len(
+        {(t["exchange"], t["symbol"], t["trade_id"]) for t in delivered}
+    )
     assert counters["records_in"] == sum(b["trade_count"] for b in bars) + counters["duplicates"]
     assert sum(b["duplicate_count"] for b in bars) == counters["duplicates"]
 
@@ -78,11 +83,19 @@ def test_any_interval_matches_duckdb(trades, interval):
 def test_same_bars_whatever_the_batching():
     """Batch boundaries change how sums are grouped; exact sums make the results bit-identical."""
     rng = random.Random(3)
-    trades = [{"symbol": "BTCUSDT", "trade_id": i, "price": round(rng.uniform(100, 101), 2),
-               "amount": rng.choice([0.1, 0.2, 0.3, 0.7, 1e-8, 12345.678]), "side": rng.choice(["buy", "sell"]),
-               "event_time": T0 + rng.randrange(3 * MINUTE)} for i in range(600)]
+    trades = [
+        {
+            "symbol": "BTCUSDT",
+            "trade_id": i,
+            "price": round(rng.uniform(100, 101), 2),
+            "amount": rng.choice([0.1, 0.2, 0.3, 0.7, 1e-8, 12345.678]),
+            "side": rng.choice(["buy", "sell"]),
+            "event_time": T0 + rng.randrange(3 * MINUTE),
+        }
+        for i in range(600)
+    ]
     one, _, _ = run_trades_to_bars([raw_batch(trades)], BarSpec.of("1m"))
     shuffled = trades[:]
     rng.shuffle(shuffled)
-    many, _, _ = run_trades_to_bars([raw_batch(shuffled[i:i + 7]) for i in range(0, 600, 7)], BarSpec.of("1m"))
+    many, _, _ = run_trades_to_bars([raw_batch(shuffled[i : i + 7]) for i in range(0, 600, 7)], BarSpec.of("1m"))
     assert sorted(one, key=bar_key) == sorted(many, key=bar_key)

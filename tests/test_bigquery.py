@@ -1,5 +1,6 @@
 """BigQuery sink against a real local emulator: tables as specified, bars equal Parquet, re-runs
 leave the latest-revision view unchanged, rejected rows become dead letters."""
+
 from __future__ import annotations
 
 import subprocess
@@ -23,9 +24,24 @@ def query(target: BigQueryTarget, sql: str):
 def test_backfill_to_bigquery_equals_parquet_and_reruns_change_nothing(bigquery_endpoint, tmp_path):
     target = BigQueryTarget("local.cryptobeam.bars", bigquery_endpoint)
     out = tmp_path / "out"
-    args = [CLI, "backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"), "--fill-gaps",
-            "--sink", "bigquery", "--bq-table", target.table, "--bq-endpoint", bigquery_endpoint, "--out", str(out),
-            "--no-progress"]
+    args = [
+        CLI,
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        str(ROOT / "data" / "*.zip"),
+        "--fill-gaps",
+        "--sink",
+        "bigquery",
+        "--bq-table",
+        target.table,
+        "--bq-endpoint",
+        bigquery_endpoint,
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     result = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     table = target.client().get_table(target.table)
@@ -36,7 +52,9 @@ def test_backfill_to_bigquery_equals_parquet_and_reruns_change_nothing(bigquery_
     key = ("exchange", "symbol", "window_start", "is_filled")
     latest_sql = f"SELECT * FROM `{target.table}_latest`"
     in_bigquery = sorted(query(target, latest_sql), key=lambda r: [r[k] for k in key])
-    in_parquet = sorted(pq.read_table(out / "bars").drop_columns(["date"]).to_pylist(), key=lambda r: [r[k] for k in key])
+    in_parquet = sorted(
+        pq.read_table(out / "bars").drop_columns(["date"]).to_pylist(), key=lambda r: [r[k] for k in key]
+    )
     assert len(in_bigquery) == len(in_parquet) == 2880
     for b, p in zip(in_bigquery, in_parquet):
         assert {k: b[k] for k in field_names("bar")} == {k: p[k] for k in field_names("bar")}
@@ -54,8 +72,11 @@ def test_rows_bigquery_rejects_become_dead_letters(bigquery_endpoint):
     good = filled_bar("binance", "BTCUSDT", BarSpec.of("1m"), 1_704_067_200_000_000, 42.0)
     bad = {**good, "window_start": good["window_start"] + 60_000_000, "trade_count": "many"}
     pipeline = beam.Pipeline(runner=in_process_runner())
-    outputs = (pipeline | beam.Create([[good, bad]]) | beam.ParDo(_InsertRows(target, BAR_TABLE, bar_insert_id))
-               .with_outputs("dead_letter", main="written"))
+    outputs = (
+        pipeline
+        | beam.Create([[good, bad]])
+        | beam.ParDo(_InsertRows(target, BAR_TABLE, bar_insert_id)).with_outputs("dead_letter", main="written")
+    )
     outputs.dead_letter | beam.Map(Collect("rejected"))
     pipeline.run().wait_until_finish()
     rejected = COLLECTED["rejected"]
@@ -73,8 +94,11 @@ def test_latest_view_keeps_the_newest_pane_of_each_bar(bigquery_endpoint):
     early = {**filled, "is_filled": False, "trade_count": 1, "close": 11.0, "pane_timing": "EARLY", "is_final": False}
     on_time = {**early, "close": 12.0, "trade_count": 2, "pane_timing": "ON_TIME", "pane_index": 1, "is_final": True}
     pipeline = beam.Pipeline(runner=in_process_runner())
-    (pipeline | beam.Create([[filled, early, on_time]])
-     | beam.ParDo(_InsertRows(target, BAR_TABLE, bar_insert_id)).with_outputs("dead_letter", main="written"))
+    (
+        pipeline
+        | beam.Create([[filled, early, on_time]])
+        | beam.ParDo(_InsertRows(target, BAR_TABLE, bar_insert_id)).with_outputs("dead_letter", main="written")
+    )
     pipeline.run().wait_until_finish()
     assert query(target, f"SELECT COUNT(*) AS n FROM `{target.table}`")[0]["n"] == 3
     latest = query(target, f"SELECT close, pane_index, is_filled FROM `{target.table}_latest`")

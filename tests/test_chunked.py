@@ -1,5 +1,6 @@
 """Chunked, resumable backfills: kills at random points lose nothing, changed inputs are redone,
 corrupted outputs are caught by validate."""
+
 from __future__ import annotations
 
 import hashlib
@@ -55,10 +56,12 @@ def test_the_command_plans_and_sums_up_a_local_backfill_without_importing_beam(d
     import it too (about a second), every worker would start that much later. The first chunks'
     inputs are checksummed by the command meanwhile, and must match the files."""
     out = tmp_path / "out"
-    script = ("import sys; from beam_pipelines import cli; "
-              f"code = cli.main(['backfill', '--source', 'binance-aggtrades', '--input', {str(days / '*.zip')!r}, "
-              f"'--interval', '1m', '--out', {str(out)!r}, '--no-progress', '--chunk', '1d', '--workers', '2']); "
-              "print(code, 'apache_beam' in sys.modules)")
+    script = (
+        "import sys; from beam_pipelines import cli; "
+        f"code = cli.main(['backfill', '--source', 'binance-aggtrades', '--input', {str(days / '*.zip')!r}, "
+        f"'--interval', '1m', '--out', {str(out)!r}, '--no-progress', '--chunk', '1d', '--workers', '2']); "
+        "print(code, 'apache_beam' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.stdout.split()[-2:] == ["0", "False"], result.stdout + result.stderr
     unfilled = [b for b in bars_of(reference) if not b["is_filled"]]
@@ -71,8 +74,22 @@ def test_the_command_plans_and_sums_up_a_local_backfill_without_importing_beam(d
 
 
 def test_killed_runs_resume_to_the_same_output(days, reference, tmp_path):
-    command = [CLI, "backfill", "--source", "binance-aggtrades", "--input", str(days / "*.zip"), "--interval", "1m",
-               "--fill-gaps", "--no-progress", "--chunk", "1d", "--workers", "2"]
+    command = [
+        CLI,
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        str(days / "*.zip"),
+        "--interval",
+        "1m",
+        "--fill-gaps",
+        "--no-progress",
+        "--chunk",
+        "1d",
+        "--workers",
+        "2",
+    ]
     started = time.monotonic()
     subprocess.run([*command, "--out", str(tmp_path / "timed")], check=True, capture_output=True, timeout=600)
     whole_run_s = time.monotonic() - started
@@ -81,8 +98,9 @@ def test_killed_runs_resume_to_the_same_output(days, reference, tmp_path):
     kills = 0
     for _ in range(6):
         complete = sum(json.loads(m.read_text())["status"] == "complete" for m in (out / "_manifests").glob("*.json"))
-        process = subprocess.Popen([*command, "--out", str(out)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            [*command, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         # Somewhere inside this run, however fast the machine: resumed runs only do what is left.
         time.sleep(rng.uniform(0.2, 0.9) * whole_run_s * max(6 - complete, 1) / 6)
         if process.poll() is None:
@@ -142,8 +160,22 @@ def test_from_to_and_settings_conflicts(tmp_path):
     out = tmp_path / "out"
     result = backfill(days, out, "--from", "2024-01-02", "--to", "2024-01-03", "--chunk", "1d")
     assert result.returncode == 0 and summary(out)["records_in"] == 400
-    other = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(days / "*.zip"),
-                            "--interval", "5m", "--out", str(out)], capture_output=True, text=True)
+    other = subprocess.run(
+        [
+            CLI,
+            "backfill",
+            "--source",
+            "binance-aggtrades",
+            "--input",
+            str(days / "*.zip"),
+            "--interval",
+            "5m",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert other.returncode == 2 and "--overwrite" in other.stderr
     bad = backfill(days, out, "--from", "2024-13-01")
     assert bad.returncode == 2 and "bad --from" in bad.stderr
@@ -203,10 +235,28 @@ def _descendants(root: int) -> set[int]:
 def test_workers_die_with_the_command(days, tmp_path):
     """Only the command is killed (not its process group): its fork server and workers must go
     too, rather than finish their chunks beside a rerun."""
-    process = subprocess.Popen([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(days / "*.zip"),
-                                "--interval", "1m", "--out", str(tmp_path / "out"), "--no-progress",
-                                "--chunk", "1d", "--workers", "2"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            CLI,
+            "backfill",
+            "--source",
+            "binance-aggtrades",
+            "--input",
+            str(days / "*.zip"),
+            "--interval",
+            "1m",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+            "--chunk",
+            "1d",
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while len(_descendants(process.pid)) < 3 and process.poll() is None and time.monotonic() < deadline:

@@ -1,4 +1,5 @@
 """End to end through the installed ``cryptobeam`` command, on the bundled data set."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,18 @@ from tests.support.paths import ROOT
 
 def test_backfill_bundled_data_end_to_end(tmp_path):
     out = tmp_path / "out"
-    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", "data/XRPETH-aggTrades-*.zip",
-                        "--interval", "1m", "--fill-gaps", "--out", str(out))
+    result = cryptobeam(
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        "data/XRPETH-aggTrades-*.zip",
+        "--interval",
+        "1m",
+        "--fill-gaps",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     assert "reconciled" in result.stdout and "records read" in result.stdout
     summary = json.loads((out / "_SUMMARY.json").read_text())
@@ -53,7 +64,9 @@ def test_backfill_bundled_data_end_to_end(tmp_path):
     assert (starts[-1] - starts[0]).total_seconds() / 60 + 1 == len(starts)
     # Hive layout, zstd, and no temporary file left behind (the run's lock file stays, unlocked).
     files = list((out / "bars").rglob("*"))
-    assert any("exchange=binance" in str(f) and "symbol=XRPETH" in str(f) and "date=2019-10-11" in str(f) for f in files)
+    assert any(
+        "exchange=binance" in str(f) and "symbol=XRPETH" in str(f) and "date=2019-10-11" in str(f) for f in files
+    )
     assert [f.name for f in out.rglob(".*") if f.is_file()] == [LOCK_NAME]
     parquet_file = next(f for f in files if f.suffix == ".parquet")
     assert pq.ParquetFile(parquet_file).metadata.row_group(0).column(0).compression == "ZSTD"
@@ -69,20 +82,27 @@ def test_dead_letters_and_duplicates_reconcile(tmp_path):
     result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", str(data / "*.csv"), "--out", str(out))
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "_SUMMARY.json").read_text())
-    assert (summary["records_in"], summary["trades_in_final_bars"], summary["dead_letter_rows_written"],
-            summary["duplicates"]) == (5, 2, 1, 2)
+    assert (
+        summary["records_in"],
+        summary["trades_in_final_bars"],
+        summary["dead_letter_rows_written"],
+        summary["duplicates"],
+    ) == (5, 2, 1, 2)
     dead = pq.read_table(out / "dead_letter").to_pylist()
     assert dead[0]["payload_string"] == "3,oops,1,1,1,1570752002565,True,True" and dead[0]["source_offset"] == 3
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--source", "binance-aggtrades", "--input", "nothing/here-*.zip"], "no input files matched"),
-    (["--source", "binance-aggtrades", "--input", "data/*.zip", "--interval", "7x"], "bad interval"),
-    (["--source", "binance-aggtrades", "--input", "data/*.zip", "--interval", "1M"], "bad interval"),
-    (["--source", "nasdaq-itch", "--input", "data/*.zip"], "unknown source"),
-    (["--source", "binance-aggtrades", "--input", "data/*.zip", "--allowed-lateness", "soon"], "bad duration"),
-    (["--source", "binance-aggtrades", "--input", "data/*.zip", "--runner", "warp"], "unknown runner"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--source", "binance-aggtrades", "--input", "nothing/here-*.zip"], "no input files matched"),
+        (["--source", "binance-aggtrades", "--input", "data/*.zip", "--interval", "7x"], "bad interval"),
+        (["--source", "binance-aggtrades", "--input", "data/*.zip", "--interval", "1M"], "bad interval"),
+        (["--source", "nasdaq-itch", "--input", "data/*.zip"], "unknown source"),
+        (["--source", "binance-aggtrades", "--input", "data/*.zip", "--allowed-lateness", "soon"], "bad duration"),
+        (["--source", "binance-aggtrades", "--input", "data/*.zip", "--runner", "warp"], "unknown runner"),
+    ],
+)
 def test_user_errors_are_one_line_and_exit_2(tmp_path, args, message):
     result = cryptobeam("backfill", *args, "--out", str(tmp_path / "out"))
     assert result.returncode == 2
@@ -93,7 +113,9 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, args, message):
 def test_unwritable_output_is_a_user_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", "data/*.zip", "--out", str(blocker / "out"))
+    result = cryptobeam(
+        "backfill", "--source", "binance-aggtrades", "--input", "data/*.zip", "--out", str(blocker / "out")
+    )
     assert result.returncode == 2 and "not writable" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -106,22 +128,43 @@ def test_sources_lists_formats():
 def test_the_command_line_starts_light():
     """A local backfill starts its workers' fork server once the arguments are parsed, so every
     module the command line imports first delays the workers (rich and asyncio cost 60 ms)."""
-    probe = ("import sys, beam_pipelines.cli; "
-             "print(sorted(m for m in ('rich', 'asyncio', 'apache_beam', 'pyarrow', 'numpy') if m in sys.modules))")
+    probe = (
+        "import sys, beam_pipelines.cli; "
+        "print(sorted(m for m in ('rich', 'asyncio', 'apache_beam', 'pyarrow', 'numpy') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
 def test_early_firings_are_rejected_for_a_backfill(tmp_path):
-    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", "data/*.zip", "--early", "5s",
-                        "--out", str(tmp_path / "out"))
+    result = cryptobeam(
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        "data/*.zip",
+        "--early",
+        "5s",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert result.returncode == 2 and "--early" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_allowed_lateness_in_a_backfill_still_reconciles(tmp_path):
-    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", "data/*.zip",
-                        "--allowed-lateness", "10m", "--out", str(tmp_path / "out"), "--no-progress")
+    result = cryptobeam(
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        "data/*.zip",
+        "--allowed-lateness",
+        "10m",
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     bars = pq.read_table(tmp_path / "out" / "bars").to_pylist()
     assert all(b["is_final"] and b["pane_timing"] == "ON_TIME" for b in bars)
@@ -137,6 +180,7 @@ def test_local_inputs_match_as_pythons_glob_does(tmp_path):
 
     def match(pattern):
         return [Path(f.path).relative_to(tmp_path).as_posix() for f in match_inputs([f"{tmp_path}/{pattern}"])]
+
     assert match("day/*.csv") == ["day/.b.csv", "day/a.csv"]  # hidden files too, as Beam's FileSystems
     assert match("day/") == ["day/.b.csv", "day/a.csv"]  # a directory's files, not its subdirectories
     assert match("**/*.csv") == ["day/.b.csv", "day/a.csv", "day/sub/c.csv"]
@@ -150,12 +194,16 @@ def test_unreadable_files_are_dead_letters_and_directories_are_not_inputs(tmp_pa
     (data / "ETHBTC-aggTrades-2019-10-11.zip").write_bytes(b"this is not a zip archive")
     (data / "ETHBTC-aggTrades-2019-10-12.csv").write_text("1,0.5,1,1,1,1570838400565,True,True\n")
     out = tmp_path / "out"
-    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", str(data / "*"), "--out", str(out),
-                        "--no-progress")
+    result = cryptobeam(
+        "backfill", "--source", "binance-aggtrades", "--input", str(data / "*"), "--out", str(out), "--no-progress"
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "_SUMMARY.json").read_text())
     assert (summary["records_in"], summary["trades_in_final_bars"], summary["dead_letters_by_reason"]) == (
-        2, 1, {"unreadable_file": 1})
+        2,
+        1,
+        {"unreadable_file": 1},
+    )
 
 
 def test_a_rerun_reuses_complete_output(tmp_path):
@@ -175,9 +223,20 @@ def test_a_failing_pipeline_prints_one_line_and_keeps_the_traceback(tmp_path, mo
 
     def explode(pipeline, config):
         pipeline | beam.Create([1]) | beam.Map(lambda x: 1 / 0)
+
     monkeypatch.setattr(backfill, "build_backfill", explode)
     out = tmp_path / "out"
-    code = cli.main(["backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
-                     "--out", str(out), "--no-progress"])
+    code = cli.main(
+        [
+            "backfill",
+            "--source",
+            "binance-aggtrades",
+            "--input",
+            str(ROOT / "data" / "*.zip"),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 3
     assert "ZeroDivisionError" in (out / "_ERROR.log").read_text()

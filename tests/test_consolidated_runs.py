@@ -4,6 +4,7 @@ backfill equals the independent reference read from the files, a run chunked by 
 one, ``validate`` passes and the summary names the venue that drifted; bad options are one line
 and exit 2; and a stream of the same trades replayed through Kafka with disorder and late trades
 ends with the backfill's consolidated bars and quality rows."""
+
 from __future__ import annotations
 
 import json
@@ -38,10 +39,16 @@ _write_inputs = write_three_venue_inputs
 
 
 def _reference(venues: dict, statuses: list[tuple] = ()) -> dict:
-    names = {"binance": ("binance:BTCUSDT", "USDT"), "coinbase": ("coinbase:BTC-USD", "USD"),
-             "kraken": ("kraken:XBTUSD", "USD")}
-    trades = [(names[v][0], "BTC", names[v][1], f"{v}{i}", _micros(t), p, a)
-              for v, rows in venues.items() for i, (t, p, a) in enumerate(rows)]
+    names = {
+        "binance": ("binance:BTCUSDT", "USDT"),
+        "coinbase": ("coinbase:BTC-USD", "USD"),
+        "kraken": ("kraken:XBTUSD", "USD"),
+    }
+    trades = [
+        (names[v][0], "BTC", names[v][1], f"{v}{i}", _micros(t), p, a)
+        for v, rows in venues.items()
+        for i, (t, p, a) in enumerate(rows)
+    ]
     return reference.reference_bars(trades, MINUTE, quote_as={"USDT": "USD"}, statuses=statuses)
 
 
@@ -78,8 +85,11 @@ def test_a_backfill_of_three_venues_equals_the_reference_and_validates(three_ven
     assert len(drifted) >= 14 and {bar["symbol"] for bar in bars} == {"BTC/USD"}
     assert {bar["window_start"].date().isoformat() for bar in bars} == {"2024-01-01", "2024-01-02"}
     quality = final_bars(str(out), table="quality")
-    assert {(row["exchange"], row["symbol"]) for row in quality} == {("binance", "BTCUSDT"), ("coinbase", "BTC-USD"),
-                                                                    ("kraken", "XBTUSD")}
+    assert {(row["exchange"], row["symbol"]) for row in quality} == {
+        ("binance", "BTCUSDT"),
+        ("coinbase", "BTC-USD"),
+        ("kraken", "XBTUSD"),
+    }
     assert sum(row["trade_count"] for row in quality) == sum(len(rows) for rows in venues.values())
     assert "worst venues" in printed and "kraken:XBTUSD" in printed and "deviation" in printed
     run = json.loads((out / "_SUMMARY.json").read_text())
@@ -94,8 +104,9 @@ def test_a_run_chunked_by_day_equals_a_whole_run(three_venues, whole_backfill):
     result = cli("backfill", *inputs, "--out", str(out), "--no-progress", "--chunk", "1d", "--workers", "2", *OPTIONS)
     assert result.returncode == 0, result.stdout + result.stderr
     for table in TABLES:
-        assert without_panes(final_bars(str(out), table=table)) == \
-            without_panes(final_bars(str(whole_backfill[0]), table=table)), table
+        assert without_panes(final_bars(str(out), table=table)) == without_panes(
+            final_bars(str(whole_backfill[0]), table=table)
+        ), table
 
 
 def test_filled_bars_never_count_as_trade_prices(tmp_path):
@@ -112,20 +123,24 @@ def test_filled_bars_never_count_as_trade_prices(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
     assert sum(bar["is_filled"] for bar in final_bars(str(outs["filled"]))) == 4
     for table in TABLES:
-        assert without_panes(final_bars(str(outs["filled"]), table=table)) == \
-            without_panes(final_bars(str(outs["plain"]), table=table)), table
+        assert without_panes(final_bars(str(outs["filled"]), table=table)) == without_panes(
+            final_bars(str(outs["plain"]), table=table)
+        ), table
     assert _as_reference(final_bars(str(outs["filled"]), table="bars_consolidated")) == _reference(venues)
 
 
-@pytest.mark.parametrize("options, message", [
-    (("--bars", "consolidated:7m"), "must divide a day"),
-    (("--bars", "time:1m", "--bars", "consolidated:90s"), "whole number of the run's 1m windows"),
-    (("--bars", "consolidated:1m", "--partitions", "7"), "equal whole-microsecond partitions"),
-    (("--bars", "consolidated:1m", "--deviation", "two"), "bad --deviation"),
-    (("--bars", "consolidated:1m", "--quote-equivalent", "USDT"), "bad --quote-equivalent"),
-    (("--bars", "consolidated:1m", "--min-constituents", "0"), "at least 1"),
-    (("--bars", "consolidated:1m", "--bars", "consolidated:5m"), "given twice"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (("--bars", "consolidated:7m"), "must divide a day"),
+        (("--bars", "time:1m", "--bars", "consolidated:90s"), "whole number of the run's 1m windows"),
+        (("--bars", "consolidated:1m", "--partitions", "7"), "equal whole-microsecond partitions"),
+        (("--bars", "consolidated:1m", "--deviation", "two"), "bad --deviation"),
+        (("--bars", "consolidated:1m", "--quote-equivalent", "USDT"), "bad --quote-equivalent"),
+        (("--bars", "consolidated:1m", "--min-constituents", "0"), "at least 1"),
+        (("--bars", "consolidated:1m", "--bars", "consolidated:5m"), "given twice"),
+    ],
+)
 def test_a_bad_consolidated_option_is_one_line_and_exit_2(three_venues, tmp_path, options, message):
     _folder, inputs, _venues = three_venues
     result = cli("backfill", *inputs, "--out", str(tmp_path / "out"), "--no-progress", *options)
@@ -133,25 +148,45 @@ def test_a_bad_consolidated_option_is_one_line_and_exit_2(three_venues, tmp_path
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_a_stream_of_three_venues_ends_with_the_backfills_consolidated_bars(kafka_bootstrap, three_venues,
-                                                                          whole_backfill, tmp_path):
+def test_a_stream_of_three_venues_ends_with_the_backfills_consolidated_bars(
+    kafka_bootstrap, three_venues, whole_backfill, tmp_path
+):
     _folder, inputs, _venues = three_venues
     topic = new_topic(kafka_bootstrap, 2)
     out = tmp_path / "stream"
     stream = start_stream(kafka_bootstrap, topic, out, *OPTIONS, "--allowed-lateness", "10m", "--stop-when-idle", "5s")
-    replayed = cli("replay", *inputs, "--kafka", kafka_bootstrap, "--topic", topic, "--no-progress",
-                   "--disorder", "3s", "--late-fraction", "0.02", "--late-by", "4m", "--seed", "7")
+    replayed = cli(
+        "replay",
+        *inputs,
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--no-progress",
+        "--disorder",
+        "3s",
+        "--late-fraction",
+        "0.02",
+        "--late-by",
+        "4m",
+        "--seed",
+        "7",
+    )
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     finish(stream, out)
     for table in TABLES:
-        assert without_panes(final_bars(str(out), table=table)) == \
-            without_panes(final_bars(str(whole_backfill[0]), table=table)), table
+        assert without_panes(final_bars(str(out), table=table)) == without_panes(
+            final_bars(str(whole_backfill[0]), table=table)
+        ), table
     run = summary(out)
     assert run["reconciled"], run["problems"]
     assert run["venue_exclusions"].get("kraken:XBTUSD|deviation")
 
 
-DISCONNECTION = (datetime(2024, 1, 1, 23, 40, 30, tzinfo=timezone.utc), datetime(2024, 1, 1, 23, 45, 10, tzinfo=timezone.utc))
+DISCONNECTION = (
+    datetime(2024, 1, 1, 23, 40, 30, tzinfo=timezone.utc),
+    datetime(2024, 1, 1, 23, 45, 10, tzinfo=timezone.utc),
+)
 
 
 def _publish_statuses(bootstrap: str, topic: str) -> list[tuple]:
@@ -160,16 +195,29 @@ def _publish_statuses(bootstrap: str, topic: str) -> list[tuple]:
     from confluent_kafka import Producer
 
     from io_connectors.avro_wire import encode
-    events = [("binance", "BTCUSDT", START, "connected"), ("coinbase", "BTC-USD", START, "connected"),
-              ("kraken", "XBTUSD", START, "connected"), ("coinbase", "BTC-USD", DISCONNECTION[0], "disconnected"),
-              ("coinbase", "BTC-USD", DISCONNECTION[1], "resubscribed")]
+
+    events = [
+        ("binance", "BTCUSDT", START, "connected"),
+        ("coinbase", "BTC-USD", START, "connected"),
+        ("kraken", "XBTUSD", START, "connected"),
+        ("coinbase", "BTC-USD", DISCONNECTION[0], "disconnected"),
+        ("coinbase", "BTC-USD", DISCONNECTION[1], "resubscribed"),
+    ]
     producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0})
     for exchange, symbol, moment, status in events * 2:
-        record = {"exchange": exchange, "symbol": symbol, "base": "BTC", "quote": "USDT" if exchange == "binance" else "USD",
-                  "status": status, "event_time": _micros(moment), "reason": "closed" if status == "disconnected" else None,
-                  "collector": "test:1"}
-        producer.produce(topic, encode(record, "feed_status"), key=f"{exchange}:{symbol}",
-                         timestamp=_micros(moment) // 1000)
+        record = {
+            "exchange": exchange,
+            "symbol": symbol,
+            "base": "BTC",
+            "quote": "USDT" if exchange == "binance" else "USD",
+            "status": status,
+            "event_time": _micros(moment),
+            "reason": "closed" if status == "disconnected" else None,
+            "collector": "test:1",
+        }
+        producer.produce(
+            topic, encode(record, "feed_status"), key=f"{exchange}:{symbol}", timestamp=_micros(moment) // 1000
+        )
     assert producer.flush(30) == 0
     return [(f"{exchange}:{symbol}", _micros(moment), status) for exchange, symbol, moment, status in events]
 
@@ -179,7 +227,9 @@ def test_a_stream_excludes_a_venue_while_its_collector_reports_it_disconnected(k
     topic, status_topic = new_topic(kafka_bootstrap, 2), new_topic(kafka_bootstrap, 1)
     statuses = _publish_statuses(kafka_bootstrap, status_topic)
     out = tmp_path / "stream"
-    stream = start_stream(kafka_bootstrap, topic, out, *OPTIONS, "--status-topic", status_topic, "--stop-when-idle", "5s")
+    stream = start_stream(
+        kafka_bootstrap, topic, out, *OPTIONS, "--status-topic", status_topic, "--stop-when-idle", "5s"
+    )
     replayed = cli("replay", *inputs, "--kafka", kafka_bootstrap, "--topic", topic, "--no-progress")
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     finish(stream, out)
@@ -194,7 +244,16 @@ def test_a_stream_excludes_a_venue_while_its_collector_reports_it_disconnected(k
 
 
 def test_a_status_topic_needs_consolidated_bars(kafka_bootstrap, tmp_path):
-    result = cli("stream", "--kafka", kafka_bootstrap, "--topic", "trades", "--status-topic", "feed_status",
-                 "--out", str(tmp_path / "out"))
+    result = cli(
+        "stream",
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        "trades",
+        "--status-topic",
+        "feed_status",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert result.returncode == 2 and "add --bars consolidated" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -1,4 +1,5 @@
 """Dedupe classification: every copy is compared with the copy already kept."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,25 +57,33 @@ def test_a_window_remembers_its_records_until_the_runner_expires_it():
     from transforms.record_types import record_type
 
     spec = BarSpec.of("1m", allowed_lateness_seconds=120)
-    rows = [{"symbol": "BTCUSDT", "trade_id": i, "price": 100.0 + i, "amount": 1.0, "event_time": T0 + i * 1_000_000}
-            for i in (1, 2)]
+    rows = [
+        {"symbol": "BTCUSDT", "trade_id": i, "price": 100.0 + i, "amount": 1.0, "event_time": T0 + i * 1_000_000}
+        for i in (1, 2)
+    ]
     table, _ = parse(raw_batch(rows))
     trades = record_type("trade")
     [(key, batch)] = trades.split_by_key(table)
-    [chunk] = trades.chunks_of(batch, spec.interval.window_start_micros(
-        batch.column("event_time").cast("int64").to_numpy()), key)
+    [chunk] = trades.chunks_of(
+        batch, spec.interval.window_start_micros(batch.column("event_time").cast("int64").to_numpy()), key
+    )
     element = beam.window.TimestampedValue(((*key, T0), chunk), Timestamp(micros=T0 + 1_000_000))
     expiry = spec.runner_expiry_micros(T0)
-    stream = (TestStream()
-              .advance_watermark_to(Timestamp(micros=T0))
-              .add_elements([element])
-              .advance_watermark_to(Timestamp(micros=expiry - 1000))
-              .add_elements([element])
-              .advance_watermark_to(Timestamp(micros=expiry + 1000))
-              .add_elements([element])
-              .advance_watermark_to_infinity())
+    stream = (
+        TestStream()
+        .advance_watermark_to(Timestamp(micros=T0))
+        .add_elements([element])
+        .advance_watermark_to(Timestamp(micros=expiry - 1000))
+        .add_elements([element])
+        .advance_watermark_to(Timestamp(micros=expiry + 1000))
+        .add_elements([element])
+        .advance_watermark_to_infinity()
+    )
     with beam.Pipeline(runner="BundleBasedDirectRunner", options=PipelineOptions([], streaming=True)) as pipeline:
         unique = pipeline | stream | DedupeTrades(spec.runner_expiry_micros)
-        unique.unique | beam.MapTuple(lambda _key, records: (len(records.chunk), records.duplicate_count)) | beam.Map(
-            Collect("dedupe_expiry"))
+        (
+            unique.unique
+            | beam.MapTuple(lambda _key, records: (len(records.chunk), records.duplicate_count))
+            | beam.Map(Collect("dedupe_expiry"))
+        )
     assert COLLECTED["dedupe_expiry"] == [(2, 0), (0, 2), (2, 0)]

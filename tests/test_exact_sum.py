@@ -1,4 +1,5 @@
 """Exact sums are correctly rounded and independent of order and grouping."""
+
 from __future__ import annotations
 
 import math
@@ -47,6 +48,7 @@ def test_widest_values_at_the_most_values_per_pass_stay_exact():
     """The pieces' float64 accumulators are exact only up to a bound: fill a pass to the limit
     with values whose aligned mantissas are the widest possible (53 bits shifted by 7)."""
     from transforms import exact_sum
+
     widest = np.nextafter(256.0, 0.0)  # exponent 7 above 1.0's bucket base, every mantissa bit set
     values = np.full(exact_sum._MAX_VALUES_PER_PASS + 3, widest)
     values[0] = 1.0  # fixes the bucket base, so the others are shifted by 7
@@ -60,8 +62,9 @@ def test_many_groups_over_a_wide_exponent_range_sum_exactly():
     rng = np.random.default_rng(7)
     n_groups = 2_000
     groups = np.repeat(np.arange(n_groups), 3)
-    values = np.column_stack((rng.uniform(0.001, 5.0, n_groups), np.full(n_groups, 1e-150),
-                              -rng.uniform(0.001, 5.0, n_groups))).ravel()
+    values = np.column_stack(
+        (rng.uniform(0.001, 5.0, n_groups), np.full(n_groups, 1e-150), -rng.uniform(0.001, 5.0, n_groups))
+    ).ravel()
     sums = ExactSum.of_groups(values, groups, n_groups)
     for g in (0, 1, 777, n_groups - 1):
-        assert exact_value(sums[g]) == sum(map(Fraction, values[3 * g: 3 * g + 3].tolist()), Fraction(0))
+        assert exact_value(sums[g]) == sum(map(Fraction, values[3 * g : 3 * g + 3].tolist()), Fraction(0))

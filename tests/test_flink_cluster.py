@@ -1,6 +1,7 @@
 """A real standalone Flink session cluster on localhost, and the backfill run on it by FlinkRunner.
 
 Nothing is skipped: without ``bash scripts/install_flink.sh`` these tests fail, saying so."""
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,12 @@ def flink_cluster(tmp_path_factory):
 @pytest.fixture(scope="session")
 def local_bars(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("direct") / "out"
-    result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", BUNDLED, "--out", str(out),
-                             "--no-progress"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [CLI, "backfill", "--source", "binance-aggtrades", "--input", BUNDLED, "--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return final_bars(str(out))
 
@@ -72,9 +77,28 @@ def test_backfill_on_flink_equals_local_runner(flink_cluster, local_bars, tmp_pa
     """PROCESS workers, which the TaskManager starts; LOOPBACK ones (the default) run the pipeline
     API test below and every stream here."""
     out = tmp_path / "flink"
-    result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", BUNDLED, "--out", str(out),
-                             "--no-progress", "--runner", "flink", "--flink-master", flink_cluster.flink_master,
-                             "--environment", "PROCESS"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            CLI,
+            "backfill",
+            "--source",
+            "binance-aggtrades",
+            "--input",
+            BUNDLED,
+            "--out",
+            str(out),
+            "--no-progress",
+            "--runner",
+            "flink",
+            "--flink-master",
+            flink_cluster.flink_master,
+            "--environment",
+            "PROCESS",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     bars = final_bars(str(out))
     assert len(bars) == len(local_bars) > 1000
@@ -89,8 +113,9 @@ def test_backfill_on_flink_equals_local_runner(flink_cluster, local_bars, tmp_pa
 def test_pipeline_api_options_run_on_flink(flink_cluster, local_bars, tmp_path):
     """The same options from Python, for users who build the pipeline themselves."""
     out = tmp_path / "flink"
-    config = BackfillConfig(source=SOURCES["binance-aggtrades"], files=match_inputs([BUNDLED]), spec=BarSpec.of("1m"),
-                            out=str(out))
+    config = BackfillConfig(
+        source=SOURCES["binance-aggtrades"], files=match_inputs([BUNDLED]), spec=BarSpec.of("1m"), out=str(out)
+    )
     with beam.Pipeline(options=PipelineOptions([], **flink_pipeline_args(flink_cluster))) as pipeline:
         build_backfill(pipeline, config)
     assert without_panes(final_bars(str(out))) == without_panes(local_bars)
@@ -103,20 +128,38 @@ def test_stream_on_flink_equals_local_backfill(flink_cluster, kafka_bootstrap, t
     final bars are the local backfill's."""
     from tests.support.outputs import summary
     from tests.support.streams import backfill_bars, finish, new_topic, replay, start_stream
+
     topic = new_topic(kafka_bootstrap, 2)
     replay(kafka_bootstrap, topic, "--disorder", "2s", "--late-fraction", "0.01", "--late-by", "5m", "--seed", "7")
     out = tmp_path / "stream"
     try:
-        finish(start_stream(kafka_bootstrap, topic, out, "--runner", "flink", "--flink-master", flink_cluster.flink_master,
-                            "--fill-gaps", *CONSOLIDATED, "--stop-when-idle", "10s"), out)
+        finish(
+            start_stream(
+                kafka_bootstrap,
+                topic,
+                out,
+                "--runner",
+                "flink",
+                "--flink-master",
+                flink_cluster.flink_master,
+                "--fill-gaps",
+                *CONSOLIDATED,
+                "--stop-when-idle",
+                "10s",
+            ),
+            out,
+        )
     finally:
         flink_cluster.cancel_running_jobs()  # Beam's cancel would not reach the cluster
     assert summary(out)["reconciled"]
-    assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path, BUNDLED, "--fill-gaps",
-                                                                              *CONSOLIDATED))
+    assert without_panes(final_bars(str(out))) == without_panes(
+        backfill_bars(tmp_path, BUNDLED, "--fill-gaps", *CONSOLIDATED)
+    )
     for table in ("bars_consolidated", "quality"):
         streamed = final_bars(str(out), table=table)
-        assert streamed and without_panes(streamed) == without_panes(final_bars(str(tmp_path / "backfill"), table=table))
+        assert streamed and without_panes(streamed) == without_panes(
+            final_bars(str(tmp_path / "backfill"), table=table)
+        )
 
 
 CONSOLIDATED = ("--bars", "time:1m", "--bars", "consolidated:1m")
@@ -129,13 +172,24 @@ def test_panes_reach_disk_live_on_flink(flink_cluster, kafka_bootstrap, tmp_path
 
     def until_running(stream, timeout_s=180):
         deadline = time.monotonic() + timeout_s
-        while not any(job["state"] == "RUNNING" and job["tasks"]["running"] + job["tasks"]["finished"] == job["tasks"]["total"]
-                      for job in flink_cluster.rest("/jobs/overview")["jobs"]):
+        while not any(
+            job["state"] == "RUNNING" and job["tasks"]["running"] + job["tasks"]["finished"] == job["tasks"]["total"]
+            for job in flink_cluster.rest("/jobs/overview")["jobs"]
+        ):
             assert stream.poll() is None and time.monotonic() < deadline, "the stream's Flink job never ran"
             time.sleep(0.5)
+
     try:
-        assert_panes_reach_disk_live(kafka_bootstrap, tmp_path, "--runner", "flink", "--flink-master",
-                                     flink_cluster.flink_master, seconds=45, until_running=until_running)
+        assert_panes_reach_disk_live(
+            kafka_bootstrap,
+            tmp_path,
+            "--runner",
+            "flink",
+            "--flink-master",
+            flink_cluster.flink_master,
+            seconds=45,
+            until_running=until_running,
+        )
     finally:
         flink_cluster.cancel_running_jobs()
 
@@ -165,6 +219,7 @@ def test_flink_up_status_down_from_the_command_line(tmp_path):
 
     def flink(action):
         return subprocess.run([CLI, "flink", action, "--dir", str(work)], capture_output=True, text=True, timeout=300)
+
     up = flink("up")
     try:
         assert up.returncode == 0 and "--flink-master localhost:" in up.stdout, up.stdout + up.stderr
@@ -183,12 +238,14 @@ def test_ctrl_c_stops_a_stream_on_flink_cleanly(flink_cluster, kafka_bootstrap, 
 
     from tests.support.outputs import summary
     from tests.support.streams import finish, new_topic, replay, start_stream, wait_for_bar_files
+
     topic = new_topic(kafka_bootstrap, 1)
     replay(kafka_bootstrap, topic)
     out = tmp_path / "stream"
     # EARLY panes show the stream is live, before any window has closed.
-    stream = start_stream(kafka_bootstrap, topic, out, "--runner", "flink", "--flink-master", flink_cluster.flink_master,
-                          "--early", "1s")
+    stream = start_stream(
+        kafka_bootstrap, topic, out, "--runner", "flink", "--flink-master", flink_cluster.flink_master, "--early", "1s"
+    )
     try:
         wait_for_bar_files(stream, out, 180)
         stream.send_signal(signal.SIGINT)

@@ -6,6 +6,7 @@ backfill's, none missing or doubled, with the accounting reconciled.
 
 ``CRYPTOBEAM_FLINK_RESTART_ROUNDS`` (default 2: one launcher kill, one TaskManager kill) sets the
 number of kill-and-restart rounds; the kills alternate, launcher first."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,11 @@ OPTIONS = ("--allowed-lateness", "1m", "--commit-every", "1m", "--watermark-dela
 def restart_cluster(tmp_path_factory):
     """A cluster of its own, since these tests kill its TaskManager. Short heartbeats let the
     JobManager see a killed TaskManager within seconds rather than Flink's default 50 s."""
-    cluster = LocalFlink.start(tmp_path_factory.mktemp("flink-restarts"), die_with_parent=True,
-                               config={"heartbeat.interval": 1000, "heartbeat.timeout": 8000})
+    cluster = LocalFlink.start(
+        tmp_path_factory.mktemp("flink-restarts"),
+        die_with_parent=True,
+        config={"heartbeat.interval": 1000, "heartbeat.timeout": 8000},
+    )
     yield cluster
     cluster.stop()
 
@@ -55,16 +59,22 @@ def job_name(topic: str) -> str:
     return f"cryptobeam-stream {topic} {topic}"  # start_stream's group is the topic
 
 
-def wait_until_job_runs(cluster: LocalFlink, stream, name: str, log: Path, since_ms: float,
-                        timeout_s: float = 180) -> None:
+def wait_until_job_runs(
+    cluster: LocalFlink, stream, name: str, log: Path, since_ms: float, timeout_s: float = 180
+) -> None:
     """Until the stream's Flink job, submitted after ``since_ms``, has every task running."""
     deadline = time.monotonic() + timeout_s
     while True:
         assert stream.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        jobs = [job for job in cluster.rest("/jobs/overview")["jobs"]
-                if job["name"] == name and job["start-time"] >= since_ms]
-        if any(job["state"] == "RUNNING" and job["tasks"]["running"] + job["tasks"]["finished"] == job["tasks"]["total"]
-               for job in jobs):
+        jobs = [
+            job
+            for job in cluster.rest("/jobs/overview")["jobs"]
+            if job["name"] == name and job["start-time"] >= since_ms
+        ]
+        if any(
+            job["state"] == "RUNNING" and job["tasks"]["running"] + job["tasks"]["finished"] == job["tasks"]["total"]
+            for job in jobs
+        ):
             return
         time.sleep(0.5)
 
@@ -85,7 +95,7 @@ class Feed:
         for index in range(chunks):
             path = directory / f"chunk{index:03d}" / self.whole.name
             path.parent.mkdir()
-            path.write_text("".join(lines[index * per_chunk:(index + 1) * per_chunk]))
+            path.write_text("".join(lines[index * per_chunk : (index + 1) * per_chunk]))
             self.chunks.append(path)
 
     @property
@@ -113,8 +123,9 @@ def newest_window_written_since(out: Path, since_ms: float) -> float:
     return newest
 
 
-def keep_publishing_until_committed_past(feed: Feed, out: Path, stream, committed_before: int, since_ms: float,
-                                         timeout_s: float = 300) -> int:
+def keep_publishing_until_committed_past(
+    feed: Feed, out: Path, stream, committed_before: int, since_ms: float, timeout_s: float = 300
+) -> int:
     """Publish the feed chunk by chunk, paced, each once the stream has written the bars of the
     previous one (so that its watermark moves on as it would live, however slow the machine),
     until the stream commits past ``committed_before``; the offset it committed."""
@@ -143,8 +154,12 @@ def kill_round(cluster: LocalFlink, feed: Feed, out: Path, kill: str, committed_
     wait_until_job_runs(cluster, stream, job_name(topic), log, since_ms)
     running_after_s = time.monotonic() - started
     committed = keep_publishing_until_committed_past(feed, out, stream, committed_before, since_ms)
-    result = {"kill": kill, "job_running_after_s": round(running_after_s, 1), "committed_before": committed_before,
-              "committed_at_kill": committed}
+    result = {
+        "kill": kill,
+        "job_running_after_s": round(running_after_s, 1),
+        "committed_before": committed_before,
+        "committed_at_kill": committed,
+    }
     if kill == "launcher":
         kill_stream(stream)
         result["launcher_exit"] = stream.returncode
@@ -156,16 +171,22 @@ def kill_round(cluster: LocalFlink, feed: Feed, out: Path, kill: str, committed_
             kill_stream(stream)
             result["launcher_exit"] = "killed: it did not exit by itself"
         cluster.start_taskmanager(die_with_parent=True)
-    result["job_states_after_kill"] = sorted(job["state"] for job in cluster.rest("/jobs/overview")["jobs"]
-                                             if job["name"] == job_name(topic) and job["start-time"] >= since_ms)
+    result["job_states_after_kill"] = sorted(
+        job["state"]
+        for job in cluster.rest("/jobs/overview")["jobs"]
+        if job["name"] == job_name(topic) and job["start-time"] >= since_ms
+    )
     result["round_s"] = round(time.monotonic() - started, 1)
     return result
 
 
 def finals_per_run(out: Path) -> Counter:
     """How many final panes each (run, bar) has: a run writes one per bar."""
-    return Counter((run_of(bar["file"]), bar["symbol"], bar["window_start"])
-                   for bar in read_bars(str(out)).to_pylist() if bar["is_final"])
+    return Counter(
+        (run_of(bar["file"]), bar["symbol"], bar["window_start"])
+        for bar in read_bars(str(out)).to_pylist()
+        if bar["is_final"]
+    )
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -181,8 +202,18 @@ def test_killed_and_restarted_flink_stream_ends_with_the_backfill_bars(restart_c
             committed = rounds[-1]["committed_at_kill"]
         feed.publish_rest()
         committed = committed_offset(kafka_bootstrap, topic, topic)  # a killed run may have committed after the check
-        last = start_stream(kafka_bootstrap, topic, out, *OPTIONS, "--runner", "flink", "--flink-master",
-                            restart_cluster.flink_master, "--stop-when-idle", "4s")
+        last = start_stream(
+            kafka_bootstrap,
+            topic,
+            out,
+            *OPTIONS,
+            "--runner",
+            "flink",
+            "--flink-master",
+            restart_cluster.flink_master,
+            "--stop-when-idle",
+            "4s",
+        )
         finish(last, out, timeout=300)
     finally:
         restart_cluster.cancel_running_jobs()
@@ -210,8 +241,11 @@ def test_a_new_run_cancels_the_previous_runs_job_before_submitting(restart_clust
     first = start_stream(kafka_bootstrap, topic, out, *OPTIONS, *flink)
     try:
         wait_until_job_runs(restart_cluster, first, job_name(topic), Path(f"{out}.log"), since_ms)
-        [previous] = [job["jid"] for job in restart_cluster.rest("/jobs/overview")["jobs"]
-                      if job["name"] == job_name(topic) and job["state"] == "RUNNING"]
+        [previous] = [
+            job["jid"]
+            for job in restart_cluster.rest("/jobs/overview")["jobs"]
+            if job["name"] == job_name(topic) and job["state"] == "RUNNING"
+        ]
         second = start_stream(kafka_bootstrap, topic, tmp_path / "second", *OPTIONS, *flink, "--stop-when-idle", "2s")
         finish(second, tmp_path / "second", timeout=300)
         assert first.wait(timeout=60) != 0, "the first run's job was cancelled under it"

@@ -16,6 +16,7 @@ end up in a bar, as a duplicate, or as a dead letter.
 ``CRYPTOBEAM_FUZZ_RECORDS`` (records per format), ``CRYPTOBEAM_FUZZ_SEED`` and
 ``CRYPTOBEAM_FUZZ_EXAMPLES`` (hypothesis examples) scale a run up or vary it.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -55,13 +56,69 @@ SPAN_MS = 600_000  # trades fall in ten minutes: few windows, so a run's cost is
 
 # ---------------------------------------------------------------------- the hostile values
 
-HUGE_AND_TINY = ["1.7e308", "1.7976931348623157e308", "1e154", "1e280", "1e281", "1e300", "1e400", "-1e400",
-                 "1e-320", "5e-324", "2.2250738585072014e-308", "1e-160", "1e-200", "9" * 400]
-BAD_NUMBERS = ["", "NaN", "nan", "inf", "-inf", "Infinity", "-1", "0", "-0.0", "1e", ".", "+.5", "0x1F", "1_000",
-               "\uff11\uff12", "1.2.3", "1,5", "9223372036854775807", "9223372036854775808", "-9223372036854775809",
-               "18446744073709551616", "99999999999999999999", str(7_258_118_400_000), "-5"]
-BAD_TEXT = ["abc", "\x00", "True", "maybe", "[]", "{", '"', "'", "\u202e", "\ufeff", "../../x", "..", "x" * 5000,
-            "\u00e9", "\u0130", "\u212a", "'; DROP TABLE", "1970-01-01T00:00:00Z", "2200-01-01T00:00:00Z"]
+HUGE_AND_TINY = [
+    "1.7e308",
+    "1.7976931348623157e308",
+    "1e154",
+    "1e280",
+    "1e281",
+    "1e300",
+    "1e400",
+    "-1e400",
+    "1e-320",
+    "5e-324",
+    "2.2250738585072014e-308",
+    "1e-160",
+    "1e-200",
+    "9" * 400,
+]
+BAD_NUMBERS = [
+    "",
+    "NaN",
+    "nan",
+    "inf",
+    "-inf",
+    "Infinity",
+    "-1",
+    "0",
+    "-0.0",
+    "1e",
+    ".",
+    "+.5",
+    "0x1F",
+    "1_000",
+    "\uff11\uff12",
+    "1.2.3",
+    "1,5",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "18446744073709551616",
+    "99999999999999999999",
+    str(7_258_118_400_000),
+    "-5",
+]
+BAD_TEXT = [
+    "abc",
+    "\x00",
+    "True",
+    "maybe",
+    "[]",
+    "{",
+    '"',
+    "'",
+    "\u202e",
+    "\ufeff",
+    "../../x",
+    "..",
+    "x" * 5000,
+    "\u00e9",
+    "\u0130",
+    "\u212a",
+    "'; DROP TABLE",
+    "1970-01-01T00:00:00Z",
+    "2200-01-01T00:00:00Z",
+]
 BAD_BYTES = [b"\xff", b"\xe9", b"\xed\xa0\x80", b"\xc0\x80", b"\xf4\x90\x80\x80", b"\x00", b"\xef\xbb\xbf"]
 ANY_TOKEN = HUGE_AND_TINY + BAD_NUMBERS + BAD_TEXT
 
@@ -114,7 +171,7 @@ def hostile_lines(valid_fields, rng: random.Random, n: int, join=",".join) -> li
             text = join(_mutated_fields(fields, rng))
         line = text.encode("utf-8", "surrogatepass")
         if rng.random() < 0.1:
-            line = line[:rng.randint(0, len(line))]
+            line = line[: rng.randint(0, len(line))]
         if rng.random() < 0.08:
             line = _with_bad_bytes(line, rng)
         lines.append(_record_bytes(line))
@@ -156,27 +213,64 @@ def binance_trade_fields(rng):
 
 def tardis_fields(rng):
     t = _time_ms(rng) * 1000
-    return ["binance", rng.choice(["BTCUSDT", "ETHUSDT", "../../x", "a/b"]), str(t), rng.choice([str(t + 5), ""]),
-            rng.choice([str(rng.randint(1, 5000)), ""]), rng.choice(["buy", "sell", "unknown", "BUY", "long"]),
-            _price(rng), _amount(rng)]
+    return [
+        "binance",
+        rng.choice(["BTCUSDT", "ETHUSDT", "../../x", "a/b"]),
+        str(t),
+        rng.choice([str(t + 5), ""]),
+        rng.choice([str(rng.randint(1, 5000)), ""]),
+        rng.choice(["buy", "sell", "unknown", "BUY", "long"]),
+        _price(rng),
+        _amount(rng),
+    ]
 
 
 def kraken_fields(rng):
     return [f"{_time_ms(rng) / 1000:.4f}", _price(rng), _amount(rng)]
 
 
-COINBASE_TIMES = ["2024-01-01T00:00:00Z", "2024-01-01T00:59:59.999999+00:00", "2024-01-01T00:00:00", "yesterday",
-                  "1970-01-01T00:00:00Z", "2200-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59", "2024-02-30T00:00:00Z"]
-JSON_HOSTILE = [10**400, -(10**30), 1.7e308, 1e154, 1e-320, float("inf"), float("nan"), True, None, "", [], {},
-                [[[[["deep"]]]]], {"a": {"b": 1}}, "\ud800", "x" * 5000, "1e400", "NaN"]
+COINBASE_TIMES = [
+    "2024-01-01T00:00:00Z",
+    "2024-01-01T00:59:59.999999+00:00",
+    "2024-01-01T00:00:00",
+    "yesterday",
+    "1970-01-01T00:00:00Z",
+    "2200-01-01T00:00:00Z",
+    "9999-12-31T23:59:59-23:59",
+    "2024-02-30T00:00:00Z",
+]
+JSON_HOSTILE = [
+    10**400,
+    -(10**30),
+    1.7e308,
+    1e154,
+    1e-320,
+    float("inf"),
+    float("nan"),
+    True,
+    None,
+    "",
+    [],
+    {},
+    [[[[["deep"]]]]],
+    {"a": {"b": 1}},
+    "\ud800",
+    "x" * 5000,
+    "1e400",
+    "NaN",
+]
 
 
 def coinbase_record(rng) -> dict:
     seconds = rng.randrange(SPAN_MS // 1000)
-    return {"trade_id": rng.randint(1, 5000), "price": _price(rng), "size": _amount(rng),
-            "side": rng.choice(["buy", "sell", "BUY"]),
-            "time": f"2024-01-01T00:{seconds // 60:02d}:{seconds % 60:02d}.{rng.randrange(10**6):06d}Z",
-            **({"product_id": rng.choice(["BTC-USD", "ETH-USD"])} if rng.random() < 0.5 else {})}
+    return {
+        "trade_id": rng.randint(1, 5000),
+        "price": _price(rng),
+        "size": _amount(rng),
+        "side": rng.choice(["buy", "sell", "BUY"]),
+        "time": f"2024-01-01T00:{seconds // 60:02d}:{seconds % 60:02d}.{rng.randrange(10**6):06d}Z",
+        **({"product_id": rng.choice(["BTC-USD", "ETH-USD"])} if rng.random() < 0.5 else {}),
+    }
 
 
 def coinbase_lines(rng: random.Random, n: int) -> list[bytes]:
@@ -199,12 +293,12 @@ def coinbase_lines(rng: random.Random, n: int) -> list[bytes]:
             text = json.dumps(record)[:-1] + f', "price": {json.dumps(rng.choice(HUGE_AND_TINY))}}}'
         elif roll < 0.85:
             depth = rng.choice([10, 999, 1001, 5000, 100_000])
-            text = rng.choice(["[", "{\"a\":"]) * depth
+            text = rng.choice(["[", '{"a":']) * depth
         elif roll < 0.9:
-            text = rng.choice(["[]", "null", "1", '"text"', "{}", "[1, 2]", "{\"trade_id\": 1}"])
+            text = rng.choice(["[]", "null", "1", '"text"', "{}", "[1, 2]", '{"trade_id": 1}'])
         else:
             text = json.dumps(record)
-            text = text[:rng.randint(0, len(text))]
+            text = text[: rng.randint(0, len(text))]
         line = text.encode("utf-8", "surrogatepass")  # a lone surrogate, if any, as its (invalid) UTF-8 bytes
         if rng.random() < 0.05:
             line = _with_bad_bytes(line, rng)
@@ -215,8 +309,12 @@ def coinbase_lines(rng: random.Random, n: int) -> list[bytes]:
 def text_lines(name: str, rng: random.Random, n: int) -> list[bytes]:
     if name == "coinbase-trades":
         return coinbase_lines(rng, n)
-    fields = {"binance-aggtrades": binance_agg_fields, "binance-trades": binance_trade_fields,
-              "tardis-trades": tardis_fields, "kraken-trades": kraken_fields}[name]
+    fields = {
+        "binance-aggtrades": binance_agg_fields,
+        "binance-trades": binance_trade_fields,
+        "tardis-trades": tardis_fields,
+        "kraken-trades": kraken_fields,
+    }[name]
     return hostile_lines(fields, rng, n)
 
 
@@ -228,9 +326,11 @@ TEXT_FILES = {
     "coinbase-trades": ("BTC-USD_2024-01-{day:02d}", [".jsonl"]),
     "kraken-trades": ("XBTUSD_{day:02d}", [".csv"]),
 }
-HEADERS = {"binance-aggtrades": "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,"
-                                "is_buyer_maker,is_best_match",
-           "tardis-trades": "exchange,symbol,timestamp,local_timestamp,id,side,price,amount"}
+HEADERS = {
+    "binance-aggtrades": "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,"
+    "is_buyer_maker,is_best_match",
+    "tardis-trades": "exchange,symbol,timestamp,local_timestamp,id,side,price,amount",
+}
 
 
 def write_text_file(path: Path, lines: list[bytes], header: str | None) -> int:
@@ -261,10 +361,23 @@ def write_text_files(name: str, directory: Path, rng: random.Random, records: in
 
 # ---------------------------------------------------------------------- hostile Parquet and Avro
 
+
 def _float_values(rng, n):
-    return [rng.choice([float(rng.uniform(0.01, 1000)), float(rng.uniform(0.01, 1000)),
-                        float(rng.choice(HUGE_AND_TINY[:3] + HUGE_AND_TINY[8:11])), math.nan, math.inf, -1.0, 0.0,
-                        None]) for _ in range(n)]
+    return [
+        rng.choice(
+            [
+                float(rng.uniform(0.01, 1000)),
+                float(rng.uniform(0.01, 1000)),
+                float(rng.choice(HUGE_AND_TINY[:3] + HUGE_AND_TINY[8:11])),
+                math.nan,
+                math.inf,
+                -1.0,
+                0.0,
+                None,
+            ]
+        )
+        for _ in range(n)
+    ]
 
 
 def _text_values(rng, n, valid):
@@ -272,8 +385,10 @@ def _text_values(rng, n, valid):
 
 
 def _bytes_values(rng, n, valid):
-    return [None if v is None else (v.encode() + rng.choice(BAD_BYTES) if rng.random() < 0.1 else v.encode())
-            for v in _text_values(rng, n, valid)]
+    return [
+        None if v is None else (v.encode() + rng.choice(BAD_BYTES) if rng.random() < 0.1 else v.encode())
+        for v in _text_values(rng, n, valid)
+    ]
 
 
 def _time_us(rng) -> int:
@@ -286,8 +401,13 @@ def _times(rng, n):
 
 def parquet_column(name: str, rng: random.Random, n: int) -> pa.Array:
     """A column of one of the types a file in the wild might give it, holding hostile values."""
-    texts = {"exchange": ["binance", "kraken"], "symbol": ["BTCUSDT", "ETHUSDT", "../../x"],
-             "side": ["buy", "sell", "BUY", "unknown", "long"], "base": ["BTC"], "quote": ["USDT"]}
+    texts = {
+        "exchange": ["binance", "kraken"],
+        "symbol": ["BTCUSDT", "ETHUSDT", "../../x"],
+        "side": ["buy", "sell", "BUY", "unknown", "long"],
+        "base": ["BTC"],
+        "quote": ["USDT"],
+    }
     kind = rng.random()
     if name in texts:
         if kind < 0.5:
@@ -327,19 +447,18 @@ def parquet_column(name: str, rng: random.Random, n: int) -> pa.Array:
     if kind < 0.4:
         return pa.array(_times(rng, n), pa.int64())
     if kind < 0.55:
-        return pa.array([rng.choice([_time_us(rng), 2**63, 2**64 - 1]) for _ in range(n)],
-                        pa.uint64())
+        return pa.array([rng.choice([_time_us(rng), 2**63, 2**64 - 1]) for _ in range(n)], pa.uint64())
     if kind < 0.75:
         unit = rng.choice(["s", "ms", "us", "ns"])
         scale = {"s": 10**-6, "ms": 10**-3, "us": 1, "ns": 1000}[unit]
         values = [None if t is None else int(t * scale) for t in _times(rng, n)]
         return pa.array(values, pa.int64()).cast(pa.timestamp(unit, tz=rng.choice([None, "UTC"])))
     if kind < 0.85:
-        return pa.array([rng.choice([float(_time_us(rng)), math.nan, 1e300, 0.5])
-                         for _ in range(n)], pa.float64())
+        return pa.array([rng.choice([float(_time_us(rng)), math.nan, 1e300, 0.5]) for _ in range(n)], pa.float64())
     if kind < 0.95:
-        return pa.array([rng.choice([str(_time_us(rng)), "2024-01-01T00:00:00Z", "", "-1"])
-                         for _ in range(n)], pa.string())
+        return pa.array(
+            [rng.choice([str(_time_us(rng)), "2024-01-01T00:00:00Z", "", "-1"]) for _ in range(n)], pa.string()
+        )
     return pa.array([[t] for t in _times(rng, n)])
 
 
@@ -377,16 +496,27 @@ AVRO_TYPES = {
 
 def _avro_field_types(rng) -> dict[str, str]:
     """One Avro type per field for the whole file (Avro has one schema per file)."""
-    return {"exchange": rng.choice(["string", "string", "bytes"]), "symbol": rng.choice(["string", "bytes"]),
-            "trade_id": rng.choice(["string", "long", "bytes"]), "price": rng.choice(["double", "double", "string"]),
-            "amount": rng.choice(["double", "string", "long"]), "side": rng.choice(["string", "bytes"]),
-            "event_time": rng.choice(["long", "long", "double", "string"])}
+    return {
+        "exchange": rng.choice(["string", "string", "bytes"]),
+        "symbol": rng.choice(["string", "bytes"]),
+        "trade_id": rng.choice(["string", "long", "bytes"]),
+        "price": rng.choice(["double", "double", "string"]),
+        "amount": rng.choice(["double", "string", "long"]),
+        "side": rng.choice(["string", "bytes"]),
+        "event_time": rng.choice(["long", "long", "double", "string"]),
+    }
 
 
 def _avro_value(name: str, kind: str, rng):
-    valid = {"exchange": ["binance"], "symbol": ["BTCUSDT", "ETHUSDT"], "side": ["buy", "sell", "long"],
-             "trade_id": [str(rng.randint(1, 3000))], "price": [_price(rng)], "amount": [_amount(rng)],
-             "event_time": [str(_time_us(rng))]}[name]
+    valid = {
+        "exchange": ["binance"],
+        "symbol": ["BTCUSDT", "ETHUSDT"],
+        "side": ["buy", "sell", "long"],
+        "trade_id": [str(rng.randint(1, 3000))],
+        "price": [_price(rng)],
+        "amount": [_amount(rng)],
+        "event_time": [str(_time_us(rng))],
+    }[name]
     if name == "event_time" and kind == "long":
         return rng.choice([_time_us(rng)] * 5 + [-(2**63), 2**63 - 1, 0])
     if name == "event_time" and kind == "double":
@@ -401,10 +531,20 @@ def write_avro_files(directory: Path, rng: random.Random, records: int) -> tuple
     while total < records:
         types = _avro_field_types(rng)
         nullable = {name for name in types if rng.random() < 0.2}
-        schema = {"type": "record", "name": "Trade", "fields": [
-            {"name": name, "type": ["null", kind] if name in nullable else kind} for name, kind in types.items()]}
-        rows = [{name: (None if name in nullable and rng.random() < 0.1 else _avro_value(name, kind, rng))
-                 for name, kind in types.items()} for _ in range(rng.randint(300, 1200))]
+        schema = {
+            "type": "record",
+            "name": "Trade",
+            "fields": [
+                {"name": name, "type": ["null", kind] if name in nullable else kind} for name, kind in types.items()
+            ],
+        }
+        rows = [
+            {
+                name: (None if name in nullable and rng.random() < 0.1 else _avro_value(name, kind, rng))
+                for name, kind in types.items()
+            }
+            for _ in range(rng.randint(300, 1200))
+        ]
         path = directory / f"trades-{len(paths):03d}.avro"
         with open(path, "wb") as handle:
             fastavro.writer(handle, fastavro.parse_schema(schema), rows)
@@ -414,6 +554,7 @@ def write_avro_files(directory: Path, rng: random.Random, records: int) -> tuple
 
 
 # ---------------------------------------------------------------------- one pipeline run, as a backfill runs
+
 
 def run_backfill_pipeline(source_name: str, paths: list[Path], batch_rows: int):
     """Read the files as a backfill does (unreadable files, long lines and all), then TradesToBars."""
@@ -435,6 +576,7 @@ def run_backfill_pipeline(source_name: str, paths: list[Path], batch_rows: int):
     result = pipeline.run()
     result.wait_until_finish()
     from tests.support.helpers import COLLECTED
+
     return list(COLLECTED["fuzz_bars"]), list(COLLECTED["fuzz_dead"]), counters_of(result)
 
 
@@ -482,7 +624,7 @@ def mutate(fields: list[str], data) -> str:
         return ",".join(fields)
     if choice == 1:
         i = data.draw(st.integers(0, len(fields) - 1))
-        fields = fields[:i] + [data.draw(hostile_token)] + fields[i + 1:]
+        fields = fields[:i] + [data.draw(hostile_token)] + fields[i + 1 :]
     elif choice == 2:
         fields = fields[: data.draw(st.integers(0, len(fields) - 1))]
     elif choice == 3:
@@ -495,21 +637,51 @@ def mutate(fields: list[str], data) -> str:
 
 def binance_agg_line(data):
     i = data.draw(st.integers(1, 60))  # small id range: plenty of duplicates
-    return mutate([str(i), data.draw(number), data.draw(number), str(i), str(i), str(data.draw(epoch_ms)),
-                   data.draw(st.sampled_from(["True", "False"])), "True"], data)
+    return mutate(
+        [
+            str(i),
+            data.draw(number),
+            data.draw(number),
+            str(i),
+            str(i),
+            str(data.draw(epoch_ms)),
+            data.draw(st.sampled_from(["True", "False"])),
+            "True",
+        ],
+        data,
+    )
 
 
 def binance_trade_line(data):
     i = data.draw(st.integers(1, 60))
-    return mutate([str(i), data.draw(number), data.draw(number), data.draw(number), str(data.draw(epoch_ms) * 1000),
-                   data.draw(st.sampled_from(["true", "false"]))], data)
+    return mutate(
+        [
+            str(i),
+            data.draw(number),
+            data.draw(number),
+            data.draw(number),
+            str(data.draw(epoch_ms) * 1000),
+            data.draw(st.sampled_from(["true", "false"])),
+        ],
+        data,
+    )
 
 
 def tardis_line(data):
     t = data.draw(epoch_ms) * 1000
-    return mutate(["binance", data.draw(st.sampled_from(["BTCUSDT", "../../x", "a/b", ".."])), str(t), str(t + 5),
-                   str(data.draw(st.integers(1, 60))), data.draw(st.sampled_from(["buy", "sell", "unknown", "long"])),
-                   data.draw(number), data.draw(number)], data)
+    return mutate(
+        [
+            "binance",
+            data.draw(st.sampled_from(["BTCUSDT", "../../x", "a/b", ".."])),
+            str(t),
+            str(t + 5),
+            str(data.draw(st.integers(1, 60))),
+            data.draw(st.sampled_from(["buy", "sell", "unknown", "long"])),
+            data.draw(number),
+            data.draw(number),
+        ],
+        data,
+    )
 
 
 def kraken_line(data):
@@ -517,13 +689,27 @@ def kraken_line(data):
 
 
 def coinbase_line(data):
-    record = {"trade_id": data.draw(st.integers(1, 60)), "price": data.draw(number), "size": data.draw(number),
-              "side": data.draw(st.sampled_from(["buy", "sell", "up"])),
-              "time": data.draw(st.sampled_from(["2024-01-01T00:00:01.5Z", "2024-01-01T00:30:00Z", "1970-01-01T00:00:00Z",
-                                                 "2200-01-01T00:00:00Z", "yesterday"]))}
+    record = {
+        "trade_id": data.draw(st.integers(1, 60)),
+        "price": data.draw(number),
+        "size": data.draw(number),
+        "side": data.draw(st.sampled_from(["buy", "sell", "up"])),
+        "time": data.draw(
+            st.sampled_from(
+                [
+                    "2024-01-01T00:00:01.5Z",
+                    "2024-01-01T00:30:00Z",
+                    "1970-01-01T00:00:00Z",
+                    "2200-01-01T00:00:00Z",
+                    "yesterday",
+                ]
+            )
+        ),
+    }
     if data.draw(st.booleans()):
-        record[data.draw(st.sampled_from(list(record)))] = data.draw(st.one_of(
-            hostile_token, st.integers(), st.none(), st.sampled_from(JSON_HOSTILE)))
+        record[data.draw(st.sampled_from(list(record)))] = data.draw(
+            st.one_of(hostile_token, st.integers(), st.none(), st.sampled_from(JSON_HOSTILE))
+        )
     text = json.dumps(record)
     return text[: data.draw(st.integers(0, len(text)))] if data.draw(st.integers(0, 4)) == 0 else text
 
@@ -565,17 +751,35 @@ def test_text_formats_never_crash_and_always_reconcile(tmp_path_factory, data, n
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(st.tuples(st.one_of(st.none(), st.sampled_from(["BTCUSDT", "../../x"])), st.integers(1, 40),
-                          st.one_of(hostile_token, number), st.one_of(hostile_token, number),
-                          st.one_of(st.none(), epoch_ms.map(lambda ms: ms * 1000), st.just(-5),
-                                    st.just(2**62), st.just(-2**62))),  # past what a datetime holds
-                min_size=1, max_size=120))
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.sampled_from(["BTCUSDT", "../../x"])),
+            st.integers(1, 40),
+            st.one_of(hostile_token, number),
+            st.one_of(hostile_token, number),
+            st.one_of(st.none(), epoch_ms.map(lambda ms: ms * 1000), st.just(-5), st.just(2**62), st.just(-(2**62))),
+        ),  # past what a datetime holds
+        min_size=1,
+        max_size=120,
+    )
+)
 def test_parquet_never_crashes_and_always_reconciles(tmp_path_factory, rows):
     path = tmp_path_factory.mktemp("pq") / "trades.parquet"
-    pq.write_table(pa.table({
-        "exchange": ["binance"] * len(rows), "symbol": [r[0] for r in rows], "trade_id": [str(r[1]) for r in rows],
-        "price": [r[2] for r in rows], "amount": [r[3] for r in rows], "side": ["buy"] * len(rows),
-        "event_time": pa.array([r[4] for r in rows], pa.int64())}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "exchange": ["binance"] * len(rows),
+                "symbol": [r[0] for r in rows],
+                "trade_id": [str(r[1]) for r in rows],
+                "price": [r[2] for r in rows],
+                "amount": [r[3] for r in rows],
+                "side": ["buy"] * len(rows),
+                "event_time": pa.array([r[4] for r in rows], pa.int64()),
+            }
+        ),
+        path,
+    )
     bars, dead, counters = run_file("parquet", path)
     assert_reconciled("parquet", len(rows), bars, dead, counters)
 
@@ -583,12 +787,17 @@ def test_parquet_never_crashes_and_always_reconciles(tmp_path_factory, rows):
 def test_hostile_symbols_never_leave_the_output_directory(tmp_path):
     path = tmp_path / "trades.csv"
     symbols = ["../../escape", "..", "a/b", "/etc/passwd", "%2e%2e", "ok"]
-    lines = [f"binance,{s},{1704067200000000 + i},{1704067200000000 + i},{i},buy,1.0,1.0" for i, s in enumerate(symbols)]
+    lines = [
+        f"binance,{s},{1704067200000000 + i},{1704067200000000 + i},{i},buy,1.0,1.0" for i, s in enumerate(symbols)
+    ]
     path.write_text("exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n" + "\n".join(lines) + "\n")
     out = tmp_path / "out"
     cli = str(Path(sys.executable).parent / "cryptobeam")
-    result = subprocess.run([cli, "backfill", "--source", "tardis-trades", "--input", str(path), "--out", str(out),
-                             "--no-progress"], capture_output=True, text=True)
+    result = subprocess.run(
+        [cli, "backfill", "--source", "tardis-trades", "--input", str(path), "--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     root = out.resolve()
     written = [p.resolve() for p in tmp_path.rglob("*") if p.is_file() and p != path]

@@ -1,4 +1,5 @@
 """A chunk run in-process tunes the garbage collector only while it runs."""
+
 from __future__ import annotations
 
 import gc

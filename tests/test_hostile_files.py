@@ -1,6 +1,7 @@
 """Hostile input files: a zip bomb, a line with no end, old-Mac line breaks, hidden zip members,
 damaged gzip and Avro files, union-typed Avro fields. Each is read in bounded memory, and every
 record it holds is in a bar or a dead letter: nothing vanishes, and the counts reconcile."""
+
 from __future__ import annotations
 
 import gzip
@@ -25,14 +26,35 @@ MIB = 2**20
 
 
 def aggtrade_lines(n: int, first_id: int = 1) -> list[bytes]:
-    return [f"{i},{42000 + i % 97 / 100:.2f},0.{i % 9 + 1},{i},{i},{MS_2024 + i * 997},True,True".encode()
-            for i in range(first_id, first_id + n)]
+    return [
+        f"{i},{42000 + i % 97 / 100:.2f},0.{i % 9 + 1},{i},{i},{MS_2024 + i * 997},True,True".encode()
+        for i in range(first_id, first_id + n)
+    ]
 
 
 def backfill(inputs: Path, out: Path, source: str = "binance-aggtrades", *extra, wrapper=()):
-    return subprocess.run([*wrapper, CLI, "backfill", "--source", source, "--input", str(inputs), "--interval", "1m",
-                           "--out", str(out), "--no-progress", "--workers", "1", *extra],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            *wrapper,
+            CLI,
+            "backfill",
+            "--source",
+            source,
+            "--input",
+            str(inputs),
+            "--interval",
+            "1m",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--workers",
+            "1",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def dead_letters(out: Path) -> list[dict]:
@@ -52,8 +74,10 @@ def assert_reconciled(out: Path, records: int) -> dict:
 
 
 # A child that runs the command and prints the peak resident memory of it and everything it waited for.
-PEAK_RSS = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024); sys.exit(code)")
+PEAK_RSS = (
+    "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024); sys.exit(code)"
+)
 
 
 def test_a_zip_bomb_is_one_dead_letter_read_in_bounded_memory(tmp_path):
@@ -92,8 +116,10 @@ def test_an_over_long_line_is_one_malformed_dead_letter_and_the_lines_around_it_
     assert_reconciled(out, 102)
     assert sum(b["trade_count"] for b in bars_of(out) if not b["is_filled"]) == 100
     letters = dead_letters(out)
-    assert [(d["reason"], d["stage"], d["source_offset"]) for d in letters] == [("malformed", "read", 51),
-                                                                                ("malformed", "read", 102)]
+    assert [(d["reason"], d["stage"], d["source_offset"]) for d in letters] == [
+        ("malformed", "read", 51),
+        ("malformed", "read", 102),
+    ]
     assert [d["payload_bytes"] for d in letters] == [long_line[:1024], endless[:1024]]
     assert f"{len(long_line):,} bytes" in letters[0]["error_message"]
 
@@ -135,7 +161,7 @@ def test_a_zip_member_that_cannot_be_opened_costs_only_that_member(tmp_path):
         archive.writestr("c.csv", b"\n".join(aggtrade_lines(10, 51)) + b"\n")
     data = bytearray(path.read_bytes())
     central_b = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02") + 1)  # b.csv's central directory entry
-    data[central_b + 10:central_b + 12] = (99).to_bytes(2, "little")  # a compression method zipfile cannot read
+    data[central_b + 10 : central_b + 12] = (99).to_bytes(2, "little")  # a compression method zipfile cannot read
     path.write_bytes(bytes(data))
     out = tmp_path / "out"
     result = backfill(path, out, "binance-aggtrades", "--symbol", "BTCUSDT")
@@ -161,7 +187,7 @@ def test_a_truncated_gzip_body_passes_on_the_lines_before_the_damage():
     except DamagedStream as damage:
         assert damage.next_line == len(read) + 1 and "EOFError" in str(damage)
     assert 1000 < len(read) < 3000  # all but the block in which the body ends
-    assert read == lines[:len(read)] and numbers == list(range(1, len(read) + 1))
+    assert read == lines[: len(read)] and numbers == list(range(1, len(read) + 1))
 
 
 def test_a_damaged_gzip_keeps_all_but_its_last_piece_at_the_default_block_size():
@@ -180,13 +206,17 @@ def test_a_damaged_gzip_keeps_all_but_its_last_piece_at_the_default_block_size()
     except DamagedStream as damage:
         assert damage.next_line == len(read) + 1
     kept_bytes = sum(len(line) + 1 for line in read)
-    assert read == lines[:len(read)]
+    assert read == lines[: len(read)]
     assert kept_bytes > len(b"\n".join(lines)) * 2 // 3 - 2 * READ_PIECE_BYTES - 50_000 * 70
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from([b"7,1.5", b"\n", b"\r\n", b"\xff", b" ", b"x" * 9, b"\r"]), max_size=40),
-       st.integers(1, 5), st.integers(1, 40), st.sampled_from([4, 12, 10**6]))
+@given(
+    st.lists(st.sampled_from([b"7,1.5", b"\n", b"\r\n", b"\xff", b" ", b"x" * 9, b"\r"]), max_size=40),
+    st.integers(1, 5),
+    st.integers(1, 40),
+    st.sampled_from([4, 12, 10**6]),
+)
 def test_streamed_lines_are_the_physical_lines_and_long_ones_are_reported(parts, batch_rows, block_bytes, limit):
     from io_connectors.files import text_batches
 
@@ -205,16 +235,35 @@ def test_streamed_lines_are_the_physical_lines_and_long_ones_are_reported(parts,
     assert long == [(n, len(line), line[:1024]) for n, line in expected if len(line) > limit]
 
 
-TRADE_SCHEMA = {"type": "record", "name": "Trade", "fields": [
-    {"name": "exchange", "type": "string"}, {"name": "symbol", "type": "string"},
-    {"name": "trade_id", "type": "string"}, {"name": "price", "type": ["null", "string", "double"]},
-    {"name": "amount", "type": "double"}, {"name": "side", "type": "string"}, {"name": "event_time", "type": "long"}]}
+TRADE_SCHEMA = {
+    "type": "record",
+    "name": "Trade",
+    "fields": [
+        {"name": "exchange", "type": "string"},
+        {"name": "symbol", "type": "string"},
+        {"name": "trade_id", "type": "string"},
+        {"name": "price", "type": ["null", "string", "double"]},
+        {"name": "amount", "type": "double"},
+        {"name": "side", "type": "string"},
+        {"name": "event_time", "type": "long"},
+    ],
+}
 
 
 def avro_trades(n: int) -> list[dict]:
     """Trades whose union-typed price is a double for odd ids and a numeric string for even ones."""
-    return [{"exchange": "binance", "symbol": "BTCUSDT", "trade_id": str(i), "price": 100.5 + i if i % 2 else f"{100 + i}",
-             "amount": 0.25, "side": "buy", "event_time": MS_2024 * 1000 + i * 1_000_000} for i in range(1, n + 1)]
+    return [
+        {
+            "exchange": "binance",
+            "symbol": "BTCUSDT",
+            "trade_id": str(i),
+            "price": 100.5 + i if i % 2 else f"{100 + i}",
+            "amount": 0.25,
+            "side": "buy",
+            "event_time": MS_2024 * 1000 + i * 1_000_000,
+        }
+        for i in range(1, n + 1)
+    ]
 
 
 def test_a_union_typed_avro_field_is_read_record_by_record(tmp_path):
@@ -248,7 +297,7 @@ def test_a_truncated_avro_file_keeps_the_records_before_the_damage(tmp_path):
         writer.write(record)
     writer.flush()
     path = tmp_path / "trades.avro"
-    path.write_bytes(buffer.getvalue()[:whole_blocks + 40])
+    path.write_bytes(buffer.getvalue()[: whole_blocks + 40])
     out = tmp_path / "out"
     result = backfill(path, out, "avro")
     assert result.returncode == 0, result.stdout + result.stderr

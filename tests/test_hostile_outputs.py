@@ -1,5 +1,6 @@
 """A careless user and a faulty machine against the output directory: long names, concurrent
 runs, moved and damaged outputs, --overwrite beside user files, a full disk, odd options."""
+
 from __future__ import annotations
 
 import fcntl
@@ -27,15 +28,19 @@ def cryptobeam(*args, cwd=ROOT):
 
 def tardis_file(path: Path, rows: list[tuple[str, str]], per_pair: int = 3) -> Path:
     """Tardis trades: ``per_pair`` trades a minute apart for each (exchange, symbol)."""
-    lines = [f"{exchange},{symbol},{T0_US + i * 60_000_000},{T0_US + i * 60_000_000},{n}-{i},buy,{1 + i},2"
-             for n, (exchange, symbol) in enumerate(rows) for i in range(per_pair)]
+    lines = [
+        f"{exchange},{symbol},{T0_US + i * 60_000_000},{T0_US + i * 60_000_000},{n}-{i},buy,{1 + i},2"
+        for n, (exchange, symbol) in enumerate(rows)
+        for i in range(per_pair)
+    ]
     path.write_text(HEADER + "\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 def backfill(inputs: str, out: Path, *extra, cwd=ROOT):
-    return cryptobeam("backfill", "--source", "tardis-trades", "--input", inputs, "--out", str(out),
-                      "--no-progress", *extra, cwd=cwd)
+    return cryptobeam(
+        "backfill", "--source", "tardis-trades", "--input", inputs, "--out", str(out), "--no-progress", *extra, cwd=cwd
+    )
 
 
 def summary(out: Path) -> dict:
@@ -53,8 +58,18 @@ def one_line_error(result) -> str:
 def bundled_run(tmp_path_factory):
     """A two-chunk backfill of the bundled data, to copy and damage."""
     out = tmp_path_factory.mktemp("bundled") / "out"
-    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", "data/XRPETH-aggTrades-*.zip",
-                        "--chunk", "1d", "--out", str(out), "--no-progress")
+    result = cryptobeam(
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        "data/XRPETH-aggTrades-*.zip",
+        "--chunk",
+        "1d",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -71,9 +86,15 @@ def validate(out: Path, cwd=ROOT):
 
 # Item 5: names longer than a path segment may be.
 
+
 def test_long_symbols_and_exchanges_are_stored_whole_with_segments_within_255_bytes(tmp_path):
-    pairs = [("binance", "S" * 300), ("binance", "€" * 60), ("x" * 250, "BTCUSDT"), ("binance", "BTCUSDT"),
-             ("binance", "S" * 299 + "T")]  # shares the first ~240 characters with the first: its own partition
+    pairs = [
+        ("binance", "S" * 300),
+        ("binance", "€" * 60),
+        ("x" * 250, "BTCUSDT"),
+        ("binance", "BTCUSDT"),
+        ("binance", "S" * 299 + "T"),
+    ]  # shares the first ~240 characters with the first: its own partition
     out = tmp_path / "out"
     result = backfill(str(tardis_file(tmp_path / "trades.csv", pairs)), out)
     assert result.returncode == 0, result.stderr
@@ -95,6 +116,7 @@ def test_over_long_symbol_and_exchange_options_are_user_errors(tmp_path):
 
 
 # Item 6: one run at a time per output directory.
+
 
 def test_a_second_run_into_a_locked_output_is_refused_and_touches_nothing(tmp_path):
     out = tmp_path / "out"
@@ -122,14 +144,16 @@ def test_a_stream_into_a_locked_output_is_refused(tmp_path):
 
 # Items 8, 12, 13: validate anywhere, damaged manifests and files.
 
+
 def test_validate_works_from_any_directory_and_checks_the_copy_it_is_given(bundled_run, tmp_path):
     assert validate(bundled_run, cwd=tmp_path).returncode == 0
     copy = copy_of(bundled_run, tmp_path)
     assert validate(copy, cwd=tmp_path).returncode == 0
     bar_file = sorted((copy / "bars").rglob("part-*.parquet"))[0]
     table = pq.read_table(bar_file, partitioning=None)
-    doubled = table.set_column(table.schema.get_field_index("trade_count"), "trade_count",
-                               pa.compute.multiply(table.column("trade_count"), 2))
+    doubled = table.set_column(
+        table.schema.get_field_index("trade_count"), "trade_count", pa.compute.multiply(table.column("trade_count"), 2)
+    )
     pq.write_table(doubled, bar_file)
     result = validate(copy, cwd=tmp_path)
     assert result.returncode == 1 and "changed" in result.stdout
@@ -141,14 +165,35 @@ def test_a_damaged_manifest_is_redone_by_backfill_and_reported_by_validate(bundl
     (copy / "_manifests" / "2019-10-11.json").write_text(damage)
     result = validate(copy)
     assert result.returncode == 1 and "manifest is damaged" in result.stdout and "Traceback" not in result.stderr
-    rerun = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", "data/XRPETH-aggTrades-*.zip",
-                       "--chunk", "1d", "--out", str(copy), "--no-progress")
+    rerun = cryptobeam(
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        "data/XRPETH-aggTrades-*.zip",
+        "--chunk",
+        "1d",
+        "--out",
+        str(copy),
+        "--no-progress",
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert summary(copy)["chunks_run"] == 1 and summary(copy)["reconciled"]
     assert validate(copy).returncode == 0
     (copy / "_manifests" / "2019-10-11.json").write_text(damage)
-    overwrite = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", "data/XRPETH-aggTrades-*.zip",
-                           "--chunk", "1d", "--out", str(copy), "--no-progress", "--overwrite")
+    overwrite = cryptobeam(
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        "data/XRPETH-aggTrades-*.zip",
+        "--chunk",
+        "1d",
+        "--out",
+        str(copy),
+        "--no-progress",
+        "--overwrite",
+    )
     assert overwrite.returncode == 0, overwrite.stderr
     assert summary(copy)["chunks_run"] == 2 and validate(copy).returncode == 0
 
@@ -173,11 +218,15 @@ def test_validate_reports_bars_whose_manifest_was_deleted(bundled_run, tmp_path)
 
 # Item 14 and a rough edge: inputs inside the output; --overwrite beside user files.
 
+
 def test_an_output_directory_holding_the_inputs_is_refused(tmp_path):
     inputs = tmp_path / "X" / "bars"
     inputs.mkdir(parents=True)
     tardis_file(inputs / "trades.csv", [("binance", "BTCUSDT")])
-    for args in ((str(inputs / "*.csv"), tmp_path / "X", "--overwrite"), (str(tmp_path / "X" / "*" / "*"), tmp_path / "X")):
+    for args in (
+        (str(inputs / "*.csv"), tmp_path / "X", "--overwrite"),
+        (str(tmp_path / "X" / "*" / "*"), tmp_path / "X"),
+    ):
         result = backfill(*args)
         assert result.returncode == 2 and "inside the output directory" in one_line_error(result)
     assert (inputs / "trades.csv").exists()
@@ -210,13 +259,25 @@ def test_overwrite_never_follows_a_manifest_out_of_the_output_directory(bundled_
     typed_wrong = dict(manifest, outputs=[{"path": 5, "size": "big", "sha256": None}])
     (copy / "_manifests" / "2019-10-12.json").write_text(json.dumps(dict(typed_wrong, chunk_id="2019-10-12")))
     assert "manifest is damaged" in validate(copy).stdout
-    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", "data/XRPETH-aggTrades-*.zip",
-                        "--chunk", "1d", "--out", str(copy), "--no-progress", "--overwrite")
+    result = cryptobeam(
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        "data/XRPETH-aggTrades-*.zip",
+        "--chunk",
+        "1d",
+        "--out",
+        str(copy),
+        "--no-progress",
+        "--overwrite",
+    )
     assert result.returncode == 0, result.stderr
     assert victim.read_text() == "not the run's" and validate(copy).returncode == 0
 
 
 # Item 17: a full disk.
+
 
 def test_a_full_disk_is_one_line_and_exit_3(tmp_path):
     if os.geteuid() != 0:
@@ -235,6 +296,7 @@ def test_a_full_disk_is_one_line_and_exit_3(tmp_path):
 
 
 # Rough edges: --workers, a stale error log, Beam's own error logs.
+
 
 def test_workers_must_be_positive_and_are_capped_at_the_cores(tmp_path):
     inputs = str(tardis_file(tmp_path / "trades.csv", [("binance", "BTCUSDT")]))
@@ -259,8 +321,18 @@ def test_a_resumed_run_removes_the_earlier_error_log(bundled_run, tmp_path):
     copy = copy_of(bundled_run, tmp_path)
     (copy / "_ERROR.log").write_text("Traceback: an earlier attempt failed")
     (copy / "_manifests" / "2019-10-12.json").unlink()
-    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", "data/XRPETH-aggTrades-*.zip",
-                        "--chunk", "1d", "--out", str(copy), "--no-progress")
+    result = cryptobeam(
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        "data/XRPETH-aggTrades-*.zip",
+        "--chunk",
+        "1d",
+        "--out",
+        str(copy),
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     assert not (copy / "_ERROR.log").exists()
 
@@ -274,10 +346,26 @@ def test_a_failing_step_prints_one_line_and_no_beam_log(tmp_path):
         "def explode(pipeline, config):\n"
         "    pipeline | beam.Create([1]) | beam.Map(lambda x: 1 / 0)\n"
         "backfill.build_backfill = explode\n"
-        "sys.exit(cli.main(sys.argv[1:]))\n")
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
     inputs = str(tardis_file(tmp_path / "trades.csv", [("binance", "BTCUSDT")]))
-    result = subprocess.run([sys.executable, str(script), "backfill", "--source", "tardis-trades", "--input", inputs,
-                             "--out", str(tmp_path / "out"), "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "backfill",
+            "--source",
+            "tardis-trades",
+            "--input",
+            inputs,
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 3
     assert "ZeroDivisionError" in one_line_error(result)
     log = (tmp_path / "out" / "_ERROR.log").read_text()

@@ -1,6 +1,7 @@
 """Information bars through the whole chain (parse, skeleton, release by the watermark): a bounded
 run and a shuffled stream with late trades give the same final bars, and those are the day's
 bars cut from the deduplicated trades by an independent reference."""
+
 from __future__ import annotations
 
 import random
@@ -20,9 +21,25 @@ from transforms.bar_kinds import parse_threshold
 
 DAY = 86_400_000_000
 THRESHOLDS = (parse_threshold("ticks", "7"), parse_threshold("volume", "5"), parse_threshold("dollar", "900"))
-VALUE_FIELDS = ("window_start", "window_end", "open", "high", "low", "close", "volume", "quote_volume", "trade_count",
-                "buy_volume", "sell_volume", "first_trade_id", "last_trade_id", "duplicate_count", "day", "ordinal",
-                "threshold_reached")
+VALUE_FIELDS = (
+    "window_start",
+    "window_end",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trade_count",
+    "buy_volume",
+    "sell_volume",
+    "first_trade_id",
+    "last_trade_id",
+    "duplicate_count",
+    "day",
+    "ordinal",
+    "threshold_reached",
+)
 
 
 def _trades(seed: int, n: int = 400) -> list[dict]:
@@ -30,10 +47,16 @@ def _trades(seed: int, n: int = 400) -> list[dict]:
     rng = random.Random(seed)
     trades = []
     for i in range(n):
-        trades.append({"symbol": rng.choice(["BTCUSDT", "ETHUSDT"]), "trade_id": i,
-                       "price": rng.choice([99.5, 100.0, 100.25, 101.0]), "amount": rng.choice([0.1, 0.25, 1.0, 2.5]),
-                       "side": rng.choice(["buy", "sell"]),
-                       "event_time": T0 + DAY - 3 * 3600_000_000 + rng.randrange(4 * 3600) * 1_000_000})
+        trades.append(
+            {
+                "symbol": rng.choice(["BTCUSDT", "ETHUSDT"]),
+                "trade_id": i,
+                "price": rng.choice([99.5, 100.0, 100.25, 101.0]),
+                "amount": rng.choice([0.1, 0.25, 1.0, 2.5]),
+                "side": rng.choice(["buy", "sell"]),
+                "event_time": T0 + DAY - 3 * 3600_000_000 + rng.randrange(4 * 3600) * 1_000_000,
+            }
+        )
     return trades + [dict(t) for t in rng.sample(trades, 20)]
 
 
@@ -63,8 +86,13 @@ def _reference(trades: list[dict], threshold) -> dict:
         last_of_minute = {t[0] // MINUTE: ordinal for ordinal, group in enumerate(groups) for t in group}
         for ordinal, group in enumerate(groups):
             carried = sum(copies[(symbol, minute)] for minute, holder in last_of_minute.items() if holder == ordinal)
-            bars[(symbol, ordinal, day)] = (len(group), group[0][1], group[-1][1], float(sum(Fraction(t[3]) for t in group)),
-                                            carried)
+            bars[(symbol, ordinal, day)] = (
+                len(group),
+                group[0][1],
+                group[-1][1],
+                float(sum(Fraction(t[3]) for t in group)),
+                carried,
+            )
     return bars
 
 
@@ -81,21 +109,34 @@ def _final(bars: list[dict]) -> dict:
 
 def _as_reference(final: dict) -> dict:
     from datetime import date
-    return {(symbol, ordinal, (date.fromisoformat(day) - date(1970, 1, 1)).days):
-            (bar["trade_count"], bar["first_trade_id"], bar["last_trade_id"], bar["volume"], bar["duplicate_count"])
-            for (symbol, day, ordinal), bar in final.items()}
+
+    return {
+        (symbol, ordinal, (date.fromisoformat(day) - date(1970, 1, 1)).days): (
+            bar["trade_count"],
+            bar["first_trade_id"],
+            bar["last_trade_id"],
+            bar["volume"],
+            bar["duplicate_count"],
+        )
+        for (symbol, day, ordinal), bar in final.items()
+    }
 
 
 def _collect(results, prefix: str):
     for threshold in THRESHOLDS:
-        results["tables"][threshold.table] | f"Collect{threshold.kind}" >> beam.Map(Collect(f"{prefix}{threshold.kind}"))
+        results["tables"][threshold.table] | f"Collect{threshold.kind}" >> beam.Map(
+            Collect(f"{prefix}{threshold.kind}")
+        )
     results["dead_letters"] | "CollectDead" >> beam.Map(Collect(f"{prefix}dead"))
 
 
 def _batch(trades: list[dict], spec: BarSpec) -> dict:
     with beam.Pipeline(runner=in_process_runner()) as pipeline:
-        results = pipeline | beam.Create([raw_batch(trades[i:i + 50]) for i in range(0, len(trades), 50)],
-                                          reshuffle=False) | TradesToBars(spec, parse)
+        results = (
+            pipeline
+            | beam.Create([raw_batch(trades[i : i + 50]) for i in range(0, len(trades), 50)], reshuffle=False)
+            | TradesToBars(spec, parse)
+        )
         _collect(results, "batch_")
     return {t.kind: list(COLLECTED[f"batch_{t.kind}"]) for t in THRESHOLDS}
 
@@ -124,22 +165,26 @@ def test_a_shuffled_stream_with_late_trades_revises_and_ends_with_the_bounded_ba
     ordered = sorted(trades, key=lambda t: t["event_time"])
     late = rng.sample(ordered[50:-50], 25)  # each arrives 5 minutes after its time: allowed, behind the watermark
     on_time = [t for t in ordered if not any(t is x for x in late)]
-    arrivals = [(t["event_time"] + rng.randrange(3000) * 1000, t) for t in on_time] + \
-               [(t["event_time"] + 5 * MINUTE, t) for t in late]
+    arrivals = [(t["event_time"] + rng.randrange(3000) * 1000, t) for t in on_time] + [
+        (t["event_time"] + 5 * MINUTE, t) for t in late
+    ]
     arrivals.sort(key=lambda a: a[0])
     too_late = {**ordered[10], "trade_id": 10_000, "price": 1.0}
     stream, watermark = TestStream(), 0
     for k in range(0, len(arrivals), 15):
-        group = arrivals[k:k + 15]
-        stream = stream.add_elements([beam.window.TimestampedValue(raw_batch([t]), Timestamp(micros=t["event_time"]))
-                                      for _, t in group])
+        group = arrivals[k : k + 15]
+        stream = stream.add_elements(
+            [beam.window.TimestampedValue(raw_batch([t]), Timestamp(micros=t["event_time"])) for _, t in group]
+        )
         if group[-1][0] - 5_000_000 > watermark:
             watermark = group[-1][0] - 5_000_000
             stream = stream.advance_watermark_to(Timestamp(micros=watermark))
     # An hour after the last arrival: the early trade below is long past its window's expiry.
-    stream = (stream.advance_watermark_to(Timestamp(micros=watermark + 3600_000_000))
-              .add_elements([beam.window.TimestampedValue(raw_batch([too_late]), Timestamp(micros=too_late["event_time"]))])
-              .advance_watermark_to_infinity())
+    stream = (
+        stream.advance_watermark_to(Timestamp(micros=watermark + 3600_000_000))
+        .add_elements([beam.window.TimestampedValue(raw_batch([too_late]), Timestamp(micros=too_late["event_time"]))])
+        .advance_watermark_to_infinity()
+    )
     with beam.Pipeline(runner="BundleBasedDirectRunner", options=PipelineOptions([], streaming=True)) as pipeline:
         _collect(pipeline | stream | TradesToBars(spec, parse), "stream_")
     for threshold in THRESHOLDS:

@@ -1,5 +1,6 @@
 """Tick, volume and dollar bars of one day, against a plain-Python reference that walks the
 trades one by one with exact (Fraction) sums; and the bar schema's evolution."""
+
 from __future__ import annotations
 
 import io
@@ -43,38 +44,67 @@ def _reference(trades: list[tuple], kind: str, size: float) -> list[dict]:
     for ordinal, (group, reached) in enumerate(groups):
         volume = float(sum(Fraction(t[3]) for t in group))
         quote = float(sum(Fraction(t[2] * t[3]) for t in group))
-        bars.append({
-            "window_start": group[0][0], "window_end": group[-1][0], "open": group[0][2], "close": group[-1][2],
-            "high": max(t[2] for t in group), "low": min(t[2] for t in group), "trade_count": len(group),
-            "volume": volume, "quote_volume": quote, "vwap": quote / volume,
-            "buy_volume": float(sum(Fraction(t[3]) for t in group if t[4] == "buy")),
-            "sell_volume": float(sum(Fraction(t[3]) for t in group if t[4] == "sell")),
-            "first_trade_id": group[0][1], "last_trade_id": group[-1][1],
-            "ordinal": ordinal, "threshold_reached": reached})
+        bars.append(
+            {
+                "window_start": group[0][0],
+                "window_end": group[-1][0],
+                "open": group[0][2],
+                "close": group[-1][2],
+                "high": max(t[2] for t in group),
+                "low": min(t[2] for t in group),
+                "trade_count": len(group),
+                "volume": volume,
+                "quote_volume": quote,
+                "vwap": quote / volume,
+                "buy_volume": float(sum(Fraction(t[3]) for t in group if t[4] == "buy")),
+                "sell_volume": float(sum(Fraction(t[3]) for t in group if t[4] == "sell")),
+                "first_trade_id": group[0][1],
+                "last_trade_id": group[-1][1],
+                "ordinal": ordinal,
+                "threshold_reached": reached,
+            }
+        )
     return bars
 
 
 def _computed(trades: list[tuple], kind: str, size: float) -> list[dict]:
     times, ids, prices, amounts, sides = zip(*trades)
     side_codes = np.array([SIDE_NAMES.index(s) for s in sides], dtype=np.int8)
-    bars = day_bars("binance", "BTCUSDT", parse_threshold(kind, repr(size)), np.array(times, dtype=np.int64),
-                    np.array(prices), np.array(amounts), side_codes, list(ids))
+    bars = day_bars(
+        "binance",
+        "BTCUSDT",
+        parse_threshold(kind, repr(size)),
+        np.array(times, dtype=np.int64),
+        np.array(prices),
+        np.array(amounts),
+        side_codes,
+        list(ids),
+    )
     return bars
 
 
 _trades = st.lists(
-    st.tuples(st.integers(0, 3_600_000_000),  # within the day's first hour, with ties in time
-              st.integers(0, 10**12),
-              st.sampled_from([0.1, 0.3, 1.0, 99.95, 100.0, 100.05, 1e5, 3.3333333333333335]),
-              st.floats(1e-8, 1e3, allow_nan=False, allow_infinity=False),
-              st.sampled_from(["buy", "sell", "unknown"])),
-    min_size=1, max_size=120, unique_by=lambda t: t[1]).map(
-        lambda rows: [(DAY + t // 1000 * 1000, str(i), p, a, s) for t, i, p, a, s in rows])
+    st.tuples(
+        st.integers(0, 3_600_000_000),  # within the day's first hour, with ties in time
+        st.integers(0, 10**12),
+        st.sampled_from([0.1, 0.3, 1.0, 99.95, 100.0, 100.05, 1e5, 3.3333333333333335]),
+        st.floats(1e-8, 1e3, allow_nan=False, allow_infinity=False),
+        st.sampled_from(["buy", "sell", "unknown"]),
+    ),
+    min_size=1,
+    max_size=120,
+    unique_by=lambda t: t[1],
+).map(lambda rows: [(DAY + t // 1000 * 1000, str(i), p, a, s) for t, i, p, a, s in rows])
 
 
 @settings(max_examples=150, deadline=None)
-@given(trades=_trades, kind=st.sampled_from(["ticks", "volume", "dollar"]),
-       size=st.sampled_from([1, 2, 7, 50]), scale=st.sampled_from([0.01, 1.0, 100.0]), seed=st.integers(0, 2**16))
+@given(
+    trades=_trades,
+    kind=st.sampled_from(["ticks", "volume", "dollar"]),
+    size=st.sampled_from([1, 2, 7, 50]),
+    scale=st.sampled_from([0.01, 1.0, 100.0]),
+    seed=st.integers(0, 2**16),
+)
 def test_bars_equal_the_one_by_one_reference_in_any_arrival_order(trades, kind, size, scale, seed):
     size = float(size) if kind == "ticks" else size * scale
     expected = _reference(trades, kind, size)
@@ -94,13 +124,23 @@ def test_a_bar_reaches_its_threshold_at_the_crossing_trade_and_carries_nothing_o
     # 0.4 + 0.4 is short of 1; the third 0.4 crosses it and closes the bar; the rest (0.8) is the
     # day's last bar, short of its threshold.
     assert [(b["trade_count"], b["volume"], b["threshold_reached"]) for b in bars] == [
-        (3, math.fsum([0.4] * 3), True), (3, math.fsum([0.1, 0.5, 0.2]), False)]
+        (3, math.fsum([0.4] * 3), True),
+        (3, math.fsum([0.1, 0.5, 0.2]), False),
+    ]
 
 
-@pytest.mark.parametrize("kind, size, error", [
-    ("ticks", "1.5", "whole number"), ("ticks", "0", "positive"), ("volume", "-1", "positive number"),
-    ("dollar", "inf", "positive number"), ("dollar", "1e400", "finite"), ("range", "5", "unknown bar kind"),
-    ("volume", "", "positive number")])
+@pytest.mark.parametrize(
+    "kind, size, error",
+    [
+        ("ticks", "1.5", "whole number"),
+        ("ticks", "0", "positive"),
+        ("volume", "-1", "positive number"),
+        ("dollar", "inf", "positive number"),
+        ("dollar", "1e400", "finite"),
+        ("range", "5", "unknown bar kind"),
+        ("volume", "", "positive number"),
+    ],
+)
 def test_bad_thresholds_are_one_clear_error(kind, size, error):
     with pytest.raises(BarsOptionError, match=error):
         parse_threshold(kind, size)
@@ -121,8 +161,10 @@ def _avro_round_trip(records, writer_schema, reader_schema):
 
 def test_a_reader_of_the_old_bar_schema_reads_information_bars_and_the_new_reads_old_bars():
     trades = [(DAY + i * 1000, str(i), 100.0 + i, 1.0, "sell") for i in range(5)]
-    bars = [{**bar, "pane_timing": "ON_TIME", "pane_index": 0, "is_final": True, "duplicate_count": 0}
-            for bar in _computed(trades, "ticks", 2)]
+    bars = [
+        {**bar, "pane_timing": "ON_TIME", "pane_index": 0, "is_final": True, "duplicate_count": 0}
+        for bar in _computed(trades, "ticks", 2)
+    ]
     assert set(bars[0]) == set(field_names("information_bar"))
     as_old = _avro_round_trip(bars, parsed_avro_schema("information_bar"), parsed_avro_schema("bar"))
     old_fields = field_names("bar")
@@ -133,12 +175,16 @@ def test_a_reader_of_the_old_bar_schema_reads_information_bars_and_the_new_reads
     assert {(bar["day"], bar["ordinal"], bar["threshold_reached"]) for bar in as_new} == {(None, None, None)}
 
 
-@pytest.mark.parametrize("amounts, size", [([0.1, 0.2, 0.3, 0.5], 0.6000000000000001), ([0.3, 0.2, 0.1], 0.6),
-                                           ([1e16, 1.0, -0.0 + 1.0, 3.0], 1e16 + 4)])
+@pytest.mark.parametrize(
+    "amounts, size",
+    [([0.1, 0.2, 0.3, 0.5], 0.6000000000000001), ([0.3, 0.2, 0.1], 0.6), ([1e16, 1.0, -0.0 + 1.0, 3.0], 1e16 + 4)],
+)
 def test_the_threshold_is_met_by_the_correctly_rounded_sum_not_by_a_running_float_sum(amounts, size):
     """(0.1 + 0.2) + 0.3 is 0.6000000000000001 in floats; the amounts' exact sum rounds to 0.6."""
     trades = [(DAY + i, str(i), 1.0, amount, "buy") for i, amount in enumerate(amounts)]
     assert _computed(trades, "volume", size) == _computed(list(reversed(trades)), "volume", size)
     computed = _computed(trades, "volume", size)
     assert [{k: bar[k] for k in ("trade_count", "threshold_reached", "volume")} for bar in computed] == [
-        {k: bar[k] for k in ("trade_count", "threshold_reached", "volume")} for bar in _reference(trades, "volume", size)]
+        {k: bar[k] for k in ("trade_count", "threshold_reached", "volume")}
+        for bar in _reference(trades, "volume", size)
+    ]

@@ -1,4 +1,5 @@
 """Bars to a real local Kafka broker in the Avro wire format; the broker's own CLI lifecycle."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,9 +13,29 @@ from tests.support.paths import CLI, ROOT
 
 def test_bars_to_kafka_equal_parquet(kafka_bootstrap, tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
-                             "--fill-gaps", "--sink", "kafka", "--kafka", kafka_bootstrap, "--kafka-bars-topic",
-                             "bars_test", "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            CLI,
+            "backfill",
+            "--source",
+            "binance-aggtrades",
+            "--input",
+            str(ROOT / "data" / "*.zip"),
+            "--fill-gaps",
+            "--sink",
+            "kafka",
+            "--kafka",
+            kafka_bootstrap,
+            "--kafka-bars-topic",
+            "bars_test",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     parquet = pq.read_table(out / "bars").to_pylist()
     messages = read_topic(kafka_bootstrap, "bars_test", len(parquet))
@@ -26,7 +47,12 @@ def test_bars_to_kafka_equal_parquet(kafka_bootstrap, tmp_path):
     key = lambda b: (b["window_start"], b["is_filled"])
     for k, p in zip(sorted(decoded, key=key), sorted(parquet, key=key)):
         assert (k["open"], k["close"], k["volume"], k["trade_count"], k["is_filled"]) == (
-            p["open"], p["close"], p["volume"], p["trade_count"], p["is_filled"])
+            p["open"],
+            p["close"],
+            p["volume"],
+            p["trade_count"],
+            p["is_filled"],
+        )
 
 
 def test_kafka_up_status_down(tmp_path):
@@ -42,8 +68,11 @@ def test_kafka_up_restarts_a_stopped_broker_with_its_data(tmp_path):
     from confluent_kafka import Producer
 
     from runners.local_kafka import create_topics
+
     work = str(tmp_path / "kafka")
-    kafka = lambda action: subprocess.run([CLI, "kafka", action, "--dir", work], capture_output=True, text=True, timeout=180)
+    kafka = lambda action: subprocess.run(
+        [CLI, "kafka", action, "--dir", work], capture_output=True, text=True, timeout=180
+    )
     first = kafka("up")
     assert first.returncode == 0, first.stdout + first.stderr
     bootstrap = (tmp_path / "kafka" / "bootstrap").read_text()
@@ -63,13 +92,28 @@ def test_kafka_up_restarts_a_stopped_broker_with_its_data(tmp_path):
 
 
 def test_kafka_sink_needs_a_broker_address(tmp_path):
-    result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
-                             "--sink", "kafka", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            CLI,
+            "backfill",
+            "--source",
+            "binance-aggtrades",
+            "--input",
+            str(ROOT / "data" / "*.zip"),
+            "--sink",
+            "kafka",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "--kafka" in result.stderr
 
 
 def test_cluster_ids_never_look_like_options():
     from runners.local_kafka import _cluster_id
+
     ids = [_cluster_id() for _ in range(5000)]  # about 78 would start with '-' if unguarded
     assert not any(i.startswith("-") for i in ids) and len(set(ids)) == len(ids)
 
@@ -82,6 +126,7 @@ def test_the_bars_sink_waits_out_a_broker_that_is_away(tmp_path):
 
     from io_connectors.kafka_sink import _ProduceBars
     from runners.local_kafka import LocalKafka, create_topics
+
     broker = LocalKafka.start(tmp_path / "kafka")
     try:
         create_topics(broker.bootstrap, {"bars": 1})
@@ -90,11 +135,33 @@ def test_the_bars_sink_waits_out_a_broker_that_is_away(tmp_path):
         sink.start_bundle()
         broker.stop()
         t0 = 1_704_067_200_000_000
-        bars = [{"exchange": "binance", "symbol": "BTCUSDT", "interval": "1m", "window_start": t0 + i * 60_000_000,
-                 "window_end": t0 + (i + 1) * 60_000_000, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0,
-                 "volume": 1.0, "quote_volume": 1.0, "vwap": 1.0, "trade_count": 1, "buy_volume": 1.0,
-                 "sell_volume": 0.0, "first_trade_id": str(i), "last_trade_id": str(i), "duplicate_count": 0,
-                 "is_filled": False, "pane_timing": "ON_TIME", "pane_index": 0, "is_final": True} for i in range(3)]
+        bars = [
+            {
+                "exchange": "binance",
+                "symbol": "BTCUSDT",
+                "interval": "1m",
+                "window_start": t0 + i * 60_000_000,
+                "window_end": t0 + (i + 1) * 60_000_000,
+                "open": 1.0,
+                "high": 1.0,
+                "low": 1.0,
+                "close": 1.0,
+                "volume": 1.0,
+                "quote_volume": 1.0,
+                "vwap": 1.0,
+                "trade_count": 1,
+                "buy_volume": 1.0,
+                "sell_volume": 0.0,
+                "first_trade_id": str(i),
+                "last_trade_id": str(i),
+                "duplicate_count": 0,
+                "is_filled": False,
+                "pane_timing": "ON_TIME",
+                "pane_index": 0,
+                "is_final": True,
+            }
+            for i in range(3)
+        ]
         for bar in bars:
             sink.process(bar)
         restart = threading.Timer(25, lambda: LocalKafka.start(tmp_path / "kafka"))

@@ -4,6 +4,7 @@ A kline covers [open time, open time + interval); open/close are the first/last 
 (then by id); volume is base quantity; quote volume is sum(price * qty); taker buy volume counts
 trades whose buyer was the taker (is_buyer_maker = false); empty intervals repeat the last close.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -36,11 +37,29 @@ EXPECTED = {
 def test_bars_equal_binance_klines(tmp_path):
     archive = tmp_path / "XRPETH-aggTrades-2019-10-11.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("XRPETH-aggTrades-2019-10-11.csv",
-                   "\n".join(",".join(map(str, (*row, "True"))) for row in AGG_TRADES) + "\n")
+        z.writestr(
+            "XRPETH-aggTrades-2019-10-11.csv",
+            "\n".join(",".join(map(str, (*row, "True"))) for row in AGG_TRADES) + "\n",
+        )
     out = tmp_path / "out"
-    assert main(["backfill", "--source", "binance-aggtrades", "--input", str(archive), "--interval", "1m",
-                 "--fill-gaps", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "backfill",
+                "--source",
+                "binance-aggtrades",
+                "--input",
+                str(archive),
+                "--interval",
+                "1m",
+                "--fill-gaps",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     bars = sorted(pq.read_table(out / "bars").to_pylist(), key=lambda b: b["window_start"])
     assert len(bars) == 4 and {(b["exchange"], b["symbol"]) for b in bars} == {("binance", "XRPETH")}
     for minute, bar in enumerate(bars):

@@ -2,6 +2,7 @@
 broken on purpose fails them), the dashboard is valid Grafana JSON, and every metric the rules,
 their tests, the dashboard and docs/metrics.md name is one the code exports
 (``io_connectors.prometheus_metrics.METRICS``), while every exported metric is documented."""
+
 from __future__ import annotations
 
 import json
@@ -49,19 +50,34 @@ def test_every_alert_has_a_unit_test():
     assert firing == quiet == set(rule_expressions())
 
 
-@pytest.mark.parametrize("breakage, fails_in", [
-    (("time() - cryptobeam_collect_newest_trade_timestamp_seconds > 300",
-      "time() - cryptobeam_collect_newest_trade_timestamp_seconds > 3000"), "test"),  # stale only after 50 min
-    (("increase(cryptobeam_collect_reconnects_total[10m]) > 5", "increase(cryptobeam_collect_reconnects_total[10m) > 5"),
-     "check"),  # not PromQL
-])
+@pytest.mark.parametrize(
+    "breakage, fails_in",
+    [
+        (
+            (
+                "time() - cryptobeam_collect_newest_trade_timestamp_seconds > 300",
+                "time() - cryptobeam_collect_newest_trade_timestamp_seconds > 3000",
+            ),
+            "test",
+        ),  # stale only after 50 min
+        (
+            (
+                "increase(cryptobeam_collect_reconnects_total[10m]) > 5",
+                "increase(cryptobeam_collect_reconnects_total[10m) > 5",
+            ),
+            "check",
+        ),  # not PromQL
+    ],
+)
 def test_a_broken_rule_fails(tmp_path, breakage, fails_in):
     shutil.copy(MONITORING / "alerts_test.yml", tmp_path)
     rules = (MONITORING / "alerts.yml").read_text()
     assert breakage[0] in rules
     (tmp_path / "alerts.yml").write_text(rules.replace(breakage[0], breakage[1]))
-    result = promtool(*(("check", "rules", "alerts.yml") if fails_in == "check" else ("test", "rules", "alerts_test.yml")),
-                      cwd=tmp_path)
+    result = promtool(
+        *(("check", "rules", "alerts.yml") if fails_in == "check" else ("test", "rules", "alerts_test.yml")),
+        cwd=tmp_path,
+    )
     assert result.returncode != 0, result.stdout
     if fails_in == "test":
         assert "CryptobeamFeedStale" in result.stdout + result.stderr

@@ -1,6 +1,7 @@
 """Several sources in one backfill (``--input SOURCE:GLOB``): each file is parsed by its own source's
 parser, and the run's bars, dead letters and counts are those of one run per source put together.
 Also: the run settings a resumed run compares, and chunks cut at UTC days for information bars."""
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,17 @@ def write_coinbase_days(folder: Path, days: int, per_day: int = 300, seed: int =
         for offset_ms in sorted(rng.randrange(0, 86_400_000) for _ in range(per_day)):
             price = round(price * (1 + rng.gauss(0, 3e-4)), 2)
             moment = start + timedelta(milliseconds=offset_ms)
-            lines.append(json.dumps({"time": moment.isoformat().replace("+00:00", "Z"), "trade_id": trade_id,
-                                     "price": f"{price:.2f}", "size": f"{rng.randint(1, 900) / 1000:.3f}",
-                                     "side": rng.choice(["buy", "sell"])}))
+            lines.append(
+                json.dumps(
+                    {
+                        "time": moment.isoformat().replace("+00:00", "Z"),
+                        "trade_id": trade_id,
+                        "price": f"{price:.2f}",
+                        "size": f"{rng.randint(1, 900) / 1000:.3f}",
+                        "side": rng.choice(["buy", "sell"]),
+                    }
+                )
+            )
             trade_id += 1
         lines.insert(per_day // 2, lines[per_day // 3])  # a duplicate
         lines.insert(per_day // 4, "{not json")
@@ -88,16 +97,27 @@ def single_runs(inputs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def multi_run(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("multi") / "out"
-    assert backfill(out, "--input", f"binance-aggtrades:{inputs}/binance/*.zip",
-                    "--input", f"coinbase-trades:{inputs}/coinbase/*.jsonl") == 0
+    assert (
+        backfill(
+            out,
+            "--input",
+            f"binance-aggtrades:{inputs}/binance/*.zip",
+            "--input",
+            f"coinbase-trades:{inputs}/coinbase/*.jsonl",
+        )
+        == 0
+    )
     return out
 
 
 def test_a_run_of_two_sources_is_the_union_of_a_run_of_each(single_runs, multi_run):
     binance, coinbase = single_runs["binance-aggtrades"], single_runs["coinbase-trades"]
-    assert {b["exchange"] for b in bars(binance)} == {"binance"} and {b["exchange"] for b in bars(coinbase)} == {"coinbase"}
-    assert bars(multi_run) == sorted(bars(binance) + bars(coinbase),
-                                     key=lambda b: (b["exchange"], b["symbol"], b["window_start"]))
+    assert {b["exchange"] for b in bars(binance)} == {"binance"} and {b["exchange"] for b in bars(coinbase)} == {
+        "coinbase"
+    }
+    assert bars(multi_run) == sorted(
+        bars(binance) + bars(coinbase), key=lambda b: (b["exchange"], b["symbol"], b["window_start"])
+    )
     assert dead_letters(multi_run) == sorted(dead_letters(binance) + dead_letters(coinbase))
     assert [d[0] for d in dead_letters(multi_run)] == ["malformed", "malformed"]
     totals = summary(multi_run)
@@ -113,8 +133,20 @@ def test_a_run_of_two_sources_is_the_union_of_a_run_of_each(single_runs, multi_r
 def test_a_chunked_run_of_two_sources_equals_the_unchunked_one(inputs, multi_run, tmp_path):
     """Also the mixed form: inputs without a source are read as --source."""
     out = tmp_path / "out"
-    assert backfill(out, "--source", "coinbase-trades", "--input", str(inputs / "coinbase" / "*.jsonl"),
-                    "--input", f"binance-aggtrades:{inputs}/binance/*.zip", "--chunk", "1d") == 0
+    assert (
+        backfill(
+            out,
+            "--source",
+            "coinbase-trades",
+            "--input",
+            str(inputs / "coinbase" / "*.jsonl"),
+            "--input",
+            f"binance-aggtrades:{inputs}/binance/*.zip",
+            "--chunk",
+            "1d",
+        )
+        == 0
+    )
     assert bars(out) == bars(multi_run)
     assert dead_letters(out) == dead_letters(multi_run)
     assert summary(out)["chunks"] == 2 and summary(out)["reconciled"]
@@ -123,22 +155,38 @@ def test_a_chunked_run_of_two_sources_equals_the_unchunked_one(inputs, multi_run
     assert summary(out)["records_in"] == summary(multi_run)["records_in"]
     assert cli.main(["validate", str(out)]) == 0
     # Run again: every chunk is found complete under the same settings.
-    assert backfill(out, "--input", f"coinbase-trades:{inputs}/coinbase/*.jsonl",
-                    "--input", f"binance-aggtrades:{inputs}/binance/*.zip", "--chunk", "1d") == 0
+    assert (
+        backfill(
+            out,
+            "--input",
+            f"coinbase-trades:{inputs}/coinbase/*.jsonl",
+            "--input",
+            f"binance-aggtrades:{inputs}/binance/*.zip",
+            "--chunk",
+            "1d",
+        )
+        == 0
+    )
     assert summary(out)["chunks_skipped"] == 2
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--input", "{binance}"], "names no source: write SOURCE:"),
-    (["--input", "binance-aggtrades:{binance}", "--input", "coinbase-trades:{coinbase}", "--exchange", "x"],
-     "--exchange names the exchange of every record"),
-    (["--input", "binance-aggtrades:{binance}", "--input", "coinbase-trades:{binance}"],
-     "is given both as binance-aggtrades and as coinbase-trades"),
-    (["--input", "nosuch:{binance}"], "names no source (no source is named 'nosuch')"),
-    (["--source", "binance-aggtrades", "--input", "nosuch:{binance}"],
-     "no input files matched 'nosuch:/"),
-    (["--source", "nosuch", "--input", "{binance}"], "unknown source 'nosuch'"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--input", "{binance}"], "names no source: write SOURCE:"),
+        (
+            ["--input", "binance-aggtrades:{binance}", "--input", "coinbase-trades:{coinbase}", "--exchange", "x"],
+            "--exchange names the exchange of every record",
+        ),
+        (
+            ["--input", "binance-aggtrades:{binance}", "--input", "coinbase-trades:{binance}"],
+            "is given both as binance-aggtrades and as coinbase-trades",
+        ),
+        (["--input", "nosuch:{binance}"], "names no source (no source is named 'nosuch')"),
+        (["--source", "binance-aggtrades", "--input", "nosuch:{binance}"], "no input files matched 'nosuch:/"),
+        (["--source", "nosuch", "--input", "{binance}"], "unknown source 'nosuch'"),
+    ],
+)
 def test_input_mistakes_are_one_line_and_exit_2(inputs, tmp_path, capsys, options, message):
     paths = {"binance": str(inputs / "binance" / "*.zip"), "coinbase": str(inputs / "coinbase" / "*.jsonl")}
     code = backfill(tmp_path / "out", *[option.format(**paths) for option in options])
@@ -158,8 +206,11 @@ def test_only_a_source_name_before_the_colon_names_a_source():
 def test_replay_loads_every_source(inputs, single_runs):
     from io_connectors.replay import load_trades_of_sources
     from io_connectors.source_formats import parser_for
-    parts = [(SOURCES[name], parser_for(SOURCES[name]), [f.path for f in match_inputs([str(inputs / pattern)])])
-             for name, pattern in (("binance-aggtrades", "binance/*.zip"), ("coinbase-trades", "coinbase/*.jsonl"))]
+
+    parts = [
+        (SOURCES[name], parser_for(SOURCES[name]), [f.path for f in match_inputs([str(inputs / pattern)])])
+        for name, pattern in (("binance-aggtrades", "binance/*.zip"), ("coinbase-trades", "coinbase/*.jsonl"))
+    ]
     trades, read, rejected = load_trades_of_sources(parts)
     assert (read, rejected) == (800 + 2 * 302, 2)
     assert trades.num_rows == 800 + 2 * 301  # replay publishes duplicates too: the stream dedupes them
@@ -176,8 +227,9 @@ def test_run_settings_record_the_bar_kinds_only_when_not_time_bars_alone():
     settings = run_settings(_config(BarSpec.of("1m"), files))
     assert "bars" not in settings and "time_bars" not in settings and settings["source"] == "binance-aggtrades"
     ticks = (parse_threshold("ticks", "1000"),)
-    assert {k: v for k, v in run_settings(_config(BarSpec.of("1m", thresholds=ticks), files)).items()
-            if k not in settings} == {"bars": ["ticks:1000"], "time_bars": True}
+    assert {
+        k: v for k, v in run_settings(_config(BarSpec.of("1m", thresholds=ticks), files)).items() if k not in settings
+    } == {"bars": ["ticks:1000"], "time_bars": True}
     only_ticks = run_settings(_config(BarSpec.of("1m", thresholds=ticks, time_bars=False), files))
     assert (only_ticks["bars"], only_ticks["time_bars"]) == (["ticks:1000"], False)
     both = [*files, InputFile("/d/BTC-USD_2024-01-01.jsonl", 1, "coinbase-trades")]
@@ -188,10 +240,21 @@ def test_run_settings_record_the_bar_kinds_only_when_not_time_bars_alone():
 # ---------------------------------------------------------------------- cuts at UTC days
 def write_two_days_parquet(path: Path, n: int = 4000) -> None:
     times = np.sort(np.random.default_rng(4).integers(0, 2 * DAY_US, n)) + 1_704_067_200_000_000
-    pq.write_table(pa.table({
-        "exchange": ["binance"] * n, "symbol": ["BTCUSDT"] * n, "trade_id": [str(i) for i in range(n)],
-        "price": np.linspace(100, 110, n), "amount": np.full(n, 0.5), "side": ["buy"] * n,
-        "event_time": pa.array(times, pa.timestamp("us", tz="UTC"))}), path, row_group_size=250)
+    pq.write_table(
+        pa.table(
+            {
+                "exchange": ["binance"] * n,
+                "symbol": ["BTCUSDT"] * n,
+                "trade_id": [str(i) for i in range(n)],
+                "price": np.linspace(100, 110, n),
+                "amount": np.full(n, 0.5),
+                "side": ["buy"] * n,
+                "event_time": pa.array(times, pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        path,
+        row_group_size=250,
+    )
 
 
 def test_parquet_is_cut_only_at_utc_days_when_information_bars_are_asked_for(tmp_path):
@@ -221,8 +284,13 @@ def test_cut_boundaries_are_window_starts_that_start_days():
 def test_a_chunk_mixing_parquet_and_text_is_not_cut(tmp_path):
     path = tmp_path / "trades.parquet"
     write_two_days_parquet(path)
-    mixed = Chunk("all", (InputFile(str(path), path.stat().st_size, "parquet"),
-                          InputFile("/d/BTCUSDT-aggTrades-2024-01-01.csv", 10**9, "binance-aggtrades")))
+    mixed = Chunk(
+        "all",
+        (
+            InputFile(str(path), path.stat().st_size, "parquet"),
+            InputFile("/d/BTCUSDT-aggTrades-2024-01-01.csv", 10**9, "binance-aggtrades"),
+        ),
+    )
     assert split_large_chunks([mixed], None, parse_interval("1m"), 500) == [mixed]
 
 
@@ -233,11 +301,14 @@ def test_information_bars_of_parquet_cut_into_chunks_equal_the_uncut_run(tmp_pat
     # 100,000 rows (windows count as rows too) would cut these two days into 4 pieces at window starts.
     outs = {rows: tmp_path / f"rows-{rows}" for rows in ("0", "100000")}
     for rows, out in outs.items():
-        assert backfill(out, "--source", "parquet", "--input", str(path), "--bars", "ticks:150",
-                        "--chunk-rows", rows) == 0
+        assert (
+            backfill(out, "--source", "parquet", "--input", str(path), "--bars", "ticks:150", "--chunk-rows", rows) == 0
+        )
     assert [summary(outs[rows])["chunks"] for rows in ("0", "100000")] == [1, 2]
-    ticks = {rows: [{k: v for k, v in bar.items() if k != "file"} for bar in final_bars(str(out), "bars_ticks")]
-             for rows, out in outs.items()}
+    ticks = {
+        rows: [{k: v for k, v in bar.items() if k != "file"} for bar in final_bars(str(out), "bars_ticks")]
+        for rows, out in outs.items()
+    }
     assert len(ticks["0"]) >= 26 and ticks["100000"] == ticks["0"]
     assert summary(outs["100000"])["reconciled"]
 
@@ -245,9 +316,21 @@ def test_information_bars_of_parquet_cut_into_chunks_equal_the_uncut_run(tmp_pat
 def test_replay_publishes_every_source(inputs, kafka_bootstrap, capsys):
     from io_connectors.avro_wire import SchemaStore, decode
     from tests.support.kafka import read_topic
-    code = cli.main(["replay", "--input", f"binance-aggtrades:{inputs}/binance/*.zip", "--input",
-                     f"coinbase-trades:{inputs}/coinbase/*.jsonl", "--kafka", kafka_bootstrap, "--topic",
-                     "multi_source_replay", "--no-progress"])
+
+    code = cli.main(
+        [
+            "replay",
+            "--input",
+            f"binance-aggtrades:{inputs}/binance/*.zip",
+            "--input",
+            f"coinbase-trades:{inputs}/coinbase/*.jsonl",
+            "--kafka",
+            kafka_bootstrap,
+            "--topic",
+            "multi_source_replay",
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     messages = read_topic(kafka_bootstrap, "multi_source_replay", 800 + 2 * 301)
     assert len(messages) == 800 + 2 * 301

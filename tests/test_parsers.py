@@ -1,5 +1,6 @@
 """Each input format, written here from the exchange's documented layout, parses to normalized trades;
 malformed lines become dead letters with their original bytes and line numbers."""
+
 from __future__ import annotations
 
 import gzip
@@ -54,8 +55,10 @@ AGG_HEADER = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_
 
 
 def test_binance_aggtrades_zip_without_header_ms(tmp_path):
-    text = (f"26129,0.01633102,4.70443515,27781,27781,{MS_2019},True,True\n"
-            f"26130,0.01633103,0.5,27782,27783,{MS_2019 + 1},False,True\n")
+    text = (
+        f"26129,0.01633102,4.70443515,27781,27781,{MS_2019},True,True\n"
+        f"26130,0.01633103,0.5,27782,27783,{MS_2019 + 1},False,True\n"
+    )
     path = write_zip(tmp_path / "XRPETH-aggTrades-2019-10-11.zip", "XRPETH-aggTrades-2019-10-11.csv", text)
     trades, dead = parse_file("binance-aggtrades", path)
     assert dead == []
@@ -71,7 +74,9 @@ def test_binance_aggtrades_zip_without_header_ms(tmp_path):
 
 def test_binance_aggtrades_header_and_microseconds_csv(tmp_path):
     path = tmp_path / "BTCUSDT-aggTrades-2025-01-01.csv"
-    path.write_text(f"{AGG_HEADER}\n1,93000.1,0.01,1,1,{US_2025},false,true\n2,93000.2,0.02,2,3,{US_2025 + 5},true,true\n")
+    path.write_text(
+        f"{AGG_HEADER}\n1,93000.1,0.01,1,1,{US_2025},false,true\n2,93000.2,0.02,2,3,{US_2025 + 5},true,true\n"
+    )
     trades, dead = parse_file("binance-aggtrades", path)
     assert dead == []
     assert [micros(t["event_time"]) for t in trades] == [US_2025, US_2025 + 5]  # detected as microseconds
@@ -94,8 +99,7 @@ def test_binance_futures_aggtrades_have_seven_columns(tmp_path):
 
 def test_binance_trades_spot_layout_and_symbol_override(tmp_path):
     path = tmp_path / "trades.csv"
-    path.write_text(f"id,price,qty,quote_qty,time,is_buyer_maker,is_best_match\n"
-                    f"100,0.5,10,5,{MS_2019},False,True\n")
+    path.write_text(f"id,price,qty,quote_qty,time,is_buyer_maker,is_best_match\n100,0.5,10,5,{MS_2019},False,True\n")
     trades, dead = parse_file("binance-trades", path, symbol="DOGEUSDT")
     assert dead == []
     assert (trades[0]["symbol"], trades[0]["base"], trades[0]["quote"]) == ("DOGEUSDT", "DOGE", "USDT")
@@ -141,10 +145,12 @@ def test_binance_without_symbol_anywhere_dead_letters(tmp_path):
 
 # ---------------------------------------------------------------------- Tardis
 def test_tardis_trades_csv_gz(tmp_path):
-    text = ("exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
-            f"binance,BTCUSDT,{US_2025},{US_2025 + 900},8000001,sell,93001.5,0.01\n"
-            f"coinbase,BTC-USD,{US_2025 + 1},{US_2025 + 50},,buy,93002,0.2\n"
-            f"coinbase,BTC-USD,not-a-time,{US_2025},1,buy,93002,0.2\n")
+    text = (
+        "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
+        f"binance,BTCUSDT,{US_2025},{US_2025 + 900},8000001,sell,93001.5,0.01\n"
+        f"coinbase,BTC-USD,{US_2025 + 1},{US_2025 + 50},,buy,93002,0.2\n"
+        f"coinbase,BTC-USD,not-a-time,{US_2025},1,buy,93002,0.2\n"
+    )
     path = tmp_path / "trades_2025-01-01.csv.gz"
     path.write_bytes(gzip.compress(text.encode()))
     trades, dead = parse_file("tardis-trades", path)
@@ -160,8 +166,14 @@ def test_tardis_trades_csv_gz(tmp_path):
 def test_coinbase_jsonl_maker_side_becomes_taker_side(tmp_path):
     lines = [
         {"time": "2024-03-01T12:00:00.123456Z", "trade_id": 74, "price": "61000.01", "size": "0.5", "side": "buy"},
-        {"time": "2024-03-01T12:00:01Z", "trade_id": 75, "price": "61000.02", "size": "0.1", "side": "sell",
-         "product_id": "ETH-USD"},
+        {
+            "time": "2024-03-01T12:00:01Z",
+            "trade_id": 75,
+            "price": "61000.02",
+            "size": "0.1",
+            "side": "sell",
+            "product_id": "ETH-USD",
+        },
     ]
     path = tmp_path / "BTC-USD_2024-03-01.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n{not json\n" + json.dumps({"trade_id": 1}) + "\n")
@@ -178,7 +190,9 @@ def test_kraken_csv_seconds_derived_ids_unknown_side(tmp_path):
     path = tmp_path / "XBTUSD.csv"
     path.write_text("1381095255,122.00000,0.10000000\n1381179030.5,123.61000,0.10000000\n1381179030,x,1\n")
     trades, dead = parse_file("kraken-trades", path)
-    assert [(t["symbol"], t["base"], t["quote"], t["side"]) for t in trades] == [("XBTUSD", "BTC", "USD", "unknown")] * 2
+    assert [(t["symbol"], t["base"], t["quote"], t["side"]) for t in trades] == [
+        ("XBTUSD", "BTC", "USD", "unknown")
+    ] * 2
     ids = [t["trade_id"] for t in trades]
     assert ids[0].startswith("XBTUSD.csv@") and [i.rsplit(":", 1)[1] for i in ids] == ["1", "2"]
     assert micros(trades[1]["event_time"]) == 1381179030_500000
@@ -187,10 +201,32 @@ def test_kraken_csv_seconds_derived_ids_unknown_side(tmp_path):
 
 # ---------------------------------------------------------------------- normalized Parquet / Avro
 def normalized_rows():
-    return [{"exchange": "binance", "symbol": "BTCUSDT", "base": "BTC", "quote": "USDT", "trade_id": "1",
-             "price": 1.5, "amount": 2.0, "side": "buy", "event_time": US_2025, "receive_time": None},
-            {"exchange": "binance", "symbol": "BTCUSDT", "base": None, "quote": None, "trade_id": None,
-             "price": 1.5, "amount": 2.0, "side": "sell", "event_time": US_2025, "receive_time": None}]
+    return [
+        {
+            "exchange": "binance",
+            "symbol": "BTCUSDT",
+            "base": "BTC",
+            "quote": "USDT",
+            "trade_id": "1",
+            "price": 1.5,
+            "amount": 2.0,
+            "side": "buy",
+            "event_time": US_2025,
+            "receive_time": None,
+        },
+        {
+            "exchange": "binance",
+            "symbol": "BTCUSDT",
+            "base": None,
+            "quote": None,
+            "trade_id": None,
+            "price": 1.5,
+            "amount": 2.0,
+            "side": "sell",
+            "event_time": US_2025,
+            "receive_time": None,
+        },
+    ]
 
 
 def test_normalized_parquet(tmp_path):
@@ -225,22 +261,36 @@ def test_every_source_is_documented(name):
 
 def test_normalized_bad_cells_cost_one_row_each_and_never_crash(tmp_path):
     path = tmp_path / "mixed.parquet"
-    pq.write_table(pa.table({
-        "exchange": ["binance"] * 4, "symbol": ["BTCUSDT", None, "BTCUSDT", "BTCUSDT"],
-        "trade_id": ["1", "2", "3", "4"], "price": ["1.5", "2.5", "abc", "3.5"], "amount": [1.0, 1.0, 1.0, 1.0],
-        "side": ["buy"] * 4,
-        "event_time": pa.array([US_2025 * 1000 + 7] * 4, pa.timestamp("ns", tz="UTC")),  # sub-microsecond digits
-        "receive_time": ["x", None, None, None],
-    }), path)
+    pq.write_table(
+        pa.table(
+            {
+                "exchange": ["binance"] * 4,
+                "symbol": ["BTCUSDT", None, "BTCUSDT", "BTCUSDT"],
+                "trade_id": ["1", "2", "3", "4"],
+                "price": ["1.5", "2.5", "abc", "3.5"],
+                "amount": [1.0, 1.0, 1.0, 1.0],
+                "side": ["buy"] * 4,
+                "event_time": pa.array(
+                    [US_2025 * 1000 + 7] * 4, pa.timestamp("ns", tz="UTC")
+                ),  # sub-microsecond digits
+                "receive_time": ["x", None, None, None],
+            }
+        ),
+        path,
+    )
     trades, dead = parse_file("parquet", path, symbol="FILLED")
     assert [t["trade_id"] for t in trades] == ["2", "4"]
     assert trades[0]["symbol"] == "FILLED"  # --symbol fills a missing value, never overwrites
     assert micros(trades[0]["event_time"]) == US_2025
-    assert {d["source_offset"]: d["error_message"] for d in dead} == {1: "receive_time is not a timestamp",
-                                                                     3: "price is not a number"}
+    assert {d["source_offset"]: d["error_message"] for d in dead} == {
+        1: "receive_time is not a timestamp",
+        3: "price is not a number",
+    }
 
 
-@pytest.mark.parametrize("line", ["+5,1.0,2.0,1,1,1570000000000,true,true", "5,1.0,2.0,1,1,-18445044073709551,true,true"])
+@pytest.mark.parametrize(
+    "line", ["+5,1.0,2.0,1,1,1570000000000,true,true", "5,1.0,2.0,1,1,-18445044073709551,true,true"]
+)
 def test_binance_signed_numbers_never_crash_or_wrap(tmp_path, line):
     path = tmp_path / "BTCUSDT-aggTrades-2019-10-11.csv"
     path.write_text(line + "\n")
@@ -252,8 +302,12 @@ def test_binance_signed_numbers_never_crash_or_wrap(tmp_path, line):
 
 def test_coinbase_non_string_product_id_is_a_dead_letter(tmp_path):
     path = tmp_path / "BTC-USD.jsonl"
-    path.write_text(json.dumps({"time": "2024-03-01T12:00:00Z", "trade_id": 1, "price": "1", "size": "1",
-                                "side": "buy", "product_id": 123}) + "\n")
+    path.write_text(
+        json.dumps(
+            {"time": "2024-03-01T12:00:00Z", "trade_id": 1, "price": "1", "size": "1", "side": "buy", "product_id": 123}
+        )
+        + "\n"
+    )
     trades, dead = parse_file("coinbase-trades", path)
     assert trades == [] and dead[0]["reason"] == "malformed"
 
@@ -274,8 +328,9 @@ def reference_lines(data: bytes) -> list[bytes]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.sampled_from([b"7,1.5", b"\n", b"\r", b"\r\n", b"\xff\xfe", b" ", b""]), max_size=40),
-       st.integers(1, 6))
+@given(
+    st.lists(st.sampled_from([b"7,1.5", b"\n", b"\r", b"\r\n", b"\xff\xfe", b" ", b""]), max_size=40), st.integers(1, 6)
+)
 def test_line_batches_are_the_physical_lines_in_order(parts, batch_rows):
     data = b"".join(parts)
     lines, numbers = [], []
@@ -294,24 +349,65 @@ def test_a_line_that_is_not_utf8_costs_one_dead_letter_and_keeps_its_bytes(tmp_p
     trades, dead = parse_file("binance-aggtrades", path)
     assert [t["trade_id"] for t in trades] == ["1", "3"]
     assert [(d["reason"], d["source_offset"], d["payload_bytes"]) for d in dead] == [
-        ("bad_encoding", 2, b"2,1.5,\xff\xfe,1,1,1570752000565,true,true")]
+        ("bad_encoding", 2, b"2,1.5,\xff\xfe,1,1,1570752000565,true,true")
+    ]
 
 
 # Field values the line-by-line path accepts, rejects or reads in its own way; the fast path must
 # agree with it on every batch, or leave the batch to it.
-HOSTILE_INTEGERS = ["7", "+7", "007", "0000000000000000000007", "999999999999999999", "1000000000000000000",
-                    "-9223372036854775808", " 7", "7 ", "1e3", "7.0", "", "x"]
-HOSTILE_FLOATS = ["1.5", "+1.5", ".5", "5.", "1e3", "1E-3", "nan", "NaN", "inf", "-Infinity", "nan(1)", "1e400",
-                  "1e-400", " 1.5", "1.5\t", "0x1p3", "1_0", "", "\u22121"]
+HOSTILE_INTEGERS = [
+    "7",
+    "+7",
+    "007",
+    "0000000000000000000007",
+    "999999999999999999",
+    "1000000000000000000",
+    "-9223372036854775808",
+    " 7",
+    "7 ",
+    "1e3",
+    "7.0",
+    "",
+    "x",
+]
+HOSTILE_FLOATS = [
+    "1.5",
+    "+1.5",
+    ".5",
+    "5.",
+    "1e3",
+    "1E-3",
+    "nan",
+    "NaN",
+    "inf",
+    "-Infinity",
+    "nan(1)",
+    "1e400",
+    "1e-400",
+    " 1.5",
+    "1.5\t",
+    "0x1p3",
+    "1_0",
+    "",
+    "\u22121",
+]
 HOSTILE_BOOLS = ["true", "false", "True", "FALSE", "tRuE", "1", "0", " true", ""]
 
 
 @st.composite
 def aggtrades_lines(draw):
     """A batch of good lines with up to three changed: one hostile value makes the most telling case."""
-    lines = [[str(i), "100.5", "0.25", "1", "1", str(MS_2019 + i), "true", "true"] for i in range(draw(st.integers(1, 8)))]
-    columns = {0: HOSTILE_INTEGERS, 1: HOSTILE_FLOATS, 2: HOSTILE_FLOATS, 5: HOSTILE_INTEGERS, 6: HOSTILE_BOOLS,
-               3: [" 1", "x"]}
+    lines = [
+        [str(i), "100.5", "0.25", "1", "1", str(MS_2019 + i), "true", "true"] for i in range(draw(st.integers(1, 8)))
+    ]
+    columns = {
+        0: HOSTILE_INTEGERS,
+        1: HOSTILE_FLOATS,
+        2: HOSTILE_FLOATS,
+        5: HOSTILE_INTEGERS,
+        6: HOSTILE_BOOLS,
+        3: [" 1", "x"],
+    }
     for _ in range(draw(st.integers(0, 3))):
         line = draw(st.integers(0, len(lines) - 1))
         if draw(st.integers(0, 5)) == 0:
@@ -331,8 +427,12 @@ def aggtrades_lines(draw):
 @example([b"x,100.5,0.25,1,1,1570752000565,true,true"], True)  # a lone line read as a header
 def test_the_fast_path_agrees_with_the_line_by_line_path(lines, starts_file):
     first = 1 if starts_file else 40
-    raw = RawBatch(source="BTCUSDT-aggTrades-2019-10-11.csv", symbol_hint="BTCUSDT", lines=lines,
-                   line_numbers=np.arange(first, first + len(lines)))
+    raw = RawBatch(
+        source="BTCUSDT-aggTrades-2019-10-11.csv",
+        symbol_hint="BTCUSDT",
+        lines=lines,
+        line_numbers=np.arange(first, first + len(lines)),
+    )
     fast_trades, fast_dead = binance.parse_aggtrades(raw)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(binance, "read_clean_batch", lambda *args, **kwargs: None)
@@ -347,8 +447,9 @@ def test_the_fast_path_agrees_with_the_line_by_line_path(lines, starts_file):
 
 
 def test_a_clean_batch_takes_the_fast_path_and_a_header_is_checked():
-    lines = [",".join(AGG_TRADES.names).encode()] + [f"{i},1.5,2,{i},{i},{MS_2019 + i},false,true".encode()
-                                                     for i in range(1, 4)]
+    lines = [",".join(AGG_TRADES.names).encode()] + [
+        f"{i},1.5,2,{i},{i},{MS_2019 + i},false,true".encode() for i in range(1, 4)
+    ]
     raw = RawBatch(source="x.csv", lines=lines, line_numbers=np.arange(1, 5))
     clean = read_clean_batch(raw, AGG_TRADES.field_counts, AGG_TRADES.headers, {0: pa.int64(), 2: pa.float64()})
     assert clean is not None and clean.dead_letters == []
@@ -366,6 +467,7 @@ def test_a_clean_batch_takes_the_fast_path_and_a_header_is_checked():
 
 def test_batches_stay_under_arrows_offset_limit(monkeypatch):
     import io_connectors.files as files
+
     monkeypatch.setattr(files, "MAX_BATCH_BYTES", 10)
     batches = [(batch.to_pylist(), first) for batch, first in line_batches(b"abc\ndefgh\nij\n", 5)]
     assert batches == [([b"abc"], 1), ([b"defgh", b"ij"], 2)]

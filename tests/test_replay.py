@@ -1,5 +1,6 @@
 """Replay into a real local Kafka: every trade, event-time order within the disorder bound, late
 trades held back, pacing by speed."""
+
 from __future__ import annotations
 
 import subprocess
@@ -16,8 +17,24 @@ def replay(*args, timeout=300):
 
 
 def test_replay_every_trade_with_bounded_disorder_and_late_trades(kafka_bootstrap):
-    result = replay("--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"), "--kafka", kafka_bootstrap,
-                    "--topic", "replay_test", "--disorder", "2s", "--late-fraction", "0.01", "--late-by", "5m", "--seed", "3")
+    result = replay(
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        str(ROOT / "data" / "*.zip"),
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        "replay_test",
+        "--disorder",
+        "2s",
+        "--late-fraction",
+        "0.01",
+        "--late-by",
+        "5m",
+        "--seed",
+        "3",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = []
     for path in sorted((ROOT / "data").glob("*.zip")):
@@ -35,7 +52,9 @@ def test_replay_every_trade_with_bounded_disorder_and_late_trades(kafka_bootstra
         if t < running_max - 2000:
             behind += 1  # only a trade held back as late can be more than the disorder bound behind
         running_max = max(running_max, t)
-    late = int(next(line for line in result.stdout.splitlines() if "held back as late" in line).split("│")[2].replace(",", ""))
+    late = int(
+        next(line for line in result.stdout.splitlines() if "held back as late" in line).split("│")[2].replace(",", "")
+    )
     assert 0 < behind <= late
 
 
@@ -43,13 +62,31 @@ def test_replay_paces_by_event_time(kafka_bootstrap, tmp_path):
     path = tmp_path / "BTCUSDT-aggTrades-2024-01-01.csv"
     path.write_text("".join(f"{i},1.0,1.0,{i},{i},{1704067200000 + i * 1000},true,true\n" for i in range(11)))
     started = time.monotonic()
-    result = replay("--source", "binance-aggtrades", "--input", str(path), "--kafka", kafka_bootstrap,
-                    "--topic", "paced", "--speed", "5")
+    result = replay(
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        str(path),
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        "paced",
+        "--speed",
+        "5",
+    )
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started >= 2.0  # 10 s of event time at 5x real time
 
 
 def test_replay_rejects_bad_options(kafka_bootstrap):
-    result = replay("--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"), "--kafka", kafka_bootstrap,
-                    "--speed", "0")
+    result = replay(
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        str(ROOT / "data" / "*.zip"),
+        "--kafka",
+        kafka_bootstrap,
+        "--speed",
+        "0",
+    )
     assert result.returncode == 2 and "--speed" in result.stderr and "Traceback" not in result.stderr

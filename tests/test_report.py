@@ -9,6 +9,7 @@ against a duckdb aggregation of the bar files, gap markers against the missing m
 consolidated charts' exclusions against the run's counts. The downsampling function is checked
 against a plain-Python reference by hypothesis. Bad directories give one line and exit 2.
 """
+
 from __future__ import annotations
 
 import base64
@@ -65,9 +66,19 @@ def inputs(tmp_path_factory) -> list[str]:
     folder = tmp_path_factory.mktemp("inputs")
     with zipfile.ZipFile(ROOT / "data" / "XRPETH-aggTrades-2019-10-11.zip") as archive:
         lines = archive.read(archive.namelist()[0]).decode().splitlines()
-    (folder / "XRPETH-aggTrades-2019-10-11.csv").write_text("\n".join(lines[:25] + ["1,oops,1,1,1,1,True,True", "x,y"]) + "\n")
-    return ["--source", "binance-aggtrades", "--input", "data/XRPETH-aggTrades-*.zip",
-            "--input", str(folder / "XRPETH-aggTrades-2019-10-11.csv"), "--interval", "1m"]
+    (folder / "XRPETH-aggTrades-2019-10-11.csv").write_text(
+        "\n".join(lines[:25] + ["1,oops,1,1,1,1,True,True", "x,y"]) + "\n"
+    )
+    return [
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        "data/XRPETH-aggTrades-*.zip",
+        "--input",
+        str(folder / "XRPETH-aggTrades-2019-10-11.csv"),
+        "--interval",
+        "1m",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +97,22 @@ def consolidated_out(tmp_path_factory) -> Path:
     start = datetime(2024, 1, 1, 23, 30, tzinfo=timezone.utc)
     drift = (start + timedelta(minutes=20), start + timedelta(minutes=35))
     venues = three_venue_trades(4, start, 3600, drift, steps=(1.5, 2.0, 3.25, 4.0), amounts=(0.01, 0.25, 0.5, 1.5))
-    return backfill(folder / "out", *write_three_venue_inputs(folder, venues), "--bars", "time:1m",
-                    "--bars", "consolidated:1m", "--quote-equivalent", "USDT=USD")
+    return backfill(
+        folder / "out",
+        *write_three_venue_inputs(folder, venues),
+        "--bars",
+        "time:1m",
+        "--bars",
+        "consolidated:1m",
+        "--quote-equivalent",
+        "USDT=USD",
+    )
 
 
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched
@@ -105,8 +125,14 @@ class Page:
     def __init__(self, browser, out: Path, screenshot: Path):
         self.problems, self.requests = [], []
         self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        self.page.on("console", lambda message: self.problems.append(f"console {message.type}: {message.text}")
-                     if message.type in ("error", "warning") else None)
+        self.page.on(
+            "console",
+            lambda message: (
+                self.problems.append(f"console {message.type}: {message.text}")
+                if message.type in ("error", "warning")
+                else None
+            ),
+        )
         self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
 
         def refuse_network(route):
@@ -114,6 +140,7 @@ class Page:
                 return route.continue_()
             self.requests.append(route.request.url)
             return route.abort()
+
         self.page.route("**/*", refuse_network)
         self.page.goto((out / "report.html").as_uri(), wait_until="load")
         self.page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].every(d => d._fullLayout)")
@@ -128,9 +155,12 @@ class Page:
     def traces(self, chart_id: str) -> list[dict]:
         """The chart's traces as the page holds them; numeric arrays come as plotly's typed-array
         specs (dtype and base64 bytes), decoded here."""
-        traces = self.page.evaluate("""id => document.getElementById(id).data.map(t => Object.fromEntries(
+        traces = self.page.evaluate(
+            """id => document.getElementById(id).data.map(t => Object.fromEntries(
             ['name', 'type', 'x', 'y', 'open', 'high', 'low', 'close', 'customdata'].filter(k => t[k] !== undefined)
-            .map(k => [k, t[k].bdata !== undefined || typeof t[k] === 'string' ? t[k] : Array.from(t[k])])))""", chart_id)
+            .map(k => [k, t[k].bdata !== undefined || typeof t[k] === 'string' ? t[k] : Array.from(t[k])])))""",
+            chart_id,
+        )
         return [{key: _decoded(value) for key, value in trace.items()} for trace in traces]
 
     def title(self, chart_id: str) -> str:
@@ -174,8 +204,10 @@ def test_the_accounting_table_shows_the_summary(browser, filled_out, filled_repo
     page = opened(browser, filled_out, tmp_path, "report-accounting.png")
     shown = page.page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#accounting tr')].map(
         r => [r.dataset.key, r.querySelector('td').textContent]))""")
-    flat = {**{k: v for k, v in summary.items() if not isinstance(v, dict)},
-            **{f"dead_letters_by_reason.{k}": v for k, v in summary["dead_letters_by_reason"].items()}}
+    flat = {
+        **{k: v for k, v in summary.items() if not isinstance(v, dict)},
+        **{f"dead_letters_by_reason.{k}": v for k, v in summary["dead_letters_by_reason"].items()},
+    }
     assert {"records_in", "trades_in_final_bars", "dead_letter_rows_written", "duplicates"} <= shown.keys()
     assert {key: int(text.replace(",", "")) for key, text in shown.items()} == {key: flat[key] for key in shown}
     verdict = page.page.inner_text("#reconciled")
@@ -220,7 +252,10 @@ def test_gaps_are_marked_and_never_drawn(browser, gappy_out, tmp_path):
         WHERE is_final""").fetchall()
     present = {m for (m,) in minutes}
     first, last = (datetime.fromisoformat(m) for m in (min(present), max(present)))
-    every = {(first + timedelta(minutes=k)).strftime("%Y-%m-%d %H:%M:%S") for k in range(int((last - first) / timedelta(minutes=1)) + 1)}
+    every = {
+        (first + timedelta(minutes=k)).strftime("%Y-%m-%d %H:%M:%S")
+        for k in range(int((last - first) / timedelta(minutes=1)) + 1)
+    }
     assert drawn == present and gaps == every - present and len(gaps) > 100
     page.close()
 
@@ -228,22 +263,34 @@ def test_gaps_are_marked_and_never_drawn(browser, gappy_out, tmp_path):
 def test_consolidated_output_gets_deviation_and_exclusion_charts(browser, consolidated_out, tmp_path):
     line = report(consolidated_out)
     summary = json.loads((consolidated_out / "_SUMMARY.json").read_text())
-    late = sum(pq.read_table(consolidated_out / table, columns=["pane_timing"])["pane_timing"].to_pylist().count("LATE")
-               for table in ("bars", "bars_consolidated"))
+    late = sum(
+        pq.read_table(consolidated_out / table, columns=["pane_timing"])["pane_timing"].to_pylist().count("LATE")
+        for table in ("bars", "bars_consolidated")
+    )
     page = opened(browser, consolidated_out, tmp_path, "report-consolidated.png")
     charts = page.charts()
-    assert set(charts) == {"chart-bars-0", "chart-bars-1", "chart-bars-2", "chart-consolidated-0",
-                           *(["chart-late"] if late else [])} and all(charts.values())
+    assert set(charts) == {
+        "chart-bars-0",
+        "chart-bars-1",
+        "chart-bars-2",
+        "chart-consolidated-0",
+        *(["chart-late"] if late else []),
+    } and all(charts.values())
     assert f"{len(charts)} chart(s)" in line
     traces = page.traces("chart-consolidated-0")
-    assert {t["name"] for t in traces if t["type"] == "scatter"} == {"binance:BTCUSDT", "coinbase:BTC-USD", "kraken:XBTUSD"}
+    assert {t["name"] for t in traces if t["type"] == "scatter"} == {
+        "binance:BTCUSDT",
+        "coinbase:BTC-USD",
+        "kraken:XBTUSD",
+    }
     excluded = {t["name"]: sum(t["y"]) for t in traces if t["name"].startswith("excluded: ")}
     assert excluded == {f"excluded: {key.replace('|', ' · ')}": n for key, n in summary["venue_exclusions"].items()}
     assert excluded == {"excluded: kraken:XBTUSD · deviation": summary["venue_exclusions"]["kraken:XBTUSD|deviation"]}
     deviations = pl.read_parquet(consolidated_out / "quality", hive_partitioning=True).filter(pl.col("is_final"))
     kraken = next(t for t in traces if t["name"] == "kraken:XBTUSD")
     assert max(v for v in kraken["y"] if v is not None and math.isfinite(v)) == pytest.approx(
-        deviations.filter(pl.col("exchange") == "kraken")["deviation_bps"].max())
+        deviations.filter(pl.col("exchange") == "kraken")["deviation_bps"].max()
+    )
     page.close()
 
 
@@ -254,34 +301,48 @@ def test_late_panes_and_too_late_records_are_charted(browser, filled_out, tmp_pa
     shutil.copytree(filled_out, out)
     bar_file = next((out / "bars").rglob("part-all.parquet"))
     bars = pq.read_table(bar_file)
-    rows = [dict(row, pane_timing="LATE", pane_index=1, close=row["close"] * 2, high=max(row["high"], row["close"] * 2))
-            for row in bars.slice(100, 3).to_pylist()]
+    rows = [
+        dict(row, pane_timing="LATE", pane_index=1, close=row["close"] * 2, high=max(row["high"], row["close"] * 2))
+        for row in bars.slice(100, 3).to_pylist()
+    ]
     pq.write_table(pa.Table.from_pylist(rows, schema=bars.schema), bar_file.with_name("part-run2-late.parquet"))
     dead_file = next((out / "dead_letter").rglob("*.parquet"))
     dead = pq.read_table(dead_file)
     moment = rows[0]["window_start"]
-    too_late = [dict(dead.to_pylist()[0], reason="too_late", stage="lateness", event_time=moment + timedelta(seconds=k))
-                for k in range(4)]
+    too_late = [
+        dict(dead.to_pylist()[0], reason="too_late", stage="lateness", event_time=moment + timedelta(seconds=k))
+        for k in range(4)
+    ]
     (out / "dead_letter" / "reason=too_late").mkdir()
-    pq.write_table(pa.Table.from_pylist(too_late, schema=dead.schema), out / "dead_letter" / "reason=too_late" / "part-run2.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(too_late, schema=dead.schema),
+        out / "dead_letter" / "reason=too_late" / "part-run2.parquet",
+    )
     report(out)
     page = opened(browser, out, tmp_path, "report-late.png")
     assert "chart-late" in page.charts()
     sums = {t["name"]: sum(t["y"]) for t in page.traces("chart-late")}
     assert sums == {"late panes (bars)": 3, "too-late records (dead-lettered)": 4}
-    candles = {_plotly_time(x): c for t in page.traces("chart-bars-0") if t["type"] == "candlestick"
-               for x, c in zip(t["x"], t["close"])}
+    candles = {
+        _plotly_time(x): c
+        for t in page.traces("chart-bars-0")
+        if t["type"] == "candlestick"
+        for x, c in zip(t["x"], t["close"])
+    }
     assert all(candles[row["window_start"].strftime("%Y-%m-%d %H:%M:%S")] == row["close"] for row in rows)
     page.close()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: d / "missing", "does not exist"),
-    (lambda d: d, "is empty"),
-    (lambda d: (d / "notes.txt").write_text("hello") and d, "is not a cryptobeam output"),
-    (lambda d: (d / "file").write_text("x") and d / "file", "is not a directory"),
-    (lambda d: (d / "_SUMMARY.json").write_text("{cut") and d, "_SUMMARY.json cannot be read"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing", "does not exist"),
+        (lambda d: d, "is empty"),
+        (lambda d: (d / "notes.txt").write_text("hello") and d, "is not a cryptobeam output"),
+        (lambda d: (d / "file").write_text("x") and d / "file", "is not a directory"),
+        (lambda d: (d / "_SUMMARY.json").write_text("{cut") and d, "_SUMMARY.json cannot be read"),
+    ],
+)
 def test_a_directory_that_is_not_an_output_is_one_line_and_exit_2(tmp_path, make, message):
     target = make(tmp_path)
     result = cryptobeam("report", str(target))
@@ -294,10 +355,19 @@ def test_a_directory_that_is_not_an_output_is_one_line_and_exit_2(tmp_path, make
 def test_reading_stays_beam_free_and_knows_the_sinks_partition_key():
     from beam_pipelines.report import PARTITION_METADATA_KEY
     from io_connectors.parquet_sink import PARTITION_METADATA_KEY as written
+
     assert PARTITION_METADATA_KEY == written
-    loaded = subprocess.run([sys.executable, "-c", "import sys, beam_pipelines.report_command, beam_pipelines.report; "
-                             "print(sorted(m for m in sys.modules if m.startswith('apache_beam'))[:3])"],
-                            cwd=ROOT, capture_output=True, text=True)
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, beam_pipelines.report_command, beam_pipelines.report; "
+            "print(sorted(m for m in sys.modules if m.startswith('apache_beam'))[:3])",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert loaded.returncode == 0 and loaded.stdout.strip() == "[]", loaded.stderr
 
 
@@ -313,6 +383,7 @@ def _plotly_time(x: str) -> str:
 
 # --- downsampling against a plain-Python reference ----------------------------------------------
 
+
 def reference_downsample(bars: list[dict], interval: int, step: int) -> list[dict]:
     """Bucket by bucket, the plain way: every bucket from the first bar's to the last bar's."""
     by_window = {bar["window_us"]: bar for bar in bars}
@@ -322,28 +393,48 @@ def reference_downsample(bars: list[dict], interval: int, step: int) -> list[dic
     while start <= last:
         inside = [by_window[w] for w in sorted(by_window) if start <= w < start + step]
         windows = [w for w in range(first, last + interval, interval) if start <= w < start + step]
-        buckets.append({
-            "bucket_us": start, "bars": len(inside), "filled": sum(b["is_filled"] for b in inside),
-            "missing": len([w for w in windows if w not in by_window]),
-            "open": inside[0]["open"] if inside else None, "high": max((b["high"] for b in inside), default=None),
-            "low": min((b["low"] for b in inside), default=None), "close": inside[-1]["close"] if inside else None,
-            "volume": sum(b["volume"] for b in inside) if inside else None,
-            "trade_count": sum(b["trade_count"] for b in inside) if inside else None,
-            "duplicate_count": sum(b["duplicate_count"] for b in inside) if inside else None})
+        buckets.append(
+            {
+                "bucket_us": start,
+                "bars": len(inside),
+                "filled": sum(b["is_filled"] for b in inside),
+                "missing": len([w for w in windows if w not in by_window]),
+                "open": inside[0]["open"] if inside else None,
+                "high": max((b["high"] for b in inside), default=None),
+                "low": min((b["low"] for b in inside), default=None),
+                "close": inside[-1]["close"] if inside else None,
+                "volume": sum(b["volume"] for b in inside) if inside else None,
+                "trade_count": sum(b["trade_count"] for b in inside) if inside else None,
+                "duplicate_count": sum(b["duplicate_count"] for b in inside) if inside else None,
+            }
+        )
         start += step
     return buckets
 
 
-bar_strategy = st.fixed_dictionaries({
-    "open": st.floats(1, 100), "high": st.floats(1, 100), "low": st.floats(1, 100), "close": st.floats(1, 100),
-    "volume": st.integers(0, 1000).map(float), "trade_count": st.integers(0, 50), "duplicate_count": st.integers(0, 5),
-    "is_filled": st.booleans()})
+bar_strategy = st.fixed_dictionaries(
+    {
+        "open": st.floats(1, 100),
+        "high": st.floats(1, 100),
+        "low": st.floats(1, 100),
+        "close": st.floats(1, 100),
+        "volume": st.integers(0, 1000).map(float),
+        "trade_count": st.integers(0, 50),
+        "duplicate_count": st.integers(0, 5),
+        "is_filled": st.booleans(),
+    }
+)
 
 
 @settings(max_examples=150)
-@given(windows=st.lists(st.tuples(st.integers(0, 400), bar_strategy), min_size=1, max_size=80,
-                        unique_by=lambda pair: pair[0]),
-       interval_minutes=st.sampled_from([1, 5]), buckets_of=st.integers(1, 12), origin=st.integers(0, 10_000))
+@given(
+    windows=st.lists(
+        st.tuples(st.integers(0, 400), bar_strategy), min_size=1, max_size=80, unique_by=lambda pair: pair[0]
+    ),
+    interval_minutes=st.sampled_from([1, 5]),
+    buckets_of=st.integers(1, 12),
+    origin=st.integers(0, 10_000),
+)
 def test_downsampling_equals_a_plain_python_reference(windows, interval_minutes, buckets_of, origin):
     interval = interval_minutes * MINUTE
     step = interval * buckets_of

@@ -1,4 +1,5 @@
 """One source of truth: Avro schemas drive the Arrow schema of files written and the Beam row types."""
+
 from __future__ import annotations
 
 import io

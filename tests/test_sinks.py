@@ -1,6 +1,7 @@
 """Sinks as plug-ins (io_connectors.sinks): every sink of a run gets the same bars, seam fills
 included; a sink added to the registry is offered, checked, recorded and fed like the built-in
 ones; the command line lists and checks sinks without importing Beam or a sink's client."""
+
 from __future__ import annotations
 
 import json
@@ -57,9 +58,28 @@ def test_every_sink_gets_the_seam_fills_of_a_chunked_backfill(tmp_path, bigquery
     write_days(days, 2, per_day=30, seed=8)  # sparse trades: the midnight lies in an interval neither chunk can fill
     out = tmp_path / "out"
     target = BigQueryTarget("local.cryptobeam.seams", bigquery_endpoint)
-    result = backfill(days, out, "--interval", "5m", "--chunk", "1d", "--sink", "avro", "--sink", "bigquery", "--bq-table", target.table,
-                      "--bq-endpoint", bigquery_endpoint, "--sink", "kafka", "--kafka", kafka_bootstrap,
-                      "--kafka-bars-topic", "seam_bars")
+    result = backfill(
+        days,
+        out,
+        "--interval",
+        "5m",
+        "--chunk",
+        "1d",
+        "--sink",
+        "avro",
+        "--sink",
+        "bigquery",
+        "--bq-table",
+        target.table,
+        "--bq-endpoint",
+        bigquery_endpoint,
+        "--sink",
+        "kafka",
+        "--kafka",
+        kafka_bootstrap,
+        "--kafka-bars-topic",
+        "seam_bars",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
     in_parquet = parquet_bars(out)
@@ -80,6 +100,7 @@ def test_every_sink_gets_the_seam_fills_of_a_chunked_backfill(tmp_path, bigquery
 
 class _CollectingSink(Sink):
     """A sink added by a test: one class and one registry entry, nothing else."""
+
     name = "collect"
     description = "bars into this process's memory (tests only)"
 
@@ -89,6 +110,7 @@ class _CollectingSink(Sink):
     def target_from_args(self, args, chosen, streaming):
         if chosen and not args.collect_into:
             from io_connectors.sinks import SinkOptionError
+
             raise SinkOptionError("--sink collect needs --collect-into NAME")
         return args.collect_into if chosen else None
 
@@ -97,22 +119,53 @@ class _CollectingSink(Sink):
 
     def write(self, bars, target):
         import apache_beam as beam
+
         bars.bars | "WriteBarsCollect" >> beam.Map(Collect(target))
         return SinkWrites()
 
 
 def test_a_sink_added_to_the_registry_is_offered_checked_recorded_and_fed(tmp_path, monkeypatch, capsys):
     from beam_pipelines import cli
+
     monkeypatch.setitem(SINKS, "collect", _CollectingSink())
     data = str(ROOT / "data" / "*.zip")
 
-    assert cli.main(["backfill", "--source", "binance-aggtrades", "--input", data, "--out", str(tmp_path / "bad"),
-                     "--sink", "collect"]) == 2
+    assert (
+        cli.main(
+            [
+                "backfill",
+                "--source",
+                "binance-aggtrades",
+                "--input",
+                data,
+                "--out",
+                str(tmp_path / "bad"),
+                "--sink",
+                "collect",
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip() == "cryptobeam: error: --sink collect needs --collect-into NAME"
 
     out = tmp_path / "out"
-    code = cli.main(["backfill", "--source", "binance-aggtrades", "--input", data, "--out", str(out), "--fill-gaps",
-                     "--no-progress", "--sink", "collect", "--collect-into", "plugged"])
+    code = cli.main(
+        [
+            "backfill",
+            "--source",
+            "binance-aggtrades",
+            "--input",
+            data,
+            "--out",
+            str(out),
+            "--fill-gaps",
+            "--no-progress",
+            "--sink",
+            "collect",
+            "--collect-into",
+            "plugged",
+        ]
+    )
     assert code == 0, capsys.readouterr()
     assert comparable(COLLECTED["plugged"]) == parquet_bars(out) and len(COLLECTED["plugged"]) == 2880
     [manifest] = (out / "_manifests").glob("*.json")
@@ -128,14 +181,28 @@ def test_manifests_record_sinks_as_before_the_registry_so_earlier_runs_resume():
     from io_connectors.sinks import recorded_settings, sink_targets
 
     def recorded(*options):
-        args = build_parser().parse_args(["backfill", "--source", "binance-aggtrades", "--input", "x", "--out", "o",
-                                          *options])
+        args = build_parser().parse_args(
+            ["backfill", "--source", "binance-aggtrades", "--input", "x", "--out", "o", *options]
+        )
         return recorded_settings(sink_targets(args, streaming=False))
 
     assert recorded() == {"sinks": ["parquet"], "bigquery_table": None, "kafka_bars_topic": None}
-    assert recorded("--sink", "kafka", "--kafka", "h:1", "--kafka-bars-topic", "t", "--sink", "avro", "--sink", "bigquery",
-                    "--bq-table", "p.d.t", "--sink", "parquet") == {
-        "sinks": ["avro", "bigquery", "kafka", "parquet"], "bigquery_table": "p.d.t", "kafka_bars_topic": "t"}
+    assert recorded(
+        "--sink",
+        "kafka",
+        "--kafka",
+        "h:1",
+        "--kafka-bars-topic",
+        "t",
+        "--sink",
+        "avro",
+        "--sink",
+        "bigquery",
+        "--bq-table",
+        "p.d.t",
+        "--sink",
+        "parquet",
+    ) == {"sinks": ["avro", "bigquery", "kafka", "parquet"], "bigquery_table": "p.d.t", "kafka_bars_topic": "t"}
 
 
 CHECK_SINKS_WITHOUT_BEAM = """
@@ -160,8 +227,9 @@ print(sorted(m for m in sys.modules if m.startswith(("apache_beam", "google.clou
 
 
 def test_sinks_are_offered_and_checked_without_importing_beam_or_a_client():
-    result = subprocess.run([sys.executable, "-c", CHECK_SINKS_WITHOUT_BEAM], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK_SINKS_WITHOUT_BEAM], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "['parquet', 'avro', 'bigquery']",
@@ -175,9 +243,26 @@ def test_sinks_are_offered_and_checked_without_importing_beam_or_a_client():
 
 
 def test_a_bad_sink_option_is_one_line_and_exit_2(tmp_path):
-    result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
-                             "--out", str(tmp_path / "out"), "--sink", "bigquery"], capture_output=True, text=True)
-    assert result.returncode == 2 and result.stderr == "cryptobeam: error: --sink bigquery needs --bq-table project.dataset.table\n"
+    result = subprocess.run(
+        [
+            CLI,
+            "backfill",
+            "--source",
+            "binance-aggtrades",
+            "--input",
+            str(ROOT / "data" / "*.zip"),
+            "--out",
+            str(tmp_path / "out"),
+            "--sink",
+            "bigquery",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr == "cryptobeam: error: --sink bigquery needs --bq-table project.dataset.table\n"
+    )
 
 
 INFORMATION_FIELDS = field_names("information_bar")
@@ -193,11 +278,40 @@ def test_every_sink_gets_each_table_of_bars(tmp_path, bigquery_endpoint, kafka_b
     table and its latest view, a Kafka topic), with its own schema."""
     out = tmp_path / "out"
     target = BigQueryTarget("local.cryptobeam.tables", bigquery_endpoint)
-    result = subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(ROOT / "data" / "*.zip"),
-                             "--bars", "time:1h", "--bars", "ticks:300", "--sink", "avro", "--sink", "bigquery",
-                             "--bq-table", target.table, "--bq-endpoint", bigquery_endpoint, "--sink", "kafka",
-                             "--kafka", kafka_bootstrap, "--kafka-bars-topic", "tables", "--out", str(out), "--no-progress"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            CLI,
+            "backfill",
+            "--source",
+            "binance-aggtrades",
+            "--input",
+            str(ROOT / "data" / "*.zip"),
+            "--bars",
+            "time:1h",
+            "--bars",
+            "ticks:300",
+            "--sink",
+            "avro",
+            "--sink",
+            "bigquery",
+            "--bq-table",
+            target.table,
+            "--bq-endpoint",
+            bigquery_endpoint,
+            "--sink",
+            "kafka",
+            "--kafka",
+            kafka_bootstrap,
+            "--kafka-bars-topic",
+            "tables",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     in_parquet = information_rows(pq.read_table(out / "bars_ticks").to_pylist())
     assert len(in_parquet) > 30 and {b["interval"] for b in in_parquet} == {"ticks:300"}
@@ -208,10 +322,15 @@ def test_every_sink_gets_each_table_of_bars(tmp_path, bigquery_endpoint, kafka_b
     assert information_rows(avro_rows) == in_parquet
     client = target.client()
     assert [f.name for f in client.get_table(f"{target.table}_ticks").schema] == list(INFORMATION_FIELDS)
-    assert information_rows(dict(r.items()) for r in client.query(f"SELECT * FROM `{target.table}_ticks`").result()) == in_parquet
+    assert (
+        information_rows(dict(r.items()) for r in client.query(f"SELECT * FROM `{target.table}_ticks`").result())
+        == in_parquet
+    )
     latest = list(client.query(f"SELECT * FROM `{target.table}_ticks_latest`").result())
     assert len(latest) == len({(b["day"], b["ordinal"]) for b in in_parquet})
-    assert comparable(dict(r.items()) for r in client.query(f"SELECT * FROM `{target.table}`").result()) == parquet_bars(out)
+    assert comparable(
+        dict(r.items()) for r in client.query(f"SELECT * FROM `{target.table}`").result()
+    ) == parquet_bars(out)
     messages = read_topic(kafka_bootstrap, "tables_ticks", len(in_parquet))
     assert information_rows(decode(m.value(), "information_bar", SchemaStore.shipped()) for m in messages) == in_parquet
     assert len(read_topic(kafka_bootstrap, "tables", len(parquet_bars(out)))) == len(parquet_bars(out))
@@ -226,8 +345,9 @@ KRAKEN_DRIFT = (datetime(2024, 1, 1, 23, 56, tzinfo=timezone.utc), datetime(2024
 def _venue_trades(seed: int) -> dict[str, list[tuple[datetime, float, float]]]:
     """(time, price, amount) per venue, a trade every few seconds across a UTC midnight; Kraken 5 %
     high for a while, so quality rows hold exclusions and consolidated bars their excluded venue."""
-    return three_venue_trades(seed, VENUES_START, VENUES_SECONDS, KRAKEN_DRIFT, steps=(2.0, 4.5, 6.0, 9.25),
-                              amounts=(0.01, 0.25, 1.5))
+    return three_venue_trades(
+        seed, VENUES_START, VENUES_SECONDS, KRAKEN_DRIFT, steps=(2.0, 4.5, 6.0, 9.25), amounts=(0.01, 0.25, 1.5)
+    )
 
 
 _write_venue_inputs = write_three_venue_inputs
@@ -249,17 +369,48 @@ def test_every_sink_gets_the_consolidated_bars_and_the_quality_table(tmp_path, b
     inputs = _write_venue_inputs(tmp_path / "venues", venues)
     out = tmp_path / "out"
     target = BigQueryTarget("local.cryptobeam.venues", bigquery_endpoint)
-    result = subprocess.run([CLI, "backfill", *inputs, "--bars", "time:1m", "--bars", "consolidated:1m",
-                             "--quote-equivalent", "USDT=USD", "--sink", "avro", "--sink", "bigquery",
-                             "--bq-table", target.table, "--bq-endpoint", bigquery_endpoint, "--sink", "kafka",
-                             "--kafka", kafka_bootstrap, "--kafka-bars-topic", "venues", "--out", str(out), "--no-progress"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            CLI,
+            "backfill",
+            *inputs,
+            "--bars",
+            "time:1m",
+            "--bars",
+            "consolidated:1m",
+            "--quote-equivalent",
+            "USDT=USD",
+            "--sink",
+            "avro",
+            "--sink",
+            "bigquery",
+            "--bq-table",
+            target.table,
+            "--bq-endpoint",
+            bigquery_endpoint,
+            "--sink",
+            "kafka",
+            "--kafka",
+            kafka_bootstrap,
+            "--kafka-bars-topic",
+            "venues",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "_SUMMARY.json").read_text())
     assert summary["reconciled"] and not (out / "dead_letter").exists()
     client, store = target.client(), SchemaStore.shipped()
 
-    for table, schema, suffix in (("bars_consolidated", "consolidated_bar", "_consolidated"), ("quality", "quality", "_quality")):
+    for table, schema, suffix in (
+        ("bars_consolidated", "consolidated_bar", "_consolidated"),
+        ("quality", "quality", "_quality"),
+    ):
         in_parquet = table_rows(read_bars(str(out), table=table).to_pylist(), schema)
         avro_rows = []
         for path in sorted((out / f"{table}_avro").rglob("*.avro")):
@@ -283,9 +434,14 @@ def test_every_sink_gets_the_consolidated_bars_and_the_quality_table(tmp_path, b
             assert len({r["window_start"] // MICROS_PER_DAY for r in in_parquet}) == 2  # both sides of the midnight
         else:
             assert {(r["exchange"], r["symbol"]) for r in in_parquet} == {
-                ("binance", "BTCUSDT"), ("coinbase", "BTC-USD"), ("kraken", "XBTUSD")}
+                ("binance", "BTCUSDT"),
+                ("coinbase", "BTC-USD"),
+                ("kraken", "XBTUSD"),
+            }
             assert sum(r["trade_count"] for r in final) == sum(len(t) for t in venues.values())
             assert any(r["exclusion_reason"] == "deviation" for r in in_parquet)
 
     time_bars = comparable(dict(r.items()) for r in client.query(f"SELECT * FROM `{target.table}`").result())
-    assert time_bars == parquet_bars(out) and len(read_topic(kafka_bootstrap, "venues", len(time_bars))) == len(time_bars)
+    assert time_bars == parquet_bars(out) and len(read_topic(kafka_bootstrap, "venues", len(time_bars))) == len(
+        time_bars
+    )

@@ -1,4 +1,5 @@
 """Batches and chunks travel with coders that round-trip them and size them without encoding."""
+
 from __future__ import annotations
 
 import pickle
@@ -27,9 +28,17 @@ MINUTE = 60_000_000
 
 def a_batch(n: int = 5_000) -> pa.Table:
     times = 1_700_000_000_000_000 + np.arange(n, dtype=np.int64) * 1_000_000
-    return make_trade_batch(exchange="binance", symbol="BTCUSDT", trade_id=[str(i) for i in range(n)],
-                            price=np.full(n, 100.5), amount=np.full(n, 0.25), side=["buy", "sell"] * (n // 2),
-                            event_time=times, source="f.csv", source_offset=np.arange(n))
+    return make_trade_batch(
+        exchange="binance",
+        symbol="BTCUSDT",
+        trade_id=[str(i) for i in range(n)],
+        price=np.full(n, 100.5),
+        amount=np.full(n, 0.25),
+        side=["buy", "sell"] * (n // 2),
+        event_time=times,
+        source="f.csv",
+        source_offset=np.arange(n),
+    )
 
 
 def values_and_coders():
@@ -50,6 +59,7 @@ def test_a_value_round_trips_and_is_sized_without_encoding(value, coder, monkeyp
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("estimating a size must not encode")
+
     monkeypatch.setattr(pickle, "dumps", no_encoding)
     estimate = coder.get_impl().estimate_size(value)
     # An estimate, not the exact length: the same order of magnitude is what the runner needs.
@@ -67,9 +77,16 @@ def test_the_batch_stages_are_typed_so_they_get_these_coders(tmp_path):
         valid = parsed.trades | ValidateTrades()
         keyed = valid.valid | KeyBySymbol()
         routed = keyed | RouteTooLate(BarSpec.of("1m"))
-        coders = {name: beam.coders.registry.get_coder(pcollection.element_type) for name, pcollection in [
-            ("read", read.raw), ("parsed", parsed.trades), ("valid", valid.valid), ("keyed", keyed),
-            ("routed", routed.in_time)]}
+        coders = {
+            name: beam.coders.registry.get_coder(pcollection.element_type)
+            for name, pcollection in [
+                ("read", read.raw),
+                ("parsed", parsed.trades),
+                ("valid", valid.valid),
+                ("keyed", keyed),
+                ("routed", routed.in_time),
+            ]
+        }
     assert isinstance(coders["read"], RawBatchCoder)
     assert isinstance(coders["parsed"], ArrowTableCoder) and isinstance(coders["valid"], ArrowTableCoder)
     assert isinstance(coders["keyed"].get_impl(), beam.coders.coder_impl.TupleCoderImpl)

@@ -2,6 +2,7 @@
 stream on Prism give identical final bars, with disorder, late data, a kill and a restart.
 
 Everything is real: the Kafka broker of the test session, Prism built by set-up, the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ def test_stream_final_bars_equal_backfill_with_disorder_and_late_data(kafka_boot
     replay(kafka_bootstrap, topic, "--disorder", "2s", "--late-fraction", "0.01", "--late-by", "5m", "--seed", "7")
     out = tmp_path / "stream"
     # No --early here: catching up at full speed keeps many windows open, each firing every period.
-    finish(start_stream(kafka_bootstrap, topic, out, "--allowed-lateness", "10m", "--fill-gaps",
-                        "--stop-when-idle", "4s"), out)
+    finish(
+        start_stream(kafka_bootstrap, topic, out, "--allowed-lateness", "10m", "--fill-gaps", "--stop-when-idle", "4s"),
+        out,
+    )
     expected = backfill_bars(tmp_path, BUNDLED, "--fill-gaps")
     assert len(expected) == 2880 and sum(bar["is_filled"] for bar in expected) == 1009
     assert without_panes(final_bars(str(out))) == without_panes(expected)
@@ -59,11 +62,23 @@ def test_too_late_trades_and_stream_bars_account_exactly_for_batch_bars(kafka_bo
     synthetic_trades(trades, seconds=20 * 60, per_second=5)
     topic = new_topic(kafka_bootstrap, 1)
     out = tmp_path / "stream"
-    stream = start_stream(kafka_bootstrap, topic, out, "--allowed-lateness", "1m", "--watermark-delay", "2s",
-                          "--stop-when-idle", "4s")
+    stream = start_stream(
+        kafka_bootstrap, topic, out, "--allowed-lateness", "1m", "--watermark-delay", "2s", "--stop-when-idle", "4s"
+    )
     # Paced, so the watermark moves on between a trade's window and its arrival five minutes later.
-    replay(kafka_bootstrap, topic, "--speed", "150", "--late-fraction", "0.03", "--late-by", "5m", "--seed", "11",
-           inputs=str(trades))
+    replay(
+        kafka_bootstrap,
+        topic,
+        "--speed",
+        "150",
+        "--late-fraction",
+        "0.03",
+        "--late-by",
+        "5m",
+        "--seed",
+        "11",
+        inputs=str(trades),
+    )
     finish(stream, out)
     run = summary(out)
     assert run["reconciled"], run["problems"]
@@ -98,8 +113,22 @@ def test_killed_and_restarted_stream_ends_with_the_same_final_bars(kafka_bootstr
     out = tmp_path / "stream"
     options = ("--allowed-lateness", "10m", "--commit-every", "10m")
     first = start_stream(kafka_bootstrap, topic, out, *options)
-    publisher = replay(kafka_bootstrap, topic, "--speed", "1000", "--disorder", "2s", "--late-fraction", "0.01",
-                       "--late-by", "5m", "--seed", "5", inputs=str(trades), wait=False)
+    publisher = replay(
+        kafka_bootstrap,
+        topic,
+        "--speed",
+        "1000",
+        "--disorder",
+        "2s",
+        "--late-fraction",
+        "0.01",
+        "--late-by",
+        "5m",
+        "--seed",
+        "5",
+        inputs=str(trades),
+        wait=False,
+    )
     deadline = time.monotonic() + 120
     while committed_offset(kafka_bootstrap, topic, topic) <= 0:
         assert time.monotonic() < deadline, "the stream never committed an offset"
@@ -131,15 +160,28 @@ def test_ctrl_c_drains_every_open_window_and_commits_what_was_read(kafka_bootstr
     windows = {(b["symbol"], b["window_start"]) for b in bars}
     finals = Counter((b["symbol"], b["window_start"]) for b in bars if b["is_final"])
     assert set(finals) == windows and set(finals.values()) == {1}, "every open window got exactly one final pane"
-    assert committed_offset(kafka_bootstrap, topic, topic) == run["records_in"], "drained: every record read is committed"
+    assert committed_offset(kafka_bootstrap, topic, topic) == run["records_in"], (
+        "drained: every record read is committed"
+    )
 
 
 def test_stream_refuses_a_batch_runner_and_a_missing_prism(kafka_bootstrap, tmp_path):
     topic = new_topic(kafka_bootstrap, 1)
-    batch = cli("stream", "--kafka", kafka_bootstrap, "--topic", topic, "--out", str(tmp_path / "a"), "--runner", "direct")
+    batch = cli(
+        "stream", "--kafka", kafka_bootstrap, "--topic", topic, "--out", str(tmp_path / "a"), "--runner", "direct"
+    )
     assert batch.returncode == 2 and "streaming semantics" in batch.stderr and "Traceback" not in batch.stderr
-    missing = cli("stream", "--kafka", kafka_bootstrap, "--topic", topic, "--out", str(tmp_path / "b"),
-                  "--prism-location", str(tmp_path / "no-prism"))
+    missing = cli(
+        "stream",
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--out",
+        str(tmp_path / "b"),
+        "--prism-location",
+        str(tmp_path / "no-prism"),
+    )
     assert missing.returncode == 2 and "Prism is not installed" in missing.stderr
     absent = cli("stream", "--kafka", kafka_bootstrap, "--topic", "no_such_topic", "--out", str(tmp_path / "c"))
     assert absent.returncode == 2 and "no_such_topic" in absent.stderr and "Traceback" not in absent.stderr

@@ -3,6 +3,7 @@ back, a partition whose data comes late. Every record read ends in a final bar o
 the stream stops only once the whole topic is read, and its summary matches what is on disk.
 
 Everything is real: Kafka brokers, Prism, the CLI."""
+
 from __future__ import annotations
 
 import subprocess
@@ -23,9 +24,21 @@ from tests.support.streams import finish, new_topic, start_stream, wait_for_bar_
 
 
 def _trade(i: int, symbol: str = "BTCUSDT") -> bytes:
-    return encode({"exchange": "binance", "symbol": symbol, "base": None, "quote": None, "trade_id": str(i),
-                   "price": 100.0 + i % 7, "amount": 1.0, "side": "buy", "event_time": int(time.time() * 1_000_000),
-                   "receive_time": None}, "trade")
+    return encode(
+        {
+            "exchange": "binance",
+            "symbol": symbol,
+            "base": None,
+            "quote": None,
+            "trade_id": str(i),
+            "price": 100.0 + i % 7,
+            "amount": 1.0,
+            "side": "buy",
+            "event_time": int(time.time() * 1_000_000),
+            "receive_time": None,
+        },
+        "trade",
+    )
 
 
 class _Publisher:
@@ -35,8 +48,9 @@ class _Publisher:
         self.topic, self.acked, self.failed = topic, 0, 0
         # A producer tries a broker that went away again after up to reconnect.backoff.max.ms
         # (10 s by default); --stop-when-idle in these tests is shorter than that.
-        self._producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "log_level": 0,
-                                   "reconnect.backoff.max.ms": 500})
+        self._producer = Producer(
+            {"bootstrap.servers": bootstrap, "acks": "all", "log_level": 0, "reconnect.backoff.max.ms": 500}
+        )
         self._next_id = 0
 
     def _delivered(self, error, _message):
@@ -58,11 +72,15 @@ class _Publisher:
         assert self._producer.flush(120) == 0 and self.failed == 0, "the broker did not take every message"
 
 
-def _trickle(publisher: _Publisher, stop: threading.Event, partition: int = 0, every_s: float = 0.3) -> threading.Thread:
+def _trickle(
+    publisher: _Publisher, stop: threading.Event, partition: int = 0, every_s: float = 0.3
+) -> threading.Thread:
     """A trade every ``every_s`` until ``stop``, so the topic is never silent for long."""
+
     def run():
         while not stop.wait(every_s):
             publisher.trades(1, partition)
+
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
@@ -98,7 +116,9 @@ def test_poison_messages_become_dead_letters_or_bars_and_the_stream_finishes(kaf
     assert run["records_in"] == 43 and run["kafka_broker_outages"] == 0
     assert run["dead_letters_by_reason"] == {"not_single_object_encoded": 1, "unknown_schema": 1}
     tombstone = ds.dataset(str(out / "dead_letter" / "reason=not_single_object_encoded"), format="parquet").to_table()
-    assert tombstone.column("payload_bytes").to_pylist() == [None] and tombstone.column("source_offset").to_pylist() == [20]
+    assert tombstone.column("payload_bytes").to_pylist() == [None] and tombstone.column(
+        "source_offset"
+    ).to_pylist() == [20]
     by_symbol = {}
     for bar in final_bars(str(out)):
         by_symbol[bar["symbol"]] = by_symbol.get(bar["symbol"], 0) + bar["trade_count"]
@@ -181,10 +201,29 @@ def test_a_stream_outlives_the_job_servers_deadline(kafka_bootstrap, tmp_path):
     publisher.trades(10)
     publisher.flush()
     out = tmp_path / "stream"
-    result = subprocess.run([sys.executable, "-c", _SHORT_JOB_DEADLINE, "stream", "--kafka", kafka_bootstrap,
-                             "--topic", topic, "--group", topic, "--out", str(out), "--no-progress",
-                             "--stop-when-idle", "12s"], capture_output=True, text=True, timeout=180,
-                            cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _SHORT_JOB_DEADLINE,
+            "stream",
+            "--kafka",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+            "--group",
+            topic,
+            "--out",
+            str(out),
+            "--no-progress",
+            "--stop-when-idle",
+            "12s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert summary(out)["elapsed_seconds"] > 8 and summary(out)["records_in"] == 10
 
@@ -200,6 +239,7 @@ def test_time_the_broker_was_away_is_not_silence(monkeypatch):
 
     class Reader:
         """Read to the end a minute ago; the broker fails the next end-offset call."""
+
         def __init__(self):
             self.topic_silent_since = self.last_message_at = time.monotonic() - 60
             self.next_topic_check, self.failures = 0.0, 1

@@ -2,6 +2,7 @@
 equal a backfill's under disorder and late trades, the stream maps instruments with its own
 ``--instruments``, and a killed stream resumes from the day start, so the restarted run rebuilds
 the day's bars. Everything real: the session's Kafka broker, Prism, the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -40,26 +41,32 @@ def _utc_midnight_before(micros: int) -> int:
 TICKS = (Threshold("ticks", 500.0),)
 
 
-@pytest.mark.parametrize("interval, at, boundary", [
-    ("1m", "2024-01-01T13:47:31", "2024-01-01T13:47:00"),
-    ("15m", "2024-01-01T00:14:59", "2024-01-01T00:00:00"),
-    ("4h", "2024-03-05T23:59:59", "2024-03-05T20:00:00"),
-    ("1w", "2024-01-10T08:00:00", "2024-01-08T00:00:00"),  # weeks start on Monday
-])
+@pytest.mark.parametrize(
+    "interval, at, boundary",
+    [
+        ("1m", "2024-01-01T13:47:31", "2024-01-01T13:47:00"),
+        ("15m", "2024-01-01T00:14:59", "2024-01-01T00:00:00"),
+        ("4h", "2024-03-05T23:59:59", "2024-03-05T20:00:00"),
+        ("1w", "2024-01-10T08:00:00", "2024-01-08T00:00:00"),  # weeks start on Monday
+    ],
+)
 def test_without_information_bars_the_resume_point_is_the_interval_boundary(interval, at, boundary):
     assert resume_point_us(_micros(at), BarSpec.of(interval)) == _micros(boundary)
     assert resume_point_us(_micros(at) + 1, BarSpec.of(interval, fill_gaps=True)) == _micros(boundary)
 
 
-@pytest.mark.parametrize("interval, at", [
-    ("1m", "2024-01-01T13:47:31"),
-    ("1m", "2024-01-01T00:00:00"),  # a day start stays where it is
-    ("1m", "2023-12-31T23:59:59"),  # a second before midnight is the day before
-    ("15m", "2024-02-29T23:45:00"),
-    ("4h", "2024-03-05T03:00:00"),
-    ("7h", "2024-01-02T02:00:00"),  # 7h windows straddle midnights: this one began the day before
-    ("1d", "2024-01-10T08:00:00"),
-])
+@pytest.mark.parametrize(
+    "interval, at",
+    [
+        ("1m", "2024-01-01T13:47:31"),
+        ("1m", "2024-01-01T00:00:00"),  # a day start stays where it is
+        ("1m", "2023-12-31T23:59:59"),  # a second before midnight is the day before
+        ("15m", "2024-02-29T23:45:00"),
+        ("4h", "2024-03-05T03:00:00"),
+        ("7h", "2024-01-02T02:00:00"),  # 7h windows straddle midnights: this one began the day before
+        ("1d", "2024-01-10T08:00:00"),
+    ],
+)
 def test_with_information_bars_the_resume_point_is_the_utc_day_start(interval, at):
     spec = BarSpec.of(interval, thresholds=TICKS)
     through = _micros(at) + 123
@@ -82,8 +89,13 @@ def _trades_csv(path: Path, start: str, count: int, first_id: int = 0) -> Path:
     """Binance aggTrades rows, one a second from ``start``: prices and sizes vary, ids ascend."""
     start_ms = _micros(start) // 1000
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{first_id + i},{100 + (i % 17) * 0.5},{1 + i % 3},{i},{i},{start_ms + i * 1000},"
-                            f"{'true' if i % 2 else 'false'},true\n" for i in range(count)))
+    path.write_text(
+        "".join(
+            f"{first_id + i},{100 + (i % 17) * 0.5},{1 + i % 3},{i},{i},{start_ms + i * 1000},"
+            f"{'true' if i % 2 else 'false'},true\n"
+            for i in range(count)
+        )
+    )
     return path
 
 
@@ -121,44 +133,88 @@ def test_stream_information_bars_equal_backfill_with_canonical_instruments(kafka
         _trades_csv(trades / f"{symbol}-aggTrades-2024-01-01.csv", "2024-01-01T23:50:00", 1800)
     # Trades of the mapped symbol from noon, sent once the stream's watermark is past midnight:
     # too late, so dead letters, which keep the trade as the stream parsed it.
-    too_late = _trades_csv(tmp_path / "late" / f"{MAPPED}-aggTrades-2024-01-01.csv", "2024-01-01T12:00:00", 20,
-                           first_id=1_000_000)
+    too_late = _trades_csv(
+        tmp_path / "late" / f"{MAPPED}-aggTrades-2024-01-01.csv", "2024-01-01T12:00:00", 20, first_id=1_000_000
+    )
     instruments = _instruments_file(tmp_path)
     topic = new_topic(kafka_bootstrap, 1)
     out = tmp_path / "stream"
-    stream = start_stream(kafka_bootstrap, topic, out, *BARS, "--allowed-lateness", "10m",
-                          "--instruments", str(instruments))
+    stream = start_stream(
+        kafka_bootstrap, topic, out, *BARS, "--allowed-lateness", "10m", "--instruments", str(instruments)
+    )
     # Disorder and late trades (within the allowed lateness): bars are released, then revised.
-    replay(kafka_bootstrap, topic, "--disorder", "2s", "--late-fraction", "0.02", "--late-by", "5m", "--seed", "3",
-           inputs=str(trades / "*.csv"))
+    replay(
+        kafka_bootstrap,
+        topic,
+        "--disorder",
+        "2s",
+        "--late-fraction",
+        "0.02",
+        "--late-by",
+        "5m",
+        "--seed",
+        "3",
+        inputs=str(trades / "*.csv"),
+    )
     seen: dict = {}
-    _wait_until(lambda: _newest_window_end_us(out / "bars", seen) >= DAY_TWO + 5 * 60_000_000, stream, out, 120,
-                "the stream never wrote bars past midnight")
+    _wait_until(
+        lambda: _newest_window_end_us(out / "bars", seen) >= DAY_TWO + 5 * 60_000_000,
+        stream,
+        out,
+        120,
+        "the stream never wrote bars past midnight",
+    )
     replay(kafka_bootstrap, topic, inputs=str(too_late))  # without --instruments: the stream maps them itself
-    _wait_until(lambda: _rows_in(out / "dead_letter" / "reason=too_late") >= 20, stream, out, 60,
-                "the late trades never became dead letters")
+    _wait_until(
+        lambda: _rows_in(out / "dead_letter" / "reason=too_late") >= 20,
+        stream,
+        out,
+        60,
+        "the late trades never became dead letters",
+    )
     stream.send_signal(signal.SIGINT)  # everything is read: drain
     finish(stream, out)
 
     backfill = tmp_path / "backfill"
-    result = cli("backfill", "--source", "binance-aggtrades", "--input", str(trades / "*.csv"), "--out", str(backfill),
-                 "--no-progress", *BARS, "--instruments", str(instruments))
+    result = cli(
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        str(trades / "*.csv"),
+        "--out",
+        str(backfill),
+        "--no-progress",
+        *BARS,
+        "--instruments",
+        str(instruments),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     for table in INFORMATION_TABLES:
         expected = final_bars(str(backfill), table=table)
         assert {bar["day"] for bar in expected} == {"2024-01-01", "2024-01-02"}, table
         assert without_panes(final_bars(str(out), table=table)) == without_panes(expected), table
     assert without_panes(final_bars(str(out))) == without_panes(final_bars(str(backfill)))
-    revised = [bar for table in INFORMATION_TABLES for bar in read_bars(str(out), table=table).to_pylist()
-               if bar["pane_index"] > 0]
+    revised = [
+        bar
+        for table in INFORMATION_TABLES
+        for bar in read_bars(str(out), table=table).to_pylist()
+        if bar["pane_index"] > 0
+    ]
     assert revised, "late trades revised some information bars"
 
     # The stream's own --instruments mapped the symbol: the too-late trades carry the custom pair
     # (the replay, without the file, sent the best-effort split), and only the other symbol is unknown.
     letters = ds.dataset(str(out / "dead_letter" / "reason=too_late"), format="parquet").to_table().to_pylist()
     assert len(letters) == 20
-    assert {(json.loads(letter["payload_string"])["symbol"], json.loads(letter["payload_string"])["base"],
-             json.loads(letter["payload_string"])["quote"]) for letter in letters} == {(MAPPED, *CUSTOM_PAIR)}
+    assert {
+        (
+            json.loads(letter["payload_string"])["symbol"],
+            json.loads(letter["payload_string"])["base"],
+            json.loads(letter["payload_string"])["quote"],
+        )
+        for letter in letters
+    } == {(MAPPED, *CUSTOM_PAIR)}
     run = summary(out)
     assert run["unknown_instruments"] == {f"binance:{UNMAPPED}": 1800}
     assert run["reconciled"], run["problems"]
@@ -176,15 +232,30 @@ def _committed_with_resume_point(bootstrap: str, topic: str) -> tuple[int, int]:
 
 
 def test_killed_and_restarted_stream_rebuilds_the_day_and_ends_with_the_backfills_information_bars(
-        kafka_bootstrap, tmp_path):
+    kafka_bootstrap, tmp_path
+):
     total = 2 * 3600  # one trade a second, 23:00 to 01:00: the commit can reach the second day's start
     trades = _trades_csv(tmp_path / "trades" / "ETHUSDT-aggTrades-2024-01-01.csv", "2024-01-01T23:00:00", total)
     topic = new_topic(kafka_bootstrap, 1)
     out = tmp_path / "stream"
     options = ("--bars", "ticks:500", "--allowed-lateness", "10m", "--commit-every", "10m")  # no time bars
     first = start_stream(kafka_bootstrap, topic, out, *options)
-    publisher = replay(kafka_bootstrap, topic, "--speed", "1000", "--disorder", "2s", "--late-fraction", "0.01",
-                       "--late-by", "5m", "--seed", "5", inputs=str(trades), wait=False)
+    publisher = replay(
+        kafka_bootstrap,
+        topic,
+        "--speed",
+        "1000",
+        "--disorder",
+        "2s",
+        "--late-fraction",
+        "0.01",
+        "--late-by",
+        "5m",
+        "--seed",
+        "5",
+        inputs=str(trades),
+        wait=False,
+    )
     deadline = time.monotonic() + 120
     while _committed_with_resume_point(kafka_bootstrap, topic)[0] <= 0:
         assert time.monotonic() < deadline and first.poll() is None, Path(f"{out}.log").read_text()[-3000:]
@@ -197,12 +268,23 @@ def test_killed_and_restarted_stream_rebuilds_the_day_and_ends_with_the_backfill
     assert run["reconciled"], run["problems"]
     assert run["records_in"] == total - killed_at  # the second run re-read only from the day start's offset
     backfill = tmp_path / "backfill"
-    result = cli("backfill", "--source", "binance-aggtrades", "--input", str(trades), "--out", str(backfill),
-                 "--no-progress", "--bars", "ticks:500")
+    result = cli(
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        str(trades),
+        "--out",
+        str(backfill),
+        "--no-progress",
+        "--bars",
+        "ticks:500",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     expected = final_bars(str(backfill), table="bars_ticks")
     assert {bar["day"] for bar in expected} == {"2024-01-01", "2024-01-02"}
     streamed = final_bars(str(out), table="bars_ticks")
     assert without_panes(streamed) == without_panes(expected)
-    assert {run_of(bar["file"]) for bar in streamed if bar["day"] == "2024-01-02"} == {run["run"]}, \
+    assert {run_of(bar["file"]) for bar in streamed if bar["day"] == "2024-01-02"} == {run["run"]}, (
         "the second run rebuilt the second day"
+    )

@@ -1,5 +1,6 @@
 """Large inputs are cut into chunks of bounded size (memory stays flat): the cut never changes a
 bar, a dead letter or a count."""
+
 from __future__ import annotations
 
 import json
@@ -31,23 +32,60 @@ def write_messy_parquet(path: Path, n: int = 6000, seed: int = 3) -> None:
     for symbol in ("BTCUSDT", "ETHUSDT"):
         times = np.sort(rng.integers(START_US, START_US + 180 * MINUTE_US, n // 2))
         for i, t in enumerate(times.tolist()):
-            rows.append({"exchange": "binance", "symbol": symbol, "trade_id": str(i + 1), "price": 100 + i * 0.01,
-                         "amount": 0.5 + (i % 7) / 10, "side": "buy" if i % 3 else "sell", "event_time": t})
+            rows.append(
+                {
+                    "exchange": "binance",
+                    "symbol": symbol,
+                    "trade_id": str(i + 1),
+                    "price": 100 + i * 0.01,
+                    "amount": 0.5 + (i % 7) / 10,
+                    "side": "buy" if i % 3 else "sell",
+                    "event_time": t,
+                }
+            )
     rows.append(dict(rows[10]))  # an exact copy, in the last row group
     rows.append({**rows[20], "price": rows[20]["price"] + 1})  # same id, different price
     rows.append({**rows[30], "trade_id": "no-time", "event_time": None})
     rows.append({**rows[40], "trade_id": "no-time-2", "event_time": None})
     rows.append({**rows[50], "trade_id": "bad-price", "price": -1.0})
-    table = pa.Table.from_pylist(rows, pa.schema([
-        ("exchange", pa.string()), ("symbol", pa.string()), ("trade_id", pa.string()), ("price", pa.float64()),
-        ("amount", pa.float64()), ("side", pa.string()), ("event_time", pa.timestamp("us", tz="UTC"))]))
+    table = pa.Table.from_pylist(
+        rows,
+        pa.schema(
+            [
+                ("exchange", pa.string()),
+                ("symbol", pa.string()),
+                ("trade_id", pa.string()),
+                ("price", pa.float64()),
+                ("amount", pa.float64()),
+                ("side", pa.string()),
+                ("event_time", pa.timestamp("us", tz="UTC")),
+            ]
+        ),
+    )
     pq.write_table(table, path, row_group_size=500)
 
 
 def run(inputs: str, source: str, out: Path, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, "backfill", "--source", source, "--input", inputs, "--interval", "1m",
-                           "--fill-gaps", "--out", str(out), "--no-progress", *extra],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            CLI,
+            "backfill",
+            "--source",
+            source,
+            "--input",
+            inputs,
+            "--interval",
+            "1m",
+            "--fill-gaps",
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def dead_letters(out: Path) -> list[tuple]:
@@ -116,8 +154,11 @@ def test_dated_text_files_are_grouped_into_runs_of_days(tmp_path):
 def test_runs_of_days_are_equal_so_parallel_workers_finish_together():
     # 30 days of two symbols, 50,000 rows a file: 3M rows over a 1M budget make 4 runs (an even
     # count), 7 or 8 days each; filling runs greedily gave 7, 7, 7, 7 and 2 days.
-    files = tuple(InputFile(f"/d/{symbol}-aggTrades-2024-01-{day:02d}.csv", 50_000 * 50)
-                  for day in range(1, 31) for symbol in ("BTCUSDT", "ETHUSDT"))
+    files = tuple(
+        InputFile(f"/d/{symbol}-aggTrades-2024-01-{day:02d}.csv", 50_000 * 50)
+        for day in range(1, 31)
+        for symbol in ("BTCUSDT", "ETHUSDT")
+    )
     runs = split_large_chunks([Chunk("all", files)], "text", parse_interval("1m"), 1_000_000)
     days = [sorted({f.path[-6:-4] for f in run.files}) for run in runs]
     assert [len(d) for d in days] in ([7, 8, 7, 8], [8, 7, 8, 7])
@@ -126,13 +167,16 @@ def test_runs_of_days_are_equal_so_parallel_workers_finish_together():
     assert [run.chunk_id for run in runs] == [f"all@202401{d[0]}" for d in days]
 
 
-@pytest.mark.parametrize("total, budget, pieces", [
-    (1_500_000, 6_000_000, 1),    # small: one chunk, no second worker to start
-    (2_000_000, 6_000_000, 2),    # large enough to share between two workers
-    (10_172_800, 6_000_000, 2),   # 10M trades of 3 symbols over a day, with window costs
-    (13_000_000, 6_000_000, 4),   # over two budgets: rounded up to an even count
-    (30_000_000, 5_000_000, 6),
-])
+@pytest.mark.parametrize(
+    "total, budget, pieces",
+    [
+        (1_500_000, 6_000_000, 1),  # small: one chunk, no second worker to start
+        (2_000_000, 6_000_000, 2),  # large enough to share between two workers
+        (10_172_800, 6_000_000, 2),  # 10M trades of 3 symbols over a day, with window costs
+        (13_000_000, 6_000_000, 4),  # over two budgets: rounded up to an even count
+        (30_000_000, 5_000_000, 6),
+    ],
+)
 def test_large_chunks_are_cut_into_an_even_number_of_pieces(total, budget, pieces):
     rows = _piece_rows(total, budget)
     assert rows <= budget and -(-total // rows) == pieces
@@ -146,10 +190,21 @@ def write_parquet_with_a_lying_statistic(path: Path, hours: int = 48, rows: int 
     statistic ``lie_us`` later than its rows (pyarrow writes true statistics: the footer is patched)."""
     rng = np.random.default_rng(11)
     times = np.sort(rng.integers(START_US, START_US + hours * HOUR_US, rows))
-    pq.write_table(pa.table({
-        "exchange": ["binance"] * rows, "symbol": ["BTCUSDT"] * rows, "trade_id": [str(i) for i in range(rows)],
-        "price": 100 + np.arange(rows) % 50 / 10, "amount": np.full(rows, 0.5), "side": ["buy", "sell"] * (rows // 2),
-        "event_time": pa.array(times, pa.timestamp("us", tz="UTC"))}), path, row_group_size=rows // 2)
+    pq.write_table(
+        pa.table(
+            {
+                "exchange": ["binance"] * rows,
+                "symbol": ["BTCUSDT"] * rows,
+                "trade_id": [str(i) for i in range(rows)],
+                "price": 100 + np.arange(rows) % 50 / 10,
+                "amount": np.full(rows, 0.5),
+                "side": ["buy", "sell"] * (rows // 2),
+                "event_time": pa.array(times, pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        path,
+        row_group_size=rows // 2,
+    )
     data = path.read_bytes()
     footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
     true_min = int(times[rows // 2]).to_bytes(8, "little", signed=True)
@@ -180,6 +235,7 @@ def test_slices_trust_statistics_only_where_the_planner_found_them_right(tmp_pat
     write_parquet_with_a_lying_statistic(lying)
     write_messy_parquet(messy)
     for path, right in ((lying, False), (messy, True)):
-        pieces = split_large_chunks([Chunk("all", (InputFile(str(path), path.stat().st_size),))], "parquet",
-                                    parse_interval("1h"), 4500)
+        pieces = split_large_chunks(
+            [Chunk("all", (InputFile(str(path), path.stat().st_size),))], "parquet", parse_interval("1h"), 4500
+        )
         assert len(pieces) > 1 and {p.time_slice.statistics_checked for p in pieces} == {right}

@@ -1,4 +1,5 @@
 """Chunks and partial bars cross every shuffle pickled: what arrives must be what was sent."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,8 @@ MINUTE = 60_000_000
 trade = st.tuples(
     st.text(min_size=1, max_size=12),  # trade id: any length, any script
     st.integers(0, 3 * MINUTE - 1),  # event time: up to three windows
-    st.floats(1e-8, 1e6), st.floats(1e-8, 1e3),
+    st.floats(1e-8, 1e6),
+    st.floats(1e-8, 1e3),
     st.sampled_from(["buy", "sell", "unknown"]),
     st.one_of(st.none(), st.integers(0, 10 * MINUTE)),  # receive time, often unknown
     st.one_of(st.none(), st.integers(0, 2**40)),  # source offset
@@ -26,10 +28,20 @@ trade = st.tuples(
 
 def chunks_from(trades, with_receive_times: bool):
     ids, times, prices, amounts, sides, receives, offsets = map(list, zip(*trades))
-    batch = make_trade_batch(exchange="binance", symbol="BTCUSDT", base="BTC", quote="USDT", trade_id=ids,
-                             price=prices, amount=amounts, side=sides, event_time=times,
-                             receive_time=receives if with_receive_times else None,
-                             source=[f"file-{t % 2}" for t in times], source_offset=offsets)
+    batch = make_trade_batch(
+        exchange="binance",
+        symbol="BTCUSDT",
+        base="BTC",
+        quote="USDT",
+        trade_id=ids,
+        price=prices,
+        amount=amounts,
+        side=sides,
+        event_time=times,
+        receive_time=receives if with_receive_times else None,
+        source=[f"file-{t % 2}" for t in times],
+        source_offset=offsets,
+    )
     starts = np.asarray(times, dtype=np.int64) // MINUTE * MINUTE
     return list(chunks_of(batch, starts, ("binance", "BTCUSDT")))
 

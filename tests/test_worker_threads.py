@@ -1,5 +1,6 @@
 """Chunk workers run Arrow and polars on one thread each: the pool already runs a worker per core,
 so a library's own threads would only compete with the other workers."""
+
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
@@ -10,6 +11,7 @@ from beam_pipelines.worker_server import worker_context
 def _thread_counts() -> tuple[int, int]:
     import polars as pl
     import pyarrow as pa
+
     return pl.thread_pool_size(), pa.cpu_count()
 
 

@@ -6,6 +6,7 @@ live stream apply exactly these transforms, in the order ``TradesToBars`` gives.
 The package's names load on first use, so that importing one Beam-free module of it (the
 command line's planning reads ``bar_spec`` and ``interval``) does not import Beam.
 """
+
 import importlib
 
 _EXPORTS = {"BarSpec": "transforms.bar_spec", "TradesToBars": "transforms.trades_to_bars"}

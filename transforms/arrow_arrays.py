@@ -1,4 +1,5 @@
 """Arrow columns as single arrays, without copying what is already one, and cheap whole-column checks."""
+
 from __future__ import annotations
 
 import pyarrow as pa

@@ -3,6 +3,7 @@ of a threshold (``ticks:1000``, ``volume:50``, ``dollar:1e6``), each to its own 
 
 Beam- and numpy-free: the command line parses and plans with it before anything heavy loads.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,11 +51,11 @@ def parse_threshold(kind: str, size_text: str) -> Threshold:
         raise BarsOptionError(f"bad {kind} bar size {size_text!r}: use a positive number, e.g. {kind}:1000")
     size = float(size_text)
     if not 0 < size < math.inf or (kind == "ticks" and not size.is_integer()):
-        raise BarsOptionError(f"bad {kind} bar size {size_text!r}: it must be a positive "
-                              f"{'whole number' if kind == 'ticks' else 'finite number'}")
+        raise BarsOptionError(
+            f"bad {kind} bar size {size_text!r}: it must be a positive "
+            f"{'whole number' if kind == 'ticks' else 'finite number'}"
+        )
     return Threshold(kind, size)
-
-
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class BarsRequest:
     """Every kind of bar one run builds: time bars of ``interval`` (when ``time_bars``), and one
     table of information bars per threshold. The interval is also the grain of the run's
     lateness and dedupe windows, so it is kept when time bars are not wanted."""
+
     interval: str = "1m"
     time_bars: bool = True
     thresholds: tuple[Threshold, ...] = ()
@@ -79,7 +81,9 @@ def parse_bars_options(values: list[str] | None, interval: str = "1m", interval_
     for value in values:
         kind, _, argument = value.partition(":")
         if not argument:
-            raise BarsOptionError(f"bad --bars {value!r}: use KIND:SIZE, e.g. time:1m, ticks:1000, volume:50, dollar:1e6, consolidated:1m")
+            raise BarsOptionError(
+                f"bad --bars {value!r}: use KIND:SIZE, e.g. time:1m, ticks:1000, volume:50, dollar:1e6, consolidated:1m"
+            )
         if kind == "time":
             time_intervals.append(argument)
         elif kind == "consolidated":
@@ -87,11 +91,17 @@ def parse_bars_options(values: list[str] | None, interval: str = "1m", interval_
         else:
             thresholds.append(parse_threshold(kind, argument))
     kinds = [t.kind for t in thresholds]
-    repeated = sorted({k for k in kinds if kinds.count(k) > 1} | ({"time"} if len(time_intervals) > 1 else set())
-                      | ({"consolidated"} if len(consolidated) > 1 else set()))
+    repeated = sorted(
+        {k for k in kinds if kinds.count(k) > 1}
+        | ({"time"} if len(time_intervals) > 1 else set())
+        | ({"consolidated"} if len(consolidated) > 1 else set())
+    )
     if repeated:
-        raise BarsOptionError(f"--bars {repeated[0]} is given twice: each kind goes to one table (bars, bars_ticks, "
-                              "bars_volume, bars_dollar, bars_consolidated)")
-    run_interval = time_intervals[0] if time_intervals else (interval if interval_given or not consolidated
-                                                              else consolidated[0])
+        raise BarsOptionError(
+            f"--bars {repeated[0]} is given twice: each kind goes to one table (bars, bars_ticks, "
+            "bars_volume, bars_dollar, bars_consolidated)"
+        )
+    run_interval = (
+        time_intervals[0] if time_intervals else (interval if interval_given or not consolidated else consolidated[0])
+    )
     return BarsRequest(run_interval, bool(time_intervals), tuple(thresholds), consolidated[0] if consolidated else None)

@@ -4,6 +4,7 @@ It imports Beam only to build the windowing: the command line reads a BarSpec wh
 backfill, before any pipeline exists, and a local backfill's chunk workers should not wait for
 the command line to import Beam for nothing.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,13 +47,17 @@ class BarSpec:
         if self.early_firing_seconds is not None and self.early_firing_seconds <= 0:
             raise ValueError("the early firing period must be positive")
         if self.thresholds and self.interval.micros > DAY_MICROS:
-            raise ValueError(f"information bars count from each UTC day's start: an interval of {self.interval.text} "
-                             "would put one window (the grain of their lateness and dedupe) across days; use 1d or less")
+            raise ValueError(
+                f"information bars count from each UTC day's start: an interval of {self.interval.text} "
+                "would put one window (the grain of their lateness and dedupe) across days; use 1d or less"
+            )
         if not self.time_bars and not self.thresholds and self.consolidation is None:
             raise ValueError("no bars asked for: time bars, information bars, consolidated bars or several")
         if self.consolidation is not None and self.consolidation.interval.micros % self.interval.micros:
-            raise ValueError(f"consolidated bars of {self.consolidation.interval.text} must be a whole number of the "
-                             f"run's {self.interval.text} windows (the grain of its lateness and dedupe)")
+            raise ValueError(
+                f"consolidated bars of {self.consolidation.interval.text} must be a whole number of the "
+                f"run's {self.interval.text} windows (the grain of its lateness and dedupe)"
+            )
 
     @property
     def day_by_day(self) -> bool:
@@ -92,8 +97,7 @@ class BarSpec:
         from apache_beam.transforms import window as windows
         from apache_beam.utils.timestamp import Duration
 
-        early = (triggers.AfterProcessingTime(self.early_firing_seconds)
-                 if self.early_firing_seconds else None)
+        early = triggers.AfterProcessingTime(self.early_firing_seconds) if self.early_firing_seconds else None
         # A late trigger is always present: a finished trigger would make the runner drop
         # stragglers in the slack margin silently.
         trigger = triggers.AfterWatermark(early=early, late=triggers.AfterCount(1))

@@ -3,6 +3,7 @@
 Keys include the window start. One key per window keeps the runner's per-key trigger
 bookkeeping constant-size, so batch cost grows linearly with the number of windows.
 """
+
 from __future__ import annotations
 
 import operator
@@ -68,8 +69,11 @@ class _FormatBar(beam.DoFn):
         timing = PANE_TIMING_NAMES[pane.timing]
         self._panes.inc()
         return {
-            "exchange": exchange, "symbol": symbol, "interval": self._spec.interval.text,
-            "window_start": window_start, "window_end": window_start + self._spec.interval.micros,
+            "exchange": exchange,
+            "symbol": symbol,
+            "interval": self._spec.interval.text,
+            "window_start": window_start,
+            "window_end": window_start + self._spec.interval.micros,
             **partial.ohlcv(),
             "is_filled": False,
             "pane_timing": timing,
@@ -106,7 +110,9 @@ class ComputeBars(beam.PTransform):
     def expand(self, unique):
         # Summarized before the grouping: a runner that does not combine before its shuffle (the
         # in-process one, under a trigger with late firings) would otherwise hold and move trades.
-        return (unique
-                | "Summarize" >> beam.MapTuple(lambda key, records: (key, summary_of(records))).with_output_types(ByWindow)
-                | "MergePartials" >> beam.CombinePerKey(MergePartialBars())
-                | "FormatBars" >> beam.ParDo(_FormatBar(self._spec)))
+        return (
+            unique
+            | "Summarize" >> beam.MapTuple(lambda key, records: (key, summary_of(records))).with_output_types(ByWindow)
+            | "MergePartials" >> beam.CombinePerKey(MergePartialBars())
+            | "FormatBars" >> beam.ParDo(_FormatBar(self._spec))
+        )

@@ -17,6 +17,7 @@ the day's windows that are not yet final and releases them in order with one eve
 The timer waits for the newest window seen when it was set, as the information bars' does, so a
 bounded day is released in a handful of firings; each arriving on-time pane pulls it earlier.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -50,10 +51,14 @@ class _VenueWindows(beam.DoFn):
 
     def __init__(self, spec: ConsolidationSpec):
         self._spec = spec
-        self._skipped = [beam.metrics.Metrics.counter("cryptobeam", f"table_skipped.{table}")
-                         for table in (CONSOLIDATED_TABLE, QUALITY_TABLE)]
-        self._skipped_duplicates = [beam.metrics.Metrics.counter("cryptobeam", f"table_skipped_duplicates.{table}")
-                                    for table in (CONSOLIDATED_TABLE, QUALITY_TABLE)]
+        self._skipped = [
+            beam.metrics.Metrics.counter("cryptobeam", f"table_skipped.{table}")
+            for table in (CONSOLIDATED_TABLE, QUALITY_TABLE)
+        ]
+        self._skipped_duplicates = [
+            beam.metrics.Metrics.counter("cryptobeam", f"table_skipped_duplicates.{table}")
+            for table in (CONSOLIDATED_TABLE, QUALITY_TABLE)
+        ]
 
     def process(self, element):
         (exchange, symbol, window_start), unique = element
@@ -67,8 +72,16 @@ class _VenueWindows(beam.DoFn):
         start = int(spec.interval.window_start_micros(window_start))
         ids = chunk.integer_trade_ids() if exchange in spec.sequential_id_exchanges and len(chunk) else None
         partial = summary_of(unique)  # the exact sums time bars use, computed with the chunk in bulk
-        summary = venue_window(chunk.event_time, chunk.price, chunk.amount, ids, unique.duplicate_count, start, spec,
-                               (partial.volume, partial.quote_volume))
+        summary = venue_window(
+            chunk.event_time,
+            chunk.price,
+            chunk.amount,
+            ids,
+            unique.duplicate_count,
+            start,
+            spec,
+            (partial.volume, partial.quote_volume),
+        )
         yield (chunk.base, spec.quote_of(chunk.quote), start), (f"{exchange}:{symbol}", summary)
 
 
@@ -98,6 +111,7 @@ class _PoolVenues(beam.CombineFn):
 
 class VenueStatus(typing.NamedTuple):
     """A venue's connection states in one window, as its collector reported them."""
+
     venue: str
     times: tuple
     statuses: tuple
@@ -112,8 +126,14 @@ def _statuses_by_day(element, spec: ConsolidationSpec):
     days = chunk.event_time // DAY_MICROS
     for day in sorted(set(days.tolist())):
         rows = [i for i, d in enumerate(days.tolist()) if d == day]
-        yield (chunk.base, spec.quote_of(chunk.quote), day * DAY_MICROS), VenueStatus(
-            f"{exchange}:{symbol}", tuple(int(chunk.event_time[i]) for i in rows), tuple(chunk.status[i] for i in rows))
+        yield (
+            (chunk.base, spec.quote_of(chunk.quote), day * DAY_MICROS),
+            VenueStatus(
+                f"{exchange}:{symbol}",
+                tuple(int(chunk.event_time[i]) for i in rows),
+                tuple(chunk.status[i] for i in rows),
+            ),
+        )
 
 
 def disconnected_at(log: dict, moment: int) -> frozenset:
@@ -176,9 +196,16 @@ class _ConsolidateFn(beam.DoFn):
         self._panes = beam.metrics.Metrics.counter("cryptobeam", "consolidated_bar_panes")
         self._after_final = beam.metrics.Metrics.counter("cryptobeam", "consolidated_after_final")
 
-    def process(self, element, arrivals=beam.DoFn.StateParam(ARRIVALS), released_state=beam.DoFn.StateParam(RELEASED),
-                wake_state=beam.DoFn.StateParam(WAKE_AT), closed_state=beam.DoFn.StateParam(CLOSED),
-                for_panes_state=beam.DoFn.StateParam(WAKE_FOR_PANES), wake=beam.DoFn.TimerParam(WAKE)):
+    def process(
+        self,
+        element,
+        arrivals=beam.DoFn.StateParam(ARRIVALS),
+        released_state=beam.DoFn.StateParam(RELEASED),
+        wake_state=beam.DoFn.StateParam(WAKE_AT),
+        closed_state=beam.DoFn.StateParam(CLOSED),
+        for_panes_state=beam.DoFn.StateParam(WAKE_FOR_PANES),
+        wake=beam.DoFn.TimerParam(WAKE),
+    ):
         (base, quote, day), value = element
         released = released_state.read()
         if isinstance(value, VenueStatus):
@@ -195,16 +222,18 @@ class _ConsolidateFn(beam.DoFn):
             # The runner's slack makes this unreachable; if it is reached, the table's accounting
             # check names the trades it lacks, so the run does not reconcile.
             self._after_final.inc(sum(v.trade_count for v in pooled.venues.values()))
-            _log.warning("a pane of %s/%s at %d came after its day's consolidated bars were final",
-                         base, quote, window_start)
+            _log.warning(
+                "a pane of %s/%s at %d came after its day's consolidated bars were final", base, quote, window_start
+            )
             return
         arrivals.add((window_start, pooled))
         window_end = window_start + self._consolidation.interval.micros
         if released is not None and window_end <= released:
             target = released  # a revision of a released window: at once
         elif timing == "EARLY":  # an open window: it may be ahead of the watermark
-            self._wake(ms_ceiling(max(window_start, released or window_start)), False, wake_state, for_panes_state,
-                       wake)
+            self._wake(
+                ms_ceiling(max(window_start, released or window_start)), False, wake_state, for_panes_state, wake
+            )
             return
         else:
             target = window_end
@@ -229,12 +258,21 @@ class _ConsolidateFn(beam.DoFn):
             wake.set(Timestamp(micros=target))
 
     @on_timer(WAKE)
-    def on_wake(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
-                arrivals=beam.DoFn.StateParam(ARRIVALS), windows_state=beam.DoFn.StateParam(WINDOWS),
-                judged_state=beam.DoFn.StateParam(JUDGED), emitted_state=beam.DoFn.StateParam(EMITTED),
-                released_state=beam.DoFn.StateParam(RELEASED), wake_state=beam.DoFn.StateParam(WAKE_AT),
-                closed_state=beam.DoFn.StateParam(CLOSED), status_state=beam.DoFn.StateParam(STATUS_LOG),
-                for_panes_state=beam.DoFn.StateParam(WAKE_FOR_PANES), wake=beam.DoFn.TimerParam(WAKE)):
+    def on_wake(
+        self,
+        key=beam.DoFn.KeyParam,
+        fired_at=beam.DoFn.TimestampParam,
+        arrivals=beam.DoFn.StateParam(ARRIVALS),
+        windows_state=beam.DoFn.StateParam(WINDOWS),
+        judged_state=beam.DoFn.StateParam(JUDGED),
+        emitted_state=beam.DoFn.StateParam(EMITTED),
+        released_state=beam.DoFn.StateParam(RELEASED),
+        wake_state=beam.DoFn.StateParam(WAKE_AT),
+        closed_state=beam.DoFn.StateParam(CLOSED),
+        status_state=beam.DoFn.StateParam(STATUS_LOG),
+        for_panes_state=beam.DoFn.StateParam(WAKE_FOR_PANES),
+        wake=beam.DoFn.TimerParam(WAKE),
+    ):
         base, quote, day_start = key
         released = released_state.read()
         watermark = max(fired_at.micros, released or fired_at.micros)
@@ -257,8 +295,14 @@ class _ConsolidateFn(beam.DoFn):
             released_now = window_start + interval <= watermark
             if not released_now and not self._spec.early_firing_seconds:
                 break
-            bar, rows, after = consolidate_window((base, quote), window_start, windows[window_start], judgement,
-                                                  self._consolidation, disconnected_at(log, window_start + interval - 1))
+            bar, rows, after = consolidate_window(
+                (base, quote),
+                window_start,
+                windows[window_start],
+                judgement,
+                self._consolidation,
+                disconnected_at(log, window_start + interval - 1),
+            )
             final = released_now and self._final_at(window_start) <= watermark
             yield from self._panes_of(window_start, bar, rows, released_now, final, emitted)
             judgement = after
@@ -331,19 +375,24 @@ class ComputeConsolidatedBars(beam.PTransform):
 
     def expand(self, unique):
         consolidation = self._spec.consolidation
-        pooled = (unique
-                  | "VenueWindows" >> beam.ParDo(_VenueWindows(consolidation)).with_output_types(
-                      typing.Tuple[PairWindowKey, typing.Any])
-                  # A median is not a sum: every pane holds the whole window so far, whatever --accumulation says.
-                  | "PairWindows" >> replace(self._spec, accumulation="accumulating").window_into(consolidation.interval)
-                  | "PoolVenues" >> beam.CombinePerKey(_PoolVenues())
-                  | "ByPairDay" >> beam.FlatMap(_by_day).with_output_types(typing.Tuple[PairDayKey, typing.Any])
-                  | "Unwindow" >> beam.WindowInto(beam.window.GlobalWindows()))
+        pooled = (
+            unique
+            | "VenueWindows"
+            >> beam.ParDo(_VenueWindows(consolidation)).with_output_types(typing.Tuple[PairWindowKey, typing.Any])
+            # A median is not a sum: every pane holds the whole window so far, whatever --accumulation says.
+            | "PairWindows" >> replace(self._spec, accumulation="accumulating").window_into(consolidation.interval)
+            | "PoolVenues" >> beam.CombinePerKey(_PoolVenues())
+            | "ByPairDay" >> beam.FlatMap(_by_day).with_output_types(typing.Tuple[PairDayKey, typing.Any])
+            | "Unwindow" >> beam.WindowInto(beam.window.GlobalWindows())
+        )
         if self._statuses is not None:
-            statuses = (self._statuses
-                        | "StatusesByPairDay" >> beam.FlatMap(_statuses_by_day, consolidation).with_output_types(
-                            typing.Tuple[PairDayKey, typing.Any])
-                        | "UnwindowStatuses" >> beam.WindowInto(beam.window.GlobalWindows()))
+            statuses = (
+                self._statuses
+                | "StatusesByPairDay"
+                >> beam.FlatMap(_statuses_by_day, consolidation).with_output_types(typing.Tuple[PairDayKey, typing.Any])
+                | "UnwindowStatuses" >> beam.WindowInto(beam.window.GlobalWindows())
+            )
             pooled = (pooled, statuses) | "WithStatuses" >> beam.Flatten()
-        return pooled | "Consolidate" >> beam.ParDo(_ConsolidateFn(self._spec)).with_outputs(CONSOLIDATED_TABLE,
-                                                                                              QUALITY_TABLE)
+        return pooled | "Consolidate" >> beam.ParDo(_ConsolidateFn(self._spec)).with_outputs(
+            CONSOLIDATED_TABLE, QUALITY_TABLE
+        )

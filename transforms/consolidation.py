@@ -26,6 +26,7 @@ day equals the same day inside a longer run, and a stream equals the backfill.
 Beam-free: the command line plans with ``ConsolidationSpec``; the Beam steps are in
 ``transforms.consolidated_bar_panes``.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,6 +49,7 @@ _MAX_RANGES_SHOWN = 20
 @dataclass(frozen=True)
 class ConsolidationSpec:
     """What ``--bars consolidated:1m`` and its options ask for."""
+
     interval: Interval
     partitions: int = 12
     deviation: float = 0.02
@@ -61,11 +63,15 @@ class ConsolidationSpec:
 
     def __post_init__(self):
         if DAY_MICROS % self.interval.micros:
-            raise ValueError(f"consolidated bars are judged day by day: their interval must divide a day, "
-                             f"and {self.interval.text} does not")
+            raise ValueError(
+                f"consolidated bars are judged day by day: their interval must divide a day, "
+                f"and {self.interval.text} does not"
+            )
         if self.partitions < 1 or self.interval.micros % self.partitions:
-            raise ValueError(f"--partitions {self.partitions}: the {self.interval.text} window must split into "
-                             "that many equal whole-microsecond partitions")
+            raise ValueError(
+                f"--partitions {self.partitions}: the {self.interval.text} window must split into "
+                "that many equal whole-microsecond partitions"
+            )
         if not 0 < self.deviation < 1:
             raise ValueError("--deviation must be between 0 and 100 %")
         if self.stale_after_seconds <= 0:
@@ -78,10 +84,15 @@ class ConsolidationSpec:
 
     def settings(self) -> dict:
         """What must match for an earlier output's consolidated bars to be reused."""
-        return {"interval": self.interval.text, "partitions": self.partitions, "deviation": self.deviation,
-                "stale_after_seconds": self.stale_after_seconds, "min_constituents": self.min_constituents,
-                "quote_equivalents": [list(p) for p in self.quote_equivalents],
-                "sequential_id_exchanges": sorted(self.sequential_id_exchanges)}
+        return {
+            "interval": self.interval.text,
+            "partitions": self.partitions,
+            "deviation": self.deviation,
+            "stale_after_seconds": self.stale_after_seconds,
+            "min_constituents": self.min_constituents,
+            "quote_equivalents": [list(p) for p in self.quote_equivalents],
+            "sequential_id_exchanges": sorted(self.sequential_id_exchanges),
+        }
 
 
 _NO_RUNS = np.zeros((0, 2), dtype=np.int64)
@@ -90,6 +101,7 @@ _NO_RUNS = np.zeros((0, 2), dtype=np.int64)
 @dataclass
 class VenueWindow:
     """One venue's unique trades of one window: mergeable, whatever the grouping or order."""
+
     trade_count: int = 0
     duplicate_count: int = 0
     volume: ExactSum = ExactSum()
@@ -113,16 +125,28 @@ class VenueWindow:
         elif self.trade_count == 0 or other.trade_count == 0:
             runs = self.id_runs if other.trade_count == 0 else other.id_runs
         last = [t for t in (self.last_trade_us, other.last_trade_us) if t is not None]
-        return VenueWindow(self.trade_count + other.trade_count, self.duplicate_count + other.duplicate_count,
-                           self.volume + other.volume, self.quote_volume + other.quote_volume,
-                           max(last) if last else None,
-                           np.concatenate((self.partition, other.partition)),
-                           np.concatenate((self.price, other.price)), np.concatenate((self.amount, other.amount)), runs)
+        return VenueWindow(
+            self.trade_count + other.trade_count,
+            self.duplicate_count + other.duplicate_count,
+            self.volume + other.volume,
+            self.quote_volume + other.quote_volume,
+            max(last) if last else None,
+            np.concatenate((self.partition, other.partition)),
+            np.concatenate((self.price, other.price)),
+            np.concatenate((self.amount, other.amount)),
+            runs,
+        )
 
     def without_trades(self) -> "VenueWindow":
         """Its figures only: what judging the venue needs, once the prices are computed."""
-        return VenueWindow(self.trade_count, self.duplicate_count, self.volume, self.quote_volume, self.last_trade_us,
-                           id_runs=None if self.id_runs is None else normalized_runs(self.id_runs))
+        return VenueWindow(
+            self.trade_count,
+            self.duplicate_count,
+            self.volume,
+            self.quote_volume,
+            self.last_trade_us,
+            id_runs=None if self.id_runs is None else normalized_runs(self.id_runs),
+        )
 
     @property
     def vwap(self) -> float | None:
@@ -130,8 +154,16 @@ class VenueWindow:
         return float(self.quote_volume) / volume if volume > 0 else None
 
 
-def venue_window(event_time, price, amount, integer_ids: np.ndarray | None, duplicate_count: int,
-                 window_start_us: int, spec: ConsolidationSpec, sums: tuple | None = None) -> VenueWindow:
+def venue_window(
+    event_time,
+    price,
+    amount,
+    integer_ids: np.ndarray | None,
+    duplicate_count: int,
+    window_start_us: int,
+    spec: ConsolidationSpec,
+    sums: tuple | None = None,
+) -> VenueWindow:
     """The summary of one venue's unique trades (numpy columns) of the window starting at
     ``window_start_us``; ``integer_ids`` only for a venue with consecutive ids; ``sums``, the
     exact (volume, quote volume) when already known."""
@@ -141,8 +173,17 @@ def venue_window(event_time, price, amount, integer_ids: np.ndarray | None, dupl
     partition = ((np.asarray(event_time) - window_start_us) // width).astype(np.int16)
     volume, quote_volume = sums if sums is not None else ExactSum.of_many([amount, price * amount])
     runs = None if integer_ids is None else id_runs_of(integer_ids)
-    return VenueWindow(len(event_time), duplicate_count, volume, quote_volume, int(np.max(event_time)),
-                       partition, np.asarray(price, dtype=np.float64), np.asarray(amount, dtype=np.float64), runs)
+    return VenueWindow(
+        len(event_time),
+        duplicate_count,
+        volume,
+        quote_volume,
+        int(np.max(event_time)),
+        partition,
+        np.asarray(price, dtype=np.float64),
+        np.asarray(amount, dtype=np.float64),
+        runs,
+    )
 
 
 def id_runs_of(ids: np.ndarray) -> np.ndarray:
@@ -169,8 +210,12 @@ def normalized_runs(runs: np.ndarray) -> np.ndarray:
 def weighted_median(prices: np.ndarray, amounts: np.ndarray) -> float:
     """The lower volume-weighted median: ordered by price, the price at which the cumulative
     volume first reaches half the total, compared exactly (one partition of one set's trades)."""
-    trades = VenueWindow(len(prices), partition=np.zeros(len(prices), dtype=np.int16), price=np.asarray(prices),
-                         amount=np.asarray(amounts))
+    trades = VenueWindow(
+        len(prices),
+        partition=np.zeros(len(prices), dtype=np.int16),
+        price=np.asarray(prices),
+        amount=np.asarray(amounts),
+    )
     return _set_prices([trades], np.array([1]))[0][0]
 
 
@@ -211,8 +256,10 @@ def subset_prices(venues: dict[str, VenueWindow]) -> dict[frozenset, tuple[float
         return {}
     masks = np.arange(1, 1 << len(names), dtype=np.int64)
     found = _set_prices([venues[name] for name in names], masks)
-    return {frozenset(name for i, name in enumerate(names) if mask >> i & 1): price
-            for mask, price in zip(masks.tolist(), found)}
+    return {
+        frozenset(name for i, name in enumerate(names) if mask >> i & 1): price
+        for mask, price in zip(masks.tolist(), found)
+    }
 
 
 def _set_prices(chosen: list[VenueWindow], masks: np.ndarray) -> list[tuple[float | None, int]]:
@@ -234,15 +281,24 @@ def _set_prices(chosen: list[VenueWindow], masks: np.ndarray) -> list[tuple[floa
     starts, ends = np.r_[0, bounds], np.r_[bounds, len(partition)]
     volumes = np.where(((masks[:, None] >> code[None, :]) & 1).astype(bool), amount[None, :], 0.0)
     running = np.cumsum(volumes, axis=1)
-    before = np.concatenate((np.zeros((len(masks), 1)), running[:, starts[1:] - 1]), axis=1)  # sum before each partition
+    before = np.concatenate(
+        (np.zeros((len(masks), 1)), running[:, starts[1:] - 1]), axis=1
+    )  # sum before each partition
     totals = running[:, ends - 1] - before  # each set's volume in each partition
     tolerance = 8 * len(amount) * np.finfo(np.float64).eps * running[:, -1]
     traded = np.add.reduceat(volumes > 0, starts, axis=1)  # the set's trades in each partition, counted exactly
     prices = []
     for row in range(len(masks)):
         parts = np.flatnonzero(traded[row])
-        at = _partition_medians(running[row], volumes[row], starts[parts], ends[parts], before[row, parts],
-                                totals[row, parts], tolerance[row])
+        at = _partition_medians(
+            running[row],
+            volumes[row],
+            starts[parts],
+            ends[parts],
+            before[row, parts],
+            totals[row, parts],
+            tolerance[row],
+        )
         prices.append((math.fsum(price[at].tolist()) / len(at), len(at)) if len(at) else (None, 0))
     return prices
 
@@ -252,10 +308,13 @@ def _partition_medians(running, volumes, starts, ends, before, totals, tolerance
     window: each where the running volume first reaches the sum before it plus half its own."""
     candidates = np.clip(np.searchsorted(running, before + totals / 2), starts, ends - 1)
     previous = running[np.maximum(candidates - 1, 0)]
-    clear = ((totals > tolerance) & (2 * (running[candidates] - before) - totals > tolerance)
-             & ((candidates == starts) | (totals - 2 * (previous - before) > tolerance)))
+    clear = (
+        (totals > tolerance)
+        & (2 * (running[candidates] - before) - totals > tolerance)
+        & ((candidates == starts) | (totals - 2 * (previous - before) > tolerance))
+    )
     for k in np.flatnonzero(~clear).tolist():  # near the half, or a volume lost in the window's rounding
-        candidates[k] = starts[k] + _exact_median_index(volumes[starts[k]:ends[k]], int(candidates[k] - starts[k]))
+        candidates[k] = starts[k] + _exact_median_index(volumes[starts[k] : ends[k]], int(candidates[k] - starts[k]))
     return candidates
 
 
@@ -263,6 +322,7 @@ def _partition_medians(running, volumes, starts, ends, before, totals, tolerance
 class PooledWindow:
     """One pair's window, ready to judge: each venue's figures, and the price of every set of
     venues that may be included (or, past ``MAX_SUBSET_VENUES``, the trades to compute it)."""
+
     venues: dict
     prices: dict
     trades: dict | None = None
@@ -297,6 +357,7 @@ def median_of_others(vwaps: dict[str, float], venue: str) -> float | None:
 @dataclass(frozen=True)
 class Judgement:
     """What a pair's venues carry from one window to the next within a day."""
+
     deviating: frozenset = frozenset()
     last_trade_us: tuple = ()
     """(venue, time) pairs, sorted: every venue seen today and its last trade."""
@@ -309,8 +370,12 @@ def missing_id_ranges(runs: np.ndarray, previous_id: int | None) -> list[tuple[i
     runs = normalized_runs(runs)
     if previous_id is not None:
         runs = runs[runs[:, 1] > previous_id]
-        runs = np.concatenate((np.array([[previous_id, previous_id]], dtype=np.int64),
-                               np.stack((np.maximum(runs[:, 0], previous_id + 1), runs[:, 1]), axis=1)))
+        runs = np.concatenate(
+            (
+                np.array([[previous_id, previous_id]], dtype=np.int64),
+                np.stack((np.maximum(runs[:, 0], previous_id + 1), runs[:, 1]), axis=1),
+            )
+        )
     gaps = np.flatnonzero(runs[1:, 0] > runs[:-1, 1] + 1)
     return [(int(runs[g, 1]) + 1, int(runs[g + 1, 0]) - 1) for g in gaps.tolist()]
 
@@ -322,8 +387,14 @@ def _ranges_text(ranges: list[tuple[int, int]]) -> str | None:
     return shown + (",..." if len(ranges) > _MAX_RANGES_SHOWN else "")
 
 
-def consolidate_window(pair: tuple[str, str], window_start: int, pooled, before: Judgement,
-                       spec: ConsolidationSpec, disconnected: frozenset = frozenset()) -> tuple[dict, list[dict], Judgement]:
+def consolidate_window(
+    pair: tuple[str, str],
+    window_start: int,
+    pooled,
+    before: Judgement,
+    spec: ConsolidationSpec,
+    disconnected: frozenset = frozenset(),
+) -> tuple[dict, list[dict], Judgement]:
     """One window of one pair: (the consolidated bar's fields, one quality row per venue seen today,
     the judgement after it). ``pooled``: a ``PooledWindow``, or a dict of ``exchange:symbol`` to
     its trades in the window."""
@@ -366,17 +437,25 @@ def consolidate_window(pair: tuple[str, str], window_start: int, pooled, before:
     included_volume = float(volume)
     shares = {name: float(venues[name].volume) / included_volume for name in included} if included_volume > 0 else {}
     bar = {
-        "exchange": CONSOLIDATED_EXCHANGE, "symbol": f"{base}/{quote}", "base": base, "quote": quote,
-        "interval": spec.interval.text, "window_start": window_start, "window_end": window_end,
+        "exchange": CONSOLIDATED_EXCHANGE,
+        "symbol": f"{base}/{quote}",
+        "base": base,
+        "quote": quote,
+        "interval": spec.interval.text,
+        "window_start": window_start,
+        "window_end": window_end,
         "price": None if no_price else price,
         "no_price_reason": INSUFFICIENT_CONSTITUENTS if no_price else None,
-        "partitions": spec.partitions, "partitions_with_trades": with_trades,
+        "partitions": spec.partitions,
+        "partitions_with_trades": with_trades,
         "coverage": with_trades / spec.partitions,
-        "volume": included_volume, "quote_volume": float(quote_volume),
+        "volume": included_volume,
+        "quote_volume": float(quote_volume),
         "vwap": float(quote_volume) / included_volume if included_volume > 0 else None,
         "included_trade_count": sum(v.trade_count for v in chosen),
         "trade_count": sum(v.trade_count for v in venues.values()),
-        "constituents": ",".join(included), "constituent_count": len(included),
+        "constituents": ",".join(included),
+        "constituent_count": len(included),
         "volume_shares": json.dumps(shares, sort_keys=True),
         "excluded": json.dumps(dict(sorted(reasons.items())), sort_keys=True),
         "duplicate_count": sum(v.duplicate_count for v in venues.values()),
@@ -391,23 +470,39 @@ def consolidate_window(pair: tuple[str, str], window_start: int, pooled, before:
             ranges = missing_id_ranges(venue.id_runs, last_ids.get(name))
             last_ids[name] = max(int(venue.id_runs[:, 1].max()), last_ids.get(name, -1))
         vwap = venue.vwap
-        rows.append({
-            "exchange": exchange, "symbol": symbol, "base": base, "quote": quote, "interval": spec.interval.text,
-            "window_start": window_start, "window_end": window_end, "trade_count": venue.trade_count,
-            "volume": float(venue.volume), "vwap": vwap, "volume_share": shares.get(name),
-            "deviation_bps": None if vwap is None or bar["price"] is None else (vwap / bar["price"] - 1) * 10_000,
-            "peer_deviation_bps": peer_deviation[name] * 10_000 if name in peer_deviation else None,
-            "seconds_since_last_trade": (window_end - last_trade[name]) / 1e6 if name in last_trade else None,
-            "missing_trade_ids": sum(b - a + 1 for a, b in ranges), "missing_trade_id_ranges": _ranges_text(ranges),
-            "excluded": name in reasons, "exclusion_reason": reasons.get(name),
-            "duplicate_count": venue.duplicate_count,
-        })
+        rows.append(
+            {
+                "exchange": exchange,
+                "symbol": symbol,
+                "base": base,
+                "quote": quote,
+                "interval": spec.interval.text,
+                "window_start": window_start,
+                "window_end": window_end,
+                "trade_count": venue.trade_count,
+                "volume": float(venue.volume),
+                "vwap": vwap,
+                "volume_share": shares.get(name),
+                "deviation_bps": None if vwap is None or bar["price"] is None else (vwap / bar["price"] - 1) * 10_000,
+                "peer_deviation_bps": peer_deviation[name] * 10_000 if name in peer_deviation else None,
+                "seconds_since_last_trade": (window_end - last_trade[name]) / 1e6 if name in last_trade else None,
+                "missing_trade_ids": sum(b - a + 1 for a, b in ranges),
+                "missing_trade_id_ranges": _ranges_text(ranges),
+                "excluded": name in reasons,
+                "exclusion_reason": reasons.get(name),
+                "duplicate_count": venue.duplicate_count,
+            }
+        )
     after = Judgement(frozenset(deviating), tuple(sorted(last_trade.items())), tuple(sorted(last_ids.items())))
     return bar, rows, after
 
 
-def consolidate_day(pair: tuple[str, str], windows: dict[int, dict[str, VenueWindow]], spec: ConsolidationSpec,
-                    judgement: Judgement = Judgement()):
+def consolidate_day(
+    pair: tuple[str, str],
+    windows: dict[int, dict[str, VenueWindow]],
+    spec: ConsolidationSpec,
+    judgement: Judgement = Judgement(),
+):
     """Every window of one pair's day, in order: yields (window start, bar, quality rows, judgement after)."""
     for window_start in sorted(windows):
         bar, rows, judgement = consolidate_window(pair, window_start, windows[window_start], judgement, spec)

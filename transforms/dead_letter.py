@@ -3,6 +3,7 @@
 Parsers build them too, and the command line reads the parsers while it plans, so only the
 counting imports Beam.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,17 @@ import time
 DEAD_LETTER_TAG = "dead_letter"
 
 
-def dead_letter(reason: str, message: str, stage: str, payload, source: str, source_offset=None,
-                exchange=None, symbol=None, event_time=None) -> dict:
+def dead_letter(
+    reason: str,
+    message: str,
+    stage: str,
+    payload,
+    source: str,
+    source_offset=None,
+    exchange=None,
+    symbol=None,
+    event_time=None,
+) -> dict:
     """One dead-letter record shaped like ``schemas/dead_letter.avsc``."""
     if isinstance(payload, str):
         payload_bytes, payload_string = payload.encode("utf-8", "surrogateescape"), payload

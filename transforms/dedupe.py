@@ -14,6 +14,7 @@ lateness, however early the watermark passed its end.
 What comes out is the window's new records, as a chunk, with how many copies were dropped:
 every computation (time bars, information bars) starts from these.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -32,6 +33,7 @@ from transforms.keys import ByWindow
 class UniqueRecords(NamedTuple):
     """The records of a chunk not seen before in their window, and how many re-delivered copies
     the chunk held. A chunk with nothing removed keeps the summary computed with it in bulk."""
+
     chunk: object
     duplicate_count: int = 0
 
@@ -92,7 +94,8 @@ class _DedupeFn(beam.DoFn):
             yield window_key, UniqueRecords(chunk)
             return
         new, duplicate, conflict, added_ids, added_content = classify(
-            chunk.id_hash, chunk.content_hash, seen_ids, seen_content)
+            chunk.id_hash, chunk.content_hash, seen_ids, seen_content
+        )
         if len(added_ids):
             seen_state.add(_seen_bytes(added_ids, added_content))
         n_duplicates = int(duplicate.sum())
@@ -101,10 +104,20 @@ class _DedupeFn(beam.DoFn):
         if conflict.any():
             count_dead_letter("cryptobeam", "conflicting_duplicate", int(conflict.sum()))
             for i in np.flatnonzero(conflict).tolist():
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                    "conflicting_duplicate", "same trade id as an earlier trade, but different time, price, amount or side",
-                    "dedupe", chunk.trade_record(i), chunk.source(i), chunk.offset(i), chunk.exchange,
-                    chunk.symbol, int(chunk.event_time[i])))
+                yield beam.pvalue.TaggedOutput(
+                    DEAD_LETTER_TAG,
+                    dead_letter(
+                        "conflicting_duplicate",
+                        "same trade id as an earlier trade, but different time, price, amount or side",
+                        "dedupe",
+                        chunk.trade_record(i),
+                        chunk.source(i),
+                        chunk.offset(i),
+                        chunk.exchange,
+                        chunk.symbol,
+                        int(chunk.event_time[i]),
+                    ),
+                )
         if new.all():
             yield window_key, UniqueRecords(chunk)
         elif new.any() or n_duplicates:
@@ -148,4 +161,5 @@ class DedupeTrades(beam.PTransform):
 
     def expand(self, chunks):
         return chunks | "Dedupe" >> beam.ParDo(_DedupeFn(self._expiry_of_window, self._counted_as)).with_output_types(
-            ByWindow).with_outputs(DEAD_LETTER_TAG, main="unique")
+            ByWindow
+        ).with_outputs(DEAD_LETTER_TAG, main="unique")

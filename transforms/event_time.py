@@ -1,5 +1,6 @@
 """Event time: microseconds since the epoch, exact conversions to and from datetimes, and which
 window each trade falls in. Beam-free: parsers and the command line's planning use it too."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone

@@ -5,6 +5,7 @@ Computations (time bars, information bars) start from what it emits. It is appli
 steps of its caller rather than as a composite of its own, so that the steps keep the names a
 running Dataflow job was launched with (``TradesToBars/Dedupe``...), which ``--update`` needs.
 """
+
 from __future__ import annotations
 
 from transforms.bar_spec import BarSpec
@@ -19,9 +20,11 @@ def event_time_skeleton(records, record_type: RecordType, spec: BarSpec, time_bo
     """Returns (unique: windowed ((*key, window start), UniqueRecords), [dead-letter PCollections]).
     ``counted_as`` prefixes dedupe's counters for records other than trades."""
     valid = records | "Validate" >> ValidateRecords(*time_bounds, record_type=record_type)
-    in_time = (valid.valid
-               | "KeyBySymbol" >> KeyRecords(record_type)
-               | "RouteTooLateAndStampEventTime" >> RouteTooLate(spec, record_type))
+    in_time = (
+        valid.valid
+        | "KeyBySymbol" >> KeyRecords(record_type)
+        | "RouteTooLateAndStampEventTime" >> RouteTooLate(spec, record_type)
+    )
     deduplicated = in_time.in_time | "Dedupe" >> DedupeTrades(spec.runner_expiry_micros, counted_as)
     unique = deduplicated.unique | "Window" >> spec.window_into()
     return unique, [valid.dead_letter, in_time.dead_letter, deduplicated.dead_letter]

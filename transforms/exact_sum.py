@@ -4,6 +4,7 @@ Volumes summed chunk by chunk in a different order differ in their last bits. Ba
 chunk the same trades differently, yet must give identical bars, so sums are kept exact (an
 integer times a power of two) and rounded once, at the end.
 """
+
 from __future__ import annotations
 
 import math

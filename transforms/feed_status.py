@@ -6,6 +6,7 @@ than wait until it has been silent long enough to be stale. Its records go throu
 skeleton as trades (validate, route too-late, dedupe, window): a record re-delivered by Kafka
 counts once, and one past the allowed lateness is a dead letter, not a silent drop.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,20 +24,38 @@ FEED_STATUS_COUNTERS = "feed_status."
 STATUSES = ("connected", "disconnected", "resubscribed")
 DISCONNECTED = "disconnected"
 STATUS_FIELDS = ("exchange", "symbol", "base", "quote", "status", "event_time", "reason", "collector")
-STATUS_BATCH_SCHEMA = pa.schema([
-    ("exchange", pa.string()), ("symbol", pa.string()), ("base", pa.string()), ("quote", pa.string()),
-    ("status", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")), ("reason", pa.string()),
-    ("collector", pa.string()), ("source", pa.string()), ("source_offset", pa.int64()), ("payload", pa.binary()),
-])
+STATUS_BATCH_SCHEMA = pa.schema(
+    [
+        ("exchange", pa.string()),
+        ("symbol", pa.string()),
+        ("base", pa.string()),
+        ("quote", pa.string()),
+        ("status", pa.string()),
+        ("event_time", pa.timestamp("us", tz="UTC")),
+        ("reason", pa.string()),
+        ("collector", pa.string()),
+        ("source", pa.string()),
+        ("source_offset", pa.int64()),
+        ("payload", pa.binary()),
+    ]
+)
 
 
 def make_status_batch(records: list[dict], source: str, offsets: list[int], payloads: list[bytes]) -> pa.Table:
     """A batch of decoded status records (times as integer microseconds), with where each came from."""
     columns = {name: [r.get(name) for r in records] for name in STATUS_FIELDS}
-    arrays = [pa.array(columns[f.name], pa.int64()).cast(f.type) if f.name == "event_time"
-              else pa.array(columns[f.name], f.type) for f in STATUS_BATCH_SCHEMA if f.name in columns]
-    arrays += [pa.array([source] * len(records), pa.string()), pa.array(offsets, pa.int64()),
-               pa.array(payloads, pa.binary())]
+    arrays = [
+        pa.array(columns[f.name], pa.int64()).cast(f.type)
+        if f.name == "event_time"
+        else pa.array(columns[f.name], f.type)
+        for f in STATUS_BATCH_SCHEMA
+        if f.name in columns
+    ]
+    arrays += [
+        pa.array([source] * len(records), pa.string()),
+        pa.array(offsets, pa.int64()),
+        pa.array(payloads, pa.binary()),
+    ]
     return pa.Table.from_arrays(arrays, schema=STATUS_BATCH_SCHEMA)
 
 
@@ -55,15 +74,30 @@ def invalid_status_rows(batch: pa.Table, min_time_us: int, max_time_us: int) -> 
     return reasons
 
 
-def status_dead_letters(batch: pa.Table, rows: list[int], reasons: list[str], messages: list[str], stage: str,
-                        event_times: list[int | None]) -> list[dict]:
+def status_dead_letters(
+    batch: pa.Table, rows: list[int], reasons: list[str], messages: list[str], stage: str, event_times: list[int | None]
+) -> list[dict]:
     from transforms.dead_letter import dead_letter
+
     picked = batch.take(pa.array(rows, pa.int64()))
-    values = {name: picked.column(name).to_pylist() for name in ("exchange", "symbol", "source", "source_offset", "payload")}
+    values = {
+        name: picked.column(name).to_pylist() for name in ("exchange", "symbol", "source", "source_offset", "payload")
+    }
     letters = []
     for k, (reason, message, time_us) in enumerate(zip(reasons, messages, event_times)):
-        letters.append(dead_letter(reason, message, stage, values["payload"][k], values["source"][k],
-                                   values["source_offset"][k], values["exchange"][k], values["symbol"][k], time_us))
+        letters.append(
+            dead_letter(
+                reason,
+                message,
+                stage,
+                values["payload"][k],
+                values["source"][k],
+                values["source_offset"][k],
+                values["exchange"][k],
+                values["symbol"][k],
+                time_us,
+            )
+        )
     return letters
 
 
@@ -78,6 +112,7 @@ def rejected_status_dead_letters(batch: pa.Table, rejected: list[tuple[int, str]
 @dataclass
 class FeedStatusChunk:
     """One (exchange, symbol)'s status records of one window, with what dedupe compares."""
+
     exchange: str
     symbol: str
     base: str | None
@@ -106,10 +141,21 @@ class FeedStatusChunk:
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
         picked = rows.tolist()
-        return FeedStatusChunk(self.exchange, self.symbol, self.base, self.quote, self.window_start,
-                               self.event_time[rows], [self.status[i] for i in picked], [self.reason[i] for i in picked],
-                               [self.collector[i] for i in picked], self.id_hash[rows], self.content_hash[rows],
-                               [self.sources[i] for i in picked], [self.offsets[i] for i in picked])
+        return FeedStatusChunk(
+            self.exchange,
+            self.symbol,
+            self.base,
+            self.quote,
+            self.window_start,
+            self.event_time[rows],
+            [self.status[i] for i in picked],
+            [self.reason[i] for i in picked],
+            [self.collector[i] for i in picked],
+            self.id_hash[rows],
+            self.content_hash[rows],
+            [self.sources[i] for i in picked],
+            [self.offsets[i] for i in picked],
+        )
 
     def source(self, i: int) -> str:
         return self.sources[i]
@@ -119,9 +165,19 @@ class FeedStatusChunk:
 
     def trade_record(self, i: int) -> str:
         """The record as JSON: the payload of a dead letter raised after parsing."""
-        return json.dumps({"exchange": self.exchange, "symbol": self.symbol, "base": self.base, "quote": self.quote,
-                           "status": self.status[i], "reason": self.reason[i], "collector": self.collector[i],
-                           "event_time": micros_to_iso(int(self.event_time[i]))}, sort_keys=True)
+        return json.dumps(
+            {
+                "exchange": self.exchange,
+                "symbol": self.symbol,
+                "base": self.base,
+                "quote": self.quote,
+                "status": self.status[i],
+                "reason": self.reason[i],
+                "collector": self.collector[i],
+                "event_time": micros_to_iso(int(self.event_time[i])),
+            },
+            sort_keys=True,
+        )
 
 
 def status_chunks_of(batch: pa.Table, window_starts: np.ndarray, key: tuple[str, str]):
@@ -131,16 +187,34 @@ def status_chunks_of(batch: pa.Table, window_starts: np.ndarray, key: tuple[str,
 
     exchange, symbol = key
     times = batch.column("event_time").cast(pa.int64()).to_numpy()
-    identity = pl.DataFrame({"collector": batch.column("collector").to_pylist(), "time": times,
-                             "status": batch.column("status").to_pylist()})
+    identity = pl.DataFrame(
+        {
+            "collector": batch.column("collector").to_pylist(),
+            "time": times,
+            "status": batch.column("status").to_pylist(),
+        }
+    )
     ids = identity.hash_rows(seed=0x5EED).to_numpy()
     content = pl.DataFrame({"reason": batch.column("reason").to_pylist()}).hash_rows(seed=0x5EED).to_numpy()
-    columns = {name: batch.column(name).to_pylist() for name in ("base", "quote", "status", "reason", "collector",
-                                                                 "source", "source_offset")}
+    columns = {
+        name: batch.column(name).to_pylist()
+        for name in ("base", "quote", "status", "reason", "collector", "source", "source_offset")
+    }
     for start in np.unique(window_starts).tolist():
         rows = np.flatnonzero(window_starts == start)
         picked = rows.tolist()
-        yield FeedStatusChunk(exchange, symbol, columns["base"][picked[0]], columns["quote"][picked[0]], int(start),
-                              times[rows], [columns["status"][i] for i in picked], [columns["reason"][i] for i in picked],
-                              [columns["collector"][i] for i in picked], ids[rows], content[rows],
-                              [columns["source"][i] for i in picked], [columns["source_offset"][i] for i in picked])
+        yield FeedStatusChunk(
+            exchange,
+            symbol,
+            columns["base"][picked[0]],
+            columns["quote"][picked[0]],
+            int(start),
+            times[rows],
+            [columns["status"][i] for i in picked],
+            [columns["reason"][i] for i in picked],
+            [columns["collector"][i] for i in picked],
+            ids[rows],
+            content[rows],
+            [columns["source"][i] for i in picked],
+            [columns["source_offset"][i] for i in picked],
+        )

@@ -4,6 +4,7 @@ A per-(exchange, symbol) event-time timer drives it, so the same transform serve
 backfill (the timer fires once, at the end) and a live stream (it fires as the watermark moves).
 Only intervals between a symbol's first and last bar are filled.
 """
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -18,12 +19,28 @@ from transforms.keys import BySymbol
 
 def filled_bar(exchange: str, symbol: str, spec: BarSpec, window_start: int, previous_close: float) -> dict:
     return {
-        "exchange": exchange, "symbol": symbol, "interval": spec.interval.text,
-        "window_start": window_start, "window_end": window_start + spec.interval.micros,
-        "open": previous_close, "high": previous_close, "low": previous_close, "close": previous_close,
-        "volume": 0.0, "quote_volume": 0.0, "vwap": None, "trade_count": 0,
-        "buy_volume": 0.0, "sell_volume": 0.0, "first_trade_id": None, "last_trade_id": None,
-        "duplicate_count": 0, "is_filled": True, "pane_timing": "ON_TIME", "pane_index": 0, "is_final": True,
+        "exchange": exchange,
+        "symbol": symbol,
+        "interval": spec.interval.text,
+        "window_start": window_start,
+        "window_end": window_start + spec.interval.micros,
+        "open": previous_close,
+        "high": previous_close,
+        "low": previous_close,
+        "close": previous_close,
+        "volume": 0.0,
+        "quote_volume": 0.0,
+        "vwap": None,
+        "trade_count": 0,
+        "buy_volume": 0.0,
+        "sell_volume": 0.0,
+        "first_trade_id": None,
+        "last_trade_id": None,
+        "duplicate_count": 0,
+        "is_filled": True,
+        "pane_timing": "ON_TIME",
+        "pane_index": 0,
+        "is_final": True,
     }
 
 
@@ -51,8 +68,13 @@ class _FillGapsFn(beam.DoFn):
         self._spec = spec
         self._filled = beam.metrics.Metrics.counter("cryptobeam", "filled_bars")
 
-    def process(self, element, closes=beam.DoFn.StateParam(CLOSES), newest_state=beam.DoFn.StateParam(NEWEST),
-                flush=beam.DoFn.TimerParam(FLUSH)):
+    def process(
+        self,
+        element,
+        closes=beam.DoFn.StateParam(CLOSES),
+        newest_state=beam.DoFn.StateParam(NEWEST),
+        flush=beam.DoFn.TimerParam(FLUSH),
+    ):
         _, bar = element
         if bar["pane_timing"] == "EARLY":
             return  # early panes are provisional; the gap decision waits for the on-time pane
@@ -63,8 +85,13 @@ class _FillGapsFn(beam.DoFn):
             flush.set(Timestamp(micros=bar["window_start"] + self._spec.interval.micros))
 
     @on_timer(FLUSH)
-    def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
-                 closes=beam.DoFn.StateParam(CLOSES), last_state=beam.DoFn.StateParam(LAST)):
+    def on_flush(
+        self,
+        key=beam.DoFn.KeyParam,
+        fired_at=beam.DoFn.TimestampParam,
+        closes=beam.DoFn.StateParam(CLOSES),
+        last_state=beam.DoFn.StateParam(LAST),
+    ):
         step = self._spec.interval.micros
         latest_pane: dict[int, tuple[int, float]] = {}
         waiting = []
@@ -96,7 +123,9 @@ class FillGaps(beam.PTransform):
         self._spec = spec
 
     def expand(self, bars):
-        return (bars
-                | "Unwindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                | "KeyBySymbol" >> beam.Map(lambda bar: ((bar["exchange"], bar["symbol"]), bar)).with_output_types(BySymbol)
-                | "Fill" >> beam.ParDo(_FillGapsFn(self._spec)))
+        return (
+            bars
+            | "Unwindow" >> beam.WindowInto(beam.window.GlobalWindows())
+            | "KeyBySymbol" >> beam.Map(lambda bar: ((bar["exchange"], bar["symbol"]), bar)).with_output_types(BySymbol)
+            | "Fill" >> beam.ParDo(_FillGapsFn(self._spec))
+        )

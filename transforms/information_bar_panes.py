@@ -15,6 +15,7 @@ One timer does all of this. It waits for the newest trade seen when it was set, 
 trade (a timer pushed forward by each arrival would never fire while trades keep coming), so a
 bounded day is released in a handful of firings and a live one about every watermark step.
 """
+
 from __future__ import annotations
 
 import typing
@@ -47,23 +48,34 @@ def trades_by_day(element):
     duplicates = {window_start: unique.duplicate_count} if unique.duplicate_count else {}
     if not len(chunk):
         if duplicates:
-            yield beam.window.TimestampedValue(((exchange, symbol, window_day * DAY_MICROS), (_NO_TRADES, duplicates)),
-                                               Timestamp(micros=window_start))
+            yield beam.window.TimestampedValue(
+                ((exchange, symbol, window_day * DAY_MICROS), (_NO_TRADES, duplicates)), Timestamp(micros=window_start)
+            )
         return
     ids = chunk.trade_ids()
     days = chunk.event_time // DAY_MICROS
     for day in np.unique(days).tolist():
         rows = np.flatnonzero(days == day)
-        columns = (chunk.event_time[rows], chunk.price[rows], chunk.amount[rows], chunk.side[rows],
-                   [ids[i] for i in rows.tolist()] if len(rows) < len(ids) else ids)
-        yield beam.window.TimestampedValue(((exchange, symbol, day * DAY_MICROS),
-                                            (columns, duplicates if day == window_day else {})),
-                                           Timestamp(micros=int(columns[0].min())))
+        columns = (
+            chunk.event_time[rows],
+            chunk.price[rows],
+            chunk.amount[rows],
+            chunk.side[rows],
+            [ids[i] for i in rows.tolist()] if len(rows) < len(ids) else ids,
+        )
+        yield beam.window.TimestampedValue(
+            ((exchange, symbol, day * DAY_MICROS), (columns, duplicates if day == window_day else {})),
+            Timestamp(micros=int(columns[0].min())),
+        )
 
 
-_NO_TRADES = (np.array([], dtype=np.int64), np.array([], dtype=np.float64), np.array([], dtype=np.float64),
-              np.array([], dtype=np.int8), [])
-
+_NO_TRADES = (
+    np.array([], dtype=np.int64),
+    np.array([], dtype=np.float64),
+    np.array([], dtype=np.float64),
+    np.array([], dtype=np.int8),
+    [],
+)
 
 
 def _wake_at(micros: int, wake, wake_state) -> None:
@@ -79,8 +91,9 @@ def _rows_up_to(columns: tuple, close: tuple[int, str]) -> np.ndarray:
     """Rows ordered at or before a closing trade (time, id), by (time, id length, id)."""
     times, ids = columns[0], columns[4]
     close_time, close_id = close
-    tied = [i for i in np.flatnonzero(times == close_time).tolist()
-            if (len(ids[i]), ids[i]) <= (len(close_id), close_id)]
+    tied = [
+        i for i in np.flatnonzero(times == close_time).tolist() if (len(ids[i]), ids[i]) <= (len(close_id), close_id)
+    ]
     return np.sort(np.concatenate((np.flatnonzero(times < close_time), np.array(tied, dtype=np.int64))))
 
 
@@ -96,6 +109,7 @@ def _taken(columns: tuple, rows: np.ndarray) -> tuple:
 
 class _Progress(NamedTuple):
     """One kind of bar's progress through a day."""
+
     final_bars: int = 0
     """How many of the day's bars are final and gone from the state: the next one's ordinal."""
     last_close: tuple | None = None
@@ -126,10 +140,17 @@ class _InformationBarsFn(beam.DoFn):
         self._kinds = ",".join(t.text for t in thresholds)
         self._panes = beam.metrics.Metrics.counter("cryptobeam", "information_bar_panes")
 
-    def process(self, element, trades=beam.DoFn.StateParam(TRADES), progress_state=beam.DoFn.StateParam(PROGRESS),
-                released_state=beam.DoFn.StateParam(RELEASED_UP_TO), wake_state=beam.DoFn.StateParam(WAKE_AT),
-                closed_state=beam.DoFn.StateParam(CLOSED), duplicates_state=beam.DoFn.StateParam(DUPLICATES),
-                wake=beam.DoFn.TimerParam(WAKE)):
+    def process(
+        self,
+        element,
+        trades=beam.DoFn.StateParam(TRADES),
+        progress_state=beam.DoFn.StateParam(PROGRESS),
+        released_state=beam.DoFn.StateParam(RELEASED_UP_TO),
+        wake_state=beam.DoFn.StateParam(WAKE_AT),
+        closed_state=beam.DoFn.StateParam(CLOSED),
+        duplicates_state=beam.DoFn.StateParam(DUPLICATES),
+        wake=beam.DoFn.TimerParam(WAKE),
+    ):
         (exchange, symbol, _day), (columns, duplicates) = element
         if closed_state.read():
             yield from self._after_final(exchange, symbol, columns)
@@ -161,11 +182,18 @@ class _InformationBarsFn(beam.DoFn):
             _wake_at(target, wake, wake_state)
 
     @on_timer(WAKE)
-    def on_wake(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
-                trades=beam.DoFn.StateParam(TRADES), progress_state=beam.DoFn.StateParam(PROGRESS),
-                released_state=beam.DoFn.StateParam(RELEASED_UP_TO), wake_state=beam.DoFn.StateParam(WAKE_AT),
-                closed_state=beam.DoFn.StateParam(CLOSED), duplicates_state=beam.DoFn.StateParam(DUPLICATES),
-                wake=beam.DoFn.TimerParam(WAKE)):
+    def on_wake(
+        self,
+        key=beam.DoFn.KeyParam,
+        fired_at=beam.DoFn.TimestampParam,
+        trades=beam.DoFn.StateParam(TRADES),
+        progress_state=beam.DoFn.StateParam(PROGRESS),
+        released_state=beam.DoFn.StateParam(RELEASED_UP_TO),
+        wake_state=beam.DoFn.StateParam(WAKE_AT),
+        closed_state=beam.DoFn.StateParam(CLOSED),
+        duplicates_state=beam.DoFn.StateParam(DUPLICATES),
+        wake=beam.DoFn.TimerParam(WAKE),
+    ):
         exchange, symbol, day_start = key
         watermark = fired_at.micros
         wake_state.clear()
@@ -187,10 +215,16 @@ class _InformationBarsFn(beam.DoFn):
         for threshold in self._thresholds:
             done = progress.get(threshold.text, _Progress())
             # Ordered, the trades in the kind's final bars are a prefix: what is pending follows it.
-            pending = columns if done.last_close is None else _taken(
-                columns, np.arange(len(_rows_up_to(columns, done.last_close)), len(columns[0])))
-            bars = day_bars(exchange, symbol, threshold, *pending, duplicates, self._spec.interval,
-                            ordered=True) if len(pending[0]) else []
+            pending = (
+                columns
+                if done.last_close is None
+                else _taken(columns, np.arange(len(_rows_up_to(columns, done.last_close)), len(columns[0])))
+            )
+            bars = (
+                day_bars(exchange, symbol, threshold, *pending, duplicates, self._spec.interval, ordered=True)
+                if len(pending[0])
+                else []
+            )
             done = yield from self._release(threshold, bars, done, watermark, day_start)
             progress[threshold.text] = done
             unreleased_after = int(pending[0].max()) if len(pending[0]) else None
@@ -206,8 +240,9 @@ class _InformationBarsFn(beam.DoFn):
                     trades.add(_taken(columns, kept))
                 settled_before = min(closes)[0]  # a window ending by then has all its trades in final bars
                 if duplicates:
-                    duplicates_state.write({w: n for w, n in duplicates.items()
-                                            if w + self._spec.interval.micros > settled_before})
+                    duplicates_state.write(
+                        {w: n for w, n in duplicates.items() if w + self._spec.interval.micros > settled_before}
+                    )
         wanted = [t for t in targets if t is not None]
         _wake_at(min(wanted) if wanted else self._closing_time(day_start), wake, wake_state)
 
@@ -230,8 +265,11 @@ class _InformationBarsFn(beam.DoFn):
             return done._replace(emitted=emitted)
         last = bars[finished - 1]
         first_open = done.final_bars + finished
-        return _Progress(first_open, (last["window_end"], last["last_trade_id"]),
-                         {ordinal: pane for ordinal, pane in emitted.items() if ordinal >= first_open})
+        return _Progress(
+            first_open,
+            (last["window_end"], last["last_trade_id"]),
+            {ordinal: pane for ordinal, pane in emitted.items() if ordinal >= first_open},
+        )
 
     def _panes_of(self, bar: dict, final: bool, emitted: dict):
         """The pane to emit for a released bar, if it is new, changed, or newly final."""
@@ -242,8 +280,7 @@ class _InformationBarsFn(beam.DoFn):
         index = 0 if previous is None else previous[0] + 1
         emitted[bar["ordinal"]] = (index, values)
         self._panes.inc()
-        yield {**bar, "pane_timing": "ON_TIME" if index == 0 else "LATE",
-               "pane_index": index, "is_final": final}
+        yield {**bar, "pane_timing": "ON_TIME" if index == 0 else "LATE", "pane_index": index, "is_final": final}
 
     def _final_at(self, close_us: int) -> int:
         """When no admissible trade can come before ``close_us`` any more: the end of its window
@@ -259,13 +296,25 @@ class _InformationBarsFn(beam.DoFn):
         """Trades that would change a final bar (the runner let them through past its slack):
         too late to count, so dead letters."""
         from transforms.dead_letter import count_dead_letter, dead_letter
+
         count_dead_letter("cryptobeam", "after_bars_final", len(columns[0]))
-        for time_us, price, amount, trade_id in zip(columns[0].tolist(), columns[1].tolist(), columns[2].tolist(),
-                                                    columns[4]):
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                "after_bars_final", f"the {self._kinds} bars of its day were final", "information_bars",
-                {"trade_id": trade_id, "event_time_us": time_us, "price": price, "amount": amount},
-                f"bars:{self._kinds}", None, exchange, symbol, time_us))
+        for time_us, price, amount, trade_id in zip(
+            columns[0].tolist(), columns[1].tolist(), columns[2].tolist(), columns[4]
+        ):
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG,
+                dead_letter(
+                    "after_bars_final",
+                    f"the {self._kinds} bars of its day were final",
+                    "information_bars",
+                    {"trade_id": trade_id, "event_time_us": time_us, "price": price, "amount": amount},
+                    f"bars:{self._kinds}",
+                    None,
+                    exchange,
+                    symbol,
+                    time_us,
+                ),
+            )
 
     def _next_wake(self, newest_pending: int | None, done: _Progress, watermark: int, day_start: int) -> int | None:
         """When this kind has more to release or finalize: at the newest trade not yet in a final
@@ -290,8 +339,12 @@ class ComputeInformationBars(beam.PTransform):
         self._thresholds, self._spec = tuple(thresholds), spec
 
     def expand(self, unique):
-        return (unique
-                | "ByDay" >> beam.FlatMap(trades_by_day).with_output_types(typing.Tuple[DayKey, typing.Any])
-                | "Unwindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                | "Cut" >> beam.ParDo(_InformationBarsFn(self._thresholds, self._spec)).with_outputs(
-                    DEAD_LETTER_TAG, *(t.table for t in self._thresholds)))
+        return (
+            unique
+            | "ByDay" >> beam.FlatMap(trades_by_day).with_output_types(typing.Tuple[DayKey, typing.Any])
+            | "Unwindow" >> beam.WindowInto(beam.window.GlobalWindows())
+            | "Cut"
+            >> beam.ParDo(_InformationBarsFn(self._thresholds, self._spec)).with_outputs(
+                DEAD_LETTER_TAG, *(t.table for t in self._thresholds)
+            )
+        )

@@ -16,6 +16,7 @@ history (tardis-machine restarts its bars on every reconnect; these do not):
 Beam-free: ``transforms.information_bar_panes`` cuts each day with ``day_bars`` as the watermark
 releases it; ``transforms.bar_kinds`` names the thresholds.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,13 +31,17 @@ def trade_order(times: np.ndarray, trade_ids: list[str]) -> np.ndarray:
     Lengths count characters and ids compare by code point, as Python's ``len`` and ``<`` do."""
     import pyarrow as pa
     import pyarrow.compute as pc
+
     ids = pa.array(trade_ids, type=pa.string())
     keys = pa.table({"time": times, "length": pc.utf8_length(ids), "id": ids})
-    return pc.sort_indices(keys, sort_keys=[("time", "ascending"), ("length", "ascending"),
-                                            ("id", "ascending")]).to_numpy()
+    return pc.sort_indices(
+        keys, sort_keys=[("time", "ascending"), ("length", "ascending"), ("id", "ascending")]
+    ).to_numpy()
 
 
-def bar_segments(threshold: Threshold, measures: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bar_segments(
+    threshold: Threshold, measures: np.ndarray | None, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(starts, ends, reached) of the bars of ``n`` ordered trades of one day."""
     if threshold.kind == "ticks":
         size = int(threshold.size)
@@ -54,16 +59,20 @@ def bar_segments(threshold: Threshold, measures: np.ndarray | None, n: int) -> t
         ends.append(end)
         start = end
     starts, ends = np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
-    reached = np.array([math.fsum(measures[s:e].tolist()) >= threshold.size for s, e in zip(starts.tolist(), ends.tolist())],
-                       dtype=bool)
+    reached = np.array(
+        [math.fsum(measures[s:e].tolist()) >= threshold.size for s, e in zip(starts.tolist(), ends.tolist())],
+        dtype=bool,
+    )
     return starts, ends, reached
 
 
 def _exact_end(measures: np.ndarray, start: int, guess: int, size: float) -> int:
     """The smallest end (exclusive) whose bar [start, end) sums (correctly rounded) to ``size``
     or more, or ``len(measures)`` if none does; ``guess`` is usually it or next to it."""
+
     def reaches(end: int) -> bool:
         return math.fsum(measures[start:end].tolist()) >= size
+
     end = guess
     while end > start + 1 and reaches(end - 1):
         end -= 1
@@ -74,12 +83,23 @@ def _exact_end(measures: np.ndarray, start: int, guess: int, size: float) -> int
 
 def utc_day(micros: int) -> str:
     from transforms.event_time import micros_to_datetime
+
     return micros_to_datetime(micros // DAY_MICROS * DAY_MICROS).date().isoformat()
 
 
-def day_bars(exchange: str, symbol: str, threshold: Threshold, times: np.ndarray, prices: np.ndarray,
-             amounts: np.ndarray, sides: np.ndarray, trade_ids: list[str], duplicates: dict[int, int] | None = None,
-             interval=None, ordered: bool = False) -> list[dict]:
+def day_bars(
+    exchange: str,
+    symbol: str,
+    threshold: Threshold,
+    times: np.ndarray,
+    prices: np.ndarray,
+    amounts: np.ndarray,
+    sides: np.ndarray,
+    trade_ids: list[str],
+    duplicates: dict[int, int] | None = None,
+    interval=None,
+    ordered: bool = False,
+) -> list[dict]:
     """The bars of one UTC day of one (exchange, symbol)'s unique trades, in any arrival order:
     their value fields (as time bars compute them) and their name. Pane fields are the caller's.
 
@@ -101,15 +121,27 @@ def day_bars(exchange: str, symbol: str, threshold: Threshold, times: np.ndarray
     day = utc_day(int(times[0]))
     partials = partial_bars_of_segments(times, prices, amounts, sides, ids.__getitem__, starts, ends)
     carried = _duplicates_per_bar(times, duplicates, interval, starts)
-    return [{"exchange": exchange, "symbol": symbol, "interval": threshold.text,
-             "window_start": partial.first[0], "window_end": partial.last[0], **partial.ohlcv(),
-             "duplicate_count": duplicate_count, "is_filled": False, "day": day, "ordinal": ordinal,
-             "threshold_reached": bool(full)}
-            for ordinal, (partial, full, duplicate_count) in enumerate(zip(partials, reached.tolist(), carried))]
+    return [
+        {
+            "exchange": exchange,
+            "symbol": symbol,
+            "interval": threshold.text,
+            "window_start": partial.first[0],
+            "window_end": partial.last[0],
+            **partial.ohlcv(),
+            "duplicate_count": duplicate_count,
+            "is_filled": False,
+            "day": day,
+            "ordinal": ordinal,
+            "threshold_reached": bool(full),
+        }
+        for ordinal, (partial, full, duplicate_count) in enumerate(zip(partials, reached.tolist(), carried))
+    ]
 
 
-def _duplicates_per_bar(ordered_times: np.ndarray, duplicates: dict[int, int] | None, interval,
-                        starts: np.ndarray) -> list[int]:
+def _duplicates_per_bar(
+    ordered_times: np.ndarray, duplicates: dict[int, int] | None, interval, starts: np.ndarray
+) -> list[int]:
     """Per bar (its first row in ``starts``), the duplicates of the windows whose last trade it holds."""
     carried = np.zeros(len(ordered_times), dtype=np.int64)
     if duplicates:

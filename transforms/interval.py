@@ -1,4 +1,5 @@
 """Bar intervals: '1s', '15m', '4h', '1d', '1w', parsed into whole seconds aligned like exchange klines."""
+
 from __future__ import annotations
 
 import re
@@ -42,7 +43,8 @@ def parse_interval(text: str) -> Interval:
     if not match:
         raise IntervalError(
             f"bad interval {text!r}: use a whole number followed by s, m, h, d or w (e.g. 1m, 15m, 4h, 1d); "
-            "calendar months are not fixed-length windows")
+            "calendar months are not fixed-length windows"
+        )
     count, unit = int(match.group(1)), match.group(2)
     if count <= 0:
         raise IntervalError(f"bad interval {text!r}: it must be positive")

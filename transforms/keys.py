@@ -4,6 +4,7 @@ window start) for per-window state and bars.
 Keyed stages declare these types: runners encode timer keys with the key coder, and an untyped
 tuple key falls back to a coder that timers cannot round-trip.
 """
+
 from __future__ import annotations
 
 import typing
@@ -50,10 +51,13 @@ class KeyRecords(beam.PTransform):
     def __init__(self, record_type=None, label=None):
         super().__init__(label)
         from transforms.record_types import record_type as registered
+
         self._record_type = record_type or registered("trade")
 
     def expand(self, batches):
-        return batches | beam.FlatMap(self._record_type.split_by_key).with_output_types(self._record_type.batch_by_key_hint)
+        return batches | beam.FlatMap(self._record_type.split_by_key).with_output_types(
+            self._record_type.batch_by_key_hint
+        )
 
 
 KeyBySymbol = KeyRecords

@@ -9,6 +9,7 @@ Each chunk gets a Beam timestamp inside its window (its earliest trade), so Beam
 windowing, watermarks, triggers and lateness then act on chunks exactly as they would on
 single trades.
 """
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -28,14 +29,25 @@ from transforms.trade_batch import rows_dead_letters, take_rows
 def stamped_window_chunks(chunks):
     """Timestamped ((*key, window_start_us), chunk) pairs: a chunk's timestamp is its earliest record's time."""
     for key, chunk in chunks:
-        yield beam.window.TimestampedValue(((*key, chunk.window_start), chunk), Timestamp(micros=int(chunk.event_time.min())))
+        yield beam.window.TimestampedValue(
+            ((*key, chunk.window_start), chunk), Timestamp(micros=int(chunk.event_time.min()))
+        )
 
 
-def too_late_dead_letters(batch, rows, watermark_floor_us: int, expiries: np.ndarray, times: np.ndarray,
-                          dead_letters_of_rows=rows_dead_letters):
+def too_late_dead_letters(
+    batch,
+    rows,
+    watermark_floor_us: int,
+    expiries: np.ndarray,
+    times: np.ndarray,
+    dead_letters_of_rows=rows_dead_letters,
+):
     rows = rows.tolist()
-    messages = [f"window closed at {int(expiries[i])} us (end + allowed lateness); watermark had reached "
-                f"{watermark_floor_us} us" for i in rows]
+    messages = [
+        f"window closed at {int(expiries[i])} us (end + allowed lateness); watermark had reached "
+        f"{watermark_floor_us} us"
+        for i in rows
+    ]
     return dead_letters_of_rows(batch, rows, ["too_late"] * len(rows), messages, "lateness", times[rows].tolist())
 
 
@@ -54,12 +66,15 @@ class _RouteTooLateFn(beam.DoFn):
     def __init__(self, spec: BarSpec, record_type):
         self._spec, self._record_type = spec, record_type
 
-    def process(self, element,
-                floor_state=beam.DoFn.StateParam(WATERMARK_FLOOR),
-                next_state=beam.DoFn.StateParam(NEXT_EXPIRY),
-                latest_state=beam.DoFn.StateParam(LATEST_EXPIRY),
-                expiry_timer=beam.DoFn.TimerParam(EXPIRY),
-                end_timer=beam.DoFn.TimerParam(END_OF_INPUT)):
+    def process(
+        self,
+        element,
+        floor_state=beam.DoFn.StateParam(WATERMARK_FLOOR),
+        next_state=beam.DoFn.StateParam(NEXT_EXPIRY),
+        latest_state=beam.DoFn.StateParam(LATEST_EXPIRY),
+        expiry_timer=beam.DoFn.TimerParam(EXPIRY),
+        end_timer=beam.DoFn.TimerParam(END_OF_INPUT),
+    ):
         key, batch = element
         times = batch.column(self._record_type.event_time_field).cast(pa.int64()).to_numpy()
         starts = self._spec.interval.window_start_micros(times)
@@ -69,8 +84,9 @@ class _RouteTooLateFn(beam.DoFn):
         if late.any():
             rows = np.flatnonzero(late)
             count_dead_letter("cryptobeam", "too_late", len(rows))
-            for record in too_late_dead_letters(batch, rows, floor, expiries, times,
-                                                self._record_type.rows_dead_letters):
+            for record in too_late_dead_letters(
+                batch, rows, floor, expiries, times, self._record_type.rows_dead_letters
+            ):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
             keep = ~late
             batch, starts, expiries = take_rows(batch, keep), starts[keep], expiries[keep]
@@ -88,12 +104,15 @@ class _RouteTooLateFn(beam.DoFn):
         yield from stamped_window_chunks((key, chunk) for chunk in self._record_type.chunks_of(batch, starts, key))
 
     @on_timer(EXPIRY)
-    def on_expiry(self, fired_at=beam.DoFn.TimestampParam,
-                  floor_state=beam.DoFn.StateParam(WATERMARK_FLOOR),
-                  next_state=beam.DoFn.StateParam(NEXT_EXPIRY),
-                  latest_state=beam.DoFn.StateParam(LATEST_EXPIRY),
-                  ended_state=beam.DoFn.StateParam(INPUT_ENDED),
-                  expiry_timer=beam.DoFn.TimerParam(EXPIRY)):
+    def on_expiry(
+        self,
+        fired_at=beam.DoFn.TimestampParam,
+        floor_state=beam.DoFn.StateParam(WATERMARK_FLOOR),
+        next_state=beam.DoFn.StateParam(NEXT_EXPIRY),
+        latest_state=beam.DoFn.StateParam(LATEST_EXPIRY),
+        ended_state=beam.DoFn.StateParam(INPUT_ENDED),
+        expiry_timer=beam.DoFn.TimerParam(EXPIRY),
+    ):
         floor = max(floor_state.read() or fired_at.micros, fired_at.micros)
         floor_state.write(floor)
         following = floor + self._spec.interval.micros
@@ -119,8 +138,10 @@ class RouteTooLate(beam.PTransform):
     def __init__(self, spec: BarSpec, record_type=None, label=None):
         super().__init__(label)
         from transforms.record_types import record_type as registered
+
         self._spec, self._record_type = spec, record_type or registered("trade")
 
     def expand(self, batches_by_key):
         return batches_by_key | "Route" >> beam.ParDo(_RouteTooLateFn(self._spec, self._record_type)).with_output_types(
-            self._record_type.chunk_by_window_hint).with_outputs(DEAD_LETTER_TAG, main="in_time")
+            self._record_type.chunk_by_window_hint
+        ).with_outputs(DEAD_LETTER_TAG, main="in_time")

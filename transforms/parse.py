@@ -3,6 +3,7 @@
 The format knowledge lives in the parser function a source hands in; this transform only applies
 it, counts what came in, and routes what the parser rejected.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -46,5 +47,6 @@ class ParseTrades(beam.PTransform):
         self._parser, self._counted_as = parser, counted_as
 
     def expand(self, raw_batches):
-        return raw_batches | beam.ParDo(_ParseBatch(self._parser, self._counted_as)).with_output_types(ArrowTableCoder.value_type).with_outputs(
-            DEAD_LETTER_TAG, main="trades")
+        return raw_batches | beam.ParDo(_ParseBatch(self._parser, self._counted_as)).with_output_types(
+            ArrowTableCoder.value_type
+        ).with_outputs(DEAD_LETTER_TAG, main="trades")

@@ -4,6 +4,7 @@ Chunks become partial bars, and partials merge in any order and any grouping int
 result. That is what lets a runner combine before shuffling, and what makes the backfill and
 the stream agree to the last bit.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,27 +56,41 @@ class PartialBar:
         # Flat fields pickle faster than nested dataclasses, and partials cross a shuffle at least
         # once per window.
         sums = (self.volume, self.quote_volume, self.buy_volume, self.sell_volume)
-        return _partial_bar_from_pickle, (self.trade_count, self.duplicate_count,
-                                          tuple(x for s in sums for x in (s.numerator, s.exponent)),
-                                          self.high, self.low, self.first, self.last)
+        return _partial_bar_from_pickle, (
+            self.trade_count,
+            self.duplicate_count,
+            tuple(x for s in sums for x in (s.numerator, s.exponent)),
+            self.high,
+            self.low,
+            self.first,
+            self.last,
+        )
 
     def ohlcv(self) -> dict:
         """The bar's value fields, rounded once from the exact sums."""
         volume, quote_volume = float(self.volume), float(self.quote_volume)
         return {
-            "open": self.first[3], "high": self.high, "low": self.low, "close": self.last[3],
-            "volume": volume, "quote_volume": quote_volume,
+            "open": self.first[3],
+            "high": self.high,
+            "low": self.low,
+            "close": self.last[3],
+            "volume": volume,
+            "quote_volume": quote_volume,
             "vwap": quote_volume / volume if volume > 0 else None,
             "trade_count": self.trade_count,
-            "buy_volume": float(self.buy_volume), "sell_volume": float(self.sell_volume),
-            "first_trade_id": self.first[2], "last_trade_id": self.last[2],
+            "buy_volume": float(self.buy_volume),
+            "sell_volume": float(self.sell_volume),
+            "first_trade_id": self.first[2],
+            "last_trade_id": self.last[2],
             "duplicate_count": self.duplicate_count,
         }
 
 
 def _partial_bar_from_pickle(trade_count, duplicate_count, sums, high, low, first, last) -> PartialBar:
     volume, quote_volume, buy_volume, sell_volume = (ExactSum(sums[i], sums[i + 1]) for i in range(0, 8, 2))
-    return PartialBar(trade_count, duplicate_count, volume, quote_volume, buy_volume, sell_volume, high, low, first, last)
+    return PartialBar(
+        trade_count, duplicate_count, volume, quote_volume, buy_volume, sell_volume, high, low, first, last
+    )
 
 
 def _pick(choose, a, b):
@@ -90,8 +105,9 @@ def partial_bar(chunk: TradeChunk, duplicate_count: int = 0) -> PartialBar:
     """Summarize one chunk of unique trades of a single (exchange, symbol, window)."""
     if not len(chunk):
         return PartialBar(duplicate_count=duplicate_count)
-    [partial] = partial_bars_of_segments(chunk.event_time, chunk.price, chunk.amount, chunk.side, chunk.trade_id,
-                                         np.array([0]), np.array([len(chunk)]))
+    [partial] = partial_bars_of_segments(
+        chunk.event_time, chunk.price, chunk.amount, chunk.side, chunk.trade_id, np.array([0]), np.array([len(chunk)])
+    )
     return dataclasses.replace(partial, duplicate_count=duplicate_count)
 
 
@@ -127,15 +143,29 @@ def partial_bars_of_segments(times, prices, amounts, sides, trade_id, segment_st
         """Each segment's edge trade's rank; a tie at the extreme time goes to the first (min)
         or last (max) trade id."""
         for k in np.flatnonzero(rows < 0).tolist():  # ties: rare, resolved one by one
-            tied = (np.flatnonzero(times[segment_starts[k]:segment_ends[k]] == extreme[k]) + segment_starts[k]).tolist()
+            tied = (
+                np.flatnonzero(times[segment_starts[k] : segment_ends[k]] == extreme[k]) + segment_starts[k]
+            ).tolist()
             rows[k] = choose(tied, key=lambda i: (len(trade_id(i)), trade_id(i)))
         identifiers = [trade_id(row) for row in rows.tolist()]
-        return [(time, len(identifier), identifier, price) for time, identifier, price
-                in zip(times[rows].tolist(), identifiers, prices[rows].tolist())]
+        return [
+            (time, len(identifier), identifier, price)
+            for time, identifier, price in zip(times[rows].tolist(), identifiers, prices[rows].tolist())
+        ]
 
     firsts, lasts = ranks(edges(earliest), min, earliest), ranks(edges(latest), max, latest)
     counts = (segment_ends - segment_starts).tolist()
-    return [PartialBar(trade_count=counts[k], volume=volumes[k], quote_volume=sums[4 * k + 3],
-                       buy_volume=sums[4 * k], sell_volume=sums[4 * k + 1],
-                       high=high, low=low, first=first, last=last)
-            for k, (high, low, first, last) in enumerate(zip(highs.tolist(), lows.tolist(), firsts, lasts))]
+    return [
+        PartialBar(
+            trade_count=counts[k],
+            volume=volumes[k],
+            quote_volume=sums[4 * k + 3],
+            buy_volume=sums[4 * k],
+            sell_volume=sums[4 * k + 1],
+            high=high,
+            low=low,
+            first=first,
+            last=last,
+        )
+        for k, (high, low, first, last) in enumerate(zip(highs.tolist(), lows.tolist(), firsts, lasts))
+    ]

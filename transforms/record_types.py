@@ -5,6 +5,7 @@ Window -> Dedupe for any record type; a record type says what those steps mean f
 record type is one module with its rules (its schema in ``schemas/``, its validation, its
 chunking) and one line in ``RECORD_TYPES``.
 """
+
 from __future__ import annotations
 
 import typing
@@ -48,6 +49,7 @@ class RecordType:
     @property
     def batch_by_key_hint(self):
         from transforms.sized_coders import ArrowTableCoder
+
         return typing.Tuple[self.key_hint, ArrowTableCoder.value_type]
 
     @property
@@ -60,16 +62,37 @@ def _trade() -> RecordType:
     from transforms.trade_batch import rows_dead_letters
     from transforms.trade_chunk import TradeChunk, chunks_of
     from transforms.validate import invalid_rows, rejected_trade_dead_letters
-    return RecordType("trade", "event_time", ("exchange", "symbol"), "trade_id", invalid_rows,
-                      rejected_trade_dead_letters, split_by_symbol, chunks_of, TradeChunk, rows_dead_letters)
+
+    return RecordType(
+        "trade",
+        "event_time",
+        ("exchange", "symbol"),
+        "trade_id",
+        invalid_rows,
+        rejected_trade_dead_letters,
+        split_by_symbol,
+        chunks_of,
+        TradeChunk,
+        rows_dead_letters,
+    )
 
 
 def _feed_status() -> RecordType:
     from transforms import feed_status as rules
     from transforms.keys import split_by_symbol
-    return RecordType("feed_status", "event_time", ("exchange", "symbol"), "collector", rules.invalid_status_rows,
-                      rules.rejected_status_dead_letters, split_by_symbol, rules.status_chunks_of,
-                      rules.FeedStatusChunk, rules.status_dead_letters)
+
+    return RecordType(
+        "feed_status",
+        "event_time",
+        ("exchange", "symbol"),
+        "collector",
+        rules.invalid_status_rows,
+        rules.rejected_status_dead_letters,
+        split_by_symbol,
+        rules.status_chunks_of,
+        rules.FeedStatusChunk,
+        rules.status_dead_letters,
+    )
 
 
 _FACTORIES = {"trade": _trade, "feed_status": _feed_status}

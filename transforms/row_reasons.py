@@ -1,5 +1,6 @@
 """Why rows of a batch are rejected: the first reason found for each row, kept as small integer
 codes so that checking a batch of any size costs a few vectorized passes and no per-row strings."""
+
 from __future__ import annotations
 
 import numpy as np

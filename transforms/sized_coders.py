@@ -6,6 +6,7 @@ samples the first ten of each. With Beam's fallback coder that means pickling a 
 coders encode exactly as that fallback does, with pickle, but give the size from the value's own
 byte count, which costs nothing.
 """
+
 from __future__ import annotations
 
 import pickle

@@ -3,6 +3,7 @@
 Batches, not single trades, are what make a local backfill fast; every transform in the chain
 takes and gives these tables, whether they were read from a file or polled from a stream.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,22 @@ TRADE_BATCH_SCHEMA = pa.schema(list(arrow_schema("trade")) + PROVENANCE_FIELDS)
 TRADE_FIELDS = arrow_schema("trade").names
 
 
-def make_trade_batch(*, exchange, symbol, trade_id, price, amount, side, event_time,
-                     source, source_offset=None, payload=None, base=None, quote=None,
-                     receive_time=None) -> pa.Table:
+def make_trade_batch(
+    *,
+    exchange,
+    symbol,
+    trade_id,
+    price,
+    amount,
+    side,
+    event_time,
+    source,
+    source_offset=None,
+    payload=None,
+    base=None,
+    quote=None,
+    receive_time=None,
+) -> pa.Table:
     """Build a batch from columns; scalars are broadcast. Times are integer microseconds."""
     n = len(trade_id)
 
@@ -62,21 +76,25 @@ def make_trade_batch(*, exchange, symbol, trade_id, price, amount, side, event_t
 
 def without_payload(batch: pa.Table) -> pa.Table:
     """Drop the raw payload once it is no longer needed, so it is never shuffled."""
-    return batch.set_column(batch.schema.get_field_index("payload"), "payload",
-                            pa.nulls(batch.num_rows, pa.binary()))
+    return batch.set_column(batch.schema.get_field_index("payload"), "payload", pa.nulls(batch.num_rows, pa.binary()))
 
 
-def rows_dead_letters(batch: pa.Table, rows: list[int], reasons: list[str], messages: list[str], stage: str,
-                      event_times: list[int | None]) -> list[dict]:
+def rows_dead_letters(
+    batch: pa.Table, rows: list[int], reasons: list[str], messages: list[str], stage: str, event_times: list[int | None]
+) -> list[dict]:
     """Dead letters for rows of a trade batch, each with its payload and where it came from.
 
     The rows are taken and converted once, together: per row, a column lookup would cost a pass
     over the whole column, and a batch of hostile input can reject every row.
     """
     from transforms.dead_letter import dead_letter
+
     picked = batch.take(pa.array(rows, pa.int64()))
-    values = {name: picked.column(name).to_pylist() for name in TRADE_BATCH_SCHEMA.names
-              if name not in ("event_time", "receive_time")}
+    values = {
+        name: picked.column(name).to_pylist()
+        for name in TRADE_BATCH_SCHEMA.names
+        if name not in ("event_time", "receive_time")
+    }
     for key in ("event_time", "receive_time"):
         # As integers: a time past the year 9999 has no datetime, yet must reach its dead letter.
         values[key] = picked.column(key).cast(pa.int64()).to_pylist()
@@ -85,8 +103,19 @@ def rows_dead_letters(batch: pa.Table, rows: list[int], reasons: list[str], mess
         payload = values["payload"][k]
         if payload is None:  # the original is gone: the normalized trade as JSON
             payload = _trade_json({name: values[name][k] for name in TRADE_FIELDS})
-        letters.append(dead_letter(reason, message, stage, payload, values["source"][k], values["source_offset"][k],
-                                   values["exchange"][k], values["symbol"][k], event_time_us))
+        letters.append(
+            dead_letter(
+                reason,
+                message,
+                stage,
+                payload,
+                values["source"][k],
+                values["source_offset"][k],
+                values["exchange"][k],
+                values["symbol"][k],
+                event_time_us,
+            )
+        )
     return letters
 
 

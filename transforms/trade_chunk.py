@@ -5,6 +5,7 @@ be cheap to pickle: their columns travel as one bytes buffer (pickling a dozen n
 pays a dozen arrays' overhead), trade ids are packed into one buffer too, and the dedupe
 identity hashes are computed once per batch rather than once per chunk.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ SIDE_NAMES = ("buy", "sell", "unknown")  # the valid taker sides; a side's code 
 _HASH_SEED = 0x5EED
 
 
-def trade_hashes(trade_ids: pa.Array, times: np.ndarray, prices: np.ndarray, amounts: np.ndarray,
-                 sides: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def trade_hashes(
+    trade_ids: pa.Array, times: np.ndarray, prices: np.ndarray, amounts: np.ndarray, sides: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row: a hash of the trade id, and a hash of what the trade says (time, price, amount, side code).
 
     Two copies of one trade share both; a conflicting copy shares only the first.
@@ -59,15 +61,25 @@ def _source_codes(sources: pa.ChunkedArray) -> tuple[tuple, np.ndarray]:
 def _string_buffers(strings: pa.Array) -> tuple[bytes, np.ndarray]:
     """Pack a string array into (bytes, offsets) without touching each string in Python."""
     strings = strings.cast(pa.string())
-    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset: strings.offset + len(strings) + 1]
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset : strings.offset + len(strings) + 1]
     data = strings.buffers()[2]
     packed = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes() if data is not None else b""
     return packed, (offsets - offsets[0]).astype(np.int32)
 
 
 # The numpy columns of a chunk, widest first, so each lands aligned in the packed buffer.
-_COLUMNS = ("event_time", "price", "amount", "id_hash", "content_hash", "source_offset", "receive_time",
-            "trade_id_offsets", "source_index", "side")
+_COLUMNS = (
+    "event_time",
+    "price",
+    "amount",
+    "id_hash",
+    "content_hash",
+    "source_offset",
+    "receive_time",
+    "trade_id_offsets",
+    "source_index",
+    "side",
+)
 _DTYPES: dict[str, np.dtype] = {}
 
 
@@ -94,10 +106,27 @@ def _unpacked(buffer: bytes, layout: tuple) -> list[np.ndarray | None]:
 def _chunk_from_pickle(fields: tuple, buffer: bytes, layout: tuple) -> "TradeChunk":
     columns = dict(zip(_COLUMNS, _unpacked(buffer, layout)))
     (exchange, symbol, base, quote, window_start, trade_id_bytes, sources, summary, distinct_ids) = fields
-    return TradeChunk(exchange, symbol, base, quote, window_start, columns["event_time"], columns["price"],
-                      columns["amount"], columns["side"], columns["id_hash"], columns["content_hash"],
-                      trade_id_bytes, columns["trade_id_offsets"], sources, columns["source_index"],
-                      columns["source_offset"], columns["receive_time"], summary, distinct_ids)
+    return TradeChunk(
+        exchange,
+        symbol,
+        base,
+        quote,
+        window_start,
+        columns["event_time"],
+        columns["price"],
+        columns["amount"],
+        columns["side"],
+        columns["id_hash"],
+        columns["content_hash"],
+        trade_id_bytes,
+        columns["trade_id_offsets"],
+        sources,
+        columns["source_index"],
+        columns["source_offset"],
+        columns["receive_time"],
+        summary,
+        distinct_ids,
+    )
 
 
 @dataclass
@@ -133,12 +162,21 @@ class TradeChunk:
 
     def __reduce__(self):
         buffer, layout = _packed([getattr(self, name) for name in _COLUMNS])
-        fields = (self.exchange, self.symbol, self.base, self.quote, self.window_start, self.trade_id_bytes,
-                  self.sources, self.summary, self.distinct_ids)
+        fields = (
+            self.exchange,
+            self.symbol,
+            self.base,
+            self.quote,
+            self.window_start,
+            self.trade_id_bytes,
+            self.sources,
+            self.summary,
+            self.distinct_ids,
+        )
         return _chunk_from_pickle, (fields, buffer, layout)
 
     def trade_id(self, i: int) -> str:
-        return self.trade_id_bytes[self.trade_id_offsets[i]: self.trade_id_offsets[i + 1]].decode("utf-8")
+        return self.trade_id_bytes[self.trade_id_offsets[i] : self.trade_id_offsets[i + 1]].decode("utf-8")
 
     def _trade_id_array(self) -> pa.LargeStringArray:
         """Every row's trade id as one Arrow array over the chunk's buffers, nothing decoded yet."""
@@ -170,22 +208,44 @@ class TradeChunk:
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
-        ids = [self.trade_id_bytes[self.trade_id_offsets[i]: self.trade_id_offsets[i + 1]] for i in rows.tolist()]
+        ids = [self.trade_id_bytes[self.trade_id_offsets[i] : self.trade_id_offsets[i + 1]] for i in rows.tolist()]
         offsets = np.zeros(len(ids) + 1, dtype=np.int32)
         np.cumsum([len(x) for x in ids], out=offsets[1:])
         return TradeChunk(
-            self.exchange, self.symbol, self.base, self.quote, self.window_start, self.event_time[rows],
-            self.price[rows], self.amount[rows], self.side[rows], self.id_hash[rows], self.content_hash[rows],
-            b"".join(ids), offsets, self.sources, self.source_index[rows], self.source_offset[rows],
-            None if self.receive_time is None else self.receive_time[rows])
+            self.exchange,
+            self.symbol,
+            self.base,
+            self.quote,
+            self.window_start,
+            self.event_time[rows],
+            self.price[rows],
+            self.amount[rows],
+            self.side[rows],
+            self.id_hash[rows],
+            self.content_hash[rows],
+            b"".join(ids),
+            offsets,
+            self.sources,
+            self.source_index[rows],
+            self.source_offset[rows],
+            None if self.receive_time is None else self.receive_time[rows],
+        )
 
     def trade_record(self, i: int) -> str:
         """The normalized trade as JSON: the payload of a dead letter raised after parsing."""
         record = {
-            "exchange": self.exchange, "symbol": self.symbol, "base": self.base, "quote": self.quote,
-            "trade_id": self.trade_id(i), "price": float(self.price[i]), "amount": float(self.amount[i]),
-            "side": SIDE_NAMES[self.side[i]], "event_time": micros_to_iso(int(self.event_time[i])),
-            "receive_time": None if self.receive_time is None or self.receive_time[i] < 0 else micros_to_iso(int(self.receive_time[i])),
+            "exchange": self.exchange,
+            "symbol": self.symbol,
+            "base": self.base,
+            "quote": self.quote,
+            "trade_id": self.trade_id(i),
+            "price": float(self.price[i]),
+            "amount": float(self.amount[i]),
+            "side": SIDE_NAMES[self.side[i]],
+            "event_time": micros_to_iso(int(self.event_time[i])),
+            "receive_time": None
+            if self.receive_time is None or self.receive_time[i] < 0
+            else micros_to_iso(int(self.receive_time[i])),
         }
         return json.dumps(record, sort_keys=True)
 
@@ -219,20 +279,28 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray, pair: tuple[str, str])
 
     def ordered(values):
         return values if in_order else values[order]
+
     trade_ids = batch.column("trade_id")
     trade_ids = one_array(trade_ids if in_order else trade_ids.take(pa.array(order, pa.int64())))
     boundaries = np.flatnonzero(np.diff(window_starts[order]) != 0) + 1
     from transforms.partial_bar import partial_bars_of_segments
-    columns = {"event_time": ordered(times), "price": ordered(batch.column("price").to_numpy()),
-               "amount": ordered(batch.column("amount").to_numpy()),
-               "side": ordered(side_codes(one_array(batch.column("side"))))}
+
+    columns = {
+        "event_time": ordered(times),
+        "price": ordered(batch.column("price").to_numpy()),
+        "amount": ordered(batch.column("amount").to_numpy()),
+        "side": ordered(side_codes(one_array(batch.column("side")))),
+    }
     columns["id_hash"], columns["content_hash"] = trade_hashes(
-        trade_ids, columns["event_time"], columns["price"], columns["amount"], columns["side"])
+        trade_ids, columns["event_time"], columns["price"], columns["amount"], columns["side"]
+    )
     sources, source_index = _source_codes(batch.column("source"))
     source_index = ordered(source_index)
     source_offset = ordered(pc.fill_null(batch.column("source_offset"), -1).to_numpy())
     receive = batch.column("receive_time")
-    receive_time = None if receive.null_count == len(receive) else ordered(pc.fill_null(receive.cast(pa.int64()), -1).to_numpy())
+    receive_time = (
+        None if receive.null_count == len(receive) else ordered(pc.fill_null(receive.cast(pa.int64()), -1).to_numpy())
+    )
     starts = np.r_[0, boundaries].astype(np.int64)
     ends = np.r_[boundaries, len(order)].astype(np.int64)
     first_rows = pa.array(order[starts], pa.int64())  # each chunk's base and quote: those of its first row
@@ -242,17 +310,36 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray, pair: tuple[str, str])
     id_bytes, id_offsets = _string_buffers(trade_ids)
     segments_with_repeats = _segments_with_repeated_ids(columns["id_hash"], starts)
     summaries = partial_bars_of_segments(
-        columns["event_time"], columns["price"], columns["amount"], columns["side"],
-        lambda i: id_bytes[id_offsets[i]: id_offsets[i + 1]].decode("utf-8"), starts, ends)
+        columns["event_time"],
+        columns["price"],
+        columns["amount"],
+        columns["side"],
+        lambda i: id_bytes[id_offsets[i] : id_offsets[i + 1]].decode("utf-8"),
+        starts,
+        ends,
+    )
     # Chunks hold views of the batch's columns, not copies: pickling packs only a view's own rows.
     for segment, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
-        packed = id_bytes[id_offsets[start]: id_offsets[end]]  # this chunk's ids, out of the batch's
-        offsets = id_offsets[start: end + 1] - id_offsets[start]
+        packed = id_bytes[id_offsets[start] : id_offsets[end]]  # this chunk's ids, out of the batch's
+        offsets = id_offsets[start : end + 1] - id_offsets[start]
         yield TradeChunk(
-            exchange, symbol, bases[segment], quotes[segment], chunk_window_starts[segment],
-            columns["event_time"][start:end], columns["price"][start:end],
-            columns["amount"][start:end], columns["side"][start:end],
-            columns["id_hash"][start:end], columns["content_hash"][start:end],
-            packed, offsets, sources, source_index[start:end], source_offset[start:end],
-            None if receive_time is None else receive_time[start:end], summaries[segment],
-            segment not in segments_with_repeats)
+            exchange,
+            symbol,
+            bases[segment],
+            quotes[segment],
+            chunk_window_starts[segment],
+            columns["event_time"][start:end],
+            columns["price"][start:end],
+            columns["amount"][start:end],
+            columns["side"][start:end],
+            columns["id_hash"][start:end],
+            columns["content_hash"][start:end],
+            packed,
+            offsets,
+            sources,
+            source_index[start:end],
+            source_offset[start:end],
+            None if receive_time is None else receive_time[start:end],
+            summaries[segment],
+            segment not in segments_with_repeats,
+        )

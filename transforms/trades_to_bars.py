@@ -3,6 +3,7 @@
 Backfill and live stream both apply this transform; only the source that feeds it, the
 parser it is given, the sinks that take its outputs and the runner differ.
 """
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -28,8 +29,15 @@ class TradesToBars(beam.PTransform):
     ``bars`` is None when the spec asks for no time bars.
     """
 
-    def __init__(self, spec: BarSpec, parser: Parser, min_time_us: int | None = None,
-                 max_time_us: int | None = None, status_parser: Parser | None = None, label=None):
+    def __init__(
+        self,
+        spec: BarSpec,
+        parser: Parser,
+        min_time_us: int | None = None,
+        max_time_us: int | None = None,
+        status_parser: Parser | None = None,
+        label=None,
+    ):
         super().__init__(label)
         self._spec = spec
         self._parser, self._status_parser = parser, status_parser
@@ -42,8 +50,9 @@ class TradesToBars(beam.PTransform):
         dead_letters = [parsed.dead_letter, *dead_letters]
         others = {}
         if isinstance(inputs, dict) and inputs.get("feed_status") is not None:
-            statuses = inputs["feed_status"] | "FeedStatus" >> _FeedStatusSkeleton(self._spec, self._status_parser,
-                                                                                  self._time_bounds)
+            statuses = inputs["feed_status"] | "FeedStatus" >> _FeedStatusSkeleton(
+                self._spec, self._status_parser, self._time_bounds
+            )
             others["feed_status"] = statuses["unique"]
             dead_letters.append(statuses["dead_letters"])
         tables = {}
@@ -65,7 +74,7 @@ class _FeedStatusSkeleton(beam.PTransform):
 
     def expand(self, raw_batches):
         parsed = raw_batches | "Parse" >> ParseTrades(self._parser, counted_as=FEED_STATUS_COUNTERS)
-        unique, dead_letters = event_time_skeleton(parsed.trades, record_type("feed_status"), self._spec,
-                                                   self._time_bounds, counted_as=FEED_STATUS_COUNTERS)
-        return {"unique": unique,
-                "dead_letters": [parsed.dead_letter, *dead_letters] | "DeadLetters" >> beam.Flatten()}
+        unique, dead_letters = event_time_skeleton(
+            parsed.trades, record_type("feed_status"), self._spec, self._time_bounds, counted_as=FEED_STATUS_COUNTERS
+        )
+        return {"unique": unique, "dead_letters": [parsed.dead_letter, *dead_letters] | "DeadLetters" >> beam.Flatten()}

@@ -2,6 +2,7 @@
 
 The trade rules are here too: a parsed trade must have a price, amount and notional in range, a
 sane time and a known side."""
+
 from __future__ import annotations
 
 import time
@@ -93,8 +94,9 @@ def rejected_trade_dead_letters(batch: pa.Table, rejected: list[tuple[int, str]]
     picked = take_rows(batch.select(["price", "amount", "side"]), rows).to_pylist()
     # Times as integers: past the year 9999 no datetime holds them.
     times = batch.column("event_time").cast(pa.int64()).take(pa.array(rows, pa.int64())).to_pylist()
-    messages = [f"{reason}: {({**values, 'event_time_us': time})}"
-                for reason, values, time in zip(reasons, picked, times)]
+    messages = [
+        f"{reason}: { ({**values, 'event_time_us': time}) }" for reason, values, time in zip(reasons, picked, times)
+    ]
     return rows_dead_letters(batch, rows, reasons, messages, "validate", times)
 
 
@@ -105,6 +107,7 @@ class ValidateRecords(beam.PTransform):
     def __init__(self, min_time_us: int | None = None, max_time_us: int | None = None, record_type=None, label=None):
         super().__init__(label)
         from transforms.record_types import record_type as registered
+
         self._record_type = record_type or registered("trade")
         default_min, default_max = default_time_bounds()
         self._min = default_min if min_time_us is None else min_time_us
@@ -112,7 +115,8 @@ class ValidateRecords(beam.PTransform):
 
     def expand(self, records):
         return records | beam.ParDo(_ValidateBatch(self._record_type, self._min, self._max)).with_output_types(
-            ArrowTableCoder.value_type).with_outputs(DEAD_LETTER_TAG, main="valid")
+            ArrowTableCoder.value_type
+        ).with_outputs(DEAD_LETTER_TAG, main="valid")
 
 
 ValidateTrades = ValidateRecords

@@ -6,6 +6,7 @@ lives beside them (``session``: reconnects and the staleness watchdog, ``trade_i
 and gaps, ``rest``: retries, ``kafka_output``: the wire format, ``feed_status``: connection-state
 records, ``collector``: the whole loop, one or several feeds in one process).
 """
+
 from io_connectors.collectors import binance, coinbase, kraken
 from io_connectors.collectors.feed import ExchangeFeed
 

@@ -3,6 +3,7 @@
 Full jitter spreads the retries of many clients (or many gap fills) so they do not hit an exchange
 in lock step after an outage. One policy serves websocket reconnects and REST retries.
 """
+
 from __future__ import annotations
 
 import random

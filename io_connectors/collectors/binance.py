@@ -7,6 +7,7 @@ trades), so a jump means missed trades, which ``GET /api/v3/aggTrades`` or
 the taker sold. ``T`` is the trade time in ms. Several symbols share one combined stream,
 ``/stream?streams=a/b``, whose frames are ``{"stream": ..., "data": {...}}``.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -35,6 +36,7 @@ TAKER_SIDE_OF_BUYER_MAKER = {True: "sell", False: "buy"}
 
 class Layout(NamedTuple):
     """Where one Binance trade representation keeps each value."""
+
     trade_id: str
     price: str
     amount: str
@@ -56,10 +58,16 @@ def _pair(symbol: str):
 
 def trade_from_row(row: dict, layout: Layout, symbol: str, receive_time: int) -> dict:
     return trade_record(
-        exchange=EXCHANGE, symbol=symbol, pair=_pair(symbol), trade_id=integer(row, layout.trade_id),
-        price=decimal(row, layout.price, "price"), amount=decimal(row, layout.amount, "amount"),
+        exchange=EXCHANGE,
+        symbol=symbol,
+        pair=_pair(symbol),
+        trade_id=integer(row, layout.trade_id),
+        price=decimal(row, layout.price, "price"),
+        amount=decimal(row, layout.amount, "amount"),
         side=one_of(row, layout.buyer_maker, TAKER_SIDE_OF_BUYER_MAKER),
-        event_time=integer(row, layout.time_ms) * 1000, receive_time=receive_time)
+        event_time=integer(row, layout.time_ms) * 1000,
+        receive_time=receive_time,
+    )
 
 
 def parse_frame(frame: str | bytes, receive_time: int) -> list[dict]:
@@ -86,7 +94,9 @@ async def fetch_range(rest: RestClient, base: str, symbol: str, channel: str, fi
     path, layout = REST_ENDPOINTS[channel]
     from_id = first_id
     while from_id <= last_id:
-        page = await rest.get_json(f"{base.rstrip('/')}{path}", {"symbol": symbol, "fromId": from_id, "limit": PAGE_LIMIT})
+        page = await rest.get_json(
+            f"{base.rstrip('/')}{path}", {"symbol": symbol, "fromId": from_id, "limit": PAGE_LIMIT}
+        )
         if not isinstance(page, list):
             raise RestError(f"{path} answered {str(page)[:200]!r}, not a list of trades")
         if not page:
@@ -104,7 +114,15 @@ async def fetch_range(rest: RestClient, base: str, symbol: str, channel: str, fi
 
 
 FEED = ExchangeFeed(
-    name=EXCHANGE, ws_url="wss://stream.binance.com:9443", rest_url="https://api.binance.com",
-    channels=("aggTrade", "trade"), symbol_pattern=r"[A-Z0-9]{2,30}", symbol_example="BTCUSDT",
-    connect_url=connect_url, subscriptions=lambda symbols, channel: [], parse_frame=parse_frame,
-    sequential_ids=True, fetch_range=fetch_range)
+    name=EXCHANGE,
+    ws_url="wss://stream.binance.com:9443",
+    rest_url="https://api.binance.com",
+    channels=("aggTrade", "trade"),
+    symbol_pattern=r"[A-Z0-9]{2,30}",
+    symbol_example="BTCUSDT",
+    connect_url=connect_url,
+    subscriptions=lambda symbols, channel: [],
+    parse_frame=parse_frame,
+    sequential_ids=True,
+    fetch_range=fetch_range,
+)

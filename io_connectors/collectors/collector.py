@@ -14,6 +14,7 @@ feed's symbols are marked ``disconnected``/``stopped``, and the producer is flus
 before ``run()`` returns the counters. An exchange refusing a subscription (a wrong symbol) ends
 the whole run the same way, then ``run()`` raises its ``ExchangeRejected``: no retry can fix it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,6 +43,7 @@ LOGGED_MALFORMED = 20  # then only every 1000th, so a broken feed cannot flood t
 @dataclass(frozen=True)
 class FeedSettings:
     """One exchange's part of a run: which symbols, on which channel, from where."""
+
     feed: ExchangeFeed
     symbols: tuple[str, ...]
     channel: str
@@ -52,6 +54,7 @@ class FeedSettings:
 @dataclass(frozen=True)
 class CollectorSettings:
     """What every feed of a run shares."""
+
     stale_after: float | None = 30.0  # None or 0: no watchdog
     reconnect_backoff: Backoff = field(default_factory=Backoff)
     rest_backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=30.0))
@@ -66,8 +69,9 @@ class CollectorSettings:
 class FeedCollector:
     """One exchange's feed: its session, duplicates and gaps, status records and counters."""
 
-    def __init__(self, spec: FeedSettings, settings: CollectorSettings, output: KafkaOutput,
-                 on_published: Callable[[], None]):
+    def __init__(
+        self, spec: FeedSettings, settings: CollectorSettings, output: KafkaOutput, on_published: Callable[[], None]
+    ):
         self.spec, self.feed, self.name = spec, spec.feed, spec.feed.name
         self.settings, self.output, self._on_published = settings, output, on_published
         self.counters = CollectorCounters()
@@ -92,11 +96,17 @@ class FeedCollector:
         settings = self.settings
         self._rest = RestClient(http, settings.rest_backoff, settings.rest_attempts, self._count_rest_retry)
         try:
-            await keep_reading(self.url, self.feed.subscriptions(self.spec.symbols, self.spec.channel),
-                               self.handle_frame, stale_after=settings.stale_after,
-                               backoff=settings.reconnect_backoff, counters=self.counters,
-                               on_connected=self.status.connected, on_disconnected=self.status.disconnected,
-                               name=self.name)
+            await keep_reading(
+                self.url,
+                self.feed.subscriptions(self.spec.symbols, self.spec.channel),
+                self.handle_frame,
+                stale_after=settings.stale_after,
+                backoff=settings.reconnect_backoff,
+                counters=self.counters,
+                on_connected=self.status.connected,
+                on_disconnected=self.status.disconnected,
+                name=self.name,
+            )
         except ExchangeRejected as error:
             self.status.disconnected(f"rejected: {error}")
             raise
@@ -110,10 +120,17 @@ class FeedCollector:
             self.counters.malformed += 1
             self.dead_letters_by_reason[error.reason] = self.dead_letters_by_reason.get(error.reason, 0) + 1
             if self.counters.malformed <= LOGGED_MALFORMED or self.counters.malformed % 1000 == 0:
-                log.warning("%s: malformed frame #%d (%s: %s), dead-lettered: %.200r", self.name,
-                            self.counters.frames, error.reason, error, frame)
-            self.output.dead_letter(dead_letter(error.reason, str(error), "collect", frame, self.url,
-                                                self.counters.frames, self.name))
+                log.warning(
+                    "%s: malformed frame #%d (%s: %s), dead-lettered: %.200r",
+                    self.name,
+                    self.counters.frames,
+                    error.reason,
+                    error,
+                    frame,
+                )
+            self.output.dead_letter(
+                dead_letter(error.reason, str(error), "collect", frame, self.url, self.counters.frames, self.name)
+            )
             return
         self.counters.received += len(trades)
         for trade in trades:
@@ -143,8 +160,14 @@ class FeedCollector:
         if self.feed.fetch_range is None or not self.spec.rest_url:
             self._unfilled(gap, gap.size, "no REST source for missed trades")
             return
-        log.warning("%s %s: ids %d..%d (%d trades) were missed; fetching them over REST", self.name,
-                    gap.symbol, gap.first_id, gap.last_id, gap.size)
+        log.warning(
+            "%s %s: ids %d..%d (%d trades) were missed; fetching them over REST",
+            self.name,
+            gap.symbol,
+            gap.first_id,
+            gap.last_id,
+            gap.size,
+        )
         task = asyncio.get_running_loop().create_task(self._fill(gap))
         self._fills.add(task)
         task.add_done_callback(self._fills.discard)
@@ -153,8 +176,9 @@ class FeedCollector:
         fetched, problem = set(), None
         try:
             async with self._rest_turn:
-                async for page in self.feed.fetch_range(self._rest, self.spec.rest_url, gap.symbol,
-                                                        self.spec.channel, gap.first_id, gap.last_id):
+                async for page in self.feed.fetch_range(
+                    self._rest, self.spec.rest_url, gap.symbol, self.spec.channel, gap.first_id, gap.last_id
+                ):
                     self.counters.gap_trades_fetched += len(page)
                     for trade in page:
                         fetched.add(trade["trade_id"])
@@ -165,15 +189,24 @@ class FeedCollector:
             self._unfilled(gap, gap.size - len(fetched), "the collector stopped before REST answered")
             raise
         if len(fetched) < gap.size:
-            self._unfilled(gap, gap.size - len(fetched), problem or "the exchange returned fewer trades than were missed")
+            self._unfilled(
+                gap, gap.size - len(fetched), problem or "the exchange returned fewer trades than were missed"
+            )
         else:
             log.info("%s %s: gap %d..%d filled", self.name, gap.symbol, gap.first_id, gap.last_id)
 
     def _unfilled(self, gap: Gap, missing: int, why: str) -> None:
         self.counters.gaps_unfilled += 1
         self.counters.trades_unfilled += missing
-        log.error("%s %s: gap %d..%d left with %d trade(s) missing: %s", self.name, gap.symbol,
-                  gap.first_id, gap.last_id, missing, why)
+        log.error(
+            "%s %s: gap %d..%d left with %d trade(s) missing: %s",
+            self.name,
+            gap.symbol,
+            gap.first_id,
+            gap.last_id,
+            missing,
+            why,
+        )
 
     async def drain_gap_fills(self) -> None:
         if not self._fills:
@@ -222,8 +255,9 @@ class Collector:
             if settings.progress_every:
                 tasks.append(asyncio.create_task(self._report_progress(settings.progress_every)))
             try:
-                done, _ = await asyncio.wait({*reading, stopping}, timeout=settings.max_seconds,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {*reading, stopping}, timeout=settings.max_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
                 if not done:
                     self.stop(f"{settings.max_seconds:g} s elapsed")
                 self._stop_if_a_feed_ended(reading)
@@ -244,8 +278,11 @@ class Collector:
         for feed, task in zip(self.feeds, reading):
             if task.done() and not task.cancelled() and task.exception() is not None:
                 error = task.exception()
-                self.stop(f"{feed.name} refused the subscription" if isinstance(error, ExchangeRejected)
-                          else f"{feed.name} failed: {type(error).__name__}")
+                self.stop(
+                    f"{feed.name} refused the subscription"
+                    if isinstance(error, ExchangeRejected)
+                    else f"{feed.name} failed: {type(error).__name__}"
+                )
                 return
 
     def _count_published(self) -> None:

@@ -3,6 +3,7 @@
 Every trade is accounted for: ``received + gap_trades_fetched == published + duplicates``.
 Each feed counts its own; ``total`` adds them up for a run of several feeds.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -27,12 +28,19 @@ class CollectorCounters:
     undelivered: int = 0  # messages Kafka did not acknowledge by shutdown
 
     LABELS = {
-        "frames": "websocket frames", "received": "trades received", "published": "trades published",
-        "duplicates": "duplicates dropped", "gaps_detected": "gaps detected",
-        "gap_trades_fetched": "gap trades fetched (REST)", "gaps_unfilled": "gaps left unfilled",
-        "trades_unfilled": "trades still missing", "malformed": "malformed frames (dead-lettered)",
-        "reconnects": "reconnects", "stale_reconnects": "  of which stale (watchdog)",
-        "connect_failures": "failed connection attempts", "rest_retries": "REST retries",
+        "frames": "websocket frames",
+        "received": "trades received",
+        "published": "trades published",
+        "duplicates": "duplicates dropped",
+        "gaps_detected": "gaps detected",
+        "gap_trades_fetched": "gap trades fetched (REST)",
+        "gaps_unfilled": "gaps left unfilled",
+        "trades_unfilled": "trades still missing",
+        "malformed": "malformed frames (dead-lettered)",
+        "reconnects": "reconnects",
+        "stale_reconnects": "  of which stale (watchdog)",
+        "connect_failures": "failed connection attempts",
+        "rest_retries": "REST retries",
         "status_records": "feed status records",
         "undelivered": "undelivered to Kafka",
     }
@@ -45,6 +53,8 @@ class CollectorCounters:
         return [(self.LABELS[f.name], getattr(self, f.name)) for f in fields(self)]
 
     def progress_line(self) -> str:
-        return (f"received {self.received:,}, published {self.published:,}, duplicates {self.duplicates:,}, "
-                f"gaps {self.gaps_detected:,} ({self.gap_trades_fetched:,} fetched, {self.trades_unfilled:,} missing), "
-                f"malformed {self.malformed:,}, reconnects {self.reconnects:,}")
+        return (
+            f"received {self.received:,}, published {self.published:,}, duplicates {self.duplicates:,}, "
+            f"gaps {self.gaps_detected:,} ({self.gap_trades_fetched:,} fetched, {self.trades_unfilled:,} missing), "
+            f"malformed {self.malformed:,}, reconnects {self.reconnects:,}"
+        )

@@ -1,5 +1,6 @@
 """What the collector needs to know about one exchange, and nothing else: where to connect, what to
 send once connected, how to read a frame, and (where the exchange allows it) how to fetch missed trades."""
+
 from __future__ import annotations
 
 import re

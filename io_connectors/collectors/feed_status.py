@@ -7,6 +7,7 @@ consumer can then tell a silent market (connected, no trades) from a dead connec
 reconnect are one disconnection, not one record each. Times are the collector's clock, never
 earlier than the feed's previous record, so a clock step back cannot reorder a feed's states.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,13 +30,19 @@ def collector_id() -> str:
 def canonical_pairs(exchange: str, symbols: Sequence[str]) -> dict[str, tuple]:
     """Each symbol's canonical (base, quote), as the parsers' instrument lookup gives it."""
     from io_connectors.instruments import canonical_pair, shipped_instruments
+
     table = shipped_instruments()
     return {symbol: canonical_pair(table, exchange, symbol)[0] for symbol in symbols}
 
 
 class FeedStatus:
-    def __init__(self, exchange: str, symbols: Sequence[str], publish: Callable[[dict], None],
-                 clock: Callable[[], int] = now_micros):
+    def __init__(
+        self,
+        exchange: str,
+        symbols: Sequence[str],
+        publish: Callable[[dict], None],
+        clock: Callable[[], int] = now_micros,
+    ):
         self.exchange, self._publish, self._clock = exchange, publish, clock
         self._pairs = canonical_pairs(exchange, symbols)
         self._status: str | None = None
@@ -59,5 +66,15 @@ class FeedStatus:
         self._status = status
         self._last_time = max(self._clock(), self._last_time)
         for symbol, (base, quote) in self._pairs.items():
-            self._publish({"exchange": self.exchange, "symbol": symbol, "base": base, "quote": quote, "status": status,
-                           "event_time": self._last_time, "reason": reason, "collector": collector_id()})
+            self._publish(
+                {
+                    "exchange": self.exchange,
+                    "symbol": symbol,
+                    "base": base,
+                    "quote": quote,
+                    "status": status,
+                    "event_time": self._last_time,
+                    "reason": reason,
+                    "collector": collector_id(),
+                }
+            )

@@ -4,6 +4,7 @@ A frame that cannot become trades raises ``FrameError`` carrying a dead-letter r
 (``malformed``, ``missing_field``, ``bad_price``, ``non_finite_amount``, ``unknown_side`` ...).
 An exchange that refuses what we asked for raises ``ExchangeRejected``: no retry can fix that.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,10 +99,30 @@ def one_of(record: dict, name: str, mapping: dict, reason: str = "malformed"):
     raise FrameError(reason, f"{name}={value!r} is not one of {', '.join(map(repr, mapping))}")
 
 
-def trade_record(*, exchange: str, symbol: str, pair: tuple[str | None, str | None], trade_id, price: float,
-                 amount: float, side: str, event_time: int, receive_time: int) -> dict:
+def trade_record(
+    *,
+    exchange: str,
+    symbol: str,
+    pair: tuple[str | None, str | None],
+    trade_id,
+    price: float,
+    amount: float,
+    side: str,
+    event_time: int,
+    receive_time: int,
+) -> dict:
     """One trade shaped like ``schemas/trade.avsc``."""
     if not isinstance(symbol, str):
         raise FrameError("malformed", f"symbol {symbol!r} is not a string")
-    return {"exchange": exchange, "symbol": symbol, "base": pair[0], "quote": pair[1], "trade_id": str(trade_id),
-            "price": price, "amount": amount, "side": side, "event_time": event_time, "receive_time": receive_time}
+    return {
+        "exchange": exchange,
+        "symbol": symbol,
+        "base": pair[0],
+        "quote": pair[1],
+        "trade_id": str(trade_id),
+        "price": price,
+        "amount": amount,
+        "side": side,
+        "event_time": event_time,
+        "receive_time": receive_time,
+    }

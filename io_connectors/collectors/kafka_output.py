@@ -8,6 +8,7 @@ their instrument, with the collector's clock as the message timestamp. Several f
 producer, so one flush at the end covers them all.
 The producer uses the project's settings (idempotence, acks=all, lz4, short linger).
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,6 +27,7 @@ def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
     """Ask the cluster for its metadata, quietly, so a wrong address is a clear error before collecting."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
+
     try:
         AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=timeout)
     except KafkaException as error:
@@ -34,26 +36,41 @@ def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
 
 
 class KafkaOutput:
-    def __init__(self, bootstrap: str, trades_topic: str = "trades", dead_letter_topic: str = "dead_letters",
-                 status_topic: str = "feed_status"):
+    def __init__(
+        self,
+        bootstrap: str,
+        trades_topic: str = "trades",
+        dead_letter_topic: str = "dead_letters",
+        status_topic: str = "feed_status",
+    ):
         from confluent_kafka import Producer
+
         self.bootstrap, self.trades_topic, self.dead_letter_topic = bootstrap, trades_topic, dead_letter_topic
         self.status_topic = status_topic
         self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
         self.failed = 0
 
     def trade(self, record: dict) -> None:
-        self._produce(self.trades_topic, encode(record, "trade"), f"{record['exchange']}:{record['symbol']}",
-                      record["event_time"] // 1000)
+        self._produce(
+            self.trades_topic,
+            encode(record, "trade"),
+            f"{record['exchange']}:{record['symbol']}",
+            record["event_time"] // 1000,
+        )
 
     def dead_letter(self, record: dict) -> None:
         key = ":".join(part for part in (record["exchange"], record["symbol"]) if part)
-        self._produce(self.dead_letter_topic, encode(record, "dead_letter"), key or None,
-                      record["dead_letter_time"] // 1000)
+        self._produce(
+            self.dead_letter_topic, encode(record, "dead_letter"), key or None, record["dead_letter_time"] // 1000
+        )
 
     def feed_status(self, record: dict) -> None:
-        self._produce(self.status_topic, encode(record, "feed_status"), f"{record['exchange']}:{record['symbol']}",
-                      record["event_time"] // 1000)
+        self._produce(
+            self.status_topic,
+            encode(record, "feed_status"),
+            f"{record['exchange']}:{record['symbol']}",
+            record["event_time"] // 1000,
+        )
 
     def _delivered(self, error, message) -> None:
         if error is not None:

@@ -7,6 +7,7 @@ which covers short disconnects; the collector drops what it has already publishe
 messages and subscription acks carry no trades; a failed subscription (``success: false``) stops
 the collector with Kraken's error.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -39,10 +40,16 @@ def _pair(symbol: str):
 def trade_from_row(row: dict, receive_time: int) -> dict:
     symbol = field(row, "symbol")
     return trade_record(
-        exchange=EXCHANGE, symbol=symbol, pair=_pair(symbol), trade_id=integer(row, "trade_id"),
-        price=decimal(row, "price", "price"), amount=decimal(row, "qty", "amount"),
-        side=one_of(row, "side", TAKER_SIDE, "unknown_side"), event_time=rfc3339_micros(row, "timestamp"),
-        receive_time=receive_time)
+        exchange=EXCHANGE,
+        symbol=symbol,
+        pair=_pair(symbol),
+        trade_id=integer(row, "trade_id"),
+        price=decimal(row, "price", "price"),
+        amount=decimal(row, "qty", "amount"),
+        side=one_of(row, "side", TAKER_SIDE, "unknown_side"),
+        event_time=rfc3339_micros(row, "timestamp"),
+        receive_time=receive_time,
+    )
 
 
 def parse_frame(frame: str | bytes, receive_time: int) -> list[dict]:
@@ -50,8 +57,9 @@ def parse_frame(frame: str | bytes, receive_time: int) -> list[dict]:
     message = json_object(decode_json(frame), "the frame")
     if "method" in message:
         if message.get("success") is False:
-            raise ExchangeRejected(f"kraken refused {message['method']} {message.get('symbol', '')}: "
-                                   f"{message.get('error', message)}")
+            raise ExchangeRejected(
+                f"kraken refused {message['method']} {message.get('symbol', '')}: {message.get('error', message)}"
+            )
         return []
     if field(message, "channel") != "trade":
         return []
@@ -63,6 +71,13 @@ def subscriptions(symbols: Sequence[str], channel: str) -> list[dict]:
 
 
 FEED = ExchangeFeed(
-    name=EXCHANGE, ws_url="wss://ws.kraken.com/v2", rest_url=None, channels=("trade",),
-    symbol_pattern=r"[A-Z0-9.]{1,20}/[A-Z0-9.]{1,20}", symbol_example="BTC/USD",
-    connect_url=lambda base, symbols, channel: base, subscriptions=subscriptions, parse_frame=parse_frame)
+    name=EXCHANGE,
+    ws_url="wss://ws.kraken.com/v2",
+    rest_url=None,
+    channels=("trade",),
+    symbol_pattern=r"[A-Z0-9.]{1,20}/[A-Z0-9.]{1,20}",
+    symbol_example="BTC/USD",
+    connect_url=lambda base, symbols, channel: base,
+    subscriptions=subscriptions,
+    parse_frame=parse_frame,
+)

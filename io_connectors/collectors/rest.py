@@ -5,6 +5,7 @@ exchange asks for, or a jittered backoff, and try again; network errors back off
 bounded number of attempts, or on an answer no retry can change (another 4xx), ``RestError``
 says why, and the caller records what it could not fetch.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -71,7 +72,8 @@ class RestClient:
                     raise RestError(f"GET {url} {params}: HTTP {response.status_code} {response.text[:200]!r}")
             if attempt + 1 < self.attempts:
                 self.on_retry()
-                log.warning("GET %s failed (%s); retry %d/%d in %.1f s", url, problem, attempt + 1,
-                            self.attempts - 1, wait)
+                log.warning(
+                    "GET %s failed (%s); retry %d/%d in %.1f s", url, problem, attempt + 1, self.attempts - 1, wait
+                )
                 await asyncio.sleep(wait)
         raise RestError(f"GET {url} {params}: gave up after {self.attempts} attempts: {problem}")

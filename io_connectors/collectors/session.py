@@ -9,6 +9,7 @@ resubscribes. Runs until cancelled; only an ``ExchangeRejected`` from the frame 
 for the run's first), ``on_disconnected(reason)`` when a connection is lost or cannot be made:
 ``stale``, ``closed`` (with the close's detail when it was not clean) or the error's text.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,10 +47,18 @@ def disconnect_reason(error: BaseException, opened: bool) -> str:
     return f"{what}: {type(error).__name__}: {error}"
 
 
-async def keep_reading(url: str, subscriptions: list[dict], on_frame: Callable[[str | bytes], None], *,
-                       stale_after: float | None, backoff: Backoff, counters: CollectorCounters,
-                       on_connected: Callable[[bool], None] = _ignore,
-                       on_disconnected: Callable[[str], None] = _ignore, name: str = "") -> None:
+async def keep_reading(
+    url: str,
+    subscriptions: list[dict],
+    on_frame: Callable[[str | bytes], None],
+    *,
+    stale_after: float | None,
+    backoff: Backoff,
+    counters: CollectorCounters,
+    on_connected: Callable[[bool], None] = _ignore,
+    on_disconnected: Callable[[str], None] = _ignore,
+    name: str = "",
+) -> None:
     """``name`` (the exchange) leads each log line: several feeds share one log."""
     where = f"{name} {url}" if name else url
     attempt, connections = 0, 0
@@ -80,8 +89,9 @@ async def keep_reading(url: str, subscriptions: list[dict], on_frame: Callable[[
         except (OSError, TimeoutError, WebSocketException) as error:
             if not opened:
                 counters.connect_failures += 1
-            log.warning("%s: %s (%s: %s)", where, "connection lost" if opened else "cannot connect",
-                        type(error).__name__, error)
+            log.warning(
+                "%s: %s (%s: %s)", where, "connection lost" if opened else "cannot connect", type(error).__name__, error
+            )
             on_disconnected(disconnect_reason(error, opened))
         delay = backoff.delay(attempt)
         attempt += 1

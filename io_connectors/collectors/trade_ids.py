@@ -5,6 +5,7 @@ Only live trades move the high-water mark; trades fetched to fill a gap are chec
 duplicates but never open a gap of their own. The memory of published ids is bounded per symbol:
 a duplicate older than that is published again and left to downstream dedupe.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict

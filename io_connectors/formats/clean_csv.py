@@ -6,6 +6,7 @@ columns in one pass at a fraction of that. The fast path answers only when its a
 to be the line-by-line path's; on any doubt it returns None and the caller takes the
 line-by-line path, which finds and dead-letters the bad lines.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,13 @@ class CleanBatch:
     """Only ever an unexpected header's."""
 
 
-def read_clean_batch(raw: RawBatch, field_counts: set[int], header_names: list[list[str]],
-                     types: dict[int, pa.DataType], delimiter: str = ",") -> CleanBatch | None:
+def read_clean_batch(
+    raw: RawBatch,
+    field_counts: set[int],
+    header_names: list[list[str]],
+    types: dict[int, pa.DataType],
+    delimiter: str = ",",
+) -> CleanBatch | None:
     """The wanted fields of a clean batch, or None.
 
     Clean means: printable ASCII without spaces (so nothing to trim, no encoding to doubt), no
@@ -48,8 +54,8 @@ def read_clean_batch(raw: RawBatch, field_counts: set[int], header_names: list[l
     if lines.type != pa.binary():
         return None
     _, offset_buffer, data_buffer = lines.buffers()
-    offsets = np.frombuffer(offset_buffer, np.int32)[lines.offset:lines.offset + len(lines) + 1]
-    data = np.frombuffer(data_buffer, np.uint8)[offsets[0]:offsets[-1]]
+    offsets = np.frombuffer(offset_buffer, np.int32)[lines.offset : lines.offset + len(lines) + 1]
+    data = np.frombuffer(data_buffer, np.uint8)[offsets[0] : offsets[-1]]
     if len(data) and (data.min() < 0x21 or data.max() > 0x7E):  # a byte outside '!'..'~'
         return None
     dead, skip = [], 0
@@ -58,8 +64,12 @@ def read_clean_batch(raw: RawBatch, field_counts: set[int], header_names: list[l
         dead += header_dead_letter(first, header_names, delimiter, lines[0].as_py(), raw.source, int(numbers[0]))
         skip = 1
         if len(lines) == 1:
-            return CleanBatch({j: pa.array([], t).to_numpy(zero_copy_only=False) for j, t in types.items()},
-                              numbers[1:], lines[1:], dead)
+            return CleanBatch(
+                {j: pa.array([], t).to_numpy(zero_copy_only=False) for j, t in types.items()},
+                numbers[1:],
+                lines[1:],
+                dead,
+            )
         first = lines[1].as_py().decode("ascii")
     field_count = first.count(delimiter) + 1
     if field_count not in field_counts:
@@ -69,12 +79,19 @@ def read_clean_batch(raw: RawBatch, field_counts: set[int], header_names: list[l
         table = pcsv.read_csv(
             _with_line_breaks(lines),
             read_options=pcsv.ReadOptions(column_names=names, skip_rows=skip, use_threads=False),
-            parse_options=pcsv.ParseOptions(delimiter=delimiter, quote_char=False, escape_char=False,
-                                            ignore_empty_lines=False),
+            parse_options=pcsv.ParseOptions(
+                delimiter=delimiter, quote_char=False, escape_char=False, ignore_empty_lines=False
+            ),
             convert_options=pcsv.ConvertOptions(
-                column_types={names[j]: t for j, t in types.items()}, include_columns=[names[j] for j in types],
-                null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
-                true_values=_TRUE, false_values=_FALSE))
+                column_types={names[j]: t for j, t in types.items()},
+                include_columns=[names[j] for j in types],
+                null_values=[],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                true_values=_TRUE,
+                false_values=_FALSE,
+            ),
+        )
     except pa.ArrowException:  # a line with another field count, a bad value: the slow path says which
         return None
     if table.num_rows != len(lines) - skip:

@@ -3,6 +3,7 @@
 ``side`` there is the maker's side ("buy" means a resting buy order was hit), so the taker
 side is the opposite. ``time`` is ISO-8601; ``product_id``, when present, is the symbol.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,11 @@ def _number(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(f"{name} is not a number")
     number = float(value)
-    if isinstance(value, str) and not math.isfinite(number) and value.strip().lower() not in ("nan", "inf", "-inf", "infinity"):
+    if (
+        isinstance(value, str)
+        and not math.isfinite(number)
+        and value.strip().lower() not in ("nan", "inf", "-inf", "infinity")
+    ):
         raise ValueError(f"{name} is not a number")
     return number
 
@@ -60,9 +65,14 @@ def _trade(line: bytes, default_symbol: str | None) -> tuple:
     symbol = record.get("product_id") or default_symbol
     if not isinstance(symbol, str) or not symbol:
         raise ValueError("no symbol: no product_id, not in the file name, and --symbol not given")
-    return (_text(record["trade_id"], "trade_id"), _number(record["price"], "price"), _number(record["size"], "size"),
-            TAKER_SIDE_OF_MAKER.get(maker_side, maker_side), iso_to_micros(str(record["time"])),
-            _text(symbol, "product_id"))
+    return (
+        _text(record["trade_id"], "trade_id"),
+        _number(record["price"], "price"),
+        _number(record["size"], "size"),
+        TAKER_SIDE_OF_MAKER.get(maker_side, maker_side),
+        iso_to_micros(str(record["time"])),
+        _text(symbol, "product_id"),
+    )
 
 
 def parse_coinbase_trades(raw: RawBatch, exchange: str = "coinbase", symbol: str | None = None):
@@ -83,7 +93,15 @@ def parse_coinbase_trades(raw: RawBatch, exchange: str = "coinbase", symbol: str
         rows["line"].append(number)
         rows["payload"].append(line)
     trades = make_trade_batch(
-        exchange=exchange, symbol=rows["symbol"], trade_id=rows["trade_id"], price=rows["price"],
-        amount=rows["amount"], side=rows["side"], event_time=rows["event_time"], source=raw.source,
-        source_offset=rows["line"], payload=rows["payload"])
+        exchange=exchange,
+        symbol=rows["symbol"],
+        trade_id=rows["trade_id"],
+        price=rows["price"],
+        amount=rows["amount"],
+        side=rows["side"],
+        event_time=rows["event_time"],
+        source=raw.source,
+        source_offset=rows["line"],
+        payload=rows["payload"],
+    )
     return trades, dead

@@ -1,4 +1,5 @@
 """What every text format does after splitting: reject failed checks, build the trade batch."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,5 +20,6 @@ def reject_failed(fields: Fields, checks: list[tuple[np.ndarray, str]], source: 
 def trades_from_fields(fields: Fields, good: np.ndarray, source: str, **columns):
     """Build the batch of good lines; array-valued columns are indexed by ``good``, scalars broadcast."""
     selected = {k: (v[good] if isinstance(v, np.ndarray) else v) for k, v in columns.items()}
-    return make_trade_batch(source=source, source_offset=fields.line_numbers[good], payload=fields.payloads_of(good),
-                            **selected)
+    return make_trade_batch(
+        source=source, source_offset=fields.line_numbers[good], payload=fields.payloads_of(good), **selected
+    )

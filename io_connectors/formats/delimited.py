@@ -3,6 +3,7 @@
 One bad line must cost one dead letter, never the batch: every check here yields a mask, and
 the lines that fail it are reported with their original bytes and line numbers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class Fields:
     Rows are kept as positions into the split lines, so rejecting lines moves no text; a column
     is cut only when a parser asks for it.
     """
+
     lists: pa.ListArray
     """Every non-blank line, split at the delimiter."""
     all_line_numbers: np.ndarray
@@ -60,8 +62,11 @@ class Fields:
     def dead_letter_lines(self, mask: np.ndarray, reason: str, message: str, source: str) -> None:
         """Add a dead letter, with the original bytes and line number, for each masked line."""
         for row in self.rows[mask].tolist():
-            self.dead_letters.append(dead_letter(reason, message, "parse", self.all_payloads[row].as_py(), source,
-                                                 int(self.all_line_numbers[row])))
+            self.dead_letters.append(
+                dead_letter(
+                    reason, message, "parse", self.all_payloads[row].as_py(), source, int(self.all_line_numbers[row])
+                )
+            )
 
     def reject(self, mask: np.ndarray, reason: str, message: str, source: str) -> "Fields":
         """Dead-letter the masked lines and keep the rest."""
@@ -85,13 +90,14 @@ def _decode(raw: RawBatch, dead: list[dict]) -> tuple[pa.Array, np.ndarray, pa.A
                 line.decode("utf-8")
             except UnicodeDecodeError as error:
                 valid[i] = False
-                dead.append(dead_letter("bad_encoding", f"not UTF-8: {error}", "parse", line, raw.source,
-                                        int(numbers[i])))
+                dead.append(
+                    dead_letter("bad_encoding", f"not UTF-8: {error}", "parse", line, raw.source, int(numbers[i]))
+                )
         index = pa.array(np.flatnonzero(valid), pa.int64())
         lines, numbers = lines.take(index), numbers[valid]
         text = pc.cast(lines, pa.string())
     if raw.starts_file and len(text) and text[0].as_py().startswith(_BOM):
-        text = pa.concat_arrays([pa.array([text[0].as_py()[len(_BOM):]], pa.string()), text[1:]])
+        text = pa.concat_arrays([pa.array([text[0].as_py()[len(_BOM) :]], pa.string()), text[1:]])
     return text, numbers, lines
 
 
@@ -99,18 +105,23 @@ def looks_like_header(first_field: str) -> bool:
     return bool(first_field) and not (first_field[0].isdigit() or first_field[0] in "+-.")
 
 
-def header_dead_letter(header: str, header_names: list[list[str]], delimiter: str, payload: bytes, source: str,
-                       line_number: int) -> list[dict]:
+def header_dead_letter(
+    header: str, header_names: list[list[str]], delimiter: str, payload: bytes, source: str, line_number: int
+) -> list[dict]:
     """A header line is skipped; one naming other columns than expected is also reported."""
     names = [n.strip().lower() for n in header.split(delimiter)]
     if names in header_names:
         return []
-    return [dead_letter("unexpected_header", f"header {names} is not one of {header_names}", "parse", payload,
-                        source, line_number)]
+    return [
+        dead_letter(
+            "unexpected_header", f"header {names} is not one of {header_names}", "parse", payload, source, line_number
+        )
+    ]
 
 
-def split_fields(raw: RawBatch, field_counts: set[int], header_names: list[list[str]] | None = None,
-                 delimiter: str = ",") -> Fields:
+def split_fields(
+    raw: RawBatch, field_counts: set[int], header_names: list[list[str]] | None = None, delimiter: str = ","
+) -> Fields:
     """Split a text batch into fields; blank lines are skipped, a header line at the top of a file
     is recognized and skipped, and lines with an unexpected field count are dead-lettered."""
     dead: list[dict] = []
@@ -121,8 +132,9 @@ def split_fields(raw: RawBatch, field_counts: set[int], header_names: list[list[
         first = int(np.argmax(non_blank))
         header = strings[first].as_py()
         if looks_like_header(header.split(delimiter, 1)[0]):
-            dead += header_dead_letter(header, header_names, delimiter, payloads[first].as_py(), raw.source,
-                                       int(numbers[first]))
+            dead += header_dead_letter(
+                header, header_names, delimiter, payloads[first].as_py(), raw.source, int(numbers[first])
+            )
             non_blank[first] = False
     if not non_blank.all():
         keep = pa.array(np.flatnonzero(non_blank), pa.int64())

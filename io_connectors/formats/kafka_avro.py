@@ -3,6 +3,7 @@
 A raw batch holds the messages' values with their offsets; ``source`` names the topic and
 partition. Messages that cannot be decoded become dead letters with the wire format's reason.
 """
+
 from __future__ import annotations
 
 from io_connectors.avro_wire import SchemaStore, WireFormatError, decode
@@ -37,6 +38,7 @@ def parse_avro_messages(raw: RawBatch, store: SchemaStore | None = None, **_over
 def parse_feed_status_messages(raw: RawBatch, store: SchemaStore | None = None, **_overrides):
     """Collectors' connection-state records (``schemas/feed_status.avsc``) from Kafka messages."""
     from transforms.feed_status import make_status_batch
+
     global _STORE
     if store is None:
         _STORE = _STORE or SchemaStore.shipped()

@@ -7,6 +7,7 @@ columns may be binary: each value is decoded as UTF-8, and a value that is not U
 row (``bad_encoding``). A column the parser reads that appears twice in a file makes every row
 of it a dead letter: which copy was meant cannot be known.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ from transforms.trade_batch import make_trade_batch
 REQUIRED = ["exchange", "symbol", "trade_id", "price", "amount", "side", "event_time"]
 OPTIONAL = ["base", "quote", "receive_time"]
 TEXT = ["exchange", "symbol", "trade_id", "side", "base", "quote"]
-_INT64_RANGE = range(-2**63, 2**63)
+_INT64_RANGE = range(-(2**63), 2**63)
 _NOT_UTF8 = "is not UTF-8"
 
 
@@ -43,7 +44,9 @@ def _converted(values: pa.Array, convert, fallback, kind: pa.DataType) -> tuple[
     """Convert a column at once, or value by value when that fails; returns (values, ok)."""
     try:
         converted = convert(values)
-        return converted, ~pc.is_null(converted).to_numpy(zero_copy_only=False) | pc.is_null(values).to_numpy(zero_copy_only=False)
+        return converted, ~pc.is_null(converted).to_numpy(zero_copy_only=False) | pc.is_null(values).to_numpy(
+            zero_copy_only=False
+        )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError):
         if _is_nested(values.type):  # a list or a struct is no single value: only its nulls pass
             return pa.nulls(len(values), kind), pc.is_null(values).to_numpy(zero_copy_only=False)
@@ -84,9 +87,12 @@ def _to_micros(values: pa.Array):
         return values.cast(pa.int64()), _all_valid(values)
     if pa.types.is_timestamp(values.type):
         options = pc.CastOptions(pa.timestamp("us", tz=values.type.tz), allow_time_truncate=True)
-        return _converted(values, lambda v: pc.cast(v, options=options).cast(pa.int64()),
-                          lambda s: int(pc.cast(pa.array([s.value], values.type), options=options).cast(pa.int64())[0].as_py()),
-                          pa.int64())
+        return _converted(
+            values,
+            lambda v: pc.cast(v, options=options).cast(pa.int64()),
+            lambda s: int(pc.cast(pa.array([s.value], values.type), options=options).cast(pa.int64())[0].as_py()),
+            pa.int64(),
+        )
     return _converted(values, lambda v: v.cast(pa.int64()), lambda s: _int64(s.as_py()), pa.int64())
 
 
@@ -155,9 +161,15 @@ def _rows_json(table: pa.Table, rows: list[int]) -> list[str]:
             column = column.cast(pa.int64())
         columns.append((json.dumps(name), column.to_pylist()))
     columns.sort(key=lambda named: named[0])
-    return ["{" + ", ".join(f"{name}: {json.dumps(_json_value(values[k]), default=_json_default, sort_keys=True)}"
-                            for name, values in columns) + "}"
-            for k in range(len(rows))]
+    return [
+        "{"
+        + ", ".join(
+            f"{name}: {json.dumps(_json_value(values[k]), default=_json_default, sort_keys=True)}"
+            for name, values in columns
+        )
+        + "}"
+        for k in range(len(rows))
+    ]
 
 
 def _reason(message: str) -> str:
@@ -191,8 +203,12 @@ def _converted_columns(columns: dict[str, pa.Array], fills: dict, reject) -> dic
     for name in REQUIRED:
         if columns[name].null_count and not fills.get(name):  # a fill stands in for a missing value
             reject(pc.is_null(columns[name]).to_numpy(zero_copy_only=False), f"missing field: {name}")
-    for name, convert, what in (("price", _to_float, "a number"), ("amount", _to_float, "a number"),
-                                ("event_time", _to_micros, "a timestamp"), ("receive_time", _to_micros, "a timestamp")):
+    for name, convert, what in (
+        ("price", _to_float, "a number"),
+        ("amount", _to_float, "a number"),
+        ("event_time", _to_micros, "a timestamp"),
+        ("receive_time", _to_micros, "a timestamp"),
+    ):
         if name in columns:
             converted[name], ok = convert(columns[name])
             reject(~ok, f"{name} is not {what}")
@@ -215,19 +231,31 @@ def parse_normalized(raw: RawBatch, exchange: str | None = None, symbol: str | N
     row_numbers = raw.table_row_numbers()
     rejected = reasons.rejected()
     payloads = _rows_json(table, [i for i, _ in rejected]) if rejected else []
-    dead = [dead_letter(_reason(message), message, "parse", payload, raw.source, int(row_numbers[i]))
-            for (i, message), payload in zip(rejected, payloads)]
+    dead = [
+        dead_letter(_reason(message), message, "parse", payload, raw.source, int(row_numbers[i]))
+        for (i, message), payload in zip(rejected, payloads)
+    ]
     good = reasons.good()
     if not good.any():
-        return make_trade_batch(exchange=[], symbol=[], trade_id=[], price=[], amount=[], side=[], event_time=[],
-                                source=raw.source), dead
+        return make_trade_batch(
+            exchange=[], symbol=[], trade_id=[], price=[], amount=[], side=[], event_time=[], source=raw.source
+        ), dead
     index = pa.array(np.flatnonzero(good), pa.int64())
     pick = (lambda name: values[name]) if good.all() else (lambda name: values[name].take(index))
     optional = lambda name: pick(name) if name in values else None
     # Sides are lower-cased byte-wise: every valid side is ASCII, and any other stays invalid.
     trades = make_trade_batch(
-        exchange=pick("exchange"), symbol=pick("symbol"), base=optional("base"), quote=optional("quote"),
-        trade_id=pick("trade_id"), price=pick("price"), amount=pick("amount"), side=pc.ascii_lower(pick("side")),
-        event_time=pick("event_time"), receive_time=optional("receive_time"),
-        source=raw.source, source_offset=row_numbers[good])
+        exchange=pick("exchange"),
+        symbol=pick("symbol"),
+        base=optional("base"),
+        quote=optional("quote"),
+        trade_id=pick("trade_id"),
+        price=pick("price"),
+        amount=pick("amount"),
+        side=pc.ascii_lower(pick("side")),
+        event_time=pick("event_time"),
+        receive_time=optional("receive_time"),
+        source=raw.source,
+        source_offset=row_numbers[good],
+    )
     return trades, dead

@@ -1,14 +1,76 @@
 """Exchange-native symbols: from file names, and split into base and quote where it is unambiguous."""
+
 from __future__ import annotations
 
 import re
 
 # Longest first, so that e.g. FDUSD wins over USD.
-BINANCE_QUOTES = sorted(["USDT", "USDC", "FDUSD", "BUSD", "TUSD", "DAI", "BTC", "ETH", "BNB", "XRP", "TRX", "DOGE",
-                         "EUR", "GBP", "TRY", "BRL", "AUD", "JPY", "RUB", "UAH", "ZAR", "IDR", "PLN", "ARS", "MXN",
-                         "COP", "CZK", "USD", "USDP", "PAX", "DOT", "SOL", "BIDR", "AEUR"], key=len, reverse=True)
-KRAKEN_QUOTES = sorted(["ZUSD", "ZEUR", "ZGBP", "ZCAD", "ZJPY", "XXBT", "XETH", "USDT", "USDC", "USD", "EUR", "GBP",
-                        "CAD", "JPY", "CHF", "AUD", "XBT", "ETH", "DAI", "DOT"], key=len, reverse=True)
+BINANCE_QUOTES = sorted(
+    [
+        "USDT",
+        "USDC",
+        "FDUSD",
+        "BUSD",
+        "TUSD",
+        "DAI",
+        "BTC",
+        "ETH",
+        "BNB",
+        "XRP",
+        "TRX",
+        "DOGE",
+        "EUR",
+        "GBP",
+        "TRY",
+        "BRL",
+        "AUD",
+        "JPY",
+        "RUB",
+        "UAH",
+        "ZAR",
+        "IDR",
+        "PLN",
+        "ARS",
+        "MXN",
+        "COP",
+        "CZK",
+        "USD",
+        "USDP",
+        "PAX",
+        "DOT",
+        "SOL",
+        "BIDR",
+        "AEUR",
+    ],
+    key=len,
+    reverse=True,
+)
+KRAKEN_QUOTES = sorted(
+    [
+        "ZUSD",
+        "ZEUR",
+        "ZGBP",
+        "ZCAD",
+        "ZJPY",
+        "XXBT",
+        "XETH",
+        "USDT",
+        "USDC",
+        "USD",
+        "EUR",
+        "GBP",
+        "CAD",
+        "JPY",
+        "CHF",
+        "AUD",
+        "XBT",
+        "ETH",
+        "DAI",
+        "DOT",
+    ],
+    key=len,
+    reverse=True,
+)
 
 
 def split_by_quote(symbol: str, quotes: list[str]) -> tuple[str | None, str | None]:

@@ -3,6 +3,7 @@
 Times are microseconds; ``side`` is already the taker (aggressor) side. Some exchanges give no
 trade id; those rows get one derived from file and line, so re-reading a file dedupes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,14 +35,18 @@ def parse_tardis_trades(raw: RawBatch, exchange: str | None = None, symbol: str 
     prices, ok_price = parse_float(c["price"])
     amounts, ok_amount = parse_float(c["amount"])
     non_empty = lambda col: pc.greater(pc.utf8_length(pc.fill_null(col, "")), 0).to_numpy(zero_copy_only=False)
-    good = reject_failed(fields, [
-        (non_empty(c["exchange"]), "exchange is empty"),
-        (non_empty(c["symbol"]), "symbol is empty"),
-        (ok_time, "timestamp is not integer microseconds"),
-        (ok_local | ~non_empty(c["local_timestamp"]), "local_timestamp is not integer microseconds"),
-        (ok_price, "price is not a number"),
-        (ok_amount, "amount is not a number"),
-    ], raw.source)
+    good = reject_failed(
+        fields,
+        [
+            (non_empty(c["exchange"]), "exchange is empty"),
+            (non_empty(c["symbol"]), "symbol is empty"),
+            (ok_time, "timestamp is not integer microseconds"),
+            (ok_local | ~non_empty(c["local_timestamp"]), "local_timestamp is not integer microseconds"),
+            (ok_price, "price is not a number"),
+            (ok_amount, "amount is not a number"),
+        ],
+        raw.source,
+    )
     index = pa.array(np.flatnonzero(good), pa.int64())
     symbols = c["symbol"].take(index)
     ids = c["id"].take(index)
@@ -52,8 +57,16 @@ def parse_tardis_trades(raw: RawBatch, exchange: str | None = None, symbol: str 
     local_present = ok_local[good]
     receive = pa.array(local_times[good], pa.int64(), mask=~local_present)
     trades = trades_from_fields(
-        fields, good, raw.source, exchange=exchange or pc.utf8_lower(c["exchange"].take(index)),
+        fields,
+        good,
+        raw.source,
+        exchange=exchange or pc.utf8_lower(c["exchange"].take(index)),
         symbol=symbols,
-        trade_id=ids, price=prices, amount=amounts, side=pc.utf8_lower(c["side"].take(index)),
-        event_time=times, receive_time=receive)
+        trade_id=ids,
+        price=prices,
+        amount=amounts,
+        side=pc.utf8_lower(c["side"].take(index)),
+        event_time=times,
+        receive_time=receive,
+    )
     return trades, fields.dead_letters

@@ -5,6 +5,7 @@ stream and the seam fill all take their sinks from this registry.
 Beam-free, like ``io_connectors.source_formats``: the command line offers and checks sinks
 without importing Beam or a sink's client library.
 """
+
 from __future__ import annotations
 
 from io_connectors.sinks.avro import AvroSink
@@ -14,13 +15,16 @@ from io_connectors.sinks.iceberg import IcebergSink
 from io_connectors.sinks.kafka import KafkaSink
 from io_connectors.sinks.parquet import ParquetSink
 
-SINKS: dict[str, Sink] = {s.name: s for s in [
-    ParquetSink(),
-    AvroSink(),
-    BigQuerySink(),
-    KafkaSink(),
-    IcebergSink(),
-]}
+SINKS: dict[str, Sink] = {
+    s.name: s
+    for s in [
+        ParquetSink(),
+        AvroSink(),
+        BigQuerySink(),
+        KafkaSink(),
+        IcebergSink(),
+    ]
+}
 
 PARQUET_ONLY = (SinkTarget("parquet"),)
 """The sinks of a run that asks for no other."""
@@ -57,5 +61,17 @@ def recorded_settings(targets: tuple[SinkTarget, ...]) -> dict:
     return settings
 
 
-__all__ = ["ALWAYS", "CHOSEN", "NOT_OFFERED", "PARQUET_ONLY", "SINKS", "Sink", "SinkOptionError", "SinkTarget",
-           "SinkWrites", "offered", "recorded_settings", "sink_targets"]
+__all__ = [
+    "ALWAYS",
+    "CHOSEN",
+    "NOT_OFFERED",
+    "PARQUET_ONLY",
+    "SINKS",
+    "Sink",
+    "SinkOptionError",
+    "SinkTarget",
+    "SinkWrites",
+    "offered",
+    "recorded_settings",
+    "sink_targets",
+]

@@ -4,6 +4,7 @@ Beam-free at import, so the command line can offer, check and record sinks witho
 Beam or a sink's client library: a sink imports those in ``write``, which runs while the
 pipeline is built.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,7 @@ class SinkOptionError(ValueError):
 
 class SinkTarget(NamedTuple):
     """A sink a run writes to, with its parsed options (picklable, Beam-free; None when it has none)."""
+
     name: str
     target: Any = None
 
@@ -30,6 +32,7 @@ class SinkWrites(NamedTuple):
     """What a sink's writing returns: the files it wrote (``WrittenFile``s, for a sink that writes
     files), and the rows it rejected, as dead letters (stage ``sink``), which the run writes with
     its own dead letters."""
+
     files: Any = None
     rejected: tuple = ()
 

@@ -1,5 +1,6 @@
 """BigQuery: bars as revision rows (one per pane) and the run's dead letters, through
 google-cloud-bigquery's insert API (``io_connectors.bigquery_sink``, imported only to write)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,22 +35,31 @@ class BigQueryTarget:
 
     def client(self):
         from google.cloud import bigquery
+
         if not self.endpoint:
             return bigquery.Client(project=self.project)
         from google.api_core.client_options import ClientOptions
         from google.auth.credentials import AnonymousCredentials
-        return bigquery.Client(project=self.project, credentials=AnonymousCredentials(),
-                               client_options=ClientOptions(api_endpoint=self.endpoint))
+
+        return bigquery.Client(
+            project=self.project,
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=self.endpoint),
+        )
 
 
 class BigQuerySink(Sink):
     name = "bigquery"
-    description = ("BigQuery tables: bars as revision rows (newest pane in <table>_latest; every other table in "
-                   "its own, <table>_ticks, <table>_consolidated, <table>_quality and the like) and <table>_dead_letters")
+    description = (
+        "BigQuery tables: bars as revision rows (newest pane in <table>_latest; every other table in "
+        "its own, <table>_ticks, <table>_consolidated, <table>_quality and the like) and <table>_dead_letters"
+    )
 
     def add_options(self, command, streaming: bool) -> None:
         command.add_argument("--bq-table", help="BigQuery table for --sink bigquery: project.dataset.table")
-        command.add_argument("--bq-endpoint", help="BigQuery API endpoint override, e.g. a local emulator's http://host:port")
+        command.add_argument(
+            "--bq-endpoint", help="BigQuery API endpoint override, e.g. a local emulator's http://host:port"
+        )
 
     def target_from_args(self, args, chosen: bool, streaming: bool) -> BigQueryTarget | None:
         if not chosen:
@@ -65,6 +75,7 @@ class BigQuerySink(Sink):
 
     def write(self, bars, target: BigQueryTarget) -> SinkWrites:
         from io_connectors.bigquery_sink import WriteBarsBigQuery, WriteDeadLettersBigQuery
+
         sent = bars.bars | "WriteBarsBigQuery" >> WriteBarsBigQuery(target, bars.table)
         if bars.dead_letters is None:  # the run's dead letters come with its first table
             return SinkWrites(rejected=(sent.dead_letter,))

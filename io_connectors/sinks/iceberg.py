@@ -9,6 +9,7 @@ are read: an unreachable or corrupt catalog, or a table whose schema the ``.avsc
 write, is one line and exit 2 before any pipeline runs. Writing is ``io_connectors.iceberg_sink``;
 the tables themselves, ``io_connectors.iceberg_tables``.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,9 +44,9 @@ class IcebergTarget:
 def absolute_catalog_uri(uri: str) -> str:
     """A SQLite catalog's file as an absolute path, its directory created (SQLite creates only the file)."""
     prefix = "sqlite:///"
-    if not uri.startswith(prefix) or uri[len(prefix):] in ("", ":memory:"):
+    if not uri.startswith(prefix) or uri[len(prefix) :] in ("", ":memory:"):
         return uri
-    path = os.path.abspath(uri[len(prefix):])
+    path = os.path.abspath(uri[len(prefix) :])
     os.makedirs(os.path.dirname(path), exist_ok=True)
     return prefix + path
 
@@ -71,9 +72,11 @@ def parse_properties(texts: list[str] | None) -> tuple[tuple[str, str], ...]:
 
 class IcebergSink(Sink):
     name = "iceberg"
-    description = ("Iceberg tables in namespace market, through any pyiceberg catalog: market.bars as revision rows "
-                   "(one per pane; bars_latest is a documented query), every other table in its own "
-                   "(market.bars_ticks, market.bars_consolidated, market.quality and the like) and market.dead_letters")
+    description = (
+        "Iceberg tables in namespace market, through any pyiceberg catalog: market.bars as revision rows "
+        "(one per pane; bars_latest is a documented query), every other table in its own "
+        "(market.bars_ticks, market.bars_consolidated, market.quality and the like) and market.dead_letters"
+    )
 
     def add_options(self, command, streaming: bool) -> None:
         group = command.add_argument_group("iceberg (--sink iceberg; see docs/iceberg.md)")
@@ -83,10 +86,13 @@ class IcebergSink(Sink):
         given = args.iceberg_catalog or args.iceberg_warehouse or args.iceberg_property
         if not chosen:
             if given:
-                raise SinkOptionError("--iceberg-catalog, --iceberg-warehouse and --iceberg-property go with --sink iceberg")
+                raise SinkOptionError(
+                    "--iceberg-catalog, --iceberg-warehouse and --iceberg-property go with --sink iceberg"
+                )
             return None
         target = target_of(args)
         from io_connectors.iceberg_tables import IcebergError, check_catalog
+
         try:
             check_catalog(target)
         except IcebergError as error:
@@ -98,32 +104,48 @@ class IcebergSink(Sink):
 
     def write(self, bars, target: IcebergTarget) -> SinkWrites:
         from io_connectors.iceberg_sink import WriteBarsIceberg, WriteDeadLettersIceberg
+
         committed = [bars.bars | "WriteBarsIceberg" >> WriteBarsIceberg(target, bars.table, bars.flush_every_s)]
         if bars.dead_letters is not None:  # the run's dead letters come with its first table
-            committed.append(bars.dead_letters | "WriteDeadLettersIceberg" >> WriteDeadLettersIceberg(
-                target, bars.flush_every_s))
+            committed.append(
+                bars.dead_letters | "WriteDeadLettersIceberg" >> WriteDeadLettersIceberg(target, bars.flush_every_s)
+            )
         if len(committed) == 1:
             return SinkWrites(files=committed[0])
         import apache_beam as beam
+
         return SinkWrites(files=tuple(committed) | "IcebergCommits" >> beam.Flatten())
 
 
 def add_catalog_options(group) -> None:
     """The catalog options: the sink's (backfill, stream) and ``cryptobeam iceberg``'s."""
-    group.add_argument("--iceberg-catalog", metavar="URI",
-                       help="Iceberg catalog URI for --sink iceberg, e.g. sqlite:///out/catalog.db, "
-                            "postgresql://user@host/db, http://rest-catalog:8181")
-    group.add_argument("--iceberg-warehouse", metavar="DIR",
-                       help="where new tables' files go, e.g. out/warehouse or s3://bucket/warehouse")
-    group.add_argument("--iceberg-property", action="append", metavar="KEY=VALUE",
-                       help="any other pyiceberg catalog property, e.g. type=glue or s3.endpoint=... (repeatable)")
+    group.add_argument(
+        "--iceberg-catalog",
+        metavar="URI",
+        help="Iceberg catalog URI for --sink iceberg, e.g. sqlite:///out/catalog.db, "
+        "postgresql://user@host/db, http://rest-catalog:8181",
+    )
+    group.add_argument(
+        "--iceberg-warehouse",
+        metavar="DIR",
+        help="where new tables' files go, e.g. out/warehouse or s3://bucket/warehouse",
+    )
+    group.add_argument(
+        "--iceberg-property",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other pyiceberg catalog property, e.g. type=glue or s3.endpoint=... (repeatable)",
+    )
 
 
 def target_of(args) -> IcebergTarget:
     """The catalog the options name; SinkOptionError when they name none."""
     if not args.iceberg_catalog:
-        raise SinkOptionError("--sink iceberg needs --iceberg-catalog URI, e.g. sqlite:///out/catalog.db "
-                              "with --iceberg-warehouse out/warehouse")
+        raise SinkOptionError(
+            "--sink iceberg needs --iceberg-catalog URI, e.g. sqlite:///out/catalog.db "
+            "with --iceberg-warehouse out/warehouse"
+        )
     properties = parse_properties(args.iceberg_property)
-    return IcebergTarget(absolute_catalog_uri(args.iceberg_catalog), absolute_warehouse(args.iceberg_warehouse),
-                         properties)
+    return IcebergTarget(
+        absolute_catalog_uri(args.iceberg_catalog), absolute_warehouse(args.iceberg_warehouse), properties
+    )

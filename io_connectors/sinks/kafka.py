@@ -1,6 +1,7 @@
 """Kafka: one message per bar pane, Avro single-object encoded (``io_connectors.kafka_sink``,
 imported only to write). A backfill publishes with ``--sink kafka --kafka HOST:PORT``; a stream
 always publishes its bars to the broker it reads its trades from (``--bars-topic``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ class KafkaBarsTarget:
 
 class KafkaSink(Sink):
     name = "kafka"
-    description = ("a Kafka topic: one Avro message per bar pane, keyed exchange:symbol; every other table to its "
-                   "own, <topic>_ticks, <topic>_consolidated, <topic>_quality and the like (a stream always writes it)")
+    description = (
+        "a Kafka topic: one Avro message per bar pane, keyed exchange:symbol; every other table to its "
+        "own, <topic>_ticks, <topic>_consolidated, <topic>_quality and the like (a stream always writes it)"
+    )
     in_stream = ALWAYS
 
     def add_options(self, command, streaming: bool) -> None:
@@ -39,6 +42,8 @@ class KafkaSink(Sink):
 
     def write(self, bars, target: KafkaBarsTarget) -> SinkWrites:
         from io_connectors.kafka_sink import WriteBarsKafka
-        sent = bars.bars | "WriteBarsKafka" >> WriteBarsKafka(target.bootstrap, target.topic + bars.table.suffix,
-                                                              bars.table.schema)
+
+        sent = bars.bars | "WriteBarsKafka" >> WriteBarsKafka(
+            target.bootstrap, target.topic + bars.table.suffix, bars.table.schema
+        )
         return SinkWrites(rejected=(sent.dead_letter,))

@@ -16,6 +16,7 @@ Build and run the template (Cloud Build makes the image; nothing needs Docker lo
         --template-file-gcs-location gs://BUCKET/templates/cryptobeam-stream.json --region REGION \\
         --parameters kafka=BROKER:9092,out=gs://BUCKET/bars,interval=1m,early=5s,allowed_lateness=10m
 """
+
 from __future__ import annotations
 
 import json

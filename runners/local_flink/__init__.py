@@ -7,6 +7,7 @@ in ``.venv``). Each cluster gets free ports and its own work directory holding i
 pid files. Used by the test suite; ``flink_pipeline_args`` gives the FlinkRunner options that run
 this project's pipelines on it (or on any Flink 1.19 session cluster).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,16 +58,29 @@ def flink_job_server_jar() -> str:
     return str(jar)
 
 
-def flink_pipeline_args(cluster: "LocalFlink | str", streaming: bool = False, parallelism: int = 2,
-                        checkpointing_interval_ms: int | None = None, environment: str = "LOOPBACK") -> dict:
+def flink_pipeline_args(
+    cluster: "LocalFlink | str",
+    streaming: bool = False,
+    parallelism: int = 2,
+    checkpointing_interval_ms: int | None = None,
+    environment: str = "LOOPBACK",
+) -> dict:
     """FlinkRunner options for a session cluster (a ``LocalFlink`` or its REST ``host:port``): the
     ``flink`` runner profile's options, the same ones ``--runner flink`` gives (``runners.profiles``
     documents them)."""
     from runners.profiles import profile_for
+
     master = cluster if isinstance(cluster, str) else cluster.flink_master
-    profile = profile_for("flink", streaming=streaming, flink_master=master, flink_version=FLINK_VERSION,
-                          flink_job_server_jar=flink_job_server_jar(), parallelism=parallelism,
-                          checkpointing_interval_ms=checkpointing_interval_ms, environment=environment)
+    profile = profile_for(
+        "flink",
+        streaming=streaming,
+        flink_master=master,
+        flink_version=FLINK_VERSION,
+        flink_job_server_jar=flink_job_server_jar(),
+        parallelism=parallelism,
+        checkpointing_interval_ms=checkpointing_interval_ms,
+        environment=environment,
+    )
     return {"runner": "FlinkRunner", "streaming": streaming, **profile.option_values(streaming)}
 
 
@@ -86,8 +100,11 @@ def _rest(flink_master: str, path: str, method: str = "GET", timeout: float = 5)
 
 def live_jobs_named(flink_master: str, name: str) -> list[str]:
     """Ids of the jobs called ``name`` that are not over (running, restarting, cancelling, ...)."""
-    return [job["jid"] for job in _rest(flink_master, "/jobs/overview")["jobs"]
-            if job["name"] == name and job["state"] not in TERMINAL_JOB_STATES]
+    return [
+        job["jid"]
+        for job in _rest(flink_master, "/jobs/overview")["jobs"]
+        if job["name"] == name and job["state"] not in TERMINAL_JOB_STATES
+    ]
 
 
 def cancel_jobs_named(flink_master: str, name: str, timeout: float = 60) -> list[str]:
@@ -107,8 +124,10 @@ def cancel_jobs_named(flink_master: str, name: str, timeout: float = 60) -> list
     deadline = time.monotonic() + timeout
     while cancelled and live_jobs_named(flink_master, name):
         if time.monotonic() > deadline:
-            raise FlinkError(f"the previous Flink job(s) {', '.join(cancelled)} named {name!r} were not cancelled "
-                             f"within {timeout:.0f} s")
+            raise FlinkError(
+                f"the previous Flink job(s) {', '.join(cancelled)} named {name!r} were not cancelled "
+                f"within {timeout:.0f} s"
+            )
         time.sleep(0.2)
     return cancelled
 
@@ -124,24 +143,45 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _config(home: Path, work: Path, rest_port: int, rpc_port: int, slots: int, jobmanager_memory: str,
-            taskmanager_memory: str, extra: dict) -> dict:
+def _config(
+    home: Path,
+    work: Path,
+    rest_port: int,
+    rpc_port: int,
+    slots: int,
+    jobmanager_memory: str,
+    taskmanager_memory: str,
+    extra: dict,
+) -> dict:
     """The distribution's config.yaml (which carries the add-opens Java 17 needs) with this cluster's
     ports, memory and directories, and the pipeline venv's Python for PyFlink's Python workers
     (which otherwise start plain ``python``; Beam's own workers are set by ``flink_pipeline_args``)."""
     config = _flatten(yaml.safe_load((home / "conf" / "config.yaml").read_text()) or {})
-    config.update({
-        "jobmanager.rpc.address": "localhost", "jobmanager.rpc.port": rpc_port, "jobmanager.bind-host": "localhost",
-        "taskmanager.host": "localhost", "taskmanager.bind-host": "localhost",
-        "rest.address": "localhost", "rest.bind-address": "localhost", "rest.port": rest_port,
-        "jobmanager.memory.process.size": jobmanager_memory, "taskmanager.memory.process.size": taskmanager_memory,
-        "taskmanager.numberOfTaskSlots": slots, "parallelism.default": slots,
-        "env.log.dir": str(work / "log"), "env.pid.dir": str(work / "pids"),
-        "env.stdout-err.redirect-to-file": True,
-        "io.tmp.dirs": str(work / "tmp"), "web.tmpdir": str(work / "tmp"), "blob.storage.directory": str(work / "tmp"),
-        "python.executable": str(PIPELINE_PYTHON), "python.client.executable": str(PIPELINE_PYTHON),
-        **extra,
-    })
+    config.update(
+        {
+            "jobmanager.rpc.address": "localhost",
+            "jobmanager.rpc.port": rpc_port,
+            "jobmanager.bind-host": "localhost",
+            "taskmanager.host": "localhost",
+            "taskmanager.bind-host": "localhost",
+            "rest.address": "localhost",
+            "rest.bind-address": "localhost",
+            "rest.port": rest_port,
+            "jobmanager.memory.process.size": jobmanager_memory,
+            "taskmanager.memory.process.size": taskmanager_memory,
+            "taskmanager.numberOfTaskSlots": slots,
+            "parallelism.default": slots,
+            "env.log.dir": str(work / "log"),
+            "env.pid.dir": str(work / "pids"),
+            "env.stdout-err.redirect-to-file": True,
+            "io.tmp.dirs": str(work / "tmp"),
+            "web.tmpdir": str(work / "tmp"),
+            "blob.storage.directory": str(work / "tmp"),
+            "python.executable": str(PIPELINE_PYTHON),
+            "python.client.executable": str(PIPELINE_PYTHON),
+            **extra,
+        }
+    )
     return config
 
 
@@ -153,9 +193,15 @@ def _start_service(home: Path, work: Path, service: str, die_with_parent: bool) 
     tie = ["setpriv", "--pdeathsig", "TERM"] if die_with_parent else []
     # start-foreground execs the JVM in place of the script: our child *is* the JVM, so its pid
     # and process group are known and poll() tells if it died.
-    return subprocess.Popen([*tie, str(home / "bin" / f"{service}.sh"), "start-foreground"], env=env, cwd=work,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [*tie, str(home / "bin" / f"{service}.sh"), "start-foreground"],
+        env=env,
+        cwd=work,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 class LocalFlink:
@@ -177,8 +223,16 @@ class LocalFlink:
         return self.work / "log"
 
     @classmethod
-    def start(cls, work: Path, slots: int = 2, jobmanager_memory: str = "768m", taskmanager_memory: str = "1536m",
-              timeout: float = 120, die_with_parent: bool = False, config: dict | None = None) -> "LocalFlink":
+    def start(
+        cls,
+        work: Path,
+        slots: int = 2,
+        jobmanager_memory: str = "768m",
+        taskmanager_memory: str = "1536m",
+        timeout: float = 120,
+        die_with_parent: bool = False,
+        config: dict | None = None,
+    ) -> "LocalFlink":
         """Start a JobManager and a TaskManager with the distribution's own scripts, each in its own
         process group, and wait until the TaskManager has registered its slots.
 
@@ -193,8 +247,9 @@ class LocalFlink:
             if name.is_file() and name.name != "config.yaml":
                 shutil.copy(name, work / "conf" / name.name)
         rest_port = free_port()
-        settings = _config(home, work, rest_port, free_port(), slots, jobmanager_memory, taskmanager_memory,
-                           config or {})
+        settings = _config(
+            home, work, rest_port, free_port(), slots, jobmanager_memory, taskmanager_memory, config or {}
+        )
         (work / "conf" / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=True))
         processes = {service: _start_service(home, work, service, die_with_parent) for service in SERVICES}
         pids = {service: process.pid for service, process in processes.items()}

@@ -4,6 +4,7 @@ Built from Kafka's jars on Maven Central (``scripts/install_kafka.sh``); each br
 ports and its own work directory with its config, data, log and pid file. Used by the test
 suite and by ``cryptobeam kafka up|down``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,43 +35,64 @@ def _cluster_id() -> str:
 
 
 def _server_properties(work: Path, port: int, controller_port: int) -> str:
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-        "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name=PLAINTEXT",
-        f"log.dirs={work / 'data'}",
-        "num.partitions=1",
-        "auto.create.topics.enable=true",
-        "offsets.topic.replication.factor=1",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        "log.retention.hours=-1",
-        "",
-    ])
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={work / 'data'}",
+            "num.partitions=1",
+            "auto.create.topics.enable=true",
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "log.retention.hours=-1",
+            "",
+        ]
+    )
 
 
 def _java(work: Path, main_class: str, *args: str, **popen) -> subprocess.Popen:
     if not (LIBS / ".complete").exists():
         raise KafkaError("Kafka is not installed: run bash scripts/install_kafka.sh (scripts/setup.sh does)")
     log4j = work / "log4j.properties"
-    log4j.write_text("log4j.rootLogger=WARN, file\nlog4j.appender.file=org.apache.log4j.FileAppender\n"
-                     f"log4j.appender.file.File={work / 'kafka.log'}\n"
-                     "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
-                     "log4j.appender.file.layout.ConversionPattern=%d %p %c: %m%n\n")
-    command = ["java", "-Xms256m", "-Xmx512m", f"-Dlog4j.configuration=file:{log4j}",
-               "-cp", f"{LIBS}/*", main_class, *args]
+    log4j.write_text(
+        "log4j.rootLogger=WARN, file\nlog4j.appender.file=org.apache.log4j.FileAppender\n"
+        f"log4j.appender.file.File={work / 'kafka.log'}\n"
+        "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
+        "log4j.appender.file.layout.ConversionPattern=%d %p %c: %m%n\n"
+    )
+    command = [
+        "java",
+        "-Xms256m",
+        "-Xmx512m",
+        f"-Dlog4j.configuration=file:{log4j}",
+        "-cp",
+        f"{LIBS}/*",
+        main_class,
+        *args,
+    ]
     return subprocess.Popen(command, **popen)
 
 
 def _format_storage(work: Path, config: Path) -> None:
-    formatting = _java(work, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config),
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    formatting = _java(
+        work,
+        "kafka.tools.StorageTool",
+        "format",
+        "-t",
+        _cluster_id(),
+        "-c",
+        str(config),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     output, _ = formatting.communicate(timeout=120)
     if formatting.returncode != 0:
         raise KafkaError(f"formatting Kafka storage failed: {output.decode(errors='replace')[-500:]}")
@@ -116,15 +138,19 @@ class LocalKafka:
         if _is_running(work):
             raise KafkaError(f"a Kafka broker is already running in {work}")
         if (work / "data" / "meta.properties").exists() and config.exists():
-            port, controller_port = port or _configured_port(config, "PLAINTEXT"), _configured_port(config, "CONTROLLER")
+            port, controller_port = (
+                port or _configured_port(config, "PLAINTEXT"),
+                _configured_port(config, "CONTROLLER"),
+            )
             config.write_text(_server_properties(work, port, controller_port))
         else:
             port, controller_port = port or free_port(), free_port()
             config.write_text(_server_properties(work, port, controller_port))
             _format_storage(work, config)
         with open(work / "stdout.log", "ab") as out:
-            process = _java(work, "kafka.Kafka", str(config), stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+            process = _java(
+                work, "kafka.Kafka", str(config), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         (work / "kafka.pid").write_text(str(process.pid))
         (work / "bootstrap").write_text(f"127.0.0.1:{port}")
         broker = cls(work, port, process.pid)
@@ -133,6 +159,7 @@ class LocalKafka:
 
     def _wait_until_ready(self, process: subprocess.Popen, timeout: float) -> None:
         from confluent_kafka.admin import AdminClient
+
         deadline = time.monotonic() + timeout
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})  # quiet while it starts
         while time.monotonic() < deadline:
@@ -185,14 +212,19 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 30) -
     its next metadata refresh, five minutes later by default, and until then receives nothing.
     """
     from confluent_kafka.admin import AdminClient, NewTopic
+
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(name, partitions, 1) for name, partitions in topics.items()]).values():
         future.result(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         listed = admin.list_topics(timeout=timeout).topics
-        if all(name in listed and len(listed[name].partitions) == partitions
-               and all(p.leader >= 0 for p in listed[name].partitions.values()) for name, partitions in topics.items()):
+        if all(
+            name in listed
+            and len(listed[name].partitions) == partitions
+            and all(p.leader >= 0 for p in listed[name].partitions.values())
+            for name, partitions in topics.items()
+        ):
             return
         time.sleep(0.1)
     raise KafkaError(f"topics {sorted(topics)} were created but have no leaders after {timeout:.0f} s")

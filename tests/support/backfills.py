@@ -1,4 +1,5 @@
 """Daily Binance aggTrades zips, and the chunked backfill of them through the installed command."""
+
 from __future__ import annotations
 
 import random
@@ -22,8 +23,10 @@ def write_days(folder: Path, days: int, per_day: int = 3000, seed: int = 5, firs
         lines = []
         for t in times:
             price = round(price * (1 + rng.gauss(0, 3e-4)), 2)
-            lines.append(f"{agg_id},{price:.2f},{rng.randint(1, 900) / 1000:.3f},{agg_id},{agg_id},{t},"
-                         f"{rng.choice(['True', 'False'])},True")
+            lines.append(
+                f"{agg_id},{price:.2f},{rng.randint(1, 900) / 1000:.3f},{agg_id},{agg_id},{t},"
+                f"{rng.choice(['True', 'False'])},True"
+            )
             agg_id += 1
         name = f"BTCUSDT-aggTrades-{day.isoformat()}"
         with zipfile.ZipFile(folder / f"{name}.zip", "w", zipfile.ZIP_DEFLATED) as archive:
@@ -31,6 +34,24 @@ def write_days(folder: Path, days: int, per_day: int = 3000, seed: int = 5, firs
 
 
 def backfill(inputs: Path, out: Path, *extra, **kwargs):
-    return subprocess.run([CLI, "backfill", "--source", "binance-aggtrades", "--input", str(inputs / "*.zip"),
-                           "--interval", "1m", "--fill-gaps", "--out", str(out), "--no-progress", *extra],
-                          capture_output=True, text=True, timeout=600, **kwargs)
+    return subprocess.run(
+        [
+            CLI,
+            "backfill",
+            "--source",
+            "binance-aggtrades",
+            "--input",
+            str(inputs / "*.zip"),
+            "--interval",
+            "1m",
+            "--fill-gaps",
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )

@@ -1,4 +1,5 @@
 """A real local BigQuery emulator (local-bigquery), started and stopped by the test session."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,22 @@ class BigQueryEmulator:
         self.log = open(data_dir / "emulator.log", "w")
         env = {**os.environ, "HOME": str(EMULATOR / "home")}
         self.process = subprocess.Popen(
-            [str(binary), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--grpc-port", str(grpc_port),
-             "--data-dir", str(data_dir / "data")], stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            [
+                str(binary),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--grpc-port",
+                str(grpc_port),
+                "--data-dir",
+                str(data_dir / "data"),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         self._wait_until_ready()
 
     def _wait_until_ready(self, seconds: float = 60) -> None:

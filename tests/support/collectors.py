@@ -1,5 +1,6 @@
 """The collector tests' view of Kafka and of the command line: unique topic names, what a collector
 published (decoded), and the check that exactly a fake exchange's trades arrived, once each."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,11 @@ def assert_exactly_the_fake_trades(messages, fake_trades, exchange: str):
         assert message.key() == f"{exchange}:{fake.symbol}".encode()
         assert datetime_to_micros(record["event_time"]) == fake.time_us and message.timestamp()[1] == fake.time_ms
         assert (record["exchange"], record["price"], record["amount"], record["side"]) == (
-            exchange, fake.price, fake.amount, fake.taker_side)
+            exchange,
+            fake.price,
+            fake.amount,
+            fake.taker_side,
+        )
         assert record["receive_time"] is not None
 
 

@@ -1,4 +1,5 @@
 """Running the installed ``cryptobeam`` command, as a user would."""
+
 from __future__ import annotations
 
 import subprocess

@@ -3,6 +3,7 @@ the pipeline's code: plain Python, exact fractions, one trade at a time.
 
 Trades are tuples (venue "exchange:symbol", base, quote, trade id, event time us, price, amount).
 """
+
 from __future__ import annotations
 
 import json
@@ -55,9 +56,16 @@ def _peer_median(own: float, others: list[float]) -> float | None:
     return low if abs(own - low) <= abs(high - own) else high
 
 
-def reference_bars(trades: list[tuple], width: int, partitions: int = 12, deviation: float = 0.02,
-                   stale_after_us: int = 300_000_000, min_constituents: int = 1, quote_as: dict | None = None,
-                   statuses: list[tuple] = ()) -> dict:
+def reference_bars(
+    trades: list[tuple],
+    width: int,
+    partitions: int = 12,
+    deviation: float = 0.02,
+    stale_after_us: int = 300_000_000,
+    min_constituents: int = 1,
+    quote_as: dict | None = None,
+    statuses: list[tuple] = (),
+) -> dict:
     """Final consolidated bars by (pair "BASE/QUOTE", window start): {price, constituents, excluded,
     coverage, trade_count, included_trade_count}. Duplicate trade ids of a venue count once.
     ``statuses``: (venue, time us, status) of collectors; a venue whose last status at a window's
@@ -82,7 +90,9 @@ def reference_bars(trades: list[tuple], width: int, partitions: int = 12, deviat
                 last_trade[venue] = max([last_trade.get(venue, -1)] + [t for t, _, _ in venue_trades])
             reasons = {v: "stale" for v, t in last_trade.items() if end - t > stale_after_us}
             for venue in last_trade:
-                known = [(t, status) for v, t, status in statuses if v == venue and t // DAY == start // DAY and t < end]
+                known = [
+                    (t, status) for v, t, status in statuses if v == venue and t // DAY == start // DAY and t < end
+                ]
                 if known and max(known)[1] == "disconnected":
                     reasons[venue] = "disconnected"
             vwaps = {v: _vwap(ts) for v, ts in venues.items() if v not in reasons and _vwap(ts) is not None}
@@ -100,8 +110,10 @@ def reference_bars(trades: list[tuple], width: int, partitions: int = 12, deviat
             price, used = partitioned_price([t for v in included for t in venues[v]], start, width, partitions)
             bars[(pair, start)] = {
                 "price": price if len(included) >= min_constituents else None,
-                "constituents": ",".join(included), "excluded": json.dumps(dict(sorted(reasons.items())), sort_keys=True),
-                "coverage": used / partitions, "trade_count": sum(len(ts) for ts in venues.values()),
+                "constituents": ",".join(included),
+                "excluded": json.dumps(dict(sorted(reasons.items())), sort_keys=True),
+                "coverage": used / partitions,
+                "trade_count": sum(len(ts) for ts in venues.values()),
                 "included_trade_count": sum(len(venues[v]) for v in included),
             }
     return bars

@@ -7,6 +7,7 @@ where the exchange sends them). A fake Binance REST server answers ``aggTrades``
 failures (e.g. a 429 with ``Retry-After``). Everything runs on one event loop in a daemon thread,
 so the collector under test can run in the test's own thread or in a subprocess.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,8 +46,17 @@ class FakeTrade:
 
 def make_trades(symbol: str, first_id: int, count: int, start_us: int = T0_US) -> list[FakeTrade]:
     """Deterministic trades with whole-millisecond times (Binance sends ms)."""
-    return [FakeTrade(symbol, i, round(100 + i * 0.01, 2), round(0.001 * (i % 7 + 1), 3),
-                      "buy" if i % 2 else "sell", start_us + (i - first_id) * 250_000) for i in range(first_id, first_id + count)]
+    return [
+        FakeTrade(
+            symbol,
+            i,
+            round(100 + i * 0.01, 2),
+            round(0.001 * (i % 7 + 1), 3),
+            "buy" if i % 2 else "sell",
+            start_us + (i - first_id) * 250_000,
+        )
+        for i in range(first_id, first_id + count)
+    ]
 
 
 class Background:
@@ -183,17 +193,38 @@ class FakeBinance(FakeExchange):
         connection["streams"] = query.removeprefix("streams=").split("/")
 
     def frames(self, connection, trades, kind):
-        return [json.dumps({"stream": f"{t.symbol.lower()}@{self.channel}", "data": binance_event(t, self.channel)})
-                for t in trades]
+        return [
+            json.dumps({"stream": f"{t.symbol.lower()}@{self.channel}", "data": binance_event(t, self.channel)})
+            for t in trades
+        ]
 
 
 def binance_event(t: FakeTrade, channel: str) -> dict:
     if channel == "aggTrade":
-        return {"e": "aggTrade", "E": t.time_ms + 2, "s": t.symbol, "a": t.trade_id, "p": f"{t.price:.8f}",
-                "q": f"{t.amount:.8f}", "f": t.trade_id * 3, "l": t.trade_id * 3 + 2, "T": t.time_ms,
-                "m": t.taker_side == "sell", "M": True}
-    return {"e": "trade", "E": t.time_ms + 2, "s": t.symbol, "t": t.trade_id, "p": f"{t.price:.8f}",
-            "q": f"{t.amount:.8f}", "T": t.time_ms, "m": t.taker_side == "sell", "M": True}
+        return {
+            "e": "aggTrade",
+            "E": t.time_ms + 2,
+            "s": t.symbol,
+            "a": t.trade_id,
+            "p": f"{t.price:.8f}",
+            "q": f"{t.amount:.8f}",
+            "f": t.trade_id * 3,
+            "l": t.trade_id * 3 + 2,
+            "T": t.time_ms,
+            "m": t.taker_side == "sell",
+            "M": True,
+        }
+    return {
+        "e": "trade",
+        "E": t.time_ms + 2,
+        "s": t.symbol,
+        "t": t.trade_id,
+        "p": f"{t.price:.8f}",
+        "q": f"{t.amount:.8f}",
+        "T": t.time_ms,
+        "m": t.taker_side == "sell",
+        "M": True,
+    }
 
 
 class FakeCoinbase(FakeExchange):
@@ -205,23 +236,45 @@ class FakeCoinbase(FakeExchange):
 
     async def handshake(self, websocket, connection):
         request = await self.wait_for_message(connection, lambda m: m.get("channel") == "market_trades")
-        await websocket.send(self.envelope(connection, "subscriptions",
-                                           [{"subscriptions": {"market_trades": request["product_ids"]}}]))
+        await websocket.send(
+            self.envelope(connection, "subscriptions", [{"subscriptions": {"market_trades": request["product_ids"]}}])
+        )
 
     def envelope(self, connection, channel: str, events: list) -> str:
-        return json.dumps({"channel": channel, "client_id": "", "timestamp": "2024-01-01T00:00:00.123456789Z",
-                           "sequence_num": self.next_sequence(connection), "events": events})
+        return json.dumps(
+            {
+                "channel": channel,
+                "client_id": "",
+                "timestamp": "2024-01-01T00:00:00.123456789Z",
+                "sequence_num": self.next_sequence(connection),
+                "events": events,
+            }
+        )
 
     def frames(self, connection, trades, kind):
-        rows = [{"trade_id": str(t.trade_id), "product_id": t.symbol, "price": f"{t.price}", "size": f"{t.amount}",
-                 "side": self.MAKER_SIDE_OF_TAKER[t.taker_side], "time": t.rfc3339("789")}
-                for t in sorted(trades, key=lambda t: -t.trade_id)]
-        return [self.envelope(connection, "market_trades",
-                              [{"type": "snapshot" if kind == "snapshot" else "update", "trades": rows}])]
+        rows = [
+            {
+                "trade_id": str(t.trade_id),
+                "product_id": t.symbol,
+                "price": f"{t.price}",
+                "size": f"{t.amount}",
+                "side": self.MAKER_SIDE_OF_TAKER[t.taker_side],
+                "time": t.rfc3339("789"),
+            }
+            for t in sorted(trades, key=lambda t: -t.trade_id)
+        ]
+        return [
+            self.envelope(
+                connection, "market_trades", [{"type": "snapshot" if kind == "snapshot" else "update", "trades": rows}]
+            )
+        ]
 
     def heartbeat(self, connection):
-        return self.envelope(connection, "heartbeats",
-                             [{"current_time": "2024-01-01 00:00:01.5 +0000 UTC m=+1.5", "heartbeat_counter": "1"}])
+        return self.envelope(
+            connection,
+            "heartbeats",
+            [{"current_time": "2024-01-01 00:00:01.5 +0000 UTC m=+1.5", "heartbeat_counter": "1"}],
+        )
 
 
 class FakeKraken(FakeExchange):
@@ -237,23 +290,61 @@ class FakeKraken(FakeExchange):
         self.answer_after = answer_after  # seconds before answering a subscription, as a slow exchange
 
     async def handshake(self, websocket, connection):
-        await websocket.send(json.dumps({"channel": "status", "type": "update", "data": [
-            {"api_version": "v2", "connection_id": 1, "system": "online", "version": "2.0.0"}]}))
+        await websocket.send(
+            json.dumps(
+                {
+                    "channel": "status",
+                    "type": "update",
+                    "data": [{"api_version": "v2", "connection_id": 1, "system": "online", "version": "2.0.0"}],
+                }
+            )
+        )
         request = await self.wait_for_message(connection, lambda m: m.get("method") == "subscribe")
         await asyncio.sleep(self.answer_after)
         for symbol in request["params"]["symbol"]:
             if symbol in self.unknown_symbols:
-                await websocket.send(json.dumps({"error": f"Currency pair not supported {symbol}", "method": "subscribe",
-                                                 "success": False, "symbol": symbol, "time_in": "2024-01-01T00:00:00Z",
-                                                 "time_out": "2024-01-01T00:00:00Z"}))
+                await websocket.send(
+                    json.dumps(
+                        {
+                            "error": f"Currency pair not supported {symbol}",
+                            "method": "subscribe",
+                            "success": False,
+                            "symbol": symbol,
+                            "time_in": "2024-01-01T00:00:00Z",
+                            "time_out": "2024-01-01T00:00:00Z",
+                        }
+                    )
+                )
             else:
-                await websocket.send(json.dumps({"method": "subscribe", "result": {
-                    "channel": "trade", "snapshot": request["params"].get("snapshot", True), "symbol": symbol},
-                    "success": True, "time_in": "2024-01-01T00:00:00Z", "time_out": "2024-01-01T00:00:00Z"}))
+                await websocket.send(
+                    json.dumps(
+                        {
+                            "method": "subscribe",
+                            "result": {
+                                "channel": "trade",
+                                "snapshot": request["params"].get("snapshot", True),
+                                "symbol": symbol,
+                            },
+                            "success": True,
+                            "time_in": "2024-01-01T00:00:00Z",
+                            "time_out": "2024-01-01T00:00:00Z",
+                        }
+                    )
+                )
 
     def frames(self, connection, trades, kind):
-        rows = [{"symbol": t.symbol, "side": t.taker_side, "price": t.price, "qty": t.amount, "ord_type": "market",
-                 "trade_id": t.trade_id, "timestamp": t.rfc3339()} for t in trades]
+        rows = [
+            {
+                "symbol": t.symbol,
+                "side": t.taker_side,
+                "price": t.price,
+                "qty": t.amount,
+                "ord_type": "market",
+                "trade_id": t.trade_id,
+                "timestamp": t.rfc3339(),
+            }
+            for t in trades
+        ]
         return [json.dumps({"channel": "trade", "type": "snapshot" if kind == "snapshot" else "update", "data": rows})]
 
     def heartbeat(self, connection):
@@ -299,14 +390,37 @@ class FakeBinanceRest:
         page = self._page(request)
         if isinstance(page, web.Response):
             return page
-        return web.json_response([{"a": t.trade_id, "p": f"{t.price:.8f}", "q": f"{t.amount:.8f}", "f": t.trade_id * 3,
-                                   "l": t.trade_id * 3 + 2, "T": t.time_ms, "m": t.taker_side == "sell", "M": True}
-                                  for t in page])
+        return web.json_response(
+            [
+                {
+                    "a": t.trade_id,
+                    "p": f"{t.price:.8f}",
+                    "q": f"{t.amount:.8f}",
+                    "f": t.trade_id * 3,
+                    "l": t.trade_id * 3 + 2,
+                    "T": t.time_ms,
+                    "m": t.taker_side == "sell",
+                    "M": True,
+                }
+                for t in page
+            ]
+        )
 
     async def _historical_trades(self, request):
         page = self._page(request)
         if isinstance(page, web.Response):
             return page
-        return web.json_response([{"id": t.trade_id, "price": f"{t.price:.8f}", "qty": f"{t.amount:.8f}",
-                                   "quoteQty": f"{t.price * t.amount:.8f}", "time": t.time_ms,
-                                   "isBuyerMaker": t.taker_side == "sell", "isBestMatch": True} for t in page])
+        return web.json_response(
+            [
+                {
+                    "id": t.trade_id,
+                    "price": f"{t.price:.8f}",
+                    "qty": f"{t.amount:.8f}",
+                    "quoteQty": f"{t.price * t.amount:.8f}",
+                    "time": t.time_ms,
+                    "isBuyerMaker": t.taker_side == "sell",
+                    "isBestMatch": True,
+                }
+                for t in page
+            ]
+        )

@@ -1,4 +1,5 @@
 """Shared test helpers: build trades, run TradesToBars, and an independent duckdb reference."""
+
 from __future__ import annotations
 
 import duckdb
@@ -15,10 +16,15 @@ MINUTE = 60_000_000
 def trades_table(rows: list[dict]) -> pa.Table:
     """rows: dicts with symbol, trade_id, price, amount, side, event_time (us); exchange defaults to binance."""
     table = make_trade_batch(
-        exchange=[r.get("exchange", "binance") for r in rows], symbol=[r["symbol"] for r in rows],
-        trade_id=[str(r["trade_id"]) for r in rows], price=[r["price"] for r in rows],
-        amount=[r["amount"] for r in rows], side=[r.get("side", "buy") for r in rows],
-        event_time=[r["event_time"] for r in rows], source="test")
+        exchange=[r.get("exchange", "binance") for r in rows],
+        symbol=[r["symbol"] for r in rows],
+        trade_id=[str(r["trade_id"]) for r in rows],
+        price=[r["price"] for r in rows],
+        amount=[r["amount"] for r in rows],
+        side=[r.get("side", "buy") for r in rows],
+        event_time=[r["event_time"] for r in rows],
+        source="test",
+    )
     return table.select(TRADE_FIELDS)
 
 
@@ -68,6 +74,7 @@ def collect_into(name: str):
 
     def collect(item, name=name):
         COLLECTED[name].append(item)
+
     return collect
 
 
@@ -101,6 +108,7 @@ def run_trades_to_bars(raw_batches, spec, parser=parse):
 
 # --- three venues of one pair, each in its own exchange's file format (consolidated bars) ---
 
+
 def micros_of(moment) -> int:
     """A timezone-aware datetime as integer microseconds since the epoch."""
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
@@ -111,6 +119,7 @@ def three_venue_trades(seed: int, start, seconds: int, drift: tuple, steps: tupl
     a trade every one of ``steps`` seconds around one level; Kraken 5 % high within ``drift``."""
     import random
     from datetime import timedelta
+
     rng = random.Random(seed)
     venues = {}
     for venue in ("binance", "coinbase", "kraken"):
@@ -129,26 +138,54 @@ def write_three_venue_inputs(folder, venues: dict, days=("2024-01-01", "2024-01-
     Kraken CSV); ids run on across days, as Binance's and Coinbase's do. Returns the ``--input``
     options naming each source."""
     import json
+
     for day in days:
-        rows = {v: [(i, *t) for i, t in enumerate(trades) if t[0].date().isoformat() == day] for v, trades in venues.items()}
+        rows = {
+            v: [(i, *t) for i, t in enumerate(trades) if t[0].date().isoformat() == day] for v, trades in venues.items()
+        }
         for venue in venues:
             (folder / venue).mkdir(parents=True, exist_ok=True)
-        (folder / "binance" / f"BTCUSDT-aggTrades-{day}.csv").write_text("".join(
-            f"{7000 + i},{p},{a},{7000 + i},{7000 + i},{micros_of(t) // 1000},false,true\n" for i, t, p, a in rows["binance"]))
-        (folder / "coinbase" / f"BTC-USD_{day}.jsonl").write_text("".join(
-            json.dumps({"time": t.isoformat().replace("+00:00", "Z"), "trade_id": 10**6 + i, "price": str(p), "size": str(a),
-                        "side": "sell"}) + "\n" for i, t, p, a in rows["coinbase"]))
-        (folder / "kraken" / f"XBTUSD_{day}.csv").write_text("".join(
-            f"{micros_of(t) / 1e6:.6f},{p},{a}\n" for _i, t, p, a in rows["kraken"]))
-    return ["--input", f"binance-aggtrades:{folder}/binance/*.csv", "--input", f"coinbase-trades:{folder}/coinbase/*.jsonl",
-            "--input", f"kraken-trades:{folder}/kraken/*.csv"]
+        (folder / "binance" / f"BTCUSDT-aggTrades-{day}.csv").write_text(
+            "".join(
+                f"{7000 + i},{p},{a},{7000 + i},{7000 + i},{micros_of(t) // 1000},false,true\n"
+                for i, t, p, a in rows["binance"]
+            )
+        )
+        (folder / "coinbase" / f"BTC-USD_{day}.jsonl").write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "time": t.isoformat().replace("+00:00", "Z"),
+                        "trade_id": 10**6 + i,
+                        "price": str(p),
+                        "size": str(a),
+                        "side": "sell",
+                    }
+                )
+                + "\n"
+                for i, t, p, a in rows["coinbase"]
+            )
+        )
+        (folder / "kraken" / f"XBTUSD_{day}.csv").write_text(
+            "".join(f"{micros_of(t) / 1e6:.6f},{p},{a}\n" for _i, t, p, a in rows["kraken"])
+        )
+    return [
+        "--input",
+        f"binance-aggtrades:{folder}/binance/*.csv",
+        "--input",
+        f"coinbase-trades:{folder}/coinbase/*.jsonl",
+        "--input",
+        f"kraken-trades:{folder}/kraken/*.csv",
+    ]
 
 
 # --- a stream on Prism fed by a replay into the session's Kafka broker, run through the CLI ---
 
+
 def cli_path() -> str:
     import sys
     from pathlib import Path
+
     return str(Path(sys.executable).parent / "cryptobeam")
 
 
@@ -156,6 +193,7 @@ def new_kafka_topic(bootstrap: str, partitions: int = 1) -> str:
     import uuid
 
     from runners.local_kafka import create_topics
+
     name = f"trades_{uuid.uuid4().hex[:8]}"
     create_topics(bootstrap, {name: partitions})
     return name
@@ -164,8 +202,25 @@ def new_kafka_topic(bootstrap: str, partitions: int = 1) -> str:
 def replay_files(bootstrap: str, topic: str, inputs: str, source: str = "binance-aggtrades") -> None:
     """Publish trade files to a topic, as fast as possible; fails the test if the replay fails."""
     import subprocess
-    result = subprocess.run([cli_path(), "replay", "--source", source, "--input", inputs, "--kafka", bootstrap,
-                             "--topic", topic, "--no-progress"], capture_output=True, text=True, timeout=300)
+
+    result = subprocess.run(
+        [
+            cli_path(),
+            "replay",
+            "--source",
+            source,
+            "--input",
+            inputs,
+            "--kafka",
+            bootstrap,
+            "--topic",
+            topic,
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -173,9 +228,31 @@ def stream_until_idle(bootstrap: str, topic: str, out, *extra, idle: str = "4s",
     """A stream of the whole topic that stops once no trade came for ``idle``; fails the test if it fails."""
     import subprocess
     from pathlib import Path
+
     log = Path(f"{out}.log")
     with open(log, "a") as handle:
-        result = subprocess.run([cli_path(), "stream", "--kafka", bootstrap, "--topic", topic, "--group", topic,
-                                 "--out", str(out), "--flush-every", "1s", "--no-progress", "--stop-when-idle", idle,
-                                 *extra], stdout=handle, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        result = subprocess.run(
+            [
+                cli_path(),
+                "stream",
+                "--kafka",
+                bootstrap,
+                "--topic",
+                topic,
+                "--group",
+                topic,
+                "--out",
+                str(out),
+                "--flush-every",
+                "1s",
+                "--no-progress",
+                "--stop-when-idle",
+                idle,
+                *extra,
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
     assert result.returncode == 0, log.read_text()[-3000:]

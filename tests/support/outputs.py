@@ -1,4 +1,5 @@
 """Reading what a backfill or a stream wrote to its output folder."""
+
 from __future__ import annotations
 
 import json

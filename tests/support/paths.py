@@ -1,4 +1,5 @@
 """Where the repository and the installed ``cryptobeam`` command are."""
+
 from __future__ import annotations
 
 import sys

@@ -1,6 +1,7 @@
 """Streams on the test session's real Kafka broker: topics, paced replays, streams in their own
 process group (so that a test can kill one together with its runner), and the backfill of the same
 trades that a stream's final bars must equal."""
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,20 @@ def new_topic(bootstrap: str, partitions: int = 2) -> str:
 
 
 def replay(bootstrap, topic, *extra, inputs=BUNDLED, source="binance-aggtrades", wait=True):
-    command = [CLI, "replay", "--source", source, "--input", inputs, "--kafka", bootstrap, "--topic", topic,
-               "--no-progress", *extra]
+    command = [
+        CLI,
+        "replay",
+        "--source",
+        source,
+        "--input",
+        inputs,
+        "--kafka",
+        bootstrap,
+        "--topic",
+        topic,
+        "--no-progress",
+        *extra,
+    ]
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -40,9 +53,28 @@ def replay(bootstrap, topic, *extra, inputs=BUNDLED, source="binance-aggtrades",
 def start_stream(bootstrap, topic, out, *extra, group=None):
     """A stream in its own process group, so a test can kill it together with its Prism."""
     log = open(f"{out}.log", "a")
-    return subprocess.Popen([CLI, "stream", "--kafka", bootstrap, "--topic", topic, "--group", group or topic,
-                             "--out", str(out), "--flush-every", "1s", "--no-progress", *extra],
-                            stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [
+            CLI,
+            "stream",
+            "--kafka",
+            bootstrap,
+            "--topic",
+            topic,
+            "--group",
+            group or topic,
+            "--out",
+            str(out),
+            "--flush-every",
+            "1s",
+            "--no-progress",
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def finish(process, out, timeout=240) -> None:
@@ -114,8 +146,9 @@ def first_arrival(bootstrap: str, topic: str, timeout_s: float = 180) -> tuple[f
         consumer.close()
 
 
-def assert_panes_reach_disk_live(bootstrap, tmp_path, *runner_args, seconds: int = 60, startup_s: float = 120,
-                                 until_running=None) -> None:
+def assert_panes_reach_disk_live(
+    bootstrap, tmp_path, *runner_args, seconds: int = 60, startup_s: float = 120, until_running=None
+) -> None:
     """A replay paced at real time, the default 10 m allowed lateness: once the stream is live (its
     first EARLY pane is on disk), every window that ends while the replay still publishes has its
     ON_TIME pane on disk within the watermark delay + --flush-every + 10 s of its end. The stream
@@ -127,8 +160,9 @@ def assert_panes_reach_disk_live(bootstrap, tmp_path, *runner_args, seconds: int
     topic = new_topic(bootstrap, 2)  # the symbol fills one partition; the idle one must not hold time back
     out = tmp_path / "stream"
     watermark_delay_s, flush_s, interval_s = 5, 1, 5
-    stream = start_stream(bootstrap, topic, out, "--interval", f"{interval_s}s", "--early", "1s", "--stop-when-idle", "6s",
-                          *runner_args)
+    stream = start_stream(
+        bootstrap, topic, out, "--interval", f"{interval_s}s", "--early", "1s", "--stop-when-idle", "6s", *runner_args
+    )
     if until_running:
         until_running(stream)
     with ThreadPoolExecutor(1) as pool:
@@ -141,8 +175,10 @@ def assert_panes_reach_disk_live(bootstrap, tmp_path, *runner_args, seconds: int
     bars = read_bars(str(out)).to_pylist()
     written = {path.name: path.stat().st_mtime for path in (out / "bars").rglob("*.parquet")}
     live_from = min(written.values())
-    end_wall = {bar["window_start"]: first_wall + (bar["window_start"].timestamp() * 1000 - first_ms) / 1000 + interval_s
-                for bar in bars}
+    end_wall = {
+        bar["window_start"]: first_wall + (bar["window_start"].timestamp() * 1000 - first_ms) / 1000 + interval_s
+        for bar in bars
+    }
     # A window is judged once the stream is live, and only if trades past its end + watermark delay were sent.
     judged = {w: end for w, end in end_wall.items() if live_from + interval_s <= end <= replay_done - watermark_delay_s}
     assert len(judged) >= 3, f"only {len(judged)} windows ended between the stream going live and the replay's end"
@@ -150,6 +186,7 @@ def assert_panes_reach_disk_live(bootstrap, tmp_path, *runner_args, seconds: int
     delays = {w: on_time.get(w, math.inf) - end for w, end in judged.items()}
     bound = watermark_delay_s + flush_s + 10
     assert max(delays.values()) <= bound, f"ON_TIME panes reached disk these seconds after their window ended: {delays}"
-    assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path, str(trades), "--interval",
-                                                                               f"{interval_s}s"))
+    assert without_panes(final_bars(str(out))) == without_panes(
+        backfill_bars(tmp_path, str(trades), "--interval", f"{interval_s}s")
+    )
     assert summary(out)["reconciled"]

@@ -7,6 +7,7 @@ the sinks, ``validate`` and the accounting learn the run's tables from ``output_
 
 Beam-free at import: the command line plans and checks runs with it before Beam loads.
 """
+
 from __future__ import annotations
 
 from transforms.computations.base import Computation, OutputTable

@@ -1,4 +1,5 @@
 """What a computation is: the contract every entry of ``transforms.computations.COMPUTATIONS`` keeps."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -7,6 +8,7 @@ from typing import NamedTuple
 class OutputTable(NamedTuple):
     """One table of bars: its name (a sink's directory, table or topic is named after it), the
     schema of its rows (``schemas/<schema>.avsc``) and the fields that name one bar across its panes."""
+
     name: str
     schema: str
     identity: tuple[str, ...]
@@ -14,7 +16,7 @@ class OutputTable(NamedTuple):
     @property
     def suffix(self) -> str:
         """What sinks add to their own names for it: "" for ``bars``, ``_ticks`` for ``bars_ticks``."""
-        return self.name[len("bars"):] if self.name.startswith("bars") else f"_{self.name}"
+        return self.name[len("bars") :] if self.name.startswith("bars") else f"_{self.name}"
 
 
 class Computation:

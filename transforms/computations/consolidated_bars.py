@@ -2,6 +2,7 @@
 pair and window (``bars_consolidated``), and the cross-exchange validation of each venue in it
 (``quality``). The method is ``transforms.consolidation``; how a stream releases and revises them,
 ``transforms.consolidated_bar_panes``."""
+
 from __future__ import annotations
 
 from transforms.computations.base import Computation, OutputTable
@@ -22,6 +23,9 @@ class ConsolidatedBars(Computation):
 
     def expand(self, unique, spec, others):
         from transforms.consolidated_bar_panes import ComputeConsolidatedBars
+
         computed = unique | "ConsolidatedBars" >> ComputeConsolidatedBars(spec, others.get("feed_status"))
-        return {CONSOLIDATED_BARS.name: computed[CONSOLIDATED_BARS.name],
-                VENUE_QUALITY.name: computed[VENUE_QUALITY.name]}, []
+        return {
+            CONSOLIDATED_BARS.name: computed[CONSOLIDATED_BARS.name],
+            VENUE_QUALITY.name: computed[VENUE_QUALITY.name],
+        }, []

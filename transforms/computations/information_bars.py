@@ -1,6 +1,7 @@
 """Information-driven bars: tick, volume and dollar bars (``--bars ticks:1000``, ``volume:50``,
 ``dollar:1e6``), one table per kind, each bar named by (UTC day, ordinal). The definition is
 ``transforms.information_bars``; how a stream releases and revises them, ``transforms.information_bar_panes``."""
+
 from __future__ import annotations
 
 from transforms.bar_kinds import KINDS
@@ -24,5 +25,6 @@ class InformationBars(Computation):
 
     def expand(self, unique, spec, others):
         from transforms.information_bar_panes import ComputeInformationBars
+
         bars = unique | "InformationBars" >> ComputeInformationBars(spec.thresholds, spec)
         return {t.table: bars[t.table] for t in spec.thresholds}, [bars.dead_letter]

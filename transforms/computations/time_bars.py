@@ -1,5 +1,6 @@
 """Time bars: the exchange's klines, one bar per fixed event-time window (``--bars time:1m``,
 or ``--interval``), gaps filled if asked."""
+
 from __future__ import annotations
 
 from transforms.computations.base import Computation, OutputTable
@@ -24,9 +25,9 @@ class TimeBars(Computation):
 
         # Bars carry their window in their fields; downstream they live in the global window,
         # where each sink applies the windowing its storage needs.
-        bars = (unique
-                | "Bars" >> ComputeBars(spec)
-                | "BarsToGlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows()))
+        bars = (
+            unique | "Bars" >> ComputeBars(spec) | "BarsToGlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+        )
         if spec.fill_gaps:
             filled = bars | "FillGaps" >> FillGaps(spec)
             bars = (bars, filled) | "WithFilledBars" >> beam.Flatten()
