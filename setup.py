@@ -36,7 +36,8 @@ setup(
         "websockets>=13,<18",
         "httpx>=0.27,<1",
         "build>=1.2,<2",  # Beam stages setup.py as an sdist for Dataflow workers with it
-        "pyiceberg[sql-sqlite,pyiceberg-core]>=0.12,<0.13",  # --sink iceberg: SQL (SQLite) catalog; -core writes day() partitions
+        # --sink iceberg: SQL (SQLite) catalog; -core writes day() partitions
+        "pyiceberg[sql-sqlite,pyiceberg-core]>=0.12,<0.13",
         "prometheus-client>=0.20,<1",  # --metrics-port of collect and stream
         "plotly>=6,<8",  # cryptobeam report: its wheel carries the JavaScript the report embeds
     ],
@@ -46,7 +47,8 @@ setup(
             "pytest-timeout>=2.3,<3",
             "hypothesis>=6.100,<7",
             "duckdb>=1.1,<3",
-            "playwright>=1.49,<2",  # drives Debian's chromium (scripts/install_chromium.sh) in the report's browser test
+            # drives Debian's chromium (scripts/install_chromium.sh) in the report's browser test
+            "playwright>=1.49,<2",
         ],
         "profile": [  # what CONTRIBUTING.md's profiling commands use
             "py-spy>=0.4,<1",

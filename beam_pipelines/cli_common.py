@@ -197,7 +197,10 @@ def add_runner_options(command: argparse.ArgumentParser, default: str) -> None:
     group.add_argument("--parallelism", type=int, help="flink: parallelism (default 2)")
     group.add_argument(
         "--checkpointing-interval",
-        help="flink streams: Flink checkpoints every, e.g. 30s (default: none; read docs/operations.md#flink before using)",
+        help=(
+            "flink streams: Flink checkpoints every, e.g. 30s "
+            "(default: none; read docs/operations.md#flink before using)"
+        ),
     )
     group.add_argument("--project", help="dataflow: Google Cloud project")
     group.add_argument("--region", help="dataflow: region, e.g. europe-west1")
@@ -359,7 +362,8 @@ def summary_table(
             [
                 (
                     "status records read (used / duplicates)",
-                    f"{accounting.feed_status.get('records_in', 0):,} ({accounting.feed_status.get('unique_trades', 0):,} / "
+                    f"{accounting.feed_status.get('records_in', 0):,} "
+                    f"({accounting.feed_status.get('unique_trades', 0):,} / "
                     f"{accounting.feed_status.get('duplicates', 0):,})",
                 )
             ]

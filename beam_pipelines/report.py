@@ -786,24 +786,21 @@ def accounting_html(summary: dict | None) -> str:
     accounting = Accounting.from_counters(figures)
     problems = list(dict.fromkeys([*summary.get("problems", []), *accounting.problems()]))
     reconciles = not problems and summary.get("reconciled", False)
+    status_records = accounting.feed_status.get("unique_trades", 0) + accounting.feed_status.get("duplicates", 0)
     skipped = (
         accounting.accounted
         - accounting.trades_in_final_bars
         - accounting.dead_letter_rows_written
         - accounting.duplicates
-        - accounting.feed_status.get("unique_trades", 0)
-        - accounting.feed_status.get("duplicates", 0)
+        - status_records
     )
+    balance = "=" if accounting.all_records_in == accounting.accounted else "≠"
     identity = (
-        f"records read {accounting.all_records_in:,} {'=' if accounting.all_records_in == accounting.accounted else '≠'} "
+        f"records read {accounting.all_records_in:,} {balance} "
         f"in final bars {accounting.trades_in_final_bars:,}"
         + (f" + left out by the table's definition {skipped:,}" if skipped else "")
         + f" + dead-lettered {accounting.dead_letter_rows_written:,} + duplicates {accounting.duplicates:,}"
-        + (
-            f" + status records {accounting.feed_status.get('unique_trades', 0) + accounting.feed_status.get('duplicates', 0):,}"
-            if accounting.feed_status
-            else ""
-        )
+        + (f" + status records {status_records:,}" if accounting.feed_status else "")
         + f" = {accounting.accounted:,}"
     )
     rows = "".join(
@@ -887,12 +884,12 @@ def page_html(data: OutputData, charts: list[Chart]) -> str:
             + "</ul></section>"
         )
     config = {"displaylogo": False, "responsive": True}
+
+    def chart_html(chart) -> str:
+        return pio.to_html(chart.figure, full_html=False, include_plotlyjs=False, div_id=chart.chart_id, config=config)
+
     for section, heading in sections.items():
-        divs = [
-            f'<div class="chart">{pio.to_html(chart.figure, full_html=False, include_plotlyjs=False, div_id=chart.chart_id, config=config)}</div>'
-            for chart in charts
-            if chart.section == section
-        ]
+        divs = [f'<div class="chart">{chart_html(chart)}</div>' for chart in charts if chart.section == section]
         if divs:
             body.append(f'<section id="{section}"><h2>{heading}</h2>{"".join(divs)}</section>')
     return (

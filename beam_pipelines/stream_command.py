@@ -172,10 +172,13 @@ def run_stream(args, console: Console) -> int:
                 f"cannot read {config.status_read.topic!r} from Kafka at {args.kafka}: {_first_line(error)}"
             ) from None
     resumed = [s for s in starts if s.resume_us]
+    how_to_stop = (
+        "Ctrl-C drains" if drains_here else "Ctrl-C cancels (drain with the runner, e.g. gcloud dataflow jobs drain)"
+    )
     console.print(
         f"streaming {args.topic} ({len(starts) or '?'} partitions"
         f"{', resuming from committed offsets' if resumed else ''}) → {config.targets.out}; "
-        f"{'Ctrl-C drains' if drains_here else 'Ctrl-C cancels (drain with the runner, e.g. gcloud dataflow jobs drain)'}"
+        f"{how_to_stop}"
     )
 
     reset_drain()

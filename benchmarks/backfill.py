@@ -1,6 +1,6 @@
 """Backfill benchmark: cryptobeam on the local runner against polars and duckdb, same input, same bars.
 
-    .venv/bin/python benchmarks/backfill.py --suite          # the issue-6 set, 3 rounds each: prints tables, writes JSON
+    .venv/bin/python benchmarks/backfill.py --suite  # the issue-6 set, 3 rounds each: prints tables, writes JSON
     .venv/bin/python benchmarks/backfill.py [--trades 1000000] [--symbols 3] [--days 1] [--format parquet|csv]
     .venv/bin/python benchmarks/backfill.py --scaling 1000000,3000000,10000000     # time per trade vs size
     .venv/bin/python benchmarks/backfill.py --consolidated [--per-venue 10000000]  # issue 24, 3 rounds
@@ -448,8 +448,10 @@ def print_suite(runs: list[dict], sweep: list[dict]) -> None:
         return max(r[key] for r in rows) / min(r[key] for r in rows)
 
     print(
-        f"spread of net time per trade (target: within 1.5x): 1M -> 10M wall {spread(size, 'net_us_per_trade'):.2f}x, "
-        f"CPU {spread(size, 'net_cpu_us_per_trade'):.2f}x; 1k -> 43.2k windows wall {spread(sweep, 'net_us_per_trade'):.2f}x, "
+        f"spread of net time per trade (target: within 1.5x): "
+        f"1M -> 10M wall {spread(size, 'net_us_per_trade'):.2f}x, "
+        f"CPU {spread(size, 'net_cpu_us_per_trade'):.2f}x; "
+        f"1k -> 43.2k windows wall {spread(sweep, 'net_us_per_trade'):.2f}x, "
         f"CPU {spread(sweep, 'net_cpu_us_per_trade'):.2f}x; "
         f"all agree: {all(r['agree_with_polars'] and r['agree_with_duckdb'] for r in runs + sweep)}"
     )
@@ -708,7 +710,8 @@ def print_consolidated(r: dict) -> None:
     for name, label in labels.items():
         run = r[name]
         print(
-            f"  {label:<34} {run['s']:>8.2f} s  {run['trades_per_s']:>10,} trades/s  peak PSS {run['peak_pss_mb']:>6,} MB  "
+            f"  {label:<34} {run['s']:>8.2f} s  {run['trades_per_s']:>10,} trades/s  "
+            f"peak PSS {run['peak_pss_mb']:>6,} MB  "
             f"CPU {run['cpu_s']:.1f} s  (rounds: {', '.join(f'{s:.2f}' for s in run['s_each'])})"
         )
     verdict = "within" if r["within_target"] else "OVER"
@@ -834,12 +837,14 @@ def main() -> None:
     if args.scaling:
         runs = [run_once(int(n), symbols, args.days, args.format, repeat) for n in args.scaling.split(",")]
         print(
-            f"{'trades':>12} {'cryptobeam s':>13} {'µs/trade':>9} {'polars s':>9} {'ratio':>6} {'peak PSS MB':>12} agree"
+            f"{'trades':>12} {'cryptobeam s':>13} {'µs/trade':>9} {'polars s':>9} {'ratio':>6} "
+            f"{'peak PSS MB':>12} agree"
         )
         for r in runs:
             print(
                 f"{r['trades']:>12,} {r['cryptobeam_s']:>13} {r['cryptobeam_us_per_trade']:>9} {r['polars_s']:>9} "
-                f"{r['polars_over_cryptobeam']:>6} {r['cryptobeam_peak_pss_mb']:>12} {r['agree_with_polars'] and r['agree_with_duckdb']}"
+                f"{r['polars_over_cryptobeam']:>6} {r['cryptobeam_peak_pss_mb']:>12} "
+                f"{r['agree_with_polars'] and r['agree_with_duckdb']}"
             )
         (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
         (ROOT / "benchmarks" / "results" / f"scaling-{args.format}.json").write_text(json.dumps(runs, indent=2))

@@ -145,14 +145,17 @@ def main() -> None:
         "report_line": rounds[0]["report_line"],
     }
     print(
-        f"{args.symbols} symbol(s) x {DAYS} days of 1m bars: {results['bars']:,} bars ({results['filled_bars']:,} filled) "
+        f"{args.symbols} symbol(s) x {DAYS} days of 1m bars: "
+        f"{results['bars']:,} bars ({results['filled_bars']:,} filled) "
         f"from {args.trades:,} trades, {args.repeat} round(s), medians:"
     )
     print(
-        f"  backfill (--fill-gaps)  {backfill_s:6.2f} s  (rounds: {', '.join(f'{s:.2f}' for s in results['backfill_s_each'])})"
+        f"  backfill (--fill-gaps)  {backfill_s:6.2f} s  "
+        f"(rounds: {', '.join(f'{s:.2f}' for s in results['backfill_s_each'])})"
     )
     print(
-        f"  report                  {report_s:6.2f} s  (rounds: {', '.join(f'{s:.2f}' for s in results['report_s_each'])})"
+        f"  report                  {report_s:6.2f} s  "
+        f"(rounds: {', '.join(f'{s:.2f}' for s in results['report_s_each'])})"
     )
     print(
         f"  report / backfill = {results['report_over_backfill']:.2f}: "

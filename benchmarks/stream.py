@@ -392,7 +392,8 @@ def main() -> None:
     for r in results:
         if r["undelivered"]:
             print(
-                f"{r['rate']:,} trades/s: {r['undelivered']:,} messages the broker did not take (not counted as published)"
+                f"{r['rate']:,} trades/s: {r['undelivered']:,} messages the broker did not take "
+                "(not counted as published)"
             )
         if r["collector_errors"] or not r["panes_collected"]:
             print(

@@ -348,7 +348,8 @@ class CanonicalInstruments:
         name = f"{exchange}:{symbol}"
         if len(name) > MAX_FIELD_CHARS or not name.isprintable():
             digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
-            name = f"{name[: MAX_FIELD_CHARS - 14].encode('unicode_escape').decode('ascii')[: MAX_FIELD_CHARS - 14]}…{digest}"
+            escaped = name[: MAX_FIELD_CHARS - 14].encode("unicode_escape").decode("ascii")
+            name = f"{escaped[: MAX_FIELD_CHARS - 14]}…{digest}"
         if name not in self._named_unknown:
             if len(self._named_unknown) >= MAX_NAMED_UNKNOWN:
                 return MORE_UNKNOWN

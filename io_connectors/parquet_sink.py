@@ -10,8 +10,9 @@ so downstream of a writer the watermark says what is on disk.
 Partition values are percent-encoded, so no symbol from the input can become a path outside
 the output directory. A value too long for one path segment (file systems allow 255 bytes) is cut
 and ends in ``~`` and a hash of the whole value, which such a file keeps in its Parquet metadata
-(``cryptobeam.partition``); ``io_connectors.bar_reader`` restores it. Read a whole output with hive partitioning, e.g.
-``pyarrow.parquet.read_table("out/bars")`` or duckdb's ``read_parquet('out/bars/**/*.parquet', hive_partitioning=true)``.
+(``cryptobeam.partition``); ``io_connectors.bar_reader`` restores it. Read a whole output with
+hive partitioning, e.g. ``pyarrow.parquet.read_table("out/bars")`` or duckdb's
+``read_parquet('out/bars/**/*.parquet', hive_partitioning=true)``.
 """
 
 from __future__ import annotations

@@ -189,9 +189,12 @@ def test_avro_sink_holds_the_same_bars_as_parquet(tmp_path):
         with open(path, "rb") as handle:
             avro_rows += list(fastavro.reader(handle))
     parquet_rows = pq.read_table(out / "bars").to_pylist()
-    key = lambda b: (b["window_start"], b["is_filled"])
+
+    def window_and_filled(bar):
+        return bar["window_start"], bar["is_filled"]
+
     assert len(avro_rows) == len(parquet_rows) == 2880
-    for a, p in zip(sorted(avro_rows, key=key), sorted(parquet_rows, key=key)):
+    for a, p in zip(sorted(avro_rows, key=window_and_filled), sorted(parquet_rows, key=window_and_filled)):
         assert (a["open"], a["close"], a["volume"], a["trade_count"], a["symbol"]) == (
             p["open"],
             p["close"],

@@ -92,8 +92,13 @@ def test_every_shipped_row_is_well_formed_and_canonical():
                 "CAD": {"CAD", "ZCAD"},
                 "JPY": {"JPY", "ZJPY"},
             }
-            spell = lambda asset: kraken_spellings.get(asset, {asset, "X" + asset})
-            assert any(symbol in (b + q, f"{b}/{q}") for b in spell(base) for q in spell(quote)), row
+
+            def kraken_spellings_of(asset):
+                return kraken_spellings.get(asset, {asset, "X" + asset})
+
+            assert any(
+                symbol in (b + q, f"{b}/{q}") for b in kraken_spellings_of(base) for q in kraken_spellings_of(quote)
+            ), row
     per_exchange = {e: sum(r["exchange"] == e for r in rows) for e in ("binance", "coinbase", "kraken")}
     assert min(per_exchange.values()) >= 30, per_exchange
     keys = [(r["exchange"], r["symbol"]) for r in rows]

@@ -44,8 +44,11 @@ def test_bars_to_kafka_equal_parquet(kafka_bootstrap, tmp_path):
     decoded = [decode(m.value(), "bar", store) for m in messages]
     assert all(m.key() == b"binance:XRPETH" for m in messages)
     assert messages[0].timestamp()[1] == int(decoded[0]["window_end"].timestamp() * 1000)
-    key = lambda b: (b["window_start"], b["is_filled"])
-    for k, p in zip(sorted(decoded, key=key), sorted(parquet, key=key)):
+
+    def window_and_filled(bar):
+        return bar["window_start"], bar["is_filled"]
+
+    for k, p in zip(sorted(decoded, key=window_and_filled), sorted(parquet, key=window_and_filled)):
         assert (k["open"], k["close"], k["volume"], k["trade_count"], k["is_filled"]) == (
             p["open"],
             p["close"],
@@ -70,10 +73,11 @@ def test_kafka_up_restarts_a_stopped_broker_with_its_data(tmp_path):
     from runners.local_kafka import create_topics
 
     work = str(tmp_path / "kafka")
-    kafka = lambda action: subprocess.run(
-        [CLI, "kafka", action, "--dir", work], capture_output=True, text=True, timeout=180
-    )
-    first = kafka("up")
+
+    def cryptobeam_kafka(action):
+        return subprocess.run([CLI, "kafka", action, "--dir", work], capture_output=True, text=True, timeout=180)
+
+    first = cryptobeam_kafka("up")
     assert first.returncode == 0, first.stdout + first.stderr
     bootstrap = (tmp_path / "kafka" / "bootstrap").read_text()
     try:
@@ -81,14 +85,14 @@ def test_kafka_up_restarts_a_stopped_broker_with_its_data(tmp_path):
         producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0})
         producer.produce("kept", b"still here")
         assert producer.flush(30) == 0
-        assert kafka("down").returncode == 0
-        again = kafka("up")
+        assert cryptobeam_kafka("down").returncode == 0
+        again = cryptobeam_kafka("up")
         assert again.returncode == 0 and f"bootstrap {bootstrap}" in again.stdout, again.stdout + again.stderr
-        twice = kafka("up")
+        twice = cryptobeam_kafka("up")
         assert twice.returncode == 2 and "already running" in twice.stderr and "Traceback" not in twice.stderr
         assert [m.value() for m in read_topic(bootstrap, "kept", 1, timeout_s=30)] == [b"still here"]
     finally:
-        kafka("down")
+        cryptobeam_kafka("down")
 
 
 def test_kafka_sink_needs_a_broker_address(tmp_path):

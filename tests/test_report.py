@@ -228,8 +228,9 @@ def test_downsampled_candles_equal_an_independent_aggregation(browser, filled_ou
             candles[x] = (o, h, lo, c)
     trades = dict(zip(*next((t["x"], t["y"]) for t in traces if t["name"] == "trades")))
     marked = set(next(t["x"] for t in traces if t["name"] == "holds filled bar(s)"))
+    quarter_hour = "to_timestamp((epoch_us(window_start) // 900000000) * 900)"
     expected = duckdb.sql(f"""
-        SELECT strftime(to_timestamp((epoch_us(window_start) // 900000000) * 900) AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M:%S') AS x,
+        SELECT strftime({quarter_hour} AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M:%S') AS x,
                arg_min(open, window_start), max(high), min(low), arg_max(close, window_start),
                sum(trade_count), bool_or(is_filled)
         FROM read_parquet('{out}/bars/**/*.parquet') WHERE is_final GROUP BY 1 ORDER BY 1""").fetchall()
@@ -247,8 +248,9 @@ def test_gaps_are_marked_and_never_drawn(browser, gappy_out, tmp_path):
     traces = page.traces("chart-bars-0")
     drawn = {_plotly_time(x) for t in traces if t["type"] == "candlestick" for x in t["x"]}
     gaps = {_plotly_time(x) for t in traces if t["name"] == "gap (missing windows)" for x in t["x"]}
+    bar_files = f"{gappy_out}/bars/**/*.parquet"
     minutes = duckdb.sql(f"""
-        SELECT strftime(window_start AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M:%S') FROM read_parquet('{gappy_out}/bars/**/*.parquet')
+        SELECT strftime(window_start AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M:%S') FROM read_parquet('{bar_files}')
         WHERE is_final""").fetchall()
     present = {m for (m,) in minutes}
     first, last = (datetime.fromisoformat(m) for m in (min(present), max(present)))

@@ -121,8 +121,8 @@ def test_dataflow_plan_of_the_backfill_is_built_offline(tmp_path):
         "WriteDeadLetters",
     } <= names
     assert (
-        "TradesToBars/Bars/MergePartials  [beam:transform:combine_per_key:v1]  -> kv<tuple<string_utf8, string_utf8, varint>"
-        in text
+        "TradesToBars/Bars/MergePartials  [beam:transform:combine_per_key:v1]  "
+        "-> kv<tuple<string_utf8, string_utf8, varint>" in text
     )
     assert f"setup_file = {ROOT / 'setup.py'}" in text and "project = demo-project" in text
     assert '"type": "JOB_TYPE_BATCH"' in (plan / "job.json").read_text()

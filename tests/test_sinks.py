@@ -210,7 +210,9 @@ import sys
 from beam_pipelines.cli import build_parser
 from beam_pipelines.cli_common import UserError, sink_targets_from_args
 def targets(*options):
-    args = build_parser().parse_args(["backfill", "--source", "binance-aggtrades", "--input", "x", "--out", "o", *options])
+    args = build_parser().parse_args(
+        ["backfill", "--source", "binance-aggtrades", "--input", "x", "--out", "o", *options]
+    )
     try:
         return [name for name, _ in sink_targets_from_args(args, streaming=False)]
     except UserError as error:
@@ -222,7 +224,8 @@ print(targets("--sink", "bigquery", "--bq-table", "nodots"))
 print(targets("--sink", "kafka"))
 stream = build_parser().parse_args(["stream", "--kafka", "h:1", "--out", "o", "--bars-topic", "b"])
 print([(name, getattr(target, "topic", None)) for name, target in sink_targets_from_args(stream, streaming=True)])
-print(sorted(m for m in sys.modules if m.startswith(("apache_beam", "google.cloud.bigquery", "confluent_kafka", "pyarrow"))))
+heavy_modules = ("apache_beam", "google.cloud.bigquery", "confluent_kafka", "pyarrow")
+print(sorted(m for m in sys.modules if m.startswith(heavy_modules)))
 """
 
 

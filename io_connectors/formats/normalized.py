@@ -242,19 +242,22 @@ def parse_normalized(raw: RawBatch, exchange: str | None = None, symbol: str | N
         ), dead
     index = pa.array(np.flatnonzero(good), pa.int64())
     pick = (lambda name: values[name]) if good.all() else (lambda name: values[name].take(index))
-    optional = lambda name: pick(name) if name in values else None
+
+    def pick_if_present(name):
+        return pick(name) if name in values else None
+
     # Sides are lower-cased byte-wise: every valid side is ASCII, and any other stays invalid.
     trades = make_trade_batch(
         exchange=pick("exchange"),
         symbol=pick("symbol"),
-        base=optional("base"),
-        quote=optional("quote"),
+        base=pick_if_present("base"),
+        quote=pick_if_present("quote"),
         trade_id=pick("trade_id"),
         price=pick("price"),
         amount=pick("amount"),
         side=pc.ascii_lower(pick("side")),
         event_time=pick("event_time"),
-        receive_time=optional("receive_time"),
+        receive_time=pick_if_present("receive_time"),
         source=raw.source,
         source_offset=row_numbers[good],
     )

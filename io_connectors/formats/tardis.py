@@ -27,6 +27,11 @@ def derived_trade_ids(source: str, line_numbers: np.ndarray) -> pa.Array:
     return pa.array([f"{prefix}:{n}" for n in line_numbers.tolist()], pa.string())
 
 
+def _non_empty(column: pa.Array) -> np.ndarray:
+    """Where a string column holds text (a null counts as empty)."""
+    return pc.greater(pc.utf8_length(pc.fill_null(column, "")), 0).to_numpy(zero_copy_only=False)
+
+
 def parse_tardis_trades(raw: RawBatch, exchange: str | None = None, symbol: str | None = None):
     fields = split_fields(raw, {len(NAMES)}, [NAMES])
     c = {name: fields.column(j) for j, name in enumerate(NAMES)}
@@ -34,14 +39,13 @@ def parse_tardis_trades(raw: RawBatch, exchange: str | None = None, symbol: str 
     local_times, ok_local = parse_int(c["local_timestamp"])
     prices, ok_price = parse_float(c["price"])
     amounts, ok_amount = parse_float(c["amount"])
-    non_empty = lambda col: pc.greater(pc.utf8_length(pc.fill_null(col, "")), 0).to_numpy(zero_copy_only=False)
     good = reject_failed(
         fields,
         [
-            (non_empty(c["exchange"]), "exchange is empty"),
-            (non_empty(c["symbol"]), "symbol is empty"),
+            (_non_empty(c["exchange"]), "exchange is empty"),
+            (_non_empty(c["symbol"]), "symbol is empty"),
             (ok_time, "timestamp is not integer microseconds"),
-            (ok_local | ~non_empty(c["local_timestamp"]), "local_timestamp is not integer microseconds"),
+            (ok_local | ~_non_empty(c["local_timestamp"]), "local_timestamp is not integer microseconds"),
             (ok_price, "price is not a number"),
             (ok_amount, "amount is not a number"),
         ],
@@ -50,7 +54,7 @@ def parse_tardis_trades(raw: RawBatch, exchange: str | None = None, symbol: str 
     index = pa.array(np.flatnonzero(good), pa.int64())
     symbols = c["symbol"].take(index)
     ids = c["id"].take(index)
-    missing_id = ~non_empty(ids)
+    missing_id = ~_non_empty(ids)
     if missing_id.any():
         derived = derived_trade_ids(raw.source, fields.line_numbers[good])
         ids = pc.if_else(pa.array(missing_id), derived, ids)

@@ -28,7 +28,8 @@ def weighted_median(trades: list[tuple[float, float]]) -> float:
 
 
 def partitioned_price(trades: list[tuple[int, float, float]], window_start: int, width: int, partitions: int):
-    """(time, price, amount) trades of one window: (mean of each non-empty partition's weighted median, partitions used)."""
+    """(time, price, amount) trades of one window: (mean of each non-empty partition's weighted
+    median, partitions used)."""
     by_partition = defaultdict(list)
     for time, price, amount in trades:
         if amount > 0:

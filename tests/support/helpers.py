@@ -43,9 +43,10 @@ def reference_bars(rows: list[dict], interval_us: int = MINUTE) -> list[dict]:
     table = trades_table(rows)
     con = duckdb.connect()
     con.register("trades", table)
+    first_seen = "row_number() OVER (PARTITION BY exchange, symbol, trade_id ORDER BY event_time)"
     cursor = con.execute(f"""
         WITH unique_trades AS (
-            SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY exchange, symbol, trade_id ORDER BY event_time) AS n
+            SELECT * FROM (SELECT *, {first_seen} AS n
                            FROM trades) WHERE n = 1),
         t AS (SELECT *, epoch_us(event_time) AS us FROM unique_trades)
         SELECT exchange, symbol, (us // {interval_us}) * {interval_us} AS window_start,

@@ -25,7 +25,8 @@ class Computation:
     name: str = ""
 
     def tables(self, spec) -> tuple[OutputTable, ...]:
-        """The tables a run of ``spec`` (``transforms.bar_spec.BarSpec``) gets from it; none when it is not asked for."""
+        """The tables a run of ``spec`` (``transforms.bar_spec.BarSpec``) gets from it; none when it
+        is not asked for."""
         raise NotImplementedError
 
     def all_tables(self) -> tuple[OutputTable, ...]:
