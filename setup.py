@@ -47,8 +47,9 @@ setup(
             "pytest-timeout>=2.3,<3",
             "hypothesis>=6.100,<7",
             "duckdb>=1.1,<3",
-            # drives Debian's chromium (scripts/install_chromium.sh) in the report's browser test
+            # drives Debian's chromium (scripts/install_debian_packages.sh) in the report's browser test
             "playwright>=1.49,<2",
+            "ruff>=0.17.6,<0.18",  # .ci/run lints and checks formatting; its style may change in a minor version
         ],
         "profile": [  # what CONTRIBUTING.md's profiling commands use
             "py-spy>=0.4,<1",
