@@ -15,6 +15,45 @@ settings.register_profile("default", deadline=None, suppress_health_check=[Healt
 settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 
+SERVICE_FIXTURES = {
+    "kafka_bootstrap": "kafka",
+    "bigquery_endpoint": "bigquery",
+    "flink_cluster": "flink",
+    "restart_cluster": "flink",
+    "prism_job_server": "prism",
+    "python_job_service": "prism",
+    "browser": "browser",
+}
+"""A test that takes one of these fixtures needs that service running (its marker)."""
+SERVICE_MODULES = {
+    "test_flink_cluster": "flink",
+    "test_flink_restarts": "flink",
+    "test_kafka": "kafka",  # brokers of its own: started, stopped and restarted by the tests
+    "test_stream_faults": "kafka",
+    "test_metrics": "prometheus",
+    "test_monitoring": "prometheus",
+}
+"""Modules whose every test needs the service, whatever fixtures it takes."""
+STREAM_MODULES = ("test_stream", "test_consolidated_runs", "test_iceberg", "test_metrics")
+"""Modules whose Kafka tests run their streams on Prism."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks each test with the services it needs, and every such test ``integration``, so that
+    ``pytest -m "not integration"`` runs the unit layer alone and ``-m kafka`` (say) one service's tests."""
+    for item in items:
+        services = {SERVICE_FIXTURES[name] for name in getattr(item, "fixturenames", ()) if name in SERVICE_FIXTURES}
+        module = item.module.__name__.rpartition(".")[2] if getattr(item, "module", None) else ""
+        if module in SERVICE_MODULES:
+            services.add(SERVICE_MODULES[module])
+        if "kafka" in services and module.startswith(STREAM_MODULES):
+            services.add("prism")
+        for service in sorted(services):
+            item.add_marker(getattr(pytest.mark, service))
+        if services:
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_terminal_summary(terminalreporter):
     from tests.support.fuzz_tally import LINES_RUN
 
