@@ -45,7 +45,7 @@ def test_matches_a_simple_dictionary_model(chunks):
 def test_a_window_remembers_its_records_until_the_runner_expires_it():
     """In the global window, with the step's own timer: a copy is a duplicate until the window's
     runner expiry (end + allowed lateness + slack) and new after it, once the state is cleared.
-    In a pipeline, RouteTooLate dead-letters such a copy before it reaches dedupe."""
+    In a pipeline, RouteTooLateAndChunk dead-letters such a copy before it reaches dedupe."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.testing.test_stream import TestStream

@@ -16,7 +16,7 @@ from io_connectors.source_formats import SOURCES, parser_for
 from io_connectors.sources import ReadTradeFiles
 from transforms import BarSpec
 from transforms.keys import KeyBySymbol
-from transforms.lateness import RouteTooLate
+from transforms.lateness import RouteTooLateAndChunk
 from transforms.parse import ParseTrades
 from transforms.sized_coders import ArrowTableCoder, TradeChunkCoder
 from transforms.trade_batch import make_trade_batch
@@ -76,7 +76,7 @@ def test_the_batch_stages_are_typed_so_they_get_these_coders(tmp_path):
         parsed = read.raw | ParseTrades(parser_for(source))
         valid = parsed.trades | ValidateTrades()
         keyed = valid.valid | KeyBySymbol()
-        routed = keyed | RouteTooLate(BarSpec.of("1m"))
+        routed = keyed | RouteTooLateAndChunk(BarSpec.of("1m"))
         coders = {
             name: beam.coders.registry.get_coder(pcollection.element_type)
             for name, pcollection in [

@@ -73,7 +73,7 @@ class BarSpec:
     def runner_slack_micros(self) -> int:
         """Extra lateness granted to the runner's own GroupByKey beyond ours.
 
-        ``RouteTooLate`` decides lateness from the watermark it has seen; the runner's
+        ``RouteTooLateAndChunk`` decides lateness from the watermark it has seen; the runner's
         GroupByKey, a stage later, may see a slightly newer watermark. Giving the runner
         this margin means it never drops what we admitted, so nothing is dropped silently.
         """
@@ -86,7 +86,7 @@ class BarSpec:
 
     def runner_expiry_micros(self, window_start_us: int, interval: Interval | None = None) -> int:
         """When the runner stops taking a window's data: our expiry plus its slack. Per-window
-        state downstream of ``RouteTooLate`` lives until then, as the runner's own would."""
+        state downstream of ``RouteTooLateAndChunk`` lives until then, as the runner's own would."""
         return self.expiry_micros(window_start_us, interval) + self.runner_slack_micros
 
     def window_into(self, interval: Interval | None = None):

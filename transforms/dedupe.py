@@ -72,7 +72,7 @@ class _DedupeFn(beam.DoFn):
     # hashes, as raw uint64 bytes. A chunk writes only what is new to the window, so a window fed
     # by many small chunks (a live stream) is not rewritten whole each time, and no write clears.
     SEEN = BagStateSpec("seen", BytesCoder())
-    # Named apart from RouteTooLate's "expiry": the in-process runner files a fused stage's timers
+    # Named apart from RouteTooLateAndChunk's "expiry": the in-process runner files a fused stage's timers
     # by family name, and decodes them with one transform's key coder.
     EXPIRY = TimerSpec("seen_expiry", TimeDomain.WATERMARK)
 

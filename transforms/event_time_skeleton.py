@@ -11,7 +11,7 @@ from __future__ import annotations
 from transforms.bar_spec import BarSpec
 from transforms.dedupe import DedupeTrades
 from transforms.keys import KeyRecords
-from transforms.lateness import RouteTooLate
+from transforms.lateness import RouteTooLateAndChunk
 from transforms.record_types import RecordType
 from transforms.validate import ValidateRecords
 
@@ -23,7 +23,7 @@ def event_time_skeleton(records, record_type: RecordType, spec: BarSpec, time_bo
     in_time = (
         valid.valid
         | "KeyBySymbol" >> KeyRecords(record_type)
-        | "RouteTooLateAndStampEventTime" >> RouteTooLate(spec, record_type)
+        | "RouteTooLateAndStampEventTime" >> RouteTooLateAndChunk(spec, record_type)
     )
     deduplicated = in_time.in_time | "Dedupe" >> DedupeTrades(spec.runner_expiry_micros, counted_as)
     unique = deduplicated.unique | "Window" >> spec.window_into()

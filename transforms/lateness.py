@@ -51,7 +51,7 @@ def too_late_dead_letters(
     return dead_letters_of_rows(batch, rows, ["too_late"] * len(rows), messages, "lateness", times[rows].tolist())
 
 
-class _RouteTooLateFn(beam.DoFn):
+class _RouteTooLateAndChunkFn(beam.DoFn):
     """Per (exchange, symbol), O(1) state: the watermark floor, the next expiry a timer waits
     for, and the latest expiry seen. The timer walks expiries one interval at a time (every
     window of a symbol expires on that grid) and stops once past the latest one."""
@@ -131,7 +131,7 @@ class _RouteTooLateFn(beam.DoFn):
         return []
 
 
-class RouteTooLate(beam.PTransform):
+class RouteTooLateAndChunk(beam.PTransform):
     """Per-key record batches -> ``too_late`` dead letters, and the rest cut into timestamped
     ((*key, window start), chunk) pairs ready for windowing."""
 
@@ -142,6 +142,6 @@ class RouteTooLate(beam.PTransform):
         self._spec, self._record_type = spec, record_type or registered("trade")
 
     def expand(self, batches_by_key):
-        return batches_by_key | "Route" >> beam.ParDo(_RouteTooLateFn(self._spec, self._record_type)).with_output_types(
-            self._record_type.chunk_by_window_hint
-        ).with_outputs(DEAD_LETTER_TAG, main="in_time")
+        return batches_by_key | "Route" >> beam.ParDo(
+            _RouteTooLateAndChunkFn(self._spec, self._record_type)
+        ).with_output_types(self._record_type.chunk_by_window_hint).with_outputs(DEAD_LETTER_TAG, main="in_time")
