@@ -23,7 +23,7 @@ BySymbol = typing.Tuple[SymbolKey, typing.Any]
 ByWindow = typing.Tuple[WindowKey, typing.Any]
 # Batches and chunks are typed so that they get coders that size them cheaply.
 BatchBySymbol = typing.Tuple[SymbolKey, ArrowTableCoder.value_type]
-ChunkByWindow = typing.Tuple[WindowKey, TradeChunkCoder.value_type]
+WindowKeyedChunk = typing.Tuple[WindowKey, TradeChunkCoder.value_type]
 
 
 def split_by_symbol(batch: pa.Table):
