@@ -314,14 +314,14 @@ def _start_workers_early(args) -> None:
 
 def run_backfill(args, console: Console) -> int:
     from beam_pipelines.accounting import Accounting
-    from beam_pipelines.chunked import chunks_to_run, conflicting_settings, default_workers, run_chunks
-    from beam_pipelines.chunks import (
+    from beam_pipelines.chunk_planning import (
         ChunkError,
         joined_where_dates_overlap,
         parse_chunk_days,
         plan_chunks,
         split_large_chunks,
     )
+    from beam_pipelines.chunked_backfill import chunks_to_run, conflicting_settings, default_workers, run_chunks
     from beam_pipelines.manifest import ChunkManifest, remove_previous_run
     from io_connectors.atomic_files import write_json_atomically
     from io_connectors.progress import set_progress_listener

@@ -21,7 +21,7 @@ from io_connectors.paths import is_remote, local_files
 WORKER_MODULES = (
     "beam_pipelines.fork_server_lifetime",
     "runners.worker_threads",  # before anything imports polars
-    "beam_pipelines.chunked",
+    "beam_pipelines.chunked_backfill",
     "beam_pipelines.backfill",  # the pipeline a chunk builds; the command line never imports it
     "apache_beam.runners.portability.fn_api_runner",
     "apache_beam.runners.worker.sdk_worker",

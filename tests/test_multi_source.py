@@ -16,8 +16,8 @@ import pytest
 
 from beam_pipelines import cli
 from beam_pipelines.backfill_config import BackfillConfig
-from beam_pipelines.chunked import run_settings
-from beam_pipelines.chunks import DAY_SECONDS, Chunk, cut_boundaries, split_large_chunks
+from beam_pipelines.chunk_planning import DAY_SECONDS, Chunk, cut_boundaries, split_large_chunks
+from beam_pipelines.chunked_backfill import run_settings
 from io_connectors.bar_reader import final_bars
 from io_connectors.files import InputFile, match_inputs
 from io_connectors.source_formats import SOURCES, split_source_prefix

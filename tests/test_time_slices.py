@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_pipelines.chunks import Chunk, _piece_rows, split_large_chunks
+from beam_pipelines.chunk_planning import Chunk, _piece_rows, split_large_chunks
 from io_connectors.files import InputFile
 from tests.support.backfills import write_days
 from tests.support.outputs import bars_of, summary

@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from beam_pipelines.accounting import Accounting, counters_of
 from beam_pipelines.backfill_config import BackfillConfig
-from beam_pipelines.chunks import Chunk
+from beam_pipelines.chunk_planning import Chunk
 from beam_pipelines.cli_common import PipelineLog
 from beam_pipelines.manifest import (
     ChunkManifest,
