@@ -20,7 +20,7 @@ from io_connectors.sources import read_raw_batches
 from tests.support.helpers import T0
 from tests.support.paths import CLI
 from transforms.trade_batch import make_trade_batch
-from transforms.validate import LARGEST_VALUE, SMALLEST_VALUE, invalid_reasons
+from transforms.validate_records import LARGEST_VALUE, SMALLEST_VALUE, invalid_reasons
 
 MS = T0 // 1000
 MINUTE_MS = 60_000

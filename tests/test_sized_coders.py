@@ -21,7 +21,7 @@ from transforms.parse import ParseTrades
 from transforms.sized_coders import ArrowTableCoder, TradeChunkCoder
 from transforms.trade_batch import make_trade_batch
 from transforms.trade_chunk import chunks_of
-from transforms.validate import ValidateTrades
+from transforms.validate_records import ValidateTrades
 
 MINUTE = 60_000_000
 

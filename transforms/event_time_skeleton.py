@@ -13,7 +13,7 @@ from transforms.dedupe import DedupeTrades
 from transforms.keys import KeyRecords
 from transforms.lateness import RouteTooLateAndChunk
 from transforms.record_types import RecordType
-from transforms.validate import ValidateRecords
+from transforms.validate_records import ValidateRecords
 
 
 def event_time_skeleton(records, record_type: RecordType, spec: BarSpec, time_bounds: tuple, counted_as: str = ""):

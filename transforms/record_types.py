@@ -61,7 +61,7 @@ def _trade() -> RecordType:
     from transforms.keys import split_by_symbol
     from transforms.trade_batch import rows_dead_letters
     from transforms.trade_chunk import TradeChunk, chunks_of
-    from transforms.validate import invalid_rows, rejected_trade_dead_letters
+    from transforms.validate_records import invalid_rows, rejected_trade_dead_letters
 
     return RecordType(
         "trade",
