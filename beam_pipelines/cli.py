@@ -477,7 +477,7 @@ def _progress(disabled: bool) -> Progress:
 
 
 def run_validate(out: str, console: Console) -> int:
-    from beam_pipelines.validate import validate
+    from beam_pipelines.validate_output import validate
 
     if not os.path.isdir(out):
         raise UserError(f"{out!r} is not a directory")

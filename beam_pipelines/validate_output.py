@@ -218,7 +218,7 @@ def _check_values(bar: dict, name: str, report: Report) -> None:
 
 
 def validate(out: str) -> Report:
-    from beam_pipelines.validate_consolidated import check_consolidated_bars, check_venue_quality
+    from beam_pipelines.validate_consolidated_output import check_consolidated_bars, check_venue_quality
     from transforms.computations.consolidated_bars import CONSOLIDATED_BARS, VENUE_QUALITY
 
     report = Report()
