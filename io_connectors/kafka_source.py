@@ -455,7 +455,7 @@ class _ReadPartitionFn(beam.DoFn):
             yield beam.window.TimestampedValue(
                 RawBatch(
                     source=source,
-                    lines=[m.value() for m in kept],
+                    payloads=[m.value() for m in kept],
                     line_numbers=np.array([m.offset() for m in kept], dtype=np.int64),
                 ),
                 Timestamp(micros=int(kept_ms.min()) * 1000),

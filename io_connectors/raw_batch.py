@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+_ENCODED_NAMES = {"payloads": "lines"}
+_FIELD_NAMES = {encoded: name for name, encoded in _ENCODED_NAMES.items()}
+
 
 @dataclass
 class RawBatch:
@@ -14,11 +17,12 @@ class RawBatch:
     """File path, with ``!member`` for a file inside an archive."""
     symbol_hint: str | None = None
     """The symbol the file name suggests, used when the records do not say."""
-    lines: pa.Array | None = None
-    """Text formats and messages: one entry per physical line (without its line break) or
-    message, as an Arrow binary array; a list of bytes is converted."""
+    payloads: pa.Array | None = None
+    """Text formats and messages: the bytes as read, one entry per physical line of a file (without
+    its line break) or per Kafka message value, as an Arrow binary array; a list of bytes is
+    converted."""
     line_numbers: np.ndarray | None = None
-    """1-based line numbers of ``lines``."""
+    """Where each of ``payloads`` came from: 1-based line numbers, or the messages' Kafka offsets."""
     table: pa.Table | None = None
     """Columnar formats: the rows as read."""
     first_row: int = 1
@@ -30,13 +34,21 @@ class RawBatch:
     """What the reader could not pass on as records (an over-long line, the unreadable rest of a
     damaged file), as dead letters: whoever reads the batches emits them; parsers never see them."""
 
+    def __getstate__(self) -> dict:
+        """``RawBatchCoder`` pickles ``payloads`` under the key ``lines``: the encoding between
+        stages is kept apart from the Python field name."""
+        return {_ENCODED_NAMES.get(name, name): value for name, value in self.__dict__.items()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({_FIELD_NAMES.get(name, name): value for name, value in state.items()})
+
     def __post_init__(self):
-        if isinstance(self.lines, list):
-            self.lines = pa.array(self.lines, pa.binary())
+        if isinstance(self.payloads, list):
+            self.payloads = pa.array(self.payloads, pa.binary())
 
     @property
     def starts_file(self) -> bool:
-        if self.lines is not None:
+        if self.payloads is not None:
             return bool(len(self.line_numbers)) and int(self.line_numbers[0]) == 1
         return self.first_row == 1
 
@@ -47,10 +59,12 @@ class RawBatch:
         return np.arange(self.first_row, self.first_row + self.table.num_rows, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.lines) if self.lines is not None else (self.table.num_rows if self.table is not None else 0)
+        return (
+            len(self.payloads) if self.payloads is not None else (self.table.num_rows if self.table is not None else 0)
+        )
 
     @property
     def nbytes(self) -> int:
         """About its encoded size (``transforms.sized_coders``)."""
-        parts = (self.lines, self.line_numbers, self.table, self.row_numbers)
+        parts = (self.payloads, self.line_numbers, self.table, self.row_numbers)
         return sum(part.nbytes for part in parts if part is not None)

@@ -55,7 +55,7 @@ def _text_member_batches(member: str, stream, hint: str | None, batch_rows: int,
             yield RawBatch(
                 source=member,
                 symbol_hint=hint,
-                lines=lines,
+                payloads=lines,
                 line_numbers=numbers,
                 dead_letters=[_long_line_dead_letter(line, member, line_limit) for line in long_lines],
             )
@@ -63,7 +63,7 @@ def _text_member_batches(member: str, stream, hint: str | None, batch_rows: int,
         yield RawBatch(
             source=member,
             symbol_hint=hint,
-            lines=[],
+            payloads=[],
             line_numbers=np.zeros(0, np.int64),
             dead_letters=[dead_letter("unreadable_file", str(damage), "read", None, member, damage.next_line)],
         )

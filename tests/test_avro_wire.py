@@ -145,7 +145,7 @@ def test_bytes_after_the_record_are_malformed():
 def test_kafka_messages_through_the_one_code_path():
     good = [encode({**TRADE, "trade_id": str(i), "event_time": T0 + i * 1_000_000}, "trade") for i in range(5)]
     messages = good + [good[0], b"garbage", good[1][:12]]
-    raw = RawBatch(source="kafka:trades/0", lines=messages, line_numbers=np.arange(100, 100 + len(messages)))
+    raw = RawBatch(source="kafka:trades/0", payloads=messages, line_numbers=np.arange(100, 100 + len(messages)))
     bars, dead, counters = run_trades_to_bars([raw], BarSpec.of("1m"), parse_avro_messages)
     assert sum(b["trade_count"] for b in bars) == 5 and counters["duplicates"] == 1
     assert sorted((d["reason"], d["source"], d["source_offset"]) for d in dead) == [
@@ -157,7 +157,7 @@ def test_kafka_messages_through_the_one_code_path():
 
 def test_a_kafka_trade_from_year_146000_is_a_dead_letter_not_a_crash():
     messages = [encode(TRADE, "trade"), encode({**TRADE, "trade_id": "8", "event_time": 2**62}, "trade")]
-    raw = RawBatch(source="kafka:trades/0", lines=messages, line_numbers=np.arange(2))
+    raw = RawBatch(source="kafka:trades/0", payloads=messages, line_numbers=np.arange(2))
     bars, dead, _ = run_trades_to_bars([raw], BarSpec.of("1m"), parse_avro_messages)
     assert sum(b["trade_count"] for b in bars) == 1
     assert [(d["reason"], d["source_offset"]) for d in dead] == [("timestamp_out_of_range", 1)]

@@ -294,7 +294,7 @@ def test_the_stream_parser_wrapped_gives_canonical_pairs():
 
     raw = RawBatch(
         "trades/0",
-        lines=[message("XBT/USD", "XBT", "USD"), message("XDG/USD", "XDG", "USD"), message("NEW/XBT", None, None)],
+        payloads=[message("XBT/USD", "XBT", "USD"), message("XDG/USD", "XDG", "USD"), message("NEW/XBT", None, None)],
         line_numbers=np.array([5, 6, 7]),
     )
     trades, dead = with_canonical_instruments(parse_avro_messages)(raw)
@@ -313,7 +313,7 @@ def test_the_wrapped_parser_pickles_with_its_table(tmp_path):
     copy = pickle.loads(pickle.dumps(parser))
     raw = RawBatch(
         "NEWCOINUSDT-aggTrades-2024-01-01.csv",
-        lines=[b"1,2.5,1.0,1,1,1704067200000,true,true"],
+        payloads=[b"1,2.5,1.0,1,1,1704067200000,true,true"],
         line_numbers=np.array([1]),
     )
     trades, dead = copy(raw)

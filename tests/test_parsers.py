@@ -430,7 +430,7 @@ def test_the_fast_path_agrees_with_the_line_by_line_path(lines, starts_file):
     raw = RawBatch(
         source="BTCUSDT-aggTrades-2019-10-11.csv",
         symbol_hint="BTCUSDT",
-        lines=lines,
+        payloads=lines,
         line_numbers=np.arange(first, first + len(lines)),
     )
     fast_trades, fast_dead = binance.parse_aggtrades(raw)
@@ -450,18 +450,18 @@ def test_a_clean_batch_takes_the_fast_path_and_a_header_is_checked():
     lines = [",".join(AGG_TRADES.names).encode()] + [
         f"{i},1.5,2,{i},{i},{MS_2019 + i},false,true".encode() for i in range(1, 4)
     ]
-    raw = RawBatch(source="x.csv", lines=lines, line_numbers=np.arange(1, 5))
+    raw = RawBatch(source="x.csv", payloads=lines, line_numbers=np.arange(1, 5))
     clean = read_clean_batch(raw, AGG_TRADES.field_counts, AGG_TRADES.headers, {0: pa.int64(), 2: pa.float64()})
     assert clean is not None and clean.dead_letters == []
     assert clean.columns[0].tolist() == [1, 2, 3] and clean.columns[2].tolist() == [2.0, 2.0, 2.0]
     assert clean.line_numbers.tolist() == [2, 3, 4] and clean.payloads.to_pylist() == lines[1:]
-    raw.lines = pa.array([b"id,px"] + lines[1:], pa.binary())
+    raw.payloads = pa.array([b"id,px"] + lines[1:], pa.binary())
     clean = read_clean_batch(raw, AGG_TRADES.field_counts, AGG_TRADES.headers, {0: pa.int64()})
     assert [d["reason"] for d in clean.dead_letters] == ["unexpected_header"]
-    raw.lines = pa.array(lines[:1], pa.binary())  # a header alone
+    raw.payloads = pa.array(lines[:1], pa.binary())  # a header alone
     clean = read_clean_batch(raw, AGG_TRADES.field_counts, AGG_TRADES.headers, {0: pa.int64(), 6: pa.bool_()})
     assert clean.dead_letters == [] and len(clean.columns[0]) == 0 and clean.columns[6].dtype == bool
-    raw.lines = pa.array(lines[:2] + [b"4,1.5,2,4,4,1,false"], pa.binary())  # 7 fields after 8: not clean
+    raw.payloads = pa.array(lines[:2] + [b"4,1.5,2,4,4,1,false"], pa.binary())  # 7 fields after 8: not clean
     assert read_clean_batch(raw, AGG_TRADES.field_counts, AGG_TRADES.headers, {0: pa.int64()}) is None
 
 

@@ -45,7 +45,7 @@ def values_and_coders():
     batch = a_batch()
     times = batch.column("event_time").cast(pa.int64()).to_numpy()
     chunk = next(chunks_of(batch, times // MINUTE * MINUTE, ("binance", "BTCUSDT")))
-    lines = RawBatch(source="f.csv", lines=[b"1,2,3"] * 1000, line_numbers=np.arange(1, 1001))
+    lines = RawBatch(source="f.csv", payloads=[b"1,2,3"] * 1000, line_numbers=np.arange(1, 1001))
     rows = RawBatch(source="f.parquet", table=batch)
     return [(batch, ArrowTableCoder()), (chunk, TradeChunkCoder()), (lines, RawBatchCoder()), (rows, RawBatchCoder())]
 

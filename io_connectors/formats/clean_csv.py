@@ -48,7 +48,7 @@ def read_clean_batch(
     blank line, the same accepted field count on every line, and every wanted field converted:
     integers under 10**18 in magnitude, floats finite, booleans spelled true or false.
     """
-    lines, numbers = raw.lines, np.asarray(raw.line_numbers)
+    lines, numbers = raw.payloads, np.asarray(raw.line_numbers)
     if lines is None or not len(lines):
         return None
     if lines.type != pa.binary():

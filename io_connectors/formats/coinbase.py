@@ -77,7 +77,7 @@ def _trade(line: bytes, default_symbol: str | None) -> tuple:
 
 def parse_coinbase_trades(raw: RawBatch, exchange: str = "coinbase", symbol: str | None = None):
     rows, dead = {k: [] for k in ("trade_id", "price", "amount", "side", "event_time", "symbol", "line", "payload")}, []
-    for line, number in zip(raw.lines.to_pylist(), raw.line_numbers.tolist()):
+    for line, number in zip(raw.payloads.to_pylist(), raw.line_numbers.tolist()):
         if not line.strip():
             continue
         try:

@@ -80,7 +80,7 @@ _BOM = "\ufeff"
 def _decode(raw: RawBatch, dead: list[dict]) -> tuple[pa.Array, np.ndarray, pa.Array]:
     """(text, line numbers, original bytes) of the lines that are valid UTF-8; the others become
     dead letters. A byte-order mark opening a file is not part of its first line's text."""
-    lines, numbers = raw.lines, np.asarray(raw.line_numbers)
+    lines, numbers = raw.payloads, np.asarray(raw.line_numbers)
     try:
         text = pc.cast(lines, pa.string())  # validates UTF-8
     except pa.ArrowInvalid:

@@ -21,7 +21,7 @@ def parse_avro_messages(raw: RawBatch, store: SchemaStore | None = None, **_over
         store = _STORE
     columns = {name: [] for name in TRADE_FIELDS}
     offsets, payloads, dead = [], [], []
-    for message, offset in zip(raw.lines.to_pylist(), raw.line_numbers.tolist()):
+    for message, offset in zip(raw.payloads.to_pylist(), raw.line_numbers.tolist()):
         try:
             record = decode(message, "trade", store, timestamps_as_micros=True)
         except WireFormatError as error:
@@ -44,7 +44,7 @@ def parse_feed_status_messages(raw: RawBatch, store: SchemaStore | None = None, 
         _STORE = _STORE or SchemaStore.shipped()
         store = _STORE
     records, offsets, payloads, dead = [], [], [], []
-    for message, offset in zip(raw.lines.to_pylist(), raw.line_numbers.tolist()):
+    for message, offset in zip(raw.payloads.to_pylist(), raw.line_numbers.tolist()):
         try:
             records.append(decode(message, "feed_status", store, timestamps_as_micros=True))
         except WireFormatError as error:
