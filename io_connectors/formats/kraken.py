@@ -10,7 +10,7 @@ import numpy as np
 
 from io_connectors.formats.common import reject_failed, trades_from_fields
 from io_connectors.formats.delimited import parse_float, split_fields
-from io_connectors.formats.tardis import derived_trade_ids
+from io_connectors.formats.trade_ids import derived_trade_ids
 from io_connectors.raw_batch import RawBatch
 
 NAMES = ["timestamp", "price", "volume"]

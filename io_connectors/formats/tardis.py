@@ -6,25 +6,16 @@ trade id; those rows get one derived from file and line, so re-reading a file de
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from io_connectors.files import base_name
 from io_connectors.formats.common import reject_failed, trades_from_fields
 from io_connectors.formats.delimited import parse_float, parse_int, split_fields
+from io_connectors.formats.trade_ids import derived_trade_ids
 from io_connectors.raw_batch import RawBatch
 
 NAMES = ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount"]
-
-
-def derived_trade_ids(source: str, line_numbers: np.ndarray) -> pa.Array:
-    """A stable id for exchanges that publish none: file name, a short hash of its full
-    path (so same-named files in different folders or archives never collide), and line."""
-    prefix = f"{base_name(source)}@{hashlib.blake2b(source.encode(), digest_size=4).hexdigest()}"
-    return pa.array([f"{prefix}:{n}" for n in line_numbers.tolist()], pa.string())
 
 
 def _non_empty(column: pa.Array) -> np.ndarray:
