@@ -32,7 +32,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
-from io_connectors.kafka_source import KafkaReadConfig, _consumer, _retrying, through_outages
+from io_connectors.kafka_source import KafkaReadConfig, kafka_consumer, retrying_coordinator_call, through_outages
 from transforms.bar_kinds import DAY_MICROS
 from transforms.bar_spec import BarSpec
 
@@ -69,7 +69,7 @@ def commit_resume_point(
         tp.partition: min(tp.offset, read_up_to[tp.partition]) if tp.offset >= 0 else read_up_to[tp.partition]
         for tp in found
     }
-    _retrying(
+    retrying_coordinator_call(
         lambda: consumer.commit(
             offsets=[TopicPartition(config.topic, p, o, metadata) for p, o in offsets.items()], asynchronous=False
         ),
@@ -96,7 +96,7 @@ class _CommitProgressFn(beam.DoFn):
         self._commits = beam.metrics.Metrics.counter("cryptobeam", "kafka_offset_commits")
 
     def setup(self):
-        self._consumer = _consumer(self._config)
+        self._consumer = kafka_consumer(self._config)
 
     def teardown(self):
         consumer = getattr(self, "_consumer", None)

@@ -127,7 +127,9 @@ class PartitionStart:
     resume_us: int = 0
 
 
-def _consumer(config: KafkaReadConfig, **extra):
+def kafka_consumer(config: KafkaReadConfig, **extra):
+    """A consumer in the read's group that never commits on its own and starts at the earliest
+    offset; ``extra`` adds or overrides settings."""
     from confluent_kafka import Consumer
 
     return Consumer(
@@ -158,10 +160,10 @@ def partition_starts(config: KafkaReadConfig, timeout: float = 30) -> list[Parti
     with it), else the partition's earliest offset."""
     from confluent_kafka import TopicPartition
 
-    consumer = _consumer(config)
+    consumer = kafka_consumer(config)
     try:
         partitions = topic_partitions(consumer, config.topic, timeout)
-        committed = _retrying(
+        committed = retrying_coordinator_call(
             lambda: consumer.committed([TopicPartition(config.topic, p) for p in partitions], timeout=timeout), timeout
         )
         starts = []
@@ -176,7 +178,7 @@ def partition_starts(config: KafkaReadConfig, timeout: float = 30) -> list[Parti
         consumer.close()
 
 
-def _retrying(call, timeout: float):
+def retrying_coordinator_call(call, timeout: float):
     """Group-coordinator calls fail while Kafka creates its offsets topic; they are retriable."""
     from confluent_kafka import KafkaError, KafkaException
 
@@ -280,7 +282,7 @@ class _PartitionReader:
         from confluent_kafka import TopicPartition
 
         self._config, self._start = config, start
-        self._consumer = _consumer(config, **{"fetch.wait.max.ms": 50, "queued.min.messages": 20000})
+        self._consumer = kafka_consumer(config, **{"fetch.wait.max.ms": 50, "queued.min.messages": 20000})
         self._tp = TopicPartition(start.topic, start.partition)
         self.position: int | None = None
         self.last_message_at = time.monotonic()
@@ -330,12 +332,12 @@ class _PartitionReader:
         from confluent_kafka import TopicPartition
 
         if self._positions is None:
-            self._positions = _consumer(self._config, **{"group.id": self._config.positions_group})
+            self._positions = kafka_consumer(self._config, **{"group.id": self._config.positions_group})
         if self.position is not None and self.position != self._recorded_position:
             mark = TopicPartition(self._start.topic, self._start.partition, self.position, self._config.run_id)
-            _retrying(lambda: self._positions.commit(offsets=[mark], asynchronous=False), 30)
+            retrying_coordinator_call(lambda: self._positions.commit(offsets=[mark], asynchronous=False), 30)
             self._recorded_position = self.position
-        recorded = _retrying(
+        recorded = retrying_coordinator_call(
             lambda: self._positions.committed([TopicPartition(self._start.topic, p) for p in sorted(highs)], timeout=5),
             30,
         )
@@ -347,7 +349,7 @@ class _PartitionReader:
         from confluent_kafka import TopicPartition
 
         partitions = topic_partitions(self._consumer, self._start.topic, 5)
-        probe = _consumer(self._config)
+        probe = kafka_consumer(self._config)
         newest = None
         try:
             for p in partitions:

@@ -391,9 +391,9 @@ class StreamMetricsPoller:
         lag = self.snapshot.consumer_lag
         try:
             if self._consumer is None:
-                from io_connectors.kafka_source import _consumer
+                from io_connectors.kafka_source import kafka_consumer
 
-                self._consumer = _consumer(self._read)
+                self._consumer = kafka_consumer(self._read)
             lag = consumer_lag(self._consumer, self._read.topic)
         except Exception as error:  # the broker away: the job's figures are still worth serving
             log.debug("consumer lag unavailable: %s", error)

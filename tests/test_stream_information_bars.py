@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from io_connectors.bar_reader import final_bars, read_bars
 from io_connectors.kafka_progress import resume_point_us
-from io_connectors.kafka_source import _retrying
+from io_connectors.kafka_source import retrying_coordinator_call
 from io_connectors.parquet_sink import run_of
 from tests.support.commands import cli
 from tests.support.outputs import summary, without_panes
@@ -225,7 +225,7 @@ def _committed_with_resume_point(bootstrap: str, topic: str) -> tuple[int, int]:
     """The stream group's committed offset of partition 0 and the resume point in its metadata."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "log_level": 3})
     try:  # retried while the broker creates its offsets topic
-        found = _retrying(lambda: consumer.committed([TopicPartition(topic, 0)], timeout=10), 30)[0]
+        found = retrying_coordinator_call(lambda: consumer.committed([TopicPartition(topic, 0)], timeout=10), 30)[0]
     finally:
         consumer.close()
     return found.offset, json.loads(found.metadata or "{}").get("resume_us", 0)

@@ -16,7 +16,7 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from io_connectors.bar_reader import final_bars, read_bars
-from io_connectors.kafka_source import _retrying
+from io_connectors.kafka_source import retrying_coordinator_call
 from runners.local_kafka import create_topics
 from tests.support.commands import cli
 from tests.support.outputs import summary, without_panes
@@ -124,7 +124,8 @@ def committed_offset(bootstrap, group, topic) -> int:
     """The group's committed offset on the topic's partition 0."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 3})
     try:  # retried while the broker creates its offsets topic
-        return _retrying(lambda: consumer.committed([TopicPartition(topic, 0)], timeout=10), 30)[0].offset
+        committed = retrying_coordinator_call(lambda: consumer.committed([TopicPartition(topic, 0)], timeout=10), 30)
+        return committed[0].offset
     finally:
         consumer.close()
 
