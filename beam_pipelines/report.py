@@ -39,14 +39,12 @@ import pyarrow.dataset as ds
 
 from beam_pipelines.cli_common import UserError
 from beam_pipelines.report_command import DEFAULT_MAX_POINTS
+from io_connectors.bar_reader import data_files, with_whole_partition_values
 
 REPORT_NAME = "report.html"
 SUMMARY_NAME = "_SUMMARY.json"
 TIME_BARS, CONSOLIDATED, QUALITY, DEAD_LETTERS = "bars", "bars_consolidated", "quality", "dead_letter"
 INFORMATION_TABLES = ("bars_ticks", "bars_volume", "bars_dollar")
-PARTITION_METADATA_KEY = b"cryptobeam.partition"
-"""``io_connectors.parquet_sink``'s key for partition values cut short in a path; named here so
-that reading stays Beam-free (a test checks the two agree)."""
 DISPLAY_STEPS_S = (
     1,
     5,
@@ -124,7 +122,7 @@ def check_output_directory(out: str) -> None:
     tables = [
         name
         for name in (TIME_BARS, CONSOLIDATED, QUALITY, DEAD_LETTERS, *INFORMATION_TABLES)
-        if _data_files(os.path.join(out, name))
+        if data_files(os.path.join(out, name))
     ]
     if not tables and not os.path.isfile(os.path.join(out, SUMMARY_NAME)):
         what = "is empty" if not os.listdir(out) else "is not a cryptobeam output"
@@ -213,7 +211,7 @@ def read_table(
     ``file`` column (a later run's file sorts later); None when the table is absent. A file that
     cannot be read is left out and named in ``notes``: the report shows what it can."""
     root = os.path.join(out, table)
-    files = _data_files(root)
+    files = data_files(root)
     if not files:
         return None
     partitioning = ds.partitioning(pa.schema([(name, pa.string()) for name in partitions]), flavor="hive")
@@ -228,7 +226,7 @@ def read_table(
     tables = []
     for fragment in dataset.get_fragments():
         try:
-            part = _with_whole_partition_values(fragment, fragment.to_table(columns=wanted, schema=dataset.schema))
+            part = with_whole_partition_values(fragment, fragment.to_table(columns=wanted, schema=dataset.schema))
         except (pa.ArrowException, OSError) as error:
             notes.append(f"{os.path.relpath(fragment.path, out)} cannot be read ({type(error).__name__}): left out")
             continue
@@ -238,25 +236,6 @@ def read_table(
     if not tables:
         return None
     return pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
-
-
-def _data_files(root: str) -> list[str]:
-    """The files a dataset of ``root`` reads: as Arrow's discovery, none below a hidden or ``_`` name."""
-    found = []
-    for directory, subdirectories, names in os.walk(root):
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith((".", "_")))
-        found += [os.path.join(directory, name) for name in sorted(names) if not name.startswith((".", "_"))]
-    return found
-
-
-def _with_whole_partition_values(fragment, table: pa.Table) -> pa.Table:
-    """A file whose path holds a cut partition value keeps the whole value in its metadata."""
-    kept = (fragment.physical_schema.metadata or {}).get(PARTITION_METADATA_KEY)
-    for name, value in (json.loads(kept) if kept else {}).items():
-        index = table.schema.get_field_index(name)
-        if index >= 0:
-            table = table.set_column(index, name, pa.array([value] * table.num_rows, table.schema.field(index).type))
-    return table
 
 
 def final_time_bars(rows: pl.DataFrame) -> pl.DataFrame:

@@ -3,6 +3,8 @@
 A bar may have several panes (EARLY, ON_TIME, LATE), and a restarted stream writes the final
 pane of the windows it rebuilt a second time. The final bars are the ``is_final`` rows, one per
 bar, the newest file winning: files are named ``part-<run>-…`` and a later run sorts later.
+
+Beam-free, so ``validate`` and the report read outputs without importing Beam.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from io_connectors.parquet_sink import PARTITION_METADATA_KEY
+from io_connectors.bar_tables import PARTITION_METADATA_KEY
 from transforms.computations import table_named
 
 
@@ -32,11 +34,11 @@ def read_bars(out: str, unreadable: list[tuple[str, str]] | None = None, table: 
     dataset = ds.dataset(root, format="parquet", partitioning="hive", exclude_invalid_files=unreadable is not None)
     if unreadable is not None:
         valid = set(dataset.files)
-        unreadable += [(path, "not a readable Parquet file") for path in _data_files(root) if path not in valid]
+        unreadable += [(path, "not a readable Parquet file") for path in data_files(root) if path not in valid]
     tables = []
     for fragment in dataset.get_fragments():
         try:
-            table = _with_whole_partition_values(fragment, fragment.to_table(schema=dataset.schema))
+            table = with_whole_partition_values(fragment, fragment.to_table(schema=dataset.schema))
         except (pa.ArrowException, OSError) as error:
             if unreadable is None:
                 raise
@@ -52,7 +54,7 @@ def read_bars(out: str, unreadable: list[tuple[str, str]] | None = None, table: 
     )
 
 
-def _data_files(root: str) -> list[str]:
+def data_files(root: str) -> list[str]:
     """The files a dataset of ``root`` reads: as Arrow's discovery, none below a hidden or ``_`` name."""
     found = []
     for directory, subdirectories, names in os.walk(root):
@@ -61,12 +63,13 @@ def _data_files(root: str) -> list[str]:
     return sorted(found)
 
 
-def _with_whole_partition_values(fragment, table: pa.Table) -> pa.Table:
+def with_whole_partition_values(fragment, table: pa.Table) -> pa.Table:
     """A file whose path holds a cut partition value keeps the whole value in its metadata."""
     kept = (fragment.physical_schema.metadata or {}).get(PARTITION_METADATA_KEY)
     for name, value in (json.loads(kept) if kept else {}).items():
         index = table.schema.get_field_index(name)
-        table = table.set_column(index, name, pa.array([value] * table.num_rows, table.schema.field(index).type))
+        if index >= 0:  # a reader of some columns only may not have read it
+            table = table.set_column(index, name, pa.array([value] * table.num_rows, table.schema.field(index).type))
     return table
 
 

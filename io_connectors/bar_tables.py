@@ -14,6 +14,10 @@ def bar_directory(table: str, file_format: str = "parquet") -> str:
     return table if file_format == "parquet" else f"{table}_{file_format}"
 
 
+PARTITION_METADATA_KEY = b"cryptobeam.partition"
+"""A bar file's metadata key for partition values its path holds cut short (written by
+``io_connectors.parquet_sink``, read back whole by ``io_connectors.bar_reader``)."""
+
 BAR_FILE_FORMATS = ("parquet", "avro")
 """The formats bar files are written in (``io_connectors.parquet_sink`` encodes each)."""
 

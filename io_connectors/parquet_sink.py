@@ -35,6 +35,7 @@ from apache_beam.transforms import window as windows
 
 from io_connectors import bar_tables
 from io_connectors.atomic_files import write_atomically
+from io_connectors.bar_tables import PARTITION_METADATA_KEY
 from schemas import arrow_schema, parsed_avro_schema
 from transforms.computations import TIME_BARS, OutputTable
 from transforms.event_time import micros_to_datetime
@@ -48,7 +49,6 @@ BAR_PARTITION_COLUMNS = ("exchange", "symbol")
 
 MAX_SEGMENT_BYTES = 255
 """The longest file or directory name Linux, macOS and Windows file systems accept."""
-PARTITION_METADATA_KEY = b"cryptobeam.partition"
 _HASH_CHARS = 16
 
 

@@ -355,7 +355,7 @@ def test_a_directory_that_is_not_an_output_is_one_line_and_exit_2(tmp_path, make
 
 
 def test_reading_stays_beam_free_and_knows_the_sinks_partition_key():
-    from beam_pipelines.report import PARTITION_METADATA_KEY
+    from io_connectors.bar_reader import PARTITION_METADATA_KEY
     from io_connectors.parquet_sink import PARTITION_METADATA_KEY as written
 
     assert PARTITION_METADATA_KEY == written
@@ -363,7 +363,7 @@ def test_reading_stays_beam_free_and_knows_the_sinks_partition_key():
         [
             sys.executable,
             "-c",
-            "import sys, beam_pipelines.report_command, beam_pipelines.report; "
+            "import sys, beam_pipelines.report_command, beam_pipelines.report, io_connectors.bar_reader; "
             "print(sorted(m for m in sys.modules if m.startswith('apache_beam'))[:3])",
         ],
         cwd=ROOT,
