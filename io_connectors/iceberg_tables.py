@@ -157,11 +157,11 @@ def iceberg_schema(name: str):
     from pyiceberg.schema import Schema
     from pyiceberg.types import NestedField
 
-    from schemas import _non_null
+    from schemas import non_null
 
     fields = []
     for field_id, field in enumerate(avro_schema(name)["fields"], start=1):
-        inner, nullable = _non_null(field["type"])
+        inner, nullable = non_null(field["type"])
         fields.append(
             NestedField(field_id, field["name"], iceberg_type(inner), required=not nullable, doc=field.get("doc"))
         )

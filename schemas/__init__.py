@@ -36,7 +36,7 @@ def field_names(name: str) -> list[str]:
     return [f["name"] for f in avro_schema(name)["fields"]]
 
 
-def _non_null(avro_type):
+def non_null(avro_type):
     """Strip a ``["null", T]`` union down to ``(T, nullable)``."""
     if isinstance(avro_type, list):
         members = [t for t in avro_type if t != "null"]
@@ -67,7 +67,7 @@ def arrow_schema(name: str) -> pa.Schema:
     """The Arrow schema derived from the Avro schema; Avro docs become field metadata."""
     fields = []
     for f in avro_schema(name)["fields"]:
-        inner, nullable = _non_null(f["type"])
+        inner, nullable = non_null(f["type"])
         meta = {"doc": f["doc"]} if "doc" in f else None
         fields.append(pa.field(f["name"], _arrow_type(inner), nullable=nullable, metadata=meta))
     return pa.schema(fields)
@@ -90,7 +90,7 @@ def beam_row_type(name: str) -> type:
 
     annotations = []
     for f in avro_schema(name)["fields"]:
-        inner, nullable = _non_null(f["type"])
+        inner, nullable = non_null(f["type"])
         py = _python_type(inner)
         annotations.append((f["name"], typing.Optional[py] if nullable else py))
     row_type = typing.NamedTuple(avro_schema(name)["name"], annotations)
@@ -118,7 +118,7 @@ def bigquery_schema(name: str) -> list[dict]:
     """BigQuery table fields (name, type, mode, description) derived from the Avro schema."""
     fields = []
     for f in avro_schema(name)["fields"]:
-        inner, nullable = _non_null(f["type"])
+        inner, nullable = non_null(f["type"])
         fields.append(
             {
                 "name": f["name"],
