@@ -46,7 +46,8 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from io_connectors.raw_batch import RawBatch
 from io_connectors.raw_batch_coder import RawBatchCoder
-from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
+from transforms.dead_letter import DEAD_LETTER_TAG, dead_letter
+from transforms.dead_letter_counts import count_dead_letter
 
 UNBOUNDED_END = sys.maxsize
 PROGRESS_TAG = "read_progress"

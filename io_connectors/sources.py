@@ -16,7 +16,8 @@ from io_connectors.raw_batch import RawBatch
 from io_connectors.raw_batch_coder import RawBatchCoder
 from io_connectors.source_formats import SOURCE_FORMAT_KEY, SourceFormat, source_of
 from io_connectors.time_slice import WHOLE_FILE, TimeSlice, row_group_time_range
-from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
+from transforms.dead_letter import DEAD_LETTER_TAG, dead_letter
+from transforms.dead_letter_counts import count_dead_letter
 
 DEFAULT_BATCH_ROWS = 250_000
 

@@ -1,20 +1,21 @@
 """Composite PTransforms and DoFns that turn trades into bars.
 
 Nothing here knows which runner executes it or which source fed it: the backfill and the
-live stream apply exactly these transforms, in the order ``TradesToBars`` gives.
+live stream apply exactly these transforms, in the order ``transforms.trades_to_bars`` gives.
 
-The package's names load on first use, so that importing one Beam-free module of it (the
-command line's planning reads ``bar_spec`` and ``interval``) does not import Beam.
+The package itself imports no Beam: the command line plans with its Beam-free modules
+(``bar_spec``, ``interval``, ``computations``...) before Beam loads.
 """
 
-import importlib
+from transforms.bar_spec import BarSpec
 
-_EXPORTS = {"BarSpec": "transforms.bar_spec", "TradesToBars": "transforms.trades_to_bars"}
-
-__all__ = list(_EXPORTS)
+__all__ = ["BarSpec", "TradesToBars"]
 
 
 def __getattr__(name: str):
-    if name not in _EXPORTS:
+    # Tests import TradesToBars from the package; it imports Beam, so only on first use
+    if name != "TradesToBars":
         raise AttributeError(f"module 'transforms' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+    from transforms.trades_to_bars import TradesToBars
+
+    return TradesToBars

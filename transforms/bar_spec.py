@@ -92,19 +92,20 @@ class BarSpec:
     def window_into(self, interval: Interval | None = None):
         """The ``beam.WindowInto`` that puts trades in their bars' windows (of ``interval``, the
         run's by default), with these panes."""
+        # Beam only here: the command line reads a BarSpec as it plans, before Beam loads
         import apache_beam as beam
-        from apache_beam.transforms import trigger as triggers
-        from apache_beam.transforms import window as windows
-        from apache_beam.utils.timestamp import Duration
 
+        triggers = beam.transforms.trigger
         early = triggers.AfterProcessingTime(self.early_firing_seconds) if self.early_firing_seconds else None
         # A late trigger is always present: a finished trigger would make the runner drop
         # stragglers in the slack margin silently.
         trigger = triggers.AfterWatermark(early=early, late=triggers.AfterCount(1))
         interval = interval or self.interval
         return beam.WindowInto(
-            windows.FixedWindows(interval.seconds, offset=interval.offset_seconds),
+            beam.window.FixedWindows(interval.seconds, offset=interval.offset_seconds),
             trigger=trigger,
             accumulation_mode=getattr(triggers.AccumulationMode, self.accumulation.upper()),
-            allowed_lateness=Duration(micros=self.allowed_lateness_micros + self.runner_slack_micros),
+            allowed_lateness=beam.utils.timestamp.Duration(
+                micros=self.allowed_lateness_micros + self.runner_slack_micros
+            ),
         )

@@ -13,6 +13,7 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from transforms.bar_spec import BarSpec
 from transforms.dedupe import UniqueRecords
+from transforms.gap_fill import FillGaps
 from transforms.keys import ByWindow
 from transforms.partial_bar import PartialBar, partial_bar
 
@@ -116,3 +117,15 @@ class ComputeBars(beam.PTransform):
             | "MergePartials" >> beam.CombinePerKey(MergePartialBars())
             | "FormatBars" >> beam.ParDo(_FormatBar(self._spec))
         )
+
+
+def time_bars(unique, spec: BarSpec):
+    """The time bars of the deduplicated records, with the empty windows filled if the spec asks,
+    applied as steps of the caller (``transforms.computations.time_bars``)."""
+    # Bars carry their window in their fields; downstream they live in the global window,
+    # where each sink applies the windowing its storage needs.
+    bars = unique | "Bars" >> ComputeBars(spec) | "BarsToGlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+    if spec.fill_gaps:
+        filled = bars | "FillGaps" >> FillGaps(spec)
+        bars = (bars, filled) | "WithFilledBars" >> beam.Flatten()
+    return bars

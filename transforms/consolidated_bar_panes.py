@@ -34,7 +34,8 @@ from apache_beam.utils.timestamp import Timestamp
 from transforms.bar_kinds import DAY_MICROS
 from transforms.bar_spec import BarSpec
 from transforms.bars import PANE_TIMING_NAMES, summary_of
-from transforms.consolidation import ConsolidationSpec, Judgement, consolidate_window, pooled_window, venue_window
+from transforms.consolidation import Judgement, consolidate_window, pooled_window, venue_window
+from transforms.consolidation_spec import ConsolidationSpec
 from transforms.event_time import ms_ceiling
 from transforms.feed_status import DISCONNECTED
 

@@ -23,8 +23,8 @@ The judgement state (who is excluded for deviation, each venue's last trade and 
 afresh at each UTC midnight, so a day's bars depend on that day's trades alone: a backfill of one
 day equals the same day inside a longer run, and a stream equals the backfill.
 
-Beam-free: the command line plans with ``ConsolidationSpec``; the Beam steps are in
-``transforms.consolidated_bar_panes``.
+Beam-free; what a run asks for is ``transforms.consolidation_spec.ConsolidationSpec``, and the Beam
+steps are in ``transforms.consolidated_bar_panes``.
 """
 
 from __future__ import annotations
@@ -35,64 +35,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from transforms.bar_kinds import DAY_MICROS
+from transforms.consolidation_spec import ConsolidationSpec
 from transforms.exact_sum import ExactSum
-from transforms.interval import Interval
 
 DEVIATION, STALE, DISCONNECTED = "deviation", "stale", "disconnected"
 INSUFFICIENT_CONSTITUENTS = "insufficient_constituents"
 CONSOLIDATED_EXCHANGE = "consolidated"
 """The ``exchange`` consolidated bars are stored under; their ``symbol`` is the pair, e.g. BTC/USD."""
 _MAX_RANGES_SHOWN = 20
-
-
-@dataclass(frozen=True)
-class ConsolidationSpec:
-    """What ``--bars consolidated:1m`` and its options ask for."""
-
-    interval: Interval
-    partitions: int = 12
-    deviation: float = 0.02
-    """θ, as a fraction: 0.02 is 2 %."""
-    stale_after_seconds: float = 300.0
-    min_constituents: int = 1
-    quote_equivalents: tuple[tuple[str, str], ...] = ()
-    """(quote, counted as) pairs, e.g. (("USDT", "USD"),): off unless asked for."""
-    sequential_id_exchanges: frozenset = frozenset()
-    """Exchanges whose trade ids are consecutive integers per symbol, so a skipped id is a missing trade."""
-
-    def __post_init__(self):
-        if DAY_MICROS % self.interval.micros:
-            raise ValueError(
-                f"consolidated bars are judged day by day: their interval must divide a day, "
-                f"and {self.interval.text} does not"
-            )
-        if self.partitions < 1 or self.interval.micros % self.partitions:
-            raise ValueError(
-                f"--partitions {self.partitions}: the {self.interval.text} window must split into "
-                "that many equal whole-microsecond partitions"
-            )
-        if not 0 < self.deviation < 1:
-            raise ValueError("--deviation must be between 0 and 100 %")
-        if self.stale_after_seconds <= 0:
-            raise ValueError("--stale-after must be positive")
-        if self.min_constituents < 1:
-            raise ValueError("--min-constituents must be at least 1")
-
-    def quote_of(self, quote: str) -> str:
-        return dict(self.quote_equivalents).get(quote, quote)
-
-    def settings(self) -> dict:
-        """What must match for an earlier output's consolidated bars to be reused."""
-        return {
-            "interval": self.interval.text,
-            "partitions": self.partitions,
-            "deviation": self.deviation,
-            "stale_after_seconds": self.stale_after_seconds,
-            "min_constituents": self.min_constituents,
-            "quote_equivalents": [list(p) for p in self.quote_equivalents],
-            "sequential_id_exchanges": sorted(self.sequential_id_exchanges),
-        }
 
 
 _NO_RUNS = np.zeros((0, 2), dtype=np.int64)

@@ -1,7 +1,7 @@
 """Dead letters: every record that does not become part of a bar says why, and where it came from.
 
-Parsers build them too, and the command line reads the parsers while it plans, so only the
-counting imports Beam.
+Beam-free: parsers build them too, and the command line imports the parsers while it plans.
+Counting them is Beam's (``transforms.dead_letter_counts``).
 """
 
 from __future__ import annotations
@@ -47,11 +47,3 @@ def dead_letter(
         "event_time": None if event_time is None else int(event_time),
         "dead_letter_time": int(time.time() * 1_000_000),
     }
-
-
-def count_dead_letter(namespace: str, reason: str, n: int = 1) -> None:
-    """Dead letters are counted per reason and in total, so the run summary can reconcile."""
-    import apache_beam as beam  # already loaded wherever a pipeline runs: a dictionary lookup
-
-    beam.metrics.Metrics.counter(namespace, "dead_letters").inc(n)
-    beam.metrics.Metrics.counter(namespace, f"dead_letters.{reason}").inc(n)

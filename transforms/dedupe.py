@@ -26,7 +26,8 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter, dead_letter
+from transforms.dead_letter import DEAD_LETTER_TAG, dead_letter
+from transforms.dead_letter_counts import count_dead_letter
 from transforms.keys import ByWindow
 
 

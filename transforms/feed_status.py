@@ -13,9 +13,11 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.dead_letter import dead_letter
 from transforms.event_time import micros_to_iso
 from transforms.row_reasons import FirstReasons
 
@@ -77,8 +79,6 @@ def invalid_status_rows(batch: pa.Table, min_time_us: int, max_time_us: int) -> 
 def status_dead_letters(
     batch: pa.Table, rows: list[int], reasons: list[str], messages: list[str], stage: str, event_times: list[int | None]
 ) -> list[dict]:
-    from transforms.dead_letter import dead_letter
-
     picked = batch.take(pa.array(rows, pa.int64()))
     values = {
         name: picked.column(name).to_pylist() for name in ("exchange", "symbol", "source", "source_offset", "payload")
@@ -183,8 +183,6 @@ class FeedStatusChunk:
 def status_chunks_of(batch: pa.Table, window_starts: np.ndarray, key: tuple[str, str]):
     """One key's status records cut into one chunk per window start. A record's identity is
     (collector, time, status): a collector never publishes two states of one feed at one moment."""
-    import polars as pl
-
     exchange, symbol = key
     times = batch.column("event_time").cast(pa.int64()).to_numpy()
     identity = pl.DataFrame(

@@ -30,7 +30,8 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.bar_kinds import DAY_MICROS, Threshold
 from transforms.bar_spec import BarSpec
-from transforms.dead_letter import DEAD_LETTER_TAG
+from transforms.dead_letter import DEAD_LETTER_TAG, dead_letter
+from transforms.dead_letter_counts import count_dead_letter
 from transforms.event_time import ms_ceiling
 from transforms.information_bars import day_bars, trade_order
 
@@ -295,8 +296,6 @@ class _InformationBarsFn(beam.DoFn):
     def _after_final(self, exchange: str, symbol: str, columns: tuple):
         """Trades that would change a final bar (the runner let them through past its slack):
         too late to count, so dead letters."""
-        from transforms.dead_letter import count_dead_letter, dead_letter
-
         count_dead_letter("cryptobeam", "after_bars_final", len(columns[0]))
         for time_us, price, amount, trade_id in zip(
             columns[0].tolist(), columns[1].tolist(), columns[2].tolist(), columns[4]

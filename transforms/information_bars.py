@@ -22,16 +22,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms.bar_kinds import DAY_MICROS, Threshold
+from transforms.event_time import micros_to_datetime
+from transforms.partial_bar import partial_bars_of_segments
 
 
 def trade_order(times: np.ndarray, trade_ids: list[str]) -> np.ndarray:
     """Row order by (event time, id length, id): the one total order of a symbol's trades.
     Lengths count characters and ids compare by code point, as Python's ``len`` and ``<`` do."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     ids = pa.array(trade_ids, type=pa.string())
     keys = pa.table({"time": times, "length": pc.utf8_length(ids), "id": ids})
     return pc.sort_indices(
@@ -82,8 +83,6 @@ def _exact_end(measures: np.ndarray, start: int, guess: int, size: float) -> int
 
 
 def utc_day(micros: int) -> str:
-    from transforms.event_time import micros_to_datetime
-
     return micros_to_datetime(micros // DAY_MICROS * DAY_MICROS).date().isoformat()
 
 
@@ -107,8 +106,6 @@ def day_bars(
     are carried by the bar holding each window's last trade, so a bar's ``duplicate_count``
     does not depend on when the copies came; a window none of these trades is in is skipped.
     ``ordered``: the trades come in ``trade_order`` already."""
-    from transforms.partial_bar import partial_bars_of_segments
-
     if not len(times):
         return []
     if ordered:

@@ -22,7 +22,9 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.bar_spec import BarSpec
-from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
+from transforms.dead_letter import DEAD_LETTER_TAG
+from transforms.dead_letter_counts import count_dead_letter
+from transforms.record_types import record_type as registered
 from transforms.trade_batch import rows_dead_letters, take_rows
 
 
@@ -137,8 +139,6 @@ class RouteTooLateAndChunk(beam.PTransform):
 
     def __init__(self, spec: BarSpec, record_type=None, label=None):
         super().__init__(label)
-        from transforms.record_types import record_type as registered
-
         self._spec, self._record_type = spec, record_type or registered("trade")
 
     def expand(self, batches_by_key):

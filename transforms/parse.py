@@ -12,7 +12,8 @@ from typing import Callable
 import apache_beam as beam
 import pyarrow as pa
 
-from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
+from transforms.dead_letter import DEAD_LETTER_TAG
+from transforms.dead_letter_counts import count_dead_letter
 from transforms.sized_coders import ArrowTableCoder
 
 # A parser takes one raw batch and returns (trades, dead letters).

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from transforms.exact_sum import ExactSum
-from transforms.trade_chunk import TradeChunk
+
+if TYPE_CHECKING:
+    from transforms.trade_chunk import TradeChunk
 
 # A trade's place in time: event time first, then trade id (shorter first, so numeric ids
 # order as numbers), never arrival order.

@@ -12,6 +12,17 @@ import typing
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms import feed_status
+from transforms.arrow_arrays import one_array, one_value
+from transforms.sized_coders import ArrowTableCoder
+from transforms.trade_batch import rows_dead_letters
+from transforms.trade_chunk import TradeChunk, chunks_of
+from transforms.validate_records import invalid_rows, rejected_trade_dead_letters
+
 
 @dataclass(frozen=True)
 class RecordType:
@@ -48,8 +59,6 @@ class RecordType:
 
     @property
     def batch_by_key_hint(self):
-        from transforms.sized_coders import ArrowTableCoder
-
         return typing.Tuple[self.key_hint, ArrowTableCoder.value_type]
 
     @property
@@ -57,49 +66,56 @@ class RecordType:
         return typing.Tuple[self.window_key_hint, self.chunk_type]
 
 
-def _trade() -> RecordType:
-    from transforms.keys import split_by_symbol
-    from transforms.trade_batch import rows_dead_letters
-    from transforms.trade_chunk import TradeChunk, chunks_of
-    from transforms.validate_records import invalid_rows, rejected_trade_dead_letters
-
-    return RecordType(
-        "trade",
-        "event_time",
-        ("exchange", "symbol"),
-        "trade_id",
-        invalid_rows,
-        rejected_trade_dead_letters,
-        split_by_symbol,
-        chunks_of,
-        TradeChunk,
-        rows_dead_letters,
-    )
-
-
-def _feed_status() -> RecordType:
-    from transforms import feed_status as rules
-    from transforms.keys import split_by_symbol
-
-    return RecordType(
-        "feed_status",
-        "event_time",
-        ("exchange", "symbol"),
-        "collector",
-        rules.invalid_status_rows,
-        rules.rejected_status_dead_letters,
-        split_by_symbol,
-        rules.status_chunks_of,
-        rules.FeedStatusChunk,
-        rules.status_dead_letters,
-    )
+def split_by_symbol(batch: pa.Table):
+    """Yield ((exchange, symbol), rows of the batch for that pair). Exchange and symbol are never
+    null here (validation rejected such rows)."""
+    if not batch.num_rows:
+        return
+    exchange, symbol = batch.column("exchange"), batch.column("symbol")
+    one_exchange = one_value(exchange)
+    if one_exchange and one_value(symbol):  # the usual batch: one pair, nothing to split
+        yield (exchange[0].as_py(), symbol[0].as_py()), batch
+        return
+    pairs = symbol if one_exchange else pc.binary_join_element_wise(exchange, symbol, "\x1f")
+    codes = one_array(pc.dictionary_encode(pairs)).indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    boundaries = np.flatnonzero(np.diff(codes[order]) != 0) + 1
+    for rows in np.split(order, boundaries):
+        first = int(rows[0])
+        yield (exchange[first].as_py(), symbol[first].as_py()), batch.take(pa.array(rows, pa.int64()))
 
 
-_FACTORIES = {"trade": _trade, "feed_status": _feed_status}
+TRADE = RecordType(
+    "trade",
+    "event_time",
+    ("exchange", "symbol"),
+    "trade_id",
+    invalid_rows,
+    rejected_trade_dead_letters,
+    split_by_symbol,
+    chunks_of,
+    TradeChunk,
+    rows_dead_letters,
+)
+
+FEED_STATUS = RecordType(
+    "feed_status",
+    "event_time",
+    ("exchange", "symbol"),
+    "collector",
+    feed_status.invalid_status_rows,
+    feed_status.rejected_status_dead_letters,
+    split_by_symbol,
+    feed_status.status_chunks_of,
+    feed_status.FeedStatusChunk,
+    feed_status.status_dead_letters,
+)
+
+RECORD_TYPES = {t.name: t for t in (TRADE, FEED_STATUS)}
 
 
 def record_type(name: str) -> RecordType:
-    """The registered record type (built on first use: its rules import numpy and pyarrow)."""
-    if name not in _FACTORIES:
-        raise KeyError(f"unknown record type {name!r}; known: {', '.join(_FACTORIES)}")
-    return _FACTORIES[name]()
+    """The registered record type of that name."""
+    if name not in RECORD_TYPES:
+        raise KeyError(f"unknown record type {name!r}; known: {', '.join(RECORD_TYPES)}")
+    return RECORD_TYPES[name]

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from schemas import arrow_schema
 from transforms.arrow_arrays import one_array
+from transforms.dead_letter import dead_letter
 from transforms.event_time import micros_to_iso
 
 PROVENANCE_FIELDS = [
@@ -87,8 +88,6 @@ def rows_dead_letters(
     The rows are taken and converted once, together: per row, a column lookup would cost a pass
     over the whole column, and a batch of hostile input can reject every row.
     """
-    from transforms.dead_letter import dead_letter
-
     picked = batch.take(pa.array(rows, pa.int64()))
     values = {
         name: picked.column(name).to_pylist()

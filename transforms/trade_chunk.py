@@ -12,11 +12,13 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.arrow_arrays import one_array, one_value
 from transforms.event_time import micros_to_iso
+from transforms.partial_bar import partial_bars_of_segments
 
 SIDE_NAMES = ("buy", "sell", "unknown")  # the valid taker sides; a side's code in a chunk is its index
 _HASH_SEED = 0x5EED
@@ -29,8 +31,6 @@ def trade_hashes(
 
     Two copies of one trade share both; a conflicting copy shares only the first.
     """
-    import polars as pl  # here, not at the top: planning a backfill imports this module, and needs no polars
-
     ids = pl.from_arrow(trade_ids).hash(seed=_HASH_SEED).to_numpy()
     content = pl.DataFrame({"event_time": times, "price": prices, "amount": amounts, "side": sides})
     content = content.hash_rows(seed=_HASH_SEED).to_numpy()
@@ -257,7 +257,6 @@ def _segments_with_repeated_ids(id_hashes: np.ndarray, starts: np.ndarray) -> se
     ordered = np.sort(id_hashes)
     if not (ordered[1:] == ordered[:-1]).any():  # sorted neighbours: cheaper than a hashed is_duplicated here
         return set()
-    import polars as pl
 
     rows = np.flatnonzero(pl.Series(id_hashes).is_duplicated().to_numpy())
     segments = np.searchsorted(starts, rows, side="right") - 1
@@ -283,7 +282,6 @@ def chunks_of(batch: pa.Table, window_starts: np.ndarray, pair: tuple[str, str])
     trade_ids = batch.column("trade_id")
     trade_ids = one_array(trade_ids if in_order else trade_ids.take(pa.array(order, pa.int64())))
     boundaries = np.flatnonzero(np.diff(window_starts[order]) != 0) + 1
-    from transforms.partial_bar import partial_bars_of_segments
 
     columns = {
         "event_time": ordered(times),

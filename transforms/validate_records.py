@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.dead_letter import DEAD_LETTER_TAG, count_dead_letter
+from transforms.dead_letter import DEAD_LETTER_TAG
+from transforms.dead_letter_counts import count_dead_letter
 from transforms.row_reasons import FirstReasons
 from transforms.sized_coders import ArrowTableCoder
 from transforms.trade_batch import rows_dead_letters, take_rows, without_payload
@@ -106,6 +107,7 @@ class ValidateRecords(beam.PTransform):
 
     def __init__(self, min_time_us: int | None = None, max_time_us: int | None = None, record_type=None, label=None):
         super().__init__(label)
+        # Circular: the trade record type's rules are in this module
         from transforms.record_types import record_type as registered
 
         self._record_type = record_type or registered("trade")

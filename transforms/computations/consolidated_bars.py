@@ -22,6 +22,7 @@ class ConsolidatedBars(Computation):
         return (CONSOLIDATED_BARS, VENUE_QUALITY)
 
     def expand(self, unique, spec, others):
+        # Beam: the command line reads this registry as it plans, before Beam loads
         from transforms.consolidated_bar_panes import ComputeConsolidatedBars
 
         computed = unique | "ConsolidatedBars" >> ComputeConsolidatedBars(spec, others.get("feed_status"))

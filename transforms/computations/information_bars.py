@@ -24,6 +24,7 @@ class InformationBars(Computation):
         return tuple(_table(kind) for kind in KINDS)
 
     def expand(self, unique, spec, others):
+        # Beam: the command line reads this registry as it plans, before Beam loads
         from transforms.information_bar_panes import ComputeInformationBars
 
         bars = unique | "InformationBars" >> ComputeInformationBars(spec.thresholds, spec)

@@ -18,17 +18,7 @@ class TimeBars(Computation):
         return (TIME_BARS,)
 
     def expand(self, unique, spec, others):
-        import apache_beam as beam
+        # Beam: the command line reads this registry as it plans, before Beam loads
+        from transforms.bars import time_bars
 
-        from transforms.bars import ComputeBars
-        from transforms.gap_fill import FillGaps
-
-        # Bars carry their window in their fields; downstream they live in the global window,
-        # where each sink applies the windowing its storage needs.
-        bars = (
-            unique | "Bars" >> ComputeBars(spec) | "BarsToGlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-        )
-        if spec.fill_gaps:
-            filled = bars | "FillGaps" >> FillGaps(spec)
-            bars = (bars, filled) | "WithFilledBars" >> beam.Flatten()
-        return {TIME_BARS.name: bars}, []
+        return {TIME_BARS.name: time_bars(unique, spec)}, []
