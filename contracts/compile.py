@@ -26,7 +26,9 @@ SETTINGS = {
     "optimizer": {"enabled": True, "runs": 200},
     # Cancun runs on anvil's default hardfork and on mainnet alike.
     "evmVersion": "cancun",
-    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
+    "outputSelection": {
+        "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object", "evm.methodIdentifiers"]}
+    },
 }
 
 
@@ -35,7 +37,8 @@ class CompileError(RuntimeError):
 
 
 def compile_contracts() -> dict:
-    """{"compiler": version, "settings": ..., "contracts": {name: {"abi", "bytecode", "deployed_bytecode"}}}."""
+    """{"compiler": version, "settings": ..., "contracts": {name: {"source", "abi", "bytecode", "deployed_bytecode",
+    "method_identifiers"}}}; the method identifiers (signature -> selector) spare the tests a Keccak library."""
     if not SOLCJS.exists():
         raise CompileError(f"solcjs is not installed at {SOLCJS}: run bash scripts/install_solc.sh")
     version = subprocess.run([str(SOLCJS), "--version"], capture_output=True, text=True, check=True).stdout.strip()
@@ -57,6 +60,7 @@ def compile_contracts() -> dict:
             "abi": compiled["abi"],
             "bytecode": "0x" + compiled["evm"]["bytecode"]["object"],
             "deployed_bytecode": "0x" + compiled["evm"]["deployedBytecode"]["object"],
+            "method_identifiers": compiled["evm"]["methodIdentifiers"],
         }
         for source, by_name in sorted(output["contracts"].items())
         for name, compiled in sorted(by_name.items())
