@@ -3,7 +3,7 @@ table per flush in a stream, never one per bar. The tables and their writes are
 ``io_connectors.iceberg_tables``.
 
 Every record of a commit is grouped under one key (the table's name) with the same grouping the
-Parquet writers use (``parquet_sink._WritePartitions``): a bounded run's group fires once its
+Parquet writers use (``parquet_sink.WritePartitions``): a bounded run's group fires once its
 input is exhausted; a stream's fires every ``flush_every_s`` (processing time), and that pane
 becomes one Iceberg commit.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from io_connectors.iceberg_tables import DEAD_LETTERS, append, open_catalog, replace
-from io_connectors.parquet_sink import WrittenFile, _WritePartitions
+from io_connectors.parquet_sink import WritePartitions, WrittenFile
 from io_connectors.sinks.iceberg import IcebergTarget
 from transforms.computations import TIME_BARS, OutputTable
 
@@ -63,7 +63,7 @@ class _WriteTable(beam.PTransform):
     def expand(self, records):
         table = self._table
         committer = _CommitRows(self._target, table, self._schema, unbounded=self._flush_every_s is not None)
-        return records | "OneCommit" >> _WritePartitions(lambda _record: table, committer, self._flush_every_s)
+        return records | "OneCommit" >> WritePartitions(lambda _record: table, committer, self._flush_every_s)
 
 
 def WriteBarsIceberg(

@@ -194,7 +194,7 @@ class WrittenFile(NamedTuple):
     """Bar files: the latest window end they hold."""
 
 
-class _WritePartitions(beam.PTransform):
+class WritePartitions(beam.PTransform):
     """Group records by partition and write each group (each pane, when unbounded) with one
     writer DoFn call. Returns the ``WrittenFile``s."""
 
@@ -240,11 +240,11 @@ def write_bar_files(bars, file_format: str, label: str, counts_files: bool):
     )
     if bars.partitions is not None:
         return bars.partitions | label >> beam.ParDo(writer)
-    return bars.bars | label >> _WritePartitions(bar_partition, writer, bars.flush_every_s)
+    return bars.bars | label >> WritePartitions(bar_partition, writer, bars.flush_every_s)
 
 
 def WriteDeadLettersParquet(
     root: str, file_name: str = "part-all.parquet", flush_every_s: float | None = None
 ) -> beam.PTransform:
     """Dead letters -> ``dead_letter/reason=…/<file_name>``."""
-    return _WritePartitions(lambda record: record["reason"], _WriteDeadLetterPartition(root, file_name), flush_every_s)
+    return WritePartitions(lambda record: record["reason"], _WriteDeadLetterPartition(root, file_name), flush_every_s)
