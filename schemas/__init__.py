@@ -15,7 +15,20 @@ import fastavro
 import pyarrow as pa
 
 SCHEMA_DIR = Path(__file__).resolve().parent
-SCHEMA_NAMES = ("trade", "bar", "information_bar", "dead_letter", "consolidated_bar", "quality", "feed_status")
+SCHEMA_NAMES = (
+    "trade",
+    "bar",
+    "information_bar",
+    "dead_letter",
+    "consolidated_bar",
+    "quality",
+    "feed_status",
+    "block",
+    "token_transfer",
+    "token_activity",
+    "exchange_flow",
+    "chain_market_fusion",
+)
 
 
 @lru_cache(maxsize=None)
