@@ -11,7 +11,7 @@ import json
 import os
 import uuid
 
-from io_connectors.paths import is_remote
+from io_connectors.paths import beam_file_systems, is_remote
 
 
 def write_atomically(data: bytes, final_path: str, durable: bool = False) -> None:
@@ -42,17 +42,16 @@ def _fsync_directory(directory: str) -> None:
 
 
 def _write_remote(data: bytes, directory: str, temporary: str, final_path: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    if not FileSystems.exists(directory):
+    file_systems = beam_file_systems()
+    if not file_systems.exists(directory):
         try:
-            FileSystems.mkdirs(directory)
+            file_systems.mkdirs(directory)
         except OSError:
-            if not FileSystems.exists(directory):  # losing a race to create it is fine
+            if not file_systems.exists(directory):  # losing a race to create it is fine
                 raise
-    with FileSystems.create(temporary) as handle:
+    with file_systems.create(temporary) as handle:
         handle.write(data)
-    FileSystems.rename([temporary], [final_path])
+    file_systems.rename([temporary], [final_path])
 
 
 def write_json_atomically(document: dict, final_path: str, durable: bool = False) -> None:

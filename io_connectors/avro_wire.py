@@ -111,6 +111,7 @@ class _ParsedSchemaReader(_SchemalessReader):
     }
 
     def __init__(self):
+        # Here, not at the top: a fastavro without this private reader falls back to the public one
         from fastavro._read import _default_named_schemas, _read_data, parse_schema
 
         self._named, self._read_data, self._parse = _default_named_schemas, _read_data, parse_schema

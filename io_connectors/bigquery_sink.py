@@ -22,7 +22,12 @@ import time
 from dataclasses import dataclass
 
 import apache_beam as beam
+from google.api_core.client_options import ClientOptions
+from google.api_core.exceptions import GoogleAPICallError
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
 
+from io_connectors.sinks.base import SinkWrites
 from io_connectors.sinks.bigquery import BigQueryTarget
 from schemas import bigquery_schema, field_names
 from transforms.computations import TIME_BARS, OutputTable
@@ -50,13 +55,22 @@ DEAD_LETTER_TABLE = TableLayout("dead_letter", "dead_letter_time", ("reason",))
 CREATE_ATTEMPTS = 4
 
 
+def bigquery_client(target: BigQueryTarget) -> bigquery.Client:
+    """A client of the target's project, or of its endpoint (an emulator: no credentials)."""
+    if not target.endpoint:
+        return bigquery.Client(project=target.project)
+    return bigquery.Client(
+        project=target.project,
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=target.endpoint),
+    )
+
+
 def ensure_table(client, target: BigQueryTarget, layout: TableLayout) -> None:
     """Create the dataset, the table (partitioned by day, clustered) and its latest view if missing.
     Writers in parallel (a backfill's chunks) create them at once, and the emulator can answer a
     create that lost such a race with 400 (a failed commit) rather than "already exists": a failed
     create is tried again, and then finds the table there."""
-    from google.api_core.exceptions import GoogleAPICallError
-
     for attempt in range(CREATE_ATTEMPTS):
         try:
             _create_missing(client, target, layout)
@@ -68,8 +82,6 @@ def ensure_table(client, target: BigQueryTarget, layout: TableLayout) -> None:
 
 
 def _create_missing(client, target: BigQueryTarget, layout: TableLayout) -> None:
-    from google.cloud import bigquery
-
     client.create_dataset(target.dataset, exists_ok=True)
     fields = [
         bigquery.SchemaField(f["name"], f["type"], mode=f["mode"], description=f["description"])
@@ -136,7 +148,7 @@ class _InsertRows(beam.DoFn):
         self._rejected = beam.metrics.Metrics.counter("cryptobeam", "sink_rejections")
 
     def setup(self):
-        self._client = self._target.client()
+        self._client = bigquery_client(self._target)
         ensure_table(self._client, self._target, self._layout)
 
     def process(self, records: list[dict]):
@@ -213,3 +225,14 @@ def WriteBarsBigQuery(target: BigQueryTarget, table: OutputTable = TIME_BARS) ->
 def WriteDeadLettersBigQuery(target: BigQueryTarget) -> beam.PTransform:
     """Dead letters -> ``<target>_dead_letters``."""
     return _WriteRows(target.named("_dead_letters"), DEAD_LETTER_TABLE, dead_letter_insert_id)
+
+
+def write_to_bigquery(bars, target: BigQueryTarget) -> SinkWrites:
+    """``--sink bigquery``'s writing (``io_connectors.sinks.bigquery``): one table of bars, and the
+    run's dead letters when they come with it (the run's first table); rows BigQuery rejects are
+    dead letters."""
+    sent = bars.bars | "WriteBarsBigQuery" >> WriteBarsBigQuery(target, bars.table)
+    if bars.dead_letters is None:
+        return SinkWrites(rejected=(sent.dead_letter,))
+    dead_sent = bars.dead_letters | "WriteDeadLettersBigQuery" >> WriteDeadLettersBigQuery(target)
+    return SinkWrites(rejected=(sent.dead_letter, dead_sent.dead_letter))

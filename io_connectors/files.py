@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 import numpy as np
 import pyarrow as pa
 
-from io_connectors.paths import is_remote, local_files
+from io_connectors.paths import beam_file_systems, is_remote, local_files
 
 
 class InputError(ValueError):
@@ -49,10 +49,8 @@ def _match_local(pattern: str, source: str | None) -> list[InputFile]:
 
 
 def _match_remote(pattern: str, source: str | None) -> list[InputFile]:
-    from apache_beam.io.filesystems import FileSystems
-
     try:
-        results = FileSystems.match([pattern])[0].metadata_list
+        results = beam_file_systems().match([pattern])[0].metadata_list
     except Exception as error:  # FileSystems raises several types for bad schemes/paths
         raise InputError(f"cannot list {pattern!r}: {error}") from None
     return [InputFile(m.path, m.size_in_bytes, source) for m in results if not m.path.endswith("/")]
@@ -66,9 +64,7 @@ def open_members(path: str):
     """Yield (source name, binary stream) for each data member: the file itself, its gunzipped body,
     or each file inside a zip archive (hidden ones too: nothing in an archive goes unread). Streams
     are read block by block, so a member's size does not decide the memory a read takes."""
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
+    with beam_file_systems().open(path, compression_type="uncompressed") as handle:
         lower = path.lower()
         if lower.endswith(".zip"):
             with zipfile.ZipFile(handle if handle.seekable() else io.BytesIO(handle.read())) as archive:

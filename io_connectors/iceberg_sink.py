@@ -27,6 +27,7 @@ import apache_beam as beam
 
 from io_connectors.iceberg_tables import DEAD_LETTERS, append, open_catalog, replace
 from io_connectors.parquet_sink import WritePartitions, WrittenFile
+from io_connectors.sinks.base import SinkWrites
 from io_connectors.sinks.iceberg import IcebergTarget
 from transforms.computations import TIME_BARS, OutputTable
 
@@ -76,3 +77,16 @@ def WriteBarsIceberg(
 def WriteDeadLettersIceberg(target: IcebergTarget, flush_every_s: float | None = None) -> beam.PTransform:
     """The run's dead letters -> ``market.dead_letters``."""
     return _WriteTable(target, DEAD_LETTERS, "dead_letter", flush_every_s)
+
+
+def write_to_iceberg(bars, target: IcebergTarget) -> SinkWrites:
+    """``--sink iceberg``'s writing (``io_connectors.sinks.iceberg``): one table of bars, and its
+    commits with the run's dead letters' when they come with it (the run's first table)."""
+    committed = [bars.bars | "WriteBarsIceberg" >> WriteBarsIceberg(target, bars.table, bars.flush_every_s)]
+    if bars.dead_letters is not None:
+        committed.append(
+            bars.dead_letters | "WriteDeadLettersIceberg" >> WriteDeadLettersIceberg(target, bars.flush_every_s)
+        )
+    if len(committed) == 1:
+        return SinkWrites(files=committed[0])
+    return SinkWrites(files=tuple(committed) | "IcebergCommits" >> beam.Flatten())

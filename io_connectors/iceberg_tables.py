@@ -23,17 +23,51 @@ keep each other's rows. A stream appends each flush's panes (``append``).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import random
 import time
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.catalog import load_catalog
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+    ValidationException,
+)
+from pyiceberg.expressions import (
+    AlwaysFalse,
+    And,
+    EqualTo,
+    GreaterThanOrEqual,
+    In,
+    IsNull,
+    LessThan,
+    LessThanOrEqual,
+    Or,
+)
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.transforms import DayTransform, IdentityTransform
+from pyiceberg.types import (
+    BinaryType,
+    BooleanType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
 
 from io_connectors.sinks.iceberg import IcebergTarget
-from schemas import arrow_schema, avro_schema
+from schemas import arrow_schema, avro_schema, non_null
 from transforms.computations import COMPUTATIONS, table_named
 
 _LOG = logging.getLogger(__name__)
@@ -62,8 +96,6 @@ def identifier(table: str) -> str:
 
 def open_catalog(target: IcebergTarget):
     """The catalog, reached now: IcebergError, one line, when it cannot be."""
-    from pyiceberg.catalog import load_catalog
-
     try:
         catalog = load_catalog("cryptobeam", **target.catalog_properties())
         catalog.list_namespaces()  # a lazy client (REST, Glue) connects here, not when it is made
@@ -80,12 +112,10 @@ def one_line(error: BaseException) -> str:
 def check_catalog(target: IcebergTarget) -> None:
     """What the sink needs before a run: the catalog reachable, namespace ``market`` there, and each
     table it can write either absent or writable with its ``.avsc`` schema (see ``incompatibility``)."""
-    try:
-        import pyiceberg_core  # noqa: F401  pyiceberg computes day() partition values with it
-    except ImportError:
+    if importlib.util.find_spec("pyiceberg_core") is None:  # pyiceberg computes day() partition values with it
         raise IcebergError(
             "--sink iceberg needs pyiceberg-core for its day partitions: pip install 'pyiceberg[pyiceberg-core]'"
-        ) from None
+        )
     catalog = open_catalog(target)
     ensure_namespace(catalog)
     existing = {name for _namespace, name in _listed(catalog)}
@@ -111,8 +141,6 @@ def _load(catalog, table: str):
 
 
 def ensure_namespace(catalog) -> None:
-    from pyiceberg.exceptions import NamespaceAlreadyExistsError
-
     try:
         catalog.create_namespace_if_not_exists(NAMESPACE)
     except NamespaceAlreadyExistsError:  # created by a writer in parallel
@@ -125,17 +153,6 @@ def ensure_namespace(catalog) -> None:
 
 
 def iceberg_type(avro_type):
-    from pyiceberg.types import (
-        BinaryType,
-        BooleanType,
-        DoubleType,
-        FloatType,
-        IntegerType,
-        LongType,
-        StringType,
-        TimestamptzType,
-    )
-
     if isinstance(avro_type, dict):
         if avro_type.get("logicalType") == "timestamp-micros":
             return TimestamptzType()  # Avro's timestamp-micros is an instant (UTC), as Iceberg's timestamptz
@@ -154,10 +171,6 @@ def iceberg_type(avro_type):
 def iceberg_schema(name: str):
     """The Iceberg schema of ``schemas/<name>.avsc``: the same fields in order, a ``["null", T]``
     union optional, anything else required, docs kept."""
-    from pyiceberg.schema import Schema
-    from pyiceberg.types import NestedField
-
-    from schemas import non_null
 
     fields = []
     for field_id, field in enumerate(avro_schema(name)["fields"], start=1):
@@ -170,9 +183,6 @@ def iceberg_schema(name: str):
 
 def partition_spec(schema, table: str):
     """Bars: day(window_start), exchange. Dead letters: day(dead_letter_time), reason (module docstring)."""
-    from pyiceberg.partitioning import PartitionField, PartitionSpec
-    from pyiceberg.transforms import DayTransform, IdentityTransform
-
     time_field, value_field = ("dead_letter_time", "reason") if table == DEAD_LETTERS else ("window_start", "exchange")
     return PartitionSpec(
         PartitionField(schema.find_field(time_field).field_id, 1000, DayTransform(), f"{time_field}_day"),
@@ -203,9 +213,6 @@ def incompatibility(existing, wanted) -> str | None:
 def evolved(existing, wanted):
     """``wanted`` as ``union_by_name`` should take it: a field the table lacks is added optional
     (old rows have no value for it), so old snapshots stay readable with their own schema."""
-    from pyiceberg.schema import Schema
-    from pyiceberg.types import NestedField
-
     names = set(existing._name_to_id)
     return Schema(
         *[
@@ -220,8 +227,6 @@ def evolved(existing, wanted):
 def ensure_table(catalog, table: str, schema: str | None = None):
     """The table, created when missing (partitioned, see ``partition_spec``) or evolved to its
     ``.avsc`` schema; IcebergError when its schema cannot take the rows."""
-    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
-
     schema = schema or known_tables()[table]
     wanted = iceberg_schema(schema)
     for attempt in range(COMMIT_ATTEMPTS):
@@ -270,8 +275,6 @@ def commit(catalog, table: str, write, schema: str | None = None) -> int:
     loaded table when another writer committed first and pyiceberg's own retry (which rebases the
     same files on the new snapshot) could not, e.g. because the other writer added rows in what
     this one replaces. Returns the snapshot id committed."""
-    from pyiceberg.exceptions import CommitFailedException, ValidationException
-
     for attempt in range(COMMIT_ATTEMPTS):
         loaded = ensure_table(catalog, table, schema)
         try:
@@ -292,7 +295,7 @@ def commit(catalog, table: str, write, schema: str | None = None) -> int:
 
 def _busy_errors() -> tuple[type, ...]:
     """A SQLite catalog another process holds locked answers OperationalError: a commit to try again."""
-    try:
+    try:  # an optional dependency: only SQL catalogs need it
         from sqlalchemy.exc import OperationalError
     except ImportError:
         return ()
@@ -319,8 +322,6 @@ def replace(catalog, table: str, rows: list[dict], schema: str | None = None) ->
 def bars_replaced(bars: list[dict]):
     """The rows of exactly these bars, every revision: per (exchange, symbol, interval), those at one
     of their window starts (bounded by the first and last, so Iceberg reads only their days)."""
-    from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In, LessThanOrEqual
-
     starts: dict[tuple, set[int]] = defaultdict(set)
     for bar in bars:
         starts[(bar["exchange"], bar["symbol"], bar["interval"])].add(bar["window_start"])
@@ -342,8 +343,6 @@ def bars_replaced(bars: list[dict]):
 def dead_letters_replaced(records: list[dict]):
     """The dead letters of exactly these records: per source, those at one of their offsets (or,
     for records with none, every one of that source without an offset)."""
-    from pyiceberg.expressions import And, EqualTo, In, IsNull
-
     offsets: dict[str, set[int]] = defaultdict(set)
     without_offset: set[str] = set()
     for record in records:
@@ -358,8 +357,6 @@ def dead_letters_replaced(records: list[dict]):
 
 
 def _any_of(expressions: list):
-    from pyiceberg.expressions import AlwaysFalse, Or
-
     if not expressions:
         return AlwaysFalse()
     return expressions[0] if len(expressions) == 1 else Or(*expressions)
@@ -391,8 +388,6 @@ def newest_revisions(rows: pa.Table, table: str) -> pa.Table:
 def compact(catalog, table: str) -> tuple[int, int]:
     """Rewrite the partitions holding older revisions to the newest revision of each bar, in one
     commit (made again on a fresh table if a stream committed meanwhile); (rows before, after)."""
-    from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
-
     counts = [0, 0]
 
     def rewrite(transaction, loaded):
@@ -423,8 +418,6 @@ def compact(catalog, table: str) -> tuple[int, int]:
 
 def _partitions_with_revisions(rows: pa.Table, newest: pa.Table, table: str) -> set[tuple[str, int]]:
     """(exchange, day number) of the partitions that hold more rows than bars."""
-    from collections import Counter
-
     day_us = 86_400_000_000
 
     def per_partition(data):

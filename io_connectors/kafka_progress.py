@@ -31,6 +31,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
+from confluent_kafka import KafkaException, TopicPartition
 
 from io_connectors.kafka_source import KafkaReadConfig, kafka_consumer, retrying_coordinator_call, through_outages
 from transforms.bar_kinds import DAY_MICROS
@@ -54,8 +55,6 @@ def commit_resume_point(
 ) -> dict[int, int]:
     """Commit, per partition read so far, the first offset at or after ``resume_us``, but never
     past what was read (``read_up_to``: partition -> next offset); returns the offsets."""
-    from confluent_kafka import KafkaException, TopicPartition
-
     partitions = sorted(read_up_to)
     found = consumer.offsets_for_times(
         [TopicPartition(config.topic, p, resume_us // 1000) for p in partitions], timeout=10

@@ -14,6 +14,7 @@ import logging
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
+from confluent_kafka import Producer
 
 from io_connectors.avro_wire import encode
 from transforms.dead_letter import DEAD_LETTER_TAG, dead_letter
@@ -52,8 +53,6 @@ class _ProduceBars(beam.DoFn):
         self._retries = beam.metrics.Metrics.counter("cryptobeam", "kafka_broker_retries")
 
     def setup(self):
-        from confluent_kafka import Producer
-
         self._producer = Producer({"bootstrap.servers": self._bootstrap, **PRODUCER_SETTINGS})
 
     def start_bundle(self):

@@ -43,6 +43,7 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from io_connectors.raw_batch import RawBatch
 from io_connectors.raw_batch_coder import RawBatchCoder
@@ -131,8 +132,6 @@ class PartitionStart:
 def kafka_consumer(config: KafkaReadConfig, **extra):
     """A consumer in the read's group that never commits on its own and starts at the earliest
     offset; ``extra`` adds or overrides settings."""
-    from confluent_kafka import Consumer
-
     return Consumer(
         {
             "bootstrap.servers": config.bootstrap,
@@ -148,8 +147,6 @@ def kafka_consumer(config: KafkaReadConfig, **extra):
 
 def topic_partitions(consumer, topic: str, timeout: float) -> list[int]:
     """The topic's partition numbers, or KafkaException if the topic does not exist."""
-    from confluent_kafka import KafkaException
-
     metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if metadata is None or metadata.error is not None or not metadata.partitions:
         raise KafkaException(f"topic {topic!r} does not exist")
@@ -159,8 +156,6 @@ def topic_partitions(consumer, topic: str, timeout: float) -> list[int]:
 def partition_starts(config: KafkaReadConfig, timeout: float = 30) -> list[PartitionStart]:
     """Each partition's starting point: the group's committed offset (and the event time stored
     with it), else the partition's earliest offset."""
-    from confluent_kafka import TopicPartition
-
     consumer = kafka_consumer(config)
     try:
         partitions = topic_partitions(consumer, config.topic, timeout)
@@ -181,8 +176,6 @@ def partition_starts(config: KafkaReadConfig, timeout: float = 30) -> list[Parti
 
 def retrying_coordinator_call(call, timeout: float):
     """Group-coordinator calls fail while Kafka creates its offsets topic; they are retriable."""
-    from confluent_kafka import KafkaError, KafkaException
-
     coordinator_busy = {
         KafkaError.NOT_COORDINATOR,
         KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
@@ -204,8 +197,6 @@ def through_outages(call, what: str):
     """``call()``, waiting out a broker that is away: a failing call is tried again with capped
     exponential backoff until it succeeds. Returns None if a drain is requested while waiting
     (the caller then does without the answer); a fatal client error is raised."""
-    from confluent_kafka import KafkaException
-
     delay, first_failure = OUTAGE_BACKOFF_S[0], None
     while True:
         try:
@@ -280,8 +271,6 @@ class _PartitionReader:
     """One consumer assigned to one partition, remembering where it is."""
 
     def __init__(self, config: KafkaReadConfig, start: PartitionStart):
-        from confluent_kafka import TopicPartition
-
         self._config, self._start = config, start
         self._consumer = kafka_consumer(config, **{"fetch.wait.max.ms": 50, "queued.min.messages": 20000})
         self._tp = TopicPartition(start.topic, start.partition)
@@ -295,8 +284,6 @@ class _PartitionReader:
         self._recorded_position: int | None = None
 
     def seek(self, offset: int) -> None:
-        from confluent_kafka import TopicPartition
-
         if self.position != offset:
             self._consumer.assign([TopicPartition(self._start.topic, self._start.partition, offset)])
             self.position = offset
@@ -316,8 +303,6 @@ class _PartitionReader:
 
     def observe_topic(self) -> dict[int, int]:
         """Every partition's high watermark now; notes when any last moved (``topic_silent_since``)."""
-        from confluent_kafka import TopicPartition
-
         topic = self._start.topic
         highs = {
             p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[1]
@@ -330,8 +315,6 @@ class _PartitionReader:
     def topic_read_by_this_run(self, highs: dict[int, int]) -> bool:
         """Records this partition's position for the other readers, then whether every partition's
         recorded position (this run's) has reached its high watermark in ``highs``."""
-        from confluent_kafka import TopicPartition
-
         if self._positions is None:
             self._positions = kafka_consumer(self._config, **{"group.id": self._config.positions_group})
         if self.position is not None and self.position != self._recorded_position:
@@ -347,8 +330,6 @@ class _PartitionReader:
     def topic_newest_timestamp_ms(self) -> int | None:
         """The newest message timestamp over all partitions of the topic: where an idle
         partition's watermark may safely move."""
-        from confluent_kafka import TopicPartition
-
         partitions = topic_partitions(self._consumer, self._start.topic, 5)
         probe = kafka_consumer(self._config)
         newest = None

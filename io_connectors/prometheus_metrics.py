@@ -33,9 +33,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+from apache_beam.portability.api import beam_job_api_pb2
+from apache_beam.runners.portability.portable_runner import PortableMetrics
+from confluent_kafka import TopicPartition
+from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
+
+from io_connectors.kafka_source import kafka_consumer, topic_partitions
 
 log = logging.getLogger("cryptobeam.metrics")
 
@@ -233,8 +239,6 @@ class MetricsServer:
 
 def serve_metrics(port: int, collector: Collector, address: str = "0.0.0.0") -> MetricsServer:
     """Serve ``collector`` alone (no process or platform metrics of another library) on ``port``."""
-    from prometheus_client import start_http_server
-
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     try:
@@ -309,8 +313,6 @@ def live_metric_results(result):
     job_service, job_id = getattr(result, "_job_service", None), getattr(result, "_job_id", None)
     if job_service is None or job_id is None:
         return result.metrics()
-    from apache_beam.portability.api import beam_job_api_pb2
-    from apache_beam.runners.portability.portable_runner import PortableMetrics
 
     return PortableMetrics(job_service.GetJobMetrics(beam_job_api_pb2.GetJobMetricsRequest(job_id=job_id)))
 
@@ -336,10 +338,6 @@ def beam_figures(metric_results, namespace: str = "cryptobeam") -> tuple[dict[st
 def consumer_lag(consumer, topic: str, timeout: float = 5.0) -> dict[tuple[str, int], int]:
     """Per partition: the high watermark minus the group's committed offset (the earliest offset
     before a first commit, where a stream of this group starts)."""
-    from confluent_kafka import TopicPartition
-
-    from io_connectors.kafka_source import topic_partitions
-
     partitions = topic_partitions(consumer, topic, timeout)
     committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
     lag = {}
@@ -391,8 +389,6 @@ class StreamMetricsPoller:
         lag = self.snapshot.consumer_lag
         try:
             if self._consumer is None:
-                from io_connectors.kafka_source import kafka_consumer
-
                 self._consumer = kafka_consumer(self._read)
             lag = consumer_lag(self._consumer, self._read.topic)
         except Exception as error:  # the broker away: the job's figures are still worth serving

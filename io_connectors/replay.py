@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from confluent_kafka import Producer
 
 from io_connectors.avro_wire import encode
 from io_connectors.kafka_sink import PRODUCER_SETTINGS, produce
@@ -99,8 +100,6 @@ def send_order(event_times: np.ndarray, plan: ReplayPlan) -> tuple[np.ndarray, n
 
 
 def replay(trades: pa.Table, bootstrap: str, topic: str, plan: ReplayPlan, on_progress=None) -> ReplayReport:
-    from confluent_kafka import Producer
-
     report = ReplayReport()
     times = trades.column("event_time").cast(pa.int64()).to_numpy()
     receive_times = trades.column("receive_time").cast(pa.int64()).to_pylist()

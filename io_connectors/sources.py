@@ -8,6 +8,7 @@ import fastavro
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
 from io_connectors.files import DEFAULT_LINE_LIMIT, DamagedStream, InputFile, base_name, open_members, text_batches
 from io_connectors.formats import normalized
@@ -130,8 +131,6 @@ def _unchecked_group_holds_rows(parquet: pq.ParquetFile, group: int, time_slice:
 def _avro_batches(path: str, batch_rows: int):
     """The file's records, ``batch_rows`` at a time; if the file is damaged partway, the records
     before the damage, then one dead letter for the rest."""
-    from apache_beam.io.filesystems import FileSystems
-
     with FileSystems.open(path, compression_type="uncompressed") as handle:
         records, row = [], 1
         reader = iter(fastavro.reader(handle))  # a header that cannot be read: the whole file is unreadable

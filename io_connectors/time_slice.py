@@ -16,6 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+
+from io_connectors.formats.normalized import event_time_micros
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,6 @@ WHOLE_FILE = TimeSlice()
 def row_group_time_range(parquet, group: int):
     """(min, max, all rows have a time) of a Parquet row group's event times, as its statistics
     say; None if they do not say."""
-    import pyarrow as pa
-
-    from io_connectors.formats.normalized import event_time_micros
-
     names = parquet.schema_arrow.names
     if "event_time" not in names:
         return None

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Callable, Sequence
 
 from io_connectors.collectors.frames import now_micros
+from io_connectors.instruments import canonical_pair, shipped_instruments
 
 CONNECTED, DISCONNECTED, RESUBSCRIBED = "connected", "disconnected", "resubscribed"
 STOPPED = "stopped"
@@ -29,8 +30,6 @@ def collector_id() -> str:
 
 def canonical_pairs(exchange: str, symbols: Sequence[str]) -> dict[str, tuple]:
     """Each symbol's canonical (base, quote), as the parsers' instrument lookup gives it."""
-    from io_connectors.instruments import canonical_pair, shipped_instruments
-
     table = shipped_instruments()
     return {symbol: canonical_pair(table, exchange, symbol)[0] for symbol in symbols}
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import logging
 
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
 from io_connectors.avro_wire import encode
 from io_connectors.kafka_sink import PRODUCER_SETTINGS, produce
 
@@ -25,9 +28,6 @@ class KafkaUnreachable(RuntimeError):
 
 def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
     """Ask the cluster for its metadata, quietly, so a wrong address is a clear error before collecting."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
     try:
         AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=timeout)
     except KafkaException as error:
@@ -43,8 +43,6 @@ class KafkaOutput:
         dead_letter_topic: str = "dead_letters",
         status_topic: str = "feed_status",
     ):
-        from confluent_kafka import Producer
-
         self.bootstrap, self.trades_topic, self.dead_letter_topic = bootstrap, trades_topic, dead_letter_topic
         self.status_topic = status_topic
         self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})

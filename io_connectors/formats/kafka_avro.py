@@ -9,6 +9,7 @@ from __future__ import annotations
 from io_connectors.avro_wire import SchemaStore, WireFormatError, decode
 from io_connectors.raw_batch import RawBatch
 from transforms.dead_letter import dead_letter
+from transforms.feed_status import make_status_batch
 from transforms.trade_batch import TRADE_FIELDS, make_trade_batch
 
 _STORE: SchemaStore | None = None
@@ -37,8 +38,6 @@ def parse_avro_messages(raw: RawBatch, store: SchemaStore | None = None, **_over
 
 def parse_feed_status_messages(raw: RawBatch, store: SchemaStore | None = None, **_overrides):
     """Collectors' connection-state records (``schemas/feed_status.avsc``) from Kafka messages."""
-    from transforms.feed_status import make_status_batch
-
     global _STORE
     if store is None:
         _STORE = _STORE or SchemaStore.shipped()

@@ -14,6 +14,7 @@ class AvroSink(Sink):
     )
 
     def write(self, bars, target) -> SinkWrites:
+        # Beam loads when a pipeline is built, not when the command line offers sinks
         from io_connectors.parquet_sink import write_bar_files
 
         return SinkWrites(files=write_bar_files(bars, "avro", "WriteBarsAvro", counts_files=False))

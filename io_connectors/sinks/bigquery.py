@@ -34,18 +34,10 @@ class BigQueryTarget:
         return BigQueryTarget(self.table + suffix, self.endpoint)
 
     def client(self):
-        from google.cloud import bigquery
+        # google-cloud-bigquery loads only where rows are written or read, not when options are checked
+        from io_connectors.bigquery_sink import bigquery_client
 
-        if not self.endpoint:
-            return bigquery.Client(project=self.project)
-        from google.api_core.client_options import ClientOptions
-        from google.auth.credentials import AnonymousCredentials
-
-        return bigquery.Client(
-            project=self.project,
-            credentials=AnonymousCredentials(),
-            client_options=ClientOptions(api_endpoint=self.endpoint),
-        )
+        return bigquery_client(self)
 
 
 class BigQuerySink(Sink):
@@ -74,10 +66,7 @@ class BigQuerySink(Sink):
         return {"bigquery_table": target.table if target else None}
 
     def write(self, bars, target: BigQueryTarget) -> SinkWrites:
-        from io_connectors.bigquery_sink import WriteBarsBigQuery, WriteDeadLettersBigQuery
+        # Beam and the client load when a pipeline is built, not when the command line offers sinks
+        from io_connectors.bigquery_sink import write_to_bigquery
 
-        sent = bars.bars | "WriteBarsBigQuery" >> WriteBarsBigQuery(target, bars.table)
-        if bars.dead_letters is None:  # the run's dead letters come with its first table
-            return SinkWrites(rejected=(sent.dead_letter,))
-        dead_sent = bars.dead_letters | "WriteDeadLettersBigQuery" >> WriteDeadLettersBigQuery(target)
-        return SinkWrites(rejected=(sent.dead_letter, dead_sent.dead_letter))
+        return write_to_bigquery(bars, target)

@@ -91,6 +91,7 @@ class IcebergSink(Sink):
                 )
             return None
         target = target_of(args)
+        # pyiceberg loads only for a run that asks for the sink
         from io_connectors.iceberg_tables import IcebergError, check_catalog
 
         try:
@@ -103,18 +104,10 @@ class IcebergSink(Sink):
         return {"iceberg_catalog": target.shown, "iceberg_warehouse": target.warehouse} if target else {}
 
     def write(self, bars, target: IcebergTarget) -> SinkWrites:
-        from io_connectors.iceberg_sink import WriteBarsIceberg, WriteDeadLettersIceberg
+        # Beam and pyiceberg load when a pipeline is built, not when the command line offers sinks
+        from io_connectors.iceberg_sink import write_to_iceberg
 
-        committed = [bars.bars | "WriteBarsIceberg" >> WriteBarsIceberg(target, bars.table, bars.flush_every_s)]
-        if bars.dead_letters is not None:  # the run's dead letters come with its first table
-            committed.append(
-                bars.dead_letters | "WriteDeadLettersIceberg" >> WriteDeadLettersIceberg(target, bars.flush_every_s)
-            )
-        if len(committed) == 1:
-            return SinkWrites(files=committed[0])
-        import apache_beam as beam
-
-        return SinkWrites(files=tuple(committed) | "IcebergCommits" >> beam.Flatten())
+        return write_to_iceberg(bars, target)
 
 
 def add_catalog_options(group) -> None:

@@ -41,6 +41,7 @@ class KafkaSink(Sink):
         return {"kafka_bars_topic": target.topic if target else None}
 
     def write(self, bars, target: KafkaBarsTarget) -> SinkWrites:
+        # Beam loads when a pipeline is built, not when the command line offers sinks
         from io_connectors.kafka_sink import WriteBarsKafka
 
         sent = bars.bars | "WriteBarsKafka" >> WriteBarsKafka(

@@ -16,6 +16,7 @@ class ParquetSink(Sink):
     in_stream = ALWAYS
 
     def write(self, bars, target) -> SinkWrites:
+        # Beam loads when a pipeline is built, not when the command line offers sinks
         from io_connectors.parquet_sink import write_bar_files
 
         # The only bar writer that counts its files: the accounting's bar files are Parquet files.
