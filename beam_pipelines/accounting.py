@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from io_connectors.metric_results import NAMESPACE, counter_totals, metrics_in
+
 
 @dataclass
 class Accounting:
@@ -204,15 +206,9 @@ class Accounting:
         return asdict(self)
 
 
-def counters_of(result, namespace: str = "cryptobeam") -> dict[str, int]:
-    """Sum each counter over all steps (committed values where the runner has them)."""
-    from apache_beam.metrics.metric import MetricsFilter
-
-    totals: dict[str, int] = {}
-    for counter in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
-    return totals
+def counters_of(result, namespace: str = NAMESPACE) -> dict[str, int]:
+    """A finished run's counters, each summed over all steps (``io_connectors.metric_results``)."""
+    return counter_totals(metrics_in(result.metrics(), namespace)["counters"])
 
 
 def written_in_files(

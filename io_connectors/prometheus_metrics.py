@@ -42,6 +42,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from io_connectors.kafka_source import kafka_consumer, topic_partitions
+from io_connectors.metric_results import NAMESPACE, counter_totals, metrics_in, value_of
 
 log = logging.getLogger("cryptobeam.metrics")
 
@@ -317,22 +318,16 @@ def live_metric_results(result):
     return PortableMetrics(job_service.GetJobMetrics(beam_job_api_pb2.GetJobMetricsRequest(job_id=job_id)))
 
 
-def beam_figures(metric_results, namespace: str = "cryptobeam") -> tuple[dict[str, int], int | None]:
-    """(each counter summed over steps, the watermark bound in µs or None), committed values
-    where the runner has them, as ``beam_pipelines.accounting.counters_of`` reads them."""
-    from apache_beam.metrics.metric import MetricsFilter
-
-    found = metric_results.query(MetricsFilter().with_namespace(namespace))
-    counters: dict[str, int] = {}
-    for counter in found["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + int(value or 0)
+def beam_figures(metric_results, namespace: str = NAMESPACE) -> tuple[dict[str, int], int | None]:
+    """(each counter summed over steps, the watermark bound in µs or None), as the run's
+    accounting reads them (``io_connectors.metric_results``)."""
+    found = metrics_in(metric_results, namespace)
     watermark = None
     for distribution in found["distributions"]:
-        value = distribution.committed if distribution.committed is not None else distribution.attempted
+        value = value_of(distribution)
         if distribution.key.metric.name == WATERMARK_PASSED_US and value is not None and value.count:
             watermark = max(watermark or value.max, value.max)
-    return counters, watermark
+    return counter_totals(found["counters"]), watermark
 
 
 def consumer_lag(consumer, topic: str, timeout: float = 5.0) -> dict[tuple[str, int], int]:
