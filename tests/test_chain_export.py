@@ -16,10 +16,11 @@ import pytest
 from io_connectors.chain_export import ChainChanged, export_range
 from io_connectors.ethereum_rpc import EthereumRpc, NodeUnreachable
 from runners.ports import free_port
-from tests.support.anvil import Anvil, anvil_node_fixture
+from tests.support.anvil import anvil_node_fixture, new_anvil_fixture
 from tests.support.paths import ROOT
 
 anvil_node = anvil_node_fixture()
+new_anvil = new_anvil_fixture()
 
 # ethereum-etl's own column lists (blocks.csv, token_transfers.csv), written out here rather than
 # imported, so the test holds the export to them.
@@ -143,65 +144,87 @@ def test_json_lines_hold_the_same_rows_with_exact_values(anvil_node, chain, tmp_
     assert transfers[0]["value"] == str(2**64 + 3) and isinstance(transfers[0]["log_index"], int)
 
 
-def test_a_reorg_of_blocks_not_yet_read_is_exported_as_the_new_chain(tmp_path):
-    node = Anvil(tmp_path / "node").start()
-    try:
-        a = node.accounts
-        token = node.deploy_token()
-        for value in range(1, 7):
-            node.transfer(token, a[0], a[1], value)
-        head = node.block_number()
-        reorganized = []
+def test_a_reorg_of_blocks_not_yet_read_is_exported_as_the_new_chain(new_anvil, tmp_path):
+    node = new_anvil()
+    a = node.accounts
+    token = node.deploy_token()
+    for value in range(1, 7):
+        node.transfer(token, a[0], a[1], value)
+    head = node.block_number()
+    reorganized = []
 
-        def reorg_after_the_first_batch(result):
-            if not reorganized:  # the newest two blocks, far from the batch just read
-                node.reorg(2, [(token, a[0], a[2], 100, 0), (token, a[0], a[3], 200, 1)])
-                reorganized.append(True)
+    def reorg_after_the_first_batch(result):
+        if not reorganized:  # the newest two blocks, far from the batch just read
+            node.reorg(2, [(token, a[0], a[2], 100, 0), (token, a[0], a[3], 200, 1)])
+            reorganized.append(True)
 
-        with EthereumRpc(node.url, **FAST) as rpc:
-            result = export_range(
-                rpc, 0, head, str(tmp_path / "out"), batch_blocks=2, on_progress=reorg_after_the_first_batch
-            )
-        _, transfers = read_csv(tmp_path / "out" / "token_transfers" / f"token_transfers_0_{head}.csv")
-        assert [t["value"] for t in transfers][-2:] == ["100", "200"]
-        _, blocks = read_csv(tmp_path / "out" / "blocks" / f"blocks_0_{head}.csv")
-        assert [b["hash"] for b in blocks] == [node.block(n)["hash"] for n in range(head + 1)]
-        assert result.blocks == head + 1 and result.transfers == 1 + 4 + 2
-    finally:
-        node.close()
+    with EthereumRpc(node.url, **FAST) as rpc:
+        result = export_range(
+            rpc, 0, head, str(tmp_path / "out"), batch_blocks=2, on_progress=reorg_after_the_first_batch
+        )
+    _, transfers = read_csv(tmp_path / "out" / "token_transfers" / f"token_transfers_0_{head}.csv")
+    assert [t["value"] for t in transfers][-2:] == ["100", "200"]
+    _, blocks = read_csv(tmp_path / "out" / "blocks" / f"blocks_0_{head}.csv")
+    assert [b["hash"] for b in blocks] == [node.block(n)["hash"] for n in range(head + 1)]
+    assert result.blocks == head + 1 and result.transfers == 1 + 4 + 2
 
 
-def test_a_reorg_of_written_blocks_fails_the_export_and_leaves_no_files(tmp_path):
-    node = Anvil(tmp_path / "node").start()
-    try:
-        a = node.accounts
-        token = node.deploy_token()
-        for value in range(1, 5):
-            node.transfer(token, a[0], a[1], value)
-        head = node.block_number()
+class ReorgBeforeTheFirstLogs(EthereumRpc):
+    """A client of the real node that reorganizes it between reading a batch's blocks and its logs,
+    the moment a reorg near the head can strike."""
 
-        def reorg_what_was_read(result):
-            if result.blocks_read == 4:  # blocks 0..3 are read; replace 2..head
-                node.reorg(head - 1, [(token, a[0], a[2], 9, 0)])
+    reorg = None
 
-        out = tmp_path / "out"
-        with EthereumRpc(node.url, **FAST) as rpc, pytest.raises(ChainChanged, match="left the chain"):
-            export_range(rpc, 0, head, str(out), batch_blocks=2, on_progress=reorg_what_was_read)
-        assert [name for _, _, names in os.walk(out) for name in names] == []
-    finally:
-        node.close()
+    def transfer_logs(self, from_block, to_block, addresses=()):
+        if self.reorg is not None:
+            self.reorg, reorg = None, self.reorg
+            reorg()
+        return super().transfer_logs(from_block, to_block, addresses)
 
 
-def test_a_node_lost_mid_export_leaves_no_files(tmp_path):
-    node = Anvil(tmp_path / "node").start()
+def test_a_reorg_between_blocks_and_logs_reads_the_batch_again(new_anvil, tmp_path):
+    node = new_anvil()
+    a = node.accounts
+    token = node.deploy_token()
+    for value in range(1, 5):
+        node.transfer(token, a[0], a[1], value)
+    head = node.block_number()
+    with ReorgBeforeTheFirstLogs(node.url, **FAST) as rpc:
+        rpc.reorg = lambda: node.reorg(2, [(token, a[0], a[2], 300, 0)])
+        result = export_range(rpc, 0, head, str(tmp_path / "out"))
+    assert result.rereads == 1
+    _, blocks = read_csv(tmp_path / "out" / "blocks" / f"blocks_0_{head}.csv")
+    assert [b["hash"] for b in blocks] == [node.block(n)["hash"] for n in range(head + 1)]
+    _, transfers = read_csv(tmp_path / "out" / "token_transfers" / f"token_transfers_0_{head}.csv")
+    assert [t["value"] for t in transfers] == [str(10**30), "1", "2", "300"]
+    assert {t["block_hash"] for t in transfers} <= {b["hash"] for b in blocks}
+
+
+def test_a_reorg_of_written_blocks_fails_the_export_and_leaves_no_files(new_anvil, tmp_path):
+    node = new_anvil()
+    a = node.accounts
+    token = node.deploy_token()
+    for value in range(1, 5):
+        node.transfer(token, a[0], a[1], value)
+    head = node.block_number()
+
+    def reorg_what_was_read(result):
+        if result.blocks_read == 4:  # blocks 0..3 are read; replace 2..head
+            node.reorg(head - 1, [(token, a[0], a[2], 9, 0)])
+
+    out = tmp_path / "out"
+    with EthereumRpc(node.url, **FAST) as rpc, pytest.raises(ChainChanged, match="left the chain"):
+        export_range(rpc, 0, head, str(out), batch_blocks=2, on_progress=reorg_what_was_read)
+    assert [name for _, _, names in os.walk(out) for name in names] == []
+
+
+def test_a_node_lost_mid_export_leaves_no_files(new_anvil, tmp_path):
+    node = new_anvil()
     node.mine(10)
     out = tmp_path / "out"
-    try:
-        with EthereumRpc(node.url, attempts=2, **FAST) as rpc, pytest.raises(NodeUnreachable):
-            export_range(rpc, 0, 10, str(out), batch_blocks=3, on_progress=lambda result: node.stop())
-        assert [name for _, _, names in os.walk(out) for name in names] == []
-    finally:
-        node.close()
+    with EthereumRpc(node.url, attempts=2, **FAST) as rpc, pytest.raises(NodeUnreachable):
+        export_range(rpc, 0, 10, str(out), batch_blocks=3, on_progress=lambda result: node.stop())
+    assert [name for _, _, names in os.walk(out) for name in names] == []
 
 
 def one_line_error(done: subprocess.CompletedProcess) -> str:

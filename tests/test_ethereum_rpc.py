@@ -26,10 +26,11 @@ from io_connectors.ethereum_rpc import (
     transfer_rows,
 )
 from runners.ports import free_port
-from tests.support.anvil import Anvil, anvil_node_fixture
+from tests.support.anvil import anvil_node_fixture, new_anvil_fixture
 from tests.support.paths import ROOT
 
 anvil_node = anvil_node_fixture()
+new_anvil = new_anvil_fixture()
 
 FAST = {"backoff_base": 0.01, "backoff_cap": 0.02}
 """Retries without the production waits."""
@@ -422,8 +423,8 @@ def test_a_slow_answer_times_out_and_is_retried(scripted):
     assert len(node.requests) == 2
 
 
-def test_node_down_then_up_retry_succeeds(tmp_path):
-    node = Anvil(tmp_path)  # its port is chosen, nothing listens there yet
+def test_node_down_then_up_retry_succeeds(new_anvil):
+    node = new_anvil(start=False)  # its port is chosen, nothing listens there yet
     problems = []
 
     def start_node(attempt, problem):
@@ -431,11 +432,8 @@ def test_node_down_then_up_retry_succeeds(tmp_path):
         if attempt == 2:
             node.start()
 
-    try:
-        with EthereumRpc(node.url, attempts=5, on_retry=start_node, **FAST) as rpc:
-            assert rpc.block_number() == 0
-    finally:
-        node.close()
+    with EthereumRpc(node.url, attempts=5, on_retry=start_node, **FAST) as rpc:
+        assert rpc.block_number() == 0
     assert len(problems) == 2 and all("ConnectError" in problem for problem in problems)
 
 
@@ -461,34 +459,31 @@ def test_urls_are_shown_without_their_secrets():
 # -- anvil's reorganizations, as the chain tests drive them --------------------------------------
 
 
-def test_reorg_replaces_the_newest_blocks_and_their_transfers(tmp_path):
-    node = Anvil(tmp_path).start()
-    try:
-        a = node.accounts
-        token = node.deploy_token()
-        for value in (1, 2, 3):
-            node.transfer(token, a[0], a[1], value)
-        head = node.block_number()
-        before = [node.block(n)["hash"] for n in range(head + 1)]
-        node.reorg(2, [(token, a[0], a[2], 20, 0), (token, a[0], a[3], 30, 1)])
-        after = [node.block(n)["hash"] for n in range(head + 1)]
-        assert node.block_number() == head
-        assert after[: head - 1] == before[: head - 1] and all(x != y for x, y in zip(after[-2:], before[-2:]))
-        with EthereumRpc(node.url, **FAST) as rpc:
-            logs = rpc.transfer_logs(head - 1, head)
-            rows, _ = transfer_rows(logs, {h: 0 for h in after}, "test")
-            assert [(r["to_address"], r["value"], r["block_number"]) for r in rows] == [
-                (a[2], "20", head - 1),
-                (a[3], "30", head),
-            ]
-            snapshot = node.snapshot()
-            node.mine(2)
-            orphaned = node.block("latest")["hash"]
-            node.reorg_from_snapshot(snapshot, [(token, a[0], a[4], 40)])
-            assert node.block_number() == head + 2 and node.block("latest")["hash"] != orphaned
-            assert rpc.block_by_hash(orphaned) is None
-    finally:
-        node.close()
+def test_reorg_replaces_the_newest_blocks_and_their_transfers(new_anvil):
+    node = new_anvil()
+    a = node.accounts
+    token = node.deploy_token()
+    for value in (1, 2, 3):
+        node.transfer(token, a[0], a[1], value)
+    head = node.block_number()
+    before = [node.block(n)["hash"] for n in range(head + 1)]
+    node.reorg(2, [(token, a[0], a[2], 20, 0), (token, a[0], a[3], 30, 1)])
+    after = [node.block(n)["hash"] for n in range(head + 1)]
+    assert node.block_number() == head
+    assert after[: head - 1] == before[: head - 1] and all(x != y for x, y in zip(after[-2:], before[-2:]))
+    with EthereumRpc(node.url, **FAST) as rpc:
+        logs = rpc.transfer_logs(head - 1, head)
+        rows, _ = transfer_rows(logs, {h: 0 for h in after}, "test")
+        assert [(r["to_address"], r["value"], r["block_number"]) for r in rows] == [
+            (a[2], "20", head - 1),
+            (a[3], "30", head),
+        ]
+        snapshot = node.snapshot()
+        node.mine(2)
+        orphaned = node.block("latest")["hash"]
+        node.reorg_from_snapshot(snapshot, [(token, a[0], a[4], 40)])
+        assert node.block_number() == head + 2 and node.block("latest")["hash"] != orphaned
+        assert rpc.block_by_hash(orphaned) is None
 
 
 def test_the_committed_contract_artifact_is_what_the_sources_compile_to():

@@ -6,6 +6,10 @@ Anvil's accounts are unlocked, so ``eth_sendTransaction`` needs no signing; argu
 ABI-encoded here for the few types the test contracts take. A test module shares one node::
 
     anvil_node = anvil_node_fixture()  # module scope; a test takes ``anvil_node`` (an ``Anvil``)
+
+and a test that stops, restarts or reorganizes a node of its own takes ``new_anvil``::
+
+    new_anvil = new_anvil_fixture()    # new_anvil() starts one, new_anvil(start=False) only picks its port
 """
 
 from __future__ import annotations
@@ -281,3 +285,21 @@ def anvil_node_fixture(scope: str = "module"):
             yield anvil
 
     return node
+
+
+def new_anvil_fixture():
+    """A pytest fixture named ``new_anvil``: a function giving nodes of the test's own, closed after it."""
+
+    @pytest.fixture(name="new_anvil")
+    def factory(tmp_path_factory):
+        nodes: list[Anvil] = []
+
+        def new(start: bool = True) -> Anvil:
+            nodes.append(Anvil(tmp_path_factory.mktemp("anvil")))
+            return nodes[-1].start() if start else nodes[-1]
+
+        yield new
+        for node in nodes:
+            node.close()
+
+    return factory
