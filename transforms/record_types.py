@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import feed_status
+from transforms import feed_status, token_transfers
 from transforms.arrow_arrays import one_array, one_value
 from transforms.sized_coders import ArrowTableCoder
 from transforms.trade_batch import rows_dead_letters
@@ -111,7 +111,20 @@ FEED_STATUS = RecordType(
     feed_status.status_dead_letters,
 )
 
-RECORD_TYPES = {t.name: t for t in (TRADE, FEED_STATUS)}
+TOKEN_TRANSFER = RecordType(
+    "token_transfer",
+    "event_time",
+    ("chain",),
+    "transfer_id",
+    token_transfers.invalid_transfer_rows,
+    token_transfers.rejected_transfer_dead_letters,
+    token_transfers.split_by_chain,
+    token_transfers.transfer_chunks_of,
+    token_transfers.TokenTransferChunk,
+    token_transfers.transfer_dead_letters,
+)
+
+RECORD_TYPES = {t.name: t for t in (TRADE, FEED_STATUS, TOKEN_TRANSFER)}
 
 
 def record_type(name: str) -> RecordType:
