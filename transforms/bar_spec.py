@@ -34,6 +34,8 @@ class BarSpec:
     """Information-driven bars (tick, volume, dollar), one table each."""
     consolidation: object = None
     """``transforms.consolidation.ConsolidationSpec`` for consolidated bars across venues, or None."""
+    chain: object = None
+    """``transforms.chain_spec.ChainSpec`` for tables of on-chain token transfers, or None."""
 
     @classmethod
     def of(cls, interval: str, **kwargs) -> "BarSpec":
@@ -51,8 +53,12 @@ class BarSpec:
                 f"information bars count from each UTC day's start: an interval of {self.interval.text} "
                 "would put one window (the grain of their lateness and dedupe) across days; use 1d or less"
             )
-        if not self.time_bars and not self.thresholds and self.consolidation is None:
-            raise ValueError("no bars asked for: time bars, information bars, consolidated bars or several")
+        if not self.time_bars and not self.thresholds and self.consolidation is None and self.chain is None:
+            raise ValueError(
+                "no bars asked for: time bars, information bars, consolidated bars, on-chain tables or several"
+            )
+        if self.chain is not None and self.chain.fusions and self.accumulation != "accumulating":
+            raise ValueError("a chain-market fusion joins the newest pane of each side: it needs accumulating panes")
         if self.consolidation is not None and self.consolidation.interval.micros % self.interval.micros:
             raise ValueError(
                 f"consolidated bars of {self.consolidation.interval.text} must be a whole number of the "

@@ -154,13 +154,15 @@ _EMPTY = np.zeros(0, np.uint64)
 
 class DedupeTrades(beam.PTransform):
     """Timestamped (window key, TradeChunk) in the global window -> (window key, UniqueRecords),
-    and dead letters; ``expiry_of_window(window start)`` is when a window's state may go."""
+    and dead letters; ``expiry_of_window(window start)`` is when a window's state may go.
+    ``output_hint`` types the output's key: (exchange, symbol, window start) unless the record
+    type's key says otherwise."""
 
-    def __init__(self, expiry_of_window, counted_as: str = "", label=None):
+    def __init__(self, expiry_of_window, counted_as: str = "", output_hint=ByWindow, label=None):
         super().__init__(label)
-        self._expiry_of_window, self._counted_as = expiry_of_window, counted_as
+        self._expiry_of_window, self._counted_as, self._output_hint = expiry_of_window, counted_as, output_hint
 
     def expand(self, chunks):
         return chunks | "Dedupe" >> beam.ParDo(_DedupeFn(self._expiry_of_window, self._counted_as)).with_output_types(
-            ByWindow
+            self._output_hint
         ).with_outputs(DEAD_LETTER_TAG, main="unique")

@@ -8,6 +8,8 @@ running Dataflow job was launched with (``TradesToBars/Dedupe``...), which ``--u
 
 from __future__ import annotations
 
+import typing
+
 from transforms.bar_spec import BarSpec
 from transforms.dedupe import DedupeTrades
 from transforms.keys import KeyRecords
@@ -25,6 +27,8 @@ def event_time_skeleton(records, record_type: RecordType, spec: BarSpec, time_bo
         | "KeyBySymbol" >> KeyRecords(record_type)
         | "RouteTooLateAndStampEventTime" >> RouteTooLateAndChunk(spec, record_type)
     )
-    deduplicated = in_time.in_time | "Dedupe" >> DedupeTrades(spec.runner_expiry_micros, counted_as)
+    deduplicated = in_time.in_time | "Dedupe" >> DedupeTrades(
+        spec.runner_expiry_micros, counted_as, typing.Tuple[record_type.window_key_hint, typing.Any]
+    )
     unique = deduplicated.unique | "Window" >> spec.window_into()
     return unique, [valid.dead_letter, in_time.dead_letter, deduplicated.dead_letter]

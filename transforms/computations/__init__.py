@@ -11,14 +11,18 @@ Beam-free at import: the command line plans and checks runs with it before Beam 
 from __future__ import annotations
 
 from transforms.computations.base import Computation, OutputTable
+from transforms.computations.chain_market_fusion import ChainMarketFusion
 from transforms.computations.consolidated_bars import ConsolidatedBars
 from transforms.computations.information_bars import InformationBars
 from transforms.computations.time_bars import TIME_BARS, TimeBars
+from transforms.computations.token_flows import TokenFlows
 
 COMPUTATIONS: tuple[Computation, ...] = (
     TimeBars(),
     InformationBars(),
     ConsolidatedBars(),
+    TokenFlows(),
+    ChainMarketFusion(),  # after the tables it joins
 )
 
 
@@ -31,7 +35,9 @@ def output_tables(spec) -> tuple[OutputTable, ...]:
 def counted_table(names) -> str | None:
     """Of the tables named (a run's, or those found in an output), the one whose final bars the
     accounting counts trades in: the first in the computations' order, time bars when there are any."""
-    order = [table.name for computation in COMPUTATIONS for table in computation.all_tables()]
+    order = [
+        table.name for computation in COMPUTATIONS for table in computation.all_tables() if table.record_type == "trade"
+    ]
     found = [name for name in order if name in names]
     return found[0] if found else None
 

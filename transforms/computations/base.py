@@ -12,6 +12,11 @@ class OutputTable(NamedTuple):
     name: str
     schema: str
     identity: tuple[str, ...]
+    record_type: str = "trade"
+    """The record type its rows are built from; "" for a table built from other tables."""
+    final_counters: tuple[tuple[str, str], ...] = ()
+    """(field, counter) pairs: each field summed over the table's final rows into that counter,
+    for the accounting of a record type other than trades (trades are counted by ``trade_count``)."""
 
     @property
     def suffix(self) -> str:
@@ -36,6 +41,8 @@ class Computation:
     def expand(self, unique, spec, others: dict) -> tuple[dict, list]:
         """Apply it to the deduplicated trades ((window key, UniqueRecords), windowed): returns
         ({table name: bar panes in the global window}, [its dead letters]). ``others`` holds the
-        deduplicated records of other types the run reads, by type (``feed_status``). Called only
+        deduplicated records of other types the run reads, by type (``feed_status``,
+        ``token_transfer``), and under ``tables`` the tables computations before it in
+        ``COMPUTATIONS`` built (a fusion of two tables reads them there). Called only
         when ``tables(spec)`` is not empty, inside ``TradesToBars``, so its step names are scoped there."""
         raise NotImplementedError
