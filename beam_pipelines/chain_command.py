@@ -10,28 +10,17 @@ each holds), shows progress, and ends with a summary table.
 returns the exit code: 0 when the range is written, 2 for a user error (a bad URL, a node that does
 not answer, a range the node does not have), 3 when the chain changed under the export in a way
 re-reading could not mend or the disk failed; an error is one line on stderr, never a traceback.
-Also runnable alone: ``python -m beam_pipelines.chain_command chain export ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from beam_pipelines.cli_common import (
-    EXIT_PIPELINE_FAILED,
-    EXIT_USER_ERROR,
-    PipelineFailed,
-    UserError,
-    _Parser,
-    check_writable,
-)
-from io_connectors.chain_export import FORMATS, ChainChanged, ExportError, ExportResult, check_range, export_range
-from io_connectors.ethereum_rpc import EthereumRpc, RpcError, display_url
+from beam_pipelines.cli_common import PipelineFailed, UserError, check_writable
 
 DEFAULT_BATCH_BLOCKS = 100
 
@@ -50,7 +39,7 @@ def add_chain_parser(subparsers) -> argparse.ArgumentParser:
     export.add_argument("--to-block", required=True, type=int, metavar="M", help="last block to export (inclusive)")
     export.add_argument("--out", required=True, metavar="DIR", help="output directory")
     export.add_argument(
-        "--format", default="csv", choices=sorted(FORMATS), help="csv (default) or json (JSON lines), as ethereum-etl"
+        "--format", default="csv", choices=("csv", "json"), help="csv (default) or json (JSON lines), as ethereum-etl"
     )
     export.add_argument(
         "--batch-blocks",
@@ -64,23 +53,17 @@ def add_chain_parser(subparsers) -> argparse.ArgumentParser:
     return chain
 
 
-def run_chain(args, console: Console | None = None) -> int:
-    """Run ``cryptobeam chain ...``; its exit code, after one line on stderr for an error."""
-    try:
-        return _export(args, console or Console())
-    except UserError as error:
-        print(f"cryptobeam: error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except PipelineFailed as error:
-        print(f"cryptobeam: error: {error}", file=sys.stderr)
-        return EXIT_PIPELINE_FAILED
-    except OSError as error:  # the disk filled up, a directory vanished
-        where = f": {error.filename}" if error.filename else ""
-        print(f"cryptobeam: error: {error.strerror or error}{where}", file=sys.stderr)
-        return EXIT_PIPELINE_FAILED
+def run_chain(args, console: Console) -> int:
+    """Run ``cryptobeam chain ...``; errors are raised as ``UserError`` or ``PipelineFailed`` for the
+    command line to print as one line."""
+    return _export(args, console)
 
 
 def _export(args, console: Console) -> int:
+    # httpx and the export: the command line imports this module at start, for its parser
+    from io_connectors.chain_export import ChainChanged, ExportError, ExportResult, check_range, export_range
+    from io_connectors.ethereum_rpc import EthereumRpc, RpcError, display_url
+
     if args.timeout <= 0:
         raise UserError("--timeout must be positive")
     try:
@@ -96,7 +79,7 @@ def _export(args, console: Console) -> int:
         total = max(args.to_block - args.from_block + 1, 0)
         task = progress.add_task("exporting blocks", total=total, transfers="")
 
-        def on_progress(result: ExportResult) -> None:
+        def on_progress(result: "ExportResult") -> None:
             retried = f", {result.retries:,} requests retried" if result.retries else ""
             progress.update(task, completed=result.blocks_read, transfers=f"{result.transfers:,} transfers{retried}")
 
@@ -134,7 +117,7 @@ def _progress(disabled: bool) -> Progress:
     )
 
 
-def summary_table(result: ExportResult, out: str) -> Table:
+def summary_table(result, out: str) -> Table:
     table = Table(title=f"cryptobeam chain export → {out}", show_header=True, header_style="bold")
     table.add_column("records", justify="left")
     table.add_column("count", justify="right")
@@ -157,22 +140,3 @@ def summary_table(result: ExportResult, out: str) -> Table:
     for name, value in rows:
         table.add_row(name, value)
     return table
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="cryptobeam")
-    add_chain_parser(parser.add_subparsers(dest="command", parser_class=_Parser, required=True))
-    try:
-        args = parser.parse_args(argv)
-    except UserError as error:
-        print(f"cryptobeam: error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    try:
-        return run_chain(args)
-    except KeyboardInterrupt:
-        print("cryptobeam: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,6 +15,7 @@ import time
 from datetime import date
 from typing import TYPE_CHECKING
 
+from beam_pipelines.chain_command import add_chain_parser, run_chain
 from beam_pipelines.cli_common import (
     ERROR_LOG,
     EXIT_PIPELINE_FAILED,
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("out", help="output directory of a backfill or a stream")
     add_report_parser(commands)
     add_iceberg_parser(commands)
+    add_chain_parser(commands)
     dataflow = commands.add_parser("dataflow", help="Google Cloud Dataflow: plan a job offline")
     plan = dataflow.add_subparsers(dest="dataflow_command", parser_class=_Parser, required=True).add_parser(
         "plan", help="build the Dataflow job with Beam's dry run (no network) and write its graph for review"
@@ -672,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_report(args, console)
         if args.command == "iceberg":
             return run_iceberg(args, console)
+        if args.command == "chain":
+            return run_chain(args, console)
         if args.command == "sinks":
             return list_sinks(console)
         return list_sources(console)

@@ -27,6 +27,8 @@ bash scripts/install_kafka.sh               # Kafka's jars for a real local brok
 bash scripts/install_prism.sh               # Prism, the local streaming runner, from the Go module proxy
 bash scripts/install_flink.sh               # a Flink 1.19 cluster (own venv) and Beam's Flink job server jar
 bash scripts/install_debian_packages.sh     # Prometheus with promtool, and Chromium for the report's browser test
+bash scripts/install_anvil.sh               # anvil, a local Ethereum node for the chain tests, from the npm registry
+bash scripts/install_solc.sh                # solc for the test that recompiles contracts/*.sol against contracts/compiled.json
 echo "$WANTED" > "$STAMP"
 if [ "${CRYPTOBEAM_SKIP_DEMO:-0}" != "1" ]; then
   .venv/bin/cryptobeam backfill --source binance-aggtrades --input 'data/XRPETH-aggTrades-*.zip' \

@@ -23,6 +23,8 @@ SERVICE_FIXTURES = {
     "prism_job_server": "prism",
     "python_job_service": "prism",
     "browser": "browser",
+    "anvil_node": "ethereum",
+    "new_anvil": "ethereum",
 }
 """A test that takes one of these fixtures needs that service running (its marker)."""
 SERVICE_MODULES = {

@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from io_connectors.chain_export import ChainChanged, export_range
 from io_connectors.ethereum_rpc import EthereumRpc, NodeUnreachable
 from runners.ports import free_port
 from tests.support.anvil import anvil_node_fixture, new_anvil_fixture
-from tests.support.paths import ROOT
+from tests.support.paths import CLI, ROOT
 
 anvil_node = anvil_node_fixture()
 new_anvil = new_anvil_fixture()
@@ -38,7 +37,7 @@ FAST = {"backoff_base": 0.01, "backoff_cap": 0.02}
 def chain_command(*args: str) -> subprocess.CompletedProcess:
     """``cryptobeam chain ...`` in its own process."""
     return subprocess.run(
-        [sys.executable, "-m", "beam_pipelines.chain_command", "chain", *args],
+        [CLI, "chain", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
