@@ -335,6 +335,7 @@ def test_wrong_chain_options_are_one_line_errors(anvil_node, kafka_bootstrap, ca
         (("--reorg-depth", "0"), "--reorg-depth must be at least 1"),
         (("--safe-depth", "70"), "--safe-depth must be at most --finalized-depth"),
         (("--transfers-topic", names["blocks"]), "must differ"),
+        (("--feed", "binance:BTCUSDT", "--max-trades", "5"), "--feed, --max-trades: exchanges' options"),
     ]
     for options, message in cases:
         assert run_chain_collect(chain_args(anvil_node, kafka_bootstrap, names, *options)) == 2

@@ -74,6 +74,8 @@ from io_connectors.ethereum_rpc import EthereumRpc, RpcError, checked_rpc_url, d
 log = logging.getLogger("cryptobeam.collect")
 progress_log = logging.getLogger("cryptobeam.collect.progress")
 CHAINS = ("ethereum",)
+EXCHANGE_OPTIONS = ("--feed", "--exchange", "--symbols", "--channel", "--ws-url", "--rest-url", "--max-trades")
+"""``collect``'s options that only exchanges' feeds take."""
 EXIT_UNRECONCILED, EXIT_USER_ERROR, EXIT_PIPELINE_FAILED = 1, 2, 3  # README's exit codes
 LOGGED_FAILURES = 20  # then only every 100th, so a node down for hours cannot flood the log
 
@@ -296,8 +298,11 @@ def add_chain_collect_options(parser) -> None:
 
 def chain_settings(args) -> ChainCollectSettings:
     """The settings from the options, or ``ChainOptionError`` naming what is wrong."""
-    if getattr(args, "feed", None) or getattr(args, "exchange", None) or getattr(args, "symbols", None):
-        raise ChainOptionError("--chain collects a chain; exchanges' --feed/--exchange/--symbols go in another run")
+    exchange_only = [flag for flag in EXCHANGE_OPTIONS if getattr(args, flag.lstrip("-").replace("-", "_"), None)]
+    if exchange_only:
+        raise ChainOptionError(
+            f"{', '.join(exchange_only)}: exchanges' options; --chain collects a chain, in a run of its own"
+        )
     if not args.rpc:
         raise ChainOptionError("--chain needs --rpc URL, the node's JSON-RPC endpoint")
     try:
