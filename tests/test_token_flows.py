@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from beam_pipelines.accounting import counters_of
 from runners.profiles import in_process_runner
+from schemas import field_names
 from tests.support.chain_records import (
     T0_SECONDS,
     address,
@@ -206,6 +207,8 @@ def test_backfilled_tables_equal_the_reference_and_every_transfer_is_accounted_f
     spec = BarSpec.of("1m", time_bars=False, chain=chain_spec())
     activity, flows, dead, counters = _run_batch([raw_transfers(rows[:70]), raw_transfers(rows[70:])], spec)
     assert dead == []
+    assert all(set(row) == set(field_names("token_activity")) for row in activity)
+    assert all(set(row) == set(field_names("exchange_flow")) for row in flows)
     decimals = {token.address: token.decimals for token in TOKENS}
     expected = reference_activity(rows, MINUTE_US, decimals)
     got = {(row["exchange"], row["token_address"], row["window_start"]): row for row in activity}

@@ -22,6 +22,7 @@ from apache_beam.transforms import trigger as triggers
 from apache_beam.transforms import window as windows
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from schemas import field_names
 from transforms.bar_kinds import DAY_MICROS
 from transforms.bar_spec import BarSpec
 from transforms.bars import PANE_TIMING_NAMES
@@ -42,7 +43,7 @@ class _WindowOfRow(windows.NonMergingWindowFn):
         return [windows.IntervalWindow(Timestamp(micros=start), Timestamp(micros=start + self._size_us))]
 
     def get_window_coder(self):
-        return beam.coders.IntervalWindowCoder()
+        return beam.coders.coders.IntervalWindowCoder()
 
 
 def market_interval(spec: BarSpec, fusion: Fusion):
@@ -83,6 +84,7 @@ class _FuseWindow(beam.DoFn):
         self._spec = spec
         self._labelled = spec.chain.labels is not None
         self._tokens = {(t.chain, t.address): t for t in spec.chain.tokens}
+        self._absent = dict.fromkeys(field_names("chain_market_fusion"))  # a side a window lacks stays null
 
     def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         (position, start), sides = element
@@ -92,6 +94,7 @@ class _FuseWindow(beam.DoFn):
             rows[side].append(row)
         interval = market_interval(self._spec, fusion)
         fused = {
+            **self._absent,
             "exchange": fusion.exchange,
             "symbol": fusion.symbol,
             "asset": fusion.asset,
