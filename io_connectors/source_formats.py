@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
-from io_connectors.formats import binance, coinbase, kraken, normalized, tardis
+from io_connectors.formats import binance, coinbase, kraken, normalized, tardis, token_transfer_records
 from io_connectors.formats.symbols import binance_symbol_from_name, leading_symbol_from_name
 from io_connectors.instruments import with_canonical_instruments
 
@@ -24,6 +24,9 @@ class SourceFormat:
     layout: str  # "text", "parquet" or "avro"
     default_exchange: str | None
     symbol_from_name: Callable[[str], str | None] | None = None
+    record_type: str = "trade"
+    """What its parser gives: ``trade`` or another record type of ``transforms.record_types``
+    (``token_transfer``); a run reads each record type through its own skeleton."""
 
 
 SOURCES = {
@@ -80,8 +83,20 @@ SOURCES = {
         SourceFormat(
             "avro", "Avro files in the normalized trade schema", normalized.parse_normalized, "avro", None, None
         ),
+        SourceFormat(
+            "ethereum-etl-token-transfers",
+            "ethereum-etl token_transfers export: ERC-20 transfers, CSV or JSON lines (on-chain tables)",
+            token_transfer_records.parse_ethereum_etl_transfers,
+            "text",
+            None,
+            None,
+            record_type="token_transfer",
+        ),
     ]
 }
+
+RECORD_TYPE_INPUTS = {"trade": "trades", "token_transfer": "token_transfers"}
+"""The name ``TradesToBars`` takes each record type's raw batches under."""
 
 
 SOURCE_FORMAT_KEY = "source_format"
@@ -111,7 +126,10 @@ def parser_for(
     """The source's parser with the user's overrides bound in, its trades carrying canonical base
     and quote (the shipped instruments table, extended by the ``instruments`` CSV if given).
 
-    Raises InstrumentsError for an unusable ``instruments`` file."""
+    Raises InstrumentsError for an unusable ``instruments`` file. Records other than trades
+    carry no instrument: their parser is the source's own."""
+    if source.record_type != "trade":
+        return source.parser
     options = {"symbol": symbol}
     if exchange or source.default_exchange:
         options["exchange"] = exchange or source.default_exchange
@@ -130,6 +148,28 @@ def parser_for_sources(
     if len(parsers) == 1:
         return next(iter(parsers.values()))
     return ParserBySource(parsers)
+
+
+def parsers_by_input(
+    sources: dict[str, SourceFormat],
+    exchange: str | None = None,
+    symbol: str | None = None,
+    instruments: str | None = None,
+) -> dict[str, Callable]:
+    """{``TradesToBars`` input name (``trades``, ``token_transfers``): the parser of the run's
+    sources of that record type}."""
+    by_type: dict[str, dict[str, SourceFormat]] = {}
+    for name, source in sources.items():
+        by_type.setdefault(source.record_type, {})[name] = source
+    return {
+        RECORD_TYPE_INPUTS[record_type]: parser_for_sources(of_type, exchange, symbol, instruments)
+        for record_type, of_type in by_type.items()
+    }
+
+
+def record_type_of(raw) -> str:
+    """The record type of a raw batch read by ``io_connectors.sources`` (its format says)."""
+    return SOURCES[raw.extra[SOURCE_FORMAT_KEY]].record_type
 
 
 class ParserBySource:
