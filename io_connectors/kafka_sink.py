@@ -1,10 +1,11 @@
 """Kafka sink for bars: one message per pane, Avro single-object encoded (``io_connectors.avro_wire``).
 
 Key ``exchange:symbol`` (one symbol's bars stay in order on one partition), message timestamp
-the bar's window end. The producer is set for throughput and safety: idempotence, acks=all, lz4,
-a short linger. A message Kafka finally refuses becomes a dead letter with Kafka's error. A broker
-that is away is waited for: a bundle ends only once each of its messages has been delivered or
-refused, which librdkafka settles within ``message.timeout.ms`` (5 minutes by default).
+the bar's window end. The producer has the project's settings (``io_connectors.kafka_producer``):
+idempotence, acks=all, lz4, a short linger. A message Kafka finally refuses becomes a dead letter
+with Kafka's error. A broker that is away is waited for: a bundle ends only once each of its
+messages has been delivered or refused, which librdkafka settles within ``message.timeout.ms``
+(5 minutes by default).
 """
 
 from __future__ import annotations
@@ -17,31 +18,11 @@ from apache_beam.transforms.window import GlobalWindows
 from confluent_kafka import Producer
 
 from io_connectors.avro_wire import encode
+from io_connectors.kafka_producer import PRODUCER_SETTINGS, produce
 from transforms.dead_letter import DEAD_LETTER_TAG, dead_letter
 
-PRODUCER_SETTINGS = {
-    "enable.idempotence": True,
-    "acks": "all",
-    "compression.type": "lz4",
-    "linger.ms": 10,
-    "batch.size": 65536,
-    "max.in.flight.requests.per.connection": 5,
-    "log_level": 3,
-}
 FLUSH_STEP_S = 10
 """How long one wait for deliveries lasts before the wait is logged and begun again."""
-
-
-def produce(producer, topic: str, value: bytes, key: str | None, timestamp_ms: int, on_delivery=None) -> None:
-    """Queue one message; when the local queue is full, let deliveries drain and retry.
-    Every producer of the project (sink, replay, collectors, benchmarks) goes through here."""
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key, timestamp=timestamp_ms, on_delivery=on_delivery)
-            break
-        except BufferError:
-            producer.poll(0.1)
-    producer.poll(0)
 
 
 class _ProduceBars(beam.DoFn):

@@ -16,7 +16,7 @@ import pyarrow as pa
 from confluent_kafka import Producer
 
 from io_connectors.avro_wire import encode
-from io_connectors.kafka_sink import PRODUCER_SETTINGS, produce
+from io_connectors.kafka_producer import PRODUCER_SETTINGS, produce
 from io_connectors.source_formats import SourceFormat
 from io_connectors.sources import read_raw_batches
 from transforms.trade_batch import TRADE_FIELDS

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from io_connectors.avro_wire import encode
-from io_connectors.kafka_sink import PRODUCER_SETTINGS, produce
+from io_connectors.kafka_producer import PRODUCER_SETTINGS, produce
 
 log = logging.getLogger("cryptobeam.collect")
 
