@@ -20,6 +20,7 @@ from io_connectors.formats.ethereum_etl import (
     TOKEN_TRANSFER_EXPORT,
     parse_blocks,
     parse_export,
+    parse_rows,
     parse_token_transfers,
     write_csv_text,
     write_json_lines,
@@ -481,6 +482,26 @@ def test_lines_of_both_kinds_in_one_batch_come_out_in_line_order():
     text += f"{swap(5, '3')}\n"
     table, dead = parse_token_transfers(batch(text))
     assert dead == [] and table.column("log_index").to_pylist() == [1, 2, 3]
+
+
+def test_parsed_rows_say_which_line_each_row_came_from():
+    lines = [
+        ETL_TRANSFER_HEADER,
+        swap(5, "1"),
+        "",
+        swap(5, "x"),
+        json_transfer('"5"', log_index="2"),
+        f'{USDT},{ALICE},{BOB},"3",{TX},3,18000000',
+        "{broken",
+        swap(5, "4"),
+    ]
+    parsed = parse_rows(batch("\n".join(lines) + "\n", first_line=1), "token_transfers")
+    assert parsed.table.column("log_index").to_pylist() == [1, 2, 3, 4]
+    assert parsed.line_numbers.tolist() == [2, 5, 6, 8]
+    assert parsed.payloads.to_pylist() == [lines[i - 1].encode() for i in (2, 5, 6, 8)]
+    assert reasons(parsed.dead_letters) == [("malformed", 4), ("malformed", 7)]
+    empty = parse_rows(batch("\n\n", first_line=9), "blocks")
+    assert empty.table.num_rows == 0 and len(empty.line_numbers) == len(empty.payloads) == 0
 
 
 # ---------------------------------------------------------------------- blocks

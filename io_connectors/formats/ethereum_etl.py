@@ -207,8 +207,29 @@ def parse_blocks(raw: RawBatch, chain: str = DEFAULT_CHAIN, status: str = DEFAUL
     return parse_export(raw, BLOCK_EXPORT, chain, status)
 
 
+@dataclass
+class ParsedRows:
+    """A batch parsed: the table, and for each of its rows the line it was read from."""
+
+    table: pa.Table
+    line_numbers: np.ndarray
+    """1-based line number (or message offset) of each row, as the raw batch gave it."""
+    payloads: pa.Array
+    """The original bytes of each row's line."""
+    dead_letters: list[dict]
+    """One per line that did not become a row (blank lines and a good header excepted), in line order."""
+
+
 def parse_export(raw: RawBatch, kind: str | ExportKind, chain: str = DEFAULT_CHAIN, status: str = DEFAULT_STATUS):
     """(table in the kind's schema, dead letters) of a batch of CSV and/or JSON lines."""
+    parsed = parse_rows(raw, kind, chain, status)
+    return parsed.table, parsed.dead_letters
+
+
+def parse_rows(
+    raw: RawBatch, kind: str | ExportKind, chain: str = DEFAULT_CHAIN, status: str = DEFAULT_STATUS
+) -> ParsedRows:
+    """The batch parsed, with where each row came from (for records dead-lettered later on)."""
     kind = export_kind(kind)
     _check_defaults(chain, status)
     dead: list[dict] = []
@@ -225,7 +246,7 @@ def parse_export(raw: RawBatch, kind: str | ExportKind, chain: str = DEFAULT_CHA
         for fields, names, problem in _csv_fields(raw, _subset(payloads, ~is_json), numbers[~is_json], kind, dead):
             parts.append(_table_of(fields, names, problem, kind, chain, status, raw.source))
     dead.sort(key=lambda letter: letter["source_offset"])  # stable: a header's letter stays before its rows'
-    return _in_line_order(parts, kind), dead
+    return _in_line_order(parts, kind, dead)
 
 
 def _check_defaults(chain: str, status: str) -> None:
@@ -239,14 +260,19 @@ def _subset(array: pa.Array, mask: np.ndarray) -> pa.Array:
     return array if mask.all() else array.take(pa.array(np.flatnonzero(mask), pa.int64()))
 
 
-def _in_line_order(parts: list[tuple[pa.Table, np.ndarray]], kind: ExportKind) -> pa.Table:
+def _in_line_order(parts: list[tuple[pa.Table, np.ndarray, pa.Array]], kind: ExportKind, dead: list) -> ParsedRows:
     if not parts:
-        return arrow_schema(kind.schema).empty_table()
+        return ParsedRows(
+            arrow_schema(kind.schema).empty_table(), np.zeros(0, np.int64), pa.array([], pa.binary()), dead
+        )
     if len(parts) == 1:
-        return parts[0][0]
-    table = pa.concat_tables([table for table, _ in parts])
-    order = np.argsort(np.concatenate([numbers for _, numbers in parts]), kind="stable")
-    return table.take(pa.array(order, pa.int64()))
+        return ParsedRows(*parts[0], dead)
+    table = pa.concat_tables([table for table, _, _ in parts])
+    numbers = np.concatenate([numbers for _, numbers, _ in parts])
+    payloads = pa.concat_arrays([payloads for _, _, payloads in parts])
+    order = np.argsort(numbers, kind="stable")
+    index = pa.array(order, pa.int64())
+    return ParsedRows(table.take(index), numbers[order], payloads.take(index), dead)
 
 
 # --- JSON lines
@@ -562,12 +588,12 @@ def _converted(column: pa.Array, kind: str):
 
 
 def _table_of(fields: Fields, names, problem, kind: ExportKind, chain: str, status: str, source: str):
-    """(table, line numbers) of the lines that pass every check; each other line is dead-lettered
-    at its first failed check."""
+    """(table, line numbers, payloads) of the lines that pass every check; each other line is
+    dead-lettered at its first failed check."""
     rows = len(fields)
     if problem is not None:
         fields.dead_letter_lines(np.ones(rows, bool), problem[0], problem[1], source)
-        return arrow_schema(kind.schema).empty_table(), np.zeros(0, np.int64)
+        return arrow_schema(kind.schema).empty_table(), np.zeros(0, np.int64), pa.array([], pa.binary())
     position = {name: j for j, name in reversed(list(enumerate(names)))}
     raw_columns = {
         column.name: (
@@ -594,11 +620,11 @@ def _table_of(fields: Fields, names, problem, kind: ExportKind, chain: str, stat
         check(ok | ~present[column.name], reason, f"{column.name} is not {wanted}")
         converted[column.name] = values
     if good.all():  # the usual batch: nothing to cut out
-        return _build(kind, converted, present, chain, status), fields.line_numbers
+        return _build(kind, converted, present, chain, status), fields.line_numbers, fields.payloads_of(good)
     index = np.flatnonzero(good)
     taken = {name: _take(values, index) for name, values in converted.items()}
     given = {name: mask[index] for name, mask in present.items()}
-    return _build(kind, taken, given, chain, status), fields.line_numbers[index]
+    return _build(kind, taken, given, chain, status), fields.line_numbers[index], fields.payloads_of(good)
 
 
 def _take(values, index: np.ndarray):
