@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from io_connectors.metric_results import NAMESPACE, counter_totals, metrics_in
+from transforms.computations import counted_table
 
 
 @dataclass
@@ -147,8 +148,6 @@ class Accounting:
 
     def _skipped_by_counted_table(self, duplicates: bool = False) -> int:
         """Trades (or their duplicates) the table the bar figures count leaves out by its definition."""
-        from transforms.computations import counted_table
-
         skipped = self.skipped_duplicates_by_table if duplicates else self.skipped_by_table
         return skipped.get(counted_table(self.rows_by_table.keys() | self.trades_by_table.keys()), 0)
 
@@ -209,68 +208,3 @@ class Accounting:
 def counters_of(result, namespace: str = NAMESPACE) -> dict[str, int]:
     """A finished run's counters, each summed over all steps (``io_connectors.metric_results``)."""
     return counter_totals(metrics_in(result.metrics(), namespace)["counters"])
-
-
-def written_in_files(
-    bar_files: list[str], dead_letter_files: list[str], unreadable: list[str] | None = None
-) -> dict[str, int]:
-    """The accounting's written figures, counted from bar and dead-letter Parquet files rather
-    than from counters. With ``unreadable`` (a list), a file that cannot be read counts nothing
-    and is listed there; without it, it raises."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    bars = _columns_of(
-        bar_files,
-        pa.schema(
-            [
-                ("is_final", pa.bool_()),
-                ("is_filled", pa.bool_()),
-                ("trade_count", pa.int64()),
-                ("duplicate_count", pa.int64()),
-            ]
-        ),
-        unreadable,
-        defaults={"is_filled": False, "duplicate_count": 0},
-    )
-    final_traded = bars.filter(pc.and_(bars["is_final"], pc.invert(bars["is_filled"])))
-    dead = _columns_of(dead_letter_files, pa.schema([("stage", pa.string())]), unreadable)
-    from_sinks = _total(pc.equal(dead["stage"], "sink"))  # bars a sink rejected, not input records
-    return {
-        "bar_files_written": len(bar_files),
-        "bar_rows_written": bars.num_rows,
-        "filled_bars_written": _total(bars["is_filled"]),
-        "trades_in_final_bars": _total(final_traded["trade_count"]),
-        "duplicates_in_final_bars": _total(final_traded["duplicate_count"]),
-        "dead_letter_rows_written": dead.num_rows - from_sinks,
-        "sink_dead_letters_written": from_sinks,
-    }
-
-
-def _columns_of(files: list[str], schema, unreadable: list[str] | None, defaults: dict | None = None):
-    """The ``schema``'s columns of every file; a column in ``defaults`` that a table lacks (only
-    time bars are ever filled) is that value in each row."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tables = []
-    for path in files:
-        try:
-            parquet = pq.ParquetFile(path)
-            present = set(parquet.schema_arrow.names)
-            table = parquet.read(columns=[n for n in schema.names if n in present or n not in (defaults or {})])
-            for name, value in (defaults or {}).items():
-                if name not in present:
-                    table = table.append_column(name, pa.array([value] * table.num_rows, schema.field(name).type))
-            tables.append(table.select(schema.names).cast(schema))
-        except (pa.ArrowException, OSError):
-            if unreadable is None:
-                raise
-            unreadable.append(path)
-    return pa.concat_tables(tables) if tables else schema.empty_table()
-
-
-def _total(column) -> int:
-    import pyarrow.compute as pc
-
-    return int(pc.sum(column).as_py() or 0)

@@ -18,9 +18,14 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
+import pyarrow.parquet as pq
+
 from io_connectors.files import InputFile, base_name, uncompressed_size
+from io_connectors.formats.normalized import event_time_micros
 from io_connectors.source_formats import SOURCES
 from io_connectors.time_slice import WHOLE_FILE, TimeSlice, row_group_time_range, statistics_hold
+from transforms.event_time import micros_to_datetime
 
 _DATE = re.compile(r"(\d{4})-(\d{2})(?:-(\d{2}))?")
 
@@ -233,10 +238,6 @@ def _runs_of_dated_files(chunk: Chunk, row_budget: int, whole_days: bool = False
 def _time_slices(chunk: Chunk, interval, row_budget: int, boundaries) -> list[Chunk]:
     """Event-time slices of a chunk's Parquet files, cut at window starts that are ``boundaries``,
     each about ``row_budget`` rows (counting each window of ``interval`` as WINDOW_COST_ROWS more)."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from io_connectors.formats.normalized import event_time_micros
 
     window_counts = []
     statistics_checked = True  # every row group's times lie where its statistics say: slices may trust them
@@ -282,8 +283,6 @@ def _cut_windows(starts, cumulative, targets, boundaries):
     """The windows to cut before: for each target cost, the last window starting at one of the
     ``boundaries`` with at most that cost before it (with every window a boundary, the window
     the target cost falls in)."""
-    import numpy as np
-
     allowed = np.flatnonzero(boundaries.window_start_micros(starts) == starts)
     cost_before = np.r_[0, cumulative[:-1]][allowed]
     chosen = np.searchsorted(cost_before, targets, side="right") - 1
@@ -293,8 +292,6 @@ def _cut_windows(starts, cumulative, targets, boundaries):
 
 def _trades_per_window(window_starts):
     """(window starts, trades in each); a row group in time order (the usual one) needs no sort."""
-    import numpy as np
-
     if len(window_starts) > 1 and not (window_starts[1:] >= window_starts[:-1]).all():
         return np.unique(window_starts, return_counts=True)
     firsts = np.r_[0, np.flatnonzero(np.diff(window_starts)) + 1] if len(window_starts) else np.zeros(0, np.int64)
@@ -302,6 +299,4 @@ def _trades_per_window(window_starts):
 
 
 def _stamp(micros: int) -> str:
-    from transforms.event_time import micros_to_datetime
-
     return micros_to_datetime(micros).strftime("%Y%m%dT%H%M%S")

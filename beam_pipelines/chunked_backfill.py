@@ -12,7 +12,7 @@ import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-from beam_pipelines.accounting import Accounting, counters_of
+from beam_pipelines.accounting import Accounting
 from beam_pipelines.backfill_config import BackfillConfig
 from beam_pipelines.chunk_planning import Chunk
 from beam_pipelines.cli_common import PipelineLog
@@ -25,6 +25,7 @@ from beam_pipelines.manifest import (
     remove_temporary_files,
 )
 from beam_pipelines.worker_server import die_with_parent, worker_context
+from io_connectors.instruments import instruments_digest
 from io_connectors.sinks import recorded_settings
 from runners.gc_tuning import collect_rarely, collecting_rarely
 from runners.malloc_tuning import reuse_freed_memory
@@ -62,8 +63,6 @@ def _instruments_setting(path: str | None) -> dict:
     resumed run with another file is another run; without one the settings are as before."""
     if not path:
         return {}
-    from io_connectors.instruments import instruments_digest
-
     return {"instruments": instruments_digest(path)}
 
 
@@ -73,9 +72,7 @@ def run_chunk(config: BackfillConfig, chunk: Chunk, inputs: list[FileRecord] | N
     ``inputs`` are the chunk's input files with their checksums, if the caller has them already."""
     # Beam is imported where a chunk runs (a worker has it preloaded), not by the command line,
     # which only plans and hands chunks out.
-    import apache_beam as beam
-
-    from beam_pipelines.backfill import build_backfill
+    from beam_pipelines.backfill import run_pipeline
 
     manifest = ChunkManifest(
         chunk.chunk_id, run_settings(config), inputs=inputs or input_records(chunk), started_at=time.time()
@@ -84,11 +81,7 @@ def run_chunk(config: BackfillConfig, chunk: Chunk, inputs: list[FileRecord] | N
     chunk_config = dataclasses.replace(
         config, files=list(chunk.files), chunk_id=chunk.chunk_id, time_slice=chunk.time_slice
     )
-    pipeline = beam.Pipeline(runner=config.runner.runner(), options=config.runner.options())
-    build_backfill(pipeline, chunk_config)
-    result = pipeline.run()
-    result.wait_until_finish()
-    accounting = Accounting.from_counters(counters_of(result))
+    accounting = Accounting.from_counters(run_pipeline(chunk_config))
     manifest.counts = accounting.as_dict()
     # Files are overwritten in place (each atomically), so readers never miss this chunk's
     # bars; files of an earlier attempt that this one did not rewrite are stale and go now.

@@ -9,10 +9,18 @@ import errno
 import logging
 import os
 import sys
+import traceback
 import uuid
 from typing import TYPE_CHECKING
 
+from io_connectors.output_lock import OutputLocked, lock_output_directory
 from io_connectors.paths import is_remote
+from io_connectors.sinks import ALWAYS, SinkOptionError, offered, sink_targets
+from runners.profiles import RUNNER_FLAGS, RunnerError, profile_for
+from transforms.bar_kinds import BarsOptionError, parse_bars_options
+from transforms.bar_spec import BarSpec
+from transforms.consolidation_spec import ConsolidationSpec
+from transforms.interval import IntervalError, parse_interval
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -37,8 +45,6 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_duration_seconds(text: str) -> int:
     """'0', '30s', '10m', '2h' -> seconds."""
-    from transforms.interval import IntervalError, parse_interval
-
     if text.strip() in ("0", "0s"):
         return 0
     try:
@@ -114,6 +120,7 @@ def instruments_from_args(args) -> str | None:
     """The user's instruments file, checked now: a bad one is one line and exit 2, not a failed run."""
     if not args.instruments:
         return None
+    # Arrow: the command line imports this module at start
     from io_connectors.instruments import InstrumentsError, read_instruments_file
 
     try:
@@ -124,10 +131,6 @@ def instruments_from_args(args) -> str | None:
 
 
 def bar_spec_from_args(args):
-    from transforms import BarSpec
-    from transforms.bar_kinds import BarsOptionError, parse_bars_options
-    from transforms.interval import IntervalError
-
     try:
         wanted = parse_bars_options(args.bars, args.interval or "1m", interval_given=bool(args.interval))
         if args.interval and args.bars and wanted.time_bars and wanted.interval != args.interval:
@@ -154,9 +157,8 @@ def consolidation_from_args(args, interval_text: str | None):
     """The ``ConsolidationSpec`` of ``--bars consolidated:W`` and its options, or None."""
     if interval_text is None:
         return None
+    # The collectors' registry imports asyncio, rich and Arrow: only consolidated bars need it
     from io_connectors.collectors import FEEDS
-    from transforms.consolidation import ConsolidationSpec
-    from transforms.interval import parse_interval
 
     deviation_text = args.deviation.strip()
     try:
@@ -213,8 +215,6 @@ def add_runner_options(command: argparse.ArgumentParser, default: str) -> None:
 
 
 def runner_profile_from_args(args, streaming: bool, dry_run: bool = False):
-    from runners.profiles import RUNNER_FLAGS, RunnerError, profile_for
-
     flags = {name: getattr(args, name) for name in RUNNER_FLAGS}
     if args.checkpointing_interval:
         flags["checkpointing_interval_ms"] = parse_duration_seconds(args.checkpointing_interval) * 1000
@@ -228,8 +228,6 @@ def runner_profile_from_args(args, streaming: bool, dry_run: bool = False):
 
 def add_sink_options(command: argparse.ArgumentParser, streaming: bool) -> None:
     """``--sink`` and each sink's own options, from the registry (``io_connectors.sinks``)."""
-    from io_connectors.sinks import ALWAYS, offered
-
     sinks = offered(streaming)
     always = [name for name, sink in sinks.items() if sink.use(streaming) == ALWAYS]
     extra = [name for name, sink in sinks.items() if sink.use(streaming) != ALWAYS]
@@ -246,8 +244,6 @@ def add_sink_options(command: argparse.ArgumentParser, streaming: bool) -> None:
 
 def sink_targets_from_args(args, streaming: bool):
     """The sinks the run writes to, each with its target (``io_connectors.sinks.sink_targets``)."""
-    from io_connectors.sinks import SinkOptionError, sink_targets
-
     try:
         return sink_targets(args, streaming)
     except SinkOptionError as error:
@@ -300,8 +296,6 @@ ERROR_LOG = "_ERROR.log"
 def write_error_log(out: str, pipeline_log: PipelineLog | None = None) -> str:
     """The current exception's traceback (after what the runners logged) in ``out/_ERROR.log``;
     returns where it went, or why it could not be written (a full disk must not hide the error)."""
-    import traceback
-
     path = os.path.join(out, ERROR_LOG)
     try:
         with open(path, "w") as handle:
@@ -315,8 +309,6 @@ def write_error_log(out: str, pipeline_log: PipelineLog | None = None) -> str:
 
 def lock_output(out: str) -> None:
     """Hold ``out`` for this command (``io_connectors.output_lock``); a held one is a user error."""
-    from io_connectors.output_lock import OutputLocked, lock_output_directory
-
     try:
         lock_output_directory(out)
     except OutputLocked as error:
@@ -341,6 +333,7 @@ def check_writable(out: str) -> None:
 def summary_table(
     accounting, elapsed: float, out: str, chunks: int = 1, run: int = 1, skipped: int = 0, command: str = "backfill"
 ) -> Table:
+    # rich: the command line imports this module at start, and a local backfill's workers wait for it
     from rich.table import Table
 
     table = Table(title=f"cryptobeam {command} → {out}", show_header=True, header_style="bold")

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 
 from beam_pipelines.cli_common import UserError
+from io_connectors.sinks import SinkOptionError
+from io_connectors.sinks.iceberg import add_catalog_options, target_of
 
 
 def add_iceberg_parser(subparsers) -> argparse.ArgumentParser:
-    from io_connectors.sinks.iceberg import add_catalog_options
-
     iceberg = subparsers.add_parser("iceberg", help="maintain the Iceberg tables of --sink iceberg")
     actions = iceberg.add_subparsers(dest="iceberg_command", parser_class=type(iceberg), required=True)
     compact = actions.add_parser(
@@ -35,9 +35,8 @@ def add_iceberg_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_iceberg(args, console) -> int:
+    # pyiceberg and Arrow: the command line imports this module at start
     from io_connectors.iceberg_tables import IcebergError, bar_tables_in, compact, identifier, open_catalog
-    from io_connectors.sinks import SinkOptionError
-    from io_connectors.sinks.iceberg import target_of
 
     try:
         catalog = open_catalog(target_of(args))

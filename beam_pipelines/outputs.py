@@ -25,6 +25,12 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
+from io_connectors.metric_results import (
+    PANE_LATENCY_BUCKETS_S,
+    PANE_LATENCY_SUM_MS,
+    WATERMARK_PASSED_US,
+    pane_latency_counter,
+)
 from io_connectors.parquet_sink import WriteDeadLettersParquet, bar_partition, file_name_for
 from io_connectors.sinks import PARQUET_ONLY, SINKS, SinkTarget
 from transforms.bars import newest_pane_final
@@ -101,18 +107,14 @@ class _PaneLatency:
     WATERMARK_PASSED = ("ON_TIME", "LATE")
 
     def __init__(self, table: str):
-        from io_connectors import prometheus_metrics as metrics
-
-        self._bounds_us = [bound * 1_000_000 for bound in metrics.PANE_LATENCY_BUCKETS_S]
+        self._bounds_us = [bound * 1_000_000 for bound in PANE_LATENCY_BUCKETS_S]
         self._buckets = [
-            beam.metrics.Metrics.counter("cryptobeam", metrics.pane_latency_counter(table, bound))
-            for bound in (*metrics.PANE_LATENCY_BUCKETS_S, None)
+            beam.metrics.Metrics.counter("cryptobeam", pane_latency_counter(table, bound))
+            for bound in (*PANE_LATENCY_BUCKETS_S, None)
         ]
-        self._sum_ms = beam.metrics.Metrics.counter("cryptobeam", f"{metrics.PANE_LATENCY_SUM_MS}{table}")
+        self._sum_ms = beam.metrics.Metrics.counter("cryptobeam", f"{PANE_LATENCY_SUM_MS}{table}")
         self._watermark = (
-            beam.metrics.Metrics.distribution("cryptobeam", metrics.WATERMARK_PASSED_US)
-            if table == TIME_BARS.name
-            else None
+            beam.metrics.Metrics.distribution("cryptobeam", WATERMARK_PASSED_US) if table == TIME_BARS.name else None
         )
 
     def observe(self, bar: dict) -> None:

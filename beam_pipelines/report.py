@@ -33,13 +33,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+import plotly.graph_objects as go
+import plotly.io as pio
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
 
+from beam_pipelines.accounting import Accounting
 from beam_pipelines.cli_common import UserError
 from beam_pipelines.report_command import DEFAULT_MAX_POINTS
+from io_connectors.atomic_files import write_atomically
 from io_connectors.bar_reader import data_files, with_whole_partition_values
+from transforms.interval import IntervalError, parse_interval
 
 REPORT_NAME = "report.html"
 SUMMARY_NAME = "_SUMMARY.json"
@@ -398,10 +405,6 @@ def _shown_at(step_us: int, interval_us: int, what: str) -> str:
 def symbol_chart(exchange: str, symbol: str, interval: str, bars: pl.DataFrame, max_points: int, index: int) -> Chart:
     """Candlesticks (traded buckets, and buckets holding a filled bar in grey with a marker), gaps
     marked and shaded; trades and duplicates per bucket below on the same time axis."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    from transforms.interval import parse_interval
 
     parsed = parse_interval(interval)
     first, last = int(bars["window_us"].min()), int(bars["window_us"].max())
@@ -517,8 +520,6 @@ def symbol_chart(exchange: str, symbol: str, interval: str, bars: pl.DataFrame, 
 
 
 def _candles(buckets: pl.DataFrame, name: str, **colours):
-    import plotly.graph_objects as go
-
     return go.Candlestick(
         x=_times(buckets["bucket_us"]),
         open=buckets["open"].to_numpy(),
@@ -533,9 +534,6 @@ def _candles(buckets: pl.DataFrame, name: str, **colours):
 def dead_letter_chart(dead: pl.DataFrame, interval_us: int, max_points: int) -> Chart:
     """Totals by reason, and over time by each record's event time; records without one (a line
     that did not parse) count in the totals only."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     labelled = dead.with_columns(
         label=pl.when(pl.col("stage") == "sink").then(pl.format("{} (sink)", "reason")).otherwise(pl.col("reason"))
     )
@@ -588,8 +586,6 @@ def dead_letter_chart(dead: pl.DataFrame, interval_us: int, max_points: int) -> 
 
 def late_chart(late_panes: pl.DataFrame, too_late: pl.DataFrame, interval_us: int, max_points: int) -> Chart:
     """LATE panes by their window's start, and too-late records (dead letters) by event time."""
-    import plotly.graph_objects as go
-
     moments = pl.concat([late_panes["window_us"], too_late["event_us"].drop_nulls()])
     step = _step_of(moments, interval_us, max_points)
     figure = go.Figure()
@@ -621,10 +617,6 @@ def late_chart(late_panes: pl.DataFrame, too_late: pl.DataFrame, interval_us: in
 def consolidated_chart(base: str, quote: str, quality: pl.DataFrame, max_points: int, index: int) -> Chart:
     """Each venue's deviation from the reference price (mean per bucket when downsampled), and the
     windows it was excluded from, by reason."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    from transforms.interval import parse_interval
 
     parsed = parse_interval(quality["interval"][0])
     first, last = int(quality["window_us"].min()), int(quality["window_us"].max())
@@ -723,8 +715,6 @@ def build_charts(data: OutputData, max_points: int, progress: Progress = lambda 
 
 
 def _run_interval_us(data: OutputData) -> int:
-    from transforms.interval import IntervalError, parse_interval
-
     candidates = [(data.summary or {}).get("interval")]
     if data.bars is not None and data.bars.height:
         candidates.append(data.bars["interval"][0])
@@ -759,7 +749,6 @@ def accounting_html(summary: dict | None) -> str:
     figures, with whether it reconciles (recomputed here, and as the run found it)."""
     if summary is None:
         return f'<p class="warning" id="no-summary">No {SUMMARY_NAME}: no accounting to show.</p>'
-    from beam_pipelines.accounting import Accounting
 
     figures = {name: value for name, value in summary.items() if name in Accounting.__dataclass_fields__}
     accounting = Accounting.from_counters(figures)
@@ -820,9 +809,6 @@ th { text-align: left; font-weight: normal; color: #444; } td { text-align: righ
 
 
 def page_html(data: OutputData, charts: list[Chart]) -> str:
-    import plotly.io as pio
-    from plotly.offline import get_plotlyjs
-
     summary = data.summary or {}
     source = summary.get("source")
     meta = " · ".join(
@@ -880,8 +866,6 @@ def page_html(data: OutputData, charts: list[Chart]) -> str:
 
 def write_report(out: str, max_points: int = DEFAULT_MAX_POINTS, progress: Progress = lambda _: None) -> ReportResult:
     """Read ``out`` and write ``out/report.html``; returns what was written."""
-    from io_connectors.atomic_files import write_atomically
-
     if max_points < 10:
         raise UserError("--max-points must be at least 10")
     started = time.monotonic()

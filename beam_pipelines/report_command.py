@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from beam_pipelines.cli_common import UserError
+from io_connectors.paths import is_remote
 
 DEFAULT_MAX_POINTS = 3000
 """Most buckets a chart shows: a month of 1m bars is drawn at 15m. Here, not in ``report``, so that
@@ -35,8 +36,8 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_report(args, console) -> int:
+    # polars, Arrow and plotly: the command line imports this module at start
     from beam_pipelines.report import describe, write_report
-    from io_connectors.paths import is_remote
 
     if is_remote(args.out):
         raise UserError(f"report reads a local directory; copy {args.out} here first")

@@ -17,7 +17,8 @@ from io_connectors.formats.kafka_avro import parse_avro_messages, parse_feed_sta
 from io_connectors.instruments import with_canonical_instruments
 from io_connectors.kafka_progress import CommitProgress
 from io_connectors.kafka_source import KafkaReadConfig, ReadKafkaTrades
-from transforms import BarSpec, TradesToBars
+from transforms.bar_spec import BarSpec
+from transforms.trades_to_bars import TradesToBars
 
 
 @dataclass(frozen=True)

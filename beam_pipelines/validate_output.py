@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from beam_pipelines.accounting import Accounting, written_in_files
+from beam_pipelines.accounting import Accounting
 from beam_pipelines.manifest import SEAM_FILE, ChunkManifest
+from beam_pipelines.validate_consolidated_output import check_consolidated_bars, check_venue_quality
+from beam_pipelines.written_files import written_in_files
 from io_connectors.bar_reader import read_bars
 from io_connectors.bar_tables import every_bar_directory, every_table
 from io_connectors.parquet_sink import run_of
 from transforms.computations import TIME_BARS, counted_table
+from transforms.computations.consolidated_bars import CONSOLIDATED_BARS, VENUE_QUALITY
 from transforms.interval import parse_interval
 
 SEQUENTIAL_ID_EXCHANGES = ("binance",)  # trade ids without holes: aggTrade ids and trade ids
@@ -218,9 +221,6 @@ def _check_values(bar: dict, name: str, report: Report) -> None:
 
 
 def validate(out: str) -> Report:
-    from beam_pipelines.validate_consolidated_output import check_consolidated_bars, check_venue_quality
-    from transforms.computations.consolidated_bars import CONSOLIDATED_BARS, VENUE_QUALITY
-
     report = Report()
     manifests = check_manifests(out, report)
     fill_gaps = any(m.settings.get("fill_gaps") for m in manifests) if manifests else None

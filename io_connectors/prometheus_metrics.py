@@ -42,7 +42,17 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from io_connectors.kafka_source import kafka_consumer, topic_partitions
-from io_connectors.metric_results import NAMESPACE, counter_totals, metrics_in, value_of
+from io_connectors.metric_results import (
+    NAMESPACE,
+    PANE_LATENCY_BUCKET,
+    PANE_LATENCY_BUCKETS_S,
+    PANE_LATENCY_SUM_MS,
+    WATERMARK_PASSED_US,
+    counter_totals,
+    metrics_in,
+    pane_latency_counter,
+    value_of,
+)
 
 log = logging.getLogger("cryptobeam.metrics")
 
@@ -118,9 +128,6 @@ COLLECT_PENDING = _collect(
     "kafka_pending_messages", "gauge", (), "Messages handed to the producer and not yet acknowledged by Kafka."
 )
 
-PANE_LATENCY_BUCKETS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
-"""Upper bounds of the event-to-pane latency buckets, seconds (``+Inf`` follows)."""
-
 STREAM_COUNTERS = {
     # Beam counter (name, or prefix of name.<label value>) -> metric
     "records_in": _stream("trades_read_total", "counter", (), "Records read from the trades topic."),
@@ -195,11 +202,6 @@ METRICS: tuple[Metric, ...] = (
     STREAM_SNAPSHOT_TIME,
 )
 
-# Beam metrics the stream's pipeline writes for this module (beam_pipelines.outputs._CountBars).
-PANE_LATENCY_BUCKET = "pane_latency_bucket."  # pane_latency_bucket.<table>|<upper bound or +Inf>
-PANE_LATENCY_SUM_MS = "pane_latency_sum_ms."  # pane_latency_sum_ms.<table>
-WATERMARK_PASSED_US = "watermark_passed_window_end_us"  # a distribution: its max is the bound
-
 
 def exported_series() -> set[str]:
     """Every series name a query can use: a histogram is its ``_bucket``, ``_count`` and ``_sum``."""
@@ -211,11 +213,6 @@ def exported_series() -> set[str]:
             else {metric.name}
         )
     return names
-
-
-def pane_latency_counter(table: str, bound: float | None) -> str:
-    """The Beam counter of one latency bucket of one table (non-cumulative); ``None`` is ``+Inf``."""
-    return f"{PANE_LATENCY_BUCKET}{table}|{'+Inf' if bound is None else f'{bound:g}'}"
 
 
 class MetricsPortInUse(RuntimeError):
@@ -314,7 +311,6 @@ def live_metric_results(result):
     job_service, job_id = getattr(result, "_job_service", None), getattr(result, "_job_id", None)
     if job_service is None or job_id is None:
         return result.metrics()
-
     return PortableMetrics(job_service.GetJobMetrics(beam_job_api_pb2.GetJobMetricsRequest(job_id=job_id)))
 
 
