@@ -45,6 +45,7 @@ import json
 import math
 import os
 import platform
+import pstats
 import resource
 import shutil
 import statistics
@@ -63,6 +64,8 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 from benchmarks.synthetic import CONSOLIDATED_VENUES, write_synthetic_parquet, write_synthetic_venues_parquet  # noqa: E402
 
@@ -377,9 +380,6 @@ def ratio_range(result: dict) -> str:
 
 
 def print_suite(runs: list[dict], sweep: list[dict]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(
         title=f"cryptobeam backfill vs polars and duckdb, 1m bars, {date.today()}, {platform.machine()} "
         f"{os.cpu_count()} cores"
@@ -745,8 +745,6 @@ def profile_consolidated(per_venue: int, top: int = 30) -> None:
     """cProfile of (a1) and (b) run in-process (one worker), on ``per_venue`` trades a venue: the
     functions with the most time of their own, and the most time under them. The statistics are
     kept under benchmarks/results/ for pstats or snakeviz."""
-    import pstats
-
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

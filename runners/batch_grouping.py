@@ -14,6 +14,7 @@ goes to Beam's own driver unchanged; ``tests/test_batch_grouping.py`` checks the
 
 from __future__ import annotations
 
+from apache_beam.runners.portability.fn_api_runner import execution
 from apache_beam.transforms import trigger as triggers
 from apache_beam.transforms.window import NonMergingWindowFn, TimestampCombiner
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
@@ -73,8 +74,6 @@ def create_trigger_driver(windowing, is_batch=False, phased_combine_fn=None, clo
 
 def install() -> None:
     """Use it for the in-process runner's batch groupings (idempotent)."""
-    from apache_beam.runners.portability.fn_api_runner import execution
-
     execution.trigger = _TriggerModule()
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
+import pyarrow
+
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
@@ -28,7 +30,5 @@ def reuse_freed_memory() -> bool:
         return False
     if not all(mallopt(option, value) == 1 for option, value in _SETTINGS.items()):
         return False
-    import pyarrow
-
     pyarrow.set_memory_pool(pyarrow.system_memory_pool())
     return True

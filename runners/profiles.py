@@ -78,7 +78,8 @@ class RunnerProfile:
         }[self.name]
 
     def options(self, extra_args: list[str] | None = None, streaming: bool = False):
-        """Beam's ``PipelineOptions`` for this profile (Beam is imported here, not when a profile is made)."""
+        """Beam's ``PipelineOptions`` for this profile."""
+        # Beam here, not when a profile is made: the command line makes one as it plans, before Beam loads
         from apache_beam.options.pipeline_options import PipelineOptions
 
         return PipelineOptions(extra_args or [], streaming=streaming, **self.option_values(streaming))
@@ -188,6 +189,7 @@ def in_process_runner():
     sizing each cached value with objsize walks every loaded module on every state access,
     which would dominate a backfill's run time.
     """
+    # Beam here, not when a profile is made: the command line makes one as it plans, before Beam loads
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
 
     from runners import batch_grouping

@@ -99,6 +99,7 @@ def _python_type(avro_type):
 @lru_cache(maxsize=None)
 def beam_row_type(name: str) -> type:
     """A ``typing.NamedTuple`` with a registered Beam RowCoder, for schema-aware Beam transforms."""
+    # Beam only here: the command line reads the Arrow schemas as it plans, before Beam loads
     import apache_beam as beam
 
     annotations = []

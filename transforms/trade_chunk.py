@@ -257,7 +257,6 @@ def _segments_with_repeated_ids(id_hashes: np.ndarray, starts: np.ndarray) -> se
     ordered = np.sort(id_hashes)
     if not (ordered[1:] == ordered[:-1]).any():  # sorted neighbours: cheaper than a hashed is_duplicated here
         return set()
-
     rows = np.flatnonzero(pl.Series(id_hashes).is_duplicated().to_numpy())
     segments = np.searchsorted(starts, rows, side="right") - 1
     repeated = pl.DataFrame({"segment": segments, "id": id_hashes[rows]}).is_duplicated().to_numpy()

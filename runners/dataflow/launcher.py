@@ -25,6 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
+# Dataflow runs this file as a script: the project's packages resolve once the line above has run
+import apache_beam as beam  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+
+from beam_pipelines.cli_common import _Parser  # noqa: E402
+from beam_pipelines.stream import build_stream  # noqa: E402
+from beam_pipelines.stream_command import add_stream_options  # noqa: E402
+from beam_pipelines.stream_run import stream_config  # noqa: E402
+
 METADATA = Path(__file__).resolve().parent / "metadata.json"
 
 
@@ -50,13 +59,6 @@ def split_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def build(argv: list[str]):
     """The pipeline, built but not run."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from beam_pipelines.cli_common import _Parser
-    from beam_pipelines.stream import build_stream
-    from beam_pipelines.stream_command import add_stream_options, stream_config
-
     ours, beam_options = split_arguments(argv)
     parser = _Parser(prog="cryptobeam-stream-template")
     add_stream_options(parser)

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from runners.ports import free_port
+from runners.profiles import profile_for
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TOOLS = ROOT / ".tools" / "flink"
@@ -68,8 +69,6 @@ def flink_pipeline_args(
     """FlinkRunner options for a session cluster (a ``LocalFlink`` or its REST ``host:port``): the
     ``flink`` runner profile's options, the same ones ``--runner flink`` gives (``runners.profiles``
     documents them)."""
-    from runners.profiles import profile_for
-
     master = cluster if isinstance(cluster, str) else cluster.flink_master
     profile = profile_for(
         "flink",

@@ -15,6 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient, NewTopic
+
 from runners.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -158,8 +160,6 @@ class LocalKafka:
         return broker
 
     def _wait_until_ready(self, process: subprocess.Popen, timeout: float) -> None:
-        from confluent_kafka.admin import AdminClient
-
         deadline = time.monotonic() + timeout
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})  # quiet while it starts
         while time.monotonic() < deadline:
@@ -211,8 +211,6 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 30) -
     A consumer that subscribes to a topic its broker does not list yet looks for it again only at
     its next metadata refresh, five minutes later by default, and until then receives nothing.
     """
-    from confluent_kafka.admin import AdminClient, NewTopic
-
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(name, partitions, 1) for name, partitions in topics.items()]).values():
         future.result(timeout)
