@@ -157,6 +157,10 @@ def test_contract_breaches_are_rejected_with_their_reason():
         {**good, "block_hash": None, "transfer_id": None},
         {**good, "event_time": good["event_time"] + 1},
         {**good, "status": "pending"},
+        {**good, "value": ""},
+        {**good, "value": "-1"},
+        {**good, "value": "9" * 79},
+        {**good, "transaction_hash": good["transaction_hash"][:-1] + "G"},
     ]
     reasons = invalid_transfer_rows(transfer_batch(rows), 0, 2**62).per_row().tolist()
     assert reasons == [
@@ -168,6 +172,10 @@ def test_contract_breaches_are_rejected_with_their_reason():
         "missing_block_hash",
         "inconsistent_event_time",
         "unknown_status",
+        "bad_value",
+        "bad_value",
+        "bad_value",
+        "bad_hash",
     ]
 
 

@@ -38,9 +38,31 @@ _NO_IDS = np.zeros(0, np.uint64)
 _ENTITY_FIELDS = 4  # inflow value, outflow value, inflow count, outflow count
 
 
+_ARRAYS = (
+    "senders",
+    "sender_counts",
+    "receivers",
+    "receiver_counts",
+    "transfer_ids",
+    "retracted_ids",
+    "retracted_senders",
+    "retracted_receivers",
+)
+
+
+def _window_from_pickle(count, value, flows, retracted_values, buffer, layout) -> "TokenWindow":
+    arrays, position = [], 0
+    for dtype, length in layout:
+        dtype = np.dtype(dtype)
+        arrays.append(np.frombuffer(buffer, dtype, length, position))
+        position += dtype.itemsize * length
+    return TokenWindow(count, value, flows=flows, retracted_values=retracted_values, **dict(zip(_ARRAYS, arrays)))
+
+
 @dataclass
 class TokenWindow:
-    """What one token's transfers of one window add up to, mergeable."""
+    """What one token's transfers of one window add up to, mergeable. It crosses a shuffle once
+    per (token, window), so it pickles its arrays as one buffer."""
 
     count: int = 0
     value: int = 0
@@ -57,6 +79,12 @@ class TokenWindow:
     retracted_values: list = field(default_factory=list)
     retracted_senders: np.ndarray = field(default_factory=lambda: _NO_ADDRESSES)
     retracted_receivers: np.ndarray = field(default_factory=lambda: _NO_ADDRESSES)
+
+    def __reduce__(self):
+        arrays = [np.ascontiguousarray(getattr(self, name)) for name in _ARRAYS]
+        layout = tuple((a.dtype.str, len(a)) for a in arrays)
+        buffer = b"".join(a.data for a in arrays)
+        return _window_from_pickle, (self.count, self.value, self.flows, self.retracted_values, buffer, layout)
 
 
 @dataclass(frozen=True)
@@ -225,6 +253,16 @@ def settle(window: TokenWindow, labels: LabelIndex | None, withdraw_unseen: bool
     """The window's canonical figures. ``withdraw_unseen``: every retraction withdraws its transfer
     even if this partial never saw it (discarding panes: it was in an earlier pane)."""
     retractions = len(window.retracted_ids)
+    if not retractions:  # the usual window: nothing withdrawn
+        return SettledWindow(
+            window.count,
+            window.value,
+            int(np.count_nonzero(window.sender_counts)),
+            int(np.count_nonzero(window.receiver_counts)),
+            0,
+            0,
+            {entity: tuple(figures) for entity, figures in window.flows.items()},
+        )
     if withdraw_unseen:
         withdrawn = np.ones(retractions, bool)
     else:
