@@ -99,9 +99,9 @@ def write_inputs(folder: Path, transfers: int, tokens: int) -> tuple[Path, Path,
     tokens_path = folder / "tokens.csv"
     symbols = ["USDT", "USDC", "WETH", "DAI"] + [f"TK{i}" for i in range(4, min(tokens, 500))]
     tokens_path.write_text(
-        "chain,address,symbol,decimals\n"
+        "chain,address,symbol,decimals,canonical_asset\n"
         + "".join(
-            f"ethereum,{address},{symbol},{6 if symbol in ('USDT', 'USDC') else 18}\n"
+            f"ethereum,{address},{symbol},{6 if symbol in ('USDT', 'USDC') else 18},{symbol}\n"
             for address, symbol in zip(token_pool.to_pylist(), symbols)
         )
     )

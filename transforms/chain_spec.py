@@ -25,8 +25,14 @@ class Token:
     address: str
     """0x + 40 lower-case hex digits."""
     symbol: str | None
-    """The canonical asset the token is, e.g. USDT."""
+    """As the token's contract spells it, e.g. WETH."""
     decimals: int | None
+    asset: str | None = None
+    """The canonical asset it is, as trading pairs name it (WETH is ETH); its symbol if not given."""
+
+    @property
+    def canonical_asset(self) -> str | None:
+        return self.asset or self.symbol
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class Fusion:
     """One market series beside one asset's on-chain activity, window by window."""
 
     asset: str
-    """Canonical asset, e.g. USDT: every known token of that symbol counts towards it."""
+    """Canonical asset, e.g. USDT or ETH: every known token that is it counts towards it (WETH for ETH)."""
     table: str
     """The market table: ``bars`` (an exchange's time bars) or ``bars_consolidated``."""
     exchange: str
@@ -78,7 +84,7 @@ class ChainSpec:
                     raise ValueError(f"address {address} is labelled with two entities: {entities[address]}, {entity}")
         for fusion in self.fusions:
             if not self.asset_tokens(fusion.asset):
-                raise ValueError(f"no known token is the asset {fusion.asset!r}: the tokens table has no such symbol")
+                raise ValueError(f"no known token is the asset {fusion.asset!r}: the tokens table has none")
 
     @functools.cached_property
     def _tokens_by_address(self) -> dict[tuple[str, str], Token]:
@@ -88,11 +94,11 @@ class ChainSpec:
         return self._tokens_by_address.get((chain, address))
 
     def asset_tokens(self, asset: str) -> frozenset[tuple[str, str]]:
-        """(chain, address) of every known token of the asset (matched case-insensitively)."""
+        """(chain, address) of every known token that is the asset (matched case-insensitively)."""
         return frozenset(
             (token.chain, token.address)
             for token in self.tokens
-            if token.symbol is not None and token.symbol.upper() == asset.upper()
+            if token.canonical_asset is not None and token.canonical_asset.upper() == asset.upper()
         )
 
     @functools.cached_property
