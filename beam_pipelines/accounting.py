@@ -49,6 +49,11 @@ class Accounting:
     """Collectors' connection-state records a stream read beside its trades (``--status-topic``),
     reconciled on their own: ``records_in`` = ``unique_trades`` (used) + ``duplicates`` + their
     dead letters, which are written with the trades' and so counted above."""
+    token_transfers: dict[str, int] = field(default_factory=dict)
+    """On-chain token transfers the run read, reconciled on their own: ``records_in`` =
+    ``in_aggregates`` (canonical transfers in the final token activity rows) + ``retracted``
+    (retractions, and the transfers they withdrew) + ``duplicates`` + their dead letters, which
+    are written with the trades' and so counted above."""
     venue_windows: dict[str, int] = field(default_factory=dict)
     """Consolidated bars: final windows per venue (``exchange:symbol``)..."""
     venue_exclusions: dict[str, int] = field(default_factory=dict)
@@ -64,6 +69,7 @@ class Accounting:
         "skipped_by_table": "table_skipped.",
         "skipped_duplicates_by_table": "table_skipped_duplicates.",
         "feed_status": "feed_status.",
+        "token_transfers": "token_transfer.",
         "venue_windows": "venue_windows.",
         "venue_exclusions": "venue_excluded.",
         "venue_missing_ids": "venue_missing_ids.",
@@ -140,11 +146,17 @@ class Accounting:
             + self.duplicates
             + self.feed_status.get("unique_trades", 0)
             + self.feed_status.get("duplicates", 0)
+            + self._transfers_accounted
         )
 
     @property
+    def _transfers_accounted(self) -> int:
+        transfers = self.token_transfers
+        return transfers.get("in_aggregates", 0) + transfers.get("retracted", 0) + transfers.get("duplicates", 0)
+
+    @property
     def all_records_in(self) -> int:
-        return self.records_in + self.feed_status.get("records_in", 0)
+        return self.records_in + self.feed_status.get("records_in", 0) + self.token_transfers.get("records_in", 0)
 
     def _skipped_by_counted_table(self, duplicates: bool = False) -> int:
         """Trades (or their duplicates) the table the bar figures count leaves out by its definition."""
@@ -167,6 +179,21 @@ class Accounting:
                     if statuses
                     else ""
                 )
+                + (
+                    f" + token transfers read ({self.token_transfers.get('records_in', 0)}) in aggregates "
+                    f"({self.token_transfers.get('in_aggregates', 0)}), retracted "
+                    f"({self.token_transfers.get('retracted', 0)}) and duplicated "
+                    f"({self.token_transfers.get('duplicates', 0)})"
+                    if self.token_transfers
+                    else ""
+                )
+            )
+        unique_transfers = self.token_transfers.get("unique_trades", 0)
+        in_aggregates, retracted = (self.token_transfers.get(key, 0) for key in ("in_aggregates", "retracted"))
+        if unique_transfers != in_aggregates + retracted:
+            found.append(
+                f"unique token transfers ({unique_transfers}) != transfers in final token activity "
+                f"({in_aggregates}) + retracted ({retracted})"
             )
         if self.dead_letters != self.dead_letter_rows_written:
             found.append(

@@ -34,7 +34,7 @@ from io_connectors.metric_results import (
 from io_connectors.parquet_sink import WriteDeadLettersParquet, bar_partition, file_name_for
 from io_connectors.sinks import PARQUET_ONLY, SINKS, SinkTarget
 from transforms.bars import newest_pane_final
-from transforms.computations import TIME_BARS, OutputTable, table_named
+from transforms.computations import TIME_BARS, OutputTable, counted_table, table_named
 
 
 @dataclass(frozen=True)
@@ -54,16 +54,23 @@ class _CountBars(beam.DoFn):
     that final bars hold. Elements are lists of bars (a bounded run's
     partitions) or, with ``one_bar``, single bars (a stream's)."""
 
-    def __init__(self, table: str, counts_trades: bool, one_bar: bool = False):
+    def __init__(self, table: OutputTable, counts_trades: bool, one_bar: bool = False):
         self._counts_trades, self._one_bar = counts_trades, one_bar
-        self._table_rows = beam.metrics.Metrics.counter("cryptobeam", f"table_rows.{table}")
-        self._table_trades = beam.metrics.Metrics.counter("cryptobeam", f"table_trades.{table}")
+        self._holds_trades = table.record_type == "trade"
+        self._table_rows = beam.metrics.Metrics.counter("cryptobeam", f"table_rows.{table.name}")
+        self._table_trades = beam.metrics.Metrics.counter("cryptobeam", f"table_trades.{table.name}")
+        # Another record type's tables count its records with fields of their own (transfers in
+        # token activity, and the transfers retractions withdrew).
+        self._final_counters = [
+            (field_name, beam.metrics.Metrics.counter("cryptobeam", counter))
+            for field_name, counter in table.final_counters
+        ]
         self._rows = beam.metrics.Metrics.counter("cryptobeam", "bar_rows_written")
         self._filled = beam.metrics.Metrics.counter("cryptobeam", "filled_bars_written")
         self._final_trades = beam.metrics.Metrics.counter("cryptobeam", "trades_in_final_bars")
         self._final_duplicates = beam.metrics.Metrics.counter("cryptobeam", "duplicates_in_final_bars")
         if one_bar:
-            self._latency = _PaneLatency(table)
+            self._latency = _PaneLatency(table.name)
 
     def process(self, element):
         if self._one_bar:
@@ -75,6 +82,12 @@ class _CountBars(beam.DoFn):
 
     def _count(self, bars: list[dict]) -> None:
         self._table_rows.inc(len(bars))
+        for field_name, counter in self._final_counters:
+            total = sum(bar[field_name] for bar in bars if bar["is_final"])
+            if total:
+                counter.inc(total)
+        if not self._holds_trades:
+            return
         filled = trades = duplicates = 0
         for bar in bars:
             if bar.get("is_filled"):  # only time bars are ever filled, and only they have the field
@@ -188,11 +201,11 @@ class _WriteTable(beam.PTransform):
             partitions = (
                 bars
                 | "FinalizeBoundedBars" >> FinalizeBoundedBars(table.identity)
-                | "CountFinalizedBars" >> beam.ParDo(_CountBars(table.name, self._counts_trades))
+                | "CountFinalizedBars" >> beam.ParDo(_CountBars(table, self._counts_trades))
             )
             to_write = BarsToWrite(targets, table, self._dead_letters, partitions=partitions)
         else:
-            counted = bars | "CountBars" >> beam.ParDo(_CountBars(table.name, self._counts_trades, one_bar=True))
+            counted = bars | "CountBars" >> beam.ParDo(_CountBars(table, self._counts_trades, one_bar=True))
             to_write = BarsToWrite(targets, table, self._dead_letters, bars=counted)
         files, rejected = self.written
         for sink, target in targets.sinks:
@@ -208,9 +221,10 @@ def write_outputs(tables, dead_letters, targets: OutputTargets):
     if not isinstance(tables, dict):
         tables = {TIME_BARS.name: tables}
     files, rejected = [], []
+    counted = counted_table(tables)
     for position, (name, bars) in enumerate(tables.items()):
         first = position == 0
-        writer = _WriteTable(table_named(name), targets, dead_letters if first else None, counts_trades=first)
+        writer = _WriteTable(table_named(name), targets, dead_letters if first else None, counts_trades=name == counted)
         # The time bars' steps keep the names they have always had (runners' update checks and
         # Dataflow plans key on them); another table's steps are scoped under its name.
         if name == TIME_BARS.name:
