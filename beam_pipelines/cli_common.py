@@ -106,6 +106,25 @@ def add_bar_options(command: argparse.ArgumentParser, allowed_lateness: str = "0
         metavar="QUOTE=AS",
         help="count one quote asset as another, e.g. USDT=USD (default: none; repeatable)",
     )
+    chain = command.add_argument_group("on-chain tables (--bars chain:1h, from token transfers)")
+    chain.add_argument(
+        "--tokens",
+        metavar="FILE",
+        help="CSV chain,address,symbol,decimals,canonical_asset that extends or overrides the shipped "
+        "token list (a token it lacks keeps its raw volume; its scaled volume is null)",
+    )
+    chain.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="CSV address,label,entity: writes exchange_flows/, the flows into and out of each entity",
+    )
+    chain.add_argument(
+        "--fuse",
+        action="append",
+        metavar="ASSET=TABLE:SERIES",
+        help="an asset's on-chain activity beside a market series, window by window, to "
+        "chain_market_fusion/: USDT=bars:binance:BTCUSDT or ETH=bars_consolidated:ETH/USD (repeatable)",
+    )
 
 
 def add_instruments_option(command: argparse.ArgumentParser) -> None:
@@ -148,8 +167,25 @@ def bar_spec_from_args(args):
             time_bars=wanted.time_bars,
             thresholds=wanted.thresholds,
             consolidation=consolidation_from_args(args, wanted.consolidated),
+            chain=chain_from_args(args, wanted.chain),
         )
     except (IntervalError, BarsOptionError, ValueError) as error:
+        raise UserError(str(error)) from None
+
+
+def chain_from_args(args, interval_text: str | None):
+    """The ``ChainSpec`` of ``--bars chain:W`` and its tables (``--tokens``, ``--labels``, ``--fuse``), or None."""
+    given = [name for name in ("tokens", "labels", "fuse") if getattr(args, name, None)]
+    if interval_text is None:
+        if given:
+            raise UserError(f"--{given[0]} is for on-chain tables: add --bars chain:INTERVAL")
+        return None
+    # The token and label readers import Arrow: only on-chain tables need them
+    from io_connectors.chain_tables import ChainTableError, chain_spec_from_files
+
+    try:
+        return chain_spec_from_files(args.tokens, args.labels, args.fuse or ())
+    except ChainTableError as error:
         raise UserError(str(error)) from None
 
 

@@ -46,7 +46,7 @@ class Threshold:
 
 def parse_threshold(kind: str, size_text: str) -> Threshold:
     if kind not in KINDS:
-        raise BarsOptionError(f"unknown bar kind {kind!r}: use time, {', '.join(KINDS)}, consolidated")
+        raise BarsOptionError(f"unknown bar kind {kind!r}: use time, {', '.join(KINDS)}, consolidated, chain")
     if not _SIZE.match(size_text.strip()):
         raise BarsOptionError(f"bad {kind} bar size {size_text!r}: use a positive number, e.g. {kind}:1000")
     size = float(size_text)
@@ -69,6 +69,8 @@ class BarsRequest:
     thresholds: tuple[Threshold, ...] = ()
     consolidated: str | None = None
     """The window of consolidated bars across venues (``consolidated:1m``), or None."""
+    chain: str | None = None
+    """The window of the on-chain tables (``chain:1h``: token activity, exchange flows), or None."""
 
 
 def parse_bars_options(values: list[str] | None, interval: str = "1m", interval_given: bool = True) -> BarsRequest:
@@ -77,7 +79,7 @@ def parse_bars_options(values: list[str] | None, interval: str = "1m", interval_
     before ``--bars``. Without time bars the run's interval is the consolidated bars' window when there are some."""
     if not values:
         return BarsRequest(interval)
-    time_intervals, thresholds, consolidated = [], [], []
+    time_intervals, thresholds, consolidated, chain = [], [], [], []
     for value in values:
         kind, _, argument = value.partition(":")
         if not argument:
@@ -88,6 +90,8 @@ def parse_bars_options(values: list[str] | None, interval: str = "1m", interval_
             time_intervals.append(argument)
         elif kind == "consolidated":
             consolidated.append(argument)
+        elif kind == "chain":
+            chain.append(argument)
         else:
             thresholds.append(parse_threshold(kind, argument))
     kinds = [t.kind for t in thresholds]
@@ -95,13 +99,26 @@ def parse_bars_options(values: list[str] | None, interval: str = "1m", interval_
         {k for k in kinds if kinds.count(k) > 1}
         | ({"time"} if len(time_intervals) > 1 else set())
         | ({"consolidated"} if len(consolidated) > 1 else set())
+        | ({"chain"} if len(chain) > 1 else set())
     )
     if repeated:
         raise BarsOptionError(
             f"--bars {repeated[0]} is given twice: each kind goes to one table (bars, bars_ticks, "
             "bars_volume, bars_dollar, bars_consolidated)"
         )
-    run_interval = (
-        time_intervals[0] if time_intervals else (interval if interval_given or not consolidated else consolidated[0])
+    if time_intervals and chain and time_intervals[0] != chain[0]:
+        raise BarsOptionError(
+            f"--bars time:{time_intervals[0]} and --bars chain:{chain[0]} disagree: on-chain tables share the "
+            "run's windows with its time bars (a fusion joins them window by window); give one interval"
+        )
+    if time_intervals or chain:
+        run_interval = (time_intervals or chain)[0]
+    else:
+        run_interval = interval if interval_given or not consolidated else consolidated[0]
+    return BarsRequest(
+        run_interval,
+        bool(time_intervals),
+        tuple(thresholds),
+        consolidated[0] if consolidated else None,
+        chain[0] if chain else None,
     )
-    return BarsRequest(run_interval, bool(time_intervals), tuple(thresholds), consolidated[0] if consolidated else None)
