@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from beam_pipelines.accounting import Accounting
 from beam_pipelines.manifest import SEAM_FILE, ChunkManifest
+from beam_pipelines.validate_chain_output import check_chain_rows, transfers_on_disk
 from beam_pipelines.validate_consolidated_output import check_consolidated_bars, check_venue_quality
 from beam_pipelines.written_files import written_in_files
 from io_connectors.bar_reader import read_bars
@@ -22,6 +23,7 @@ from io_connectors.bar_tables import every_bar_directory, every_table
 from io_connectors.parquet_sink import run_of
 from transforms.computations import TIME_BARS, counted_table
 from transforms.computations.consolidated_bars import CONSOLIDATED_BARS, VENUE_QUALITY
+from transforms.computations.token_flows import TOKEN_ACTIVITY
 from transforms.interval import parse_interval
 
 SEQUENTIAL_ID_EXCHANGES = ("binance",)  # trade ids without holes: aggTrade ids and trade ids
@@ -48,9 +50,10 @@ def _bars(out: str, report: Report, name: str = TIME_BARS.name) -> pa.Table | No
     return table
 
 
-def accounting_on_disk(manifest: ChunkManifest, out: str) -> tuple[int, int, int]:
-    """(trades in final bars, duplicates absorbed, dead letters) counted from the chunk's files;
-    a file that cannot be read counts nothing (``manifest.problems`` or ``_bars`` reports it)."""
+def accounting_on_disk(manifest: ChunkManifest, out: str) -> tuple[int, int, int, int]:
+    """(trades in final bars, duplicates absorbed, dead letters, token transfers in final token
+    activity) counted from the chunk's files; a file that cannot be read counts nothing
+    (``manifest.problems`` or ``_bars`` reports it)."""
     bar_files: dict[str, list[str]] = {}
     dead_letter_files = []
     for record in manifest.outputs:
@@ -74,6 +77,7 @@ def accounting_on_disk(manifest: ChunkManifest, out: str) -> tuple[int, int, int
         written["trades_in_final_bars"] + skipped,
         written["duplicates_in_final_bars"] + skipped_duplicates,
         written["dead_letter_rows_written"],
+        transfers_on_disk(bar_files.get(TOKEN_ACTIVITY.name, [])),
     )
 
 
@@ -87,17 +91,25 @@ def check_manifests(out: str, report: Report) -> list[ChunkManifest]:
             report.violation(problem)
         for problem in Accounting.from_counters(manifest.counts).problems():
             report.violation(f"chunk {manifest.chunk_id}: {problem}")
-        trades, duplicates, dead = accounting_on_disk(manifest, out)
-        records = manifest.counts.get("records_in", 0)
-        if records != trades + duplicates + dead:
+        trades, duplicates, dead, transfers = accounting_on_disk(manifest, out)
+        chunk = Accounting.from_counters(manifest.counts)
+        records = chunk.records_in + chunk.token_transfers.get("records_in", 0)
+        transfer_duplicates = chunk.token_transfers.get("duplicates", 0)
+        if records != trades + duplicates + dead + transfers + transfer_duplicates:
             report.violation(
                 f"chunk {manifest.chunk_id}: records read ({records}) != trades in final bars on disk "
                 f"({trades}) + duplicates ({duplicates}) + dead letters on disk ({dead})"
+                + (
+                    f" + token transfers in final token activity on disk ({transfers}) and duplicated "
+                    f"({transfer_duplicates})"
+                    if chunk.token_transfers
+                    else ""
+                )
             )
     total = Accounting.total([Accounting.from_counters(m.counts) for m in manifests])
     for problem in total.problems():
         report.violation(f"all chunks: {problem}")
-    report.checked["records_in"] = total.records_in
+    report.checked["records_in"] = total.all_records_in
     check_every_file_is_recorded(out, manifests, report)
     return manifests
 
@@ -238,6 +250,8 @@ def validate(out: str) -> Report:
             check_consolidated_bars(bars, report)
         elif table == VENUE_QUALITY:
             check_venue_quality(bars, read.get(CONSOLIDATED_BARS.name), report)
+        elif table.record_type != "trade":
+            check_chain_rows(bars, report, table)
         else:
             check_information_bars(bars, report, table.name)
     if not found:
