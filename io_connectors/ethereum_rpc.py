@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from io_connectors.backoff import Backoff
 from transforms.dead_letter import dead_letter
 
 log = logging.getLogger("cryptobeam.ethereum")
@@ -124,11 +124,8 @@ def block_parameter(block: int | str) -> str:
 @dataclass
 class EthereumRpc:
     """A JSON-RPC client of one node. ``on_retry(attempt, problem)`` is called before each retry,
-    which is also logged at INFO: a command shows its count, not a line per retry.
-
-    Retries wait with full jitter, a random time in [0, min(cap, base * 2**attempt)], the policy of
-    ``io_connectors.collectors.backoff``; not imported from there, as importing that package loads
-    every exchange's collector, and the command line imports this module."""
+    which is also logged at INFO: a command shows its count, not a line per retry. Retries wait
+    with full jitter (``io_connectors.backoff``), from ``backoff_base`` up to ``backoff_cap``."""
 
     url: str
     timeout: float = 10.0
@@ -139,14 +136,13 @@ class EthereumRpc:
     on_retry: Callable[[int, str], None] | None = None
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1), init=False, repr=False)
     _http: httpx.Client | None = field(default=None, init=False, repr=False)
-    _random: random.Random = field(default_factory=random.Random, init=False, repr=False)
+    _backoff: Backoff = field(init=False, repr=False)
 
     def __post_init__(self):
         checked_rpc_url(self.url)
         if self.attempts < 1 or self.batch_size < 1:
             raise ValueError("attempts and batch_size must be at least 1")
-        if not 0 < self.backoff_base <= self.backoff_cap:
-            raise ValueError("the backoff needs 0 < base <= cap")
+        self._backoff = Backoff(base=self.backoff_base, cap=self.backoff_cap)
         self._http = httpx.Client(
             timeout=self.timeout, headers={"User-Agent": "cryptobeam", "Content-Type": "application/json"}
         )
@@ -259,7 +255,7 @@ class EthereumRpc:
                         except MalformedResponse as error:
                             problem, malformed = str(error), True
             if attempt + 1 < self.attempts:
-                wait = self._random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** min(attempt, 60)))
+                wait = self._backoff.delay(attempt)
                 log.info(
                     "%s to %s failed (%s); retry %d/%d in %.1f s",
                     what,

@@ -23,8 +23,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from beam_pipelines.collect_command import add_collect_parser
 from io_connectors.avro_wire import SchemaStore, decode
+from io_connectors.backoff import Backoff
 from io_connectors.chain_follower import BLOCK, TOKEN_TRANSFER
-from io_connectors.collectors.backoff import Backoff
 from io_connectors.collectors.chain_collector import (
     ChainCollector,
     ChainCollectSettings,

@@ -50,6 +50,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from io_connectors.avro_wire import encode
+from io_connectors.backoff import Backoff
 from io_connectors.chain_follower import (
     BLOCK,
     DEAD_LETTER,
@@ -67,7 +68,6 @@ from io_connectors.chain_follower import (
     ReorgTooDeep,
     UnreadableAnswer,
 )
-from io_connectors.collectors.backoff import Backoff
 from io_connectors.collectors.kafka_output import KafkaOutput, KafkaUnreachable, check_reachable
 from io_connectors.ethereum_rpc import EthereumRpc, RpcError, checked_rpc_url, display_url
 

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import httpx
 
-from io_connectors.collectors.backoff import Backoff
+from io_connectors.backoff import Backoff
 from io_connectors.collectors.counters import CollectorCounters
 from io_connectors.collectors.feed import ExchangeFeed
 from io_connectors.collectors.feed_status import CONNECTED, RESUBSCRIBED, FeedStatus

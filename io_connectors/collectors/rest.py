@@ -17,7 +17,7 @@ from typing import Callable
 
 import httpx
 
-from io_connectors.collectors.backoff import Backoff
+from io_connectors.backoff import Backoff
 
 log = logging.getLogger("cryptobeam.collect")
 RETRYABLE_STATUS = {418, 429}

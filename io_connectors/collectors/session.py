@@ -20,7 +20,7 @@ from typing import Callable
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, WebSocketException
 
-from io_connectors.collectors.backoff import Backoff
+from io_connectors.backoff import Backoff
 from io_connectors.collectors.counters import CollectorCounters
 
 log = logging.getLogger("cryptobeam.collect")

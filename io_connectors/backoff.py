@@ -1,7 +1,9 @@
 """Exponential backoff with full jitter: a random wait in [0, min(cap, base * 2**attempt)].
 
 Full jitter spreads the retries of many clients (or many gap fills) so they do not hit an exchange
-in lock step after an outage. One policy serves websocket reconnects and REST retries.
+or a node in lock step after an outage. One policy serves the collectors' websocket reconnects and
+REST retries, the Ethereum node's JSON-RPC retries and the chain collector's repeated steps.
+Standard library only, so any module may use it without slowing its import.
 """
 
 from __future__ import annotations
