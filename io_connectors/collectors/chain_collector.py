@@ -93,11 +93,7 @@ class ChainKafkaOutput(KafkaOutput):
             self.dead_letter(event.record)  # keyed by its exchange, the chain
             return
         record = event.record
-        self._produce(self.topics[event.kind], encode(record, event.kind), self.chain, record["event_time"] // 1000)
-
-    def confirm(self, timeout: float) -> int:
-        """Wait until Kafka acknowledged every message so far; how many it did not (the producer stays)."""
-        return self._producer.flush(timeout) + self.failed
+        self.produce(self.topics[event.kind], encode(record, event.kind), self.chain, record["event_time"] // 1000)
 
 
 @dataclass(frozen=True)
@@ -206,7 +202,7 @@ class ChainCollector:
         it refused some, or the run was stopped while waiting: the run ends without a checkpoint."""
         for event in events:
             self.output.event(event)
-        while undelivered := self.output.confirm(self.settings.flush_seconds):
+        while undelivered := self.output.flush(self.settings.flush_seconds):
             if self.output.failed or self._stop.is_set():
                 self.counts.undelivered = undelivered
                 self.stop(f"Kafka did not acknowledge {undelivered:,} message(s)")

@@ -36,6 +36,11 @@ def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
 
 
 class KafkaOutput:
+    """One producer for a collector's topics. ``trade``, ``dead_letter`` and ``feed_status`` write the
+    exchanges' records; ``produce`` writes any other (the chain collector's). ``failed`` counts the
+    messages Kafka refused for good; ``flush`` waits for acknowledgements, ``close`` too, then lets
+    the producer go."""
+
     def __init__(
         self,
         bootstrap: str,
@@ -49,7 +54,7 @@ class KafkaOutput:
         self.failed = 0
 
     def trade(self, record: dict) -> None:
-        self._produce(
+        self.produce(
             self.trades_topic,
             encode(record, "trade"),
             f"{record['exchange']}:{record['symbol']}",
@@ -58,17 +63,21 @@ class KafkaOutput:
 
     def dead_letter(self, record: dict) -> None:
         key = ":".join(part for part in (record["exchange"], record["symbol"]) if part)
-        self._produce(
+        self.produce(
             self.dead_letter_topic, encode(record, "dead_letter"), key or None, record["dead_letter_time"] // 1000
         )
 
     def feed_status(self, record: dict) -> None:
-        self._produce(
+        self.produce(
             self.status_topic,
             encode(record, "feed_status"),
             f"{record['exchange']}:{record['symbol']}",
             record["event_time"] // 1000,
         )
+
+    def produce(self, topic: str, value: bytes, key: str | None, timestamp_ms: int) -> None:
+        """Queue one encoded message; a refusal is logged and counted in ``failed``."""
+        produce(self._producer, topic, value, key, timestamp_ms, self._delivered)
 
     def _delivered(self, error, message) -> None:
         if error is not None:
@@ -76,16 +85,18 @@ class KafkaOutput:
             if self.failed <= 5:
                 log.error("Kafka did not take a message for %s: %s", message.topic(), error)
 
-    def _produce(self, topic: str, value: bytes, key: str | None, timestamp_ms: int) -> None:
-        produce(self._producer, topic, value, key, timestamp_ms, self._delivered)
-
     def pending(self) -> int:
         """Messages handed to the producer and not yet acknowledged (0 once closed)."""
         producer = self._producer
         return len(producer) if producer is not None else 0
 
+    def flush(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for every message so far to be acknowledged; how many were
+        not: those still waiting plus those refused (``failed``). The producer stays open."""
+        return self._producer.flush(timeout) + self.failed
+
     def close(self, timeout: float = 30.0) -> int:
-        """Wait for every message to be acknowledged, then let the producer go; the number that were not."""
-        undelivered = self._producer.flush(timeout) + self.failed
+        """``flush``, then let the producer go; the number of messages not acknowledged."""
+        undelivered = self.flush(timeout)
         self._producer = None  # destroys the client, so it stops reconnecting in the background
         return undelivered
