@@ -59,6 +59,7 @@ from dataclasses import dataclass, field, fields
 from typing import Protocol, Sequence
 
 from io_connectors.atomic_files import write_atomically
+from io_connectors.chain_options import DEFAULT_FINALIZED_DEPTH, DEFAULT_REORG_DEPTH, DEFAULT_SAFE_DEPTH
 from io_connectors.ethereum_rpc import (
     MalformedResponse,
     NodeError,
@@ -74,9 +75,6 @@ log = logging.getLogger("cryptobeam.collect")
 LATEST, SAFE, FINALIZED = "latest", "safe", "finalized"
 BLOCK, TOKEN_TRANSFER, DEAD_LETTER = "block", "token_transfer", "dead_letter"
 """Kinds of events: the name of the schema each one's record is written with."""
-DEFAULT_REORG_DEPTH = 64
-DEFAULT_SAFE_DEPTH = 32
-DEFAULT_FINALIZED_DEPTH = 64
 DEFAULT_BLOCKS_PER_STEP = 100
 CHECKPOINT_FORMAT = 1
 STAGE = "collect"

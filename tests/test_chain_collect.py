@@ -25,11 +25,11 @@ from beam_pipelines.collect_command import add_collect_parser
 from io_connectors.avro_wire import SchemaStore, decode
 from io_connectors.backoff import Backoff
 from io_connectors.chain_follower import BLOCK, TOKEN_TRANSFER
+from io_connectors.chain_options import add_chain_collect_options
 from io_connectors.collectors.chain_collector import (
     ChainCollector,
     ChainCollectSettings,
     ChainKafkaOutput,
-    add_chain_collect_options,
     run_chain_collect,
 )
 from io_connectors.ethereum_rpc import EthereumRpc, block_row, transfer_rows

@@ -32,8 +32,8 @@ later. A reorg deeper than ``--reorg-depth`` publishes dead letters for the new 
 and ends the run with a one-line error (exit 1). While Kafka has not acknowledged a step the node
 waits; a message the producer gives up on ends the run without writing the checkpoint (exit 3).
 
-``run_chain_collect`` returns the exit code and prints a summary table;
-``add_chain_collect_options`` adds the options to ``collect``.
+``run_chain_collect`` returns the exit code and prints a summary table. The options are
+``io_connectors.chain_options``'s, which the command line imports without this module.
 """
 
 from __future__ import annotations
@@ -55,9 +55,6 @@ from io_connectors.chain_follower import (
     BLOCK,
     DEAD_LETTER,
     DEFAULT_BLOCKS_PER_STEP,
-    DEFAULT_FINALIZED_DEPTH,
-    DEFAULT_REORG_DEPTH,
-    DEFAULT_SAFE_DEPTH,
     TOKEN_TRANSFER,
     ChainCounters,
     ChainEvent,
@@ -68,14 +65,18 @@ from io_connectors.chain_follower import (
     ReorgTooDeep,
     UnreadableAnswer,
 )
+from io_connectors.chain_options import (
+    DEFAULT_FINALIZED_DEPTH,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_REORG_DEPTH,
+    DEFAULT_SAFE_DEPTH,
+    EXCHANGE_OPTIONS,
+)
 from io_connectors.collectors.kafka_output import KafkaOutput, KafkaUnreachable, check_reachable
 from io_connectors.ethereum_rpc import EthereumRpc, RpcError, checked_rpc_url, display_url
 
 log = logging.getLogger("cryptobeam.collect")
 progress_log = logging.getLogger("cryptobeam.collect.progress")
-CHAINS = ("ethereum",)
-EXCHANGE_OPTIONS = ("--feed", "--exchange", "--symbols", "--channel", "--ws-url", "--rest-url", "--max-trades")
-"""``collect``'s options that only exchanges' feeds take."""
 EXIT_UNRECONCILED, EXIT_USER_ERROR, EXIT_PIPELINE_FAILED = 1, 2, 3  # README's exit codes
 LOGGED_FAILURES = 20  # then only every 100th, so a node down for hours cannot flood the log
 
@@ -103,7 +104,7 @@ class ChainCollectSettings:
     reorg_depth: int = DEFAULT_REORG_DEPTH
     safe_depth: int = DEFAULT_SAFE_DEPTH
     finalized_depth: int = DEFAULT_FINALIZED_DEPTH
-    poll_interval: float = 2.0
+    poll_interval: float = DEFAULT_POLL_INTERVAL
     checkpoint: str | None = None
     from_block: int | None = None  # None: the node's head when no checkpoint says otherwise
     max_blocks: int | None = None  # blocks published (retractions not counted)
@@ -248,48 +249,6 @@ class ChainCollector:
 
 class ChainOptionError(ValueError):
     """Options that cannot work; shown as one line."""
-
-
-def add_chain_collect_options(parser) -> None:
-    """The options of ``collect --chain``; ``--kafka``, ``--dead-letter-topic``, ``--max-seconds``,
-    ``--backoff-base``, ``--backoff-max`` and ``--no-progress`` are ``collect``'s own."""
-    chain = parser.add_argument_group("on-chain data (--chain)")
-    chain.add_argument("--chain", choices=CHAINS, help="follow this chain's head through --rpc instead of exchanges")
-    chain.add_argument("--rpc", metavar="URL", help="the node's JSON-RPC endpoint, e.g. http://127.0.0.1:8545")
-    chain.add_argument("--blocks-topic", default="blocks", help="topic for blocks (default: blocks)")
-    chain.add_argument(
-        "--transfers-topic", default="token_transfers", help="topic for ERC-20 transfers (default: token_transfers)"
-    )
-    chain.add_argument(
-        "--reorg-depth",
-        type=int,
-        default=DEFAULT_REORG_DEPTH,
-        help=f"deepest reorg reconciled, in blocks; a deeper one stops the run (default {DEFAULT_REORG_DEPTH})",
-    )
-    chain.add_argument(
-        "--safe-depth",
-        type=int,
-        default=DEFAULT_SAFE_DEPTH,
-        help=f"blocks below the head counted safe when the node has no 'safe' tag (default {DEFAULT_SAFE_DEPTH})",
-    )
-    chain.add_argument(
-        "--finalized-depth",
-        type=int,
-        default=DEFAULT_FINALIZED_DEPTH,
-        help="blocks below the head counted finalized when the node has no 'finalized' tag "
-        f"(default {DEFAULT_FINALIZED_DEPTH})",
-    )
-    chain.add_argument(
-        "--poll-interval", type=float, default=2.0, metavar="SECONDS", help="seconds between polls (default 2)"
-    )
-    chain.add_argument(
-        "--checkpoint",
-        metavar="FILE",
-        help="JSON file of the follower's state, written after Kafka acknowledges each step; a restart resumes from it",
-    )
-    chain.add_argument("--from-block", type=int, help="first block to publish (default: the head at the first start)")
-    chain.add_argument("--max-blocks", type=int, help="stop after publishing this many blocks")
-    chain.add_argument("--until-block", type=int, help="stop once the chain is followed up to this block")
 
 
 def chain_settings(args) -> ChainCollectSettings:
