@@ -74,7 +74,6 @@ _ADDRESS, _HASH, _INT, _UINT256, _SECONDS, _CHAIN, _STATUS, _BOOL = (
     "status",
     "bool",
 )
-_HEX_PATTERN = {_ADDRESS: r"^0x[0-9a-fA-F]{40}$", _HASH: r"^0x[0-9a-fA-F]{64}$"}
 _CHAIN_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _UTC_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.0+)? UTC$"
 _UINT256_DIGITS = len(str(UINT256_LIMIT))
@@ -235,7 +234,12 @@ def parse_rows(
     dead: list[dict] = []
     payloads = raw.payloads
     numbers = np.asarray(raw.line_numbers, dtype=np.int64)
-    is_json = pc.match_substring_regex(payloads, r"^[ \t]*\{").to_numpy(zero_copy_only=False)
+    is_json = pc.starts_with(payloads, b"{").to_numpy(zero_copy_only=False)
+    indented = pc.or_(pc.starts_with(payloads, b" "), pc.starts_with(payloads, b"\t")).to_numpy(zero_copy_only=False)
+    if indented.any():
+        is_json[indented] = pc.match_substring_regex(_subset(payloads, indented), r"^[ \t]*\{").to_numpy(
+            zero_copy_only=False
+        )
     if raw.starts_file and len(payloads) and payloads[0].as_py().lstrip().startswith(_BOM.encode() + b"{"):
         is_json[0] = True
     parts = []
@@ -445,9 +449,10 @@ def _csv_fields(raw: RawBatch, payloads: pa.Array, numbers: np.ndarray, kind: Ex
                             int(numbers[first]),
                         )
                     )
-                keep = np.ones(len(payloads), bool)
-                keep[first] = False
-                payloads, numbers = _subset(payloads, keep), numbers[keep]
+                # A slice, not a copy of the batch, where the header is the very first line.
+                rest = payloads.slice(first + 1)
+                payloads = rest if first == 0 else pa.concat_arrays([payloads.slice(0, first), rest])
+                numbers = np.delete(numbers, first)
     if names is None and raw.extra.get(HEADER_KEY) is not None:
         names = _header_names(raw.extra[HEADER_KEY])
     layouts = {len(names): tuple(names)} if names is not None else kind.headerless_layouts()
@@ -470,11 +475,20 @@ def _first_non_blank(lines: pa.Array) -> int | None:
     return None
 
 
+def _may_hold(lines: pa.Array, byte: bytes) -> bool:
+    """Whether any line may hold the byte: one scan of the data buffer, many times faster than
+    matching line by line when (as usual) none does."""
+    data = lines.buffers()[2]
+    return data is not None and bool((np.frombuffer(data, np.uint8) == ord(byte)).any())
+
+
 def _split_csv(raw: RawBatch, field_counts: set[int], dead: list) -> Fields:
     """The lines split into fields. Lines without a quote go through the vectorized splitter;
     the few with one (ethereum-etl quotes fields holding commas, e.g. a block's withdrawals) through
     Python's csv module."""
-    quoted = pc.match_substring(raw.payloads, b'"').to_numpy(zero_copy_only=False)
+    quoted = np.zeros(len(raw.payloads), bool)
+    if _may_hold(raw.payloads, b'"'):
+        quoted = pc.match_substring(raw.payloads, b'"').to_numpy(zero_copy_only=False)
     plain = RawBatch(source=raw.source, payloads=_subset(raw.payloads, ~quoted), line_numbers=raw.line_numbers[~quoted])
     fields = split_fields(plain, field_counts)
     dead.extend(fields.dead_letters)
@@ -518,11 +532,20 @@ def _matches(column: pa.Array, pattern: str) -> np.ndarray:
     return pc.match_substring_regex(pc.fill_null(column, ""), pattern).to_numpy(zero_copy_only=False)
 
 
+def _is_hex(column: pa.Array, lowered: pa.Array, digits: int) -> np.ndarray:
+    """Where text is 0x and ``digits`` hex digits, given it lower-cased too: of such text, trimming
+    the hex digits off its end leaves 0x (faster than a regular expression)."""
+    column, lowered = pc.fill_null(column, ""), pc.fill_null(lowered, "")
+    shape = pc.and_(pc.equal(pc.binary_length(column), digits + 2), pc.starts_with(column, "0x"))
+    prefix = pc.ascii_rtrim(lowered, characters="0123456789abcdef")
+    return pc.and_(shape, pc.equal(prefix, "0x")).to_numpy(zero_copy_only=False)
+
+
 def _decimal_below(column: pa.Array, limit: int) -> tuple[pa.Array, np.ndarray]:
     """(canonical text, ok): decimal digits of an integer in [0, limit), without leading zeros."""
     column = pc.fill_null(column, "")
-    digits = _matches(column, r"^[0-9]+$")
-    stripped = pc.replace_substring_regex(column, r"^0+", "")
+    digits = pc.ascii_is_decimal(column).to_numpy(zero_copy_only=False)
+    stripped = pc.ascii_ltrim(column, characters="0")
     canonical = pc.if_else(pc.equal(stripped, ""), "0", stripped)
     length = pc.binary_length(canonical).to_numpy(zero_copy_only=False)
     # Of two digit strings of one length, the lesser number sorts first.
@@ -546,7 +569,9 @@ def block_seconds(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, ok): Unix seconds, or 'YYYY-MM-DD HH:MM:SS UTC' as BigQuery exports a block time."""
     seconds, ok = non_negative_int64(column)
     seconds, ok = seconds.copy(), ok.copy()
-    text = _matches(column, _UTC_TEXT)
+    text = np.zeros(len(column), bool)
+    if not ok.all():
+        text[~ok] = _matches(_subset(column, ~ok), _UTC_TEXT)
     if text.any():
         index = pa.array(np.flatnonzero(text), pa.int64())
         written = pc.utf8_slice_codeunits(column.take(index), 0, 19)
@@ -563,10 +588,11 @@ def block_seconds(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def _converted(column: pa.Array, kind: str):
     """(values, ok, reason, what a good value is) for one column, over every row."""
-    if kind in _HEX_PATTERN:
+    if kind in (_ADDRESS, _HASH):
         digits = 40 if kind == _ADDRESS else 64
         reason = "bad_address" if kind == _ADDRESS else "bad_hash"
-        return pc.ascii_lower(column), _matches(column, _HEX_PATTERN[kind]), reason, f"0x and {digits} hex digits"
+        lowered = pc.ascii_lower(column)
+        return lowered, _is_hex(column, lowered, digits), reason, f"0x and {digits} hex digits"
     if kind == _INT:
         values, ok = non_negative_int64(column)
         return values, ok, "malformed", "an integer from 0 to 2**63-1"
@@ -641,6 +667,10 @@ def _build(kind: ExportKind, values: dict, given: dict, chain: str, status: str)
         return pa.array(values[name], pa.int64(), mask=~given[name])
 
     def text(name: str, default: str | None = None) -> pa.Array:
+        if given[name].all():
+            return values[name]
+        if not given[name].any():
+            return pa.nulls(len(given[name]), pa.string()) if default is None else pa.repeat(default, len(given[name]))
         return pc.if_else(pa.array(given[name], pa.bool_()), values[name], pa.scalar(default, pa.string()))
 
     columns = {
