@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from io_connectors.chain_options import add_chain_collect_options
+
 
 class CollectOptionError(ValueError):
     """Options that cannot work together or with the exchange; shown as one line."""
@@ -88,6 +90,7 @@ def add_collect_parser(subparsers) -> argparse.ArgumentParser:
     collect.add_argument("--max-trades", type=int, help="stop after publishing this many trades, all feeds together")
     collect.add_argument("--no-progress", action="store_true", help="no periodic progress lines")
     add_metrics_port_option(collect)
+    add_chain_collect_options(collect)
     return collect
 
 

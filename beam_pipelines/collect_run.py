@@ -18,8 +18,9 @@ from rich.table import Table
 
 from beam_pipelines.cli_common import EXIT_PIPELINE_FAILED, EXIT_USER_ERROR, UserError, parse_duration_seconds
 from beam_pipelines.collect_command import CollectOptionError
+from io_connectors.backoff import Backoff
 from io_connectors.collectors import FEEDS
-from io_connectors.collectors.backoff import Backoff
+from io_connectors.collectors.chain_collector import run_chain_collect
 from io_connectors.collectors.collector import Collector, CollectorSettings, FeedSettings
 from io_connectors.collectors.frames import ExchangeRejected
 from io_connectors.collectors.kafka_output import KafkaOutput, KafkaUnreachable, check_reachable
@@ -197,6 +198,8 @@ def _serve_metrics(port: int | None, collector):
 
 
 def run_collect(args) -> int:
+    if args.chain:
+        return run_chain_collect(args)
 
     def user_error(message: str) -> int:
         print(f"cryptobeam: error: {message}", file=sys.stderr)

@@ -25,7 +25,6 @@ from beam_pipelines.collect_command import add_collect_parser
 from io_connectors.avro_wire import SchemaStore, decode
 from io_connectors.backoff import Backoff
 from io_connectors.chain_follower import BLOCK, TOKEN_TRANSFER
-from io_connectors.chain_options import add_chain_collect_options
 from io_connectors.collectors.chain_collector import (
     ChainCollector,
     ChainCollectSettings,
@@ -53,8 +52,7 @@ def topics() -> dict[str, str]:
 
 def chain_args(anvil, kafka: str, names: dict, *options: str):
     parser = argparse.ArgumentParser(prog="cryptobeam")
-    collect = add_collect_parser(parser.add_subparsers(dest="command"))
-    add_chain_collect_options(collect)
+    add_collect_parser(parser.add_subparsers(dest="command"))
     return parser.parse_args(
         [
             "collect",

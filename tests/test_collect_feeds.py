@@ -18,8 +18,8 @@ import pytest
 
 from beam_pipelines.collect_command import collector_settings, run_collect
 from io_connectors.avro_wire import decode
+from io_connectors.backoff import Backoff
 from io_connectors.collectors import FEEDS
-from io_connectors.collectors.backoff import Backoff
 from io_connectors.collectors.collector import Collector, CollectorSettings, FeedSettings
 from io_connectors.collectors.kafka_output import KafkaOutput
 from tests.support.collectors import STORE, assert_exactly_the_fake_trades, collect_args, published, refs, topic

@@ -17,8 +17,8 @@ from datetime import datetime
 import pytest
 
 from beam_pipelines.collect_command import run_collect
+from io_connectors.backoff import Backoff
 from io_connectors.collectors import FEEDS, binance, coinbase, kraken
-from io_connectors.collectors.backoff import Backoff
 from io_connectors.collectors.collector import Collector, CollectorSettings, FeedSettings
 from io_connectors.collectors.frames import ExchangeRejected, FrameError
 from io_connectors.collectors.kafka_output import KafkaOutput, KafkaUnreachable, check_reachable
