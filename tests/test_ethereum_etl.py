@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -475,6 +477,61 @@ def test_csv_and_json_exports_of_the_same_transfers_give_the_same_table():
     assert dead_csv == dead_json == []
     assert from_csv.num_rows == 5 and from_csv.equals(from_json)
     assert from_csv.column("value").to_pylist()[0] == str(2**256 - 1)
+
+
+@st.composite
+def damaged_exports(draw):
+    """A written export (CSV or JSON lines) with some of its lines damaged: bytes replaced,
+    inserted or cut, lines joined or emptied."""
+    rows = draw(st.lists(transfer_rows(), min_size=1, max_size=8))
+    write = draw(st.sampled_from([write_csv_text, write_json_lines]))
+    lines = write(table_of(rows, "token_transfer"), "token_transfers").encode().split(b"\n")[:-1]
+    for _ in range(draw(st.integers(1, 6))):
+        i = draw(st.integers(0, len(lines) - 1))
+        line = lines[i]
+        at = draw(st.integers(0, len(line)))
+        junk = draw(st.binary(min_size=1, max_size=4) | st.sampled_from([b",", b'"', b"{", b"}", b"\xff", b" "]))
+        lines[i] = (
+            draw(
+                st.sampled_from(
+                    [
+                        line[:at] + junk + line[at:],
+                        line[:at] + junk + line[at + len(junk) :],
+                        line[:at],
+                        line[at:],
+                        b"",
+                        line + b"," + line,
+                    ]
+                )
+            )
+            .replace(b"\n", b"")
+            .replace(b"\r", b"")
+        )
+    return lines
+
+
+@settings(max_examples=100, deadline=None)
+@given(lines=damaged_exports(), batch_rows=st.integers(1, 10))
+def test_every_line_of_a_damaged_export_is_a_row_or_one_dead_letter(lines, batch_rows):
+    """Never a crash, never a silent drop: each line that is not blank (nor a usable header)
+    becomes one row or one dead letter carrying its bytes."""
+    seen: Counter = Counter()
+    for first in range(0, len(lines), batch_rows):
+        chunk = lines[first : first + batch_rows]
+        raw = RawBatch(source="f", payloads=chunk, line_numbers=np.arange(first + 1, first + 1 + len(chunk)))
+        parsed = parse_rows(raw, "token_transfers")
+        assert parsed.table.num_rows == len(parsed.line_numbers) == len(parsed.payloads)
+        seen.update(parsed.line_numbers.tolist())
+        for letter in parsed.dead_letters:
+            seen[letter["source_offset"]] += 1
+            assert letter["payload_bytes"] == lines[letter["source_offset"] - 1] and letter["reason"]
+        for number, payload in zip(parsed.line_numbers.tolist(), parsed.payloads.to_pylist()):
+            assert payload == lines[number - 1]
+    for number, line in enumerate(lines, start=1):
+        if re.search(rb"[!-~]", line) and number > 1:
+            assert seen[number] == 1, (number, line)
+        else:
+            assert seen[number] <= 1, (number, line)
 
 
 def test_lines_of_both_kinds_in_one_batch_come_out_in_line_order():
