@@ -63,7 +63,7 @@ from rich.table import Table  # noqa: E402
 from benchmarks.synthetic import synthetic_trades, write_synthetic_parquet  # noqa: E402
 from io_connectors.avro_wire import encode  # noqa: E402
 from io_connectors.bar_reader import final_bars  # noqa: E402
-from io_connectors.kafka_sink import PRODUCER_SETTINGS  # noqa: E402
+from io_connectors.kafka_producer import PRODUCER_SETTINGS  # noqa: E402
 from runners.local_flink import LocalFlink  # noqa: E402
 from runners.local_kafka import LocalKafka, create_topics  # noqa: E402
 

@@ -48,7 +48,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from io_connectors.avro_wire import SchemaStore, decode, encode  # noqa: E402
-from io_connectors.kafka_sink import PRODUCER_SETTINGS, produce  # noqa: E402
+from io_connectors.kafka_producer import PRODUCER_SETTINGS, produce  # noqa: E402
 from runners.local_kafka import LocalKafka, create_topics  # noqa: E402
 from transforms.event_time import datetime_to_micros  # noqa: E402
 from transforms.interval import parse_interval  # noqa: E402
