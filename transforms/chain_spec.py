@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms.token_transfers import address_bytes
 
@@ -60,6 +61,8 @@ class LabelIndex:
     addresses: np.ndarray
     entity_codes: np.ndarray
     entities: tuple[str, ...]
+    texts: pa.Array
+    """The same addresses as text (0x + 40 lower-case hex digits), in the same order."""
 
     def entities_of(self, addresses: np.ndarray) -> np.ndarray:
         """Each address's entity code, -1 where it has no label."""
@@ -67,6 +70,12 @@ class LabelIndex:
             return np.full(len(addresses), -1, np.int32)
         at = np.minimum(np.searchsorted(self.addresses, addresses), len(self.addresses) - 1)
         return np.where(self.addresses[at] == addresses, self.entity_codes[at], -1).astype(np.int32)
+
+    def entities_of_text(self, addresses) -> np.ndarray:
+        """Each address (as text)'s entity code, -1 where it has no label."""
+        position = pc.fill_null(pc.index_in(addresses, value_set=self.texts), -1).to_numpy(zero_copy_only=False)
+        codes = np.append(self.entity_codes, np.int32(-1))  # position -1 picks the appended -1
+        return codes[position].astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,8 @@ class ChainSpec:
         pairs = sorted(set(self.labels))
         entities = tuple(sorted({entity for _, entity in pairs}))
         code = {entity: k for k, entity in enumerate(entities)}
-        raw = address_bytes(pa.array([address for address, _ in pairs], pa.string()))
+        texts = pa.array([address for address, _ in pairs], pa.string())
+        raw = address_bytes(texts)
         order = np.argsort(raw, kind="stable")
         codes = np.array([code[entity] for _, entity in pairs], np.int32)
-        return LabelIndex(raw[order], codes[order], entities)
+        return LabelIndex(raw[order], codes[order], entities, texts.take(pa.array(order, pa.int64())))

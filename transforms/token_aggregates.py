@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.arrow_arrays import one_array
 from transforms.chain_spec import ChainSpec, LabelIndex, Token
-from transforms.token_transfers import address_bytes, limbs_value, transfer_hashes, value_limbs
+from transforms.token_transfers import RETRACTION_MASK, address_bytes, limbs_value, transfer_hashes, value_limbs
 
 _NO_ADDRESSES = np.zeros(0, "S20")
 _NO_COUNTS = np.zeros(0, np.int64)
@@ -50,13 +51,30 @@ _ARRAYS = (
 )
 
 
-def _window_from_pickle(count, value, flows, retracted_values, buffer, layout) -> "TokenWindow":
+_ADDRESS, _COUNT, _ID = np.dtype("S20"), np.dtype(np.int64), np.dtype(np.uint64)
+_ARRAY_TYPES = (_ADDRESS, _COUNT, _ADDRESS, _COUNT, _ID, _ID, _ADDRESS, _ADDRESS)  # as _ARRAYS
+
+
+def _window_from_pickle(count, value, flows, retracted_values, buffer, lengths) -> "TokenWindow":
     arrays, position = [], 0
-    for dtype, length in layout:
-        dtype = np.dtype(dtype)
+    for dtype, length in zip(_ARRAY_TYPES, lengths):
         arrays.append(np.frombuffer(buffer, dtype, length, position))
         position += dtype.itemsize * length
-    return TokenWindow(count, value, flows=flows, retracted_values=retracted_values, **dict(zip(_ARRAYS, arrays)))
+    senders, sender_counts, receivers, receiver_counts, ids, retracted_ids, retracted_from, retracted_to = arrays
+    return TokenWindow(
+        count,
+        value,
+        senders,
+        sender_counts,
+        receivers,
+        receiver_counts,
+        ids,
+        flows,
+        retracted_ids,
+        retracted_values,
+        retracted_from,
+        retracted_to,
+    )
 
 
 @dataclass
@@ -81,10 +99,10 @@ class TokenWindow:
     retracted_receivers: np.ndarray = field(default_factory=lambda: _NO_ADDRESSES)
 
     def __reduce__(self):
-        arrays = [np.ascontiguousarray(getattr(self, name)) for name in _ARRAYS]
-        layout = tuple((a.dtype.str, len(a)) for a in arrays)
+        arrays = [np.ascontiguousarray(getattr(self, name), dtype=dtype) for name, dtype in zip(_ARRAYS, _ARRAY_TYPES)]
         buffer = b"".join(a.data for a in arrays)
-        return _window_from_pickle, (self.count, self.value, self.flows, self.retracted_values, buffer, layout)
+        lengths = tuple(len(a) for a in arrays)
+        return _window_from_pickle, (self.count, self.value, self.flows, self.retracted_values, buffer, lengths)
 
 
 @dataclass(frozen=True)
@@ -107,77 +125,82 @@ def _segments(sorted_codes: np.ndarray) -> np.ndarray:
     return np.r_[0, np.flatnonzero(np.diff(sorted_codes)) + 1] if len(sorted_codes) else np.zeros(0, np.int64)
 
 
-def _multisets(codes: np.ndarray, addresses: np.ndarray, groups: int):
-    """Per group code: (distinct addresses sorted, their counts)."""
-    keyed = np.empty(len(codes), dtype=[("code", ">u4"), ("address", "V20")])
-    keyed["code"] = codes
-    keyed["address"] = addresses.view("V20")
-    combined = keyed.view("S24")
-    distinct, counts = np.unique(combined, return_counts=True)
-    # np.unique sorts S24 by its bytes: big-endian code first, then the address.
-    distinct_bytes = np.ascontiguousarray(distinct).view(np.uint8).reshape(-1, 24)
-    distinct_codes = distinct_bytes[:, :4].copy().view(">u4").ravel().astype(np.int64)
-    distinct_addresses = np.ascontiguousarray(distinct_bytes[:, 4:]).view("S20").ravel()
-    bounds = np.searchsorted(distinct_codes, np.arange(groups + 1))
-    return [
-        (distinct_addresses[bounds[g] : bounds[g + 1]], counts[bounds[g] : bounds[g + 1]].astype(np.int64))
-        for g in range(groups)
-    ]
+def _multisets(codes: np.ndarray, addresses: pa.Array, bounds: np.ndarray):
+    """Per group code (``bounds`` from ``np.searchsorted`` of the sorted codes): (its distinct
+    addresses as 20-byte values, in no particular order, with how often each occurs)."""
+    counted = (
+        pl.DataFrame({"code": codes, "address": pl.from_arrow(one_array(addresses))})
+        .group_by("code", "address")
+        .len()
+        .sort("code")
+    )
+    distinct_codes = counted["code"].to_numpy()
+    distinct = address_bytes(counted["address"].to_arrow())
+    counts = counted["len"].to_numpy().astype(np.int64)
+    at = np.searchsorted(distinct_codes, np.arange(len(bounds)))
+    return [(distinct[at[g] : at[g + 1]], counts[at[g] : at[g + 1]]) for g in range(len(bounds) - 1)]
 
 
-def _grouped_values(codes: np.ndarray, limbs: np.ndarray, groups: int) -> list[int]:
-    """The exact value sum of each group code."""
-    order = np.argsort(codes, kind="stable")
-    sums = np.zeros((groups, limbs.shape[1]), np.int64)
-    if len(order):
-        starts = _segments(codes[order])
-        sums[codes[order][starts]] = np.add.reduceat(limbs[order], starts, axis=0)
+def _grouped_values(sorted_limbs: np.ndarray, bounds: np.ndarray) -> list[int]:
+    """The exact value sum of each group of rows sorted by group (``bounds``: each group's first row)."""
+    groups = len(bounds) - 1
+    sums = np.zeros((groups, sorted_limbs.shape[1]), np.int64)
+    present = np.flatnonzero(np.diff(bounds))
+    if len(present):
+        sums[present] = np.add.reduceat(sorted_limbs, bounds[present], axis=0)
     return [limbs_value(row) for row in sums]
 
 
-def summarize(records: pa.Table, labels: LabelIndex | None) -> dict[str, TokenWindow]:
-    """One window's deduplicated transfers of one chain (``token_transfers.RECORD_SCHEMA``) ->
-    {token address: its partial}, computed for all tokens at once."""
+def transfer_ids_of(records: pa.Table, id_hash: np.ndarray | None = None) -> np.ndarray:
+    """Each row's transfer id hash: from dedupe's id hashes (a retraction's flipped back) when given."""
+    if id_hash is None:
+        return transfer_hashes(records)[0]
+    retracted = records.column("retracted").to_numpy().astype(bool)
+    return np.where(retracted, id_hash ^ RETRACTION_MASK, id_hash)
+
+
+def summarize(
+    records: pa.Table, labels: LabelIndex | None, id_hash: np.ndarray | None = None
+) -> dict[str, TokenWindow]:
+    """One window's deduplicated transfers of one chain (``token_transfers.RECORD_SCHEMA``, with
+    dedupe's ``id_hash`` per row if known) -> {token address: its partial}, for all tokens at once."""
     if not records.num_rows:
         return {}
+    transfer_ids = transfer_ids_of(records, id_hash)
+    retracted = records.column("retracted").to_numpy().astype(bool)
+    originals = records.filter(pa.array(~retracted)) if retracted.any() else records
     encoded = one_array(pc.dictionary_encode(records.column("token_address")))
     token_names = encoded.dictionary.to_pylist()
     token_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    groups = len(token_names)
-    retracted = records.column("retracted").to_numpy().astype(bool)
-    senders = address_bytes(records.column("from_address"))
-    receivers = address_bytes(records.column("to_address"))
-    transfer_ids, _, _ = transfer_hashes(records)
-    original = ~retracted
-    codes = token_codes[original]
-    limbs = value_limbs(records.column("value").filter(pa.array(original)))
-    counts = np.bincount(codes, minlength=groups)
-    values = _grouped_values(codes, limbs, groups)
-    sent = _multisets(codes, senders[original], groups)
-    received = _multisets(codes, receivers[original], groups)
-    id_order = np.argsort(codes, kind="stable")
-    id_bounds = np.searchsorted(codes[id_order], np.arange(groups + 1))
-    ids = transfer_ids[original][id_order]
+    codes = token_codes[~retracted]
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(token_names) + 1))
+    limbs = value_limbs(originals.column("value"))
+    values = _grouped_values(limbs[order], bounds)
+    sent = _multisets(codes, originals.column("from_address"), bounds)
+    received = _multisets(codes, originals.column("to_address"), bounds)
+    ids = transfer_ids[~retracted][order]
     windows = {
-        str(name): TokenWindow(
-            int(counts[g]),
+        name: TokenWindow(
+            int(bounds[g + 1] - bounds[g]),
             values[g],
             *sent[g],
             *received[g],
-            ids[id_bounds[g] : id_bounds[g + 1]].copy(),
+            ids[bounds[g] : bounds[g + 1]],
         )
         for g, name in enumerate(token_names)
     }
     if labels is not None:
-        _add_flows(windows, token_names, codes, senders[original], receivers[original], limbs, labels)
+        _add_flows(windows, token_names, codes, originals, limbs, labels)
     if retracted.any():
-        _add_retractions(windows, token_names, token_codes, retracted, records, transfer_ids, senders, receivers)
+        _add_retractions(windows, token_names, token_codes, retracted, records, transfer_ids)
     return windows
 
 
-def _add_flows(windows, token_names, codes, senders, receivers, limbs, labels: LabelIndex) -> None:
+def _add_flows(windows, token_names, codes, originals: pa.Table, limbs, labels: LabelIndex) -> None:
     """Into and out of each labelled entity, per token: a transfer within one entity is no flow."""
-    from_entity, to_entity = labels.entities_of(senders), labels.entities_of(receivers)
+    from_entity = labels.entities_of_text(originals.column("from_address"))
+    to_entity = labels.entities_of_text(originals.column("to_address"))
     entities = len(labels.entities)
     for direction, entity, mask in (
         (0, to_entity, (to_entity >= 0) & (to_entity != from_entity)),
@@ -187,24 +210,27 @@ def _add_flows(windows, token_names, codes, senders, receivers, limbs, labels: L
             continue
         keys = codes[mask] * entities + entity[mask]
         distinct, key_codes = np.unique(keys, return_inverse=True)
-        sums = _grouped_values(key_codes, limbs[mask], len(distinct))
-        flow_counts = np.bincount(key_codes, minlength=len(distinct))
+        order = np.argsort(key_codes, kind="stable")
+        bounds = np.searchsorted(key_codes[order], np.arange(len(distinct) + 1))
+        sums = _grouped_values(limbs[mask][order], bounds)
         for k, key in enumerate(distinct.tolist()):
-            token, name = str(token_names[key // entities]), labels.entities[key % entities]
+            token, name = token_names[key // entities], labels.entities[key % entities]
             flows = windows[token].flows.setdefault(name, [0] * _ENTITY_FIELDS)
             flows[direction] += sums[k]
-            flows[2 + direction] += int(flow_counts[k])
+            flows[2 + direction] += int(bounds[k + 1] - bounds[k])
 
 
-def _add_retractions(windows, token_names, token_codes, retracted, records, transfer_ids, senders, receivers) -> None:
+def _add_retractions(windows, token_names, token_codes, retracted, records, transfer_ids) -> None:
     rows = np.flatnonzero(retracted)
-    values = records.column("value").take(pa.array(rows, pa.int64())).to_pylist()
+    picked = records.take(pa.array(rows, pa.int64()))
+    values = picked.column("value").to_pylist()
+    senders, receivers = address_bytes(picked.column("from_address")), address_bytes(picked.column("to_address"))
     for k, row in enumerate(rows.tolist()):
-        window = windows[str(token_names[token_codes[row]])]
+        window = windows.setdefault(token_names[token_codes[row]], TokenWindow())
         window.retracted_ids = np.append(window.retracted_ids, transfer_ids[row])
         window.retracted_values = [*window.retracted_values, int(values[k])]
-        window.retracted_senders = np.append(window.retracted_senders, senders[row : row + 1])
-        window.retracted_receivers = np.append(window.retracted_receivers, receivers[row : row + 1])
+        window.retracted_senders = np.append(window.retracted_senders, senders[k : k + 1])
+        window.retracted_receivers = np.append(window.retracted_receivers, receivers[k : k + 1])
 
 
 def _merged_multiset(addresses: list[np.ndarray], counts: list[np.ndarray]):
@@ -242,7 +268,8 @@ def merge(windows: list[TokenWindow]) -> TokenWindow:
 def _distinct_after_withdrawing(addresses: np.ndarray, counts: np.ndarray, withdrawn: np.ndarray) -> int:
     if not len(withdrawn):
         return int(np.count_nonzero(counts > 0))
-    remaining = counts.copy()
+    order = np.argsort(addresses, kind="stable")
+    addresses, remaining = addresses[order], counts[order]
     at = np.minimum(np.searchsorted(addresses, withdrawn), max(len(addresses) - 1, 0))
     present = (addresses[at] == withdrawn) if len(addresses) else np.zeros(len(withdrawn), bool)
     np.subtract.at(remaining, at[present], 1)

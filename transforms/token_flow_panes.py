@@ -46,7 +46,8 @@ class _SummarizeTransfers(beam.DoFn):
 
     def process(self, element):
         (chain, window_start), unique = element
-        for token, window in summarize(unique.chunk.records, self._labels).items():
+        chunk = unique.chunk
+        for token, window in summarize(chunk.records, self._labels, chunk.id_hash).items():
             yield (chain, token, window_start), window
 
 

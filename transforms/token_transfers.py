@@ -37,7 +37,7 @@ STATUSES = ("latest", "safe", "finalized")
 UINT256_LIMIT = 2**256
 UINT256_DIGITS = len(str(UINT256_LIMIT - 1))  # 78
 _HASH_SEED = 0x5EED
-_RETRACTION_MASK = np.uint64(0x9E3779B97F4A7C15)
+RETRACTION_MASK = np.uint64(0x9E3779B97F4A7C15)
 """Flips a transfer's id hash into its retraction's: the two are different records to dedupe."""
 
 TRANSFER_FIELDS = arrow_schema("token_transfer").names
@@ -74,20 +74,23 @@ def with_provenance(transfers: pa.Table, source: str, offsets=None, payloads=Non
     return pa.Table.from_arrays([c.cast(f.type) for c, f in zip(columns, schema)], schema=schema)
 
 
-_LOWER_HEX = np.zeros(256, bool)
-_LOWER_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = True
+_ALL_TRUE = np.frombuffer(b"\x01" * 8, np.uint64)[0]
 
 
 def is_lower_hex(values, digits: int) -> np.ndarray:
-    """Per row: ``0x`` and ``digits`` lower-case hex digits. Checked on the fixed-width bytes
-    with a lookup table: a regex over a million addresses costs tenfold."""
+    """Per row: ``0x`` and ``digits`` lower-case hex digits (``digits`` a multiple of 8). Checked
+    on the fixed-width bytes with vectorized arithmetic: a regex over a million addresses costs
+    tenfold."""
     values = one_array(values)
     ok = pc.fill_null(pc.equal(pc.binary_length(values), digits + 2), False).to_numpy(zero_copy_only=False)
     if not ok.any():
         return ok
     rows = np.flatnonzero(ok)
     text = _fixed_width_bytes(values if len(rows) == len(values) else values.take(pa.array(rows)), digits + 2)
-    ok[rows] = (text[:, 0] == ord("0")) & (text[:, 1] == ord("x")) & _LOWER_HEX[text[:, 2:]].all(axis=1)
+    hex_digits = text[:, 2:]
+    is_digit = ((hex_digits - ord("0")) < 10) | ((hex_digits - ord("a")) < 6)  # uint8: below 0 wraps high
+    all_digits = (is_digit.view(np.uint64) == _ALL_TRUE).all(axis=1)  # 8 flags a word: 40 and 64 divide
+    ok[rows] = (text[:, 0] == ord("0")) & (text[:, 1] == ord("x")) & all_digits
     return ok
 
 
@@ -266,7 +269,7 @@ def transfer_hashes(records: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarr
     either shares both hashes with it."""
     transfer = pl.from_arrow(one_array(records.column("transfer_id"))).hash(seed=_HASH_SEED).to_numpy()
     retracted = one_array(records.column("retracted")).to_numpy(zero_copy_only=False).astype(bool)
-    ids = np.where(retracted, transfer ^ _RETRACTION_MASK, transfer)
+    ids = np.where(retracted, transfer ^ RETRACTION_MASK, transfer)
     content = pl.from_arrow(records.select(list(_CONTENT_FIELDS))).hash_rows(seed=_HASH_SEED).to_numpy()
     return transfer, ids, content
 
