@@ -375,7 +375,8 @@ def summary_table(
     table = Table(title=f"cryptobeam {command} → {out}", show_header=True, header_style="bold")
     table.add_column("records", justify="left")
     table.add_column("count", justify="right")
-    rate = accounting.records_in / elapsed if elapsed > 0 and run else 0.0
+    rate = accounting.all_records_in / elapsed if elapsed > 0 and run else 0.0
+    transfers = accounting.token_transfers
     rows = [
         *(
             [("chunks (run / skipped as complete)", f"{chunks:,} ({run:,} / {skipped:,})")]
@@ -397,6 +398,16 @@ def summary_table(
                 )
             ]
             if accounting.feed_status
+            else []
+        ),
+        *(
+            [
+                ("token transfers read", transfers.get("records_in", 0)),
+                ("  in final token activity", transfers.get("in_aggregates", 0)),
+                ("  retracted (and retractions)", transfers.get("retracted", 0)),
+                ("  duplicates", transfers.get("duplicates", 0)),
+            ]
+            if transfers
             else []
         ),
         (
