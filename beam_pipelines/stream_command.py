@@ -29,6 +29,12 @@ def add_stream_options(stream) -> None:
         "them to feed_status), so a venue is excluded while its collector reports it disconnected",
     )
     stream.add_argument(
+        "--transfers-topic",
+        default=None,
+        help="with --bars chain:INTERVAL: the ERC-20 transfers cryptobeam collect --chain writes "
+        "(token_transfers), read beside --topic's trades; without any bars of trades, read alone",
+    )
+    stream.add_argument(
         "--group",
         default="cryptobeam-stream",
         help="consumer group; its committed offsets are where a restarted stream resumes",

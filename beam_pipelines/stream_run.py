@@ -36,6 +36,7 @@ from beam_pipelines.cli_common import (
 )
 from beam_pipelines.outputs import OutputTargets
 from beam_pipelines.stream import StreamConfig, build_stream
+from beam_pipelines.validate_chain_output import rows_in_files, token_activity_on_disk
 from beam_pipelines.written_files import written_in_files
 from io_connectors.atomic_files import write_json_atomically
 from io_connectors.kafka_source import KafkaReadConfig, partition_starts, request_drain, reset_drain
@@ -44,8 +45,10 @@ from io_connectors.paths import is_remote
 from io_connectors.prometheus_metrics import MetricsPortInUse, StreamMetricsEndpoint
 from runners.gc_tuning import collect_rarely
 from runners.local_flink import FlinkError, cancel_jobs_named
-from transforms.computations import output_tables
+from transforms.computations import counted_table, output_tables, table_named
+from transforms.computations.token_flows import TOKEN_ACTIVITY
 from transforms.feed_status import FEED_STATUS_COUNTERS
+from transforms.token_transfers import TOKEN_TRANSFER_COUNTERS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -90,6 +93,21 @@ def stream_config(args):
             counted_as=FEED_STATUS_COUNTERS,
             idle_follows_clock=True,
         )
+    transfers_read, reads_trades = None, True
+    if args.transfers_topic:
+        if spec.chain is None:
+            raise UserError("--transfers-topic feeds the on-chain tables: add --bars chain:INTERVAL")
+        if args.transfers_topic == args.topic:
+            raise UserError("--transfers-topic must not be the trades' --topic")
+        transfers = replace(
+            read, topic=args.transfers_topic, run_id=f"{run}-transfers", counted_as=TOKEN_TRANSFER_COUNTERS
+        )
+        if any(table.record_type == "trade" for table in output_tables(spec)):
+            transfers_read = transfers
+        else:  # on-chain tables only: the transfers are the stream's one topic
+            read, reads_trades = transfers, False
+    elif spec.chain is not None:
+        raise UserError("--bars chain:INTERVAL is built from ERC-20 transfers: add --transfers-topic")
     return StreamConfig(
         read,
         spec,
@@ -97,6 +115,8 @@ def stream_config(args):
         commit_every_s=seconds["commit_every"],
         instruments=instruments_from_args(args),
         status_read=status_read,
+        transfers_read=transfers_read,
+        reads_trades=reads_trades,
     )
 
 
@@ -115,13 +135,14 @@ def run_stream(args, console: Console) -> int:
             raise UserError(f"cannot read {args.topic!r} from Kafka at {args.kafka}: {_first_line(error)}") from None
         starts = []  # a remote runner's workers may reach a broker this machine cannot: they find the partitions
         console.print(f"[yellow]Kafka at {args.kafka} is not reachable from here; the workers will look it up[/yellow]")
-    if config.status_read is not None and starts:
-        try:
-            partition_starts(config.status_read)
-        except Exception as error:
-            raise UserError(
-                f"cannot read {config.status_read.topic!r} from Kafka at {args.kafka}: {_first_line(error)}"
-            ) from None
+    for other in (config.status_read, config.transfers_read):
+        if other is not None and starts:
+            try:
+                partition_starts(other)
+            except Exception as error:
+                raise UserError(
+                    f"cannot read {other.topic!r} from Kafka at {args.kafka}: {_first_line(error)}"
+                ) from None
     resumed = [s for s in starts if s.resume_us]
     how_to_stop = (
         "Ctrl-C drains" if drains_here else "Ctrl-C cancels (drain with the runner, e.g. gcloud dataflow jobs drain)"
@@ -289,9 +310,17 @@ def written_by_run(out: str, run: str, tables: tuple[str, ...] = ("bars",)) -> d
     ``tables`` are the run's tables of bars in its order: as the counters do (``beam_pipelines.outputs``),
     the bar figures are the first table's, and the files and rows are counted for every table."""
     files = {table: _files_of_run(os.path.join(out, table), run) for table in tables}
-    written = written_in_files(files[tables[0]], _files_of_run(os.path.join(out, "dead_letter"), run))
-    for table, paths in files.items():  # each table's files read once: the first's figures are above
-        held = written if table == tables[0] else written_in_files(paths, [])
+    counted = counted_table(tables)
+    written = written_in_files(files.get(counted, []), _files_of_run(os.path.join(out, "dead_letter"), run))
+    for table, paths in files.items():  # each table's files read once: the counted one's figures are above
+        if table_named(table).record_type != "trade":  # on-chain tables count transfers, not trades
+            written[f"table_rows.{table}"] = rows_in_files(paths)
+            if table == TOKEN_ACTIVITY.name:
+                in_aggregates, retracted = token_activity_on_disk(paths)
+                written[f"{TOKEN_TRANSFER_COUNTERS}in_aggregates"] = in_aggregates
+                written[f"{TOKEN_TRANSFER_COUNTERS}retracted"] = retracted
+            continue
+        held = written if table == counted else written_in_files(paths, [])
         written[f"table_rows.{table}"] = held["bar_rows_written"]
         written[f"table_trades.{table}"] = held["trades_in_final_bars"]
     written["bar_files_written"] = sum(len(paths) for paths in files.values())

@@ -15,18 +15,35 @@ from transforms.computations import OutputTable
 RELATIVE_TOLERANCE = 1e-12
 
 
-def transfers_on_disk(files: list[str]) -> int:
-    """Unique token transfers the final token activity rows of these files hold: those in the
-    aggregates and those withdrawn by a retraction, with the retractions themselves. A file that
-    cannot be read counts nothing (the manifest check reports it)."""
-    total = 0
+def token_activity_on_disk(files: list[str]) -> tuple[int, int]:
+    """(transfers in the aggregates, retracted: retractions and the transfers they withdrew) of the
+    final token activity rows of these files. A file that cannot be read counts nothing (the
+    manifest check reports it)."""
+    in_aggregates = retracted = 0
     for path in files:
         try:
             rows = pq.read_table(path, columns=["is_final", "transfer_count", "retracted_count"])
         except (pa.ArrowException, OSError):
             continue
         final = rows.filter(rows["is_final"])
-        total += int(pc.sum(final["transfer_count"]).as_py() or 0) + int(pc.sum(final["retracted_count"]).as_py() or 0)
+        in_aggregates += int(pc.sum(final["transfer_count"]).as_py() or 0)
+        retracted += int(pc.sum(final["retracted_count"]).as_py() or 0)
+    return in_aggregates, retracted
+
+
+def transfers_on_disk(files: list[str]) -> int:
+    """Unique token transfers the final token activity rows of these files hold."""
+    return sum(token_activity_on_disk(files))
+
+
+def rows_in_files(files: list[str]) -> int:
+    """Rows of these Parquet files, from their footers; an unreadable file counts none."""
+    total = 0
+    for path in files:
+        try:
+            total += pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowException, OSError):
+            continue
     return total
 
 
