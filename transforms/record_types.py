@@ -114,7 +114,7 @@ FEED_STATUS = RecordType(
 TOKEN_TRANSFER = RecordType(
     "token_transfer",
     "event_time",
-    ("chain",),
+    ("chain", "token_standard"),
     "transfer_id",
     token_transfers.invalid_transfer_rows,
     token_transfers.rejected_transfer_dead_letters,

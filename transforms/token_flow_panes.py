@@ -25,10 +25,8 @@ from transforms.token_aggregates import (
     summarize,
     token_fields,
 )
-from transforms.token_transfers import TokenTransferChunk
+from transforms.token_transfers import ERC20, TokenTransferChunk
 
-ERC20 = "erc20"
-"""The ``symbol`` of chain tables: with the chain as ``exchange``, one partition per chain and day."""
 FLOWS_TAG = "exchange_flows"
 TokenWindowKey = typing.Tuple[str, str, int]  # (chain, token address, window start)
 
@@ -45,7 +43,7 @@ class _SummarizeTransfers(beam.DoFn):
         self._labels = spec.chain.label_index
 
     def process(self, element):
-        (chain, window_start), unique = element
+        (chain, _standard, window_start), unique = element
         chunk = unique.chunk
         for token, window in summarize(chunk.records, self._labels, chunk.id_hash).items():
             yield (chain, token, window_start), window
@@ -113,7 +111,7 @@ class _FormatTokenRows(beam.DoFn):
 
 
 class ComputeTokenFlows(beam.PTransform):
-    """Windowed ((chain, window start), UniqueRecords of transfers) -> {"token_activity": rows,
+    """Windowed ((chain, standard, window start), UniqueRecords of transfers) -> {"token_activity": rows,
     "exchange_flows": rows}, each in the global window."""
 
     def __init__(self, spec: BarSpec, label=None):

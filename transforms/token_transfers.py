@@ -2,10 +2,10 @@
 event-time skeleton.
 
 - **Event time** is the block timestamp (``event_time`` = ``block_timestamp`` seconds x 10**6).
-- **Key** is the chain alone. A transfer's id (``transfer_id`` = block hash + log index) is unique
-  on its chain, and a chain's transfers of a window are spread over thousands of tokens, most
-  with a handful each: keyed per token, every stateful step of the skeleton would run once per
-  tiny chunk. Keyed per chain, a window's transfers travel as one chunk, and the computations
+- **Key** is the chain (with the token standard, ``erc20``). A transfer's id (``transfer_id`` =
+  block hash + log index) is unique on its chain, and a chain's transfers of a window are spread
+  over thousands of tokens, most with a handful each: keyed per token, every stateful step of the
+  skeleton would run once per tiny chunk. Keyed per chain, a window's transfers travel as one chunk, and the computations
   group them by token in bulk (``transforms.token_aggregates``).
 - **Identity** is (``transfer_id``, ``retracted``): a retraction (a reorg orphaned the transfer's
   block) is a record of its own, not a copy of what it withdraws; copies of either are
@@ -31,6 +31,10 @@ from transforms.dead_letter import dead_letter
 from transforms.event_time import micros_to_iso
 from transforms.row_reasons import FirstReasons
 
+ERC20 = "erc20"
+"""The token standard: the second part of the transfers' key. Keys of every record type have the
+same shape (two texts), since the in-process runner decodes the timers of a fused stage's
+stateful steps with one of their key coders."""
 TOKEN_TRANSFER_COUNTERS = "token_transfer."
 """Prefix of the transfers' own counters: they are reconciled apart from trades."""
 STATUSES = ("latest", "safe", "finalized")
@@ -194,17 +198,17 @@ def rejected_transfer_dead_letters(batch: pa.Table, rejected: list[tuple[int, st
 
 
 def split_by_chain(batch: pa.Table):
-    """Yield ((chain,), that chain's rows); a batch is usually one chain's."""
+    """Yield ((chain, ``ERC20``), that chain's rows); a batch is usually one chain's."""
     if not batch.num_rows:
         return
     chain = batch.column("chain")
     if one_value(chain):
-        yield (chain[0].as_py(),), batch
+        yield (chain[0].as_py(), ERC20), batch
         return
     encoded = one_array(pc.dictionary_encode(chain))
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     for code, name in enumerate(encoded.dictionary.to_pylist()):
-        yield (name,), batch.take(pa.array(np.flatnonzero(codes == code), pa.int64()))
+        yield (name, ERC20), batch.take(pa.array(np.flatnonzero(codes == code), pa.int64()))
 
 
 # Not None: dedupe passes a first chunk of distinct ids on whole. What the computations need of a
@@ -228,7 +232,7 @@ class TokenTransferChunk:
     distinct_ids: bool = False
 
     exchange = property(lambda self: self.chain)  # what dedupe names a dead letter's key with
-    symbol = None
+    symbol = None  # a chunk holds many tokens
 
     def __len__(self) -> int:
         return len(self.event_time)
@@ -274,9 +278,9 @@ def transfer_hashes(records: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return transfer, ids, content
 
 
-def transfer_chunks_of(batch: pa.Table, window_starts: np.ndarray, key: tuple[str]):
+def transfer_chunks_of(batch: pa.Table, window_starts: np.ndarray, key: tuple[str, str]):
     """One chain's transfers cut into one chunk per window start; hashes computed once per batch."""
-    (chain,) = key
+    chain, _standard = key
     records = batch.select(RECORD_SCHEMA.names)
     times = records.column("event_time").cast(pa.int64()).to_numpy()
     _transfer, ids, content = transfer_hashes(records)
