@@ -5,8 +5,8 @@ event-time skeleton.
 - **Key** is the chain (with the token standard, ``erc20``). A transfer's id (``transfer_id`` =
   block hash + log index) is unique on its chain, and a chain's transfers of a window are spread
   over thousands of tokens, most with a handful each: keyed per token, every stateful step of the
-  skeleton would run once per tiny chunk. Keyed per chain, a window's transfers travel as one chunk, and the computations
-  group them by token in bulk (``transforms.token_aggregates``).
+  skeleton would run once per tiny chunk. Keyed per chain, a window's transfers travel as one
+  chunk, and the computations group them by token in bulk (``transforms.token_aggregates``).
 - **Identity** is (``transfer_id``, ``retracted``): a retraction (a reorg orphaned the transfer's
   block) is a record of its own, not a copy of what it withdraws; copies of either are
   duplicates. What a copy must agree on (its content) leaves out ``status``: a record re-read
