@@ -52,10 +52,11 @@ def run_settings(config: BackfillConfig) -> dict:
 def _bars_setting(spec) -> dict:
     """The kinds of bar a run builds, when other than time bars alone: a run asking for other
     kinds writes other tables; a run of time bars alone records the settings it always did."""
-    if not spec.thresholds and spec.time_bars and spec.consolidation is None:
+    if not spec.thresholds and spec.time_bars and spec.consolidation is None and spec.chain is None:
         return {}
     consolidated = {"consolidated": spec.consolidation.settings()} if spec.consolidation is not None else {}
-    return {"bars": [t.text for t in spec.thresholds], "time_bars": spec.time_bars, **consolidated}
+    chain = {"chain": spec.chain.settings()} if spec.chain is not None else {}
+    return {"bars": [t.text for t in spec.thresholds], "time_bars": spec.time_bars, **consolidated, **chain}
 
 
 def _instruments_setting(path: str | None) -> dict:

@@ -8,6 +8,7 @@ read the files); nothing here reads a file. Beam-free: ``BarSpec`` carries it as
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +95,17 @@ class ChainSpec:
         for fusion in self.fusions:
             if not self.asset_tokens(fusion.asset):
                 raise ValueError(f"no known token is the asset {fusion.asset!r}: the tokens table has none")
+
+    def settings(self) -> dict:
+        """What a backfill's chunk manifest records of it: a resumed run with other tokens,
+        labels or fusions is another run."""
+        tokens = "\n".join(f"{t.chain},{t.address},{t.symbol},{t.decimals},{t.asset}" for t in sorted(self.tokens))
+        labels = "\n".join(f"{address},{entity}" for address, entity in sorted(self.labels or ()))
+        return {
+            "tokens": hashlib.sha256(tokens.encode()).hexdigest()[:16],
+            "labels": None if self.labels is None else hashlib.sha256(labels.encode()).hexdigest()[:16],
+            "fusions": [f"{f.asset}={f.table}:{f.exchange}:{f.symbol}" for f in self.fusions],
+        }
 
     @functools.cached_property
     def _tokens_by_address(self) -> dict[tuple[str, str], Token]:
