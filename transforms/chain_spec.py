@@ -99,7 +99,7 @@ class ChainSpec:
     def settings(self) -> dict:
         """What a backfill's chunk manifest records of it: a resumed run with other tokens,
         labels or fusions is another run."""
-        tokens = "\n".join(f"{t.chain},{t.address},{t.symbol},{t.decimals},{t.asset}" for t in sorted(self.tokens))
+        tokens = "\n".join(sorted(f"{t.chain},{t.address},{t.symbol},{t.decimals},{t.asset}" for t in self.tokens))
         labels = "\n".join(f"{address},{entity}" for address, entity in sorted(self.labels or ()))
         return {
             "tokens": hashlib.sha256(tokens.encode()).hexdigest()[:16],
