@@ -95,7 +95,7 @@ def _problems(schema: str, row: dict) -> list[str]:
             if not _scaled_matches(row[raw], row[scaled], row["decimals"], row["token_known"]):
                 found.append(f"{scaled} is not {raw} scaled by the token's decimals")
     elif schema == "chain_market_fusion":
-        if row["has_market"] != (row["close"] is not None):
+        if row["has_market"] != (row["market_trades"] is not None):
             found.append("has_market disagrees with the market fields")
         if row["has_chain"] != (row["transfer_count"] is not None):
             found.append("has_chain disagrees with the chain fields")

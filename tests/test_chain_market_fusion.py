@@ -135,3 +135,12 @@ def test_a_late_retraction_revises_the_fused_window_in_a_late_pane():
     newest = panes[-1]
     assert newest["pane_timing"] == "LATE" and newest["pane_index"] > on_time[0]["pane_index"]
     assert (newest["close"], newest["exchange_netflow"], newest["transfer_count"]) == (100.0, 1000.0, 1)
+
+
+def test_a_consolidated_bar_gives_its_reference_price():
+    from transforms.chain_market_join import _FuseWindow
+
+    consolidated = {"window_start": 0, "price": 42000.5, "vwap": 42001.0, "volume": 3.0, "trade_count": 9}
+    fields = _FuseWindow._market_fields([{**consolidated, "pane_index": 0}, {**consolidated, "pane_index": 1}])
+    assert fields["has_market"] and (fields["price"], fields["close"], fields["market_trades"]) == (42000.5, None, 9)
+    assert _FuseWindow._market_fields([]) == {"has_market": False}

@@ -118,7 +118,7 @@ class _FuseWindow(beam.DoFn):
             return {"has_market": False}
         return {
             "has_market": True,
-            **{name: bar.get(name) for name in ("open", "high", "low", "close", "vwap")},
+            **{name: bar.get(name) for name in ("open", "high", "low", "close", "vwap", "price")},
             "market_volume": bar.get("volume"),
             "market_trades": bar.get("trade_count"),
         }
