@@ -15,7 +15,7 @@ import time
 from datetime import date
 from typing import TYPE_CHECKING
 
-from beam_pipelines.chain_command import add_chain_parser, run_chain
+from beam_pipelines.chain_command import add_chain_parser
 from beam_pipelines.cli_common import (
     ERROR_LOG,
     EXIT_PIPELINE_FAILED,
@@ -40,11 +40,11 @@ from beam_pipelines.cli_common import (
     summary_table,
     write_error_log,
 )
-from beam_pipelines.collect_command import add_collect_parser, run_collect
+from beam_pipelines.collect_command import add_collect_parser
 from beam_pipelines.iceberg_command import add_iceberg_parser, run_iceberg
 from beam_pipelines.report_command import add_report_parser, run_report
 from beam_pipelines.seams import SEAM_FILES
-from beam_pipelines.stream_command import add_stream_options, run_stream
+from beam_pipelines.stream_command import add_stream_options
 from io_connectors.paths import is_remote
 
 if TYPE_CHECKING:
@@ -282,7 +282,7 @@ def run_plan(args, console: Console) -> int:
     streaming = args.job == "stream"
     if streaming:
         from beam_pipelines.stream import build_stream
-        from beam_pipelines.stream_command import stream_config
+        from beam_pipelines.stream_run import stream_config
 
         config = stream_config(args)
         profile = runner_profile_from_args(args, streaming=True, dry_run=True)
@@ -438,7 +438,7 @@ def run_backfill(args, console: Console) -> int:
 
 def _fill_seams(config, pipeline_log: PipelineLog):
     """The filled bars between chunks, to every sink (``beam_pipelines.seams``); what they add to the accounting."""
-    from beam_pipelines.seams import fill_seams
+    from beam_pipelines.seam_fill import fill_seams
 
     try:
         return fill_seams(config.out, config.spec, config.sinks)
@@ -654,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         from rich.console import Console
 
         console = Console()
+        # A command's run module is imported when it runs: the parser alone stays free of Beam, Arrow
+        # and the collectors (tests/test_cli.py).
         if args.command == "backfill":
             return run_backfill(args, console)
         if args.command == "validate":
@@ -665,8 +667,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "replay":
             return run_replay(args, console)
         if args.command == "stream":
+            from beam_pipelines.stream_run import run_stream
+
             return run_stream(args, console)
         if args.command == "collect":
+            from beam_pipelines.collect_run import run_collect
+
             return run_collect(args)
         if args.command == "dataflow":
             return run_plan(args, console)
@@ -675,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "iceberg":
             return run_iceberg(args, console)
         if args.command == "chain":
+            from beam_pipelines.chain_run import run_chain
+
             return run_chain(args, console)
         if args.command == "sinks":
             return list_sinks(console)

@@ -22,7 +22,6 @@ only; checking them against the exchanges and running the collector is ``beam_pi
 from __future__ import annotations
 
 import argparse
-import sys
 
 from io_connectors.chain_options import add_chain_collect_options
 
@@ -101,30 +100,3 @@ def add_metrics_port_option(parser) -> None:
         metavar="PORT",
         help="serve Prometheus metrics on this port, all interfaces (docs/metrics.md); off by default",
     )
-
-
-def collector_settings(args):
-    """([feed settings], shared settings) from the options, or a CollectOptionError naming what is
-    wrong (``beam_pipelines.collect_run``)."""
-    # The collectors import asyncio, rich and Arrow: the command line imports this module at start
-    from beam_pipelines import collect_run
-
-    return collect_run.collector_settings(args)
-
-
-def run_collect(args) -> int:
-    """Collect until stopped (``beam_pipelines.collect_run``); the exit code."""
-    # The collectors import asyncio, rich and Arrow: the command line imports this module at start
-    from beam_pipelines import collect_run
-
-    return collect_run.run_collect(args)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cryptobeam")
-    add_collect_parser(parser.add_subparsers(dest="command", required=True))
-    return run_collect(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,13 +14,3 @@ SEAM_RUN = "seams"
 SEAM_FILES = "*/**/part-seams.*"
 """Every file the seam fill writes, under the output directory: bars in each file sink's
 directory, and dead letters of rows a sink rejected."""
-
-
-def fill_seams(out: str, spec, sinks: tuple):
-    """Write the filled bars no chunk could write to every sink in ``sinks``
-    (``io_connectors.sinks.SinkTarget``s); returns what was written, as accounting figures
-    (``beam_pipelines.seam_fill``)."""
-    # Arrow and Beam: the command line imports this module at start (for SEAM_FILES)
-    from beam_pipelines import seam_fill
-
-    return seam_fill.fill_seams(out, spec, sinks)

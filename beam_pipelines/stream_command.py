@@ -9,13 +9,8 @@ only; the run is ``beam_pipelines.stream_run``, imported when the stream starts.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from beam_pipelines.cli_common import add_bar_options, add_instruments_option, add_runner_options, add_sink_options
 from beam_pipelines.collect_command import add_metrics_port_option
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 
 def add_stream_options(stream) -> None:
@@ -65,19 +60,3 @@ def add_stream_options(stream) -> None:
     stream.add_argument("--commit-every", default="5m", help="commit offsets every this much event time (default 5m)")
     stream.add_argument("--no-progress", action="store_true", help="do not print progress lines")
     add_metrics_port_option(stream)
-
-
-def stream_config(args):
-    """The stream's settings from its options (``beam_pipelines.stream_run``); UserError for bad ones."""
-    # Beam: the command line imports this module at start
-    from beam_pipelines import stream_run
-
-    return stream_run.stream_config(args)
-
-
-def run_stream(args, console: Console) -> int:
-    """Run the stream until it drains, is cancelled or fails (``beam_pipelines.stream_run``); the exit code."""
-    # Beam: the command line imports this module at start
-    from beam_pipelines import stream_run
-
-    return stream_run.run_stream(args, console)

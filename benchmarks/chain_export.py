@@ -67,7 +67,7 @@ def export(url: str, head: int, out: Path, output_format: str) -> float:
     started = time.perf_counter()
     done = subprocess.run(
         [
-            sys.executable, "-m", "beam_pipelines.chain_command", "chain", "export", "--rpc", url,
+            str(Path(sys.executable).parent / "cryptobeam"), "chain", "export", "--rpc", url,
             "--from-block", "0", "--to-block", str(head), "--out", str(out), "--format", output_format, "--no-progress",
         ],
         capture_output=True,

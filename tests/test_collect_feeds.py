@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import pytest
 
-from beam_pipelines.collect_command import collector_settings, run_collect
+from beam_pipelines.collect_run import collector_settings, run_collect
 from io_connectors.avro_wire import decode
 from io_connectors.backoff import Backoff
 from io_connectors.collectors import FEEDS

@@ -10,13 +10,12 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime
 
 import pytest
 
-from beam_pipelines.collect_command import run_collect
+from beam_pipelines.collect_run import run_collect
 from io_connectors.backoff import Backoff
 from io_connectors.collectors import FEEDS, binance, coinbase, kraken
 from io_connectors.collectors.collector import Collector, CollectorSettings, FeedSettings
@@ -26,7 +25,7 @@ from io_connectors.collectors.rest import retry_after_seconds
 from io_connectors.collectors.trade_ids import Gap, TradeIds
 from tests.support.collectors import assert_exactly_the_fake_trades, collect_args, published, refs, topic
 from tests.support.fake_exchanges import FakeBinance, FakeBinanceRest, FakeCoinbase, FakeKraken, make_trades
-from tests.support.paths import ROOT
+from tests.support.paths import CLI, ROOT
 from transforms.event_time import datetime_to_micros
 
 FAST = dict(
@@ -636,9 +635,7 @@ def test_sigterm_stops_cleanly_and_everything_published_is_in_kafka(kafka_bootst
     trades_topic = topic("trades")
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "beam_pipelines.collect_command",
+            CLI,
             "collect",
             "--exchange",
             "binance",

@@ -401,7 +401,7 @@ def test_a_metrics_port_in_use_is_one_error_line_and_exit_2(kafka_bootstrap, tak
 
 
 def test_a_metrics_port_that_is_no_port_is_a_user_error(capsys):
-    from beam_pipelines.collect_command import run_collect
+    from beam_pipelines.collect_run import run_collect
     from tests.support.collectors import collect_args
 
     assert (
