@@ -21,10 +21,10 @@ from beam_pipelines.cli_common import (
     EXIT_PIPELINE_FAILED,
     EXIT_UNRECONCILED,
     EXIT_USER_ERROR,
+    CommandParser,
     PipelineFailed,
     PipelineLog,
     UserError,
-    _Parser,
     add_bar_options,
     add_instruments_option,
     add_runner_options,
@@ -128,8 +128,10 @@ def _unknown_source_hint(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cryptobeam", description="Event-time OHLCV/VWAP bars from crypto trades, on Apache Beam.")
-    commands = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
+    parser = CommandParser(
+        prog="cryptobeam", description="Event-time OHLCV/VWAP bars from crypto trades, on Apache Beam."
+    )
+    commands = parser.add_subparsers(dest="command", parser_class=CommandParser, required=True)
     add_backfill_options(commands.add_parser("backfill", help="build bars from historical exchange files"))
     commands.add_parser("sources", help="list the input formats")
     commands.add_parser("sinks", help="list the outputs (--sink)")
@@ -159,10 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_iceberg_parser(commands)
     add_chain_parser(commands)
     dataflow = commands.add_parser("dataflow", help="Google Cloud Dataflow: plan a job offline")
-    plan = dataflow.add_subparsers(dest="dataflow_command", parser_class=_Parser, required=True).add_parser(
+    plan = dataflow.add_subparsers(dest="dataflow_command", parser_class=CommandParser, required=True).add_parser(
         "plan", help="build the Dataflow job with Beam's dry run (no network) and write its graph for review"
     )
-    jobs = plan.add_subparsers(dest="job", parser_class=_Parser, required=True)
+    jobs = plan.add_subparsers(dest="job", parser_class=CommandParser, required=True)
     for name, add_options in (("backfill", add_backfill_options), ("stream", add_stream_options)):
         job = jobs.add_parser(name, help=f"plan a {name}")
         add_options(job)

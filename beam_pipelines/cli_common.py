@@ -38,7 +38,7 @@ class PipelineFailed(Exception):
     """The pipeline itself failed while running; shown as one line, with the traceback in a log file."""
 
 
-class _Parser(argparse.ArgumentParser):
+class CommandParser(argparse.ArgumentParser):
     def error(self, message):
         raise UserError(f"{message} (see: {self.prog} --help)")
 

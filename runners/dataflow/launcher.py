@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from beam_pipelines.cli_common import _Parser  # noqa: E402
+from beam_pipelines.cli_common import CommandParser  # noqa: E402
 from beam_pipelines.stream import build_stream  # noqa: E402
 from beam_pipelines.stream_command import add_stream_options  # noqa: E402
 from beam_pipelines.stream_run import stream_config  # noqa: E402
@@ -60,7 +60,7 @@ def split_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
 def build(argv: list[str]):
     """The pipeline, built but not run."""
     ours, beam_options = split_arguments(argv)
-    parser = _Parser(prog="cryptobeam-stream-template")
+    parser = CommandParser(prog="cryptobeam-stream-template")
     add_stream_options(parser)
     config = stream_config(parser.parse_args(ours))
     options = PipelineOptions(beam_options, streaming=True, save_main_session=False)
