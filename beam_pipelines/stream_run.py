@@ -148,7 +148,7 @@ def run_stream(args, console: Console) -> int:
         "Ctrl-C drains" if drains_here else "Ctrl-C cancels (drain with the runner, e.g. gcloud dataflow jobs drain)"
     )
     console.print(
-        f"streaming {args.topic} ({len(starts) or '?'} partitions"
+        f"streaming {config.read.topic} ({len(starts) or '?'} partitions"
         f"{', resuming from committed offsets' if resumed else ''}) → {config.targets.out}; "
         f"{how_to_stop}"
     )
