@@ -509,6 +509,12 @@ def run_replay(args, console: Console) -> int:
     from io_connectors.source_formats import SOURCES, parser_for
 
     files, _ = input_files_and_source(args)
+    not_trades = sorted({f.source for f in files if SOURCES[f.source].record_type != "trade"})
+    if not_trades:
+        raise UserError(
+            f"replay publishes trades; {', '.join(not_trades)} holds {SOURCES[not_trades[0]].record_type} records "
+            "(collect --chain publishes a chain's records)"
+        )
     speed = None
     if args.speed != "max":
         try:

@@ -110,6 +110,16 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, args, message):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+def test_replay_refuses_files_of_records_other_than_trades(tmp_path):
+    transfers = tmp_path / "token_transfers.csv"
+    transfers.write_text("token_address,from_address,to_address,value,transaction_hash,log_index,block_number\n")
+    result = cryptobeam(
+        "replay", "--input", f"ethereum-etl-token-transfers:{transfers}", "--kafka", "127.0.0.1:9", "--topic", "t"
+    )
+    assert result.returncode == 2 and "replay publishes trades" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
 def test_unwritable_output_is_a_user_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
