@@ -87,6 +87,7 @@ def synthetic_transfers(transfers: int, tokens: int, addresses: int = 200_000, s
         "transfer_id": pc.binary_join_element_wise(block_hash, pa.array(log_index).cast(pa.string()), "_"),
         "status": pa.repeat(pa.scalar("finalized"), transfers),
         "retracted": pa.repeat(pa.scalar(False), transfers),
+        "publication": pa.repeat(pa.scalar(0), transfers),
     }
     schema = arrow_schema("token_transfer")
     return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema), token_pool, address_pool

@@ -84,6 +84,7 @@ small = st.integers(0, 2**63 - 1)
 seconds = st.integers(0, 253_402_300_799)
 chains = st.sampled_from(["ethereum", "polygon", "arbitrum-one", "base_sepolia"])
 statuses = st.sampled_from(["latest", "safe", "finalized"])
+publications = st.one_of(st.integers(0, 3), small)
 
 
 @st.composite
@@ -106,6 +107,7 @@ def transfer_rows(draw):
         "transfer_id": None if block_hash is None else f"{block_hash}_{log_index}",
         "status": draw(statuses),
         "retracted": draw(st.booleans()),
+        "publication": draw(publications),
     }
 
 
@@ -126,6 +128,7 @@ def block_rows(draw):
         "event_time": timestamp * 1_000_000,
         "status": draw(statuses),
         "retracted": draw(st.booleans()),
+        "publication": draw(publications),
     }
 
 
@@ -396,6 +399,7 @@ def test_ethereum_etl_transfers_lack_the_block_so_their_id_and_time_wait_for_the
             "transfer_id": None,
             "status": "finalized",
             "retracted": False,
+            "publication": 0,
         }
     ]
     assert table.schema.equals(arrow_schema("token_transfer"))
@@ -445,7 +449,35 @@ def test_batches_after_the_first_find_columns_by_the_files_header_or_by_ethereum
     table, dead = parse_token_transfers(batch(f"{GOOD_TRANSFER}\n", first_line=5))
     assert dead == [] and table.column("log_index").to_pylist() == [7]
     table, dead = parse_token_transfers(batch("1,2,3\n", first_line=5))
-    assert reasons(dead) == [("malformed", 5)] and "7 or 12 fields" in dead[0]["error_message"]
+    assert reasons(dead) == [("malformed", 5)] and "7 or 12 or 13 fields" in dead[0]["error_message"]
+
+
+def test_the_publication_column_is_optional_zero_where_absent_and_read_where_given():
+    header = f"{ETL_TRANSFER_HEADER},block_hash,block_timestamp,retracted,publication"
+    lines = [
+        f"{GOOD_TRANSFER},{BLOCK_HASH},1693051200,false,2",
+        f"{GOOD_TRANSFER},{BLOCK_HASH},1693051200,true,",
+        f"{GOOD_TRANSFER},{BLOCK_HASH},1693051200,false,-1",
+        f"{GOOD_TRANSFER},{BLOCK_HASH},1693051200,false,one",
+    ]
+    table, dead = parse_token_transfers(batch("\n".join([header, *lines]) + "\n"))
+    assert table.column("publication").to_pylist() == [2, 0]
+    assert table.column("retracted").to_pylist() == [False, True]
+    assert reasons(dead) == [("malformed", 4), ("malformed", 5)] and "publication" in dead[0]["error_message"]
+    etl, _ = parse_token_transfers(batch(f"{ETL_TRANSFER_HEADER}\n{GOOD_TRANSFER}\n"))
+    assert etl.column("publication").to_pylist() == [0]  # ethereum-etl writes no such column
+    json_line = json.dumps(
+        {"type": "token_transfer", **dict(zip(ETL_TRANSFER_HEADER.split(","), GOOD_TRANSFER.split(",")))}
+    )
+    from_json, dead = parse_token_transfers(batch(json_line + "\n"))
+    assert dead == [] and from_json.column("publication").to_pylist() == [0]
+    # A headerless batch of a file this module wrote before it wrote the column: 12 fields.
+    written = write_csv_text(table, "token_transfers").splitlines()[1]
+    earlier = written.rsplit(",", 1)[0]
+    for line, publication in ((written, 2), (earlier, 0)):
+        headerless, dead = parse_token_transfers(batch(f"{line}\n", first_line=9))
+        assert dead == [] and headerless.column("publication").to_pylist() == [publication]
+        assert headerless.column("block_hash").to_pylist() == [BLOCK_HASH]
 
 
 def test_csv_and_json_exports_of_the_same_transfers_give_the_same_table():
@@ -638,6 +670,7 @@ def test_bad_block_lines_are_dead_letters():
                 "event_time": 1438269988 * 1_000_000,
                 "status": "finalized",
                 "retracted": False,
+                "publication": 0,
             }
         ],
         schema=arrow_schema("block"),
@@ -660,8 +693,8 @@ def test_bad_block_lines_are_dead_letters():
 def test_writers_write_ethereum_etls_columns_first_and_its_json_item_type():
     table, _ = parse_token_transfers(batch(f"{ETL_TRANSFER_HEADER}\n{GOOD_TRANSFER}\n"))
     text = write_csv_text(table, "token_transfers")
-    assert text.startswith(ETL_TRANSFER_HEADER + ",block_hash,block_timestamp,chain,status,retracted\n")
-    assert text.splitlines()[1] == GOOD_TRANSFER + ",,,ethereum,finalized,false"
+    assert text.startswith(ETL_TRANSFER_HEADER + ",block_hash,block_timestamp,chain,status,retracted,publication\n")
+    assert text.splitlines()[1] == GOOD_TRANSFER + ",,,ethereum,finalized,false,0"
     record = json.loads(write_json_lines(table, "token_transfer"))
     assert record["type"] == "token_transfer" and record["value"] == "1000000" and record["log_index"] == 7
     assert record["block_hash"] is None and list(record)[1:8] == ETL_TRANSFER_HEADER.split(",")

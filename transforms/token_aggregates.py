@@ -8,13 +8,16 @@ window's panes, however its transfers were batched, give the same result.
 **Exact sums.** Values are uint256: each is cut into nine base-10**9 limbs, limbs are summed in
 int64 (exact for up to 9 * 10**9 transfers) and the sums become one Python integer per group.
 
-**Retractions.** A retraction withdraws the transfer with the same ``transfer_id`` (its block was
-orphaned). A partial keeps the ids of its transfers and the retractions themselves (reorgs are
-rare, so they are few); ``settle`` takes each withdrawn transfer back out of the counts, the sums,
-the sender and receiver multisets and the flows. With accumulating panes a retraction withdraws
-only a transfer of the same window it has seen; one it has not seen (``unmatched``) withdraws
-nothing. With discarding panes, each pane is a change to the ones before, so every retraction
-withdraws its transfer (seen in an earlier pane).
+**Retractions.** A retraction withdraws the transfer with the same ``transfer_id`` and
+``publication`` (its block was orphaned). A block a later reorg restores is published again under
+the next publication number: a new transfer that an earlier retraction does not withdraw, so a
+reorg back and forth (A, B, A again) leaves A's transfers counted once. A partial keeps the ids
+of its transfers and the retractions themselves (reorgs are rare, so they are few); ``settle``
+takes each withdrawn transfer back out of the counts, the sums, the sender and receiver
+multisets and the flows. With accumulating panes a retraction withdraws only a transfer of the
+same window it has seen; one it has not seen (``unmatched``) withdraws nothing. With discarding
+panes, each pane is a change to the ones before, so every retraction withdraws its transfer (seen
+in an earlier pane).
 
 Beam-free: plain numpy and Python.
 """
@@ -90,7 +93,7 @@ class TokenWindow:
     receivers: np.ndarray = field(default_factory=lambda: _NO_ADDRESSES)
     receiver_counts: np.ndarray = field(default_factory=lambda: _NO_COUNTS)
     transfer_ids: np.ndarray = field(default_factory=lambda: _NO_IDS)
-    """Hashes of the transfers' ids: what a retraction is matched with."""
+    """Hashes of the transfers' (transfer_id, publication): what a retraction is matched with."""
     flows: dict = field(default_factory=dict)
     """entity -> [inflow value, outflow value, inflow count, outflow count]."""
     retracted_ids: np.ndarray = field(default_factory=lambda: _NO_IDS)

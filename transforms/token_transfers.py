@@ -7,10 +7,12 @@ event-time skeleton.
   over thousands of tokens, most with a handful each: keyed per token, every stateful step of the
   skeleton would run once per tiny chunk. Keyed per chain, a window's transfers travel as one
   chunk, and the computations group them by token in bulk (``transforms.token_aggregates``).
-- **Identity** is (``transfer_id``, ``retracted``): a retraction (a reorg orphaned the transfer's
-  block) is a record of its own, not a copy of what it withdraws; copies of either are
-  duplicates. What a copy must agree on (its content) leaves out ``status``: a record re-read
-  once its block is final is the same transfer.
+- **Identity** is (``transfer_id``, ``publication``, ``retracted``): a retraction (a reorg orphaned
+  the transfer's block) is a record of its own, not a copy of what it withdraws; a re-publication
+  (a later reorg restored the block) is numbered one more, so it is a new record rather than a
+  copy of the publication withdrawn; copies of any of them are duplicates. What a copy must agree
+  on (its content) leaves out ``status``: a record re-read once its block is final is the same
+  transfer.
 
 Beam-free, like every record type's rules (``transforms.record_types`` imports them as it plans).
 """
@@ -43,6 +45,7 @@ UINT256_DIGITS = len(str(UINT256_LIMIT - 1))  # 78
 _HASH_SEED = 0x5EED
 RETRACTION_MASK = np.uint64(0x9E3779B97F4A7C15)
 """Flips a transfer's id hash into its retraction's: the two are different records to dedupe."""
+_MIX_1, _MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 TRANSFER_FIELDS = arrow_schema("token_transfer").names
 RECORD_SCHEMA = pa.schema(
@@ -141,6 +144,8 @@ def invalid_transfer_rows(batch: pa.Table, min_time_us: int, max_time_us: int) -
     known = pc.fill_null(pc.is_in(batch.column("status"), pa.array(STATUSES)), False)
     reasons.flag(~known.to_numpy(zero_copy_only=False), "unknown_status")
     reasons.flag(_is_null(batch.column("retracted")), "malformed")
+    publication = batch.column("publication")
+    reasons.flag(pc.fill_null(pc.less(publication, 0), True).to_numpy(zero_copy_only=False), "malformed")
     return reasons
 
 
@@ -267,11 +272,25 @@ class TokenTransferChunk:
         return _record_json(record)
 
 
+def _publication_mix(publication: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer of each publication number: 0 for publication 0 (a first publication's
+    hashes are its transfer id's alone), spread over all 64 bits for the others."""
+    z = publication.astype(np.uint64)
+    z = (z ^ (z >> np.uint64(30))) * _MIX_1
+    z = (z ^ (z >> np.uint64(27))) * _MIX_2
+    return z ^ (z >> np.uint64(31))
+
+
 def transfer_hashes(records: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(transfer hash, dedupe id hash, content hash) per row: the id hash of a retraction is its
-    transfer's flipped, so that a transfer and its retraction are two records, and each copy of
-    either shares both hashes with it."""
+    """(transfer hash, dedupe id hash, content hash) per row. The transfer hash is of (transfer_id,
+    publication): what a retraction is matched with, so a retraction withdraws the publication it
+    names and never a later re-publication. The id hash of a retraction is its transfer's flipped,
+    so that a transfer and its retraction are two records, and each copy of either shares both
+    hashes with it."""
     transfer = pl.from_arrow(one_array(records.column("transfer_id"))).hash(seed=_HASH_SEED).to_numpy()
+    publication = one_array(records.column("publication")).to_numpy(zero_copy_only=False)
+    if publication.any():
+        transfer = transfer ^ _publication_mix(publication)
     retracted = one_array(records.column("retracted")).to_numpy(zero_copy_only=False).astype(bool)
     ids = np.where(retracted, transfer ^ RETRACTION_MASK, transfer)
     content = pl.from_arrow(records.select(list(_CONTENT_FIELDS))).hash_rows(seed=_HASH_SEED).to_numpy()

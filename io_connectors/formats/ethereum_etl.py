@@ -29,7 +29,8 @@ Reading:
 - ``chain`` is the caller's (``ethereum`` by default) unless a ``chain`` column says otherwise.
   ``status`` is ``finalized`` unless a ``status`` column says otherwise: an export is a copy of
   settled history, read long after its blocks were final, so the reorg-following machinery has
-  nothing to retract. ``retracted`` is false unless a ``retracted`` column says true.
+  nothing to retract. ``retracted`` is false unless a ``retracted`` column says true, and
+  ``publication`` 0 unless a ``publication`` column says otherwise (ethereum-etl writes neither).
 
 Every line that cannot be read is one dead letter with its bytes, line number and one reason:
 ``bad_encoding``, ``malformed`` (not CSV or JSON of the expected shape, a wrong field count, an
@@ -109,11 +110,21 @@ class ExportKind:
     def headerless_layouts(self) -> dict[int, tuple[str, ...]]:
         """Column names by field count, for CSV lines whose file header the batch does not hold."""
         layouts = {count: self.etl_columns[:count] for count in self.etl_versions}
+        earlier = tuple(name for name in self.names if name not in _ADDED_COLUMNS)
+        layouts[len(earlier)] = earlier
         layouts[len(self.columns)] = self.names
         return layouts
 
 
-_CHAIN_COLUMNS = (Column("chain", _CHAIN, False), Column("status", _STATUS, False), Column("retracted", _BOOL, False))
+_CHAIN_COLUMNS = (
+    Column("chain", _CHAIN, False),
+    Column("status", _STATUS, False),
+    Column("retracted", _BOOL, False),
+    Column("publication", _INT, False),
+)
+_ADDED_COLUMNS = ("publication",)
+"""Columns ``write_csv_text`` writes that files it wrote before do not have: a headerless line of
+such a file is read by its field count too."""
 
 TOKEN_TRANSFER_EXPORT = ExportKind(
     "token_transfers",
@@ -677,6 +688,7 @@ def _build(kind: ExportKind, values: dict, given: dict, chain: str, status: str)
         "chain": text("chain", chain),
         "status": text("status", status),
         "retracted": pa.array(values["retracted"] & given["retracted"], pa.bool_()),
+        "publication": pa.array(np.where(given["publication"], values["publication"], 0), pa.int64()),
     }
     if kind is TOKEN_TRANSFER_EXPORT:
         seconds, block_hash, log_index = integer("block_timestamp"), text("block_hash"), integer("log_index")
@@ -766,7 +778,7 @@ def _write(table: pa.Table, line_fields, head: str = "") -> str:
 def write_csv_text(table: pa.Table, kind: str | ExportKind) -> str:
     """The table (columns of ``schemas/<kind>.avsc``) as ethereum-etl CSV: a header line, then a row
     per record. The columns are ethereum-etl's, in its order, then block_hash and block_timestamp
-    (token transfers), chain, status and retracted; nulls are empty fields."""
+    (token transfers), chain, status, retracted and publication; nulls are empty fields."""
     kind = export_kind(kind)
 
     def line_fields(rows: pa.Table):

@@ -35,6 +35,7 @@ def transfer(
     retracted: bool = False,
     chain: str = "ethereum",
     status: str = "finalized",
+    publication: int = 0,
 ) -> dict:
     """A contract row. Ints name addresses (``address(n)``); a block's time defaults to 12 s a block."""
     bhash = block_hash(block, fork)
@@ -54,11 +55,17 @@ def transfer(
         "transfer_id": f"{bhash}_{log_index}",
         "status": status,
         "retracted": retracted,
+        "publication": publication,
     }
 
 
 def retraction(row: dict) -> dict:
     return {**row, "retracted": True}
+
+
+def republication(row: dict) -> dict:
+    """The record published again after a reorg back to its block, which had been retracted."""
+    return {**row, "retracted": False, "publication": row["publication"] + 1}
 
 
 def token_address(token: int) -> str:
@@ -91,17 +98,18 @@ def parse_table_transfers(raw: RawBatch):
 
 
 def canonical(rows: list[dict]) -> list[dict]:
-    """The transfers a consumer keeps: copies dropped, and every transfer some retraction withdraws."""
+    """The transfers a consumer keeps: copies dropped, and every publication of a transfer that a
+    retraction of the same publication withdraws."""
     seen, originals, withdrawn = set(), {}, set()
     for row in rows:
-        key = (row["chain"], row["transfer_id"], row["retracted"])
+        key = (row["chain"], row["transfer_id"], row["publication"], row["retracted"])
         if key in seen:
             continue
         seen.add(key)
         if row["retracted"]:
-            withdrawn.add((row["chain"], row["transfer_id"]))
+            withdrawn.add(key[:3])
         else:
-            originals[(row["chain"], row["transfer_id"])] = row
+            originals[key[:3]] = row
     return [row for key, row in originals.items() if key not in withdrawn]
 
 
