@@ -92,6 +92,15 @@ def kafka_bootstrap(tmp_path_factory):
     broker.stop()
 
 
+@pytest.fixture(scope="session")
+def bundled_bars(tmp_path_factory) -> list[dict]:
+    """Final bars of a local backfill of the bundled data, default options: what a run of the same
+    trades on another runner must equal. Shared, read-only."""
+    from tests.support.streams import backfill_bars
+
+    return backfill_bars(tmp_path_factory.mktemp("bundled"))
+
+
 @pytest.fixture
 def background():
     """Local fake exchanges serving in a background thread, closed after the test."""

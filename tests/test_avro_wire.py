@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import io
-import subprocess
 
 import fastavro
 import numpy as np
@@ -18,8 +17,9 @@ from io_connectors.avro_wire import SchemaStore, WireFormatError, decode, encode
 from io_connectors.formats.kafka_avro import parse_avro_messages
 from io_connectors.raw_batch import RawBatch
 from schemas import avro_schema, parsed_avro_schema
+from tests.support.commands import run_backfill
 from tests.support.helpers import T0, run_trades_to_bars
-from tests.support.paths import BUNDLED, CLI
+from tests.support.paths import BUNDLED
 from transforms import BarSpec
 
 TRADE = {
@@ -165,24 +165,7 @@ def test_a_kafka_trade_from_year_146000_is_a_dead_letter_not_a_crash():
 
 def test_avro_sink_holds_the_same_bars_as_parquet(tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            CLI,
-            "backfill",
-            "--source",
-            "binance-aggtrades",
-            "--input",
-            BUNDLED,
-            "--fill-gaps",
-            "--sink",
-            "avro",
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = run_backfill("binance-aggtrades", BUNDLED, out, "--fill-gaps", "--sink", "avro")
     assert result.returncode == 0, result.stderr
     avro_rows = []
     for path in sorted((out / "bars_avro").rglob("*.avro")):
@@ -202,20 +185,5 @@ def test_avro_sink_holds_the_same_bars_as_parquet(tmp_path):
             p["trade_count"],
             p["symbol"],
         )
-    bad = subprocess.run(
-        [
-            CLI,
-            "backfill",
-            "--source",
-            "binance-aggtrades",
-            "--input",
-            BUNDLED,
-            "--sink",
-            "bigtable",
-            "--out",
-            str(tmp_path / "o2"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    bad = run_backfill("binance-aggtrades", BUNDLED, tmp_path / "o2", "--sink", "bigtable")
     assert bad.returncode == 2 and "unknown --sink" in bad.stderr

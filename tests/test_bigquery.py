@@ -3,16 +3,15 @@ leave the latest-revision view unchanged, rejected rows become dead letters."""
 
 from __future__ import annotations
 
-import subprocess
-
 import apache_beam as beam
 import pyarrow.parquet as pq
 
 from io_connectors.bigquery_sink import BAR_TABLE, BigQueryTarget, _InsertRows, bar_insert_id
 from runners.profiles import in_process_runner
 from schemas import field_names
+from tests.support.commands import run_backfill
 from tests.support.helpers import COLLECTED, Collect
-from tests.support.paths import CLI, ROOT
+from tests.support.paths import BUNDLED
 from transforms import BarSpec
 from transforms.gap_fill import filled_bar
 
@@ -24,25 +23,8 @@ def query(target: BigQueryTarget, sql: str):
 def test_backfill_to_bigquery_equals_parquet_and_reruns_change_nothing(bigquery_endpoint, tmp_path):
     target = BigQueryTarget("local.cryptobeam.bars", bigquery_endpoint)
     out = tmp_path / "out"
-    args = [
-        CLI,
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        str(ROOT / "data" / "*.zip"),
-        "--fill-gaps",
-        "--sink",
-        "bigquery",
-        "--bq-table",
-        target.table,
-        "--bq-endpoint",
-        bigquery_endpoint,
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    options = ("--fill-gaps", "--sink", "bigquery", "--bq-table", target.table, "--bq-endpoint", bigquery_endpoint)
+    result = run_backfill("binance-aggtrades", BUNDLED, out, *options)
     assert result.returncode == 0, result.stdout + result.stderr
     table = target.client().get_table(target.table)
     assert table.time_partitioning.field == "window_start" and table.time_partitioning.type_ == "DAY"
@@ -59,7 +41,7 @@ def test_backfill_to_bigquery_equals_parquet_and_reruns_change_nothing(bigquery_
     for b, p in zip(in_bigquery, in_parquet):
         assert {k: b[k] for k in field_names("bar")} == {k: p[k] for k in field_names("bar")}
 
-    rerun = subprocess.run(args + ["--overwrite"], capture_output=True, text=True, timeout=600)
+    rerun = run_backfill("binance-aggtrades", BUNDLED, out, *options, "--overwrite")
     assert rerun.returncode == 0, rerun.stderr
     # Same insert ids: BigQuery may drop the repeated inserts (best effort) or keep them as extra
     # revision rows; either way the latest-revision view must not change.

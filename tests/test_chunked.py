@@ -17,8 +17,31 @@ from pathlib import Path
 import pytest
 
 from tests.support.backfills import backfill, write_days
+from tests.support.commands import cryptobeam, run_backfill
 from tests.support.outputs import bars_of, summary
 from tests.support.paths import CLI, ROOT
+
+
+def two_workers(days: Path, out: Path, *extra) -> list[str]:
+    """The command line of a backfill of the days in chunks of a day, two at a time."""
+    return [
+        CLI,
+        "backfill",
+        "--source",
+        "binance-aggtrades",
+        "--input",
+        str(days / "*.zip"),
+        "--interval",
+        "1m",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--chunk",
+        "1d",
+        "--workers",
+        "2",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +70,7 @@ def test_chunked_equals_unchunked_and_validates(days, reference, tmp_path):
     first = json.loads(manifests[0].read_text())
     assert first["status"] == "complete" and first["inputs"][0]["sha256"] and first["outputs"]
     assert first["counts"]["records_in"] == 3000 and first["seconds"] > 0
-    check = subprocess.run([CLI, "validate", str(out)], capture_output=True, text=True)
+    check = cryptobeam("validate", str(out))
     assert check.returncode == 0, check.stdout
 
 
@@ -74,24 +97,8 @@ def test_the_command_plans_and_sums_up_a_local_backfill_without_importing_beam(d
 
 
 def test_killed_runs_resume_to_the_same_output(days, reference, tmp_path):
-    command = [
-        CLI,
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        str(days / "*.zip"),
-        "--interval",
-        "1m",
-        "--fill-gaps",
-        "--no-progress",
-        "--chunk",
-        "1d",
-        "--workers",
-        "2",
-    ]
     started = time.monotonic()
-    subprocess.run([*command, "--out", str(tmp_path / "timed")], check=True, capture_output=True, timeout=600)
+    subprocess.run(two_workers(days, tmp_path / "timed", "--fill-gaps"), check=True, capture_output=True, timeout=600)
     whole_run_s = time.monotonic() - started
     out = tmp_path / "out"
     rng = random.Random(11)
@@ -99,7 +106,10 @@ def test_killed_runs_resume_to_the_same_output(days, reference, tmp_path):
     for _ in range(6):
         complete = sum(json.loads(m.read_text())["status"] == "complete" for m in (out / "_manifests").glob("*.json"))
         process = subprocess.Popen(
-            [*command, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            two_workers(days, out, "--fill-gaps"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         # Somewhere inside this run, however fast the machine: resumed runs only do what is left.
         time.sleep(rng.uniform(0.2, 0.9) * whole_run_s * max(6 - complete, 1) / 6)
@@ -114,7 +124,7 @@ def test_killed_runs_resume_to_the_same_output(days, reference, tmp_path):
     assert bars_of(out) == bars_of(reference)
     assert summary(out)["records_in"] == 6 * 3000 and summary(out)["reconciled"]
     assert not list(out.rglob(".*.tmp"))
-    check = subprocess.run([CLI, "validate", str(out)], capture_output=True, text=True)
+    check = cryptobeam("validate", str(out))
     assert check.returncode == 0, check.stdout
 
 
@@ -140,7 +150,7 @@ def test_validate_catches_a_corrupted_file_and_broken_invariants(tmp_path):
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    check = subprocess.run([CLI, "validate", str(out)], capture_output=True, text=True)
+    check = cryptobeam("validate", str(out))
     assert check.returncode == 1 and "changed" in check.stdout
 
 
@@ -150,7 +160,7 @@ def test_validate_reports_missing_trade_ids(tmp_path):
     (days / "BTCUSDT-aggTrades-2024-01-02.zip").unlink()  # a missing day: ids jump
     out = tmp_path / "out"
     assert backfill(days, out).returncode == 0
-    check = subprocess.run([CLI, "validate", str(out)], capture_output=True, text=True)
+    check = cryptobeam("validate", str(out))
     assert check.returncode == 1 and "trade id(s) missing" in check.stdout
 
 
@@ -160,22 +170,7 @@ def test_from_to_and_settings_conflicts(tmp_path):
     out = tmp_path / "out"
     result = backfill(days, out, "--from", "2024-01-02", "--to", "2024-01-03", "--chunk", "1d")
     assert result.returncode == 0 and summary(out)["records_in"] == 400
-    other = subprocess.run(
-        [
-            CLI,
-            "backfill",
-            "--source",
-            "binance-aggtrades",
-            "--input",
-            str(days / "*.zip"),
-            "--interval",
-            "5m",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    other = run_backfill("binance-aggtrades", days / "*.zip", out, "--interval", "5m")
     assert other.returncode == 2 and "--overwrite" in other.stderr
     bad = backfill(days, out, "--from", "2024-13-01")
     assert bad.returncode == 2 and "bad --from" in bad.stderr
@@ -208,11 +203,11 @@ def test_validate_recounts_from_disk_and_works_without_manifests(tmp_path):
     manifest["counts"]["unique_trades"] += 1
     manifest["counts"]["trades_in_final_bars"] += 1
     manifest_path.write_text(json.dumps(manifest))
-    check = subprocess.run([CLI, "validate", str(out)], capture_output=True, text=True)
+    check = cryptobeam("validate", str(out))
     assert check.returncode == 1 and "on disk" in check.stdout
     for path in (out / "_manifests").glob("*.json"):
         path.unlink()  # a backfill's files with no manifest: their records are accounted for nowhere
-    check = subprocess.run([CLI, "validate", str(out)], capture_output=True, text=True)
+    check = cryptobeam("validate", str(out))
     assert check.returncode == 1 and "recorded by no manifest" in check.stdout, check.stdout
 
 
@@ -236,23 +231,7 @@ def test_workers_die_with_the_command(days, tmp_path):
     """Only the command is killed (not its process group): its fork server and workers must go
     too, rather than finish their chunks beside a rerun."""
     process = subprocess.Popen(
-        [
-            CLI,
-            "backfill",
-            "--source",
-            "binance-aggtrades",
-            "--input",
-            str(days / "*.zip"),
-            "--interval",
-            "1m",
-            "--out",
-            str(tmp_path / "out"),
-            "--no-progress",
-            "--chunk",
-            "1d",
-            "--workers",
-            "2",
-        ],
+        two_workers(days, tmp_path / "out"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

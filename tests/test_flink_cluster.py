@@ -20,6 +20,7 @@ from io_connectors.bar_reader import final_bars
 from io_connectors.files import match_inputs
 from io_connectors.source_formats import SOURCES
 from runners.local_flink import FlinkError, LocalFlink, flink_job_server_jar, flink_pipeline_args
+from tests.support.commands import run_backfill
 from tests.support.outputs import without_panes
 from tests.support.paths import BUNDLED, CLI, ROOT
 from transforms import BarSpec
@@ -31,19 +32,6 @@ def flink_cluster(tmp_path_factory):
     cluster = LocalFlink.start(tmp_path_factory.mktemp("flink"), die_with_parent=True)
     yield cluster
     cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def local_bars(tmp_path_factory) -> list[dict]:
-    out = tmp_path_factory.mktemp("direct") / "out"
-    result = subprocess.run(
-        [CLI, "backfill", "--source", "binance-aggtrades", "--input", BUNDLED, "--out", str(out), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return final_bars(str(out))
 
 
 def processes_using(path: Path) -> list[str]:
@@ -73,36 +61,25 @@ def test_python_executable_is_the_pipeline_venv(flink_cluster):
     assert os.access(config["python.executable"], os.X_OK)
 
 
-def test_backfill_on_flink_equals_local_runner(flink_cluster, local_bars, tmp_path):
+def test_backfill_on_flink_equals_local_runner(flink_cluster, bundled_bars, tmp_path):
     """PROCESS workers, which the TaskManager starts; LOOPBACK ones (the default) run the pipeline
     API test below and every stream here."""
     out = tmp_path / "flink"
-    result = subprocess.run(
-        [
-            CLI,
-            "backfill",
-            "--source",
-            "binance-aggtrades",
-            "--input",
-            BUNDLED,
-            "--out",
-            str(out),
-            "--no-progress",
-            "--runner",
-            "flink",
-            "--flink-master",
-            flink_cluster.flink_master,
-            "--environment",
-            "PROCESS",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_backfill(
+        "binance-aggtrades",
+        BUNDLED,
+        out,
+        "--runner",
+        "flink",
+        "--flink-master",
+        flink_cluster.flink_master,
+        "--environment",
+        "PROCESS",
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     bars = final_bars(str(out))
-    assert len(bars) == len(local_bars) > 1000
-    assert without_panes(bars) == without_panes(local_bars)
+    assert len(bars) == len(bundled_bars) > 1000
+    assert without_panes(bars) == without_panes(bundled_bars)
     jobs = flink_cluster.rest("/jobs/overview")["jobs"]
     assert jobs and all(job["state"] == "FINISHED" for job in jobs)  # it ran on the cluster, and ended
 
@@ -110,7 +87,7 @@ def test_backfill_on_flink_equals_local_runner(flink_cluster, local_bars, tmp_pa
 # LOOPBACK workers' gRPC threads raise "Multiplexer hanging up" when the TaskManager closes their
 # data channel at the end of a job: Beam's shutdown noise, not a failure (a failure fails the run).
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_pipeline_api_options_run_on_flink(flink_cluster, local_bars, tmp_path):
+def test_pipeline_api_options_run_on_flink(flink_cluster, bundled_bars, tmp_path):
     """The same options from Python, for users who build the pipeline themselves."""
     out = tmp_path / "flink"
     config = BackfillConfig(
@@ -118,7 +95,7 @@ def test_pipeline_api_options_run_on_flink(flink_cluster, local_bars, tmp_path):
     )
     with beam.Pipeline(options=PipelineOptions([], **flink_pipeline_args(flink_cluster))) as pipeline:
         build_backfill(pipeline, config)
-    assert without_panes(final_bars(str(out))) == without_panes(local_bars)
+    assert without_panes(final_bars(str(out))) == without_panes(bundled_bars)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")

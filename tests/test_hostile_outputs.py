@@ -16,14 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from io_connectors.bar_reader import final_bars, read_bars
-from tests.support.paths import CLI, ROOT
+from tests.support.commands import cryptobeam, run_backfill
+from tests.support.outputs import summary
+from tests.support.paths import BUNDLED, ROOT
 
 T0_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
 HEADER = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
-
-
-def cryptobeam(*args, cwd=ROOT):
-    return subprocess.run([CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def tardis_file(path: Path, rows: list[tuple[str, str]], per_pair: int = 3) -> Path:
@@ -37,14 +35,8 @@ def tardis_file(path: Path, rows: list[tuple[str, str]], per_pair: int = 3) -> P
     return path
 
 
-def backfill(inputs: str, out: Path, *extra, cwd=ROOT):
-    return cryptobeam(
-        "backfill", "--source", "tardis-trades", "--input", inputs, "--out", str(out), "--no-progress", *extra, cwd=cwd
-    )
-
-
-def summary(out: Path) -> dict:
-    return json.loads((out / "_SUMMARY.json").read_text())
+def backfill(inputs: str, out: Path, *extra):
+    return run_backfill("tardis-trades", inputs, out, *extra)
 
 
 def one_line_error(result) -> str:
@@ -54,22 +46,16 @@ def one_line_error(result) -> str:
     return lines[0]
 
 
+def chunked_bundled_backfill(out: Path, *extra):
+    """A backfill of the bundled data in two chunks, one a day."""
+    return run_backfill("binance-aggtrades", BUNDLED, out, "--chunk", "1d", *extra)
+
+
 @pytest.fixture(scope="module")
 def bundled_run(tmp_path_factory):
     """A two-chunk backfill of the bundled data, to copy and damage."""
     out = tmp_path_factory.mktemp("bundled") / "out"
-    result = cryptobeam(
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        "data/XRPETH-aggTrades-*.zip",
-        "--chunk",
-        "1d",
-        "--out",
-        str(out),
-        "--no-progress",
-    )
+    result = chunked_bundled_backfill(out)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -165,35 +151,12 @@ def test_a_damaged_manifest_is_redone_by_backfill_and_reported_by_validate(bundl
     (copy / "_manifests" / "2019-10-11.json").write_text(damage)
     result = validate(copy)
     assert result.returncode == 1 and "manifest is damaged" in result.stdout and "Traceback" not in result.stderr
-    rerun = cryptobeam(
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        "data/XRPETH-aggTrades-*.zip",
-        "--chunk",
-        "1d",
-        "--out",
-        str(copy),
-        "--no-progress",
-    )
+    rerun = chunked_bundled_backfill(copy)
     assert rerun.returncode == 0, rerun.stderr
     assert summary(copy)["chunks_run"] == 1 and summary(copy)["reconciled"]
     assert validate(copy).returncode == 0
     (copy / "_manifests" / "2019-10-11.json").write_text(damage)
-    overwrite = cryptobeam(
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        "data/XRPETH-aggTrades-*.zip",
-        "--chunk",
-        "1d",
-        "--out",
-        str(copy),
-        "--no-progress",
-        "--overwrite",
-    )
+    overwrite = chunked_bundled_backfill(copy, "--overwrite")
     assert overwrite.returncode == 0, overwrite.stderr
     assert summary(copy)["chunks_run"] == 2 and validate(copy).returncode == 0
 
@@ -259,19 +222,7 @@ def test_overwrite_never_follows_a_manifest_out_of_the_output_directory(bundled_
     typed_wrong = dict(manifest, outputs=[{"path": 5, "size": "big", "sha256": None}])
     (copy / "_manifests" / "2019-10-12.json").write_text(json.dumps(dict(typed_wrong, chunk_id="2019-10-12")))
     assert "manifest is damaged" in validate(copy).stdout
-    result = cryptobeam(
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        "data/XRPETH-aggTrades-*.zip",
-        "--chunk",
-        "1d",
-        "--out",
-        str(copy),
-        "--no-progress",
-        "--overwrite",
-    )
+    result = chunked_bundled_backfill(copy, "--overwrite")
     assert result.returncode == 0, result.stderr
     assert victim.read_text() == "not the run's" and validate(copy).returncode == 0
 
@@ -321,18 +272,7 @@ def test_a_resumed_run_removes_the_earlier_error_log(bundled_run, tmp_path):
     copy = copy_of(bundled_run, tmp_path)
     (copy / "_ERROR.log").write_text("Traceback: an earlier attempt failed")
     (copy / "_manifests" / "2019-10-12.json").unlink()
-    result = cryptobeam(
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        "data/XRPETH-aggTrades-*.zip",
-        "--chunk",
-        "1d",
-        "--out",
-        str(copy),
-        "--no-progress",
-    )
+    result = chunked_bundled_backfill(copy)
     assert result.returncode == 0, result.stderr
     assert not (copy / "_ERROR.log").exists()
 

@@ -21,8 +21,9 @@ from io_connectors.bar_reader import final_bars, read_bars
 from io_connectors.iceberg_tables import append, iceberg_schema, newest_revisions, open_catalog, partition_spec
 from io_connectors.sinks.iceberg import IcebergTarget
 from schemas import field_names
-from tests.support.helpers import new_kafka_topic, replay_files, stream_until_idle
+from tests.support.helpers import trades_to_parquet
 from tests.support.paths import ROOT
+from tests.support.streams import finish, new_topic, replay, start_stream
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 SOURCE = "binance-aggtrades"
@@ -167,24 +168,7 @@ def write_trades_parquet(path: Path, per_symbol: int = 1200) -> None:
         for i in range(per_symbol)
     ]
     rows.append({**rows[5], "trade_id": "bad-price", "price": -1.0})
-    pq.write_table(
-        pa.Table.from_pylist(
-            rows,
-            pa.schema(
-                [
-                    ("exchange", pa.string()),
-                    ("symbol", pa.string()),
-                    ("trade_id", pa.string()),
-                    ("price", pa.float64()),
-                    ("amount", pa.float64()),
-                    ("side", pa.string()),
-                    ("event_time", pa.timestamp("us", tz="UTC")),
-                ]
-            ),
-        ),
-        path,
-        row_group_size=500,
-    )
+    trades_to_parquet(rows, path, row_group_size=500)
 
 
 def test_rerunning_one_time_slice_keeps_the_other_slices_of_the_same_symbol_and_day(tmp_path):
@@ -372,12 +356,11 @@ def test_a_stream_into_iceberg_commits_per_flush_and_its_latest_bars_equal_the_b
     market.bars equals the backfill's final bars; commits are per flush (far fewer than bars), and
     offsets were committed (after the Iceberg commits they wait on)."""
     _folder, _inputs, backfill_out = backfilled
-    topic = new_kafka_topic(kafka_bootstrap)
-    replay_files(kafka_bootstrap, topic, str(ROOT / "data" / "*.zip"))
+    topic = new_topic(kafka_bootstrap, 1)
+    replay(kafka_bootstrap, topic)
     out = tmp_path / "stream"
-    stream_until_idle(
-        kafka_bootstrap, topic, out, "--fill-gaps", "--allowed-lateness", "10m", *catalog_options(tmp_path)
-    )
+    options = ("--fill-gaps", "--allowed-lateness", "10m", *catalog_options(tmp_path), "--stop-when-idle", "4s")
+    finish(start_stream(kafka_bootstrap, topic, out, *options), out, timeout=300)
     table = catalog_at(tmp_path).load_table("market.bars")
     revisions = table.scan().to_arrow()
     assert plain(revisions.to_pylist(), "bar") == plain(read_bars(str(out)).to_pylist(), "bar"), (

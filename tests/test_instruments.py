@@ -11,7 +11,6 @@ import re
 import subprocess
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -33,7 +32,7 @@ from io_connectors.instruments import (
 from io_connectors.raw_batch import RawBatch
 from io_connectors.source_formats import SOURCES, parser_for
 from io_connectors.sources import read_raw_batches
-from tests.support.helpers import run_trades_to_bars
+from tests.support.helpers import run_trades_to_bars, trades_to_parquet
 from tests.support.paths import CLI
 from transforms.bar_spec import BarSpec
 from transforms.trade_batch import make_trade_batch
@@ -352,26 +351,7 @@ def trade_rows() -> list[dict]:
 
 
 def write_trades(path) -> None:
-    pq.write_table(
-        pa.Table.from_pylist(
-            trade_rows(),
-            pa.schema(
-                [
-                    ("exchange", pa.string()),
-                    ("symbol", pa.string()),
-                    ("base", pa.string()),
-                    ("quote", pa.string()),
-                    ("trade_id", pa.string()),
-                    ("price", pa.float64()),
-                    ("amount", pa.float64()),
-                    ("side", pa.string()),
-                    ("event_time", pa.timestamp("us", tz="UTC")),
-                ]
-            ),
-        ),
-        path,
-        row_group_size=4,
-    )
+    trades_to_parquet(trade_rows(), path, row_group_size=4)
 
 
 EXPECTED_PAIRS = {

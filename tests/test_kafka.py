@@ -7,34 +7,24 @@ import subprocess
 import pyarrow.parquet as pq
 
 from io_connectors.avro_wire import SchemaStore, decode
+from tests.support.commands import run_backfill
 from tests.support.kafka import read_topic
-from tests.support.paths import CLI, ROOT
+from tests.support.paths import BUNDLED, CLI
 
 
 def test_bars_to_kafka_equal_parquet(kafka_bootstrap, tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            CLI,
-            "backfill",
-            "--source",
-            "binance-aggtrades",
-            "--input",
-            str(ROOT / "data" / "*.zip"),
-            "--fill-gaps",
-            "--sink",
-            "kafka",
-            "--kafka",
-            kafka_bootstrap,
-            "--kafka-bars-topic",
-            "bars_test",
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_backfill(
+        "binance-aggtrades",
+        BUNDLED,
+        out,
+        "--fill-gaps",
+        "--sink",
+        "kafka",
+        "--kafka",
+        kafka_bootstrap,
+        "--kafka-bars-topic",
+        "bars_test",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     parquet = pq.read_table(out / "bars").to_pylist()
@@ -96,22 +86,7 @@ def test_kafka_up_restarts_a_stopped_broker_with_its_data(tmp_path):
 
 
 def test_kafka_sink_needs_a_broker_address(tmp_path):
-    result = subprocess.run(
-        [
-            CLI,
-            "backfill",
-            "--source",
-            "binance-aggtrades",
-            "--input",
-            str(ROOT / "data" / "*.zip"),
-            "--sink",
-            "kafka",
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = run_backfill("binance-aggtrades", BUNDLED, tmp_path / "out", "--sink", "kafka")
     assert result.returncode == 2 and "--kafka" in result.stderr
 
 

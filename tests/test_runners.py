@@ -13,10 +13,10 @@ import pytest
 from io_connectors.bar_reader import final_bars
 from runners.ports import free_port
 from runners.profiles import RunnerError, profile_for
-from tests.support.commands import cli
+from tests.support.commands import cli, run_backfill
 from tests.support.outputs import summary, without_panes
 from tests.support.paths import BUNDLED, ROOT
-from tests.support.streams import backfill_bars, finish, new_topic, replay, start_stream
+from tests.support.streams import finish, new_topic, replay, start_stream
 
 
 @pytest.mark.parametrize(
@@ -175,24 +175,13 @@ def python_job_service():
     )
 
 
-def test_backfill_on_a_portable_job_endpoint_equals_the_local_runner(python_job_service, tmp_path):
+def test_backfill_on_a_portable_job_endpoint_equals_the_local_runner(python_job_service, bundled_bars, tmp_path):
     out = tmp_path / "portable"
-    result = cli(
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        BUNDLED,
-        "--out",
-        str(out),
-        "--no-progress",
-        "--runner",
-        "portable",
-        "--job-endpoint",
-        python_job_service,
+    result = run_backfill(
+        "binance-aggtrades", BUNDLED, out, "--runner", "portable", "--job-endpoint", python_job_service
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path))
+    assert without_panes(final_bars(str(out))) == without_panes(bundled_bars)
 
 
 @pytest.fixture
@@ -204,7 +193,7 @@ def prism_job_server():
     yield from _serve([prism_binary(), "--job_port", str(port), "--serve_http=false"], port)
 
 
-def test_stream_on_a_portable_job_endpoint(kafka_bootstrap, prism_job_server, tmp_path):
+def test_stream_on_a_portable_job_endpoint(kafka_bootstrap, prism_job_server, bundled_bars, tmp_path):
     topic = new_topic(kafka_bootstrap, 1)
     replay(kafka_bootstrap, topic)
     out = tmp_path / "stream"
@@ -223,7 +212,7 @@ def test_stream_on_a_portable_job_endpoint(kafka_bootstrap, prism_job_server, tm
         out,
     )
     assert summary(out)["reconciled"]
-    assert without_panes(final_bars(str(out))) == without_panes(backfill_bars(tmp_path))
+    assert without_panes(final_bars(str(out))) == without_panes(bundled_bars)
 
 
 def test_flex_template_launcher_builds_the_stream_from_template_parameters(tmp_path):

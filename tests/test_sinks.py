@@ -19,9 +19,10 @@ from io_connectors.sinks import SINKS, Sink, SinkWrites
 from io_connectors.sinks.bigquery import BigQueryTarget
 from schemas import field_names
 from tests.support.backfills import backfill, write_days
+from tests.support.commands import cryptobeam, every_sink, run_backfill
 from tests.support.helpers import COLLECTED, Collect, three_venue_trades, write_three_venue_inputs
 from tests.support.kafka import read_topic
-from tests.support.paths import CLI, ROOT
+from tests.support.paths import BUNDLED, ROOT
 
 BAR_FIELDS = field_names("bar")
 KEY = ("exchange", "symbol", "window_start", "is_filled", "pane_index")
@@ -65,20 +66,7 @@ def test_every_sink_gets_the_seam_fills_of_a_chunked_backfill(tmp_path, bigquery
         "5m",
         "--chunk",
         "1d",
-        "--sink",
-        "avro",
-        "--sink",
-        "bigquery",
-        "--bq-table",
-        target.table,
-        "--bq-endpoint",
-        bigquery_endpoint,
-        "--sink",
-        "kafka",
-        "--kafka",
-        kafka_bootstrap,
-        "--kafka-bars-topic",
-        "seam_bars",
+        *every_sink(bigquery_endpoint, target.table, kafka_bootstrap, "seam_bars"),
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -128,7 +116,7 @@ def test_a_sink_added_to_the_registry_is_offered_checked_recorded_and_fed(tmp_pa
     from beam_pipelines import cli
 
     monkeypatch.setitem(SINKS, "collect", _CollectingSink())
-    data = str(ROOT / "data" / "*.zip")
+    data = BUNDLED
 
     assert (
         cli.main(
@@ -246,22 +234,7 @@ def test_sinks_are_offered_and_checked_without_importing_beam_or_a_client():
 
 
 def test_a_bad_sink_option_is_one_line_and_exit_2(tmp_path):
-    result = subprocess.run(
-        [
-            CLI,
-            "backfill",
-            "--source",
-            "binance-aggtrades",
-            "--input",
-            str(ROOT / "data" / "*.zip"),
-            "--out",
-            str(tmp_path / "out"),
-            "--sink",
-            "bigquery",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = run_backfill("binance-aggtrades", BUNDLED, tmp_path / "out", "--sink", "bigquery")
     assert (
         result.returncode == 2
         and result.stderr == "cryptobeam: error: --sink bigquery needs --bq-table project.dataset.table\n"
@@ -281,39 +254,15 @@ def test_every_sink_gets_each_table_of_bars(tmp_path, bigquery_endpoint, kafka_b
     table and its latest view, a Kafka topic), with its own schema."""
     out = tmp_path / "out"
     target = BigQueryTarget("local.cryptobeam.tables", bigquery_endpoint)
-    result = subprocess.run(
-        [
-            CLI,
-            "backfill",
-            "--source",
-            "binance-aggtrades",
-            "--input",
-            str(ROOT / "data" / "*.zip"),
-            "--bars",
-            "time:1h",
-            "--bars",
-            "ticks:300",
-            "--sink",
-            "avro",
-            "--sink",
-            "bigquery",
-            "--bq-table",
-            target.table,
-            "--bq-endpoint",
-            bigquery_endpoint,
-            "--sink",
-            "kafka",
-            "--kafka",
-            kafka_bootstrap,
-            "--kafka-bars-topic",
-            "tables",
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_backfill(
+        "binance-aggtrades",
+        BUNDLED,
+        out,
+        "--bars",
+        "time:1h",
+        "--bars",
+        "ticks:300",
+        *every_sink(bigquery_endpoint, target.table, kafka_bootstrap, "tables"),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     in_parquet = information_rows(pq.read_table(out / "bars_ticks").to_pylist())
@@ -372,38 +321,19 @@ def test_every_sink_gets_the_consolidated_bars_and_the_quality_table(tmp_path, b
     inputs = _write_venue_inputs(tmp_path / "venues", venues)
     out = tmp_path / "out"
     target = BigQueryTarget("local.cryptobeam.venues", bigquery_endpoint)
-    result = subprocess.run(
-        [
-            CLI,
-            "backfill",
-            *inputs,
-            "--bars",
-            "time:1m",
-            "--bars",
-            "consolidated:1m",
-            "--quote-equivalent",
-            "USDT=USD",
-            "--sink",
-            "avro",
-            "--sink",
-            "bigquery",
-            "--bq-table",
-            target.table,
-            "--bq-endpoint",
-            bigquery_endpoint,
-            "--sink",
-            "kafka",
-            "--kafka",
-            kafka_bootstrap,
-            "--kafka-bars-topic",
-            "venues",
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = cryptobeam(
+        "backfill",
+        *inputs,
+        "--bars",
+        "time:1m",
+        "--bars",
+        "consolidated:1m",
+        "--quote-equivalent",
+        "USDT=USD",
+        *every_sink(bigquery_endpoint, target.table, kafka_bootstrap, "venues"),
+        "--out",
+        str(out),
+        "--no-progress",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "_SUMMARY.json").read_text())

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from tests.support.streams import (
     backfill_bars,
     committed_offset,
     finish,
-    kill_stream,
+    killed_after_its_first_commit,
     new_topic,
     replay,
     resume_after_kill,
@@ -112,28 +111,7 @@ def test_killed_and_restarted_stream_ends_with_the_same_final_bars(kafka_bootstr
     topic = new_topic(kafka_bootstrap, 1)
     out = tmp_path / "stream"
     options = ("--allowed-lateness", "10m", "--commit-every", "10m")
-    first = start_stream(kafka_bootstrap, topic, out, *options)
-    publisher = replay(
-        kafka_bootstrap,
-        topic,
-        "--speed",
-        "1000",
-        "--disorder",
-        "2s",
-        "--late-fraction",
-        "0.01",
-        "--late-by",
-        "5m",
-        "--seed",
-        "5",
-        inputs=str(trades),
-        wait=False,
-    )
-    deadline = time.monotonic() + 120
-    while committed_offset(kafka_bootstrap, topic, topic) <= 0:
-        assert time.monotonic() < deadline, "the stream never committed an offset"
-        time.sleep(0.2)
-    kill_stream(first)
+    publisher = killed_after_its_first_commit(kafka_bootstrap, topic, out, options, trades)
     killed_at = committed_offset(kafka_bootstrap, topic, topic)
     # The last windows are committed only at a drain, whether or not the replay was still running.
     assert killed_at < 2 * 3600 * 2, "the first run committed the whole topic before it was killed"

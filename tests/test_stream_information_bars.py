@@ -21,9 +21,16 @@ from io_connectors.bar_reader import final_bars, read_bars
 from io_connectors.kafka_progress import resume_point_us
 from io_connectors.kafka_source import retrying_coordinator_call
 from io_connectors.parquet_sink import run_of
-from tests.support.commands import cli
+from tests.support.commands import run_backfill
 from tests.support.outputs import summary, without_panes
-from tests.support.streams import finish, kill_stream, new_topic, replay, resume_after_kill, start_stream
+from tests.support.streams import (
+    finish,
+    killed_after_its_first_commit,
+    new_topic,
+    replay,
+    resume_after_kill,
+    start_stream,
+)
 from transforms.bar_kinds import Threshold
 from transforms.bar_spec import BarSpec
 
@@ -176,19 +183,7 @@ def test_stream_information_bars_equal_backfill_with_canonical_instruments(kafka
     finish(stream, out)
 
     backfill = tmp_path / "backfill"
-    result = cli(
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        str(trades / "*.csv"),
-        "--out",
-        str(backfill),
-        "--no-progress",
-        *BARS,
-        "--instruments",
-        str(instruments),
-    )
+    result = run_backfill("binance-aggtrades", trades / "*.csv", backfill, *BARS, "--instruments", str(instruments))
     assert result.returncode == 0, result.stdout + result.stderr
     for table in INFORMATION_TABLES:
         expected = final_bars(str(backfill), table=table)
@@ -239,28 +234,7 @@ def test_killed_and_restarted_stream_rebuilds_the_day_and_ends_with_the_backfill
     topic = new_topic(kafka_bootstrap, 1)
     out = tmp_path / "stream"
     options = ("--bars", "ticks:500", "--allowed-lateness", "10m", "--commit-every", "10m")  # no time bars
-    first = start_stream(kafka_bootstrap, topic, out, *options)
-    publisher = replay(
-        kafka_bootstrap,
-        topic,
-        "--speed",
-        "1000",
-        "--disorder",
-        "2s",
-        "--late-fraction",
-        "0.01",
-        "--late-by",
-        "5m",
-        "--seed",
-        "5",
-        inputs=str(trades),
-        wait=False,
-    )
-    deadline = time.monotonic() + 120
-    while _committed_with_resume_point(kafka_bootstrap, topic)[0] <= 0:
-        assert time.monotonic() < deadline and first.poll() is None, Path(f"{out}.log").read_text()[-3000:]
-        time.sleep(0.2)
-    kill_stream(first)
+    publisher = killed_after_its_first_commit(kafka_bootstrap, topic, out, options, trades)
     killed_at, resume_us = _committed_with_resume_point(kafka_bootstrap, topic)
     # The tick count restarts each day and the next run has no state: it resumes from the day start.
     assert resume_us == DAY_TWO and 0 < killed_at < total
@@ -268,18 +242,7 @@ def test_killed_and_restarted_stream_rebuilds_the_day_and_ends_with_the_backfill
     assert run["reconciled"], run["problems"]
     assert run["records_in"] == total - killed_at  # the second run re-read only from the day start's offset
     backfill = tmp_path / "backfill"
-    result = cli(
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        str(trades),
-        "--out",
-        str(backfill),
-        "--no-progress",
-        "--bars",
-        "ticks:500",
-    )
+    result = run_backfill("binance-aggtrades", trades, backfill, "--bars", "ticks:500")
     assert result.returncode == 0, result.stdout + result.stderr
     expected = final_bars(str(backfill), table="bars_ticks")
     assert {bar["day"] for bar in expected} == {"2024-01-01", "2024-01-02"}

@@ -15,8 +15,9 @@ import pytest
 from beam_pipelines.chunk_planning import Chunk, _piece_rows, split_large_chunks
 from io_connectors.files import InputFile
 from tests.support.backfills import write_days
+from tests.support.commands import run_backfill
+from tests.support.helpers import trades_to_parquet
 from tests.support.outputs import bars_of, summary
-from tests.support.paths import CLI
 from transforms.interval import parse_interval
 
 START_US = 1_704_067_200_000_000  # 2024-01-01
@@ -48,44 +49,11 @@ def write_messy_parquet(path: Path, n: int = 6000, seed: int = 3) -> None:
     rows.append({**rows[30], "trade_id": "no-time", "event_time": None})
     rows.append({**rows[40], "trade_id": "no-time-2", "event_time": None})
     rows.append({**rows[50], "trade_id": "bad-price", "price": -1.0})
-    table = pa.Table.from_pylist(
-        rows,
-        pa.schema(
-            [
-                ("exchange", pa.string()),
-                ("symbol", pa.string()),
-                ("trade_id", pa.string()),
-                ("price", pa.float64()),
-                ("amount", pa.float64()),
-                ("side", pa.string()),
-                ("event_time", pa.timestamp("us", tz="UTC")),
-            ]
-        ),
-    )
-    pq.write_table(table, path, row_group_size=500)
+    trades_to_parquet(rows, path, row_group_size=500)
 
 
 def run(inputs: str, source: str, out: Path, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            CLI,
-            "backfill",
-            "--source",
-            source,
-            "--input",
-            inputs,
-            "--interval",
-            "1m",
-            "--fill-gaps",
-            "--out",
-            str(out),
-            "--no-progress",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_backfill(source, inputs, out, "--interval", "1m", "--fill-gaps", *extra)
 
 
 def dead_letters(out: Path) -> list[tuple]:

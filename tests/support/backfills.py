@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import random
-import subprocess
 import zipfile
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from tests.support.paths import CLI
+from tests.support.commands import run_backfill
 
 
 def write_days(folder: Path, days: int, per_day: int = 3000, seed: int = 5, first=date(2024, 1, 1)) -> None:
@@ -33,25 +32,6 @@ def write_days(folder: Path, days: int, per_day: int = 3000, seed: int = 5, firs
             archive.writestr(f"{name}.csv", "\n".join(lines) + "\n")
 
 
-def backfill(inputs: Path, out: Path, *extra, **kwargs):
-    return subprocess.run(
-        [
-            CLI,
-            "backfill",
-            "--source",
-            "binance-aggtrades",
-            "--input",
-            str(inputs / "*.zip"),
-            "--interval",
-            "1m",
-            "--fill-gaps",
-            "--out",
-            str(out),
-            "--no-progress",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kwargs,
-    )
+def backfill(inputs: Path, out: Path, *extra):
+    """A backfill of the daily zips in ``inputs`` into one-minute bars, gaps filled."""
+    return run_backfill("binance-aggtrades", inputs / "*.zip", out, "--interval", "1m", "--fill-gaps", *extra)

@@ -386,41 +386,38 @@ class FakeBinanceRest:
         record["status"] = 200
         return [t for t in self.trades if t.symbol == symbol and t.trade_id >= from_id][:limit]
 
-    async def _aggregate_trades(self, request):
+    def _page_as(self, request, record) -> web.Response:
+        """The next page of trades for the request, each as ``record`` shapes it, or the queued failure."""
         page = self._page(request)
         if isinstance(page, web.Response):
             return page
-        return web.json_response(
-            [
-                {
-                    "a": t.trade_id,
-                    "p": f"{t.price:.8f}",
-                    "q": f"{t.amount:.8f}",
-                    "f": t.trade_id * 3,
-                    "l": t.trade_id * 3 + 2,
-                    "T": t.time_ms,
-                    "m": t.taker_side == "sell",
-                    "M": True,
-                }
-                for t in page
-            ]
+        return web.json_response([record(t) for t in page])
+
+    async def _aggregate_trades(self, request):
+        return self._page_as(
+            request,
+            lambda t: {
+                "a": t.trade_id,
+                "p": f"{t.price:.8f}",
+                "q": f"{t.amount:.8f}",
+                "f": t.trade_id * 3,
+                "l": t.trade_id * 3 + 2,
+                "T": t.time_ms,
+                "m": t.taker_side == "sell",
+                "M": True,
+            },
         )
 
     async def _historical_trades(self, request):
-        page = self._page(request)
-        if isinstance(page, web.Response):
-            return page
-        return web.json_response(
-            [
-                {
-                    "id": t.trade_id,
-                    "price": f"{t.price:.8f}",
-                    "qty": f"{t.amount:.8f}",
-                    "quoteQty": f"{t.price * t.amount:.8f}",
-                    "time": t.time_ms,
-                    "isBuyerMaker": t.taker_side == "sell",
-                    "isBestMatch": True,
-                }
-                for t in page
-            ]
+        return self._page_as(
+            request,
+            lambda t: {
+                "id": t.trade_id,
+                "price": f"{t.price:.8f}",
+                "qty": f"{t.amount:.8f}",
+                "quoteQty": f"{t.price * t.amount:.8f}",
+                "time": t.time_ms,
+                "isBuyerMaker": t.taker_side == "sell",
+                "isBestMatch": True,
+            },
         )

@@ -62,6 +62,17 @@ def reference_bars(rows: list[dict], interval_us: int = MINUTE) -> list[dict]:
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
+def trades_to_parquet(rows: list[dict], path, row_group_size: int) -> None:
+    """Trades as a normalized Parquet file holds them: those columns of the trade schema that the
+    rows have, in its order and with its types (event times in UTC microseconds)."""
+    import pyarrow.parquet as pq
+
+    from schemas import arrow_schema
+
+    columns = [pa.field(field.name, field.type) for field in arrow_schema("trade") if field.name in rows[0]]
+    pq.write_table(pa.Table.from_pylist(rows, pa.schema(columns)), path, row_group_size=row_group_size)
+
+
 def bar_key(bar: dict):
     return bar["exchange"], bar["symbol"], bar["window_start"]
 
@@ -178,82 +189,3 @@ def write_three_venue_inputs(folder, venues: dict, days=("2024-01-01", "2024-01-
         "--input",
         f"kraken-trades:{folder}/kraken/*.csv",
     ]
-
-
-# --- a stream on Prism fed by a replay into the session's Kafka broker, run through the CLI ---
-
-
-def cli_path() -> str:
-    import sys
-    from pathlib import Path
-
-    return str(Path(sys.executable).parent / "cryptobeam")
-
-
-def new_kafka_topic(bootstrap: str, partitions: int = 1) -> str:
-    import uuid
-
-    from runners.local_kafka import create_topics
-
-    name = f"trades_{uuid.uuid4().hex[:8]}"
-    create_topics(bootstrap, {name: partitions})
-    return name
-
-
-def replay_files(bootstrap: str, topic: str, inputs: str, source: str = "binance-aggtrades") -> None:
-    """Publish trade files to a topic, as fast as possible; fails the test if the replay fails."""
-    import subprocess
-
-    result = subprocess.run(
-        [
-            cli_path(),
-            "replay",
-            "--source",
-            source,
-            "--input",
-            inputs,
-            "--kafka",
-            bootstrap,
-            "--topic",
-            topic,
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def stream_until_idle(bootstrap: str, topic: str, out, *extra, idle: str = "4s", timeout: float = 300) -> None:
-    """A stream of the whole topic that stops once no trade came for ``idle``; fails the test if it fails."""
-    import subprocess
-    from pathlib import Path
-
-    log = Path(f"{out}.log")
-    with open(log, "a") as handle:
-        result = subprocess.run(
-            [
-                cli_path(),
-                "stream",
-                "--kafka",
-                bootstrap,
-                "--topic",
-                topic,
-                "--group",
-                topic,
-                "--out",
-                str(out),
-                "--flush-every",
-                "1s",
-                "--no-progress",
-                "--stop-when-idle",
-                idle,
-                *extra,
-            ],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-        )
-    assert result.returncode == 0, log.read_text()[-3000:]

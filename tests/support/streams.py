@@ -95,6 +95,35 @@ def kill_stream(stream) -> None:
     stream.wait(timeout=30)
 
 
+def killed_after_its_first_commit(kafka_bootstrap, topic, out, options, trades: Path) -> subprocess.Popen:
+    """A stream of ``options`` on the topic, fed a fast replay of ``trades`` with disorder and late
+    trades, killed (with its runner) once it has committed an offset; returns the replay, which may
+    still be publishing."""
+    stream = start_stream(kafka_bootstrap, topic, out, *options)
+    publisher = replay(
+        kafka_bootstrap,
+        topic,
+        "--speed",
+        "1000",
+        "--disorder",
+        "2s",
+        "--late-fraction",
+        "0.01",
+        "--late-by",
+        "5m",
+        "--seed",
+        "5",
+        inputs=str(trades),
+        wait=False,
+    )
+    deadline = time.monotonic() + 120
+    while committed_offset(kafka_bootstrap, topic, topic) <= 0:
+        assert time.monotonic() < deadline and stream.poll() is None, Path(f"{out}.log").read_text()[-3000:]
+        time.sleep(0.2)
+    kill_stream(stream)
+    return publisher
+
+
 def resume_after_kill(kafka_bootstrap, topic, out, options, publisher) -> dict:
     """Once the replay is over, a second run from the committed offsets to the topic's end; its summary."""
     assert publisher.wait(timeout=120) == 0
