@@ -13,6 +13,14 @@ Two parts, so the rules can be tested without a node:
   * **reorg**: the block's parent is a kept block below the tip: every kept block above the
     parent is orphaned. Each orphaned block's transfers (newest first) and then its block row are
     emitted again, unchanged but with ``retracted=True``, newest block first; then the new block.
+  * **restoration**: a reorg back to a branch the follower had left brings back a block it
+    retracted. Its records are emitted again with ``publication`` one more than the retracted
+    ones (the first publication of a block's records is 0): ``transfer_id`` and the block hash
+    are the same, so without the number the new publication would be a copy of the first,
+    dropped by a consumer's dedupe while the retraction stays in force. A consumer's identity of
+    a record is (id, ``publication``, ``retracted``), and a retraction carries the publication it
+    withdraws. The last retracted publication of each orphaned hash is kept while its height is
+    within the kept blocks (a block further down can no longer come back).
   * a block that does not connect (a gap, or a parent not yet applied) is refused with
     ``NotConnected``; one whose parent lies below the anchor with ``ReorgTooDeep``.
 
@@ -46,8 +54,9 @@ short for the chain) it is still retracted, logged as an error and counted.
 
 **Checkpoints.** ``FollowerState.save``/``load`` keep the state in a JSON file, written
 atomically; the collector writes it only after Kafka has acknowledged every record of the step,
-so a restarted collector resumes at the next block, and still retracts what it emitted before
-the restart.
+so a restarted collector resumes at the next block, still retracts what it emitted before the
+restart, and numbers a restored block's publication after the ones it published before. A step
+published again after a crash (before its checkpoint) carries the same numbers: copies.
 """
 
 from __future__ import annotations
@@ -76,7 +85,9 @@ LATEST, SAFE, FINALIZED = "latest", "safe", "finalized"
 BLOCK, TOKEN_TRANSFER, DEAD_LETTER = "block", "token_transfer", "dead_letter"
 """Kinds of events: the name of the schema each one's record is written with."""
 DEFAULT_BLOCKS_PER_STEP = 100
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+READABLE_CHECKPOINT_FORMATS = (1, 2)
+"""Format 1 predates publication numbers: its records are publication 0 and nothing is withdrawn."""
 STAGE = "collect"
 
 
@@ -206,8 +217,16 @@ class KeptBlock:
     transfers: list[dict] = field(default_factory=list)
 
 
-def _flagged(row: dict, status: str, retracted: bool) -> dict:
-    return {**row, "status": status, "retracted": retracted}
+@dataclass(frozen=True)
+class Withdrawn:
+    """An orphaned block's hash and the publication of its records last retracted."""
+
+    number: int
+    publication: int
+
+
+def _flagged(row: dict, status: str, retracted: bool, publication: int) -> dict:
+    return {**row, "status": status, "retracted": retracted, "publication": publication}
 
 
 class FollowerState:
@@ -230,6 +249,7 @@ class FollowerState:
         self.safe_height = self.finalized_height = -1
         self.counts = ChainCounters()
         self._kept: list[KeptBlock] = []
+        self._withdrawn: dict[str, Withdrawn] = {}  # by block hash
 
     # -- the kept chain --------------------------------------------------------------------------
 
@@ -245,6 +265,12 @@ class FollowerState:
     def anchor(self) -> int | None:
         """The lowest kept height: a fork below it cannot be reconciled."""
         return self._kept[0].number if self._kept else None
+
+    def withdrawn_publication(self, block_hash: str) -> int | None:
+        """The publication of an orphaned block's records last retracted; None if not retracted (or
+        below the kept blocks)."""
+        withdrawn = self._withdrawn.get(block_hash)
+        return None if withdrawn is None else withdrawn.publication
 
     def hash_at(self, number: int) -> str | None:
         kept = self._kept_at(number)
@@ -354,6 +380,7 @@ class FollowerState:
         for kept in reversed(orphaned):
             events += [ChainEvent(TOKEN_TRANSFER, {**row, "retracted": True}) for row in reversed(kept.transfers)]
             events.append(ChainEvent(BLOCK, {**kept.block, "retracted": True}))
+            self._withdrawn[kept.hash] = Withdrawn(kept.number, kept.block["publication"])
             counts.transfers_retracted += len(kept.transfers)
             counts.blocks_retracted += 1
             if kept.block["status"] == FINALIZED:
@@ -365,11 +392,13 @@ class FollowerState:
 
     def _emit(self, block: dict, transfers: Sequence[dict], dead_letters: Sequence[dict]) -> list[ChainEvent]:
         status = self.status_of(block["number"])
-        block_row = _flagged(block, status, False)
+        withdrawn = self._withdrawn.pop(block["hash"], None)
+        publication = 0 if withdrawn is None else withdrawn.publication + 1
+        block_row = _flagged(block, status, False, publication)
         own, letters = [], list(dead_letters)
         for row in sorted(transfers, key=lambda t: t["log_index"]):
             if row["block_hash"] == block["hash"] and row["block_number"] == block["number"]:
-                own.append(_flagged(row, status, False))
+                own.append(_flagged(row, status, False, publication))
             else:
                 letters.append(
                     dead_letter(
@@ -400,6 +429,10 @@ class FollowerState:
             del self._kept[:excess]
             anchor = self._kept[0]
             anchor.block, anchor.transfers = None, []
+        if self._withdrawn and self._kept:
+            # A block at or below the anchor's height cannot come back: its fork would be too deep.
+            anchor_height = self._kept[0].number
+            self._withdrawn = {h: w for h, w in self._withdrawn.items() if w.number > anchor_height}
 
     def too_deep_dead_letter(self, block: dict, anchor: int) -> dict:
         return dead_letter(
@@ -428,23 +461,39 @@ class FollowerState:
             "blocks": [
                 {"number": k.number, "hash": k.hash, "block": k.block, "transfers": k.transfers} for k in self._kept
             ],
+            "withdrawn": [
+                {"hash": block_hash, "number": w.number, "publication": w.publication}
+                for block_hash, w in self._withdrawn.items()
+            ],
         }
 
     def restore(self, document: dict) -> None:
         """Take a checkpoint's chain and finality heights; this state's depths apply from now on."""
-        if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"not a chain follower checkpoint of format {CHECKPOINT_FORMAT}")
+        if not isinstance(document, dict) or document.get("format") not in READABLE_CHECKPOINT_FORMATS:
+            formats = " or ".join(map(str, READABLE_CHECKPOINT_FORMATS))
+            raise CheckpointError(f"not a chain follower checkpoint of format {formats}")
         if document.get("chain") != self.chain:
             raise CheckpointError(f"the checkpoint follows {document.get('chain')!r}, not {self.chain!r}")
         try:
-            kept = [KeptBlock(b["number"], b["hash"], b["block"], list(b["transfers"])) for b in document["blocks"]]
+            kept = [
+                KeptBlock(
+                    b["number"],
+                    b["hash"],
+                    None if b["block"] is None else {"publication": 0, **b["block"]},
+                    [{"publication": 0, **row} for row in b["transfers"]],
+                )
+                for b in document["blocks"]
+            ]
+            withdrawn = {
+                w["hash"]: Withdrawn(int(w["number"]), int(w["publication"])) for w in document.get("withdrawn", [])
+            }
             safe, finalized = int(document["safe_height"]), int(document["finalized_height"])
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"the checkpoint is damaged: {type(error).__name__}: {error}") from None
         for below, above in zip(kept, kept[1:]):
             if above.number != below.number + 1 or (above.block and above.block["parent_hash"] != below.hash):
                 raise CheckpointError(f"the checkpoint's blocks do not form a chain at height {above.number}")
-        self._kept, self.safe_height, self.finalized_height = kept, safe, finalized
+        self._kept, self._withdrawn, self.safe_height, self.finalized_height = kept, withdrawn, safe, finalized
         self._prune()
 
     def save(self, path: str) -> None:

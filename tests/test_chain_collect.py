@@ -103,22 +103,25 @@ def canonical_chain(url: str, first: int) -> tuple[dict, dict]:
 
 
 def content(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in ("status", "retracted")}
+    return {k: v for k, v in record.items() if k not in ("status", "retracted", "publication")}
 
 
 def netted(messages: list[tuple], identity: str) -> dict:
-    """The records left standing, each retraction withdrawing one earlier record of its identity
-    on the same partition, in order."""
-    standing: dict = {}
+    """The records left standing, by identity, each retraction withdrawing one earlier record of
+    its identity and publication on the same partition, in order; no record published twice."""
+    standing, published = {}, set()
     for message, record in messages:
         assert message.key() == b"ethereum"
-        key = record[identity]
+        key = (record[identity], record["publication"])
         if record["retracted"]:
             assert content(standing.pop(key)) == content(record), f"retraction of {key}, which is not standing"
         else:
-            assert key not in standing, f"{key} published twice"
+            assert key not in published, f"{key} published twice"
+            published.add(key)
             standing[key] = record
-    return standing
+    net = {key: record for (key, _publication), record in standing.items()}
+    assert len(net) == len(standing), "two publications of one record standing"
+    return net
 
 
 def assert_topics_hold_the_canonical_chain(kafka: str, names: dict, url: str, first: int, counts) -> None:

@@ -2,8 +2,9 @@
 
 ``MemoryNode`` holds a chain in memory and answers like ``EthereumRpc``: the node's JSON for its
 blocks and Transfer logs, so the follower reads them through the real converters. Reorgs replace
-its newest blocks with new ones of new hashes and other transfers. The end-to-end test against a
-real anvil node and Kafka is tests/test_chain_collect.py.
+its newest blocks with new ones of new hashes and other transfers, or go back to a branch it had
+before (its blocks and transfers unchanged). The end-to-end test against a real anvil node and
+Kafka is tests/test_chain_collect.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from io_connectors.chain_follower import (
     SAFE,
     TOKEN_TRANSFER,
     ChainFollower,
+    CheckpointError,
     FollowerState,
     NotConnected,
     ReorgTooDeep,
@@ -54,6 +56,7 @@ class MemoryNode:
         self.transfers_per_block, self.tags = transfers_per_block, tags
         self.forks = 0
         self.broken: set[str] = set()  # hashes whose block JSON the node garbles
+        self.branches: list[list[str]] = []  # every chain the node left, oldest first
         self.mine(length)
 
     @property
@@ -67,8 +70,17 @@ class MemoryNode:
     def reorg(self, depth: int, new_blocks: int | None = None, transfers: int | None = None) -> None:
         """Replace the newest ``depth`` blocks by ``new_blocks`` (as many by default) of a new fork."""
         self.forks += 1
+        self.branches.append(list(self.canonical))
         del self.canonical[len(self.canonical) - depth :]
         self.mine(depth if new_blocks is None else new_blocks, transfers)
+
+    def return_to(self, branch: list[str], length: int | None = None) -> None:
+        """Go back to a chain it had (``branch``, its hashes), mining new blocks on it up to
+        ``length`` blocks: the restored blocks come back with their hashes and transfers."""
+        self.forks += 1  # blocks mined on the branch now differ from any mined on it before
+        self.branches.append(list(self.canonical))
+        self.canonical = list(branch)
+        self.mine(max(0, (length or 0) - len(self.canonical)))
 
     def _add(self, transfers: int) -> None:
         number = len(self.canonical)
@@ -140,17 +152,21 @@ class MemoryNode:
 
 
 def identity(event) -> tuple:
+    """What a consumer tells records apart by (besides ``retracted``): id and publication."""
     record = event.record
-    return (event.kind, record["hash"] if event.kind == BLOCK else record["transfer_id"])
+    return (event.kind, record["hash"] if event.kind == BLOCK else record["transfer_id"], record["publication"])
 
 
 def content(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in ("status", "retracted")}
+    return {k: v for k, v in record.items() if k not in ("status", "retracted", "publication")}
 
 
 def net_records(events) -> dict[tuple, dict]:
-    """What the events leave standing: every retraction withdraws exactly one standing record."""
+    """What the events leave standing, by (kind, id): every retraction withdraws exactly one
+    standing record of its identity, and every record published is new (no copy of one published
+    before, standing or withdrawn), so a consumer's dedupe keeps it."""
     standing: dict[tuple, dict] = {}
+    published: set[tuple] = set()
     for event in events:
         if event.kind == DEAD_LETTER:
             continue
@@ -159,9 +175,12 @@ def net_records(events) -> dict[tuple, dict]:
             assert key in standing, f"a retraction of {key}, which is not standing"
             assert content(standing.pop(key)) == content(event.record)
         else:
-            assert key not in standing, f"{key} emitted twice"
+            assert key not in published, f"{key} published twice: a consumer drops the second as a copy"
+            published.add(key)
             standing[key] = event.record
-    return standing
+    net = {key[:2]: record for key, record in standing.items()}
+    assert len(net) == len(standing), "two publications of one record standing"
+    return net
 
 
 def assert_net_is_canonical(events, node: MemoryNode, first: int = 0) -> None:
@@ -283,6 +302,106 @@ def test_a_shorter_fork_retracts_the_heights_it_no_longer_has():
     events += follower.step()
     assert follower.state.tip == 7 and follower.state.counts.blocks_retracted == 4
     assert_net_is_canonical(events, node)
+
+
+def publications(events, kind: str = BLOCK, retracted: bool = False) -> list[tuple[int, int]]:
+    """(height, publication) of the events' records of a kind, retracted or not, in order."""
+    return [
+        (e.record["number"] if kind == BLOCK else e.record["block_number"], e.record["publication"])
+        for e in events
+        if e.kind == kind and e.record["retracted"] == retracted
+    ]
+
+
+def test_a_reorg_back_to_the_first_branch_publishes_its_records_anew_with_the_next_publication():
+    node = MemoryNode(length=11, transfers_per_block=2)
+    follower = follow(node)
+    first = follower.step()  # branch A: blocks 0..10, publication 0
+    branch_a = list(node.canonical)
+    node.reorg(3)  # branch B: 8..10 replaced
+    to_b = follower.step()
+    node.return_to(branch_a)  # back to A: its blocks 8..10, hashes and transfers as before
+    back_to_a = follower.step()
+
+    assert publications(back_to_a, BLOCK, retracted=True) == [(10, 0), (9, 0), (8, 0)]  # B's, withdrawn
+    assert publications(back_to_a, BLOCK) == [(8, 1), (9, 1), (10, 1)]
+    assert publications(back_to_a, TOKEN_TRANSFER) == [(n, 1) for n in (8, 9, 10) for _ in range(2)]
+    first_a = {e.record["transfer_id"]: e.record for e in first if e.kind == TOKEN_TRANSFER}
+    for event in back_to_a:
+        if event.kind == TOKEN_TRANSFER and not event.record["retracted"]:
+            assert event.record == {**first_a[event.record["transfer_id"]], "publication": 1}
+    assert_net_is_canonical(first + to_b + back_to_a, node)
+
+    node.return_to(node.branches[-1])  # B once more: its records' second publication
+    again_b = follower.step()
+    assert publications(again_b, BLOCK, retracted=True) == [(10, 1), (9, 1), (8, 1)]
+    assert publications(again_b, BLOCK) == [(8, 1), (9, 1), (10, 1)]
+    node.return_to(branch_a)
+    third_a = follower.step()
+    assert publications(third_a, BLOCK) == [(8, 2), (9, 2), (10, 2)]
+    assert_net_is_canonical(first + to_b + back_to_a + again_b + third_a, node)
+    counts = follower.state.counts
+    assert (counts.reorgs, counts.blocks_retracted, counts.transfers_retracted) == (4, 12, 24)
+    assert counts.reconciles
+
+
+def test_a_deeper_return_over_two_forks_and_a_restart_in_between(tmp_path):
+    node = MemoryNode(length=12, transfers_per_block=1)
+    follower = follow(node, reorg_depth=6)
+    events = follower.step()
+    branch_a = list(node.canonical)
+    node.reorg(3)  # B: 9..11
+    events += follower.step()
+    node.reorg(5, new_blocks=6)  # C: 7..12, forking below B
+    events += follower.step()
+    follower.state.save(str(tmp_path / "c.json"))
+    state = FollowerState(reorg_depth=6)
+    assert state.load(str(tmp_path / "c.json"))
+    assert {state.withdrawn_publication(h) for h in branch_a[9:]} == {0}  # remembered across the restart
+    node.return_to(branch_a, length=14)  # A's 7..11 restored, then 12..13 mined on it
+    later = ChainFollower(node, state).step()
+    assert publications(later, BLOCK) == [(7, 1), (8, 1), (9, 1), (10, 1), (11, 1), (12, 0), (13, 0)]
+    assert_net_is_canonical(events + later, node)
+
+
+def test_an_orphaned_blocks_publication_is_forgotten_once_it_is_below_the_kept_blocks():
+    node = MemoryNode(length=6, transfers_per_block=0)
+    follower = follow(node, reorg_depth=3)
+    follower.step()
+    orphaned = node.canonical[-1]
+    node.reorg(1)
+    follower.step()
+    assert follower.state.withdrawn_publication(orphaned) == 0
+    assert follower.state.to_json()["withdrawn"] == [{"hash": orphaned, "number": 5, "publication": 0}]
+    node.mine(2)
+    follower.step()  # anchor 4: height 5 may still come back
+    assert follower.state.withdrawn_publication(orphaned) == 0
+    node.mine(1)
+    follower.step()  # anchor 5: a block at height 5 other than the kept one is a reorg too deep
+    assert follower.state.withdrawn_publication(orphaned) is None
+    assert follower.state.to_json()["withdrawn"] == []
+
+
+def test_a_checkpoint_of_the_format_before_publications_is_read_as_publication_0():
+    node = MemoryNode(length=6)
+    follower = follow(node)
+    events = follower.step()
+    document = json.loads(json.dumps(follower.state.to_json()))
+    document["format"] = 1
+    del document["withdrawn"]
+    for block in document["blocks"]:
+        if block["block"] is not None:
+            del block["block"]["publication"]
+        for row in block["transfers"]:
+            del row["publication"]
+    state = FollowerState()
+    state.restore(document)
+    node.reorg(2)
+    later = ChainFollower(node, state).step()
+    assert {e.record["publication"] for e in later} == {0}
+    assert_net_is_canonical(events + later, node)
+    with pytest.raises(CheckpointError, match="format 1 or 2"):
+        FollowerState().restore({**document, "format": 3})
 
 
 def test_a_reorg_deeper_than_kept_fails_loudly_with_dead_letters_and_changes_nothing():
@@ -435,16 +554,21 @@ def test_apply_refuses_blocks_that_do_not_connect_and_counts_repeats():
 
 OPERATIONS = st.lists(
     st.one_of(
-        st.tuples(st.just("mine"), st.integers(1, 4)),
-        st.tuples(st.just("reorg"), st.integers(1, 5), st.integers(0, 3)),
-        st.tuples(st.just("step"), st.integers(1, 3)),
-        st.tuples(st.just("restart"), st.just(0)),
+        st.tuples(st.just("mine"), st.integers(1, 4), st.just(0), st.integers(0, 1)),
+        st.tuples(st.just("reorg"), st.integers(1, 5), st.integers(0, 3), st.integers(0, 2)),
+        st.tuples(st.just("back"), st.integers(1, 3), st.integers(0, 2), st.integers(0, 2)),
+        st.tuples(st.just("back"), st.just(1), st.just(0), st.just(1)),  # A, B, A again: the flip-flop
+        st.tuples(st.just("restart"), st.just(0), st.just(0), st.just(0)),
     ),
+    min_size=3,
     max_size=25,
 )
+"""(what the node or the follower does, its two figures, polls after it): mine (blocks); reorg (depth,
+blocks more than it replaces); back (to the branch the node left that many reorgs ago, then blocks
+mined on it); restart from the checkpoint."""
 
 
-@settings(max_examples=150)
+@settings(max_examples=300)
 @given(
     operations=OPERATIONS,
     blocks_per_step=st.integers(1, 6),
@@ -452,25 +576,31 @@ OPERATIONS = st.lists(
     tags=st.sampled_from([None, (1, 3), (32, 64)]),
 )
 def test_the_net_of_what_is_emitted_is_the_final_canonical_chain(operations, blocks_per_step, transfers, tags):
-    node = MemoryNode(length=2, transfers_per_block=transfers, tags=tags)
+    node = MemoryNode(length=6, transfers_per_block=transfers, tags=tags)
     state = FollowerState(reorg_depth=8)
     follower = ChainFollower(node, state, start_block=0, max_blocks_per_step=blocks_per_step)
     events = []
-    for operation in operations:
-        if operation[0] == "mine":
-            node.mine(operation[1])
-        elif operation[0] == "reorg":
-            depth = min(operation[1], node.head)  # genesis stays
-            node.reorg(depth, new_blocks=depth + operation[2])  # never shorter: no fork below the 8 kept
-        elif operation[0] == "step":
-            for _ in range(operation[1]):
-                events += follower.step()
-        else:
+    for kind, first, second, polls in operations:
+        if kind == "mine":
+            node.mine(first)
+        elif kind == "reorg":
+            depth = min(first, node.head)  # genesis stays
+            node.reorg(depth, new_blocks=depth + second)  # never shorter: no fork below the 8 kept
+        elif kind == "back" and first <= len(node.branches):
+            branch = node.branches[-first]
+            anchor = state.anchor
+            # Only a fork the follower can reconcile: the branch holds its anchor. Never shorter,
+            # so the head stays at or above the follower's tip.
+            if anchor is None or (anchor < len(branch) and branch[anchor] == state.hash_at(anchor)):
+                node.return_to(branch, length=len(node.canonical) + second)
+        elif kind == "restart":
             restored = FollowerState(reorg_depth=8)
             restored.restore(json.loads(json.dumps(state.to_json())))
             restored.counts = state.counts
             state = restored
             follower = ChainFollower(node, state, start_block=0, max_blocks_per_step=blocks_per_step)
+        for _ in range(polls):
+            events += follower.step()
     events += step_until_idle(follower)
     assert_net_is_canonical(events, node)
     counts = state.counts

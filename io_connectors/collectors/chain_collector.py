@@ -9,7 +9,8 @@ A ``ChainFollower`` (``io_connectors/chain_follower.py``) polls the node every `
 logs that are no ERC-20 transfer and node answers that cannot be read to ``--dead-letter-topic``,
 all in the project's Avro wire format (``io_connectors/avro_wire.py``) through the collectors'
 ``KafkaOutput``. A reorg publishes retractions (the same records with ``retracted=true``) of the
-orphaned blocks' records before the new blocks' records.
+orphaned blocks' records before the new blocks' records; a reorg back to a block retracted before
+publishes its records again with the next ``publication`` number, so they are not copies.
 
 **Keys.** Every message of a chain is keyed by the chain's name, so each topic keeps the whole
 chain on one partition in the follower's order: a retraction always follows the record it
@@ -22,8 +23,8 @@ less than one partition takes (a block every 12 s with a few hundred transfers).
 acknowledged every message of the step is the follower's state written to ``--checkpoint``. A
 restarted collector resumes from it: the next block, no gap, and nothing published twice after a
 clean stop. A crash between a step's delivery and its checkpoint publishes that step again on
-restart (at least once, never a gap); the records carry their identity (block hash,
-``transfer_id``) for a consumer to drop the repeat.
+restart (at least once, never a gap); the records carry their identity (block hash or
+``transfer_id``, ``publication`` and ``retracted``) for a consumer to drop the repeat.
 
 **Failures.** A node that is down, refuses a request or contradicts itself is asked again after
 an exponential backoff, from the same state, so when it is back the follower continues with no
