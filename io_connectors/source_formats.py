@@ -26,7 +26,12 @@ class SourceFormat:
     symbol_from_name: Callable[[str], str | None] | None = None
     record_type: str = "trade"
     """What its parser gives: ``trade`` or another record type of ``transforms.record_types``
-    (``token_transfer``); a run reads each record type through its own skeleton."""
+    (``token_transfer``), which a run reads through its own skeleton; or ``block``, blocks the
+    run's token transfers are joined with (``transforms.block_join``)."""
+    header: bool = False
+    """Text files whose first line names the columns: the reader hands it to every later batch of
+    the file too (``io_connectors.formats.ethereum_etl.HEADER_KEY``), so columns in any order are
+    read right past the first batch."""
 
 
 SOURCES = {
@@ -91,11 +96,23 @@ SOURCES = {
             None,
             None,
             record_type="token_transfer",
+            header=True,
+        ),
+        SourceFormat(
+            "ethereum-etl-blocks",
+            "ethereum-etl blocks export, CSV or JSON lines: fills in the block hash and time of token "
+            "transfers that lack them (ethereumetl export_token_transfers)",
+            token_transfer_records.parse_ethereum_etl_blocks,
+            "text",
+            None,
+            None,
+            record_type="block",
+            header=True,
         ),
     ]
 }
 
-RECORD_TYPE_INPUTS = {"trade": "trades", "token_transfer": "token_transfers"}
+RECORD_TYPE_INPUTS = {"trade": "trades", "token_transfer": "token_transfers", "block": "blocks"}
 """The name ``TradesToBars`` takes each record type's raw batches under."""
 
 

@@ -12,6 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from io_connectors.files import DEFAULT_LINE_LIMIT, DamagedStream, InputFile, base_name, open_members, text_batches
 from io_connectors.formats import normalized
+from io_connectors.formats.ethereum_etl import HEADER_KEY
 from io_connectors.progress import report_progress
 from io_connectors.raw_batch import RawBatch
 from io_connectors.raw_batch_coder import RawBatchCoder
@@ -41,7 +42,7 @@ def read_raw_batches(
     elif source.layout == "text":
         for member, stream in open_members(path):
             hint = source.symbol_from_name(base_name(member.split("!")[-1])) if source.symbol_from_name else None
-            yield from _text_member_batches(member, stream, hint, batch_rows, line_limit)
+            yield from _text_member_batches(member, stream, hint, batch_rows, line_limit, source.header)
     elif source.layout == "parquet":
         row = 1
         for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
@@ -51,16 +52,26 @@ def read_raw_batches(
         yield from _avro_batches(path, batch_rows)
 
 
-def _text_member_batches(member: str, stream, hint: str | None, batch_rows: int, line_limit: int):
+def _text_member_batches(member: str, stream, hint: str | None, batch_rows: int, line_limit: int, header: bool = False):
+    """The file's lines in raw batches. With ``header``, every batch after the first carries the
+    file's first line in ``extra[HEADER_KEY]``: a parser that finds its columns by the header's
+    names reads the whole file right, not only the batch that starts it."""
+    first_line = None
     try:
         for lines, numbers, long_lines in text_batches(stream, batch_rows, line_limit):
-            yield RawBatch(
+            raw = RawBatch(
                 source=member,
                 symbol_hint=hint,
                 payloads=lines,
                 line_numbers=numbers,
                 dead_letters=[_long_line_dead_letter(line, member, line_limit) for line in long_lines],
             )
+            if header and len(numbers):
+                if int(numbers[0]) == 1:
+                    first_line = _first_non_blank(lines)
+                elif first_line is not None:
+                    raw.extra[HEADER_KEY] = first_line
+            yield raw
     except DamagedStream as damage:  # the lines before the damage were passed on; the rest is one record
         yield RawBatch(
             source=member,
@@ -69,6 +80,16 @@ def _text_member_batches(member: str, stream, hint: str | None, batch_rows: int,
             line_numbers=np.zeros(0, np.int64),
             dead_letters=[dead_letter("unreadable_file", str(damage), "read", None, member, damage.next_line)],
         )
+
+
+def _first_non_blank(lines: pa.Array) -> bytes | None:
+    """The first line that is not blank (the header, where a file has one), read one at a time:
+    it is nearly always the very first."""
+    for line in lines:
+        text = line.as_py()
+        if text.strip():
+            return text
+    return None
 
 
 def _long_line_dead_letter(line, member: str, line_limit: int) -> dict:

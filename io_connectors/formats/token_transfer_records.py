@@ -1,7 +1,8 @@
 """Token transfers for the Beam pipeline: ethereum-etl export files (``io_connectors.formats.ethereum_etl``)
 and Kafka messages in the Avro wire format (``io_connectors.avro_wire``, as ``collect --chain``
 publishes them), each as a batch of the skeleton's shape (``transforms.token_transfers``): the
-contract's columns, where each row came from, and its original bytes for dead letters.
+contract's columns, where each row came from, and its original bytes for dead letters. Blocks
+from ethereum-etl's blocks export likewise, for the transfers' join (``transforms.block_join``).
 """
 
 from __future__ import annotations
@@ -9,9 +10,16 @@ from __future__ import annotations
 import pyarrow as pa
 
 from io_connectors.avro_wire import SchemaStore, WireFormatError, decode
-from io_connectors.formats.ethereum_etl import DEFAULT_CHAIN, DEFAULT_STATUS, TOKEN_TRANSFER_EXPORT, parse_rows
+from io_connectors.formats.ethereum_etl import (
+    BLOCK_EXPORT,
+    DEFAULT_CHAIN,
+    DEFAULT_STATUS,
+    TOKEN_TRANSFER_EXPORT,
+    parse_rows,
+)
 from io_connectors.raw_batch import RawBatch
 from schemas import arrow_schema
+from transforms.block_join import with_block_provenance
 from transforms.dead_letter import dead_letter
 from transforms.token_transfers import TRANSFER_FIELDS, with_provenance
 
@@ -23,6 +31,13 @@ def parse_ethereum_etl_transfers(raw: RawBatch, chain: str = DEFAULT_CHAIN, stat
     export, CSV or JSON lines."""
     parsed = parse_rows(raw, TOKEN_TRANSFER_EXPORT, chain, status)
     return with_provenance(parsed.table, raw.source, parsed.line_numbers, parsed.payloads), parsed.dead_letters
+
+
+def parse_ethereum_etl_blocks(raw: RawBatch, chain: str = DEFAULT_CHAIN, status: str = DEFAULT_STATUS, **_options):
+    """(blocks with provenance, dead letters) of a batch of an ethereum-etl blocks export, CSV or
+    JSON lines."""
+    parsed = parse_rows(raw, BLOCK_EXPORT, chain, status)
+    return with_block_provenance(parsed.table, raw.source, parsed.line_numbers, parsed.payloads), parsed.dead_letters
 
 
 def parse_token_transfer_messages(raw: RawBatch, store: SchemaStore | None = None, **_options):
