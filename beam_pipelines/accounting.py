@@ -54,6 +54,11 @@ class Accounting:
     ``in_aggregates`` (canonical transfers in the final token activity rows) + ``retracted``
     (retractions, and the transfers they withdrew) + ``duplicates`` + their dead letters, which
     are written with the trades' and so counted above."""
+    blocks: dict[str, int] = field(default_factory=dict)
+    """Blocks the run read to fill in its token transfers' block hashes and times, reconciled on
+    their own: ``records_in`` = ``used`` (each block record kept: the join's lookup holds it or its
+    retraction withdrew it) + ``duplicates`` + their dead letters, which are written with the
+    trades' and so counted above."""
     venue_windows: dict[str, int] = field(default_factory=dict)
     """Consolidated bars: final windows per venue (``exchange:symbol``)..."""
     venue_exclusions: dict[str, int] = field(default_factory=dict)
@@ -70,6 +75,7 @@ class Accounting:
         "skipped_duplicates_by_table": "table_skipped_duplicates.",
         "feed_status": "feed_status.",
         "token_transfers": "token_transfer.",
+        "blocks": "block.",
         "venue_windows": "venue_windows.",
         "venue_exclusions": "venue_excluded.",
         "venue_missing_ids": "venue_missing_ids.",
@@ -147,6 +153,7 @@ class Accounting:
             + self.feed_status.get("unique_trades", 0)
             + self.feed_status.get("duplicates", 0)
             + self._transfers_accounted
+            + self.blocks_accounted
         )
 
     @property
@@ -155,8 +162,18 @@ class Accounting:
         return transfers.get("in_aggregates", 0) + transfers.get("retracted", 0) + transfers.get("duplicates", 0)
 
     @property
+    def blocks_accounted(self) -> int:
+        """Blocks read that are not dead letters: used by the join, or copies of one used."""
+        return self.blocks.get("used", 0) + self.blocks.get("duplicates", 0)
+
+    @property
     def all_records_in(self) -> int:
-        return self.records_in + self.feed_status.get("records_in", 0) + self.token_transfers.get("records_in", 0)
+        return (
+            self.records_in
+            + self.feed_status.get("records_in", 0)
+            + self.token_transfers.get("records_in", 0)
+            + self.blocks.get("records_in", 0)
+        )
 
     def _skipped_by_counted_table(self, duplicates: bool = False) -> int:
         """Trades (or their duplicates) the table the bar figures count leaves out by its definition."""
@@ -185,6 +202,12 @@ class Accounting:
                     f"({self.token_transfers.get('retracted', 0)}) and duplicated "
                     f"({self.token_transfers.get('duplicates', 0)})"
                     if self.token_transfers
+                    else ""
+                )
+                + (
+                    f" + blocks read ({self.blocks.get('records_in', 0)}) used ({self.blocks.get('used', 0)}) "
+                    f"and duplicated ({self.blocks.get('duplicates', 0)})"
+                    if self.blocks
                     else ""
                 )
             )

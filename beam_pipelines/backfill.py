@@ -3,7 +3,8 @@ sink (``io_connectors.sinks``) the run asks for. Rows a sink rejects join the de
 
 Files of several formats can be read in one run: each raw batch is parsed by its own file's
 format's parser, and the parsed trades meet in one chain. Files of other records than trades
-(ethereum-etl token transfers) go through the same ``TradesToBars``, as its input of their type."""
+(ethereum-etl token transfers, and the blocks they are joined with) go through the same
+``TradesToBars``, as its input of their type."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def build_backfill(pipeline: beam.Pipeline, config: BackfillConfig) -> None:
     else:
         inputs = {kind: read.raw | f"Only[{kind}]" >> _records_of_input(kind) for kind in parsers}
         results = inputs | "TradesToBars" >> TradesToBars(
-            config.spec, parsers.get("trades"), transfer_parser=parsers.get("token_transfers")
+            config.spec,
+            parsers.get("trades"),
+            transfer_parser=parsers.get("token_transfers"),
+            block_parser=parsers.get("blocks"),
         )
     dead_letters = (read.dead_letter, results["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
     write_outputs(results["tables"], dead_letters, OutputTargets(config.out, config.chunk_id, config.sinks))

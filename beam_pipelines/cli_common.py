@@ -410,6 +410,17 @@ def summary_table(
             if transfers
             else []
         ),
+        *(
+            [
+                (
+                    "blocks read (used / duplicates)",
+                    f"{accounting.blocks.get('records_in', 0):,} "
+                    f"({accounting.blocks.get('used', 0):,} / {accounting.blocks.get('duplicates', 0):,})",
+                )
+            ]
+            if accounting.blocks
+            else []
+        ),
         (
             "unknown instruments: records (distinct symbols)",
             f"{accounting.instrument_unknown_records:,} ({accounting.distinct_unknown_instruments:,})",

@@ -93,9 +93,10 @@ def check_manifests(out: str, report: Report) -> list[ChunkManifest]:
             report.violation(f"chunk {manifest.chunk_id}: {problem}")
         trades, duplicates, dead, transfers = accounting_on_disk(manifest, out)
         chunk = Accounting.from_counters(manifest.counts)
-        records = chunk.records_in + chunk.token_transfers.get("records_in", 0)
+        records = chunk.records_in + chunk.token_transfers.get("records_in", 0) + chunk.blocks.get("records_in", 0)
         transfer_duplicates = chunk.token_transfers.get("duplicates", 0)
-        if records != trades + duplicates + dead + transfers + transfer_duplicates:
+        # Blocks serve the join and are written to no table: those not dead-lettered are counted.
+        if records != trades + duplicates + dead + transfers + transfer_duplicates + chunk.blocks_accounted:
             report.violation(
                 f"chunk {manifest.chunk_id}: records read ({records}) != trades in final bars on disk "
                 f"({trades}) + duplicates ({duplicates}) + dead letters on disk ({dead})"
@@ -105,6 +106,7 @@ def check_manifests(out: str, report: Report) -> list[ChunkManifest]:
                     if chunk.token_transfers
                     else ""
                 )
+                + (f" + blocks used or duplicated ({chunk.blocks_accounted})" if chunk.blocks else "")
             )
     total = Accounting.total([Accounting.from_counters(m.counts) for m in manifests])
     for problem in total.problems():
