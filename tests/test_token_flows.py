@@ -3,9 +3,12 @@ the final canonical transfers: copies dropped, each transfer a retraction withdr
 
 from __future__ import annotations
 
+import json
 import random
 
 import apache_beam as beam
+import fastavro
+import numpy as np
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream
@@ -14,8 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_pipelines.accounting import counters_of
+from io_connectors.avro_wire import encode
+from io_connectors.formats.token_transfer_records import parse_token_transfer_messages
+from io_connectors.raw_batch import RawBatch
 from runners.profiles import in_process_runner
-from schemas import field_names
+from schemas import SCHEMA_DIR, field_names
 from tests.support.chain_records import (
     T0_SECONDS,
     address,
@@ -23,6 +29,7 @@ from tests.support.chain_records import (
     raw_transfers,
     reference_activity,
     reference_flows,
+    republication,
     retraction,
     token_address,
     transfer,
@@ -32,7 +39,13 @@ from tests.support.helpers import COLLECTED, Collect
 from transforms import BarSpec, TradesToBars
 from transforms.chain_spec import ChainSpec, Token
 from transforms.token_aggregates import merge, settle, summarize
-from transforms.token_transfers import RECORD_SCHEMA, invalid_transfer_rows, limbs_value, value_limbs
+from transforms.token_transfers import (
+    RECORD_SCHEMA,
+    invalid_transfer_rows,
+    limbs_value,
+    transfer_hashes,
+    value_limbs,
+)
 
 MINUTE_US = 60_000_000
 LABELS = {address(1): "binance", address(2): "binance", address(3): "kraken", address(4): "coinbase"}
@@ -46,27 +59,36 @@ def chain_spec(labels=LABELS) -> ChainSpec:
 values = st.one_of(st.integers(0, 10**6), st.integers(0, 2**256 - 1), st.just(2**256 - 1))
 
 
+def flip_flops(row: dict, records: int) -> list[dict]:
+    """The first ``records`` records the follower publishes of a transfer whose block reorgs take
+    out and bring back again and again: publication 0, its retraction, publication 1, its
+    retraction, ... The transfer is in the final chain when the last is a publication."""
+    history = [row]
+    while len(history) < records:
+        last = history[-1]
+        history.append(republication(last) if last["retracted"] else retraction(last))
+    return history
+
+
 @st.composite
 def transfers_with_retractions(draw):
     """Transfers of three tokens between eight addresses over a few blocks, some withdrawn by a
-    retraction, some re-delivered, in any order of arrival."""
+    retraction (and some of those brought back by a reorg to their branch, and maybe withdrawn
+    again), some re-delivered, in any order of arrival."""
     rows = []
     for block in range(draw(st.integers(1, 8))):
         for log_index in range(draw(st.integers(0, 6))):
-            rows.append(
-                transfer(
-                    draw(st.integers(0, 2)),
-                    draw(st.integers(0, 7)),
-                    draw(st.integers(0, 7)),
-                    draw(values),
-                    block,
-                    log_index,
-                )
+            row = transfer(
+                draw(st.integers(0, 2)),
+                draw(st.integers(0, 7)),
+                draw(st.integers(0, 7)),
+                draw(values),
+                block,
+                log_index,
             )
-    retracted = [retraction(row) for row in rows if draw(st.booleans()) and draw(st.booleans())]
-    arrived = rows + retracted
-    arrived += [row for row in arrived if draw(st.integers(0, 4)) == 0]  # re-deliveries
-    return draw(st.permutations(arrived))
+            rows += flip_flops(row, draw(st.sampled_from([1, 1, 1, 2, 2, 3, 4, 5])))
+    rows += [row for row in rows if draw(st.integers(0, 4)) == 0]  # re-deliveries
+    return draw(st.permutations(rows))
 
 
 def _settled_by_token(parts_by_token: dict, labels, withdraw_unseen=False) -> dict:
@@ -76,8 +98,9 @@ def _settled_by_token(parts_by_token: dict, labels, withdraw_unseen=False) -> di
 def _deduplicated(rows: list[dict]) -> list[dict]:
     seen, kept = set(), []
     for row in rows:
-        if (row["transfer_id"], row["retracted"]) not in seen:
-            seen.add((row["transfer_id"], row["retracted"]))
+        identity = (row["transfer_id"], row["publication"], row["retracted"])
+        if identity not in seen:
+            seen.add(identity)
             kept.append(row)
     return kept
 
@@ -138,6 +161,66 @@ def test_discarding_panes_sum_to_the_canonical_figures_when_retractions_follow_t
     for token, (count, value) in totals.items():
         reference = expected.get(token, {"transfer_count": 0, "volume_raw": "0"})
         assert (count, str(value)) == (reference["transfer_count"], reference["volume_raw"])
+
+
+@st.composite
+def reorged_back_and_forth(draw):
+    """(records as they arrive, the final chain's transfers): each transfer's block is taken out
+    and brought back by reorgs a number of times (A, B, A again, ...), some records re-delivered,
+    in any order."""
+    arrived, final = [], []
+    for log_index in range(draw(st.integers(1, 12))):
+        row = transfer(
+            draw(st.integers(0, 1)), draw(st.integers(0, 4)), draw(st.integers(0, 4)), draw(values), 1, log_index
+        )
+        records = draw(st.integers(1, 6))
+        arrived += flip_flops(row, records)
+        if records % 2:  # ends published: in the final chain
+            final.append(row)
+    arrived += [row for row in arrived if draw(st.integers(0, 2)) == 0]
+    return draw(st.permutations(arrived)), final
+
+
+def _final_chain_figures(final: list[dict]) -> dict:
+    """Plain Python over the final chain's transfers: {token: (count, value, senders, receivers)}."""
+    figures: dict = {}
+    for row in final:
+        count, value, senders, receivers = figures.get(row["token_address"], (0, 0, set(), set()))
+        figures[row["token_address"]] = (count + 1, value + int(row["value"]), senders, receivers)
+        senders.add(row["from_address"])
+        receivers.add(row["to_address"])
+    return {token: (c, v, len(s), len(r)) for token, (c, v, s, r) in figures.items()}
+
+
+@settings(max_examples=100, deadline=None)
+@given(reorged_back_and_forth(), st.data())
+def test_a_transfer_reorged_out_and_back_counts_once_if_its_block_is_final(arrival, data):
+    """Dedupe by the records' own id and content hashes (a re-publication is new, a copy of any
+    record is not), then partials in any grouping: the final chain's figures, each transfer once."""
+    rows, final = arrival
+    records = transfer_batch(rows).select(RECORD_SCHEMA.names)
+    _transfer, id_hash, content = transfer_hashes(records)
+    seen, unique = {}, []
+    for i, (identity, body) in enumerate(zip(id_hash.tolist(), content.tolist())):
+        assert seen.setdefault(identity, body) == body  # copies agree on their content
+        if len(seen) > len(unique):
+            unique.append(i)
+    assert len(unique) == len({(r["transfer_id"], r["publication"], r["retracted"]) for r in rows})
+    kept = records.take(unique)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(unique)), max_size=3)))
+    parts: dict = {}
+    for start, end in zip([0, *cuts], [*cuts, len(unique)]):
+        piece = kept.slice(start, end - start)
+        for token, window in summarize(piece, None, id_hash[unique][start:end]).items():
+            parts.setdefault(token, []).append(window)
+    settled = {token: settle(merge(windows), None) for token, windows in parts.items()}
+    got = {
+        token: (f.transfer_count, f.value, f.unique_senders, f.unique_receivers)
+        for token, f in settled.items()
+        if f.transfer_count
+    }
+    assert got == _final_chain_figures(final)
+    assert all(f.unmatched_retractions == 0 for f in settled.values())
 
 
 @given(st.lists(st.integers(0, 2**256 - 1), min_size=1, max_size=50))
@@ -204,7 +287,7 @@ def _random_chain_day(seed: int, blocks: int = 40) -> list[dict]:
         for b in range(blocks)
         for i in range(rng.randrange(6))
     ]
-    rows += [retraction(row) for row in rows if rng.random() < 0.1]
+    rows = [record for row in rows for record in flip_flops(row, rng.choice([1] * 16 + [2, 2, 3, 4]))]
     rows += [row for row in rows if rng.random() < 0.1]
     rng.shuffle(rows)
     return rows
@@ -282,6 +365,54 @@ def test_a_retraction_after_the_on_time_pane_revises_it_in_a_late_pane():
     assert [(p["transfer_count"], p["volume_raw"], p["unique_senders"]) for p in on_time] == [(2, "42", 2)]
     assert late and (late[-1]["transfer_count"], late[-1]["volume_raw"], late[-1]["unique_senders"]) == (1, "10", 1)
     assert late[-1]["retracted_count"] == 2 and late[-1]["pane_index"] > on_time[0]["pane_index"]
+
+
+def test_a_reorg_back_to_the_first_branch_restores_its_transfer_in_a_late_pane():
+    """A, B, A again: t in block 2a counted on time; the reorg to 2b withdraws it for b; the reorg
+    back to 2a withdraws b and publishes t again (publication 1), and copies of every record
+    arrive once more: the final pane counts t once, as the final chain holds it."""
+    spec = BarSpec.of("1m", allowed_lateness_seconds=600, time_bars=False, chain=chain_spec(labels=None))
+    start = T0_SECONDS * 1_000_000
+    a = transfer(0, 1, 2, 10, block=1, log_index=0)
+    t = transfer(0, 3, 2, 32, block=2, log_index=0)
+    b = transfer(0, 4, 2, 5, block=2, log_index=0, fork=1)
+    stream = (
+        TestStream()
+        .advance_watermark_to(_at(start))
+        .add_elements([_batch_at([a, t])])
+        .advance_watermark_to(_at(start + MINUTE_US + 1_000_000))  # the window closes on time
+        .add_elements([_batch_at([retraction(t), b])])  # the reorg to 2b
+        .add_elements([_batch_at([retraction(b), republication(t)])])  # and back to 2a
+        .add_elements([_batch_at([t, retraction(t), b, retraction(b), republication(t)])])  # re-delivered
+        .advance_watermark_to_infinity()
+    )
+    panes, dead = _run_stream(stream, spec)
+    assert dead == []
+    on_time = [p for p in panes if p["pane_timing"] == "ON_TIME"]
+    late = [p for p in panes if p["pane_timing"] == "LATE"]
+    assert [(p["transfer_count"], p["volume_raw"]) for p in on_time] == [(2, "42")]
+    final = late[-1]
+    assert (final["transfer_count"], final["volume_raw"], final["unique_senders"]) == (2, "42", 2)
+    assert (final["retracted_count"], final["unmatched_retractions"]) == (4, 0)  # two retractions, two withdrawn
+
+
+def test_kafka_messages_carry_the_publication_and_older_messages_read_as_publication_0():
+    older_writer = json.loads((SCHEMA_DIR / "token_transfer.without-publication.avsc").read_text())
+    t = transfer(0, 1, 2, 5, block=1, log_index=0)
+    before_the_field = {name: value for name, value in t.items() if name != "publication"}
+    messages = [
+        encode(before_the_field, fastavro.parse_schema(older_writer, _write_hint=False)),
+        encode(t, "token_transfer"),
+        encode(retraction(t), "token_transfer"),
+        encode(republication(t), "token_transfer"),
+    ]
+    raw = RawBatch(source="kafka", payloads=pa.array(messages, pa.binary()), line_numbers=np.arange(4))
+    batch, dead = parse_token_transfer_messages(raw)
+    assert dead == []
+    assert batch.column("publication").to_pylist() == [0, 0, 0, 1]
+    assert invalid_transfer_rows(batch, 0, 2**62).per_row().tolist() == [""] * 4
+    _transfer, id_hash, _content = transfer_hashes(batch)
+    assert id_hash[0] == id_hash[1] and len(set(id_hash[1:].tolist())) == 3  # a copy; then three records
 
 
 def test_a_transfer_past_the_allowed_lateness_is_a_dead_letter():
