@@ -167,55 +167,101 @@ class JoinedTransfers:
         self.batch, self.rejected_rows, self.reasons, self.messages = batch, rejected_rows, reasons, messages
 
 
-def join_blocks(transfers: pa.Table, lookup: pa.Table) -> JoinedTransfers:
+class BlockLookup:
+    """A lookup table (``LOOKUP_SCHEMA``) made ready to join batch after batch: its heights as
+    sorted arrays per chain (searched, not hashed, per batch), its blocks by hash for the
+    transfers that name one."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        blocks = pl.from_arrow(table).sort(["chain", "number", "hash"])
+        self._by_hash = blocks.select(
+            "chain", "hash", pl.col("number").alias("hash_number"), pl.col("timestamp").alias("hash_time")
+        )
+        heights = blocks.unique(["chain", "number"], keep="first", maintain_order=True).with_row_index("at")
+        spans = heights.group_by("chain").agg(pl.col("at").min().alias("first"), pl.col("at").max().alias("last"))
+        self._chains = {row["chain"]: (row["first"], row["last"] + 1) for row in spans.to_dicts()}
+        self._numbers = heights["number"].to_numpy()
+        self._hashes = heights["hash"].to_arrow().cast(pa.string())
+        self._times = heights["timestamp"].to_numpy()
+        self._branches = heights["branches"].to_numpy()
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def heights(self, chains: pa.ChunkedArray, numbers: np.ndarray):
+        """(hash, time, branches) of the live blocks at each (chain, number): the first block's
+        hash and time where there are several; null, -1 and 0 where there is none."""
+        at = np.full(len(numbers), -1, np.int64)
+        encoded = pc.dictionary_encode(chains.combine_chunks())
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        for code, chain in enumerate(encoded.dictionary.to_pylist()):
+            if chain not in self._chains:
+                continue
+            first, end = self._chains[chain]
+            rows = np.flatnonzero(codes == code)
+            place = first + np.searchsorted(self._numbers[first:end], numbers[rows])
+            hit = place < end
+            hit[hit] = self._numbers[place[hit]] == numbers[rows][hit]
+            at[rows[hit]] = place[hit]
+        found = at >= 0
+        if not found.any():
+            return pa.nulls(len(numbers), pa.string()), at, np.zeros(len(numbers), np.int64)
+        index = pa.array(np.where(found, at, 0), pa.int64())
+        hashes = pc.if_else(pa.array(found), self._hashes.take(index), pa.scalar(None, pa.string()))
+        return hashes, np.where(found, self._times[at], -1), np.where(found, self._branches[at], 0)
+
+    def by_hash(self, transfers: pa.Table, given_hash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(number, time) of the live block each transfer names by hash; -1 where it names none
+        or one the lookup lacks."""
+        number, seconds = np.full(transfers.num_rows, -1, np.int64), np.full(transfers.num_rows, -1, np.int64)
+        if not given_hash.any() or not len(self):
+            return number, seconds
+        rows = np.flatnonzero(given_hash)
+        named = pl.from_arrow(transfers.select(["chain", "block_hash"]).take(pa.array(rows, pa.int64())))
+        found = named.join(
+            self._by_hash,
+            left_on=["chain", "block_hash"],
+            right_on=["chain", "hash"],
+            how="left",
+            maintain_order="left",
+        )
+        number[rows] = found["hash_number"].fill_null(-1).to_numpy()
+        seconds[rows] = found["hash_time"].fill_null(-1).to_numpy()
+        return number, seconds
+
+
+def join_blocks(transfers: pa.Table, lookup: BlockLookup | pa.Table) -> JoinedTransfers:
     """The transfers (a table with the ``token_transfer`` columns) with block hash, time, event time
     and transfer id taken from the run's blocks where they lack them, and every transfer the blocks
     contradict or cannot complete rejected (see the module's table). Rows keep their order."""
+    lookup = lookup if isinstance(lookup, BlockLookup) else BlockLookup(lookup)
     n = transfers.num_rows
     given_hash = pc.is_valid(transfers.column("block_hash")).to_numpy(zero_copy_only=False)
     given_time = pc.is_valid(transfers.column("block_timestamp")).to_numpy(zero_copy_only=False)
-    if not n or (not lookup.num_rows and given_hash.all() and given_time.all()):
+    if not n or (not len(lookup) and given_hash.all() and given_time.all()):
         return JoinedTransfers(transfers, np.zeros(0, np.int64), [], [])
-    keys = pl.from_arrow(transfers.select(["chain", "block_number", "block_hash"])).with_row_index("row")
-    blocks = pl.from_arrow(lookup)
-    by_hash = keys.join(
-        blocks.select("chain", "hash", pl.col("number").alias("hash_number"), pl.col("timestamp").alias("hash_time")),
-        left_on=["chain", "block_hash"],
-        right_on=["chain", "hash"],
-        how="left",
-        maintain_order="left",
-    )
-    at_height = blocks.group_by(["chain", "number"]).agg(
-        pl.col("hash").first().alias("height_hash"),
-        pl.col("timestamp").first().alias("height_time"),
-        pl.col("branches").first(),
-    )
-    by_height = keys.join(
-        at_height, left_on=["chain", "block_number"], right_on=["chain", "number"], how="left", maintain_order="left"
-    )
-    hash_number = _numpy(by_hash["hash_number"])
-    hash_found = ~np.isnan(hash_number)
-    branches = np.nan_to_num(_numpy(by_height["branches"]), nan=0).astype(np.int64)
-    at_a_height = branches > 0
     number = pc.fill_null(transfers.column("block_number"), -1).to_numpy(zero_copy_only=False)
     own_time = pc.fill_null(transfers.column("block_timestamp"), -1).to_numpy(zero_copy_only=False)
+    height_hashes, height_time, branches = lookup.heights(transfers.column("chain"), number)
+    hash_number, hash_time = lookup.by_hash(transfers, given_hash)
+    hash_found = hash_number >= 0
+    at_a_height = branches > 0
 
     # Where each transfer's block is, by its own hash or else by its height (one branch only).
     use_height = ~given_hash & (branches == 1)
-    block_time = np.where(hash_found, _numpy(by_hash["hash_time"]), _numpy(by_height["height_time"]))
-    block_time = np.nan_to_num(block_time, nan=-1).astype(np.int64)
+    block_time = np.where(hash_found, hash_time, height_time)
     found = hash_found | use_height
     reason = np.full(n, "", dtype=object)
     reason[~given_hash & ~at_a_height] = NOT_FOUND
     reason[~given_hash & (branches > 1)] = AMBIGUOUS
     reason[given_hash & ~hash_found & at_a_height] = MISMATCH
     reason[given_hash & ~hash_found & ~at_a_height & ~given_time] = NOT_FOUND
-    wrong_number = hash_found & (np.nan_to_num(hash_number, nan=-1).astype(np.int64) != number)
+    wrong_number = hash_found & (hash_number != number)
     wrong_time = found & given_time & (own_time != block_time)
     reason[(reason == "") & (wrong_number | wrong_time)] = MISMATCH
 
     rejected = np.flatnonzero(reason != "")
-    height_hashes = by_height["height_hash"].to_arrow().cast(pa.string())
     messages = []
     if len(rejected):
         said = transfers.select(["block_number", "block_hash", "block_timestamp"]).take(pa.array(rejected)).to_pylist()
@@ -240,12 +286,6 @@ def join_blocks(transfers: pa.Table, lookup: pa.Table) -> JoinedTransfers:
         at = batch.schema.get_field_index(name)
         batch = batch.set_column(at, batch.schema.field(at), pc.if_else(mask, values, batch.column(name)))
     return JoinedTransfers(batch, rejected, reason[rejected].tolist(), messages)
-
-
-def _numpy(series: pl.Series) -> np.ndarray:
-    """A nullable integer column as float64 with NaN for null (block numbers and times are far
-    below 2**53, so exact)."""
-    return series.cast(pl.Float64).fill_null(float("nan")).to_numpy()
 
 
 def _message(reason: str, said: dict, hash_found: bool, hash_number, height_hash, block_time, branches) -> str:

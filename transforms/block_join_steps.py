@@ -12,7 +12,14 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from transforms.block_join import BLOCK_COUNTERS, BLOCK_FIELDS, empty_lookup, join_blocks, settle_blocks
+from transforms.block_join import (
+    BLOCK_COUNTERS,
+    BLOCK_FIELDS,
+    BlockLookup,
+    empty_lookup,
+    join_blocks,
+    settle_blocks,
+)
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.dead_letter_counts import count_dead_letter
 from transforms.parse import Parser, ParseTrades
@@ -68,8 +75,13 @@ class SettleBlocks(beam.PTransform):
 
 
 class _Join(beam.DoFn):
+    def __init__(self):
+        self._lookup: BlockLookup | None = None
+
     def process(self, transfers: pa.Table, lookup: pa.Table):
-        joined = join_blocks(transfers, lookup)
+        if self._lookup is None or self._lookup.table is not lookup:  # prepared once per side input
+            self._lookup = BlockLookup(lookup)
+        joined = join_blocks(transfers, self._lookup)
         if not len(joined.rejected_rows):
             yield joined.batch
             return
