@@ -83,12 +83,13 @@ def _text_member_batches(member: str, stream, hint: str | None, batch_rows: int,
 
 
 def _first_non_blank(lines: pa.Array) -> bytes | None:
-    """The first line that is not blank (the header, where a file has one), read one at a time:
-    it is nearly always the very first."""
+    """The first line that is not blank, read one at a time (it is nearly always the very first),
+    unless it is a JSON object: a file of JSON lines has no header, and a stray CSV line in one is
+    read by its field count, in whichever batch it is."""
     for line in lines:
         text = line.as_py()
         if text.strip():
-            return text
+            return None if text.lstrip().removeprefix(b"\xef\xbb\xbf").startswith(b"{") else text
     return None
 
 

@@ -6,6 +6,7 @@ CSV whose columns are in an order of their own."""
 from __future__ import annotations
 
 import gzip
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -262,3 +263,18 @@ def test_formats_without_a_header_get_none_carried(tmp_path):
     path.write_text("".join(f"{i},42000.0,0.5,{i},{i},{1704067200000 + i},false,true\n" for i in range(7)))
     batches = list(read_raw_batches(SOURCES["binance-aggtrades"], str(path), batch_rows=3))
     assert len(batches) == 3 and all(HEADER_KEY not in raw.extra for raw in batches)
+
+
+def test_a_json_lines_file_carries_no_header_so_a_stray_csv_line_reads_as_in_the_first_batch(tmp_path):
+    rows = [transfer(1, 2, 3, 1000 + i, 100 + i, i) for i in range(9)]
+    columns = TOKEN_TRANSFER_EXPORT.etl_columns
+    stray = ",".join(str(rows[0][c]) for c in columns)  # a CSV line in ethereum-etl's order
+    lines = [json.dumps({"type": "token_transfer", **{c: row[c] for c in columns}}) for row in rows[1:]]
+    path = tmp_path / "token_transfers.json"
+    path.write_text("\n".join([*lines[:6], stray, *lines[6:]]) + "\n")
+    batches = list(read_raw_batches(SOURCES["ethereum-etl-token-transfers"], str(path), batch_rows=4))
+    assert all(HEADER_KEY not in raw.extra for raw in batches)
+    parsed = [parse_ethereum_etl_transfers(raw) for raw in batches]
+    assert [letter for _, letters in parsed for letter in letters] == []
+    values = pa.concat_tables([table for table, _ in parsed]).column("value").to_pylist()
+    assert sorted(values) == sorted(row["value"] for row in rows)
