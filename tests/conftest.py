@@ -38,13 +38,31 @@ SERVICE_MODULES = {
 """Modules whose every test needs the service, whatever fixtures it takes."""
 STREAM_MODULES = ("test_stream", "test_consolidated_runs", "test_iceberg", "test_metrics")
 """Modules whose Kafka tests run their streams on Prism."""
+PIPELINE_FIXTURES = {
+    "bundled_bars",  # below
+    "bundled_run",  # test_hostile_outputs
+    "information_only",  # test_bars_option
+    "whole_backfill",  # test_consolidated_runs
+    "single_runs",  # test_multi_source
+    "multi_run",  # test_multi_source
+    "backfilled",  # test_iceberg
+    "filled_out",  # test_report
+    "gappy_out",  # test_report
+    "consolidated_out",  # test_report
+}
+"""Fixtures that run a whole pipeline: a test that takes one is a ``pipeline`` test."""
+PIPELINE_MODULES = {"test_chunked", "test_fuzz", "test_information_bar_panes"}
+"""Modules whose every test runs a whole pipeline."""
 
 
 def pytest_collection_modifyitems(config, items):
-    """Marks each test with the services it needs, and every such test ``integration``, so that
-    ``pytest -m "not integration"`` runs the unit layer alone and ``-m kafka`` (say) one service's tests."""
+    """Marks each test with the services it needs, ``pipeline`` if it runs a whole pipeline (from the
+    fixtures and modules above, or its own ``pytest.mark.pipeline``), and every such test
+    ``integration``, so that ``pytest -m "not integration"`` runs the unit layer alone and ``-m kafka``
+    (say) one service's tests."""
     for item in items:
-        services = {SERVICE_FIXTURES[name] for name in getattr(item, "fixturenames", ()) if name in SERVICE_FIXTURES}
+        fixtures = set(getattr(item, "fixturenames", ()))
+        services = {SERVICE_FIXTURES[name] for name in fixtures if name in SERVICE_FIXTURES}
         module = item.module.__name__.rpartition(".")[2] if getattr(item, "module", None) else ""
         if module in SERVICE_MODULES:
             services.add(SERVICE_MODULES[module])
@@ -52,7 +70,11 @@ def pytest_collection_modifyitems(config, items):
             services.add("prism")
         for service in sorted(services):
             item.add_marker(getattr(pytest.mark, service))
-        if services:
+        pipeline = item.get_closest_marker("pipeline") is not None
+        if not pipeline and (module in PIPELINE_MODULES or fixtures & PIPELINE_FIXTURES):
+            item.add_marker(pytest.mark.pipeline)
+            pipeline = True
+        if services or pipeline:
             item.add_marker(pytest.mark.integration)
 
 

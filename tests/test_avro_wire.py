@@ -163,6 +163,7 @@ def test_a_kafka_trade_from_year_146000_is_a_dead_letter_not_a_crash():
     assert [(d["reason"], d["source_offset"]) for d in dead] == [("timestamp_out_of_range", 1)]
 
 
+@pytest.mark.pipeline
 def test_avro_sink_holds_the_same_bars_as_parquet(tmp_path):
     out = tmp_path / "out"
     result = run_backfill("binance-aggtrades", BUNDLED, out, "--fill-gaps", "--sink", "avro")

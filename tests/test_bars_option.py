@@ -159,6 +159,7 @@ def test_an_information_only_run_reconciles_validates_and_writes_every_sink(info
     ]
 
 
+@pytest.mark.pipeline
 def test_time_bars_are_unchanged_by_information_bars_beside_them(tmp_path):
     plain, both = tmp_path / "plain", tmp_path / "both"
     for out, extra in ((plain, ()), (both, ("--bars", "time:1m", "--bars", "ticks:300"))):

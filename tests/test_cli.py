@@ -17,6 +17,7 @@ from tests.support.commands import cryptobeam
 from tests.support.paths import ROOT
 
 
+@pytest.mark.pipeline
 def test_backfill_bundled_data_end_to_end(tmp_path):
     out = tmp_path / "out"
     result = cryptobeam(
@@ -72,6 +73,7 @@ def test_backfill_bundled_data_end_to_end(tmp_path):
     assert pq.ParquetFile(parquet_file).metadata.row_group(0).column(0).compression == "ZSTD"
 
 
+@pytest.mark.pipeline
 def test_dead_letters_and_duplicates_reconcile(tmp_path):
     data = tmp_path / "in"
     data.mkdir()
@@ -162,6 +164,7 @@ def test_early_firings_are_rejected_for_a_backfill(tmp_path):
     assert result.returncode == 2 and "--early" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.pipeline
 def test_allowed_lateness_in_a_backfill_still_reconciles(tmp_path):
     result = cryptobeam(
         "backfill",
@@ -198,6 +201,7 @@ def test_local_inputs_match_as_pythons_glob_does(tmp_path):
     assert [f.size for f in match_inputs([f"{tmp_path}/day/a.csv"])] == [1]
 
 
+@pytest.mark.pipeline
 def test_unreadable_files_are_dead_letters_and_directories_are_not_inputs(tmp_path):
     data = tmp_path / "in"
     (data / "a-directory.zip").mkdir(parents=True)
@@ -216,6 +220,7 @@ def test_unreadable_files_are_dead_letters_and_directories_are_not_inputs(tmp_pa
     )
 
 
+@pytest.mark.pipeline
 def test_a_rerun_reuses_complete_output(tmp_path):
     out = tmp_path / "out"
     args = ("backfill", "--source", "binance-aggtrades", "--input", "data/*.zip", "--out", str(out), "--no-progress")
@@ -226,6 +231,7 @@ def test_a_rerun_reuses_complete_output(tmp_path):
     assert cryptobeam(*args, "--interval", "5m", "--overwrite").returncode == 0
 
 
+@pytest.mark.pipeline
 def test_a_failing_pipeline_prints_one_line_and_keeps_the_traceback(tmp_path, monkeypatch):
     import apache_beam as beam
 

@@ -109,6 +109,7 @@ def test_a_run_chunked_by_day_equals_a_whole_run(three_venues, whole_backfill):
         ), table
 
 
+@pytest.mark.pipeline
 def test_filled_bars_never_count_as_trade_prices(tmp_path):
     """Forward-filled time bars (``--fill-gaps``) sit beside the consolidated bars, which are
     computed from trades alone: they are the same with gaps filled or not."""

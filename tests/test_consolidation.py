@@ -355,6 +355,7 @@ def _batch(trades: list[tuple], spec: BarSpec) -> tuple[dict, dict]:
     )
 
 
+@pytest.mark.pipeline
 def test_a_bounded_run_gives_the_reference_bars():
     trades = _beam_trades(1)
     random.Random(1).shuffle(trades)
@@ -371,6 +372,7 @@ def test_a_bounded_run_gives_the_reference_bars():
     assert COLLECTED["batch_dead"] == []
 
 
+@pytest.mark.pipeline
 def test_a_stream_with_late_trades_revises_bars_and_ends_with_the_bounded_bars():
     trades = _beam_trades(2)
     spec = _spec(lateness_s=600)

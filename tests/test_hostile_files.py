@@ -80,6 +80,7 @@ PEAK_RSS = (
 )
 
 
+@pytest.mark.pipeline
 def test_a_zip_bomb_is_one_dead_letter_read_in_bounded_memory(tmp_path):
     # 32 MiB of NUL bytes, no line break: one line of 32 MiB in a 32 KB zip.
     bomb = tmp_path / "bomb" / "BTCUSDT-aggTrades-2024-01-01.zip"
@@ -105,6 +106,7 @@ def test_a_zip_bomb_is_one_dead_letter_read_in_bounded_memory(tmp_path):
     assert letter["payload_bytes"] == b"\0" * 1024 and f"{32 * MIB:,} bytes" in letter["error_message"]
 
 
+@pytest.mark.pipeline
 def test_an_over_long_line_is_one_malformed_dead_letter_and_the_lines_around_it_are_read(tmp_path):
     path = tmp_path / "BTCUSDT-aggTrades-2024-01-01.csv"
     long_line = b"1,2," + b"9" * (2 * MIB)
@@ -124,6 +126,7 @@ def test_an_over_long_line_is_one_malformed_dead_letter_and_the_lines_around_it_
     assert f"{len(long_line):,} bytes" in letters[0]["error_message"]
 
 
+@pytest.mark.pipeline
 def test_old_mac_line_breaks_split_lines_like_line_feeds(tmp_path):
     lines = aggtrade_lines(300)
     (tmp_path / "lf").mkdir()
@@ -138,6 +141,7 @@ def test_old_mac_line_breaks_split_lines_like_line_feeds(tmp_path):
     assert bars_of(tmp_path / "out-cr") == bars_of(tmp_path / "out-lf")
 
 
+@pytest.mark.pipeline
 def test_hidden_zip_members_are_read(tmp_path):
     path = tmp_path / "BTCUSDT-aggTrades-2024-01-01.zip"
     with zipfile.ZipFile(path, "w") as archive:
@@ -153,6 +157,7 @@ def test_hidden_zip_members_are_read(tmp_path):
     assert junk["source"] == f"{path}!__MACOSX/._BTCUSDT-aggTrades-2024-01-01.csv"
 
 
+@pytest.mark.pipeline
 def test_a_zip_member_that_cannot_be_opened_costs_only_that_member(tmp_path):
     path = tmp_path / "BTCUSDT-aggTrades-2024-01-01.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -266,6 +271,7 @@ def avro_trades(n: int) -> list[dict]:
     ]
 
 
+@pytest.mark.pipeline
 def test_a_union_typed_avro_field_is_read_record_by_record(tmp_path):
     records = avro_trades(120)
     records[40]["price"] = "not a price"
@@ -285,6 +291,7 @@ def test_a_union_typed_avro_field_is_read_record_by_record(tmp_path):
     assert max(b["high"] for b in bars_of(out)) == max(prices)
 
 
+@pytest.mark.pipeline
 def test_a_truncated_avro_file_keeps_the_records_before_the_damage(tmp_path):
     records = avro_trades(300)
     buffer = io.BytesIO()

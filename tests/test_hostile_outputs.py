@@ -73,6 +73,7 @@ def validate(out: Path, cwd=ROOT):
 # Item 5: names longer than a path segment may be.
 
 
+@pytest.mark.pipeline
 def test_long_symbols_and_exchanges_are_stored_whole_with_segments_within_255_bytes(tmp_path):
     pairs = [
         ("binance", "S" * 300),
@@ -195,6 +196,7 @@ def test_an_output_directory_holding_the_inputs_is_refused(tmp_path):
     assert (inputs / "trades.csv").exists()
 
 
+@pytest.mark.pipeline
 def test_overwrite_removes_only_what_earlier_runs_wrote(tmp_path):
     out = tmp_path / "out"
     inputs = str(tardis_file(tmp_path / "trades.csv", [("binance", "BTCUSDT"), ("binance", "ETHUSDT")]))
@@ -230,6 +232,7 @@ def test_overwrite_never_follows_a_manifest_out_of_the_output_directory(bundled_
 # Item 17: a full disk.
 
 
+@pytest.mark.pipeline
 def test_a_full_disk_is_one_line_and_exit_3(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("mounting a small file system needs root (CI and the dev machines run as root)")
@@ -249,6 +252,7 @@ def test_a_full_disk_is_one_line_and_exit_3(tmp_path):
 # Rough edges: --workers, a stale error log, Beam's own error logs.
 
 
+@pytest.mark.pipeline
 def test_workers_must_be_positive_and_are_capped_at_the_cores(tmp_path):
     inputs = str(tardis_file(tmp_path / "trades.csv", [("binance", "BTCUSDT")]))
     zero = backfill(inputs, tmp_path / "out", "--workers", "0")
@@ -258,6 +262,7 @@ def test_workers_must_be_positive_and_are_capped_at_the_cores(tmp_path):
     assert f"running {os.cpu_count()}" in many.stdout
 
 
+@pytest.mark.pipeline
 def test_the_line_limit_is_an_option(tmp_path):
     path = tardis_file(tmp_path / "trades.csv", [("binance", "BTCUSDT")])
     path.write_text(path.read_text() + "binance,BTCUSDT," + "9" * 200 + "\n")
@@ -277,6 +282,7 @@ def test_a_resumed_run_removes_the_earlier_error_log(bundled_run, tmp_path):
     assert not (copy / "_ERROR.log").exists()
 
 
+@pytest.mark.pipeline
 def test_a_failing_step_prints_one_line_and_no_beam_log(tmp_path):
     """A step that raises: Beam's runner logs it at ERROR; the terminal shows only the command's line."""
     script = tmp_path / "fail.py"

@@ -97,6 +97,7 @@ def test_the_bound_keeps_any_window_finite():
     assert math.isfinite(LARGEST_VALUE * 2.0**63)
 
 
+@pytest.mark.pipeline
 def test_trades_that_would_overflow_a_bar_are_dead_letters_and_the_backfill_reconciles(tmp_path):
     lines = [f"{i},{1.7e308!r},1,{i},{i},{MS + i},true,true" for i in range(1, 6)]  # minute 0: five at 1.7e308
     lines += ["6,1.5,2,6,6,%d,false,true" % (MS + 10)]
@@ -158,6 +159,7 @@ def test_the_rule_is_per_trade_so_any_batching_gives_the_same_bars_and_dead_lett
 # ---------------------------------------------------------------------- records that crashed a parser (item 11)
 
 
+@pytest.mark.pipeline
 def test_a_deeply_nested_or_unencodable_json_line_is_one_dead_letter(tmp_path):
     good = {"trade_id": 1, "price": "1.5", "size": "2", "side": "buy", "time": "2024-01-01T00:00:01Z"}
     lines = [
@@ -243,6 +245,7 @@ def test_the_repeated_column_is_named_and_both_copies_kept_in_the_payload(tmp_pa
     assert dead[0]["payload_string"].count('"price": ') == 2
 
 
+@pytest.mark.pipeline
 def test_hostile_parquet_files_backfill_and_reconcile(tmp_path):
     expected = {}
     for name, (table, reasons) in hostile_tables().items():

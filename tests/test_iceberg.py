@@ -171,6 +171,7 @@ def write_trades_parquet(path: Path, per_symbol: int = 1200) -> None:
     trades_to_parquet(rows, path, row_group_size=500)
 
 
+@pytest.mark.pipeline
 def test_rerunning_one_time_slice_keeps_the_other_slices_of_the_same_symbol_and_day(tmp_path):
     """A Parquet file cut into time slices (--chunk-rows), written by two workers at once: every slice
     shares one (exchange, symbol, day), and a re-run slice replaces its own bars and nothing else."""

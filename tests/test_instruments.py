@@ -379,6 +379,7 @@ def test_unknown_symbols_are_split_and_counted_in_the_pipeline(tmp_path):
     assert accounting.unknown_instruments == EXPECTED_UNKNOWN and accounting.distinct_unknown_instruments == 3
 
 
+@pytest.mark.pipeline
 def test_a_chunked_backfill_sums_unknown_symbols_over_its_chunks(tmp_path):
     path = tmp_path / "trades.parquet"
     write_trades(path)
@@ -415,6 +416,7 @@ def test_a_chunked_backfill_sums_unknown_symbols_over_its_chunks(tmp_path):
     } == EXPECTED_PAIRS
 
 
+@pytest.mark.pipeline
 def test_the_instruments_option_reaches_the_backfill_and_a_bad_file_is_one_line(tmp_path):
     """--instruments maps a symbol the shipped table lacks in a real backfill (its trades are no
     longer counted unknown); a flawed file stops backfill, replay and stream before anything

@@ -10,6 +10,7 @@ from __future__ import annotations
 import zipfile
 
 import pyarrow.parquet as pq
+import pytest
 
 from beam_pipelines.cli import main
 
@@ -34,6 +35,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.pipeline
 def test_bars_equal_binance_klines(tmp_path):
     archive = tmp_path / "XRPETH-aggTrades-2019-10-11.zip"
     with zipfile.ZipFile(archive, "w") as z:

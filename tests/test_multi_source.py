@@ -294,6 +294,7 @@ def test_a_chunk_mixing_parquet_and_text_is_not_cut(tmp_path):
     assert split_large_chunks([mixed], None, parse_interval("1m"), 500) == [mixed]
 
 
+@pytest.mark.pipeline
 def test_information_bars_of_parquet_cut_into_chunks_equal_the_uncut_run(tmp_path):
     """Tick counts restart at each UTC day: a chunk starting mid-day would restart them there."""
     path = tmp_path / "trades.parquet"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import fastavro
 import pyarrow.parquet as pq
+import pytest
 
 from io_connectors.avro_wire import SchemaStore, decode
 from io_connectors.bar_reader import read_bars
@@ -112,6 +113,7 @@ class _CollectingSink(Sink):
         return SinkWrites()
 
 
+@pytest.mark.pipeline
 def test_a_sink_added_to_the_registry_is_offered_checked_recorded_and_fed(tmp_path, monkeypatch, capsys):
     from beam_pipelines import cli
 

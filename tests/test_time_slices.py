@@ -61,6 +61,7 @@ def dead_letters(out: Path) -> list[tuple]:
     return sorted((r["reason"], r["source_offset"], r["payload_string"], r["error_message"]) for r in rows)
 
 
+@pytest.mark.pipeline
 def test_time_slices_of_a_parquet_file_give_the_unsliced_result(tmp_path):
     path = tmp_path / "trades.parquet"
     write_messy_parquet(path)
@@ -94,6 +95,7 @@ def test_slices_are_cut_at_window_starts_and_cover_every_row(tmp_path):
     assert split_large_chunks([whole], "parquet", interval, 10_000) == [whole]
 
 
+@pytest.mark.pipeline
 def test_a_rerun_cut_differently_needs_overwrite(tmp_path):
     path = tmp_path / "trades.parquet"
     write_messy_parquet(path)
@@ -106,6 +108,7 @@ def test_a_rerun_cut_differently_needs_overwrite(tmp_path):
     assert summary(out)["reconciled"]
 
 
+@pytest.mark.pipeline
 def test_dated_text_files_are_grouped_into_runs_of_days(tmp_path):
     write_days(tmp_path / "days", 4, per_day=2000)
     inputs = str(tmp_path / "days" / "*.zip")
@@ -184,6 +187,7 @@ def write_parquet_with_a_lying_statistic(path: Path, hours: int = 48, rows: int 
     assert int(pa.scalar(stats.min).cast(pa.int64()).as_py()) == int(times[rows // 2]) + lie_us
 
 
+@pytest.mark.pipeline
 def test_slices_read_every_row_when_a_row_groups_statistics_lie(tmp_path):
     # The slice holding the second group's first hours would skip the group by its statistics.
     path = tmp_path / "trades.parquet"
