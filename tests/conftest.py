@@ -49,6 +49,7 @@ PIPELINE_FIXTURES = {
     "filled_out",  # test_report
     "gappy_out",  # test_report
     "consolidated_out",  # test_report
+    "sliced_run",  # test_time_slices
 }
 """Fixtures that run a whole pipeline: a test that takes one is a ``pipeline`` test."""
 PIPELINE_MODULES = {"test_chunked", "test_fuzz", "test_information_bar_panes"}

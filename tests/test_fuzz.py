@@ -25,8 +25,6 @@ import math
 import os
 import random
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -40,6 +38,7 @@ from hypothesis import strategies as st
 from io_connectors.files import InputFile
 from io_connectors.source_formats import SOURCES, parser_for
 from io_connectors.sources import read_raw_batches
+from tests.support.commands import run_backfill
 from tests.support.fuzz_tally import LINES_RUN
 from tests.support.helpers import run_trades_to_bars
 from tests.support.paths import ROOT
@@ -792,12 +791,7 @@ def test_hostile_symbols_never_leave_the_output_directory(tmp_path):
     ]
     path.write_text("exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n" + "\n".join(lines) + "\n")
     out = tmp_path / "out"
-    cli = str(Path(sys.executable).parent / "cryptobeam")
-    result = subprocess.run(
-        [cli, "backfill", "--source", "tardis-trades", "--input", str(path), "--out", str(out), "--no-progress"],
-        capture_output=True,
-        text=True,
-    )
+    result = run_backfill("tardis-trades", path, out)
     assert result.returncode == 0, result.stderr
     root = out.resolve()
     written = [p.resolve() for p in tmp_path.rglob("*") if p.is_file() and p != path]

@@ -4,6 +4,7 @@ bar, a dead letter or a count."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -61,14 +62,26 @@ def dead_letters(out: Path) -> list[tuple]:
     return sorted((r["reason"], r["source_offset"], r["payload_string"], r["error_message"]) for r in rows)
 
 
-@pytest.mark.pipeline
-def test_time_slices_of_a_parquet_file_give_the_unsliced_result(tmp_path):
-    path = tmp_path / "trades.parquet"
+@pytest.fixture(scope="module")
+def messy_parquet(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("messy") / "trades.parquet"
     write_messy_parquet(path)
-    whole, sliced = tmp_path / "whole", tmp_path / "sliced"
-    assert run(str(path), "parquet", whole, "--chunk-rows", "0").returncode == 0
-    result = run(str(path), "parquet", sliced, "--chunk-rows", "6000")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sliced_run(messy_parquet, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The messy file's backfill in slices of 6000 rows: its output, and the command's result."""
+    out = tmp_path_factory.mktemp("sliced") / "out"
+    result = run(str(messy_parquet), "parquet", out, "--chunk-rows", "6000")
     assert result.returncode == 0, result.stdout + result.stderr
+    return out, result
+
+
+def test_time_slices_of_a_parquet_file_give_the_unsliced_result(messy_parquet, sliced_run, tmp_path):
+    path = messy_parquet
+    whole, (sliced, result) = tmp_path / "whole", sliced_run
+    assert run(str(path), "parquet", whole, "--chunk-rows", "0").returncode == 0
     assert summary(sliced)["chunks"] >= 4, result.stdout
     assert bars_of(sliced) == bars_of(whole)
     assert dead_letters(sliced) == dead_letters(whole)
@@ -81,9 +94,8 @@ def test_time_slices_of_a_parquet_file_give_the_unsliced_result(tmp_path):
     assert summary(sliced)["records_in"] == pq.ParquetFile(path).metadata.num_rows
 
 
-def test_slices_are_cut_at_window_starts_and_cover_every_row(tmp_path):
-    path = tmp_path / "trades.parquet"
-    write_messy_parquet(path)
+def test_slices_are_cut_at_window_starts_and_cover_every_row(messy_parquet):
+    path = messy_parquet
     interval = parse_interval("15m")
     [whole] = [Chunk("all", (InputFile(str(path), path.stat().st_size),))]
     pieces = split_large_chunks([whole], "parquet", interval, 1000)
@@ -95,12 +107,9 @@ def test_slices_are_cut_at_window_starts_and_cover_every_row(tmp_path):
     assert split_large_chunks([whole], "parquet", interval, 10_000) == [whole]
 
 
-@pytest.mark.pipeline
-def test_a_rerun_cut_differently_needs_overwrite(tmp_path):
-    path = tmp_path / "trades.parquet"
-    write_messy_parquet(path)
-    out = tmp_path / "out"
-    run(str(path), "parquet", out, "--chunk-rows", "6000")
+def test_a_rerun_cut_differently_needs_overwrite(messy_parquet, sliced_run, tmp_path):
+    path, out = messy_parquet, tmp_path / "out"
+    shutil.copytree(sliced_run[0], out)  # a copy: the module's run stays as it was written
     again = run(str(path), "parquet", out, "--chunk-rows", "20000")
     assert again.returncode == 2 and "cut differently" in again.stdout + again.stderr
     assert "Traceback" not in again.stderr
@@ -202,10 +211,9 @@ def test_slices_read_every_row_when_a_row_groups_statistics_lie(tmp_path):
     assert bars_of(sliced) == bars_of(whole)
 
 
-def test_slices_trust_statistics_only_where_the_planner_found_them_right(tmp_path):
-    lying, messy = tmp_path / "lying.parquet", tmp_path / "messy.parquet"
+def test_slices_trust_statistics_only_where_the_planner_found_them_right(messy_parquet, tmp_path):
+    lying, messy = tmp_path / "lying.parquet", messy_parquet
     write_parquet_with_a_lying_statistic(lying)
-    write_messy_parquet(messy)
     for path, right in ((lying, False), (messy, True)):
         pieces = split_large_chunks(
             [Chunk("all", (InputFile(str(path), path.stat().st_size),))], "parquet", parse_interval("1h"), 4500
