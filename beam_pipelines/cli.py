@@ -232,8 +232,14 @@ def _date_option(text: str | None, flag: str):
 
 def _backfill_config(args):
     from beam_pipelines.backfill_config import BackfillConfig
+    from io_connectors.source_formats import SOURCES
 
     files, source = input_files_and_source(args)
+    if args.chunk and any(SOURCES[f.source].record_type == "block" for f in files):
+        raise UserError(
+            "--chunk cuts a run by date, and block files are named by block range: the transfers need "
+            "the run's blocks in one chunk, so leave out --chunk"
+        )
     sinks = sink_targets_from_args(args, streaming=False)
     if args.batch_rows <= 0:
         raise UserError("--batch-rows must be positive")

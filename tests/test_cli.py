@@ -122,6 +122,19 @@ def test_replay_refuses_files_of_records_other_than_trades(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+def test_a_run_with_block_files_refuses_chunk(tmp_path):
+    (tmp_path / "blocks.csv").write_text("number,hash,parent_hash,timestamp\n")
+    (tmp_path / "transfers.csv").write_text("token_address,from_address,to_address,value\n")
+    result = cryptobeam(
+        "backfill",
+        "--input", f"ethereum-etl-blocks:{tmp_path / 'blocks.csv'}",
+        "--input", f"ethereum-etl-token-transfers:{tmp_path / 'transfers.csv'}",
+        "--bars", "chain:1m", "--chunk", "1d", "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert result.returncode == 2 and "leave out --chunk" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
 def test_unwritable_output_is_a_user_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
