@@ -85,9 +85,7 @@ LATEST, SAFE, FINALIZED = "latest", "safe", "finalized"
 BLOCK, TOKEN_TRANSFER, DEAD_LETTER = "block", "token_transfer", "dead_letter"
 """Kinds of events: the name of the schema each one's record is written with."""
 DEFAULT_BLOCKS_PER_STEP = 100
-CHECKPOINT_FORMAT = 2
-READABLE_CHECKPOINT_FORMATS = (1, 2)
-"""Format 1 predates publication numbers: its records are publication 0 and nothing is withdrawn."""
+CHECKPOINT_FORMAT = 1
 STAGE = "collect"
 
 
@@ -469,9 +467,8 @@ class FollowerState:
 
     def restore(self, document: dict) -> None:
         """Take a checkpoint's chain and finality heights; this state's depths apply from now on."""
-        if not isinstance(document, dict) or document.get("format") not in READABLE_CHECKPOINT_FORMATS:
-            formats = " or ".join(map(str, READABLE_CHECKPOINT_FORMATS))
-            raise CheckpointError(f"not a chain follower checkpoint of format {formats}")
+        if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"not a chain follower checkpoint of format {CHECKPOINT_FORMAT}")
         if document.get("chain") != self.chain:
             raise CheckpointError(f"the checkpoint follows {document.get('chain')!r}, not {self.chain!r}")
         try:
@@ -479,14 +476,12 @@ class FollowerState:
                 KeptBlock(
                     b["number"],
                     b["hash"],
-                    None if b["block"] is None else {"publication": 0, **b["block"]},
-                    [{"publication": 0, **row} for row in b["transfers"]],
+                    b["block"],
+                    b["transfers"],
                 )
                 for b in document["blocks"]
             ]
-            withdrawn = {
-                w["hash"]: Withdrawn(int(w["number"]), int(w["publication"])) for w in document.get("withdrawn", [])
-            }
+            withdrawn = {w["hash"]: Withdrawn(int(w["number"]), int(w["publication"])) for w in document["withdrawn"]}
             safe, finalized = int(document["safe_height"]), int(document["finalized_height"])
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"the checkpoint is damaged: {type(error).__name__}: {error}") from None

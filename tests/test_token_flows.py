@@ -3,11 +3,9 @@ the final canonical transfers: copies dropped, each transfer a retraction withdr
 
 from __future__ import annotations
 
-import json
 import random
 
 import apache_beam as beam
-import fastavro
 import numpy as np
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -21,7 +19,7 @@ from io_connectors.avro_wire import encode
 from io_connectors.formats.token_transfer_records import parse_token_transfer_messages
 from io_connectors.raw_batch import RawBatch
 from runners.profiles import in_process_runner
-from schemas import SCHEMA_DIR, field_names
+from schemas import field_names
 from tests.support.chain_records import (
     T0_SECONDS,
     address,
@@ -396,16 +394,9 @@ def test_a_reorg_back_to_the_first_branch_restores_its_transfer_in_a_late_pane()
     assert (final["retracted_count"], final["unmatched_retractions"]) == (4, 0)  # two retractions, two withdrawn
 
 
-def test_kafka_messages_carry_the_publication_and_older_messages_read_as_publication_0():
-    older_writer = json.loads((SCHEMA_DIR / "token_transfer.without-publication.avsc").read_text())
+def test_kafka_messages_carry_the_publication():
     t = transfer(0, 1, 2, 5, block=1, log_index=0)
-    before_the_field = {name: value for name, value in t.items() if name != "publication"}
-    messages = [
-        encode(before_the_field, fastavro.parse_schema(older_writer, _write_hint=False)),
-        encode(t, "token_transfer"),
-        encode(retraction(t), "token_transfer"),
-        encode(republication(t), "token_transfer"),
-    ]
+    messages = [encode(m, "token_transfer") for m in (t, t, retraction(t), republication(t))]
     raw = RawBatch(source="kafka", payloads=pa.array(messages, pa.binary()), line_numbers=np.arange(4))
     batch, dead = parse_token_transfer_messages(raw)
     assert dead == []
