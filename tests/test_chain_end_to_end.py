@@ -244,10 +244,12 @@ def test_a_depth_3_reorg_during_a_live_stream_leaves_the_canonical_chain(anvil_n
     )  # fmt: skip
     wait_for_tip(checkpoint, head, collector, tmp_path / "collect.log")
     out = tmp_path / "stream"
+    # The stream must still run when the reorg's messages come: its idle time spans the closed
+    # window's flush, the reorg and the collector's next poll, on a slow machine too.
     stream = start_stream(
         kafka_bootstrap, f"{topics['token_transfers']}-no-trades", out, "--transfers-topic",
         topics["token_transfers"], "--bars", "chain:1m", *chain.options, "--watermark-delay", "1s",
-        "--allowed-lateness", "30m", "--stop-when-idle", "10s", group=topics["token_transfers"],
+        "--allowed-lateness", "30m", "--stop-when-idle", "20s", group=topics["token_transfers"],
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while not [p for p in panes(out, "token_activity") if micros(p["window_start"]) == closed_window]:
