@@ -26,7 +26,6 @@ finalized head to rule that out.
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import json
 import os
@@ -47,50 +46,9 @@ from io_connectors.ethereum_rpc import (
     record_dead_letter,
     transfer_rows,
 )
+from io_connectors.formats.ethereum_etl import BLOCK_EXPORT, TEXT_FORMATS, TRANSFER_COLUMNS_WITH_BLOCK, row_writer
 from io_connectors.paths import is_remote
 
-BLOCK_COLUMNS = (
-    "number",
-    "hash",
-    "parent_hash",
-    "nonce",
-    "sha3_uncles",
-    "logs_bloom",
-    "transactions_root",
-    "state_root",
-    "receipts_root",
-    "miner",
-    "difficulty",
-    "total_difficulty",
-    "size",
-    "extra_data",
-    "gas_limit",
-    "gas_used",
-    "timestamp",
-    "transaction_count",
-    "base_fee_per_gas",
-    "withdrawals_root",
-    "withdrawals",
-    "blob_gas_used",
-    "excess_blob_gas",
-)
-"""ethereum-etl's blocks.csv, in its order."""
-TOKEN_TRANSFER_COLUMNS = (
-    "token_address",
-    "from_address",
-    "to_address",
-    "value",
-    "transaction_hash",
-    "log_index",
-    "block_number",
-    "block_hash",
-    "block_timestamp",
-)
-"""ethereum-etl's token_transfers.csv, in its order, then the block's hash and timestamp, which its
-export_token_transfers leaves out and a reader would otherwise join from the blocks."""
-FORMATS = {"csv": "csv", "json": "json"}
-"""Output format -> file extension."""
-JSON_STRING_INTEGERS = ("value", "difficulty", "total_difficulty")
 REREADS = 3
 """Reads of a batch that does not hold together (the chain changed while it was read) before the
 export gives up."""
@@ -122,7 +80,7 @@ class ExportResult:
 
 
 def export_paths(out: str, from_block: int, to_block: int, output_format: str) -> dict[str, str]:
-    extension = FORMATS[output_format]
+    extension = TEXT_FORMATS[output_format]
     span = f"{from_block}_{to_block}"
     return {
         "blocks": os.path.join(out, "blocks", f"blocks_{span}.{extension}"),
@@ -153,8 +111,8 @@ def export_range(
 ) -> ExportResult:
     """Read blocks from_block..to_block (inclusive) and their ERC-20 transfers into ``out``."""
     check_range(from_block, to_block, batch_blocks)
-    if output_format not in FORMATS:
-        raise ExportError(f"unknown format {output_format!r}; choose one of: {', '.join(FORMATS)}")
+    if output_format not in TEXT_FORMATS:
+        raise ExportError(f"unknown format {output_format!r}; choose one of: {', '.join(TEXT_FORMATS)}")
     if is_remote(out):
         raise ExportError(f"chain export writes a local directory, not {out}")
     started = time.monotonic()
@@ -170,8 +128,8 @@ def export_range(
         for name, path in paths.items():
             files[name] = _PendingFile(path)
         writers = {
-            "blocks": _writer(files["blocks"].handle, output_format, BLOCK_COLUMNS),
-            "token_transfers": _writer(files["token_transfers"].handle, output_format, TOKEN_TRANSFER_COLUMNS),
+            "blocks": row_writer(files["blocks"].handle, output_format, BLOCK_EXPORT.etl_columns),
+            "token_transfers": row_writer(files["token_transfers"].handle, output_format, TRANSFER_COLUMNS_WITH_BLOCK),
         }
         previous_hash = None
         for start in range(from_block, to_block + 1, batch_blocks):
@@ -386,35 +344,7 @@ def _etl_withdrawal(withdrawal) -> dict | None:
 
 
 def _etl_transfer(row: dict) -> dict:
-    return {column: row[column] for column in TOKEN_TRANSFER_COLUMNS}
-
-
-def _writer(handle, output_format: str, columns: tuple[str, ...]) -> Callable[[dict | None], None]:
-    """A function writing one row (None: nothing) in the format."""
-    if output_format == "csv":
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(columns)
-
-        def write_csv(row):
-            if row is not None:
-                writer.writerow([_csv_value(row[column]) for column in columns])
-
-        return write_csv
-
-    def write_json(row):
-        if row is not None:
-            shown = {c: str(row[c]) if c in JSON_STRING_INTEGERS and row[c] is not None else row[c] for c in columns}
-            handle.write(json.dumps(shown, separators=(",", ":")) + "\n")
-
-    return write_json
-
-
-def _csv_value(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+    return {column: row[column] for column in TRANSFER_COLUMNS_WITH_BLOCK}
 
 
 def _dead_letter_line(letter: dict) -> str:

@@ -4,7 +4,8 @@ ethereum-etl (``export_blocks_and_transactions``, ``export_token_transfers``, ``
 CSV with a header line, or JSON lines with one object per item. The parsers turn a raw batch of
 either into the chain tables (``schemas/block.avsc``, ``schemas/token_transfer.avsc``, in their
 column order); ``write_csv_text`` and ``write_json_lines`` turn such tables back into the same
-text, so this one module owns the format both ways.
+text, and ``row_writer`` writes rows of ethereum-etl's own columns one at a time (as ``cryptobeam
+chain export`` streams a node's blocks), so this one module owns the format both ways.
 
 Reading:
 
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -192,6 +194,10 @@ BLOCK_EXPORT = ExportKind(
 )
 
 EXPORT_KINDS = {kind.name: kind for kind in (TOKEN_TRANSFER_EXPORT, BLOCK_EXPORT)}
+
+TRANSFER_COLUMNS_WITH_BLOCK = (*TOKEN_TRANSFER_EXPORT.etl_columns, "block_hash", "block_timestamp")
+"""ethereum-etl's token_transfers columns, in its order, then the block's hash and timestamp, which
+its export_token_transfers leaves out and a reader would otherwise join from the blocks."""
 
 
 def export_kind(kind: str | ExportKind) -> ExportKind:
@@ -803,3 +809,45 @@ def write_json_lines(table: pa.Table, kind: str | ExportKind) -> str:
         return fields, ", "
 
     return _write(table, line_fields)
+
+
+# ---------------------------------------------------------------------- writing rows one at a time
+
+TEXT_FORMATS = {"csv": "csv", "json": "json"}
+"""Format -> file extension, as ethereum-etl names its files."""
+JSON_STRING_INTEGERS = ("value", "difficulty", "total_difficulty")
+"""Integers that can exceed what a double holds exactly: decimal strings in JSON lines, so every
+JSON reader gets them exact."""
+
+
+def row_writer(handle, text_format: str, columns: tuple[str, ...]) -> Callable[[dict | None], None]:
+    """A function writing one row (a dict holding ``columns``; None writes nothing) to the text
+    ``handle`` in ``text_format``. CSV starts with a header line; every integer is decimal digits,
+    an absent value is empty and a list (a block's withdrawals) is a JSON array. JSON lines hold
+    one object per row, ``JSON_STRING_INTEGERS`` as strings."""
+    if text_format == "csv":
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(columns)
+
+        def write_csv(row):
+            if row is not None:
+                writer.writerow([_csv_value(row[column]) for column in columns])
+
+        return write_csv
+    if text_format != "json":
+        raise ValueError(f"unknown format {text_format!r}; choose one of: {', '.join(TEXT_FORMATS)}")
+
+    def write_json(row):
+        if row is not None:
+            shown = {c: str(row[c]) if c in JSON_STRING_INTEGERS and row[c] is not None else row[c] for c in columns}
+            handle.write(json.dumps(shown, separators=(",", ":")) + "\n")
+
+    return write_json
+
+
+def _csv_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
