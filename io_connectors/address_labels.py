@@ -131,5 +131,5 @@ def parse_labels(text: str, name: str) -> AddressLabels:
 
 def read_labels_file(path: str) -> AddressLabels:
     """The user's labels file, or one LabelsError (see the module's table)."""
-    text, name = read_user_text(path, LabelsError, MAX_FILE_BYTES, "label list")
+    text, name = read_user_text(path, LabelsError, MAX_FILE_BYTES, "a label list")
     return parse_labels(text, name)

@@ -17,9 +17,7 @@ Beam-free and cheap to import: the command line checks ``--instruments`` without
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 import sys
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from io_connectors.formats.symbols import BINANCE_QUOTES, KRAKEN_QUOTES, split_by_separator
+from io_connectors.user_files import check_text_fields, csv_rows, read_user_text
 from transforms.arrow_arrays import one_array, one_value
 
 SHIPPED_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "instruments.csv")
@@ -136,64 +135,21 @@ def _suffix_splits(symbol: str, quotes: list[str]) -> list[tuple[str, str]]:
 def _rows_of(text: str, name: str) -> dict[tuple[str, str], Pair]:
     """The rows of an instruments CSV, checked; any flaw raises InstrumentsError naming the line."""
     table: dict[tuple[str, str], Pair] = {}
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = next(reader, None)
-        if header is None or [h.strip().lower() for h in header] != COLUMNS:
+    for line, values in csv_rows(text, name, COLUMNS, InstrumentsError):
+        check_text_fields(name, line, COLUMNS, values, InstrumentsError, MAX_FIELD_CHARS)
+        key, pair = lookup_key(values[0], values[1]), (values[2].upper(), values[3].upper())
+        if table.get(key, pair) != pair:
             raise InstrumentsError(
-                f"{name} line 1: expected the header {','.join(COLUMNS)}, got {_shown(','.join(header or []))}"
+                f"{name} line {line}: {values[0]} {values[1]} is listed again as "
+                f"{pair[0]}/{pair[1]}, before as {table[key][0]}/{table[key][1]}"
             )
-        for row in reader:
-            line = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # a blank line
-            if len(row) != len(COLUMNS):
-                raise InstrumentsError(f"{name} line {line}: expected {','.join(COLUMNS)}, got {len(row)} field(s)")
-            values = [value.strip() for value in row]
-            for column, value in zip(COLUMNS, values):
-                if not value:
-                    raise InstrumentsError(f"{name} line {line}: {column} is empty")
-                if len(value) > MAX_FIELD_CHARS:
-                    raise InstrumentsError(f"{name} line {line}: {column} is longer than {MAX_FIELD_CHARS} characters")
-                if not value.isprintable():
-                    raise InstrumentsError(f"{name} line {line}: {column} holds a control character")
-            key, pair = lookup_key(values[0], values[1]), (values[2].upper(), values[3].upper())
-            if table.get(key, pair) != pair:
-                raise InstrumentsError(
-                    f"{name} line {line}: {values[0]} {values[1]} is listed again as "
-                    f"{pair[0]}/{pair[1]}, before as {table[key][0]}/{table[key][1]}"
-                )
-            table[key] = pair
-    except csv.Error as error:
-        raise InstrumentsError(f"{name} line {reader.line_num}: not CSV: {error}") from None
+        table[key] = pair
     return table
-
-
-def _shown(text: str) -> str:
-    return repr(text if len(text) <= 60 else text[:60] + "…")
 
 
 def read_instruments_file(path: str) -> dict[tuple[str, str], Pair]:
     """A user's instruments CSV as {(exchange, symbol): (base, quote)}, or one InstrumentsError."""
-    name = os.path.basename(path) or path
-    if not os.path.exists(path):
-        raise InstrumentsError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise InstrumentsError(f"{path}: is a directory, not an instruments CSV file")
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as error:
-        raise InstrumentsError(f"{path}: cannot be read: {error.strerror or error}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise InstrumentsError(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, not an instruments list")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise InstrumentsError(f"{name} line {line}: not UTF-8") from None
-    if "\x00" in text:
-        raise InstrumentsError(f"{name} line {text[: text.index(chr(0))].count(chr(10)) + 1}: holds a NUL byte")
+    text, name = read_user_text(path, InstrumentsError, MAX_FILE_BYTES, "an instruments list")
     return _rows_of(text, name)
 
 

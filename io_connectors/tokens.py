@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from io_connectors.instruments import canonical_asset
-from io_connectors.user_files import csv_rows, read_user_text, shown
+from io_connectors.user_files import check_text_fields, csv_rows, read_user_text, shown
 
 SHIPPED_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tokens.csv")
 COLUMNS = ["chain", "address", "symbol", "decimals", "canonical_asset"]
@@ -64,13 +64,7 @@ def _rows_of(text: str, name: str) -> TokenTable:
     table: TokenTable = {}
     for line, values in csv_rows(text, name, COLUMNS, TokensError):
         chain, address, symbol, decimals, asset = values
-        for column, value in zip(COLUMNS, values):
-            if not value:
-                raise TokensError(f"{name} line {line}: {column} is empty")
-            if len(value) > MAX_FIELD_CHARS:
-                raise TokensError(f"{name} line {line}: {column} is longer than {MAX_FIELD_CHARS} characters")
-            if not value.isprintable():
-                raise TokensError(f"{name} line {line}: {column} holds a control character")
+        check_text_fields(name, line, COLUMNS, values, TokensError, MAX_FIELD_CHARS)
         if not _CHAIN.fullmatch(chain.lower()):
             raise TokensError(f"{name} line {line}: chain {shown(chain)} is not a chain name, e.g. ethereum")
         if not _ADDRESS.fullmatch(address):
@@ -92,7 +86,7 @@ def _rows_of(text: str, name: str) -> TokenTable:
 
 def read_tokens_file(path: str) -> TokenTable:
     """A user's token list as {(chain, address): Token}, or one TokensError."""
-    text, name = read_user_text(path, TokensError, MAX_FILE_BYTES, "token list")
+    text, name = read_user_text(path, TokensError, MAX_FILE_BYTES, "a token list")
     return _rows_of(text, name)
 
 

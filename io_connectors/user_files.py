@@ -1,5 +1,6 @@
-"""Small CSV tables a user names on the command line (``--tokens``, ``--labels``): read whole and
-checked, or one error of the caller's type whose one-line message names the file and line.
+"""Small CSV tables a user names on the command line (``--instruments``, ``--tokens``, ``--labels``):
+read whole and checked, or one error of the caller's type whose one-line message names the file
+and line.
 
 What every such file must be, whatever its columns: a readable file (not a directory) of at most
 a given size, UTF-8 (a byte-order mark is allowed), without NUL bytes, and CSV whose first line
@@ -23,19 +24,19 @@ def shown(text: str, limit: int = 60) -> str:
 def read_user_text(path: str, error: type[Exception], max_bytes: int, what: str) -> tuple[str, str]:
     """(text, name to report it by) of the user's file ``path``; ``error`` with one line otherwise.
 
-    ``what`` names the table in messages, e.g. 'token list'."""
+    ``what`` names the table in messages, with its article, e.g. 'a token list'."""
     name = os.path.basename(path) or path
     if not os.path.exists(path):
         raise error(f"{path}: no such file")
     if os.path.isdir(path):
-        raise error(f"{path}: is a directory, not a {what} CSV file")
+        raise error(f"{path}: is a directory, not {what} CSV file")
     try:
         with open(path, "rb") as handle:
             data = handle.read(max_bytes + 1)
     except OSError as failure:
         raise error(f"{path}: cannot be read: {failure.strerror or failure}") from None
     if len(data) > max_bytes:
-        raise error(f"{path}: larger than {max_bytes // (1024 * 1024)} MiB, not a {what}")
+        raise error(f"{path}: larger than {max_bytes // (1024 * 1024)} MiB, not {what}")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as failure:
@@ -66,3 +67,17 @@ def csv_rows(text: str, name: str, columns: list[str], error: type[Exception]) -
             yield reader.line_num, [value.strip() for value in row]
     except csv.Error as failure:
         raise error(f"{name} line {reader.line_num}: not CSV: {failure}") from None
+
+
+def check_text_fields(
+    name: str, line: int, columns: list[str], values: list[str], error: type[Exception], max_chars: int
+) -> None:
+    """``error`` naming the first of a row's values that is empty, longer than ``max_chars`` or
+    holds a control character."""
+    for column, value in zip(columns, values):
+        if not value:
+            raise error(f"{name} line {line}: {column} is empty")
+        if len(value) > max_chars:
+            raise error(f"{name} line {line}: {column} is longer than {max_chars} characters")
+        if not value.isprintable():
+            raise error(f"{name} line {line}: {column} holds a control character")
