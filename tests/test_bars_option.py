@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from io_connectors.bar_reader import final_bars, read_bars
-from tests.support.commands import cryptobeam
+from tests.support.commands import cryptobeam, run_backfill
 from tests.support.paths import ROOT
 
 INPUT = "data/XRPETH-aggTrades-*.zip"
@@ -109,19 +109,7 @@ def _values(bars: list[dict]) -> list[dict]:
 @pytest.fixture(scope="module")
 def information_only(tmp_path_factory):
     out = tmp_path_factory.mktemp("bars") / "out"
-    result = cryptobeam(
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        INPUT,
-        *BARS,
-        "--sink",
-        "avro",
-        "--out",
-        str(out),
-        "--no-progress",
-    )
+    result = run_backfill("binance-aggtrades", INPUT, out, *BARS, "--sink", "avro")
     assert result.returncode == 0, result.stderr
     return out, result
 
@@ -163,9 +151,7 @@ def test_an_information_only_run_reconciles_validates_and_writes_every_sink(info
 def test_time_bars_are_unchanged_by_information_bars_beside_them(tmp_path):
     plain, both = tmp_path / "plain", tmp_path / "both"
     for out, extra in ((plain, ()), (both, ("--bars", "time:1m", "--bars", "ticks:300"))):
-        result = cryptobeam(
-            "backfill", "--source", "binance-aggtrades", "--input", INPUT, *extra, "--out", str(out), "--no-progress"
-        )
+        result = run_backfill("binance-aggtrades", INPUT, out, *extra)
         assert result.returncode == 0, result.stderr
     assert pq.read_table(both / "bars").equals(pq.read_table(plain / "bars"))
     summary = json.loads((both / "_SUMMARY.json").read_text())
@@ -177,19 +163,7 @@ def test_time_bars_are_unchanged_by_information_bars_beside_them(tmp_path):
 def test_a_chunked_run_cuts_whole_days_and_equals_a_whole_run(tmp_path, information_only):
     whole, _ = information_only
     out = tmp_path / "chunked"
-    result = cryptobeam(
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        INPUT,
-        *BARS,
-        "--chunk",
-        "1d",
-        "--out",
-        str(out),
-        "--no-progress",
-    )
+    result = run_backfill("binance-aggtrades", INPUT, out, *BARS, "--chunk", "1d")
     assert result.returncode == 0, result.stderr
     assert len(list((out / "_manifests").glob("*.json"))) == 2
     for kind in ("ticks", "volume", "dollar"):

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from io_connectors.output_lock import LOCK_NAME
-from tests.support.commands import cryptobeam
+from tests.support.commands import cryptobeam, run_backfill
 from tests.support.paths import ROOT
 
 
@@ -81,7 +81,7 @@ def test_dead_letters_and_duplicates_reconcile(tmp_path):
     (data / "ETHBTC-aggTrades-2019-10-11.csv").write_text(good + "3,oops,1,1,1,1570752002565,True,True\n")
     (data / "ETHBTC-aggTrades-2019-10-11-copy.csv").write_text(good)  # the same trades again
     out = tmp_path / "out"
-    result = cryptobeam("backfill", "--source", "binance-aggtrades", "--input", str(data / "*.csv"), "--out", str(out))
+    result = run_backfill("binance-aggtrades", data / "*.csv", out)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "_SUMMARY.json").read_text())
     assert (
@@ -163,34 +163,13 @@ def test_the_command_line_starts_light():
 
 
 def test_early_firings_are_rejected_for_a_backfill(tmp_path):
-    result = cryptobeam(
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        "data/*.zip",
-        "--early",
-        "5s",
-        "--out",
-        str(tmp_path / "out"),
-    )
+    result = run_backfill("binance-aggtrades", "data/*.zip", tmp_path / "out", "--early", "5s")
     assert result.returncode == 2 and "--early" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.pipeline
 def test_allowed_lateness_in_a_backfill_still_reconciles(tmp_path):
-    result = cryptobeam(
-        "backfill",
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        "data/*.zip",
-        "--allowed-lateness",
-        "10m",
-        "--out",
-        str(tmp_path / "out"),
-        "--no-progress",
-    )
+    result = run_backfill("binance-aggtrades", "data/*.zip", tmp_path / "out", "--allowed-lateness", "10m")
     assert result.returncode == 0, result.stdout + result.stderr
     bars = pq.read_table(tmp_path / "out" / "bars").to_pylist()
     assert all(b["is_final"] and b["pane_timing"] == "ON_TIME" for b in bars)
@@ -221,9 +200,7 @@ def test_unreadable_files_are_dead_letters_and_directories_are_not_inputs(tmp_pa
     (data / "ETHBTC-aggTrades-2019-10-11.zip").write_bytes(b"this is not a zip archive")
     (data / "ETHBTC-aggTrades-2019-10-12.csv").write_text("1,0.5,1,1,1,1570838400565,True,True\n")
     out = tmp_path / "out"
-    result = cryptobeam(
-        "backfill", "--source", "binance-aggtrades", "--input", str(data / "*"), "--out", str(out), "--no-progress"
-    )
+    result = run_backfill("binance-aggtrades", data / "*", out)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "_SUMMARY.json").read_text())
     assert (summary["records_in"], summary["trades_in_final_bars"], summary["dead_letters_by_reason"]) == (

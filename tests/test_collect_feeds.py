@@ -22,7 +22,15 @@ from io_connectors.backoff import Backoff
 from io_connectors.collectors import FEEDS
 from io_connectors.collectors.collector import Collector, CollectorSettings, FeedSettings
 from io_connectors.collectors.kafka_output import KafkaOutput
-from tests.support.collectors import STORE, assert_exactly_the_fake_trades, collect_args, published, refs, topic
+from tests.support.collectors import (
+    STORE,
+    assert_exactly_the_fake_trades,
+    collect_args,
+    kafka_options,
+    published,
+    refs,
+    topic,
+)
 from tests.support.fake_exchanges import FakeBinance, FakeCoinbase, FakeKraken, make_trades
 from tests.support.kafka import read_topic
 from tests.support.paths import CLI
@@ -87,12 +95,7 @@ def test_one_process_publishes_every_trade_of_three_exchanges_into_one_topic(
             "--feed",
             "kraken:BTC/USD",
             *[arg for name, url in urls.items() for arg in ("--ws-url", f"{name}={url}")],
-            "--kafka",
-            kafka_bootstrap,
-            "--topic",
-            trades_topic,
-            "--dead-letter-topic",
-            topic("dead"),
+            *kafka_options(kafka_bootstrap, trades_topic),
             "--status-topic",
             status_topic,
             "--max-trades",

@@ -23,7 +23,14 @@ from io_connectors.collectors.frames import ExchangeRejected, FrameError
 from io_connectors.collectors.kafka_output import KafkaOutput, KafkaUnreachable, check_reachable
 from io_connectors.collectors.rest import retry_after_seconds
 from io_connectors.collectors.trade_ids import Gap, TradeIds
-from tests.support.collectors import assert_exactly_the_fake_trades, collect_args, published, refs, topic
+from tests.support.collectors import (
+    assert_exactly_the_fake_trades,
+    collect_args,
+    kafka_options,
+    published,
+    refs,
+    topic,
+)
 from tests.support.fake_exchanges import FakeBinance, FakeBinanceRest, FakeCoinbase, FakeKraken, make_trades
 from tests.support.paths import CLI, ROOT
 from transforms.event_time import datetime_to_micros
@@ -641,12 +648,7 @@ def test_sigterm_stops_cleanly_and_everything_published_is_in_kafka(kafka_bootst
             "binance",
             "--symbols",
             "BTCUSDT",
-            "--kafka",
-            kafka_bootstrap,
-            "--topic",
-            trades_topic,
-            "--dead-letter-topic",
-            topic("dead"),
+            *kafka_options(kafka_bootstrap, trades_topic),
             "--ws-url",
             ws_url,
             "--no-progress",

@@ -15,7 +15,12 @@ import pytest
 from io_connectors.bar_reader import final_bars
 from tests.support import consolidation_reference as reference
 from tests.support.commands import cli
-from tests.support.helpers import micros_of, three_venue_trades, write_three_venue_inputs
+from tests.support.helpers import (
+    CONSOLIDATED_BESIDE_TIME_BARS,
+    micros_of,
+    three_venue_trades,
+    write_three_venue_inputs,
+)
 from tests.support.outputs import summary, without_panes
 from tests.support.streams import finish, new_topic, start_stream
 
@@ -23,7 +28,7 @@ START = datetime(2024, 1, 1, 23, 30, tzinfo=timezone.utc)
 SECONDS = 3600
 MINUTE = 60_000_000
 DRIFT = (datetime(2024, 1, 1, 23, 50, tzinfo=timezone.utc), datetime(2024, 1, 2, 0, 5, tzinfo=timezone.utc))
-OPTIONS = ("--bars", "time:1m", "--bars", "consolidated:1m", "--quote-equivalent", "USDT=USD")
+OPTIONS = CONSOLIDATED_BESIDE_TIME_BARS
 TABLES = ("bars_consolidated", "quality")
 
 

@@ -21,8 +21,18 @@ from io_connectors.files import match_inputs
 from io_connectors.source_formats import SOURCES
 from runners.local_flink import FlinkError, LocalFlink, flink_job_server_jar, flink_pipeline_args
 from tests.support.commands import run_backfill
-from tests.support.outputs import without_panes
+from tests.support.outputs import summary, without_panes
 from tests.support.paths import BUNDLED, CLI, ROOT
+from tests.support.streams import (
+    assert_panes_reach_disk_live,
+    backfill_bars,
+    finish,
+    new_topic,
+    on_flink,
+    replay,
+    start_stream,
+    wait_for_bar_files,
+)
 from transforms import BarSpec
 
 
@@ -69,10 +79,7 @@ def test_backfill_on_flink_equals_local_runner(flink_cluster, bundled_bars, tmp_
         "binance-aggtrades",
         BUNDLED,
         out,
-        "--runner",
-        "flink",
-        "--flink-master",
-        flink_cluster.flink_master,
+        *on_flink(flink_cluster),
         "--environment",
         "PROCESS",
     )
@@ -103,8 +110,6 @@ def test_stream_on_flink_equals_local_backfill(flink_cluster, kafka_bootstrap, t
     """Replay with disorder and late trades -> Kafka -> ``cryptobeam stream --runner flink --fill-gaps``,
     ending by itself once the topic has been idle (the read's end must finish the Flink job): the
     final bars are the local backfill's."""
-    from tests.support.outputs import summary
-    from tests.support.streams import backfill_bars, finish, new_topic, replay, start_stream
 
     topic = new_topic(kafka_bootstrap, 2)
     replay(kafka_bootstrap, topic, "--disorder", "2s", "--late-fraction", "0.01", "--late-by", "5m", "--seed", "7")
@@ -115,10 +120,7 @@ def test_stream_on_flink_equals_local_backfill(flink_cluster, kafka_bootstrap, t
                 kafka_bootstrap,
                 topic,
                 out,
-                "--runner",
-                "flink",
-                "--flink-master",
-                flink_cluster.flink_master,
+                *on_flink(flink_cluster),
                 "--fill-gaps",
                 *CONSOLIDATED,
                 "--stop-when-idle",
@@ -145,7 +147,6 @@ CONSOLIDATED = ("--bars", "time:1m", "--bars", "consolidated:1m")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_panes_reach_disk_live_on_flink(flink_cluster, kafka_bootstrap, tmp_path):
     """ON_TIME panes while the trades still flow, not after the allowed lateness (10 m)."""
-    from tests.support.streams import assert_panes_reach_disk_live
 
     def until_running(stream, timeout_s=180):
         deadline = time.monotonic() + timeout_s
@@ -160,10 +161,7 @@ def test_panes_reach_disk_live_on_flink(flink_cluster, kafka_bootstrap, tmp_path
         assert_panes_reach_disk_live(
             kafka_bootstrap,
             tmp_path,
-            "--runner",
-            "flink",
-            "--flink-master",
-            flink_cluster.flink_master,
+            *on_flink(flink_cluster),
             seconds=45,
             until_running=until_running,
         )
@@ -213,16 +211,11 @@ def test_ctrl_c_stops_a_stream_on_flink_cleanly(flink_cluster, kafka_bootstrap, 
     (not left running or restarting), and what it read is accounted for."""
     import signal
 
-    from tests.support.outputs import summary
-    from tests.support.streams import finish, new_topic, replay, start_stream, wait_for_bar_files
-
     topic = new_topic(kafka_bootstrap, 1)
     replay(kafka_bootstrap, topic)
     out = tmp_path / "stream"
     # EARLY panes show the stream is live, before any window has closed.
-    stream = start_stream(
-        kafka_bootstrap, topic, out, "--runner", "flink", "--flink-master", flink_cluster.flink_master, "--early", "1s"
-    )
+    stream = start_stream(kafka_bootstrap, topic, out, *on_flink(flink_cluster), "--early", "1s")
     try:
         wait_for_bar_files(stream, out, 180)
         stream.send_signal(signal.SIGINT)

@@ -28,6 +28,7 @@ from tests.support.streams import (
     finish,
     kill_stream,
     new_topic,
+    on_flink,
     replay,
     start_stream,
     synthetic_trades,
@@ -150,7 +151,7 @@ def kill_round(cluster: LocalFlink, feed: Feed, out: Path, kill: str, committed_
     bootstrap, topic = feed.bootstrap, feed.topic
     log = Path(f"{out}.log")
     started, since_ms = time.monotonic(), time.time() * 1000
-    stream = start_stream(bootstrap, topic, out, *OPTIONS, "--runner", "flink", "--flink-master", cluster.flink_master)
+    stream = start_stream(bootstrap, topic, out, *OPTIONS, *on_flink(cluster))
     wait_until_job_runs(cluster, stream, job_name(topic), log, since_ms)
     running_after_s = time.monotonic() - started
     committed = keep_publishing_until_committed_past(feed, out, stream, committed_before, since_ms)
@@ -207,10 +208,7 @@ def test_killed_and_restarted_flink_stream_ends_with_the_backfill_bars(restart_c
             topic,
             out,
             *OPTIONS,
-            "--runner",
-            "flink",
-            "--flink-master",
-            restart_cluster.flink_master,
+            *on_flink(restart_cluster),
             "--stop-when-idle",
             "4s",
         )
@@ -236,7 +234,7 @@ def test_a_new_run_cancels_the_previous_runs_job_before_submitting(restart_clust
     the first's Flink job, which a dead launcher could not, and only then submits its own."""
     topic = new_topic(kafka_bootstrap, 1)
     out = tmp_path / "stream"
-    flink = ("--runner", "flink", "--flink-master", restart_cluster.flink_master)
+    flink = on_flink(restart_cluster)
     since_ms = time.time() * 1000
     first = start_stream(kafka_bootstrap, topic, out, *OPTIONS, *flink)
     try:

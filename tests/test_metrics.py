@@ -37,7 +37,7 @@ from io_connectors.prometheus_metrics import (
 )
 from runners.local_kafka import create_topics
 from runners.ports import free_port
-from tests.support.collectors import refs, topic
+from tests.support.collectors import kafka_options, refs, topic
 from tests.support.fake_exchanges import FakeBinance, FakeBinanceRest, make_trades
 from tests.support.kafka import read_topic
 from tests.support.paths import CLI, ROOT
@@ -198,12 +198,7 @@ def test_prometheus_holds_what_the_collector_and_the_stream_did(kafka_bootstrap,
             ws_url,
             "--rest-url",
             rest_url,
-            "--kafka",
-            kafka_bootstrap,
-            "--topic",
-            trades_topic,
-            "--dead-letter-topic",
-            topic("dead"),
+            *kafka_options(kafka_bootstrap, trades_topic),
             "--status-topic",
             topic("status"),
             "--backoff-base",

@@ -3,28 +3,19 @@ trades held back, pacing by speed."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 import zipfile
 
 from io_connectors.avro_wire import SchemaStore, decode
+from tests.support.commands import cli
 from tests.support.kafka import read_topic
-from tests.support.paths import CLI, ROOT
-
-
-def replay(*args, timeout=300):
-    return subprocess.run([CLI, "replay", *args, "--no-progress"], capture_output=True, text=True, timeout=timeout)
+from tests.support.paths import BUNDLED, ROOT
+from tests.support.streams import replay
 
 
 def test_replay_every_trade_with_bounded_disorder_and_late_trades(kafka_bootstrap):
     result = replay(
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        str(ROOT / "data" / "*.zip"),
-        "--kafka",
         kafka_bootstrap,
-        "--topic",
         "replay_test",
         "--disorder",
         "2s",
@@ -35,7 +26,6 @@ def test_replay_every_trade_with_bounded_disorder_and_late_trades(kafka_bootstra
         "--seed",
         "3",
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     lines = []
     for path in sorted((ROOT / "data").glob("*.zip")):
         with zipfile.ZipFile(path) as archive:
@@ -62,31 +52,12 @@ def test_replay_paces_by_event_time(kafka_bootstrap, tmp_path):
     path = tmp_path / "BTCUSDT-aggTrades-2024-01-01.csv"
     path.write_text("".join(f"{i},1.0,1.0,{i},{i},{1704067200000 + i * 1000},true,true\n" for i in range(11)))
     started = time.monotonic()
-    result = replay(
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        str(path),
-        "--kafka",
-        kafka_bootstrap,
-        "--topic",
-        "paced",
-        "--speed",
-        "5",
-    )
-    assert result.returncode == 0, result.stderr
+    replay(kafka_bootstrap, "paced", "--speed", "5", inputs=str(path))
     assert time.monotonic() - started >= 2.0  # 10 s of event time at 5x real time
 
 
 def test_replay_rejects_bad_options(kafka_bootstrap):
-    result = replay(
-        "--source",
-        "binance-aggtrades",
-        "--input",
-        str(ROOT / "data" / "*.zip"),
-        "--kafka",
-        kafka_bootstrap,
-        "--speed",
-        "0",
+    result = cli(
+        "replay", "--source", "binance-aggtrades", "--input", BUNDLED, "--kafka", kafka_bootstrap, "--speed", "0"
     )
     assert result.returncode == 2 and "--speed" in result.stderr and "Traceback" not in result.stderr

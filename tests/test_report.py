@@ -33,15 +33,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_pipelines.report import downsample
-from tests.support.helpers import three_venue_trades, write_three_venue_inputs
-from tests.support.paths import CLI, ROOT
+from tests.support.commands import cryptobeam
+from tests.support.helpers import CONSOLIDATED_BESIDE_TIME_BARS, three_venue_trades, write_three_venue_inputs
+from tests.support.paths import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 MINUTE = 60_000_000
-
-
-def cryptobeam(*args):
-    return subprocess.run([CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def backfill(out: Path, *options: str) -> Path:
@@ -100,12 +97,7 @@ def consolidated_out(tmp_path_factory) -> Path:
     return backfill(
         folder / "out",
         *write_three_venue_inputs(folder, venues),
-        "--bars",
-        "time:1m",
-        "--bars",
-        "consolidated:1m",
-        "--quote-equivalent",
-        "USDT=USD",
+        *CONSOLIDATED_BESIDE_TIME_BARS,
     )
 
 

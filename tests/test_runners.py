@@ -197,20 +197,8 @@ def test_stream_on_a_portable_job_endpoint(kafka_bootstrap, prism_job_server, bu
     topic = new_topic(kafka_bootstrap, 1)
     replay(kafka_bootstrap, topic)
     out = tmp_path / "stream"
-    finish(
-        start_stream(
-            kafka_bootstrap,
-            topic,
-            out,
-            "--runner",
-            "portable",
-            "--job-endpoint",
-            prism_job_server,
-            "--stop-when-idle",
-            "4s",
-        ),
-        out,
-    )
+    portable = ("--runner", "portable", "--job-endpoint", prism_job_server)
+    finish(start_stream(kafka_bootstrap, topic, out, *portable, "--stop-when-idle", "4s"), out)
     assert summary(out)["reconciled"]
     assert without_panes(final_bars(str(out))) == without_panes(bundled_bars)
 

@@ -21,7 +21,13 @@ from io_connectors.sinks.bigquery import BigQueryTarget
 from schemas import field_names
 from tests.support.backfills import backfill, write_days
 from tests.support.commands import cryptobeam, every_sink, run_backfill
-from tests.support.helpers import COLLECTED, Collect, three_venue_trades, write_three_venue_inputs
+from tests.support.helpers import (
+    COLLECTED,
+    CONSOLIDATED_BESIDE_TIME_BARS,
+    Collect,
+    three_venue_trades,
+    write_three_venue_inputs,
+)
 from tests.support.kafka import read_topic
 from tests.support.paths import BUNDLED, ROOT
 
@@ -118,44 +124,13 @@ def test_a_sink_added_to_the_registry_is_offered_checked_recorded_and_fed(tmp_pa
     from beam_pipelines import cli
 
     monkeypatch.setitem(SINKS, "collect", _CollectingSink())
-    data = BUNDLED
+    bundled = ["backfill", "--source", "binance-aggtrades", "--input", BUNDLED, "--no-progress"]
 
-    assert (
-        cli.main(
-            [
-                "backfill",
-                "--source",
-                "binance-aggtrades",
-                "--input",
-                data,
-                "--out",
-                str(tmp_path / "bad"),
-                "--sink",
-                "collect",
-            ]
-        )
-        == 2
-    )
+    assert cli.main([*bundled, "--out", str(tmp_path / "bad"), "--sink", "collect"]) == 2
     assert capsys.readouterr().err.strip() == "cryptobeam: error: --sink collect needs --collect-into NAME"
 
     out = tmp_path / "out"
-    code = cli.main(
-        [
-            "backfill",
-            "--source",
-            "binance-aggtrades",
-            "--input",
-            data,
-            "--out",
-            str(out),
-            "--fill-gaps",
-            "--no-progress",
-            "--sink",
-            "collect",
-            "--collect-into",
-            "plugged",
-        ]
-    )
+    code = cli.main([*bundled, "--out", str(out), "--fill-gaps", "--sink", "collect", "--collect-into", "plugged"])
     assert code == 0, capsys.readouterr()
     assert comparable(COLLECTED["plugged"]) == parquet_bars(out) and len(COLLECTED["plugged"]) == 2880
     [manifest] = (out / "_manifests").glob("*.json")
@@ -326,12 +301,7 @@ def test_every_sink_gets_the_consolidated_bars_and_the_quality_table(tmp_path, b
     result = cryptobeam(
         "backfill",
         *inputs,
-        "--bars",
-        "time:1m",
-        "--bars",
-        "consolidated:1m",
-        "--quote-equivalent",
-        "USDT=USD",
+        *CONSOLIDATED_BESIDE_TIME_BARS,
         *every_sink(bigquery_endpoint, target.table, kafka_bootstrap, "venues"),
         "--out",
         str(out),

@@ -23,6 +23,11 @@ def published(bootstrap: str, name: str, expected: int, schema: str = "trade") -
     return [(m, decode(m.value(), schema, STORE)) for m in read_topic(bootstrap, name, expected, timeout_s=20)]
 
 
+def kafka_options(bootstrap: str, trades_topic: str) -> list[str]:
+    """A collector's Kafka options: the broker, the trades topic and a dead-letter topic of its own."""
+    return ["--kafka", bootstrap, "--topic", trades_topic, "--dead-letter-topic", topic("dead")]
+
+
 def refs(symbol: str, first: int, last: int) -> list[tuple[str, int]]:
     return [(symbol, i) for i in range(first, last + 1)]
 

@@ -396,16 +396,8 @@ class FakeBinanceRest:
     async def _aggregate_trades(self, request):
         return self._page_as(
             request,
-            lambda t: {
-                "a": t.trade_id,
-                "p": f"{t.price:.8f}",
-                "q": f"{t.amount:.8f}",
-                "f": t.trade_id * 3,
-                "l": t.trade_id * 3 + 2,
-                "T": t.time_ms,
-                "m": t.taker_side == "sell",
-                "M": True,
-            },
+            # The websocket event's fields without its envelope (event type and time, symbol).
+            lambda t: {k: v for k, v in binance_event(t, "aggTrade").items() if k not in ("e", "E", "s")},
         )
 
     async def _historical_trades(self, request):

@@ -145,6 +145,11 @@ def three_venue_trades(seed: int, start, seconds: int, drift: tuple, steps: tupl
     return venues
 
 
+CONSOLIDATED_BESIDE_TIME_BARS = ("--bars", "time:1m", "--bars", "consolidated:1m", "--quote-equivalent", "USDT=USD")
+"""Options of a run of the three venues: one-minute time bars, and consolidated bars of the pair
+with Tether counted as dollars."""
+
+
 def write_three_venue_inputs(folder, venues: dict, days=("2024-01-01", "2024-01-02")) -> list[str]:
     """Each venue's daily files in its own format (Binance aggTrades CSV, Coinbase JSON lines,
     Kraken CSV); ids run on across days, as Binance's and Coinbase's do. Returns the ``--input``

@@ -48,6 +48,7 @@ def replay(bootstrap, topic, *extra, inputs=BUNDLED, source="binance-aggtrades",
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
 
 
 def start_stream(bootstrap, topic, out, *extra, group=None):
@@ -147,6 +148,11 @@ def synthetic_trades(path: Path, seconds: int, per_second: int, start_ms: int = 
         t = start_ms + i * 1000 // per_second
         rows.append(f"{i},{100 + (i % 17) * 0.5},{1 + i % 3},{i},{i},{t},{'true' if i % 2 else 'false'},true\n")
     path.write_text("".join(rows))
+
+
+def on_flink(cluster) -> tuple[str, ...]:
+    """The command's options that run a backfill or a stream on a local Flink cluster."""
+    return ("--runner", "flink", "--flink-master", cluster.flink_master)
 
 
 def committed_offset(bootstrap, group, topic) -> int:
