@@ -66,6 +66,28 @@ def read_csv(path: Path) -> tuple[list[str], list[dict]]:
         return list(reader.fieldnames), list(reader)
 
 
+def exported(out: Path, table: str, first: int, last: int) -> list[dict]:
+    """The rows of the export's CSV file of ``table`` (blocks, token_transfers) for blocks first..last."""
+    return read_csv(out / table / f"{table}_{first}_{last}.csv")[1]
+
+
+def files_under(directory: Path) -> list[str]:
+    return [name for _, _, names in os.walk(directory) for name in names]
+
+
+def token_with_transfers(node, count: int) -> str:
+    """A new token and ``count`` transfers of it, values 1..count, from account 0 to 1, a block each."""
+    a = node.accounts
+    token = node.deploy_token()
+    for value in range(1, count + 1):
+        node.transfer(token, a[0], a[1], value)
+    return token
+
+
+def node_hashes(node, head: int) -> list[str]:
+    return [node.block(n)["hash"] for n in range(head + 1)]
+
+
 def test_export_equals_the_nodes_data_in_ethereum_etl_columns(anvil_node, chain, tmp_path):
     head = chain["head"]
     done = chain_command(
@@ -113,7 +135,7 @@ def test_export_equals_the_nodes_data_in_ethereum_etl_columns(anvil_node, chain,
     (letter,) = [json.loads(line) for line in open(tmp_path / "dead_letters" / f"dead_letters_0_{head}.jsonl")]
     assert letter["reason"] == "not_erc20_transfer" and len(json.loads(letter["payload_string"])["topics"]) == 4
     assert base64.b64decode(letter["payload_bytes"]).decode() == letter["payload_string"]
-    assert not [name for _, _, names in os.walk(tmp_path) for name in names if name.endswith(".tmp")]
+    assert not [name for name in files_under(tmp_path) if name.endswith(".tmp")]
 
 
 def test_json_lines_hold_the_same_rows_with_exact_values(anvil_node, chain, tmp_path):
@@ -125,7 +147,7 @@ def test_json_lines_hold_the_same_rows_with_exact_values(anvil_node, chain, tmp_
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
     for table in ("blocks", "token_transfers"):
-        _, from_csv = read_csv(tmp_path / table / f"{table}_2_{head}.csv")
+        from_csv = exported(tmp_path, table, 2, head)
         from_json = [json.loads(line) for line in open(tmp_path / table / f"{table}_2_{head}.json")]
         assert len(from_json) == len(from_csv) > 0
         for csv_row, json_row in zip(from_csv, from_json):
@@ -146,9 +168,7 @@ def test_json_lines_hold_the_same_rows_with_exact_values(anvil_node, chain, tmp_
 def test_a_reorg_of_blocks_not_yet_read_is_exported_as_the_new_chain(new_anvil, tmp_path):
     node = new_anvil()
     a = node.accounts
-    token = node.deploy_token()
-    for value in range(1, 7):
-        node.transfer(token, a[0], a[1], value)
+    token = token_with_transfers(node, 6)
     head = node.block_number()
     reorganized = []
 
@@ -161,10 +181,9 @@ def test_a_reorg_of_blocks_not_yet_read_is_exported_as_the_new_chain(new_anvil, 
         result = export_range(
             rpc, 0, head, str(tmp_path / "out"), batch_blocks=2, on_progress=reorg_after_the_first_batch
         )
-    _, transfers = read_csv(tmp_path / "out" / "token_transfers" / f"token_transfers_0_{head}.csv")
+    transfers = exported(tmp_path / "out", "token_transfers", 0, head)
     assert [t["value"] for t in transfers][-2:] == ["100", "200"]
-    _, blocks = read_csv(tmp_path / "out" / "blocks" / f"blocks_0_{head}.csv")
-    assert [b["hash"] for b in blocks] == [node.block(n)["hash"] for n in range(head + 1)]
+    assert [b["hash"] for b in exported(tmp_path / "out", "blocks", 0, head)] == node_hashes(node, head)
     assert result.blocks == head + 1 and result.transfers == 1 + 4 + 2
 
 
@@ -184,17 +203,15 @@ class ReorgBeforeTheFirstLogs(EthereumRpc):
 def test_a_reorg_between_blocks_and_logs_reads_the_batch_again(new_anvil, tmp_path):
     node = new_anvil()
     a = node.accounts
-    token = node.deploy_token()
-    for value in range(1, 5):
-        node.transfer(token, a[0], a[1], value)
+    token = token_with_transfers(node, 4)
     head = node.block_number()
     with ReorgBeforeTheFirstLogs(node.url, **FAST) as rpc:
         rpc.reorg = lambda: node.reorg(2, [(token, a[0], a[2], 300, 0)])
         result = export_range(rpc, 0, head, str(tmp_path / "out"))
     assert result.rereads == 1
-    _, blocks = read_csv(tmp_path / "out" / "blocks" / f"blocks_0_{head}.csv")
-    assert [b["hash"] for b in blocks] == [node.block(n)["hash"] for n in range(head + 1)]
-    _, transfers = read_csv(tmp_path / "out" / "token_transfers" / f"token_transfers_0_{head}.csv")
+    blocks = exported(tmp_path / "out", "blocks", 0, head)
+    assert [b["hash"] for b in blocks] == node_hashes(node, head)
+    transfers = exported(tmp_path / "out", "token_transfers", 0, head)
     assert [t["value"] for t in transfers] == [str(10**30), "1", "2", "300"]
     assert {t["block_hash"] for t in transfers} <= {b["hash"] for b in blocks}
 
@@ -202,9 +219,7 @@ def test_a_reorg_between_blocks_and_logs_reads_the_batch_again(new_anvil, tmp_pa
 def test_a_reorg_of_written_blocks_fails_the_export_and_leaves_no_files(new_anvil, tmp_path):
     node = new_anvil()
     a = node.accounts
-    token = node.deploy_token()
-    for value in range(1, 5):
-        node.transfer(token, a[0], a[1], value)
+    token = token_with_transfers(node, 4)
     head = node.block_number()
 
     def reorg_what_was_read(result):
@@ -214,7 +229,7 @@ def test_a_reorg_of_written_blocks_fails_the_export_and_leaves_no_files(new_anvi
     out = tmp_path / "out"
     with EthereumRpc(node.url, **FAST) as rpc, pytest.raises(ChainChanged, match="left the chain"):
         export_range(rpc, 0, head, str(out), batch_blocks=2, on_progress=reorg_what_was_read)
-    assert [name for _, _, names in os.walk(out) for name in names] == []
+    assert files_under(out) == []
 
 
 def test_a_node_lost_mid_export_leaves_no_files(new_anvil, tmp_path):
@@ -223,7 +238,7 @@ def test_a_node_lost_mid_export_leaves_no_files(new_anvil, tmp_path):
     out = tmp_path / "out"
     with EthereumRpc(node.url, attempts=2, **FAST) as rpc, pytest.raises(NodeUnreachable):
         export_range(rpc, 0, 10, str(out), batch_blocks=3, on_progress=lambda result: node.stop())
-    assert [name for _, _, names in os.walk(out) for name in names] == []
+    assert files_under(out) == []
 
 
 def one_line_error(done: subprocess.CompletedProcess) -> str:
