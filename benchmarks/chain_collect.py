@@ -6,7 +6,7 @@ from a local anvil node into a local Kafka broker.
 
 Starts a Kafka broker (``cryptobeam kafka up``'s) and anvil (``scripts/install_anvil.sh``),
 deploys a test token and mines ``--blocks`` blocks of ``--transfers-per-block`` ERC-20 transfers
-each (as ``benchmarks/chain_export.py`` does), then, in each round, runs the command in a process
+each (``benchmarks/chain_anvil.py``), then, in each round, runs the command in a process
 of its own, as a user runs it, from block 0 to the head (``--until-block``) into new topics. The
 live path does per block what an export does per batch: it reads the block, walks its parent
 hash, fetches its logs by block hash, publishes every record to Kafka and waits for the broker's
@@ -18,10 +18,7 @@ Results go to benchmarks/results/chain_collect.json.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,9 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from benchmarks.chain_export import fill_chain  # noqa: E402
+from benchmarks.chain_anvil import chain_arguments, filled_anvil, write_results  # noqa: E402
 from runners.local_kafka import LocalKafka, create_topics  # noqa: E402
-from tests.support.anvil import running_anvil  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "chain_collect.json"
 CLI = str(Path(sys.executable).parent / "cryptobeam")
@@ -96,24 +92,15 @@ def collect(url: str, bootstrap: str, head: int, work: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blocks", type=int, default=2_000, help="blocks of transfers to mine (default 2,000)")
-    parser.add_argument("--transfers-per-block", type=int, default=20, help="ERC-20 transfers per block (default 20)")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds; the median is reported (default 3)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = chain_arguments(__doc__.splitlines()[0]).parse_args()
     with tempfile.TemporaryDirectory(prefix="chain-collect-bench-") as work:
         broker = LocalKafka.start(Path(work) / "kafka")
         try:
-            with running_anvil(Path(work) / "anvil") as node:
-                filling = time.perf_counter()
-                made = fill_chain(node, args.blocks, args.transfers_per_block, args.seed)
-                head = node.block_number()
-                print(f"anvil: {head + 1:,} blocks, {made:,} transfers mined in {time.perf_counter() - filling:,.1f} s")
-                rounds = [collect(node.url, broker.bootstrap, head, Path(work)) for _ in range(args.repeat)]
+            with filled_anvil(Path(work), args) as chain:
+                rounds = [collect(chain.node.url, broker.bootstrap, chain.head, Path(work)) for _ in range(args.repeat)]
         finally:
             broker.stop()
-    blocks, transfers = head + 1, made + 1  # and the token's mint
+    blocks, transfers = chain.blocks, chain.transfers
     for i, measured in enumerate(rounds):
         if (measured["blocks"], measured["transfers"]) != (blocks, transfers) or measured["in_topics"] != (
             blocks,
@@ -138,20 +125,15 @@ def main() -> None:
             f"{transfers / seconds:>9,.0f} transfers/s  (median of {args.repeat}; {what})"
         )
     print(f"checkpoints written per round: {rounds[0]['checkpoints']:,}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "blocks": blocks,
-                "transfers": transfers,
-                "transfers_per_block": args.transfers_per_block,
-                "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
-                "results": results,
-            },
-            indent=2,
-        )
+    write_results(
+        RESULTS,
+        {
+            "blocks": blocks,
+            "transfers": transfers,
+            "transfers_per_block": args.transfers_per_block,
+            "results": results,
+        },
     )
-    print(f"results: {RESULTS}")
 
 
 if __name__ == "__main__":
