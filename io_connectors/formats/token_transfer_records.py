@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from io_connectors.avro_wire import SchemaStore, WireFormatError, decode
+from io_connectors.avro_wire import SchemaStore
 from io_connectors.formats.ethereum_etl import (
     BLOCK_EXPORT,
     DEFAULT_CHAIN,
@@ -17,13 +17,11 @@ from io_connectors.formats.ethereum_etl import (
     TOKEN_TRANSFER_EXPORT,
     parse_rows,
 )
+from io_connectors.formats.kafka_avro import decode_messages
 from io_connectors.raw_batch import RawBatch
 from schemas import arrow_schema
 from transforms.block_join import with_block_provenance
-from transforms.dead_letter import dead_letter
 from transforms.token_transfers import TRANSFER_FIELDS, with_provenance
-
-_STORE: SchemaStore | None = None
 
 
 def parse_ethereum_etl_transfers(raw: RawBatch, chain: str = DEFAULT_CHAIN, status: str = DEFAULT_STATUS, **_options):
@@ -43,22 +41,8 @@ def parse_ethereum_etl_blocks(raw: RawBatch, chain: str = DEFAULT_CHAIN, status:
 def parse_token_transfer_messages(raw: RawBatch, store: SchemaStore | None = None, **_options):
     """Kafka messages of ``schemas/token_transfer.avsc`` records (``collect --chain``'s
     transfers topic) -> (transfers with provenance, dead letters)."""
-    global _STORE
-    if store is None:
-        _STORE = _STORE or SchemaStore.shipped()
-        store = _STORE
-    columns = {name: [] for name in TRANSFER_FIELDS}
-    offsets, payloads, dead = [], [], []
-    for message, offset in zip(raw.payloads.to_pylist(), raw.line_numbers.tolist()):
-        try:
-            record = decode(message, "token_transfer", store, timestamps_as_micros=True)
-        except WireFormatError as error:
-            dead.append(dead_letter(error.reason, str(error), "parse", message, raw.source, offset))
-            continue
-        for name in TRANSFER_FIELDS:
-            columns[name].append(record.get(name))
-        offsets.append(offset)
-        payloads.append(message)
+    decoded = decode_messages(raw, "token_transfer", store)
+    columns = {name: decoded.column(name) for name in TRANSFER_FIELDS}
     schema = arrow_schema("token_transfer")
     arrays = [
         pa.array(columns[f.name], pa.int64()).cast(f.type)
@@ -68,4 +52,4 @@ def parse_token_transfer_messages(raw: RawBatch, store: SchemaStore | None = Non
     ]
     # Nullability is checked by validation, with a reason, not by building the table.
     table = pa.Table.from_arrays(arrays, schema=pa.schema([f.with_nullable(True) for f in schema]))
-    return with_provenance(table, raw.source, offsets, payloads), dead
+    return with_provenance(table, raw.source, decoded.offsets, decoded.payloads), decoded.dead_letters
