@@ -33,6 +33,7 @@ from io_connectors.collectors.chain_collector import (
 )
 from io_connectors.ethereum_rpc import EthereumRpc, block_row, transfer_rows
 from tests.support.anvil import running_anvil
+from tests.support.chain_runs import summary_figures
 
 STORE = SchemaStore.shipped()
 
@@ -144,16 +145,6 @@ def dead_letters(kafka: str, names: dict) -> list[dict]:
     return [record for _, record in read_back(kafka, names["dead_letters"], "dead_letter")]
 
 
-def summary_counts(output: str) -> dict[str, int]:
-    """The figures of the summary table ``run_chain_collect`` prints."""
-    figures = {}
-    for line in output.splitlines():
-        cells = [cell.strip() for cell in line.strip("│┃ ").split("│")]
-        if len(cells) == 2 and cells[1].replace(",", "").isdigit():
-            figures[cells[0]] = int(cells[1].replace(",", ""))
-    return figures
-
-
 class Published:
     """Counts added up over runs, in ``ChainCounters``' names."""
 
@@ -181,7 +172,7 @@ def test_collect_follows_transfers_through_a_depth_3_reorg_and_a_restart(anvil_n
 
     head = anvil.block_number()
     assert run_chain_collect(chain_args(anvil, kafka, names, *options, "--until-block", str(head))) == 0
-    first_run = summary_counts(capsys.readouterr().out)
+    first_run = summary_figures(capsys.readouterr().out)
     assert first_run["blocks published"] == head - first + 1 and first_run["token transfers published"] == 7
 
     orphaned = [anvil.block(n)["hash"] for n in range(head - 2, head + 1)]  # 2 transfers, then an empty block
@@ -189,7 +180,7 @@ def test_collect_follows_transfers_through_a_depth_3_reorg_and_a_restart(anvil_n
     assert {anvil.block(n)["hash"] for n in range(head - 2, head + 1)}.isdisjoint(orphaned)
     anvil.transfer(token, a[0], a[6], 9)
     assert run_chain_collect(chain_args(anvil, kafka, names, *options, "--until-block", str(head + 1))) == 0
-    second_run = summary_counts(capsys.readouterr().out)
+    second_run = summary_figures(capsys.readouterr().out)
 
     assert (second_run["blocks retracted"], second_run["token transfers retracted"], second_run["reorgs"]) == (3, 2, 1)
     assert (second_run["blocks published"], second_run["duplicates dropped"]) == (4, 0)  # restarted: no repeat

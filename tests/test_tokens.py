@@ -24,7 +24,7 @@ from io_connectors.tokens import (
     token_columns,
     tokens_digest,
 )
-from schemas import arrow_schema
+from tests.support.chain_records import transfer, transfers_table
 
 HEADER = "chain,address,symbol,decimals,canonical_asset"
 USDT = "0xdac17f958d2ee523a2206206994597c13d831ec7"
@@ -201,28 +201,8 @@ def test_token_columns_name_and_scale_known_tokens_and_leave_others_null(tmp_pat
         (USDT, "5", "polygon"),
         (WETH, str(2**256 - 1), "ethereum"),
     ]
-    schema = arrow_schema("token_transfer")
-    transfers = pa.Table.from_pylist(
-        [
-            {
-                "chain": chain,
-                "token_address": token,
-                "from_address": "0x" + "1" * 40,
-                "to_address": "0x" + "2" * 40,
-                "value": value,
-                "transaction_hash": "0x" + "3" * 64,
-                "log_index": i,
-                "block_number": 1,
-                "block_hash": None,
-                "block_timestamp": None,
-                "event_time": None,
-                "transfer_id": None,
-                "status": "finalized",
-                "retracted": False,
-            }
-            for i, (token, value, chain) in enumerate(rows)
-        ],
-        schema=schema,
+    transfers = transfers_table(
+        [transfer(token, 1, 2, int(value), 1, i, chain=chain) for i, (token, value, chain) in enumerate(rows)]
     )
     columns = token_columns(transfers, load_tokens())
     assert columns["symbol"].to_pylist() == ["USDT", "WETH", None, None, "WETH"]
