@@ -52,7 +52,7 @@ def assert_bars_equal(ours: list[dict], reference: list[dict], interval_us: int 
         assert not bar["is_filled"]
 
 
-@settings(max_examples=25)
+@settings(max_examples=15)
 @given(st.lists(trade, min_size=1, max_size=150), st.randoms(use_true_random=False), st.integers(1, 5))
 def test_bars_match_duckdb_under_disorder_and_duplicates(trades, rng: random.Random, n_batches):
     trades = consistent(trades)
@@ -71,7 +71,7 @@ def test_bars_match_duckdb_under_disorder_and_duplicates(trades, rng: random.Ran
     assert sum(b["duplicate_count"] for b in bars) == counters["duplicates"]
 
 
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(st.lists(trade, min_size=1, max_size=80), st.sampled_from(["1s", "5m", "1h", "1d"]))
 def test_any_interval_matches_duckdb(trades, interval):
     trades = consistent(trades)
