@@ -36,7 +36,14 @@ SERVICE_MODULES = {
     "test_monitoring": "prometheus",
 }
 """Modules whose every test needs the service, whatever fixtures it takes."""
-STREAM_MODULES = ("test_stream", "test_consolidated_runs", "test_iceberg", "test_metrics")
+STREAM_MODULES = (
+    "test_stream",
+    "test_consolidated_runs",
+    "test_iceberg",
+    "test_metrics",
+    "test_chain_stream",
+    "test_chain_end_to_end",
+)
 """Modules whose Kafka tests run their streams on Prism."""
 PIPELINE_FIXTURES = {
     "bundled_bars",  # below
@@ -52,7 +59,13 @@ PIPELINE_FIXTURES = {
     "sliced_run",  # test_time_slices
 }
 """Fixtures that run a whole pipeline: a test that takes one is a ``pipeline`` test."""
-PIPELINE_MODULES = {"test_chunked", "test_fuzz", "test_information_bar_panes"}
+PIPELINE_MODULES = {
+    "test_chunked",
+    "test_fuzz",
+    "test_information_bar_panes",
+    "test_chain_backfill",
+    "test_chain_blocks_backfill",
+}
 """Modules whose every test runs a whole pipeline."""
 
 
