@@ -148,7 +148,8 @@ def run_in_process(csv_path: Path, tokens_path: Path, labels_path: Path, interva
     from io_connectors.source_formats import SOURCES
     from io_connectors.sources import ReadTradeFiles
     from runners.profiles import in_process_runner
-    from transforms import BarSpec, TradesToBars
+    from transforms.bar_spec import BarSpec
+    from transforms.trades_to_bars import TradesToBars
 
     source = SOURCES["ethereum-etl-token-transfers"]
     spec = BarSpec.of(interval, time_bars=False, chain=chain_spec_from_files(str(tokens_path), str(labels_path)))

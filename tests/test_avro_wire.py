@@ -20,7 +20,7 @@ from schemas import avro_schema, parsed_avro_schema
 from tests.support.commands import run_backfill
 from tests.support.helpers import T0, run_trades_to_bars
 from tests.support.paths import BUNDLED
-from transforms import BarSpec
+from transforms.bar_spec import BarSpec
 
 TRADE = {
     "exchange": "binance",

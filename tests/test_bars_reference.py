@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.helpers import MINUTE, T0, bar_key, raw_batch, reference_bars, run_trades_to_bars
-from transforms import BarSpec
+from transforms.bar_spec import BarSpec
 
 FIELDS = ["open", "high", "low", "close", "volume", "quote_volume", "buy_volume", "sell_volume"]
 

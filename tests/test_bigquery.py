@@ -12,7 +12,7 @@ from schemas import field_names
 from tests.support.commands import run_backfill
 from tests.support.helpers import COLLECTED, Collect
 from tests.support.paths import BUNDLED
-from transforms import BarSpec
+from transforms.bar_spec import BarSpec
 from transforms.gap_fill import filled_bar
 
 

@@ -15,8 +15,9 @@ from tests.support.chain_records import (
     transfer,
 )
 from tests.support.helpers import COLLECTED, MINUTE, T0, Collect, parse, raw_batch
-from transforms import BarSpec, TradesToBars
+from transforms.bar_spec import BarSpec
 from transforms.chain_spec import ChainSpec, Fusion, Token
+from transforms.trades_to_bars import TradesToBars
 
 USDT = token_address(0)
 EXCHANGE_WALLET, USER, OTHER_USER = address(1), address(5), address(6)

@@ -23,7 +23,7 @@ from io_connectors.raw_batch import RawBatch
 from runners.profiles import in_process_runner
 from tests.support import consolidation_reference as reference
 from tests.support.helpers import COLLECTED, MINUTE, T0, Collect, parse
-from transforms import BarSpec, TradesToBars
+from transforms.bar_spec import BarSpec
 from transforms.consolidation import (
     ConsolidationSpec,
     Judgement,
@@ -38,6 +38,7 @@ from transforms.consolidation import (
 )
 from transforms.interval import parse_interval
 from transforms.trade_batch import TRADE_FIELDS, make_trade_batch
+from transforms.trades_to_bars import TradesToBars
 
 SPEC = ConsolidationSpec(parse_interval("1m"), sequential_id_exchanges=frozenset({"binance"}))
 BAR_FIELDS = ("price", "constituents", "excluded", "coverage", "trade_count", "included_trade_count")

@@ -52,7 +52,7 @@ def test_a_window_remembers_its_records_until_the_runner_expires_it():
     from apache_beam.utils.timestamp import Timestamp
 
     from tests.support.helpers import COLLECTED, T0, Collect, parse, raw_batch
-    from transforms import BarSpec
+    from transforms.bar_spec import BarSpec
     from transforms.dedupe import DedupeTrades
     from transforms.record_types import record_type
 

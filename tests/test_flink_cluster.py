@@ -33,7 +33,7 @@ from tests.support.streams import (
     start_stream,
     wait_for_bar_files,
 )
-from transforms import BarSpec
+from transforms.bar_spec import BarSpec
 
 
 @pytest.fixture(scope="session")

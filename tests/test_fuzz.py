@@ -42,7 +42,7 @@ from tests.support.commands import run_backfill
 from tests.support.fuzz_tally import LINES_RUN
 from tests.support.helpers import run_trades_to_bars
 from tests.support.paths import ROOT
-from transforms import BarSpec
+from transforms.bar_spec import BarSpec
 
 EXAMPLES = int(os.environ.get("CRYPTOBEAM_FUZZ_EXAMPLES", "8"))
 RECORDS_PER_FORMAT = int(os.environ.get("CRYPTOBEAM_FUZZ_RECORDS", "10500"))
@@ -563,7 +563,7 @@ def run_backfill_pipeline(source_name: str, paths: list[Path], batch_rows: int):
     from io_connectors.sources import ReadTradeFiles
     from runners.profiles import in_process_runner
     from tests.support.helpers import Collect
-    from transforms import TradesToBars
+    from transforms.trades_to_bars import TradesToBars
 
     source = SOURCES[source_name]
     files = [InputFile(str(p), p.stat().st_size) for p in paths]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.support.helpers import MINUTE, T0, raw_batch, run_trades_to_bars
-from transforms import BarSpec
+from transforms.bar_spec import BarSpec
 
 
 def trade(symbol, i, minute, price):

@@ -130,7 +130,7 @@ def test_trades_that_would_overflow_a_bar_are_dead_letters_and_the_backfill_reco
 def test_the_rule_is_per_trade_so_any_batching_gives_the_same_bars_and_dead_letters():
     """The stream cuts trades into other batches than the backfill: the verdicts must not move."""
     from tests.support.helpers import raw_batch, run_trades_to_bars
-    from transforms import BarSpec
+    from transforms.bar_spec import BarSpec
 
     values = [(1.7e308, 1.0), (1e280, 1.0), (1e154, 1e154), (1e-320, 1.0), (2.5, 4.0), (1e280, 1.0), (1e-160, 1e-150)]
     rows = [

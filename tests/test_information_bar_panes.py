@@ -16,8 +16,9 @@ from apache_beam.utils.timestamp import Timestamp
 
 from runners.profiles import in_process_runner
 from tests.support.helpers import COLLECTED, MINUTE, T0, Collect, parse, raw_batch
-from transforms import BarSpec, TradesToBars
 from transforms.bar_kinds import parse_threshold
+from transforms.bar_spec import BarSpec
+from transforms.trades_to_bars import TradesToBars
 
 DAY = 86_400_000_000
 THRESHOLDS = (parse_threshold("ticks", "7"), parse_threshold("volume", "5"), parse_threshold("dollar", "900"))

@@ -12,7 +12,8 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.support.helpers import COLLECTED, MINUTE, T0, Collect, parse, raw_batch
-from transforms import BarSpec, TradesToBars
+from transforms.bar_spec import BarSpec
+from transforms.trades_to_bars import TradesToBars
 
 
 def trade(i, second, price=100.0, amount=1.0, symbol="BTCUSDT"):

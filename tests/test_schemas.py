@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from io_connectors.parquet_sink import partition_segment
 from schemas import SCHEMA_NAMES, arrow_schema, avro_schema, beam_row_type, field_names, parsed_avro_schema
-from transforms import BarSpec
+from transforms.bar_spec import BarSpec
 from transforms.gap_fill import filled_bar
 
 

@@ -14,7 +14,7 @@ from io_connectors.raw_batch import RawBatch
 from io_connectors.raw_batch_coder import RawBatchCoder
 from io_connectors.source_formats import SOURCES, parser_for
 from io_connectors.sources import ReadTradeFiles
-from transforms import BarSpec
+from transforms.bar_spec import BarSpec
 from transforms.keys import KeyBySymbol
 from transforms.lateness import RouteTooLateAndChunk
 from transforms.parse import ParseTrades

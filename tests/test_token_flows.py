@@ -34,7 +34,7 @@ from tests.support.chain_records import (
     transfer_batch,
 )
 from tests.support.helpers import COLLECTED, Collect
-from transforms import BarSpec, TradesToBars
+from transforms.bar_spec import BarSpec
 from transforms.chain_spec import ChainSpec, Token
 from transforms.token_aggregates import merge, settle, summarize
 from transforms.token_transfers import (
@@ -44,6 +44,7 @@ from transforms.token_transfers import (
     transfer_hashes,
     value_limbs,
 )
+from transforms.trades_to_bars import TradesToBars
 
 MINUTE_US = 60_000_000
 LABELS = {address(1): "binance", address(2): "binance", address(3): "kraken", address(4): "coinbase"}

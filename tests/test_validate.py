@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tests.support.helpers import T0, raw_batch, run_trades_to_bars
-from transforms import BarSpec
+from transforms.bar_spec import BarSpec
 from transforms.trade_batch import make_trade_batch
 from transforms.validate_records import invalid_reasons
 

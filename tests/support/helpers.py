@@ -107,7 +107,7 @@ def run_trades_to_bars(raw_batches, spec, parser=parse):
 
     from beam_pipelines.accounting import counters_of
     from runners.profiles import in_process_runner
-    from transforms import TradesToBars
+    from transforms.trades_to_bars import TradesToBars
 
     pipeline = beam.Pipeline(runner=in_process_runner())
     results = pipeline | beam.Create(raw_batches, reshuffle=False) | TradesToBars(spec, parser)
