@@ -25,13 +25,14 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
+from io_connectors.bar_tables import file_name_for
 from io_connectors.metric_results import (
     PANE_LATENCY_BUCKETS_S,
     PANE_LATENCY_SUM_MS,
     WATERMARK_PASSED_US,
     pane_latency_counter,
 )
-from io_connectors.parquet_sink import WriteDeadLettersParquet, bar_partition, file_name_for
+from io_connectors.parquet_sink import WriteDeadLettersParquet, bar_partition
 from io_connectors.sinks import PARQUET_ONLY, SINKS, SinkTarget
 from transforms.bars import newest_pane_final
 from transforms.computations import TIME_BARS, OutputTable, counted_table, table_named

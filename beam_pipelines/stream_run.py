@@ -39,8 +39,8 @@ from beam_pipelines.stream import StreamConfig, build_stream
 from beam_pipelines.validate_chain_output import rows_in_files, token_activity_on_disk
 from beam_pipelines.written_files import written_in_files
 from io_connectors.atomic_files import write_json_atomically
+from io_connectors.bar_tables import run_of
 from io_connectors.kafka_source import KafkaReadConfig, partition_starts, request_drain, reset_drain
-from io_connectors.parquet_sink import run_of
 from io_connectors.paths import is_remote
 from io_connectors.prometheus_metrics import MetricsPortInUse, StreamMetricsEndpoint
 from runners.gc_tuning import collect_rarely

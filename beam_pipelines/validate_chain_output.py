@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from io_connectors.parquet_sink import run_of
+from io_connectors.bar_tables import run_of
 from transforms.computations import OutputTable
 
 RELATIVE_TOLERANCE = 1e-12

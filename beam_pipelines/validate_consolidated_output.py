@@ -8,7 +8,7 @@ import math
 
 import pyarrow as pa
 
-from io_connectors.parquet_sink import run_of
+from io_connectors.bar_tables import run_of
 from transforms.consolidation import DEVIATION, DISCONNECTED, INSUFFICIENT_CONSTITUENTS, STALE
 from transforms.interval import parse_interval
 

@@ -19,8 +19,7 @@ from beam_pipelines.validate_chain_output import check_chain_rows, transfers_on_
 from beam_pipelines.validate_consolidated_output import check_consolidated_bars, check_venue_quality
 from beam_pipelines.written_files import written_in_files
 from io_connectors.bar_reader import read_bars
-from io_connectors.bar_tables import every_bar_directory, every_table
-from io_connectors.parquet_sink import run_of
+from io_connectors.bar_tables import every_bar_directory, every_table, run_of
 from transforms.computations import TIME_BARS, counted_table
 from transforms.computations.consolidated_bars import CONSOLIDATED_BARS, VENUE_QUALITY
 from transforms.computations.token_flows import TOKEN_ACTIVITY

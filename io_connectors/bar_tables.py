@@ -7,6 +7,8 @@ Beam-free: manifests, ``validate`` and the seam fill find a run's files with it.
 
 from __future__ import annotations
 
+import re
+
 from transforms.computations import COMPUTATIONS, OutputTable
 
 
@@ -29,3 +31,19 @@ def every_bar_directory() -> tuple[str, ...]:
 
 def every_table() -> tuple[OutputTable, ...]:
     return tuple(table for computation in COMPUTATIONS for table in computation.all_tables())
+
+
+def file_name_for(run: str, extension: str, unbounded: bool) -> str:
+    """A bounded run (or chunk) names its files after itself, so re-running it replaces exactly
+    its files; an unbounded run adds the pane index, one file per flush."""
+    return f"part-{run}-{{pane:06d}}.{extension}" if unbounded else f"part-{run}.{extension}"
+
+
+_PANE_FILE = re.compile(r"^part-(?P<run>[^-]+)-\d{6}\.\w+$")
+
+
+def run_of(file_name: str) -> str:
+    """The stream run a pane file written by ``file_name_for`` belongs to; "" for a bounded run's
+    file, since all of a backfill's chunks together are one run."""
+    match = _PANE_FILE.match(file_name)
+    return match.group("run") if match else ""

@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 import operator
-import re
 from typing import NamedTuple
 from urllib.parse import quote
 
@@ -35,7 +34,7 @@ from apache_beam.transforms import window as windows
 
 from io_connectors import bar_tables
 from io_connectors.atomic_files import write_atomically
-from io_connectors.bar_tables import PARTITION_METADATA_KEY
+from io_connectors.bar_tables import PARTITION_METADATA_KEY, file_name_for
 from schemas import arrow_schema, parsed_avro_schema
 from transforms.computations import TIME_BARS, OutputTable
 from transforms.event_time import micros_to_datetime
@@ -212,22 +211,6 @@ class WritePartitions(beam.PTransform):
                 timestamp_combiner=windows.TimestampCombiner.OUTPUT_AT_EARLIEST,
             )
         return keyed | "GroupPartitions" >> beam.GroupByKey() | "WriteFiles" >> beam.ParDo(self._writer)
-
-
-def file_name_for(run: str, extension: str, unbounded: bool) -> str:
-    """A bounded run (or chunk) names its files after itself, so re-running it replaces exactly
-    its files; an unbounded run adds the pane index, one file per flush."""
-    return f"part-{run}-{{pane:06d}}.{extension}" if unbounded else f"part-{run}.{extension}"
-
-
-_PANE_FILE = re.compile(r"^part-(?P<run>[^-]+)-\d{6}\.\w+$")
-
-
-def run_of(file_name: str) -> str:
-    """The stream run a pane file written by ``file_name_for`` belongs to; "" for a bounded run's
-    file, since all of a backfill's chunks together are one run."""
-    match = _PANE_FILE.match(file_name)
-    return match.group("run") if match else ""
 
 
 def write_bar_files(bars, file_format: str, label: str, counts_files: bool):
