@@ -62,7 +62,8 @@ def add_bar_options(command: argparse.ArgumentParser, allowed_lateness: str = "0
         help="bars to build, each to its own table; repeat for several: time:1m (the default, "
         "to bars/), ticks:1000 (every N trades), volume:50 (every V base units), dollar:1e6 "
         "(every D quote units), consolidated:1m (one reference price per canonical pair across "
-        "venues, to bars_consolidated/ with quality/), each kind to its own table",
+        "venues, to bars_consolidated/ with quality/), chain:1m (token transfers' activity and flows, "
+        "docs/onchain.md), each kind to its own table",
     )
     command.add_argument(
         "--interval",

@@ -1,7 +1,8 @@
 """``cryptobeam collect``: exchanges' live public trade feeds into Kafka, until stopped.
 
-    cryptobeam collect --feed binance:BTCUSDT,ETHUSDT --feed coinbase:BTC-USD --feed kraken:BTC/USD \
+    cryptobeam collect --feed binance:BTCUSDT,ETHUSDT --feed coinbase:BTC-USD --feed kraken:BTC/USD \\
         --kafka 127.0.0.1:9092
+    cryptobeam collect --chain ethereum --rpc http://127.0.0.1:8545 --kafka 127.0.0.1:9092   # a chain
     cryptobeam collect --exchange binance --symbols BTCUSDT,ETHUSDT --kafka 127.0.0.1:9092   # one feed
 
 Every feed runs its own websocket session in this one process; all trades go to ``--topic`` and
@@ -9,11 +10,11 @@ every change of a feed's connection to ``--status-topic`` (``schemas/feed_status
 per-feed options ``--channel``, ``--ws-url`` and ``--rest-url`` take ``EXCHANGE=VALUE``; a plain
 value means the only feed of a one-feed run.
 
-``add_collect_parser`` adds the sub-command to the ``cryptobeam`` parser and ``run_collect`` runs
-it and returns the exit code: 0 after a clean stop (SIGINT, SIGTERM, ``--max-seconds``,
+``add_collect_parser`` adds the sub-command to the ``cryptobeam`` parser and
+``collect_run.run_collect`` runs it and returns the exit code: 0 after a clean stop (SIGINT, SIGTERM, ``--max-seconds``,
 ``--max-trades``), 2 for a user error (one line, no traceback; this includes an unreachable
 broker and an exchange refusing the subscription), 3 when Kafka did not take every message.
-Also runnable alone: ``python -m beam_pipelines.collect_command collect ...``.
+``--chain`` follows a chain's node instead (``io_connectors.collectors.chain_collector``).
 
 The command line imports this module at start to build its parser, so it holds the options
 only; checking them against the exchanges and running the collector is ``beam_pipelines.collect_run``.

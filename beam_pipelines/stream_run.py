@@ -121,7 +121,6 @@ def stream_config(args):
 
 
 def run_stream(args, console: Console) -> int:
-
     config = stream_config(args)
     tables = tuple(table.name for table in output_tables(config.spec))  # the first is the accounting's
     profile = _named_flink_job(runner_profile_from_args(args, streaming=True), args)
@@ -132,7 +131,9 @@ def run_stream(args, console: Console) -> int:
         starts = partition_starts(config.read)
     except Exception as error:  # confluent_kafka raises KafkaException for an unreachable broker or a missing topic
         if profile.name in ("prism", "portable", "flink") or drains_here:
-            raise UserError(f"cannot read {args.topic!r} from Kafka at {args.kafka}: {_first_line(error)}") from None
+            raise UserError(
+                f"cannot read {config.read.topic!r} from Kafka at {args.kafka}: {_first_line(error)}"
+            ) from None
         starts = []  # a remote runner's workers may reach a broker this machine cannot: they find the partitions
         console.print(f"[yellow]Kafka at {args.kafka} is not reachable from here; the workers will look it up[/yellow]")
     for other in (config.status_read, config.transfers_read):
