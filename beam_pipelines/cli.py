@@ -398,7 +398,7 @@ def run_backfill(args, console: Console) -> int:
         records_done = {"n": 0}
 
         def on_chunk(manifest):
-            records_done["n"] += manifest.counts.get("records_in", 0)
+            records_done["n"] += Accounting.from_counters(manifest.counts).all_records_in
             rate = records_done["n"] / max(time.monotonic() - started, 1e-9)
             progress.update(
                 task,
