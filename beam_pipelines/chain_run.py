@@ -5,10 +5,9 @@ summary table."""
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from beam_pipelines.cli_common import PipelineFailed, UserError, check_writable
+from beam_pipelines.cli_common import PipelineFailed, UserError, check_writable, progress_bar
 from io_connectors.chain_export import ChainChanged, ExportError, ExportResult, check_range, export_range
 from io_connectors.ethereum_rpc import EthereumRpc, RpcError, display_url
 
@@ -26,13 +25,13 @@ def run_chain(args, console: Console) -> int:
     except RpcError as error:
         raise UserError(str(error)) from None
     check_writable(args.out)
-    with client, _progress(args.no_progress or not console.is_terminal) as progress:
+    with client, progress_bar(args.no_progress or not console.is_terminal) as progress:
         total = max(args.to_block - args.from_block + 1, 0)
-        task = progress.add_task("exporting blocks", total=total, transfers="")
+        task = progress.add_task("exporting blocks", total=total, detail="")
 
         def on_progress(result: ExportResult) -> None:
             retried = f", {result.retries:,} requests retried" if result.retries else ""
-            progress.update(task, completed=result.blocks_read, transfers=f"{result.transfers:,} transfers{retried}")
+            progress.update(task, completed=result.blocks_read, detail=f"{result.transfers:,} transfers{retried}")
 
         try:
             result = export_range(
@@ -52,20 +51,6 @@ def run_chain(args, console: Console) -> int:
             f"[yellow]note: blocks after the finalized head, {result.finalized:,}, may still be reorganized[/yellow]"
         )
     return 0
-
-
-def _progress(disabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
-        TextColumn("{task.fields[transfers]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=disabled,
-        transient=False,
-    )
 
 
 def summary_table(result: ExportResult, out: str) -> Table:

@@ -35,6 +35,7 @@ from beam_pipelines.cli_common import (
     instruments_from_args,
     lock_output,
     parse_duration_seconds,
+    progress_bar,
     runner_profile_from_args,
     sink_targets_from_args,
     summary_table,
@@ -49,7 +50,6 @@ from io_connectors.paths import is_remote
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress
 
 # Trades per chunk on the in-process runner: it holds a chunk's window chunks in memory, so this
 # bounds a worker's memory, and the fewer chunks, the less each run's fixed cost (pipeline set-up,
@@ -370,11 +370,11 @@ def run_backfill(args, console: Console) -> int:
     todo, done = chunks_to_run(config, chunks)
     started = time.monotonic()
     by_chunk = {c.chunk_id: c for c in chunks}
-    progress = _progress(args.no_progress)
+    progress = progress_bar(args.no_progress)
     with progress:
         if len(chunks) == 1:
             files = chunks[0].files
-            task = progress.add_task("reading", total=sum(f.size for f in files), files=f"0/{len(files)} files")
+            task = progress.add_task("reading", total=sum(f.size for f in files), detail=f"0/{len(files)} files")
             seen = {"files": 0}
 
             def on_file(files=0, bytes=0):
@@ -382,7 +382,7 @@ def run_backfill(args, console: Console) -> int:
                 progress.update(
                     task,
                     advance=bytes,
-                    files=f"{seen['files']}/{len(files_)} files",
+                    detail=f"{seen['files']}/{len(files_)} files",
                     description="reading" if seen["files"] < len(files_) else "building bars",
                 )
 
@@ -393,7 +393,7 @@ def run_backfill(args, console: Console) -> int:
                 "chunks",
                 total=len(chunks),
                 completed=len(done),
-                files=f"{len(done)} already complete, {len(todo)} to run",
+                detail=f"{len(done)} already complete, {len(todo)} to run",
             )
         records_done = {"n": 0}
 
@@ -403,7 +403,7 @@ def run_backfill(args, console: Console) -> int:
             progress.update(
                 task,
                 advance=1 if len(chunks) > 1 else 0,
-                files=f"last {manifest.chunk_id}, {records_done['n']:,} records, {rate:,.0f} records/s",
+                detail=f"last {manifest.chunk_id}, {records_done['n']:,} records, {rate:,.0f} records/s",
             )
 
         pipeline_log = PipelineLog.install()
@@ -469,23 +469,6 @@ def _workers(requested: int | None, default: int, console: Console) -> int:
     return requested
 
 
-def _progress(disabled: bool) -> Progress:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
-        TextColumn("{task.fields[files]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=disabled,
-        transient=False,
-    )
-
-
 def run_validate(out: str, console: Console) -> int:
     from beam_pipelines.validate_output import validate
 
@@ -548,8 +531,8 @@ def run_replay(args, console: Console) -> int:
             for name, paths in paths_by_source.items()
         ]
     )
-    with _progress(args.no_progress) as progress:
-        task = progress.add_task("publishing", total=trades.num_rows, files=f"to {args.topic}")
+    with progress_bar(args.no_progress) as progress:
+        task = progress.add_task("publishing", total=trades.num_rows, detail=f"to {args.topic}")
         try:
             report = replay(
                 trades, args.kafka, args.topic, plan, on_progress=lambda n: progress.update(task, completed=n)

@@ -23,6 +23,7 @@ from transforms.consolidation_spec import ConsolidationSpec
 from transforms.interval import IntervalError, parse_interval
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
     from rich.table import Table
 
 EXIT_USER_ERROR = 2
@@ -365,6 +366,25 @@ def check_writable(out: str) -> None:
         if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
             raise  # the machine's fault, not the user's: the command reports it as a failure
         raise UserError(f"output directory {out!r} is not writable: {error.strerror or error}") from None
+
+
+def progress_bar(disabled: bool) -> Progress:
+    """A long command's progress on stderr: a bar, done/total, the task's ``detail`` and the times."""
+    # rich: the command line imports this module at start, and a local backfill's workers wait for it
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=disabled,
+        transient=False,
+    )
 
 
 def summary_table(
