@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from io_connectors.bar_reader import final_bars, read_bars
-from io_connectors.parquet_sink import run_of
+from io_connectors.bar_tables import run_of
 from runners.local_flink import LocalFlink
 from tests.support.outputs import summary, without_panes
 from tests.support.streams import (

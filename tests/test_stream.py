@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from io_connectors.bar_reader import final_bars, read_bars
-from io_connectors.parquet_sink import run_of
+from io_connectors.bar_tables import run_of
 from tests.support.commands import cli
 from tests.support.kafka import read_topic
 from tests.support.outputs import summary, without_panes

@@ -18,9 +18,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from io_connectors.bar_reader import final_bars, read_bars
+from io_connectors.bar_tables import run_of
 from io_connectors.kafka_progress import resume_point_us
 from io_connectors.kafka_source import retrying_coordinator_call
-from io_connectors.parquet_sink import run_of
 from tests.support.commands import run_backfill
 from tests.support.outputs import summary, without_panes
 from tests.support.streams import (
