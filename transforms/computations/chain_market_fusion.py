@@ -23,9 +23,8 @@ class ChainMarketFusion(Computation):
         return (CHAIN_MARKET_FUSION,)
 
     def expand(self, unique, spec, others):
-        from transforms.chain_market_join import (
-            JoinChainWithMarket,
-        )  # Beam: the command line reads this registry as it plans, before Beam loads
+        # Beam: the command line reads this registry as it plans, before Beam loads
+        from transforms.chain_market_join import JoinChainWithMarket
 
         tables = others.get("tables", {})
         fused = tables | "ChainMarketFusion" >> JoinChainWithMarket(spec)

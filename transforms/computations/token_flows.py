@@ -36,9 +36,8 @@ class TokenFlows(Computation):
         return (TOKEN_ACTIVITY, EXCHANGE_FLOWS)
 
     def expand(self, unique, spec, others):
-        from transforms.token_flow_panes import (
-            ComputeTokenFlows,
-        )  # Beam: the command line reads this registry as it plans, before Beam loads
+        # Beam: the command line reads this registry as it plans, before Beam loads
+        from transforms.token_flow_panes import ComputeTokenFlows
 
         transfers = others.get("token_transfer")
         if transfers is None:
