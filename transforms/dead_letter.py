@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 import time
 
+import pyarrow as pa
+
+from transforms.event_time import micros_to_iso
+
 DEAD_LETTER_TAG = "dead_letter"
 
 
@@ -47,3 +51,59 @@ def dead_letter(
         "event_time": None if event_time is None else int(event_time),
         "dead_letter_time": int(time.time() * 1_000_000),
     }
+
+
+def batch_rows_dead_letters(
+    batch: pa.Table,
+    rows: list[int],
+    reasons: list[str],
+    messages: list[str],
+    stage: str,
+    event_times: list[int | None],
+    record_fields: list[str],
+    time_fields: tuple[str, ...],
+    key_fields: tuple[str, str],
+) -> list[dict]:
+    """Dead letters of rows of a parsed batch (its ``record_fields``, then ``source``,
+    ``source_offset`` and ``payload``), each with its payload and where it came from. The payload is
+    the original bytes, or the record's fields as JSON (times in ISO) when they are gone; the
+    ``key_fields`` fill the dead letter's exchange and symbol.
+
+    The rows are taken and converted once, together: per row, a column lookup would cost a pass
+    over the whole column, and a batch of hostile input can reject every row.
+    """
+    picked = batch.take(pa.array(rows, pa.int64()))
+    values = {}
+    for name in {*record_fields, *key_fields, "source", "source_offset", "payload"}:
+        column = picked.column(name)
+        # As integers: a time past the year 9999 has no datetime, yet must reach its dead letter.
+        values[name] = (column.cast(pa.int64()) if name in time_fields else column).to_pylist()
+    exchanges, symbols = values[key_fields[0]], values[key_fields[1]]
+    letters = []
+    for k, (reason, message, event_time_us) in enumerate(zip(reasons, messages, event_times)):
+        payload = values["payload"][k]
+        if payload is None:  # the original is gone: the normalized record as JSON
+            payload = record_json({name: values[name][k] for name in record_fields}, time_fields)
+        letters.append(
+            dead_letter(
+                reason,
+                message,
+                stage,
+                payload,
+                values["source"][k],
+                values["source_offset"][k],
+                exchanges[k],
+                symbols[k],
+                event_time_us,
+            )
+        )
+    return letters
+
+
+def record_json(record: dict, time_fields: tuple[str, ...]) -> str:
+    """A normalized record as a dead letter's payload: its ``time_fields`` (microseconds) in ISO."""
+    record = {
+        name: micros_to_iso(value) if name in time_fields and value is not None else value
+        for name, value in record.items()
+    }
+    return json.dumps(record, sort_keys=True)

@@ -19,7 +19,6 @@ Beam-free, like every record type's rules (``transforms.record_types`` imports t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +28,7 @@ import pyarrow.compute as pc
 
 from schemas import arrow_schema
 from transforms.arrow_arrays import one_array, one_value
-from transforms.dead_letter import dead_letter
-from transforms.event_time import micros_to_iso
+from transforms.dead_letter import batch_rows_dead_letters, record_json
 from transforms.row_reasons import FirstReasons
 
 ERC20 = "erc20"
@@ -159,38 +157,17 @@ def transfer_dead_letters(
 ) -> list[dict]:
     """Dead letters of rows of a transfer batch, each with its payload (the normalized record as
     JSON when the original bytes are gone) and where it came from."""
-    picked = batch.take(pa.array(rows, pa.int64()))
-    records = picked.select(TRANSFER_FIELDS)
-    records = records.set_column(
-        TRANSFER_FIELDS.index("event_time"), "event_time", records.column("event_time").cast(pa.int64())
-    ).to_pylist()
-    provenance = {name: picked.column(name).to_pylist() for name in ("source", "source_offset", "payload")}
-    letters = []
-    for k, (reason, message, time_us) in enumerate(zip(reasons, messages, event_times)):
-        payload = provenance["payload"][k]
-        if payload is None:
-            payload = _record_json(records[k])
-        letters.append(
-            dead_letter(
-                reason,
-                message,
-                stage,
-                payload,
-                provenance["source"][k],
-                provenance["source_offset"][k],
-                records[k]["chain"],
-                records[k]["token_address"],
-                time_us,
-            )
-        )
-    return letters
-
-
-def _record_json(record: dict) -> str:
-    record = dict(record)
-    if record.get("event_time") is not None:
-        record["event_time"] = micros_to_iso(record["event_time"])
-    return json.dumps(record, sort_keys=True)
+    return batch_rows_dead_letters(
+        batch,
+        rows,
+        reasons,
+        messages,
+        stage,
+        event_times,
+        record_fields=TRANSFER_FIELDS,
+        time_fields=("event_time",),
+        key_fields=("chain", "token_address"),
+    )
 
 
 def rejected_transfer_dead_letters(batch: pa.Table, rejected: list[tuple[int, str]]) -> list[dict]:
@@ -269,7 +246,7 @@ class TokenTransferChunk:
         """The transfer as JSON: the payload of a dead letter raised after validation."""
         record = self.records.slice(i, 1).select(TRANSFER_FIELDS).to_pylist()[0]
         record["event_time"] = int(self.event_time[i])
-        return _record_json(record)
+        return record_json(record, ("event_time",))
 
 
 def _publication_mix(publication: np.ndarray) -> np.ndarray:

@@ -6,15 +6,12 @@ takes and gives these tables, whether they were read from a file or polled from 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyarrow as pa
 
 from schemas import arrow_schema
 from transforms.arrow_arrays import one_array
-from transforms.dead_letter import dead_letter
-from transforms.event_time import micros_to_iso
+from transforms.dead_letter import batch_rows_dead_letters
 
 PROVENANCE_FIELDS = [
     pa.field("source", pa.string(), nullable=False),
@@ -83,45 +80,18 @@ def without_payload(batch: pa.Table) -> pa.Table:
 def rows_dead_letters(
     batch: pa.Table, rows: list[int], reasons: list[str], messages: list[str], stage: str, event_times: list[int | None]
 ) -> list[dict]:
-    """Dead letters for rows of a trade batch, each with its payload and where it came from.
-
-    The rows are taken and converted once, together: per row, a column lookup would cost a pass
-    over the whole column, and a batch of hostile input can reject every row.
-    """
-    picked = batch.take(pa.array(rows, pa.int64()))
-    values = {
-        name: picked.column(name).to_pylist()
-        for name in TRADE_BATCH_SCHEMA.names
-        if name not in ("event_time", "receive_time")
-    }
-    for key in ("event_time", "receive_time"):
-        # As integers: a time past the year 9999 has no datetime, yet must reach its dead letter.
-        values[key] = picked.column(key).cast(pa.int64()).to_pylist()
-    letters = []
-    for k, (reason, message, event_time_us) in enumerate(zip(reasons, messages, event_times)):
-        payload = values["payload"][k]
-        if payload is None:  # the original is gone: the normalized trade as JSON
-            payload = _trade_json({name: values[name][k] for name in TRADE_FIELDS})
-        letters.append(
-            dead_letter(
-                reason,
-                message,
-                stage,
-                payload,
-                values["source"][k],
-                values["source_offset"][k],
-                values["exchange"][k],
-                values["symbol"][k],
-                event_time_us,
-            )
-        )
-    return letters
-
-
-def _trade_json(trade: dict) -> str:
-    for key in ("event_time", "receive_time"):
-        trade[key] = None if trade[key] is None else micros_to_iso(trade[key])
-    return json.dumps(trade, sort_keys=True)
+    """Dead letters for rows of a trade batch, each with its payload and where it came from."""
+    return batch_rows_dead_letters(
+        batch,
+        rows,
+        reasons,
+        messages,
+        stage,
+        event_times,
+        record_fields=TRADE_FIELDS,
+        time_fields=("event_time", "receive_time"),
+        key_fields=("exchange", "symbol"),
+    )
 
 
 def take_rows(batch: pa.Table, mask_or_indices) -> pa.Table:
