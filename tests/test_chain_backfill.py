@@ -13,6 +13,7 @@ from io_connectors.formats.ethereum_etl import write_csv_text, write_json_lines
 from tests.support.chain_records import (
     T0_SECONDS,
     address,
+    flow_figures,
     reference_activity,
     reference_flows,
     retraction,
@@ -99,16 +100,7 @@ def test_backfill_of_ethereum_etl_files_beside_trades(tmp_path):
 
     flows = final_bars(str(out), "exchange_flows")
     expected_flows = reference_flows(rows, MINUTE_US, EXCHANGE_WALLETS)
-    got_flows = {
-        ("ethereum", r["token_address"], int(r["window_start"].timestamp()) * 1_000_000, r["entity"]): (
-            int(r["inflow_raw"]),
-            int(r["outflow_raw"]),
-            r["inflow_count"],
-            r["outflow_count"],
-        )
-        for r in flows
-    }
-    assert {key: f for key, f in got_flows.items() if any(f)} == expected_flows
+    assert flow_figures(flows) == expected_flows
 
     fused = final_bars(str(out), "chain_market_fusion")
     by_minute = {int(row["window_start"].timestamp() - T0_SECONDS) // 60: row for row in fused}

@@ -23,6 +23,7 @@ from schemas import field_names
 from tests.support.chain_records import (
     T0_SECONDS,
     address,
+    flow_figures,
     parse_table_transfers,
     raw_transfers,
     reference_activity,
@@ -307,16 +308,7 @@ def test_backfilled_tables_equal_the_reference_and_every_transfer_is_accounted_f
     assert {row["token_known"] for row in activity if row["token_address"] == token_address(2)} == {False}
     assert all(row["volume"] is None for row in activity if row["token_address"] == token_address(2))
     expected_flows = reference_flows(rows, MINUTE_US, LABELS)
-    got_flows = {
-        (r["exchange"], r["token_address"], r["window_start"], r["entity"]): (
-            int(r["inflow_raw"]),
-            int(r["outflow_raw"]),
-            r["inflow_count"],
-            r["outflow_count"],
-        )
-        for r in flows
-    }
-    assert {key: f for key, f in got_flows.items() if any(f)} == expected_flows
+    assert flow_figures(flows) == expected_flows
     assert all(int(r["netflow_raw"]) == int(r["inflow_raw"]) - int(r["outflow_raw"]) for r in flows)
     # Records read = in aggregates + retracted + duplicates (+ dead letters: none here).
     unique = counters["token_transfer.unique_trades"]

@@ -140,6 +140,20 @@ def reference_activity(rows: list[dict], interval_us: int, decimals: dict | None
     }
 
 
+def flow_figures(flows) -> dict:
+    """Rows of ``exchange_flows`` (window starts as datetimes or microseconds) as ``reference_flows``
+    keys them: {(chain, token, window_start µs, entity): (inflow, outflow, inflow count, outflow count)},
+    rows with no flow left out."""
+    figures = {}
+    for r in flows:
+        start = r["window_start"]
+        start = start if isinstance(start, int) else int(start.timestamp()) * 1_000_000
+        figure = (int(r["inflow_raw"]), int(r["outflow_raw"]), r["inflow_count"], r["outflow_count"])
+        if any(figure):
+            figures[(r["exchange"], r["token_address"], start, r["entity"])] = figure
+    return figures
+
+
 def reference_flows(rows: list[dict], interval_us: int, labels: dict[str, str]) -> dict:
     """{(chain, token, window_start, entity): (inflow, outflow, inflow count, outflow count)}."""
     out: dict = {}
